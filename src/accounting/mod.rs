@@ -1,0 +1,591 @@
+//! Caps on the hot path: counters of booked cores and GPUs per subscription, folder and job,
+//! checked and charged at planning time, confirmed when the booking commits and given back
+//! when it does not.
+//!
+//! Each vertex has one short critical section (a `parking_lot::Mutex`, never held across I/O);
+//! a charge locks its two or three vertices in a fixed order (subscription, folder, job), so
+//! the check and the increment are one atomic step and concurrent charges can never exceed a
+//! cap. Counters are hints kept honest by the recompute thread (see [`recompute`]): every
+//! `recompute_interval` they are re-synced to `SUM(proc)`, carrying forward charges that are
+//! in flight or committed after the snapshot began, so a just-booked frame is never forgotten
+//! and a release by Cuebot reaches the counters within one interval (until then they read
+//! high, which only under-books).
+//!
+//! Fail closed: a subscription whose burst has not been read rejects every charge.
+
+pub mod audit;
+pub mod recompute;
+
+use std::{
+    collections::HashMap,
+    hash::Hash,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+
+use crate::metrics;
+
+/// A cap that refused a charge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cap {
+    /// Subscription burst (cores) of the show on the host's allocation.
+    Subscription,
+    /// Folder maximum cores.
+    Folder,
+    /// Job maximum cores.
+    Job,
+    /// Folder maximum GPUs.
+    FolderGpus,
+    /// Job maximum GPUs.
+    JobGpus,
+}
+
+impl Cap {
+    /// The `table` label OpenCue's `scheduler_accounting_limit_exceeded_total` uses.
+    pub fn label(self) -> &'static str {
+        match self {
+            Cap::Subscription => "subscription",
+            Cap::Folder => "folder",
+            Cap::Job => "job",
+            Cap::FolderGpus => "folder_gpus",
+            Cap::JobGpus => "job_gpus",
+        }
+    }
+}
+
+/// What one booking charges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Charge {
+    /// `show.pk_show`.
+    pub show: String,
+    /// The host's `pk_alloc`.
+    pub alloc: String,
+    /// `job.pk_folder`.
+    pub folder: String,
+    /// `job.pk_job`.
+    pub job: String,
+    /// Centicores.
+    pub cores: i64,
+    /// GPUs.
+    pub gpus: i64,
+}
+
+/// A cap's limits: `None` for an unlimited dimension.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Centicores.
+    pub cores: Option<i64>,
+    /// GPUs.
+    pub gpus: Option<i64>,
+}
+
+impl Limits {
+    /// Cuebot's convention: a value ≤ 0 means unlimited.
+    pub fn from_db(cores: i64, gpus: i64) -> Limits {
+        Limits {
+            cores: (cores > 0).then_some(cores),
+            gpus: (gpus > 0).then_some(gpus),
+        }
+    }
+}
+
+/// One vertex's state. `booked` = what the counter believes is booked (snapshot + carried);
+/// `inflight` = charged and not yet committed; `settled[e % 2]` = committed during epoch e.
+#[derive(Debug, Default)]
+struct Tally {
+    booked: (i64, i64),
+    inflight: (i64, i64),
+    settled: [(i64, i64); 2],
+    limits: Option<Limits>,
+}
+
+type Vertex = Arc<Mutex<Tally>>;
+
+/// The counters and caps of every vertex.
+#[derive(Default)]
+pub struct Ledger {
+    subs: DashMap<(String, String), Vertex>,
+    folders: DashMap<String, Vertex>,
+    jobs: DashMap<String, Vertex>,
+    epoch: AtomicU64,
+    seeded: AtomicBool,
+    /// Bumped on every recompute and release, so a layer refused by a cap is retried only
+    /// once something could have changed.
+    generation: AtomicU64,
+    /// Completed re-syncs; a newly leased show waits for one that began after its claim.
+    resyncs: AtomicU64,
+}
+
+fn vertex<K: Eq + Hash + Clone>(map: &DashMap<K, Vertex>, key: &K) -> Vertex {
+    // Clone the Arc out and drop the shard guard before locking the vertex.
+    if let Some(v) = map.get(key) {
+        return Arc::clone(v.value());
+    }
+    Arc::clone(map.entry(key.clone()).or_default().value())
+}
+
+/// A charge in flight: dropped without [`Ticket::commit`] it gives everything back.
+#[must_use = "dropping a ticket releases its charge"]
+pub struct Ticket {
+    ledger: Arc<Ledger>,
+    vertices: Vec<Vertex>,
+    cores: i64,
+    gpus: i64,
+    done: bool,
+}
+
+impl Ticket {
+    /// The booking committed: the charge stays, moving from in-flight to settled.
+    pub fn commit(mut self) {
+        let slot = (self.ledger.epoch.load(Ordering::Acquire) % 2) as usize;
+        for v in &self.vertices {
+            let mut t = v.lock();
+            t.inflight.0 -= self.cores;
+            t.inflight.1 -= self.gpus;
+            t.settled[slot].0 += self.cores;
+            t.settled[slot].1 += self.gpus;
+        }
+        self.done = true;
+    }
+
+    /// The charged centicores.
+    pub fn cores(&self) -> i64 {
+        self.cores
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        for v in &self.vertices {
+            let mut t = v.lock();
+            t.booked.0 -= self.cores;
+            t.booked.1 -= self.gpus;
+            t.inflight.0 -= self.cores;
+            t.inflight.1 -= self.gpus;
+        }
+    }
+}
+
+/// A refused charge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The cap.
+    pub cap: Cap,
+    /// Booked before this charge.
+    pub current: i64,
+    /// The cap's value (`-1` when the subscription was never seeded).
+    pub limit: i64,
+}
+
+impl Ledger {
+    /// An empty ledger: every subscription rejects until [`Ledger::seed`] runs.
+    pub fn new() -> Arc<Ledger> {
+        Arc::new(Ledger::default())
+    }
+
+    /// True once counters and caps were loaded from the database.
+    pub fn is_seeded(&self) -> bool {
+        self.seeded.load(Ordering::Acquire)
+    }
+
+    /// Changes whenever counters may have gone down (recompute, release).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Sets the cap of a job (from the pending-job query, which reads it live).
+    pub fn set_job_limits(&self, job: &str, limits: Limits) {
+        vertex(&self.jobs, &job.to_owned()).lock().limits = Some(limits);
+    }
+
+    /// Sets the cap of a folder.
+    pub fn set_folder_limits(&self, folder: &str, limits: Limits) {
+        vertex(&self.folders, &folder.to_owned()).lock().limits = Some(limits);
+    }
+
+    /// Sets a subscription's burst (centicores).
+    pub fn set_burst(&self, show: &str, alloc: &str, burst: i64) {
+        vertex(&self.subs, &(show.to_owned(), alloc.to_owned()))
+            .lock()
+            .limits = Some(Limits {
+            cores: Some(burst.max(0)),
+            gpus: None,
+        });
+    }
+
+    /// Cores (centicores) the subscription can still take: 0 when unknown or full.
+    pub fn sub_headroom(&self, show: &str, alloc: &str) -> i64 {
+        match self
+            .subs
+            .get(&(show.to_owned(), alloc.to_owned()))
+            .map(|v| Arc::clone(v.value()))
+        {
+            Some(v) => {
+                let t = v.lock();
+                match t.limits.and_then(|l| l.cores) {
+                    Some(burst) if self.is_seeded() => (burst - t.booked.0).max(0),
+                    _ => 0,
+                }
+            }
+            None => 0,
+        }
+    }
+
+    /// Centicores a job can still take (`None` = unlimited).
+    pub fn job_headroom(&self, job: &str) -> Option<i64> {
+        let v = self.jobs.get(job).map(|v| Arc::clone(v.value()))?;
+        let t = v.lock();
+        t.limits
+            .and_then(|l| l.cores)
+            .map(|max| (max - t.booked.0).max(0))
+    }
+
+    /// Checks every cap of `charge` and takes it, atomically; or says which cap refused.
+    pub fn charge(self: &Arc<Self>, charge: &Charge) -> Result<Ticket, Rejection> {
+        let sub = vertex(&self.subs, &(charge.show.clone(), charge.alloc.clone()));
+        let folder = vertex(&self.folders, &charge.folder);
+        let job = vertex(&self.jobs, &charge.job);
+        // Fixed lock order: subscription, folder, job. Held only for arithmetic.
+        let mut s = sub.lock();
+        let mut f = folder.lock();
+        let mut j = job.lock();
+        let burst = match (self.is_seeded(), s.limits.and_then(|l| l.cores)) {
+            (true, Some(burst)) => burst,
+            _ => {
+                return Err(self.reject(Rejection {
+                    cap: Cap::Subscription,
+                    current: s.booked.0,
+                    limit: -1,
+                }));
+            }
+        };
+        let checks = [
+            (Cap::Subscription, s.booked.0, charge.cores, Some(burst)),
+            (
+                Cap::Folder,
+                f.booked.0,
+                charge.cores,
+                f.limits.and_then(|l| l.cores),
+            ),
+            (
+                Cap::Job,
+                j.booked.0,
+                charge.cores,
+                j.limits.and_then(|l| l.cores),
+            ),
+            (
+                Cap::FolderGpus,
+                f.booked.1,
+                charge.gpus,
+                f.limits.and_then(|l| l.gpus),
+            ),
+            (
+                Cap::JobGpus,
+                j.booked.1,
+                charge.gpus,
+                j.limits.and_then(|l| l.gpus),
+            ),
+        ];
+        for (cap, current, add, limit) in checks {
+            if let Some(limit) = limit {
+                if add > 0 && current + add > limit {
+                    return Err(self.reject(Rejection {
+                        cap,
+                        current,
+                        limit,
+                    }));
+                }
+            }
+        }
+        for t in [&mut *s, &mut *f, &mut *j] {
+            t.booked.0 += charge.cores;
+            t.booked.1 += charge.gpus;
+            t.inflight.0 += charge.cores;
+            t.inflight.1 += charge.gpus;
+        }
+        drop((s, f, j));
+        Ok(Ticket {
+            ledger: Arc::clone(self),
+            vertices: vec![sub, folder, job],
+            cores: charge.cores,
+            gpus: charge.gpus,
+            done: false,
+        })
+    }
+
+    fn reject(&self, r: Rejection) -> Rejection {
+        metrics::LIMIT_EXCEEDED
+            .with_label_values(&[r.cap.label()])
+            .inc();
+        r
+    }
+
+    /// Gives back a committed charge (our own compensation of a failed launch).
+    pub fn release(&self, charge: &Charge) {
+        let slot = (self.epoch.load(Ordering::Acquire) % 2) as usize;
+        let keys = [
+            self.subs
+                .get(&(charge.show.clone(), charge.alloc.clone()))
+                .map(|v| Arc::clone(v.value())),
+            self.folders
+                .get(&charge.folder)
+                .map(|v| Arc::clone(v.value())),
+            self.jobs.get(&charge.job).map(|v| Arc::clone(v.value())),
+        ];
+        for v in keys.into_iter().flatten() {
+            let mut t = v.lock();
+            t.booked.0 = (t.booked.0 - charge.cores).max(0);
+            t.booked.1 = (t.booked.1 - charge.gpus).max(0);
+            t.settled[slot].0 = (t.settled[slot].0 - charge.cores).max(0);
+            t.settled[slot].1 = (t.settled[slot].1 - charge.gpus).max(0);
+        }
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Starts a re-sync: commits from now on land in the new epoch's bucket, which the
+    /// overwrite keeps (they may be missing from the snapshot about to be read).
+    pub fn begin_resync(&self) -> u64 {
+        self.epoch.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// Overwrites every counter with `snapshot` (booked per vertex from `SUM(proc)`, read
+    /// after [`Ledger::begin_resync`] returned `epoch`) plus what is in flight plus what
+    /// committed since the epoch began. Returns the total absolute drift corrected.
+    pub fn resync(&self, epoch: u64, snapshot: &Snapshot) -> i64 {
+        let keep = (epoch % 2) as usize;
+        let clear = 1 - keep;
+        let mut drift = 0;
+        let mut apply = |t: &mut Tally, base: (i64, i64)| {
+            let cores = base.0 + t.inflight.0 + t.settled[keep].0;
+            let gpus = base.1 + t.inflight.1 + t.settled[keep].1;
+            drift += (cores - t.booked.0).abs();
+            t.booked = (cores, gpus);
+            t.settled[clear] = (0, 0);
+        };
+        for e in self.subs.iter() {
+            let base = snapshot.subs.get(e.key()).copied().unwrap_or_default();
+            apply(&mut e.value().lock(), base);
+        }
+        for e in self.folders.iter() {
+            let base = snapshot.folders.get(e.key()).copied().unwrap_or_default();
+            apply(&mut e.value().lock(), base);
+        }
+        for e in self.jobs.iter() {
+            let base = snapshot.jobs.get(e.key()).copied().unwrap_or_default();
+            apply(&mut e.value().lock(), base);
+        }
+        // Vertices seen only in the snapshot (booked by someone before we knew them).
+        for (k, v) in &snapshot.subs {
+            if !self.subs.contains_key(k) {
+                vertex(&self.subs, k).lock().booked = *v;
+            }
+        }
+        for (k, v) in &snapshot.folders {
+            if !self.folders.contains_key(k) {
+                vertex(&self.folders, k).lock().booked = *v;
+            }
+        }
+        for (k, v) in &snapshot.jobs {
+            if !self.jobs.contains_key(k) {
+                vertex(&self.jobs, k).lock().booked = *v;
+            }
+        }
+        // Forget jobs with nothing booked, in flight or capped recently: bounded memory.
+        self.jobs.retain(|_, v| {
+            let t = v.lock();
+            t.booked != (0, 0) || t.inflight != (0, 0) || Arc::strong_count(v) > 1
+        });
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.resyncs.fetch_add(1, Ordering::AcqRel);
+        drift
+    }
+
+    /// Number of completed re-syncs.
+    pub fn resyncs(&self) -> u64 {
+        self.resyncs.load(Ordering::Acquire)
+    }
+
+    /// Replaces the subscription bursts and folder caps (job caps come with each pass).
+    pub fn set_caps(&self, caps: &Caps) {
+        for ((show, alloc), burst) in &caps.bursts {
+            self.set_burst(show, alloc, *burst);
+        }
+        for (folder, limits) in &caps.folders {
+            self.set_folder_limits(folder, *limits);
+        }
+        for (job, limits) in &caps.jobs {
+            self.set_job_limits(job, *limits);
+        }
+    }
+
+    /// Marks the ledger usable: called once counters and caps were loaded.
+    pub fn mark_seeded(&self) {
+        self.seeded.store(true, Ordering::Release);
+    }
+
+    /// Booked (centicores, GPUs) per vertex, for the audit and `/status`.
+    pub fn booked(&self) -> Snapshot {
+        Snapshot {
+            subs: self
+                .subs
+                .iter()
+                .map(|e| (e.key().clone(), e.value().lock().booked))
+                .collect(),
+            folders: self
+                .folders
+                .iter()
+                .map(|e| (e.key().clone(), e.value().lock().booked))
+                .collect(),
+            jobs: self
+                .jobs
+                .iter()
+                .map(|e| (e.key().clone(), e.value().lock().booked))
+                .collect(),
+        }
+    }
+}
+
+/// Booked (centicores, GPUs) per vertex.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Per (show, alloc).
+    pub subs: HashMap<(String, String), (i64, i64)>,
+    /// Per folder.
+    pub folders: HashMap<String, (i64, i64)>,
+    /// Per job.
+    pub jobs: HashMap<String, (i64, i64)>,
+}
+
+/// Caps as read from the database.
+#[derive(Clone, Debug, Default)]
+pub struct Caps {
+    /// Burst (centicores) per (show, alloc).
+    pub bursts: HashMap<(String, String), i64>,
+    /// Folder limits.
+    pub folders: HashMap<String, Limits>,
+    /// Job limits.
+    pub jobs: HashMap<String, Limits>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn charge(cores: i64) -> Charge {
+        Charge {
+            show: "s".into(),
+            alloc: "a".into(),
+            folder: "f".into(),
+            job: "j".into(),
+            cores,
+            gpus: 0,
+        }
+    }
+
+    fn ledger(burst: i64) -> Arc<Ledger> {
+        let l = Ledger::new();
+        l.set_burst("s", "a", burst);
+        l.mark_seeded();
+        l
+    }
+
+    #[test]
+    fn unseeded_or_unknown_subscription_rejects() {
+        let l = Ledger::new();
+        l.set_burst("s", "a", 1000);
+        assert_eq!(
+            l.charge(&charge(100)).err().map(|r| r.cap),
+            Some(Cap::Subscription)
+        );
+        l.mark_seeded();
+        assert!(l.charge(&charge(100)).is_ok());
+        let other = Charge {
+            alloc: "b".into(),
+            ..charge(100)
+        };
+        assert_eq!(
+            l.charge(&other).err().map(|r| r.cap),
+            Some(Cap::Subscription)
+        );
+    }
+
+    #[test]
+    fn burst_stops_exactly_at_the_limit_and_drop_releases() {
+        let l = ledger(300);
+        let a = l.charge(&charge(200)).unwrap();
+        let b = l.charge(&charge(100)).unwrap();
+        assert_eq!(
+            l.charge(&charge(100)).err().map(|r| r.cap),
+            Some(Cap::Subscription)
+        );
+        drop(b);
+        let c = l.charge(&charge(100)).unwrap();
+        a.commit();
+        c.commit();
+        assert_eq!(l.sub_headroom("s", "a"), 0);
+    }
+
+    #[test]
+    fn job_and_folder_caps() {
+        let l = ledger(10_000);
+        l.set_job_limits("j", Limits::from_db(200, 1));
+        l.set_folder_limits("f", Limits::from_db(-1, 0));
+        let _a = l.charge(&charge(200)).unwrap();
+        assert_eq!(l.charge(&charge(100)).err().map(|r| r.cap), Some(Cap::Job));
+        let g = Charge {
+            job: "j2".into(),
+            gpus: 2,
+            ..charge(100)
+        };
+        l.set_job_limits("j2", Limits::from_db(0, 1));
+        assert_eq!(l.charge(&g).err().map(|r| r.cap), Some(Cap::JobGpus));
+    }
+
+    #[test]
+    fn resync_carries_inflight_and_recent_commits_forward() {
+        let l = ledger(10_000);
+        let epoch = l.begin_resync();
+        let committed = l.charge(&charge(100)).unwrap();
+        committed.commit(); // after the epoch bump: maybe missing from the snapshot
+        let _inflight = l.charge(&charge(200)).unwrap();
+        let mut snap = Snapshot::default();
+        snap.subs.insert(("s".into(), "a".into()), (500, 0));
+        l.resync(epoch, &snap);
+        // 500 from proc + 200 in flight + 100 committed this epoch.
+        assert_eq!(l.booked().subs[&("s".to_owned(), "a".to_owned())].0, 800);
+        // Next resync: the commit is now surely in the snapshot; its bucket is cleared.
+        let epoch = l.begin_resync();
+        snap.subs.insert(("s".into(), "a".into()), (600, 0));
+        l.resync(epoch, &snap);
+        assert_eq!(l.booked().subs[&("s".to_owned(), "a".to_owned())].0, 800);
+    }
+
+    #[test]
+    fn concurrent_charges_never_exceed_the_burst() {
+        let l = ledger(10_000);
+        let mut handles = Vec::new();
+        for _ in 0..4 {
+            let l = Arc::clone(&l);
+            handles.push(std::thread::spawn(move || {
+                let mut won = 0;
+                for _ in 0..1000 {
+                    if let Ok(t) = l.charge(&charge(100)) {
+                        t.commit();
+                        won += 1;
+                    }
+                }
+                won
+            }));
+        }
+        let won: i64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(won, 100);
+    }
+}

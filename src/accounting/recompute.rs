@@ -1,0 +1,98 @@
+//! The recompute thread: on a timer, on its own database connection, it rebuilds Cuebot's
+//! resource tables from `proc`, re-syncs the counters to `SUM(proc)` and, on a longer
+//! interval, re-reads the caps. The first successful round seeds the ledger; until then every
+//! charge is refused.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+
+use super::Ledger;
+use crate::{config::Config, db, metrics};
+
+/// One recompute round: tables, then counters, then (when due or not yet seeded) caps.
+pub fn round(
+    client: &mut postgres::Client,
+    ledger: &Ledger,
+    read_caps: bool,
+) -> Result<(), db::DbError> {
+    let started = Instant::now();
+    let written = db::accounting::recompute_tables(client)?;
+    for (table, n) in [
+        ("layer_resource", written.layer_resource),
+        ("job_resource", written.job_resource),
+        ("folder_resource", written.folder_resource),
+        ("point", written.point),
+        ("subscription", written.subscription),
+    ] {
+        metrics::RECOMPUTE_ROWS
+            .with_label_values(&[table])
+            .inc_by(n);
+    }
+    if read_caps || !ledger.is_seeded() {
+        let caps = db::accounting::caps(client)?;
+        ledger.set_caps(&caps);
+    }
+    // The epoch moves before the snapshot is read: commits from here on are carried forward
+    // even if the snapshot already contains them (counted twice reads high: under-books only).
+    let epoch = ledger.begin_resync();
+    let snapshot = db::accounting::booked_snapshot(client)?;
+    let drift = ledger.resync(epoch, &snapshot);
+    if ledger.is_seeded() {
+        metrics::COUNTER_DRIFT
+            .with_label_values(&["all"])
+            .inc_by(drift.max(0) as u64);
+    }
+    ledger.mark_seeded();
+    metrics::RECOMPUTE_SECONDS.observe(started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// The body of the `accounting` thread: runs [`round`] every `recompute_interval` until `stop`.
+pub fn run(config: Arc<ArcSwap<Config>>, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
+    let mut client: Option<postgres::Client> = None;
+    let mut next_caps = Instant::now();
+    let mut next_round = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        if now < next_round {
+            std::thread::sleep((next_round - now).min(Duration::from_millis(100)));
+            continue;
+        }
+        let cfg = config.load_full();
+        next_round = now + cfg.accounting.recompute_interval;
+        let conn = match client.as_mut() {
+            Some(c) if !c.is_closed() => c,
+            _ => match db::connect(&cfg.database) {
+                Ok(c) => client.insert(c),
+                Err(e) => {
+                    metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                    log::warn!("accounting: cannot connect to the database: {e}");
+                    client = None;
+                    continue;
+                }
+            },
+        };
+        let read_caps = now >= next_caps;
+        match round(conn, &ledger, read_caps) {
+            Ok(()) => {
+                if read_caps {
+                    next_caps = now + cfg.accounting.caps_interval;
+                }
+            }
+            Err(e) => {
+                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                log::warn!("accounting recompute failed: {e}");
+                if e.retryable() {
+                    client = None;
+                }
+            }
+        }
+    }
+}

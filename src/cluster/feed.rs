@@ -1,0 +1,460 @@
+//! The feed: one thread that keeps the cluster set, decides whose turn it is, and hands
+//! clusters to the booking threads through a bounded crossbeam channel.
+//!
+//! Turn policy:
+//! - a cluster is in exactly one place — waiting, in the channel, in a worker, or asleep — so
+//!   two workers never book the same cluster at once;
+//! - a cheap scan of waiting frames per (show, facility, tag) gates the set: clusters without
+//!   waiting work get no turns at all, so a busy cluster never queues behind idle ones
+//!   (OpenCue #2315, #2465); when the scan fails every cluster counts as awake;
+//! - among awake clusters the least recently served goes first;
+//! - after a pass: booked → straight back; no jobs → `empty_sleep`, woken early when the scan
+//!   sees its waiting count grow; saturated → `saturated_sleep`, woken early when the host
+//!   index reports freed capacity; error → `error_sleep`.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use serde::Serialize;
+
+use super::{BuildOptions, Cluster, build};
+use crate::{config::Config, db, metrics, model::TagType};
+
+/// How a cluster pass ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PassResult {
+    /// Frames were booked.
+    Booked(usize),
+    /// No pending job matched the cluster.
+    NoJobs,
+    /// Jobs were found but nothing could be booked (no host, caps).
+    Saturated,
+    /// The pass failed (database).
+    Error,
+    /// The pass was cut short by shutdown.
+    Stopped,
+}
+
+/// A worker's report on one pass.
+#[derive(Clone, Debug)]
+pub struct PassOutcome {
+    /// The cluster.
+    pub key: String,
+    /// How it ended.
+    pub result: PassResult,
+    /// The host index's capacity generation when the pass started.
+    pub capacity_gen: u64,
+}
+
+/// What `/status` shows of a cluster.
+#[derive(Clone, Debug, Serialize)]
+pub struct ClusterStatus {
+    /// The cluster key.
+    pub key: String,
+    /// Show name.
+    pub show: String,
+    /// Tag type.
+    pub kind: &'static str,
+    /// `ready`, `queued`, `booking`, `asleep (no jobs)`, `asleep (saturated)`, `asleep (error)`, `idle`.
+    pub state: String,
+    /// Waiting frames seen by the last scan (-1 unknown).
+    pub waiting: i64,
+    /// Milliseconds until its next turn (0 when ready).
+    pub next_turn_ms: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Sleep {
+    NoJobs,
+    Saturated,
+    Error,
+}
+
+struct Turn {
+    cluster: Arc<Cluster>,
+    ready_at: Instant,
+    state: Place,
+    waiting: i64,
+    waiting_at_pass: i64,
+    last_turn: Option<Instant>,
+    sleep: Option<Sleep>,
+    capacity_gen: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Ready,
+    Queued,
+}
+
+/// Shared pieces the feed needs.
+pub struct FeedContext {
+    /// Live configuration.
+    pub config: Arc<ArcSwap<Config>>,
+    /// Database pool.
+    pub pool: db::Pool,
+    /// Bumped by the host refresher when free capacity grows.
+    pub capacity_gen: Arc<AtomicU64>,
+    /// Set to stop the feed.
+    pub stop: Arc<AtomicBool>,
+    /// Latest cluster status, for `/status`.
+    pub status: Arc<ArcSwap<Vec<ClusterStatus>>>,
+    /// True once the first cluster load succeeded.
+    pub loaded: Arc<AtomicBool>,
+    /// Show leases: only shows this instance may book get turns (`None`: every show).
+    pub leases: Option<Arc<crate::lease::Leases>>,
+}
+
+/// The feed's state; [`Feed::run`] is the body of the `cluster-feed` thread.
+pub struct Feed {
+    ctx: FeedContext,
+    turns: HashMap<String, Turn>,
+    work: Sender<Arc<Cluster>>,
+    outcomes: Receiver<PassOutcome>,
+    next_reload: Instant,
+    next_scan: Instant,
+    scan_ok: bool,
+    last_status: Instant,
+}
+
+impl Feed {
+    /// Creates the feed with its work channel (capacity = worker count) and outcome channel.
+    pub fn new(
+        ctx: FeedContext,
+        workers: usize,
+    ) -> (Feed, Receiver<Arc<Cluster>>, Sender<PassOutcome>) {
+        let (work_tx, work_rx) = crossbeam_channel::bounded(workers.max(1));
+        let (out_tx, out_rx) = crossbeam_channel::unbounded();
+        let now = Instant::now();
+        let feed = Feed {
+            ctx,
+            turns: HashMap::new(),
+            work: work_tx,
+            outcomes: out_rx,
+            next_reload: now,
+            next_scan: now,
+            scan_ok: false,
+            last_status: now,
+        };
+        (feed, work_rx, out_tx)
+    }
+
+    /// Runs until the stop flag is set; dropping the work sender on return tells the workers.
+    pub fn run(mut self) {
+        while !self.ctx.stop.load(Ordering::Acquire) {
+            let config = self.ctx.config.load_full();
+            let now = Instant::now();
+            if now >= self.next_reload {
+                self.reload(&config);
+                self.next_reload = Instant::now() + config.scheduler.cluster_reload_interval;
+            }
+            if now >= self.next_scan {
+                self.scan();
+                self.next_scan = Instant::now() + config.scheduler.active_scan_interval;
+            }
+            while let Ok(outcome) = self.outcomes.try_recv() {
+                self.settle(outcome, &config);
+            }
+            self.wake_on_capacity();
+            self.dispatch();
+            self.publish_status(false);
+            let wait = self
+                .next_event()
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(200));
+            if let Ok(outcome) = self
+                .outcomes
+                .recv_timeout(wait.max(Duration::from_millis(1)))
+            {
+                self.settle(outcome, &config);
+            }
+        }
+        self.publish_status(true);
+    }
+
+    fn reload(&mut self, config: &Config) {
+        let loaded = (|| -> Result<Vec<Cluster>, db::DbError> {
+            let mut conn = self.ctx.pool.get()?;
+            let facility = if config.scheduler.facility.is_empty() {
+                None
+            } else {
+                match db::jobs::facility_id(&mut *conn, &config.scheduler.facility)? {
+                    Some(id) => Some(id),
+                    None => {
+                        log::error!(
+                            "facility {:?} does not exist; booking nothing",
+                            config.scheduler.facility
+                        );
+                        return Ok(Vec::new());
+                    }
+                }
+            };
+            let rows = db::jobs::cluster_tags(&mut *conn, facility.as_deref())?;
+            let subs = db::jobs::subscriptions(&mut *conn)?;
+            let options = BuildOptions {
+                ignore_tags: config.scheduler.ignore_tags.clone(),
+                manual_chunk: config.scheduler.manual_tags_chunk_size,
+                hostname_chunk: config.scheduler.hostname_tags_chunk_size,
+            };
+            Ok(build(&rows, &subs, &options))
+        })();
+        let clusters = match loaded {
+            Ok(c) => c,
+            Err(e) => {
+                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                log::warn!("cluster reload failed, keeping the current set: {e}");
+                return;
+            }
+        };
+        self.ctx.loaded.store(true, Ordering::Release);
+        let now = Instant::now();
+        let mut next: HashMap<String, Turn> = HashMap::with_capacity(clusters.len());
+        for cluster in clusters {
+            let key = cluster.key.clone();
+            match self.turns.remove(&key) {
+                Some(mut turn) => {
+                    turn.cluster = Arc::new(cluster);
+                    next.insert(key, turn);
+                }
+                None => {
+                    next.insert(
+                        key,
+                        Turn {
+                            cluster: Arc::new(cluster),
+                            ready_at: now,
+                            state: Place::Ready,
+                            waiting: -1,
+                            waiting_at_pass: -1,
+                            last_turn: None,
+                            sleep: None,
+                            capacity_gen: 0,
+                        },
+                    );
+                }
+            }
+        }
+        // Clusters that vanished but are still queued or booking are simply forgotten: their
+        // outcome will find no turn and be ignored.
+        self.turns = next;
+        for kind in [
+            TagType::Alloc,
+            TagType::Manual,
+            TagType::Hostname,
+            TagType::Hardware,
+        ] {
+            let n = self
+                .turns
+                .values()
+                .filter(|t| t.cluster.kind == kind)
+                .count();
+            metrics::CLUSTERS_TOTAL
+                .with_label_values(&[kind.label()])
+                .set(n as i64);
+        }
+    }
+
+    fn scan(&mut self) {
+        let started = Instant::now();
+        let scanned = self
+            .ctx
+            .pool
+            .get()
+            .map_err(db::DbError::from)
+            .and_then(|mut c| db::jobs::active_tags(&mut *c));
+        metrics::ACTIVE_SCAN_SECONDS.observe(started.elapsed().as_secs_f64());
+        let active = match scanned {
+            Ok(active) => active,
+            Err(e) => {
+                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                log::warn!("active-work scan failed, treating every cluster as awake: {e}");
+                self.scan_ok = false;
+                for turn in self.turns.values_mut() {
+                    turn.waiting = -1;
+                }
+                return;
+            }
+        };
+        self.scan_ok = true;
+        let now = Instant::now();
+        let mut awake = 0;
+        for turn in self.turns.values_mut() {
+            let c = &turn.cluster;
+            let waiting: i64 = c
+                .tags
+                .iter()
+                .map(|t| {
+                    active
+                        .get(&(c.show.clone(), c.facility.clone(), t.clone()))
+                        .copied()
+                        .unwrap_or(0)
+                })
+                .sum();
+            turn.waiting = waiting;
+            if waiting > 0 {
+                awake += 1;
+            }
+            // New work for a cluster that found none: its turn comes now, not after the sleep.
+            if turn.sleep == Some(Sleep::NoJobs)
+                && waiting > turn.waiting_at_pass
+                && turn.state == Place::Ready
+            {
+                turn.ready_at = now;
+                turn.sleep = None;
+            }
+        }
+        metrics::CLUSTERS_ACTIVE.set(awake);
+    }
+
+    fn settle(&mut self, outcome: PassOutcome, config: &Config) {
+        let Some(turn) = self.turns.get_mut(&outcome.key) else {
+            return;
+        };
+        let now = Instant::now();
+        turn.state = Place::Ready;
+        turn.capacity_gen = outcome.capacity_gen;
+        let s = &config.scheduler;
+        let (sleep, duration) = match outcome.result {
+            PassResult::Booked(_) | PassResult::Stopped => (None, Duration::ZERO),
+            PassResult::NoJobs => (Some(Sleep::NoJobs), s.empty_sleep),
+            PassResult::Saturated => (Some(Sleep::Saturated), s.saturated_sleep),
+            PassResult::Error => (Some(Sleep::Error), s.error_sleep),
+        };
+        if let Some(reason) = sleep {
+            let label = match reason {
+                Sleep::NoJobs => "no_jobs",
+                Sleep::Saturated => "saturated",
+                Sleep::Error => "error",
+            };
+            metrics::CLUSTER_SLEEPS.with_label_values(&[label]).inc();
+        }
+        turn.sleep = sleep;
+        turn.ready_at = now + duration;
+    }
+
+    fn wake_on_capacity(&mut self) {
+        let generation = self.ctx.capacity_gen.load(Ordering::Acquire);
+        let now = Instant::now();
+        for turn in self.turns.values_mut() {
+            if turn.sleep == Some(Sleep::Saturated)
+                && generation > turn.capacity_gen
+                && turn.state == Place::Ready
+            {
+                turn.sleep = None;
+                turn.ready_at = now;
+            }
+        }
+    }
+
+    fn awake(&self, turn: &Turn) -> bool {
+        !self.scan_ok || turn.waiting != 0
+    }
+
+    fn owned(&self, turn: &Turn) -> bool {
+        self.ctx
+            .leases
+            .as_ref()
+            .map(|l| l.may_book(&turn.cluster.show))
+            .unwrap_or(true)
+    }
+
+    fn dispatch(&mut self) {
+        let now = Instant::now();
+        let mut ready: Vec<(Option<Instant>, String)> = self
+            .turns
+            .iter()
+            .filter(|(_, t)| {
+                t.state == Place::Ready && t.ready_at <= now && self.awake(t) && self.owned(t)
+            })
+            .map(|(k, t)| (t.last_turn, k.clone()))
+            .collect();
+        // Least recently served first; never-served clusters (None) sort before all others.
+        ready.sort();
+        for (_, key) in ready {
+            let Some(turn) = self.turns.get_mut(&key) else {
+                continue;
+            };
+            match self.work.try_send(Arc::clone(&turn.cluster)) {
+                Ok(()) => {
+                    if let Some(last) = turn.last_turn {
+                        metrics::CLUSTER_ROUND_TRIP
+                            .with_label_values(&[turn.cluster.kind.label()])
+                            .observe(now.duration_since(last).as_secs_f64());
+                    }
+                    turn.state = Place::Queued;
+                    turn.last_turn = Some(now);
+                    turn.waiting_at_pass = turn.waiting;
+                    turn.sleep = None;
+                }
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => break,
+            }
+        }
+        metrics::QUEUE_DEPTH.set(self.work.len() as i64);
+        let sleeping = self
+            .turns
+            .values()
+            .filter(|t| t.sleep.is_some() && t.ready_at > now)
+            .count();
+        metrics::CLUSTERS_SLEEPING.set(sleeping as i64);
+    }
+
+    /// When the loop has something to do next: a reload, a scan, or an awake cluster's turn.
+    fn next_event(&self) -> Instant {
+        let now = Instant::now();
+        let mut next = self.next_reload.min(self.next_scan);
+        for t in self.turns.values() {
+            if t.state == Place::Ready && self.awake(t) {
+                next = next.min(t.ready_at.max(now));
+            }
+        }
+        next
+    }
+
+    fn publish_status(&mut self, force: bool) {
+        let now = Instant::now();
+        if !force && now.duration_since(self.last_status) < Duration::from_millis(500) {
+            return;
+        }
+        self.last_status = now;
+        let queued = self.work.len();
+        let mut status: Vec<ClusterStatus> = self
+            .turns
+            .values()
+            .map(|t| {
+                let state = match (t.state, t.sleep) {
+                    (Place::Queued, _) if queued == 0 => "booking".to_owned(),
+                    (Place::Queued, _) => "queued".to_owned(),
+                    (Place::Ready, Some(Sleep::NoJobs)) if t.ready_at > now => {
+                        "asleep (no jobs)".to_owned()
+                    }
+                    (Place::Ready, Some(Sleep::Saturated)) if t.ready_at > now => {
+                        "asleep (saturated)".to_owned()
+                    }
+                    (Place::Ready, Some(Sleep::Error)) if t.ready_at > now => {
+                        "asleep (error)".to_owned()
+                    }
+                    (Place::Ready, _) if !self.owned(t) => "not leased here".to_owned(),
+                    (Place::Ready, _) if !self.awake(t) => "idle".to_owned(),
+                    (Place::Ready, _) => "ready".to_owned(),
+                };
+                ClusterStatus {
+                    key: t.cluster.key.clone(),
+                    show: t.cluster.show_name.clone(),
+                    kind: t.cluster.kind.label(),
+                    state,
+                    waiting: t.waiting,
+                    next_turn_ms: t.ready_at.saturating_duration_since(now).as_millis() as u64,
+                }
+            })
+            .collect();
+        status.sort_by(|a, b| b.waiting.cmp(&a.waiting).then_with(|| a.key.cmp(&b.key)));
+        self.ctx.status.store(Arc::new(status));
+    }
+}

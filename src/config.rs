@@ -1,0 +1,657 @@
+//! The TOML configuration: schema, defaults, validation and the hot/cold split used by reload.
+//!
+//! Every key has a default, so an empty file is a valid configuration; unknown keys are
+//! rejected so a typo never silently falls back to a default. `conf/stagehand.toml` ships
+//! every key with its default and meaning, and a test keeps the two equal.
+//!
+//! Reload (SIGHUP) applies *hot* keys at once. *Cold* keys (database URL, pool size, listen
+//! address, worker count) size resources built at start-up; a reload that changes them keeps
+//! the running values and names them as needing a restart ([`Config::cold_changes`]).
+
+use std::{fs, net::SocketAddr, path::Path, time::Duration};
+
+use log::LevelFilter;
+use serde::{Deserialize, Serialize};
+
+use crate::index::Strategy;
+
+/// The environment variable whose value, when set, replaces `[database] url`.
+pub const DATABASE_URL_ENV: &str = "STAGEHAND_DATABASE_URL";
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (syntax, unknown key, wrong type).
+    #[error("{path}:{line}: {key}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// 1-based line of the offending text, 0 when unknown.
+        line: usize,
+        /// The key (with its section) or the offending text.
+        key: String,
+        /// The parser's explanation.
+        message: String,
+    },
+    /// A value parsed but is out of range or inconsistent.
+    #[error("{key} = {value}: {reason}")]
+    Invalid {
+        /// Section and key, e.g. `scheduler.worker_threads`.
+        key: &'static str,
+        /// The rejected value as written.
+        value: String,
+        /// What a valid value looks like.
+        reason: String,
+    },
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[database]`: where the Cuebot database is and how to talk to it.
+    pub database: DatabaseConfig,
+    /// `[scheduler]`: which shows and clusters, and how the worker threads pace themselves.
+    pub scheduler: SchedulerConfig,
+    /// `[hosts]`: how the host index is kept in step with the database.
+    pub hosts: HostsConfig,
+    /// `[rqd]`: how frames are launched.
+    pub rqd: RqdConfig,
+    /// `[accounting]`: caps and the bulk recompute.
+    pub accounting: AccountingConfig,
+    /// `[cluster]`: multi-instance coordination.
+    pub cluster: ClusterConfig,
+    /// `[http]`: metrics and health endpoints.
+    pub http: HttpConfig,
+    /// `[service]`: logging and lifecycle.
+    pub service: ServiceConfig,
+}
+
+/// `[database]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// libpq-style connection string or `postgresql://` URL. Cold.
+    /// `STAGEHAND_DATABASE_URL` wins over this value.
+    pub url: String,
+    /// Connections in the pool. Cold.
+    pub pool_size: u32,
+    /// How long to wait for a connection (pool checkout and TCP connect). Cold.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// `statement_timeout` set on every connection. Cold.
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        DatabaseConfig {
+            url: "host=127.0.0.1 port=5432 user=cuebot dbname=cuebot".to_owned(),
+            pool_size: 12,
+            connect_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[scheduler]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Booking worker threads. Cold.
+    pub worker_threads: usize,
+    /// Only book in this facility (`facility.str_name`); empty means every facility.
+    pub facility: String,
+    /// Host tags never turned into clusters.
+    pub ignore_tags: Vec<String>,
+    /// How often the cluster set is reloaded from the database.
+    #[serde(with = "humantime_serde")]
+    pub cluster_reload_interval: Duration,
+    /// How often the cheap "which clusters have waiting work" scan runs.
+    #[serde(with = "humantime_serde")]
+    pub active_scan_interval: Duration,
+    /// Sleep of a cluster whose pass found no job.
+    #[serde(with = "humantime_serde")]
+    pub empty_sleep: Duration,
+    /// Sleep of a cluster whose pass found jobs but booked nothing.
+    #[serde(with = "humantime_serde")]
+    pub saturated_sleep: Duration,
+    /// Sleep of a cluster whose pass failed (database error).
+    #[serde(with = "humantime_serde")]
+    pub error_sleep: Duration,
+    /// Jobs considered per cluster pass.
+    pub max_jobs_per_pass: u32,
+    /// WAITING frames fetched per layer per pass.
+    pub frames_per_layer: u32,
+    /// Most frames committed in one booking transaction.
+    pub batch_size: usize,
+    /// MANUAL and HARDWARE tags per cluster.
+    pub manual_tags_chunk_size: usize,
+    /// HOSTNAME tags per cluster.
+    pub hostname_tags_chunk_size: usize,
+    /// Services (`layer.str_services` entries) whose frames take every idle core of a host.
+    pub selfish_services: Vec<String>,
+    /// When a frame would leave at most this much memory (KB) idle on an AUTO or VARIABLE
+    /// host, it takes every idle core instead of stranding them.
+    pub memory_stranded_threshold_kb: u64,
+    /// Written to `proc.int_mem_used` at booking (KB), as Cuebot does.
+    pub mem_reserved_min_kb: u64,
+    /// Host choice for a frame.
+    pub placement: Strategy,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        SchedulerConfig {
+            worker_threads: 4,
+            facility: String::new(),
+            ignore_tags: Vec::new(),
+            cluster_reload_interval: Duration::from_secs(60),
+            active_scan_interval: Duration::from_secs(2),
+            empty_sleep: Duration::from_secs(30),
+            saturated_sleep: Duration::from_secs(3),
+            error_sleep: Duration::from_secs(5),
+            max_jobs_per_pass: 20,
+            frames_per_layer: 50,
+            batch_size: 200,
+            manual_tags_chunk_size: 50,
+            hostname_tags_chunk_size: 50,
+            selfish_services: Vec::new(),
+            memory_stranded_threshold_kb: 2 * 1024 * 1024,
+            mem_reserved_min_kb: 250 * 1024,
+            placement: Strategy::default(),
+        }
+    }
+}
+
+/// `[hosts]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostsConfig {
+    /// How often the host index is re-read from the database.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// A host whose `host_stat.ts_ping` is older than this is not booked.
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+}
+
+impl Default for HostsConfig {
+    fn default() -> Self {
+        HostsConfig {
+            refresh_interval: Duration::from_secs(10),
+            ping_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// `[rqd]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RqdConfig {
+    /// RQD's gRPC port.
+    pub port: u16,
+    /// Address template of a host's RQD: `{host}` is `host.str_name`, `{port}` is `port`.
+    /// Pointing every host at one address (`"127.0.0.1:{port}"`) sends a farm to a test RQD.
+    pub endpoint: String,
+    /// Book in the database but do not call RQD.
+    pub dry_run: bool,
+    /// Deadline of one RQD call.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Threads launching frames in parallel across hosts. Cold.
+    pub launch_threads: usize,
+    /// RunFrame soft memory limit as a multiple of the layer's minimum memory.
+    pub memory_soft_limit: f64,
+    /// RunFrame hard memory limit as a multiple of the layer's minimum memory.
+    pub memory_hard_limit: f64,
+}
+
+impl Default for RqdConfig {
+    fn default() -> Self {
+        RqdConfig {
+            port: 8444,
+            endpoint: "{host}:{port}".to_owned(),
+            dry_run: false,
+            timeout: Duration::from_secs(10),
+            launch_threads: 8,
+            memory_soft_limit: 1.6,
+            memory_hard_limit: 2.0,
+        }
+    }
+}
+
+/// `[accounting]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccountingConfig {
+    /// Period of the bulk recompute of the resource tables and counters from `proc`.
+    #[serde(with = "humantime_serde")]
+    pub recompute_interval: Duration,
+    /// Period of the re-read of caps (bursts, folder and job maxima).
+    #[serde(with = "humantime_serde")]
+    pub caps_interval: Duration,
+}
+
+impl Default for AccountingConfig {
+    fn default() -> Self {
+        AccountingConfig {
+            recompute_interval: Duration::from_secs(3),
+            caps_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[cluster]`: several stagehand instances on one database.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This instance's name in the registry and logs; empty means the host name and pid.
+    pub instance_name: String,
+    /// How long a show lease lasts without renewal.
+    #[serde(with = "humantime_serde")]
+    pub lease_duration: Duration,
+    /// How often leases are renewed and rebalanced.
+    #[serde(with = "humantime_serde")]
+    pub lease_renew_interval: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            instance_name: String::new(),
+            lease_duration: Duration::from_secs(15),
+            lease_renew_interval: Duration::from_secs(3),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of /metrics, /healthz, /readyz, /status and /. Cold. Keep it internal.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:9090".to_owned(),
+        }
+    }
+}
+
+/// `[service]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Log level (`error`, `warn`, `info`, `debug`, `trace`); `RUST_LOG` overrides it.
+    pub log_level: LevelFilter,
+    /// How long shutdown may take to drain in-flight bookings and launches.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Period of the info log line with frames booked, frames/s and rejections.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            log_level: LevelFilter::Info,
+            shutdown_grace: Duration::from_secs(20),
+            heartbeat_interval: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a file; `STAGEHAND_DATABASE_URL` replaces the URL.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut config = Config::parse(&text, &path.display().to_string())?;
+        if let Ok(url) = std::env::var(DATABASE_URL_ENV) {
+            if !url.trim().is_empty() {
+                config.database.url = url;
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no validation, no environment); `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| parse_error(text, origin, &e))
+    }
+
+    /// Checks ranges and consistency; the error names the key and the value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn invalid(key: &'static str, value: impl ToString, reason: &str) -> ConfigError {
+            ConfigError::Invalid {
+                key,
+                value: value.to_string(),
+                reason: reason.to_owned(),
+            }
+        }
+        let d = &self.database;
+        if d.url.trim().is_empty() {
+            return Err(invalid(
+                "database.url",
+                "\"\"",
+                "must name a database (or set STAGEHAND_DATABASE_URL)",
+            ));
+        }
+        if d.url.parse::<postgres::Config>().is_err() {
+            return Err(invalid(
+                "database.url",
+                "<hidden>",
+                "is not a valid PostgreSQL connection string",
+            ));
+        }
+        if !(1..=1000).contains(&d.pool_size) {
+            return Err(invalid(
+                "database.pool_size",
+                d.pool_size,
+                "must be between 1 and 1000",
+            ));
+        }
+        positive("database.connect_timeout", d.connect_timeout)?;
+        positive("database.statement_timeout", d.statement_timeout)?;
+
+        let s = &self.scheduler;
+        if !(1..=256).contains(&s.worker_threads) {
+            return Err(invalid(
+                "scheduler.worker_threads",
+                s.worker_threads,
+                "must be between 1 and 256",
+            ));
+        }
+        positive(
+            "scheduler.cluster_reload_interval",
+            s.cluster_reload_interval,
+        )?;
+        positive("scheduler.active_scan_interval", s.active_scan_interval)?;
+        positive("scheduler.empty_sleep", s.empty_sleep)?;
+        positive("scheduler.saturated_sleep", s.saturated_sleep)?;
+        positive("scheduler.error_sleep", s.error_sleep)?;
+        for (key, value) in [
+            ("scheduler.max_jobs_per_pass", s.max_jobs_per_pass as usize),
+            ("scheduler.frames_per_layer", s.frames_per_layer as usize),
+            ("scheduler.batch_size", s.batch_size),
+            ("scheduler.manual_tags_chunk_size", s.manual_tags_chunk_size),
+            (
+                "scheduler.hostname_tags_chunk_size",
+                s.hostname_tags_chunk_size,
+            ),
+        ] {
+            if !(1..=100_000).contains(&value) {
+                return Err(invalid(key, value, "must be between 1 and 100000"));
+            }
+        }
+        if let Err(reason) = s.placement.validate() {
+            return Err(invalid(
+                "scheduler.placement",
+                format!("{:?}", s.placement),
+                &reason,
+            ));
+        }
+
+        positive("hosts.refresh_interval", self.hosts.refresh_interval)?;
+        positive("hosts.ping_timeout", self.hosts.ping_timeout)?;
+
+        let r = &self.rqd;
+        if r.port == 0 {
+            return Err(invalid("rqd.port", r.port, "must be between 1 and 65535"));
+        }
+        if !r.endpoint.contains("{host}")
+            && !r.endpoint.contains("{port}")
+            && !r.endpoint.contains(':')
+        {
+            return Err(invalid(
+                "rqd.endpoint",
+                &r.endpoint,
+                "must be an address template such as \"{host}:{port}\"",
+            ));
+        }
+        positive("rqd.timeout", r.timeout)?;
+        if !(1..=1024).contains(&r.launch_threads) {
+            return Err(invalid(
+                "rqd.launch_threads",
+                r.launch_threads,
+                "must be between 1 and 1024",
+            ));
+        }
+        if !(r.memory_soft_limit >= 1.0 && r.memory_soft_limit.is_finite()) {
+            return Err(invalid(
+                "rqd.memory_soft_limit",
+                r.memory_soft_limit,
+                "must be at least 1.0",
+            ));
+        }
+        if !(r.memory_hard_limit >= r.memory_soft_limit && r.memory_hard_limit.is_finite()) {
+            return Err(invalid(
+                "rqd.memory_hard_limit",
+                r.memory_hard_limit,
+                "must be at least rqd.memory_soft_limit",
+            ));
+        }
+
+        positive(
+            "accounting.recompute_interval",
+            self.accounting.recompute_interval,
+        )?;
+        positive("accounting.caps_interval", self.accounting.caps_interval)?;
+
+        let c = &self.cluster;
+        positive("cluster.lease_duration", c.lease_duration)?;
+        positive("cluster.lease_renew_interval", c.lease_renew_interval)?;
+        if c.lease_renew_interval * 2 > c.lease_duration {
+            return Err(invalid(
+                "cluster.lease_renew_interval",
+                humantime::format_duration(c.lease_renew_interval),
+                "must be at most half of cluster.lease_duration",
+            ));
+        }
+
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            return Err(invalid(
+                "http.listen",
+                &self.http.listen,
+                "must be an address such as 127.0.0.1:9090",
+            ));
+        }
+        positive("service.shutdown_grace", self.service.shutdown_grace)?;
+        positive(
+            "service.heartbeat_interval",
+            self.service.heartbeat_interval,
+        )?;
+        Ok(())
+    }
+
+    /// The cold keys whose value differs in `new`: a reload keeps the running values of these.
+    pub fn cold_changes(&self, new: &Config) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        if self.database != new.database {
+            keys.push("database");
+        }
+        if self.scheduler.worker_threads != new.scheduler.worker_threads {
+            keys.push("scheduler.worker_threads");
+        }
+        if self.rqd.launch_threads != new.rqd.launch_threads {
+            keys.push("rqd.launch_threads");
+        }
+        if self.http.listen != new.http.listen {
+            keys.push("http.listen");
+        }
+        if self.cluster.instance_name != new.cluster.instance_name {
+            keys.push("cluster.instance_name");
+        }
+        keys
+    }
+
+    /// `new` with every cold key reset to this configuration's value: what a reload applies.
+    pub fn with_cold_keys_of(&self, mut new: Config) -> Config {
+        new.database = self.database.clone();
+        new.scheduler.worker_threads = self.scheduler.worker_threads;
+        new.rqd.launch_threads = self.rqd.launch_threads;
+        new.http.listen = self.http.listen.clone();
+        new.cluster.instance_name = self.cluster.instance_name.clone();
+        new
+    }
+
+    /// The RQD address of a host, from the `[rqd] endpoint` template.
+    pub fn rqd_endpoint(&self, host_name: &str) -> String {
+        self.rqd
+            .endpoint
+            .replace("{host}", host_name)
+            .replace("{port}", &self.rqd.port.to_string())
+    }
+}
+
+fn positive(key: &'static str, value: Duration) -> Result<(), ConfigError> {
+    if value.is_zero() {
+        return Err(ConfigError::Invalid {
+            key,
+            value: "0s".to_owned(),
+            reason: "must be greater than zero".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Turns a TOML error into one line naming the file, line, section and key.
+fn parse_error(text: &str, origin: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim().replace('\n', " ");
+    let Some(span) = error.span() else {
+        return ConfigError::Parse {
+            path: origin.to_owned(),
+            line: 0,
+            key: "<file>".to_owned(),
+            message,
+        };
+    };
+    let start = span.start.min(text.len());
+    let line = text[..start].matches('\n').count() + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or("").trim();
+    // The section is the nearest `[header]` above the offending line.
+    let section = text
+        .lines()
+        .take(line)
+        .filter_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[') && l.ends_with(']'))
+                .then(|| l.trim_matches(|c| c == '[' || c == ']').trim())
+        })
+        .last();
+    let key_text = line_text.split('=').next().unwrap_or(line_text).trim();
+    let key = match section {
+        Some(section) if !line_text.starts_with('[') => format!("{section}.{key_text}"),
+        _ => key_text.to_owned(),
+    };
+    ConfigError::Parse {
+        path: origin.to_owned(),
+        line,
+        key,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        let config = Config::parse("", "test").unwrap();
+        assert_eq!(config, Config::default());
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn shipped_file_equals_defaults() {
+        let text = include_str!("../conf/stagehand.toml");
+        let config = Config::parse(text, "conf/stagehand.toml").unwrap();
+        assert_eq!(
+            config,
+            Config::default(),
+            "conf/stagehand.toml drifted from Config::default()"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("[scheduler]\nworker_thread = 3\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("scheduler.worker_thread"), "{err}");
+        assert!(err.contains("f.toml:2"), "{err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn bad_type_is_named() {
+        let err = Config::parse("[rqd]\nport = \"eight\"\n", "f.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("rqd.port"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let config = Config::parse("[scheduler]\nworker_threads = 0\n", "f.toml").unwrap();
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.starts_with("scheduler.worker_threads = 0"), "{err}");
+        let config = Config::parse("[service]\nshutdown_grace = \"0s\"\n", "f.toml").unwrap();
+        assert!(
+            config
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("service.shutdown_grace")
+        );
+    }
+
+    #[test]
+    fn durations_are_humane() {
+        let config = Config::parse("[accounting]\nrecompute_interval = \"1m 30s\"\n", "f").unwrap();
+        assert_eq!(
+            config.accounting.recompute_interval,
+            Duration::from_secs(90)
+        );
+        assert!(Config::parse("[accounting]\nrecompute_interval = \"soon\"\n", "f").is_err());
+    }
+
+    #[test]
+    fn cold_keys_are_kept_on_reload() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.scheduler.worker_threads = 9;
+        new.scheduler.empty_sleep = Duration::from_secs(1);
+        assert_eq!(old.cold_changes(&new), vec!["scheduler.worker_threads"]);
+        let applied = old.with_cold_keys_of(new);
+        assert_eq!(applied.scheduler.worker_threads, 4);
+        assert_eq!(applied.scheduler.empty_sleep, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn endpoint_template() {
+        let mut config = Config::default();
+        assert_eq!(config.rqd_endpoint("render01"), "render01:8444");
+        config.rqd.endpoint = "127.0.0.1:{port}".into();
+        config.rqd.port = 9000;
+        assert_eq!(config.rqd_endpoint("render01"), "127.0.0.1:9000");
+    }
+}

@@ -1,0 +1,242 @@
+//! Accounting SQL: the bulk recompute of Cuebot's resource tables from `proc`, the booked
+//! snapshot the counters re-sync to, and the caps.
+//!
+//! Only rows of scheduler-managed shows are touched, and only rows whose value changed are
+//! written (no table-wide churn, no row-by-row loops). Cuebot's verify triggers on
+//! `job_resource` and `subscription` fire only when the cap column is unchanged and the usage
+//! grows; a recomputed usage may legitimately exceed a cap (an operator lowered it), so the
+//! update moves the cap by one in the same statement — the trigger does not fire — and a second
+//! statement of the same transaction moves it back. Other sessions never see the moved cap.
+
+use std::collections::HashMap;
+
+use postgres::Client;
+
+use super::DbError;
+use crate::accounting::{Caps, Limits, Snapshot};
+
+/// Rows written per table by one recompute.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// `layer_resource` rows.
+    pub layer_resource: u64,
+    /// `job_resource` rows.
+    pub job_resource: u64,
+    /// `folder_resource` rows.
+    pub folder_resource: u64,
+    /// `point` rows.
+    pub point: u64,
+    /// `subscription` rows.
+    pub subscription: u64,
+}
+
+const MANAGED_PROCS: &str =
+    "proc p JOIN job j ON j.pk_job = p.pk_job JOIN show s ON s.pk_show = j.pk_show
+                             WHERE s.b_scheduler_managed";
+
+/// Rebuilds `int_cores`/`int_gpus` of the five resource tables from `proc`.
+pub fn recompute_tables(client: &mut Client) -> Result<Written, DbError> {
+    let mut w = Written::default();
+    w.layer_resource = client.execute(
+        &format!(
+            "WITH live AS (SELECT p.pk_layer, sum(p.int_cores_reserved)::bigint AS cores,
+                                  sum(p.int_gpus_reserved)::bigint AS gpus
+                             FROM {MANAGED_PROCS} GROUP BY p.pk_layer),
+                  target AS (SELECT lr.pk_layer_resource AS pk, coalesce(live.cores, 0) AS cores,
+                                    coalesce(live.gpus, 0) AS gpus
+                               FROM layer_resource lr
+                               JOIN job j ON j.pk_job = lr.pk_job
+                               JOIN show s ON s.pk_show = j.pk_show
+                               LEFT JOIN live ON live.pk_layer = lr.pk_layer
+                              WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED'
+                                AND (lr.int_cores <> coalesce(live.cores, 0) OR lr.int_gpus <> coalesce(live.gpus, 0)))
+             UPDATE layer_resource lr SET int_cores = t.cores, int_gpus = t.gpus
+               FROM target t WHERE lr.pk_layer_resource = t.pk"
+        ),
+        &[],
+    )?;
+    w.folder_resource = client.execute(
+        &format!(
+            "WITH live AS (SELECT j.pk_folder, sum(p.int_cores_reserved)::bigint AS cores,
+                                  sum(p.int_gpus_reserved)::bigint AS gpus
+                             FROM {MANAGED_PROCS} AND j.str_state <> 'FINISHED' GROUP BY j.pk_folder),
+                  target AS (SELECT fr.pk_folder_resource AS pk, coalesce(live.cores, 0) AS cores,
+                                    coalesce(live.gpus, 0) AS gpus
+                               FROM folder_resource fr
+                               JOIN folder f ON f.pk_folder = fr.pk_folder
+                               JOIN show s ON s.pk_show = f.pk_show
+                               LEFT JOIN live ON live.pk_folder = fr.pk_folder
+                              WHERE s.b_scheduler_managed
+                                AND (fr.int_cores <> coalesce(live.cores, 0) OR fr.int_gpus <> coalesce(live.gpus, 0)))
+             UPDATE folder_resource fr SET int_cores = t.cores, int_gpus = t.gpus
+               FROM target t WHERE fr.pk_folder_resource = t.pk"
+        ),
+        &[],
+    )?;
+    w.point = client.execute(
+        &format!(
+            "WITH live AS (SELECT j.pk_dept, j.pk_show, sum(p.int_cores_reserved)::bigint AS cores,
+                                  sum(p.int_gpus_reserved)::bigint AS gpus
+                             FROM {MANAGED_PROCS} GROUP BY j.pk_dept, j.pk_show),
+                  target AS (SELECT pt.pk_point AS pk, coalesce(live.cores, 0) AS cores, coalesce(live.gpus, 0) AS gpus
+                               FROM point pt
+                               JOIN show s ON s.pk_show = pt.pk_show
+                               LEFT JOIN live ON live.pk_dept = pt.pk_dept AND live.pk_show = pt.pk_show
+                              WHERE s.b_scheduler_managed
+                                AND (pt.int_cores <> coalesce(live.cores, 0) OR pt.int_gpus <> coalesce(live.gpus, 0)))
+             UPDATE point pt SET int_cores = t.cores, int_gpus = t.gpus
+               FROM target t WHERE pt.pk_point = t.pk"
+        ),
+        &[],
+    )?;
+
+    // job_resource: verify_job_resources fires WHEN a max is unchanged AND its usage grows.
+    let mut tx = client.transaction()?;
+    let rows = tx.query(
+        &format!(
+            "WITH live AS (SELECT p.pk_job, sum(p.int_cores_reserved)::bigint AS cores,
+                                  sum(p.int_gpus_reserved)::bigint AS gpus
+                             FROM {MANAGED_PROCS} GROUP BY p.pk_job),
+                  target AS (SELECT jr.pk_job_resource AS pk, coalesce(live.cores, 0) AS cores,
+                                    coalesce(live.gpus, 0) AS gpus,
+                                    (coalesce(live.cores, 0) > jr.int_cores OR coalesce(live.gpus, 0) > jr.int_gpus) AS grew
+                               FROM job_resource jr
+                               JOIN job j ON j.pk_job = jr.pk_job
+                               JOIN show s ON s.pk_show = j.pk_show
+                               LEFT JOIN live ON live.pk_job = jr.pk_job
+                              WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED'
+                                AND (jr.int_cores <> coalesce(live.cores, 0) OR jr.int_gpus <> coalesce(live.gpus, 0)))
+             UPDATE job_resource jr
+                SET int_cores = t.cores, int_gpus = t.gpus,
+                    int_max_cores = CASE WHEN t.grew THEN jr.int_max_cores + 1 ELSE jr.int_max_cores END,
+                    int_max_gpus = CASE WHEN t.grew THEN jr.int_max_gpus + 1 ELSE jr.int_max_gpus END
+               FROM target t WHERE jr.pk_job_resource = t.pk
+           RETURNING jr.pk_job_resource, t.grew"
+        ),
+        &[],
+    )?;
+    w.job_resource = rows.len() as u64;
+    let grew: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(1))
+        .map(|r| r.get(0))
+        .collect();
+    if !grew.is_empty() {
+        tx.execute(
+            "UPDATE job_resource SET int_max_cores = int_max_cores - 1, int_max_gpus = int_max_gpus - 1
+              WHERE pk_job_resource = ANY($1)",
+            &[&grew],
+        )?;
+    }
+    tx.commit()?;
+
+    // subscription: verify_subscription fires WHEN burst unchanged AND usage grows.
+    let mut tx = client.transaction()?;
+    let rows = tx.query(
+        "WITH live AS (SELECT j.pk_show, h.pk_alloc, sum(p.int_cores_reserved)::bigint AS cores,
+                              sum(p.int_gpus_reserved)::bigint AS gpus
+                         FROM proc p JOIN host h ON h.pk_host = p.pk_host JOIN job j ON j.pk_job = p.pk_job
+                         JOIN show s ON s.pk_show = j.pk_show
+                        WHERE s.b_scheduler_managed AND NOT p.b_local
+                        GROUP BY j.pk_show, h.pk_alloc),
+              target AS (SELECT sub.pk_subscription AS pk, coalesce(live.cores, 0) AS cores,
+                                coalesce(live.gpus, 0) AS gpus, coalesce(live.cores, 0) > sub.int_cores AS grew
+                           FROM subscription sub
+                           JOIN show s ON s.pk_show = sub.pk_show
+                           LEFT JOIN live ON live.pk_show = sub.pk_show AND live.pk_alloc = sub.pk_alloc
+                          WHERE s.b_scheduler_managed
+                            AND (sub.int_cores <> coalesce(live.cores, 0) OR sub.int_gpus <> coalesce(live.gpus, 0)))
+         UPDATE subscription sub
+            SET int_cores = t.cores, int_gpus = t.gpus,
+                int_burst = CASE WHEN t.grew THEN sub.int_burst + 1 ELSE sub.int_burst END
+           FROM target t WHERE sub.pk_subscription = t.pk
+       RETURNING sub.pk_subscription, t.grew",
+        &[],
+    )?;
+    w.subscription = rows.len() as u64;
+    let grew: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(1))
+        .map(|r| r.get(0))
+        .collect();
+    if !grew.is_empty() {
+        tx.execute(
+            "UPDATE subscription SET int_burst = int_burst - 1 WHERE pk_subscription = ANY($1)",
+            &[&grew],
+        )?;
+    }
+    tx.commit()?;
+    Ok(w)
+}
+
+/// Booked centicores and GPUs per subscription, folder and job of managed shows, from `proc`.
+pub fn booked_snapshot(client: &mut Client) -> Result<Snapshot, DbError> {
+    let rows = client.query(
+        "SELECT j.pk_show, h.pk_alloc, j.pk_folder, p.pk_job,
+                sum(p.int_cores_reserved)::bigint, sum(p.int_gpus_reserved)::bigint
+           FROM proc p JOIN host h ON h.pk_host = p.pk_host JOIN job j ON j.pk_job = p.pk_job
+           JOIN show s ON s.pk_show = j.pk_show
+          WHERE s.b_scheduler_managed AND NOT p.b_local
+          GROUP BY 1, 2, 3, 4",
+        &[],
+    )?;
+    let mut snap = Snapshot::default();
+    for r in rows {
+        let (show, alloc, folder, job): (String, String, String, String) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        let amount: (i64, i64) = (r.get(4), r.get(5));
+        let add = |v: &mut (i64, i64)| {
+            v.0 += amount.0;
+            v.1 += amount.1;
+        };
+        add(snap.subs.entry((show, alloc)).or_default());
+        add(snap.folders.entry(folder).or_default());
+        add(snap.jobs.entry(job).or_default());
+    }
+    Ok(snap)
+}
+
+/// Subscription bursts, folder caps and caps of unfinished jobs of managed shows.
+pub fn caps(client: &mut Client) -> Result<Caps, DbError> {
+    let mut caps = Caps::default();
+    for r in client.query(
+        "SELECT sub.pk_show, sub.pk_alloc, sub.int_burst::bigint FROM subscription sub
+           JOIN show s ON s.pk_show = sub.pk_show WHERE s.b_scheduler_managed",
+        &[],
+    )? {
+        caps.bursts.insert((r.get(0), r.get(1)), r.get(2));
+    }
+    for r in client.query(
+        "SELECT fr.pk_folder, fr.int_max_cores::bigint, fr.int_max_gpus::bigint FROM folder_resource fr
+           JOIN folder f ON f.pk_folder = fr.pk_folder JOIN show s ON s.pk_show = f.pk_show
+          WHERE s.b_scheduler_managed",
+        &[],
+    )? {
+        caps.folders.insert(r.get(0), Limits::from_db(r.get(1), r.get(2)));
+    }
+    for r in client.query(
+        "SELECT jr.pk_job, jr.int_max_cores::bigint, jr.int_max_gpus::bigint FROM job_resource jr
+           JOIN job j ON j.pk_job = jr.pk_job JOIN show s ON s.pk_show = j.pk_show
+          WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED'",
+        &[],
+    )? {
+        caps.jobs
+            .insert(r.get(0), Limits::from_db(r.get(1), r.get(2)));
+    }
+    Ok(caps)
+}
+
+/// Folder caps of the given folders (read with each pass, so new folders are never unbounded).
+pub fn folder_limits(
+    client: &mut impl postgres::GenericClient,
+    folders: &[String],
+) -> Result<HashMap<String, Limits>, DbError> {
+    Ok(client
+        .query(
+            "SELECT pk_folder, int_max_cores::bigint, int_max_gpus::bigint FROM folder_resource WHERE pk_folder = ANY($1)",
+            &[&folders],
+        )?
+        .iter()
+        .map(|r| (r.get(0), Limits::from_db(r.get(1), r.get(2))))
+        .collect())
+}

@@ -1,0 +1,455 @@
+//! The booking transaction: many placements committed in one guarded transaction, and the
+//! compensation of a booking whose launch failed.
+//!
+//! Every guard is re-checked inside the transaction, so a stale host index or a second writer
+//! (Cuebot, another instance) can cost a placement, never an over-booking:
+//! - the host decrement runs only `WHERE idle >= amount` (per host, for the sum of its frames)
+//!   on an OPEN host, and Cuebot's `verify_host_resources` trigger backs it up;
+//! - a frame moves to RUNNING only `WHERE str_state = 'WAITING' AND int_version = v`, with no
+//!   proc and its layer's start-after time passed;
+//! - `proc.pk_frame` is unique;
+//! - every layer limit of a frame must have room against live running counts;
+//! - the show's lease epoch (multi-instance fencing) must still be ours.
+//!
+//! A placement that loses a guard drops out alone and the rest commits. Row locks are taken in
+//! one fixed order — hosts, layer_stat, job_stat, limit_record, each sorted by key — so
+//! concurrent batches (ours or another instance's) cannot deadlock among themselves.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use postgres::{Client, Transaction};
+
+use super::DbError;
+use crate::model::Resources;
+
+/// Exit statuses that do not count as a retry when a frame is booked again (Cuebot's list:
+/// skip-retry, failed launch, 299 launch compensation, 301/302 kill codes, 399, never run).
+const NO_RETRY_EXIT_STATUS: [i64; 7] = [286, 256, 299, 301, 302, 399, -1];
+
+/// One frame placed on one host, ready to commit.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    /// `frame.pk_frame`.
+    pub frame: String,
+    /// `frame.int_version` when it was read.
+    pub version: i32,
+    /// `frame.pk_layer`.
+    pub layer: String,
+    /// `frame.pk_job`.
+    pub job: String,
+    /// `job.pk_show`.
+    pub show: String,
+    /// `host.pk_host`.
+    pub host: String,
+    /// `host.str_name`.
+    pub host_name: String,
+    /// The new proc's key (RQD's `resource_id`).
+    pub proc: String,
+    /// What the frame reserves on the host.
+    pub amount: Resources,
+    /// The layer's limit records.
+    pub limits: Vec<String>,
+}
+
+/// Why a placement dropped out of its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GuardLoss {
+    /// The host no longer had the idle resources, or is no longer open.
+    HostCapacity,
+    /// The frame changed (version, state), has a proc, or its layer is not startable yet.
+    Frame,
+    /// A layer limit is full.
+    Limit,
+    /// The show's lease moved to another instance (or its epoch changed).
+    Fence,
+}
+
+impl GuardLoss {
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            GuardLoss::HostCapacity => "host_capacity",
+            GuardLoss::Frame => "frame_changed",
+            GuardLoss::Limit => "layer_limit",
+            GuardLoss::Fence => "fence",
+        }
+    }
+}
+
+/// The lease a show is booked under: (show, epoch). See `stagehand.show_lease`.
+#[derive(Clone, Debug)]
+pub struct Fence {
+    /// This instance's key.
+    pub instance: uuid::Uuid,
+    /// The epoch per show the batch was planned under.
+    pub epochs: HashMap<String, i64>,
+}
+
+/// What a batch did: for every placement (same order), its new frame version or its loss.
+#[derive(Clone, Debug, Default)]
+pub struct BatchOutcome {
+    /// `Ok(new int_version)` for committed frames, `Err(loss)` for the others.
+    pub results: Vec<Result<i32, GuardLoss>>,
+}
+
+impl BatchOutcome {
+    /// Number of committed frames.
+    pub fn booked(&self) -> usize {
+        self.results.iter().filter(|r| r.is_ok()).count()
+    }
+}
+
+/// Static per-booking values.
+#[derive(Clone, Debug)]
+pub struct BookOptions {
+    /// `proc.int_mem_used` at insert (KB).
+    pub mem_reserved_min_kb: i64,
+}
+
+/// Commits as many of `placements` as pass their guards, in one transaction.
+pub fn book_batch(
+    client: &mut Client,
+    placements: &[Placement],
+    options: &BookOptions,
+    fence: Option<&Fence>,
+) -> Result<BatchOutcome, DbError> {
+    let mut results: Vec<Option<Result<i32, GuardLoss>>> = vec![None; placements.len()];
+    if placements.is_empty() {
+        return Ok(BatchOutcome::default());
+    }
+    let mut tx = client.transaction()?;
+
+    // 0. Fence: every show of the batch must still be ours at the planned epoch. Locking the
+    //    lease rows FOR SHARE keeps a takeover from committing between this check and ours.
+    if let Some(fence) = fence {
+        let lost = fenced_out_shows(&mut tx, placements, fence)?;
+        mark(
+            &mut results,
+            placements,
+            |p| lost.contains(&p.show),
+            GuardLoss::Fence,
+        );
+    }
+
+    // 1. Hosts, locked in key order, decremented by the sum of their frames.
+    let host_ok = decrement_hosts(&mut tx, placements, &mut results)?;
+    mark(
+        &mut results,
+        placements,
+        |p| !host_ok.contains(&p.host),
+        GuardLoss::HostCapacity,
+    );
+
+    // 2. Stat rows the frame trigger will update, locked in key order before it runs.
+    let live = |results: &[Option<Result<i32, GuardLoss>>]| -> Vec<usize> {
+        (0..placements.len())
+            .filter(|&i| results[i].is_none())
+            .collect()
+    };
+    let idx = live(&results);
+    let layers: BTreeSet<&str> = idx.iter().map(|&i| placements[i].layer.as_str()).collect();
+    let jobs: BTreeSet<&str> = idx.iter().map(|&i| placements[i].job.as_str()).collect();
+    if !idx.is_empty() {
+        let layers: Vec<&str> = layers.into_iter().collect();
+        let jobs: Vec<&str> = jobs.into_iter().collect();
+        tx.execute(
+            "SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer FOR UPDATE",
+            &[&layers],
+        )?;
+        tx.execute(
+            "SELECT 1 FROM job_stat WHERE pk_job = ANY($1) ORDER BY pk_job FOR UPDATE",
+            &[&jobs],
+        )?;
+    }
+
+    // 3. Layer limits: every limit of a frame must have room; rooms are consumed in order.
+    let idx = live(&results);
+    let limit_ids: BTreeSet<&str> = idx
+        .iter()
+        .flat_map(|&i| placements[i].limits.iter().map(String::as_str))
+        .collect();
+    if !limit_ids.is_empty() {
+        let ids: Vec<&str> = limit_ids.into_iter().collect();
+        let mut room: HashMap<String, i64> = HashMap::new();
+        for r in tx.query(
+            "SELECT lr.pk_limit_record::text, lr.int_max_value::bigint,
+                    coalesce((SELECT sum(ls.int_running_count) FROM layer_limit ll
+                               JOIN layer_stat ls ON ls.pk_layer = ll.pk_layer
+                              WHERE ll.pk_limit_record = lr.pk_limit_record), 0)::bigint
+               FROM limit_record lr WHERE lr.pk_limit_record = ANY($1)
+              ORDER BY lr.pk_limit_record FOR UPDATE",
+            &[&ids],
+        )? {
+            room.insert(r.get(0), r.get::<_, i64>(1) - r.get::<_, i64>(2));
+        }
+        for &i in &idx {
+            let p = &placements[i];
+            let fits = p
+                .limits
+                .iter()
+                .all(|l| room.get(l).copied().unwrap_or(1) > 0);
+            if fits {
+                for l in &p.limits {
+                    if let Some(r) = room.get_mut(l) {
+                        *r -= 1;
+                    }
+                }
+            } else {
+                results[i] = Some(Err(GuardLoss::Limit));
+            }
+        }
+    }
+
+    // 4. Frames: WAITING → RUNNING under the version guard.
+    let idx = live(&results);
+    let mut started: HashMap<String, i32> = HashMap::new();
+    if !idx.is_empty() {
+        let frames: Vec<&str> = idx.iter().map(|&i| placements[i].frame.as_str()).collect();
+        let versions: Vec<i32> = idx.iter().map(|&i| placements[i].version).collect();
+        let hosts: Vec<&str> = idx
+            .iter()
+            .map(|&i| placements[i].host_name.as_str())
+            .collect();
+        let (cores, mem, gpus, gpu_mem) = amounts(idx.iter().map(|&i| placements[i].amount));
+        let skip: Vec<i64> = NO_RETRY_EXIT_STATUS.to_vec();
+        for r in tx.query(
+            "UPDATE frame f
+                SET str_state = 'RUNNING', str_host = b.host, int_cores = b.cores, int_mem_reserved = b.mem,
+                    int_gpus = b.gpus, int_gpu_mem_reserved = b.gpu_mem, ts_updated = now(),
+                    ts_started = now(), ts_stopped = NULL, int_version = coalesce(f.int_version, 0) + 1,
+                    int_retries = f.int_retries + CASE WHEN f.int_exit_status = ANY($7) THEN 0 ELSE 1 END
+               FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $8::bigint[])
+                    AS b(pk_frame, version, host, cores, mem, gpus, gpu_mem)
+              WHERE f.pk_frame = b.pk_frame AND f.str_state = 'WAITING'
+                AND coalesce(f.int_version, 0) = b.version
+                AND NOT EXISTS (SELECT 1 FROM proc p WHERE p.pk_frame = f.pk_frame)
+                AND EXISTS (SELECT 1 FROM layer l WHERE l.pk_layer = f.pk_layer
+                             AND (l.ts_start_after IS NULL OR l.ts_start_after <= now()))
+          RETURNING f.pk_frame, f.int_version",
+            &[&frames, &versions, &hosts, &cores, &mem, &gpus, &skip, &gpu_mem],
+        )? {
+            started.insert(r.get(0), r.get(1));
+        }
+        mark(
+            &mut results,
+            placements,
+            |p| !started.contains_key(&p.frame),
+            GuardLoss::Frame,
+        );
+    }
+
+    // 5. Give hosts back what dropped placements had taken in step 1.
+    let refund: Vec<usize> = (0..placements.len())
+        .filter(|&i| {
+            host_ok.contains(&placements[i].host)
+                && matches!(results[i], Some(Err(GuardLoss::Frame | GuardLoss::Limit)))
+        })
+        .collect();
+    if !refund.is_empty() {
+        let per_host = sum_by_host(refund.iter().map(|&i| &placements[i]));
+        let hosts: Vec<&str> = per_host.keys().map(String::as_str).collect();
+        let (cores, mem, gpus, gpu_mem) = amounts(per_host.values().copied());
+        tx.execute(
+            "UPDATE host h SET int_cores_idle = h.int_cores_idle + b.cores, int_mem_idle = h.int_mem_idle + b.mem,
+                    int_gpus_idle = h.int_gpus_idle + b.gpus, int_gpu_mem_idle = h.int_gpu_mem_idle + b.gpu_mem
+               FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+                    AS b(pk_host, cores, mem, gpus, gpu_mem)
+              WHERE h.pk_host = b.pk_host",
+            &[&hosts, &cores, &mem, &gpus, &gpu_mem],
+        )?;
+    }
+
+    // 6. Procs for the started frames.
+    let idx: Vec<usize> = (0..placements.len())
+        .filter(|&i| started.contains_key(&placements[i].frame))
+        .collect();
+    if !idx.is_empty() {
+        let col = |f: fn(&Placement) -> &str| -> Vec<&str> {
+            idx.iter().map(|&i| f(&placements[i])).collect()
+        };
+        let procs = col(|p| &p.proc);
+        let hosts = col(|p| &p.host);
+        let shows = col(|p| &p.show);
+        let layers = col(|p| &p.layer);
+        let jobs = col(|p| &p.job);
+        let frames = col(|p| &p.frame);
+        let (cores, mem, gpus, gpu_mem) = amounts(idx.iter().map(|&i| placements[i].amount));
+        let inserted = tx.execute(
+            "INSERT INTO proc (pk_proc, pk_host, pk_show, pk_layer, pk_job, pk_frame, int_cores_reserved,
+                               int_mem_reserved, int_mem_pre_reserved, int_mem_used, int_gpus_reserved,
+                               int_gpu_mem_reserved, int_gpu_mem_pre_reserved, int_gpu_mem_used, b_local)
+             SELECT b.pk_proc, b.pk_host, b.pk_show, b.pk_layer, b.pk_job, b.pk_frame, b.cores, b.mem, b.mem,
+                    $11, b.gpus, b.gpu_mem, b.gpu_mem, 0, false
+               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                           $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])
+                    AS b(pk_proc, pk_host, pk_show, pk_layer, pk_job, pk_frame, cores, mem, gpus, gpu_mem)
+             ON CONFLICT (pk_frame) DO NOTHING",
+            &[&procs, &hosts, &shows, &layers, &jobs, &frames, &cores, &mem, &gpus, &gpu_mem, &options.mem_reserved_min_kb],
+        )?;
+        if inserted as usize != idx.len() {
+            // Impossible while the frame guard holds (we hold the frame rows and checked for
+            // procs); if it ever happens, commit nothing rather than a frame without a proc.
+            tx.rollback()?;
+            return Err(DbError::Schema(format!(
+                "{} of {} procs conflicted on pk_frame",
+                idx.len() - inserted as usize,
+                idx.len()
+            )));
+        }
+    }
+    tx.commit()?;
+
+    Ok(BatchOutcome {
+        results: placements
+            .iter()
+            .zip(results)
+            .map(|(p, r)| match r {
+                Some(Err(loss)) => Err(loss),
+                _ => started.get(&p.frame).copied().ok_or(GuardLoss::Frame),
+            })
+            .collect(),
+    })
+}
+
+fn mark(
+    results: &mut [Option<Result<i32, GuardLoss>>],
+    placements: &[Placement],
+    lost: impl Fn(&Placement) -> bool,
+    loss: GuardLoss,
+) {
+    for (r, p) in results.iter_mut().zip(placements) {
+        if r.is_none() && lost(p) {
+            *r = Some(Err(loss));
+        }
+    }
+}
+
+fn sum_by_host<'a>(placements: impl Iterator<Item = &'a Placement>) -> BTreeMap<String, Resources> {
+    let mut per_host: BTreeMap<String, Resources> = BTreeMap::new();
+    for p in placements {
+        let sum = per_host.entry(p.host.clone()).or_default();
+        *sum = sum.saturating_add(&p.amount);
+    }
+    per_host
+}
+
+type Columns = (Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>);
+
+fn amounts(items: impl Iterator<Item = Resources>) -> Columns {
+    let mut c = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for a in items {
+        c.0.push(i64::from(a.cores));
+        c.1.push(a.mem_kb as i64);
+        c.2.push(i64::from(a.gpus));
+        c.3.push(a.gpu_mem_kb as i64);
+    }
+    c
+}
+
+/// Step 1: lock the batch's hosts in key order and take each host's total in one guarded
+/// update; returns the hosts that had room.
+fn decrement_hosts(
+    tx: &mut Transaction<'_>,
+    placements: &[Placement],
+    results: &mut [Option<Result<i32, GuardLoss>>],
+) -> Result<BTreeSet<String>, DbError> {
+    let per_host = sum_by_host(
+        placements
+            .iter()
+            .zip(results.iter())
+            .filter(|(_, r)| r.is_none())
+            .map(|(p, _)| p),
+    );
+    if per_host.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let hosts: Vec<&str> = per_host.keys().map(String::as_str).collect();
+    tx.execute(
+        "SELECT 1 FROM host WHERE pk_host = ANY($1) ORDER BY pk_host FOR UPDATE",
+        &[&hosts],
+    )?;
+    let (cores, mem, gpus, gpu_mem) = amounts(per_host.values().copied());
+    let rows = tx.query(
+        "UPDATE host h SET int_cores_idle = h.int_cores_idle - b.cores, int_mem_idle = h.int_mem_idle - b.mem,
+                int_gpus_idle = h.int_gpus_idle - b.gpus, int_gpu_mem_idle = h.int_gpu_mem_idle - b.gpu_mem
+           FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+                AS b(pk_host, cores, mem, gpus, gpu_mem)
+          WHERE h.pk_host = b.pk_host AND h.str_lock_state = 'OPEN'
+            AND h.int_cores_idle >= b.cores AND h.int_mem_idle >= b.mem
+            AND h.int_gpus_idle >= b.gpus AND h.int_gpu_mem_idle >= b.gpu_mem
+      RETURNING h.pk_host",
+        &[&hosts, &cores, &mem, &gpus, &gpu_mem],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Step 0: the shows whose lease is not held by `fence.instance` at the planned epoch.
+fn fenced_out_shows(
+    tx: &mut Transaction<'_>,
+    placements: &[Placement],
+    fence: &Fence,
+) -> Result<BTreeSet<String>, DbError> {
+    let shows: BTreeSet<&str> = placements.iter().map(|p| p.show.as_str()).collect();
+    let shows: Vec<&str> = shows.into_iter().collect();
+    let mut held: HashMap<String, i64> = HashMap::new();
+    for r in tx.query(
+        "SELECT pk_show, int_epoch FROM stagehand.show_lease
+          WHERE pk_show = ANY($1) AND pk_instance = $2 AND ts_expires > now()
+          ORDER BY pk_show FOR SHARE",
+        &[&shows, &fence.instance],
+    )? {
+        held.insert(r.get(0), r.get(1));
+    }
+    Ok(shows
+        .into_iter()
+        .filter(|s| held.get(*s).is_none() || held.get(*s) != fence.epochs.get(*s))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// What undoing a failed launch found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compensation {
+    /// Proc deleted, host restored, frame back to WAITING.
+    Undone,
+    /// The proc was already gone (Cuebot released it); nothing to undo.
+    AlreadyReleased,
+}
+
+/// Undoes one committed booking whose launch failed: deletes the proc, gives the host its
+/// resources back (never above its totals) and puts the frame back to WAITING with exit
+/// status 299, guarded by the version the booking produced.
+pub fn compensate(
+    client: &mut Client,
+    p: &Placement,
+    booked_version: i32,
+) -> Result<Compensation, DbError> {
+    let mut tx = client.transaction()?;
+    let deleted = tx.execute("DELETE FROM proc WHERE pk_proc = $1", &[&p.proc])?;
+    if deleted == 0 {
+        tx.commit()?;
+        return Ok(Compensation::AlreadyReleased);
+    }
+    tx.execute(
+        "UPDATE host SET int_cores_idle = int_cores_idle + $2, int_mem_idle = int_mem_idle + $3,
+                int_gpus_idle = int_gpus_idle + $4, int_gpu_mem_idle = int_gpu_mem_idle + $5
+          WHERE pk_host = $1 AND int_cores_idle + $2 <= int_cores AND int_mem_idle + $3 <= int_mem
+            AND int_gpus_idle + $4 <= int_gpus AND int_gpu_mem_idle + $5 <= int_gpu_mem",
+        &[
+            &p.host,
+            &i64::from(p.amount.cores),
+            &(p.amount.mem_kb as i64),
+            &i64::from(p.amount.gpus),
+            &(p.amount.gpu_mem_kb as i64),
+        ],
+    )?;
+    tx.execute(
+        "UPDATE frame SET str_state = 'WAITING', int_exit_status = 299, ts_stopped = now(), ts_updated = now(),
+                int_version = int_version + 1
+          WHERE pk_frame = $1 AND str_state = 'RUNNING' AND int_version = $2
+            AND NOT EXISTS (SELECT 1 FROM proc WHERE pk_frame = $1)",
+        &[&p.frame, &booked_version],
+    )?;
+    tx.commit()?;
+    Ok(Compensation::Undone)
+}

@@ -1,0 +1,384 @@
+//! Selection SQL: the cluster set, the active-work scan, pending jobs of a cluster and their
+//! layers with WAITING frames.
+//!
+//! Cost per pass is O(jobs and frames returned): every query is bounded by the cluster's show,
+//! facility and tags and by `LIMIT`s, never by the size of the farm or of the frame table.
+
+use std::collections::HashMap;
+
+use postgres::GenericClient;
+
+use super::DbError;
+use crate::model::{TagType, split_tags};
+
+/// One row of the cluster set: a tag a managed show can book in a facility.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterTagRow {
+    /// `alloc.pk_facility`.
+    pub facility: String,
+    /// `show.pk_show`.
+    pub show: String,
+    /// `show.str_name`.
+    pub show_name: String,
+    /// The host tag.
+    pub tag: String,
+    /// Its type.
+    pub tag_type: TagType,
+    /// The allocation, for ALLOC tags.
+    pub alloc: Option<String>,
+}
+
+/// A subscription of a managed show.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubscriptionRow {
+    /// `subscription.pk_show`.
+    pub show: String,
+    /// `subscription.pk_alloc`.
+    pub alloc: String,
+    /// The allocation's facility.
+    pub facility: String,
+    /// `int_size` in centicores.
+    pub size: i64,
+    /// `int_burst` in centicores.
+    pub burst: i64,
+}
+
+/// Resolves a facility name to its key.
+pub fn facility_id(conn: &mut impl GenericClient, name: &str) -> Result<Option<String>, DbError> {
+    Ok(conn
+        .query_opt(
+            "SELECT pk_facility FROM facility WHERE str_name = $1",
+            &[&name],
+        )?
+        .map(|r| r.get(0)))
+}
+
+/// Every (facility, show, tag) a managed, active show can book: ALLOC tags of subscribed
+/// allocations that some host carries, and the other tags of hosts in those allocations.
+pub fn cluster_tags(
+    conn: &mut impl GenericClient,
+    facility: Option<&str>,
+) -> Result<Vec<ClusterTagRow>, DbError> {
+    let rows = conn.query(
+        "SELECT DISTINCT a.pk_facility, sh.pk_show, sh.str_name, a.str_tag, 'ALLOC'::text, a.pk_alloc
+           FROM alloc a
+           JOIN subscription s ON s.pk_alloc = a.pk_alloc
+           JOIN show sh ON sh.pk_show = s.pk_show
+          WHERE sh.b_active AND sh.b_scheduler_managed AND a.str_tag IS NOT NULL
+            AND ($1::text IS NULL OR a.pk_facility = $1)
+            AND EXISTS (SELECT 1 FROM host_tag ht WHERE ht.str_tag = a.str_tag AND ht.str_tag_type = 'ALLOC')
+         UNION
+         SELECT DISTINCT a.pk_facility, sh.pk_show, sh.str_name, ht.str_tag, upper(ht.str_tag_type), NULL
+           FROM host_tag ht
+           JOIN host h ON h.pk_host = ht.pk_host
+           JOIN alloc a ON a.pk_alloc = h.pk_alloc
+           JOIN subscription s ON s.pk_alloc = a.pk_alloc
+           JOIN show sh ON sh.pk_show = s.pk_show
+          WHERE upper(ht.str_tag_type) <> 'ALLOC' AND sh.b_active AND sh.b_scheduler_managed
+            AND ($1::text IS NULL OR a.pk_facility = $1)",
+        &[&facility],
+    )?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            Some(ClusterTagRow {
+                facility: r.get(0),
+                show: r.get(1),
+                show_name: r.get(2),
+                tag: r.get(3),
+                tag_type: TagType::from_db(r.get::<_, &str>(4))?,
+                alloc: r.get(5),
+            })
+        })
+        .collect())
+}
+
+/// The subscriptions of managed, active shows.
+pub fn subscriptions(conn: &mut impl GenericClient) -> Result<Vec<SubscriptionRow>, DbError> {
+    let rows = conn.query(
+        "SELECT s.pk_show, s.pk_alloc, a.pk_facility, s.int_size, s.int_burst
+           FROM subscription s
+           JOIN alloc a ON a.pk_alloc = s.pk_alloc
+           JOIN show sh ON sh.pk_show = s.pk_show
+          WHERE sh.b_scheduler_managed AND sh.b_active",
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| SubscriptionRow {
+            show: r.get(0),
+            alloc: r.get(1),
+            facility: r.get(2),
+            size: r.get(3),
+            burst: r.get(4),
+        })
+        .collect())
+}
+
+/// Waiting frames per (show, facility, tag) of managed shows: the awake gate. A superset of
+/// what the per-cluster job query can return, so no cluster with work is ever left asleep.
+pub fn active_tags(
+    conn: &mut impl GenericClient,
+) -> Result<HashMap<(String, String, String), i64>, DbError> {
+    let rows = conn.query(
+        "SELECT j.pk_show, j.pk_facility, t.tag, SUM(ls.int_waiting_count)::bigint
+           FROM layer_stat ls
+           JOIN layer l ON l.pk_layer = ls.pk_layer
+           JOIN job j ON j.pk_job = l.pk_job
+           JOIN show sh ON sh.pk_show = j.pk_show
+          CROSS JOIN LATERAL unnest(string_to_array(replace(l.str_tags, ' ', ''), '|')) AS t(tag)
+          WHERE ls.int_waiting_count > 0 AND j.str_state = 'PENDING' AND NOT j.b_paused
+            AND sh.b_active AND sh.b_scheduler_managed AND t.tag <> ''
+          GROUP BY 1, 2, 3",
+        &[],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+        .collect())
+}
+
+/// A pending job of a cluster, with what the launch and the caps need.
+#[derive(Clone, Debug)]
+pub struct PendingJob {
+    /// `job.pk_job`.
+    pub id: String,
+    /// `job.str_name`.
+    pub name: String,
+    /// `job.pk_show`.
+    pub show: String,
+    /// `job.pk_folder`.
+    pub folder: String,
+    /// `job.pk_dept`.
+    pub dept: String,
+    /// `job_resource.int_priority`.
+    pub priority: i32,
+    /// `job.str_show`.
+    pub show_name: String,
+    /// `job.str_shot`.
+    pub shot: String,
+    /// `job.str_user`.
+    pub user: String,
+    /// `job.int_uid`.
+    pub uid: Option<i64>,
+    /// `job.str_os`; empty means any OS.
+    pub os: String,
+    /// `job.str_log_dir`.
+    pub log_dir: String,
+    /// `job.str_loki_url`.
+    pub loki_url: String,
+    /// `job_resource.int_max_cores` (centicores, ≤ 0 unlimited).
+    pub max_cores: i64,
+    /// `job_resource.int_max_gpus` (≤ 0 unlimited).
+    pub max_gpus: i64,
+    /// `job_resource.int_min_cores` (centicores).
+    pub min_cores: i64,
+    /// Seconds since the job started, for aging.
+    pub age_secs: f64,
+}
+
+/// Pending jobs of a show in a facility with a waiting layer whose tags overlap `tags`,
+/// highest priority first, oldest first among equals.
+pub fn pending_jobs(
+    conn: &mut impl GenericClient,
+    show: &str,
+    facility: &str,
+    tags: &[String],
+    limit: i64,
+) -> Result<Vec<PendingJob>, DbError> {
+    let rows = conn.query(
+        "SELECT j.pk_job, j.str_name, j.pk_show, j.pk_folder, j.pk_dept, jr.int_priority::int,
+                j.str_show, j.str_shot, j.str_user, j.int_uid::bigint, coalesce(j.str_os, ''), j.str_log_dir,
+                coalesce(j.str_loki_url, ''), jr.int_max_cores::bigint, jr.int_max_gpus::bigint,
+                jr.int_min_cores::bigint,
+                extract(epoch FROM (now() - j.ts_started))::float8
+           FROM job j
+           JOIN job_resource jr ON jr.pk_job = j.pk_job
+          WHERE j.pk_show = $1 AND j.pk_facility = $2 AND j.str_state = 'PENDING' AND NOT j.b_paused
+            AND EXISTS (
+                SELECT 1 FROM layer l JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
+                 WHERE l.pk_job = j.pk_job AND ls.int_waiting_count > 0
+                   AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[])
+          ORDER BY jr.int_priority DESC, j.ts_started, j.pk_job
+          LIMIT $4",
+        &[&show, &facility, &tags, &limit],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| PendingJob {
+            id: r.get(0),
+            name: r.get(1),
+            show: r.get(2),
+            folder: r.get(3),
+            dept: r.get(4),
+            priority: r.get(5),
+            show_name: r.get(6),
+            shot: r.get(7),
+            user: r.get(8),
+            uid: r.get(9),
+            os: r.get(10),
+            log_dir: r.get(11),
+            loki_url: r.get(12),
+            max_cores: r.get(13),
+            max_gpus: r.get(14),
+            min_cores: r.get(15),
+            age_secs: r.get(16),
+        })
+        .collect())
+}
+
+/// A layer with waiting frames.
+#[derive(Clone, Debug)]
+pub struct LayerWork {
+    /// `layer.pk_job`.
+    pub job: String,
+    /// `layer.pk_layer`.
+    pub id: String,
+    /// `layer.str_name`.
+    pub name: String,
+    /// `layer.str_cmd`.
+    pub command: String,
+    /// `layer.str_range`.
+    pub range: String,
+    /// `layer.int_chunk_size`.
+    pub chunk_size: i64,
+    /// `layer.int_cores_min` (centicores; 0 whole host, < 0 all but N).
+    pub cores_min: i64,
+    /// `layer.int_cores_max` (centicores; ≤ 0 unlimited).
+    pub cores_max: i64,
+    /// `layer.int_mem_min` (KB).
+    pub mem_min: i64,
+    /// `layer.int_gpus_min`.
+    pub gpus_min: i64,
+    /// `layer.int_gpu_mem_min` (KB).
+    pub gpu_mem_min: i64,
+    /// `layer.b_threadable`.
+    pub threadable: bool,
+    /// `layer.str_tags`, split.
+    pub tags: Vec<String>,
+    /// `layer.str_services`, split on commas.
+    pub services: Vec<String>,
+    /// `layer_limit.pk_limit_record` of the layer.
+    pub limits: Vec<String>,
+    /// WAITING frames in dispatch order.
+    pub frames: Vec<FrameWork>,
+}
+
+/// A WAITING frame and the version its booking must find unchanged.
+#[derive(Clone, Debug)]
+pub struct FrameWork {
+    /// `frame.pk_frame`.
+    pub id: String,
+    /// `frame.str_name` (`NNNN-layer`).
+    pub name: String,
+    /// `frame.int_number`.
+    pub number: i32,
+    /// `frame.int_version` as read.
+    pub version: i32,
+    /// Seconds since `frame.ts_updated` (how long it has been eligible).
+    pub waited_secs: f64,
+}
+
+/// Layers of `jobs` with waiting frames whose tags overlap `tags` and whose start-after time
+/// has passed, with up to `frames_per_layer` WAITING frames each, in layer dispatch order
+/// then frame dispatch order.
+pub fn layers_with_frames(
+    conn: &mut impl GenericClient,
+    jobs: &[String],
+    tags: &[String],
+    frames_per_layer: i64,
+) -> Result<Vec<LayerWork>, DbError> {
+    let rows = conn.query(
+        "SELECT l.pk_job, l.pk_layer, l.str_name, l.str_cmd, l.str_range, l.int_chunk_size::bigint,
+                l.int_cores_min::bigint, l.int_cores_max::bigint, l.int_mem_min::bigint,
+                l.int_gpus_min::bigint, l.int_gpu_mem_min::bigint, l.b_threadable, l.str_tags,
+                l.str_services,
+                ARRAY(SELECT ll.pk_limit_record::text FROM layer_limit ll WHERE ll.pk_layer = l.pk_layer),
+                f.pk_frame, f.str_name, f.int_number::int, coalesce(f.int_version, 0)::int,
+                coalesce(extract(epoch FROM (now() - f.ts_updated)), 0)::float8
+           FROM layer l
+           JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
+          CROSS JOIN LATERAL (
+                SELECT f.pk_frame, f.str_name, f.int_number, f.int_version, f.ts_updated,
+                       f.int_dispatch_order, f.int_layer_order
+                  FROM frame f
+                 WHERE f.pk_layer = l.pk_layer AND f.str_state = 'WAITING'
+                 ORDER BY f.int_dispatch_order, f.int_layer_order
+                 LIMIT $3) f
+          WHERE l.pk_job = ANY($1) AND ls.int_waiting_count > 0
+            AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $2::text[]
+            AND (l.ts_start_after IS NULL OR l.ts_start_after <= now())
+          ORDER BY l.pk_job, l.int_dispatch_order, l.pk_layer, f.int_dispatch_order, f.int_layer_order",
+        &[&jobs, &tags, &frames_per_layer],
+    )?;
+    let mut layers: Vec<LayerWork> = Vec::new();
+    for r in &rows {
+        let layer_id: String = r.get(1);
+        if layers.last().map(|l| l.id != layer_id).unwrap_or(true) {
+            layers.push(LayerWork {
+                job: r.get(0),
+                id: layer_id,
+                name: r.get(2),
+                command: r.get(3),
+                range: r.get(4),
+                chunk_size: r.get(5),
+                cores_min: r.get(6),
+                cores_max: r.get(7),
+                mem_min: r.get(8),
+                gpus_min: r.get(9),
+                gpu_mem_min: r.get(10),
+                threadable: r.get(11),
+                tags: split_tags(r.get::<_, &str>(12)).collect(),
+                services: r
+                    .get::<_, &str>(13)
+                    .split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect(),
+                limits: r.get(14),
+                frames: Vec::new(),
+            });
+        }
+        if let Some(layer) = layers.last_mut() {
+            layer.frames.push(FrameWork {
+                id: r.get(15),
+                name: r.get(16),
+                number: r.get(17),
+                version: r.get(18),
+                waited_secs: r.get(19),
+            });
+        }
+    }
+    Ok(layers)
+}
+
+/// Environment of jobs and layers: `(job_env by job, layer_env by layer)`.
+pub type Envs = (
+    HashMap<String, Vec<(String, String)>>,
+    HashMap<String, Vec<(String, String)>>,
+);
+
+/// Reads `job_env` and `layer_env` for the given jobs (only what a launch needs).
+pub fn envs(conn: &mut impl GenericClient, jobs: &[String]) -> Result<Envs, DbError> {
+    let mut job_env: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for r in conn.query(
+        "SELECT pk_job, str_key, str_value FROM job_env WHERE pk_job = ANY($1)",
+        &[&jobs],
+    )? {
+        job_env
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2)));
+    }
+    let mut layer_env: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for r in conn.query(
+        "SELECT pk_layer, str_key, str_value FROM layer_env WHERE pk_job = ANY($1)",
+        &[&jobs],
+    )? {
+        layer_env
+            .entry(r.get(0))
+            .or_default()
+            .push((r.get(1), r.get(2)));
+    }
+    Ok((job_env, layer_env))
+}

@@ -1,0 +1,151 @@
+//! Schema management: the OpenCue-compatible schema for databases that have none (tests,
+//! demo), and stagehand's own schema `stagehand`, applied idempotently.
+//!
+//! A Cuebot database is never altered: when `public.frame` exists the compatibility files are
+//! skipped and only the columns stagehand relies on are checked; stagehand's own tables live
+//! in the `stagehand` schema and are tracked in `stagehand.schema_migrations`.
+
+use postgres::Client;
+
+use super::DbError;
+
+/// The OpenCue-compatible schema (Cuebot migrations V1–V47, the subset stagehand touches).
+pub const COMPAT_SCHEMA: &[(&str, &str)] = &[
+    (
+        "opencue/001_tables.sql",
+        include_str!("../../sql/opencue/001_tables.sql"),
+    ),
+    (
+        "opencue/002_functions_triggers.sql",
+        include_str!("../../sql/opencue/002_functions_triggers.sql"),
+    ),
+    (
+        "opencue/003_views_indexes.sql",
+        include_str!("../../sql/opencue/003_views_indexes.sql"),
+    ),
+];
+
+/// stagehand's own migrations, in order: (version, name, SQL).
+pub const OWN_MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "stagehand_schema",
+    include_str!("../../sql/stagehand/V001__stagehand_schema.sql"),
+)];
+
+/// Columns that must exist in a Cuebot database, by the migration that added them.
+const REQUIRED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("show", "b_scheduler_managed", "V45"),
+    ("layer", "ts_start_after", "V47"),
+    ("job", "str_loki_url", "V34"),
+    ("proc", "int_gpu_mem_reserved", "V1"),
+];
+
+/// What [`migrate`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// True when the OpenCue-compatible schema was applied (the database had none).
+    pub created_compat_schema: bool,
+    /// Versions of stagehand's own migrations applied by this call.
+    pub applied: Vec<i32>,
+}
+
+/// Brings a database up to date: the compatibility schema if it has no Cuebot schema, then
+/// stagehand's own migrations that are missing. Running it again changes nothing.
+pub fn migrate(client: &mut Client) -> Result<MigrationReport, DbError> {
+    let mut report = MigrationReport::default();
+    if has_table(client, "public", "frame")? {
+        check_cuebot_schema(client)?;
+    } else {
+        apply_compat_schema(client)?;
+        report.created_compat_schema = true;
+    }
+    report.applied = apply_own_migrations(client)?;
+    Ok(report)
+}
+
+/// Applies every compatibility file. Each is idempotent, so this may run on a database that
+/// already has them; never run it on a Cuebot database (it would replace Cuebot's functions).
+pub fn apply_compat_schema(client: &mut Client) -> Result<(), DbError> {
+    for (name, sql) in COMPAT_SCHEMA {
+        client
+            .batch_execute(sql)
+            .map_err(|e| DbError::Schema(format!("sql/{name}: {}", describe(&e))))?;
+    }
+    Ok(())
+}
+
+/// Applies the compatibility schema and stagehand's migrations unconditionally (tests).
+pub fn apply_all(client: &mut Client) -> Result<(), DbError> {
+    apply_compat_schema(client)?;
+    apply_own_migrations(client)?;
+    Ok(())
+}
+
+/// Applies stagehand's migrations not yet recorded, each in its own transaction, under an
+/// advisory lock so instances starting together do not race.
+pub fn apply_own_migrations(client: &mut Client) -> Result<Vec<i32>, DbError> {
+    let mut applied = Vec::new();
+    let mut tx = client.transaction()?;
+    // Transaction-scoped: released at commit, so a crashed migrator never holds it.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('stagehand.migrate'))",
+        &[],
+    )?;
+    tx.batch_execute(
+        "CREATE SCHEMA IF NOT EXISTS stagehand;
+         CREATE TABLE IF NOT EXISTS stagehand.schema_migrations (
+             version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+    )?;
+    for (version, name, sql) in OWN_MIGRATIONS {
+        let done = tx.query_opt(
+            "SELECT 1 FROM stagehand.schema_migrations WHERE version = $1",
+            &[version],
+        )?;
+        if done.is_some() {
+            continue;
+        }
+        tx.batch_execute(sql).map_err(|e| {
+            DbError::Schema(format!("migration V{version:03} {name}: {}", describe(&e)))
+        })?;
+        tx.execute(
+            "INSERT INTO stagehand.schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )?;
+        applied.push(*version);
+    }
+    tx.commit()?;
+    Ok(applied)
+}
+
+/// Fails with a clear message when a Cuebot database predates a column stagehand needs.
+pub fn check_cuebot_schema(client: &mut Client) -> Result<(), DbError> {
+    for (table, column, migration) in REQUIRED_COLUMNS {
+        let found = client.query_opt(
+            "SELECT 1 FROM information_schema.columns
+              WHERE table_schema = 'public' AND table_name = $1 AND column_name = $2",
+            &[table, column],
+        )?;
+        if found.is_none() {
+            return Err(DbError::Schema(format!(
+                "{table}.{column} is missing: the Cuebot schema must be at migration {migration} or later"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn has_table(client: &mut Client, schema: &str, table: &str) -> Result<bool, DbError> {
+    let row = client.query_opt(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
+        &[&schema, &table],
+    )?;
+    Ok(row.is_some())
+}
+
+/// The server's message of a failed statement, which `postgres::Error`'s Display hides.
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,142 @@
+//! PostgreSQL access: the r2d2 pool, the error type every stage's SQL returns, and the
+//! migrations. The SQL of each stage lives in its own submodule so a reader finds a statement
+//! by the stage that runs it.
+
+pub mod accounting;
+pub mod booking;
+pub mod hosts;
+pub mod jobs;
+pub mod migrate;
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use postgres::NoTls;
+use r2d2_postgres::PostgresConnectionManager;
+
+use crate::config::DatabaseConfig;
+
+/// The connection pool shared by the worker threads.
+pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// A connection checked out of the [`Pool`].
+pub type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+
+/// A failed database operation.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// No connection could be had from the pool in time (database down or pool exhausted).
+    #[error("no database connection: {0}")]
+    Pool(#[from] r2d2::Error),
+    /// A statement or the connection failed.
+    #[error("database error: {0}")]
+    Postgres(#[from] postgres::Error),
+    /// The connection string is unusable.
+    #[error("bad database connection string: {0}")]
+    Config(String),
+    /// The database lacks something stagehand needs (for example an old Cuebot schema).
+    #[error("database schema: {0}")]
+    Schema(String),
+}
+
+impl DbError {
+    /// True when trying again later can succeed: connection loss, timeouts, serialization
+    /// failures and deadlocks. Constraint violations and schema problems are not retryable.
+    pub fn retryable(&self) -> bool {
+        match self {
+            DbError::Pool(_) => true,
+            DbError::Postgres(e) => match e.code() {
+                None => true, // connection-level: closed, I/O, timeout
+                Some(code) => {
+                    let c = code.code();
+                    // 40xxx transaction rollback (serialization, deadlock), 08xxx connection,
+                    // 57Pxx operator intervention (admin shutdown, cannot connect now),
+                    // 53xxx insufficient resources, 57014 query canceled (statement timeout).
+                    c.starts_with("40")
+                        || c.starts_with("08")
+                        || c.starts_with("57P")
+                        || c.starts_with("53")
+                        || c == "57014"
+                }
+            },
+            DbError::Config(_) | DbError::Schema(_) => false,
+        }
+    }
+
+    /// A short, stable label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DbError::Pool(_) => "pool",
+            DbError::Postgres(e) if e.code().is_none() => "connection",
+            DbError::Postgres(_) => "statement",
+            DbError::Config(_) => "config",
+            DbError::Schema(_) => "schema",
+        }
+    }
+}
+
+/// The connection settings of `[database]`: timeouts, keepalives and a statement timeout
+/// applied to every connection, so a stuck database cannot hang a worker forever.
+pub fn connection_config(db: &DatabaseConfig) -> Result<postgres::Config, DbError> {
+    let mut config: postgres::Config = db
+        .url
+        .parse()
+        .map_err(|e: postgres::Error| DbError::Config(e.to_string()))?;
+    config.connect_timeout(db.connect_timeout);
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(30));
+    config.application_name("stagehand");
+    let timeout_ms = db.statement_timeout.as_millis();
+    config.options(&format!(
+        "-c statement_timeout={timeout_ms} -c timezone=UTC"
+    ));
+    Ok(config)
+}
+
+/// Builds the pool without waiting for the database: a service started while PostgreSQL is
+/// down comes up, reports not ready, and connects when the database does.
+pub fn pool(db: &DatabaseConfig) -> Result<Pool, DbError> {
+    let manager = PostgresConnectionManager::new(connection_config(db)?, NoTls);
+    Ok(r2d2::Pool::builder()
+        .max_size(db.pool_size)
+        .min_idle(Some(0))
+        .connection_timeout(db.connect_timeout)
+        .test_on_check_out(false)
+        .idle_timeout(Some(Duration::from_secs(300)))
+        .max_lifetime(Some(Duration::from_secs(1800)))
+        .error_handler(Box::new(QuietErrors::default()))
+        .build_unchecked(manager))
+}
+
+/// Opens one connection outside the pool (migrations, the recompute thread's own session).
+pub fn connect(db: &DatabaseConfig) -> Result<postgres::Client, DbError> {
+    Ok(connection_config(db)?.connect(NoTls)?)
+}
+
+/// Logs connection errors at most once per ten seconds: r2d2's default handler logs every
+/// failed attempt, which floods the log while the database is down.
+#[derive(Default, Debug)]
+struct QuietErrors {
+    last_logged: AtomicU64,
+}
+
+impl r2d2::HandleError<postgres::Error> for QuietErrors {
+    fn handle_error(&self, error: postgres::Error) {
+        crate::metrics::DB_CONNECT_ERRORS.inc();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let last = self.last_logged.load(Ordering::Relaxed);
+        if now >= last + 10
+            && self
+                .last_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log::warn!("database connection failed: {error}");
+        }
+    }
+}

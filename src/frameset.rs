@@ -1,0 +1,894 @@
+//! OpenCue frame ranges: parsing, lookup and chunking, compatible with Cuebot's
+//! `FrameRange`/`FrameSet` (Java) and the OpenCue Rust scheduler's `frame_set.rs`.
+//!
+//! A spec is a comma-separated list of sections; each section is trimmed and is one of:
+//!
+//! | form      | meaning                                        | example → frames               |
+//! |-----------|------------------------------------------------|--------------------------------|
+//! | `N`       | one frame (may be negative)                    | `-3` → -3                      |
+//! | `a-b`     | every frame, counting down when `b < a`        | `3-1` → 3,2,1                  |
+//! | `a-bxN`   | every Nth frame; `N < 0` counts down           | `10-1x-2` → 10,8,6,4,2         |
+//! | `a-byN`   | the frames of `a-b` that `a-bxN` leaves out    | `1-10y3` → 2,3,5,6,8,9         |
+//! | `a-b:N`   | interleaved: step N, N/2, … 1, first seen wins | `1-10:5` → 1,6,3,5,7,9,2,4,8,10|
+//!
+//! Trailing empty sections are ignored (`1-5,`), as Cuebot's `String.split` does.
+//! Validation follows Cuebot: step 0 is an error; a step above 1 with `b < a` is an error; a
+//! negative step with `b >= a` is an error. A step of exactly 1 with `b < a` is *not* an error
+//! and yields no frames (`10-1x1` is empty), as in Cuebot. Frames repeated across sections are
+//! kept, in order, as Cuebot does; [`FrameSet::index_of`] finds the first occurrence.
+//!
+//! Limits: a set may hold at most [`MAX_FRAMES`] frames (error otherwise), so no input can make
+//! the parser allocate without bound. Plain and stepped sections are stored arithmetically, so
+//! `1-1000000` costs a few bytes and chunking is O(chunk size); inverse-stepped and interleaved
+//! sections are expanded (within the limit). Every failure is a [`FrameSetError`] naming the
+//! offending section, its position in the list and its byte offset; nothing here panics.
+//!
+//! Chunks ([`FrameSet::chunk`]) reproduce Cuebot's `getChunk` + `framesToFrameRanges`
+//! (fileseq-style run compression) byte for byte, except where Cuebot's output would describe
+//! different frames than the chunk holds; then a correct compression is used instead.
+
+use std::fmt::{self, Write as _};
+
+/// Largest number of frames a [`FrameSet`] may contain; larger sets are rejected when parsed.
+pub const MAX_FRAMES: usize = 10_000_000;
+
+/// Spec printed for a set with no frames (e.g. parsed from `1-5y1`); it parses back to no frames.
+pub const EMPTY_SPEC: &str = "0-0y1";
+
+/// Where a problem is in a spec: which comma-separated section, and where it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// Zero-based position of the section in the comma-separated list.
+    pub index: usize,
+    /// Byte offset of the (trimmed) section in the whole spec.
+    pub offset: usize,
+    /// The trimmed section text, cut to 64 bytes (then ending in `…`).
+    pub section: String,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Location {
+            index,
+            offset,
+            section,
+        } = self;
+        write!(f, "section {index} `{section}` (byte {offset})")
+    }
+}
+
+/// Why a section of a spec was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SectionError {
+    /// Not a frame range form: what was expected, and the byte offset (in the whole spec).
+    #[error("unrecognized frame range syntax: {0} at byte {1}")]
+    Syntax(&'static str, usize),
+    /// A number (its text, cut to 64 bytes, and byte offset) does not fit in an `i32`.
+    #[error("number `{0}` at byte {1} does not fit in a 32-bit frame number")]
+    Overflow(String, usize),
+    /// `a-bx0`, `a-by0` or `a-b:0`.
+    #[error("step cannot be zero")]
+    ZeroStep,
+    /// A step above 1 with an end frame below the start frame.
+    #[error("end frame may not be less than start frame when using a positive step")]
+    PositiveStepDescending,
+    /// A negative step with an end frame at or above the start frame.
+    #[error("end frame may not be greater than start frame when using a negative step")]
+    NegativeStepAscending,
+    /// This section takes the set above the given frame limit ([`MAX_FRAMES`]).
+    #[error("the frame set would exceed {0} frames")]
+    TooManyFrames(usize),
+}
+
+/// Everything that can go wrong parsing a frame spec or cutting a chunk from it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameSetError {
+    /// A section of the spec is invalid.
+    #[error("{kind} in {loc}")]
+    Section {
+        /// Which section.
+        loc: Location,
+        /// What is wrong with it.
+        kind: SectionError,
+    },
+    /// The chunk's first frame is not in the set.
+    #[error("frame {0} is not in the frame set")]
+    FrameNotInSet(i32),
+    /// A chunk was asked for at an index (first value) past the end of the set (length).
+    #[error("frame index {0} is not in range 0..{1}")]
+    IndexOutOfRange(usize, usize),
+    /// A chunk size of 0 was asked for.
+    #[error("chunk size must be at least 1")]
+    ZeroChunkSize,
+}
+
+fn clip(s: &str) -> String {
+    let mut end = s.len().min(64);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < s.len() {
+        format!("{}…", &s[..end])
+    } else {
+        s.to_string()
+    }
+}
+
+/// A run of frames: `Arith(start, step, len)` is `start, start+step, …` (`step` is never 0);
+/// `List(spec, frames)` is an expanded `a-byN` / `a-b:N`.
+#[derive(Debug, Clone)]
+enum Section {
+    Arith(i32, i64, usize),
+    List(String, Vec<i32>),
+}
+
+impl Section {
+    fn len(&self) -> usize {
+        match self {
+            Section::Arith(_, _, len) => *len,
+            Section::List(_, frames) => frames.len(),
+        }
+    }
+
+    fn get(&self, i: usize) -> i32 {
+        match self {
+            Section::Arith(start, step, _) => (*start as i64 + i as i64 * step) as i32,
+            Section::List(_, frames) => frames[i],
+        }
+    }
+
+    fn index_of(&self, frame: i32) -> Option<usize> {
+        match self {
+            Section::Arith(start, step, len) => {
+                let d = frame as i64 - *start as i64;
+                let q = d / step;
+                (d % step == 0 && q >= 0 && (q as u64) < *len as u64).then_some(q as usize)
+            }
+            Section::List(_, frames) => frames.iter().position(|&f| f == frame),
+        }
+    }
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Section::List(ref spec, _) => f.write_str(spec),
+            Section::Arith(start, _, 1) => write!(f, "{start}"),
+            Section::Arith(start, step, len) => match (step.abs(), len, self.get(len - 1)) {
+                (1, _, last) => write!(f, "{start}-{last}"),
+                (_, 2, last) => write!(f, "{start},{last}"),
+                (_, _, last) => write!(f, "{start}-{last}x{step}"),
+            },
+        }
+    }
+}
+
+/// Number of frames in `start, start+step, …` that stay within `end` (0 if it points away).
+fn arith_len(start: i32, end: i32, step: i64) -> u64 {
+    let span = end as i64 - start as i64;
+    match span.signum() * step.signum() {
+        _ if span == 0 => 1,
+        1 => (span / step) as u64 + 1,
+        _ => 0,
+    }
+}
+
+/// Reads `-?[0-9]+` at byte `p` of `text`; returns the value and the byte after it.
+fn number(text: &str, mut p: usize, what: &'static str) -> Result<(i32, usize), SectionError> {
+    let (b, from) = (text.as_bytes(), p);
+    p += usize::from(b.get(p) == Some(&b'-'));
+    let digits = p;
+    while p < b.len() && b[p].is_ascii_digit() {
+        p += 1;
+    }
+    if p == digits {
+        return Err(SectionError::Syntax(what, p));
+    }
+    let overflow = || SectionError::Overflow(clip(&text[from..p]), from);
+    text[from..p]
+        .parse()
+        .map(|v| (v, p))
+        .map_err(|_| overflow())
+}
+
+/// Splits a trimmed section into `(start, end, step, op)`; `op` is 0 for `N`, `-` for `a-b`,
+/// else `x`, `y` or `:`. Byte offsets in errors are relative to the section.
+fn parse_section(text: &str) -> Result<(i32, i32, i32, u8), SectionError> {
+    let b = text.as_bytes();
+    let (start, p) = number(text, 0, "expected a frame number")?;
+    match b.get(p) {
+        None => return Ok((start, start, 1, 0)),
+        Some(b'-') => {}
+        Some(_) => {
+            return Err(SectionError::Syntax(
+                "expected `-` after the start frame",
+                p,
+            ));
+        }
+    }
+    let (end, p) = number(text, p + 1, "expected an end frame")?;
+    let op = match b.get(p) {
+        None => return Ok((start, end, if end < start { -1 } else { 1 }, b'-')),
+        Some(op @ (b'x' | b'y' | b':')) => *op,
+        Some(_) => return Err(SectionError::Syntax("expected `x`, `y` or `:`", p)),
+    };
+    match number(text, p + 1, "expected a step")? {
+        (step, q) if q == b.len() => Ok((start, end, step, op)),
+        (_, q) => Err(SectionError::Syntax("expected the end of the section", q)),
+    }
+}
+
+/// An ordered list of frame numbers parsed from an OpenCue frame spec (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct FrameSet {
+    sections: Vec<Section>,
+    /// Index of each section's first frame.
+    offsets: Vec<usize>,
+    len: usize,
+}
+
+impl FrameSet {
+    /// Parses a spec such as `1-100x2, 200, 300-310:4`; errors name the section and its offset.
+    pub fn parse(spec: &str) -> Result<FrameSet, FrameSetError> {
+        Self::parse_limited(spec, MAX_FRAMES)
+    }
+
+    fn parse_limited(spec: &str, limit: usize) -> Result<FrameSet, FrameSetError> {
+        let (mut set, mut base) = (FrameSet::default(), 0);
+        // Like Java's `String.split`, trailing empty sections are dropped: Cuebot accepts `1-5,`.
+        let spec = spec.trim_end_matches(|c: char| c == ',' || c.is_whitespace());
+        for (index, raw) in spec.split(',').enumerate() {
+            let text = raw.trim();
+            let offset = base + (raw.len() - raw.trim_start().len());
+            base += raw.len() + 1;
+            let section = |kind| {
+                let loc = Location {
+                    index,
+                    offset,
+                    section: clip(text),
+                };
+                FrameSetError::Section { loc, kind }
+            };
+            let shift = |kind| match kind {
+                SectionError::Syntax(what, at) => SectionError::Syntax(what, offset + at),
+                SectionError::Overflow(n, at) => SectionError::Overflow(n, offset + at),
+                kind => kind,
+            };
+            let parsed = parse_section(text).map_err(|e| section(shift(e)))?;
+            set.push_parsed(parsed, limit).map_err(section)?;
+        }
+        Ok(set)
+    }
+
+    /// Validates the step as Cuebot does, checks the size limit, then stores the section.
+    fn push_parsed(
+        &mut self,
+        parsed: (i32, i32, i32, u8),
+        limit: usize,
+    ) -> Result<(), SectionError> {
+        let (start, end, step, op) = parsed;
+        let (dir, step) = (step.signum() as i64, step as i64);
+        if matches!(op, b'x' | b'y' | b':') {
+            if step == 0 {
+                return Err(SectionError::ZeroStep);
+            } else if step > 1 && end < start {
+                return Err(SectionError::PositiveStepDescending);
+            } else if step < 0 && end >= start {
+                return Err(SectionError::NegativeStepAscending);
+            }
+        }
+        let (full, stepped) = (arith_len(start, end, dir), arith_len(start, end, step));
+        let adds = match op {
+            b'y' => full - stepped,
+            b':' => full,
+            _ => stepped,
+        };
+        if adds > (limit - self.len) as u64 {
+            return Err(SectionError::TooManyFrames(limit));
+        }
+        let (adds, full) = (adds as usize, full as usize);
+        let at = |o: usize| (start as i64 + dir * o as i64) as i32;
+        let frames: Vec<i32> = match op {
+            b'y' => (0..full)
+                .filter(|o| *o as i64 % step.abs() != 0)
+                .map(at)
+                .collect(),
+            b':' => {
+                let (mut seen, mut out, mut s) = (vec![false; full], Vec::new(), step.abs());
+                while s > 0 {
+                    for o in (0..full).step_by(s as usize) {
+                        if !std::mem::replace(&mut seen[o], true) {
+                            out.push(at(o));
+                        }
+                    }
+                    s /= 2;
+                }
+                out
+            }
+            _ => {
+                self.push(Section::Arith(start, step, adds));
+                return Ok(());
+            }
+        };
+        // An expanded list that is an arithmetic progression is stored (and printed) as one.
+        let d = frames.get(1).map_or(1, |f| *f as i64 - frames[0] as i64);
+        if frames.windows(2).all(|w| w[1] as i64 - w[0] as i64 == d) {
+            let first = frames.first().copied().unwrap_or(start);
+            self.push(Section::Arith(first, d, frames.len()));
+        } else {
+            let spec = format!("{start}-{end}{}{step}", op as char);
+            self.push(Section::List(spec, frames));
+        }
+        Ok(())
+    }
+
+    /// Appends a section, extending the previous progression when this one continues it.
+    fn push(&mut self, sec: Section) {
+        let n = sec.len();
+        if n == 0 {
+            return;
+        }
+        if let (Some(Section::Arith(a, s, m)), Section::Arith(b, t, k)) =
+            (self.sections.last_mut(), &sec)
+        {
+            let next = if *m == 1 { *b as i64 - *a as i64 } else { *s };
+            if next != 0 && *b as i64 == *a as i64 + *m as i64 * next && (*k == 1 || *t == next) {
+                (*s, *m, self.len) = (next, *m + k, self.len + n);
+                return;
+            }
+        }
+        self.offsets.push(self.len);
+        self.len += n;
+        self.sections.push(sec);
+    }
+
+    /// Number of frames, counting repeats.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the set holds no frames (e.g. `1-5y1`).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The frame at position `idx`, or `None` past the end. O(log sections).
+    pub fn get(&self, idx: usize) -> Option<i32> {
+        self.iter_from(idx).next()
+    }
+
+    /// Position of the first occurrence of `frame`, like Cuebot's `FrameSet.index`.
+    /// O(1) per plain/stepped section, linear in expanded ones.
+    pub fn index_of(&self, frame: i32) -> Option<usize> {
+        let mut found = self.sections.iter().zip(&self.offsets);
+        found.find_map(|(s, o)| s.index_of(frame).map(|i| o + i))
+    }
+
+    /// Iterates over the frames in order.
+    pub fn iter(&self) -> impl Iterator<Item = i32> + '_ {
+        self.iter_from(0)
+    }
+
+    /// Iterates from position `idx` without walking the sections' frames before it.
+    fn iter_from(&self, idx: usize) -> impl Iterator<Item = i32> + '_ {
+        let sec = self
+            .offsets
+            .partition_point(|&o| o <= idx)
+            .saturating_sub(1);
+        let skip = idx.saturating_sub(self.offsets.get(sec).copied().unwrap_or(0));
+        self.sections[sec..]
+            .iter()
+            .enumerate()
+            .flat_map(move |(k, s)| {
+                let from = if k == 0 { skip } else { 0 };
+                (from..s.len()).map(move |i| s.get(i))
+            })
+    }
+
+    /// A compact spec that parses back to the same frames, e.g. `1,2,3,7,9` → `1-3,7-9x2`.
+    /// An empty set prints [`EMPTY_SPEC`].
+    pub fn to_spec(&self) -> String {
+        self.to_string()
+    }
+
+    /// The chunk that starts at `frame` (its first occurrence) and holds up to `chunk_size`
+    /// frames, as Cuebot's dispatcher builds it for RQD. O(chunk size) for plain/stepped ranges.
+    pub fn chunk(&self, frame: i32, chunk_size: u32) -> Result<Chunk, FrameSetError> {
+        let idx = self
+            .index_of(frame)
+            .ok_or(FrameSetError::FrameNotInSet(frame))?;
+        self.chunk_at(idx, chunk_size)
+    }
+
+    /// The chunk that starts at position `index`; Cuebot's `getChunk(startFrameIndex, chunkSize)`.
+    pub fn chunk_at(&self, index: usize, chunk_size: u32) -> Result<Chunk, FrameSetError> {
+        if index >= self.len {
+            return Err(FrameSetError::IndexOutOfRange(index, self.len));
+        } else if chunk_size == 0 {
+            return Err(FrameSetError::ZeroChunkSize);
+        }
+        let frames: Vec<i32> = self.iter_from(index).take(chunk_size as usize).collect();
+        let (start, end) = (frames[0], frames[frames.len() - 1]);
+        Ok(Chunk {
+            spec: frames_to_spec(&frames),
+            frames,
+            start,
+            end,
+        })
+    }
+}
+
+impl PartialEq for FrameSet {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for FrameSet {}
+
+impl fmt::Display for FrameSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.sections.is_empty() {
+            return f.write_str(EMPTY_SPEC);
+        }
+        for (i, s) in self.sections.iter().enumerate() {
+            if i > 0 {
+                f.write_char(',')?;
+            }
+            write!(f, "{s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// One chunk of a layer's frames: what RQD runs for one dispatched frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    /// The chunk's frames, in set order.
+    pub frames: Vec<i32>,
+    /// Compact spec of `frames` (`#FRAMESPEC#`), e.g. `1-10`, `1-9x2`, `1,3,7`.
+    pub spec: String,
+    /// First frame (`#FRAME_START#`, `#IFRAME#`).
+    pub start: i32,
+    /// Last frame (`#FRAME_END#`).
+    pub end: i32,
+}
+
+/// Writes one run the way Cuebot's `buildFrangePart` does.
+fn part(out: &mut String, start: i64, end: i64, step: i64) {
+    if !out.is_empty() {
+        out.push(',');
+    }
+    let _ = match (start == end, step) {
+        (true, _) => write!(out, "{start}"),
+        (false, 1) => write!(out, "{start}-{end}"),
+        _ => write!(out, "{start}-{end}x{step}"),
+    };
+}
+
+/// Cuebot's `FrameSet.framesToFrameRanges`, statement for statement (differences in `i64`).
+fn cuebot_frames_to_ranges(frames: &[i32]) -> String {
+    let mut out = String::new();
+    let Some((&first, rest)) = frames.split_first() else {
+        return out;
+    };
+    let (mut count, mut step) = (1u32, 0i64);
+    let (mut start, mut last, mut cur) = (first as i64, first as i64, first as i64);
+    for &f in rest {
+        cur = f as i64;
+        if step == 0 {
+            step = cur - start;
+        }
+        if step == cur - last {
+            last = cur;
+            count += 1;
+        } else if count == 2 && step != 1 {
+            part(&mut out, start, start, 0);
+            (step, start, last) = (0, last, cur);
+        } else {
+            part(&mut out, start, last, step);
+            (step, start, last, count) = (0, cur, cur, 1);
+        }
+    }
+    if count == 2 && step != 1 {
+        part(&mut out, start, start, 0);
+        part(&mut out, cur, cur, 0);
+    } else {
+        part(&mut out, start, cur, step);
+    }
+    out
+}
+
+/// Greedy run compression that is always exact (used when Cuebot's would not be).
+fn exact_frames_to_ranges(frames: &[i32]) -> String {
+    let (mut out, mut i) = (String::new(), 0);
+    while i < frames.len() {
+        let a = frames[i] as i64;
+        let s = frames.get(i + 1).map_or(0, |&b| b as i64 - a);
+        let mut j = i + 1;
+        if s != 0 {
+            j += 1;
+            while j < frames.len() && frames[j] as i64 - frames[j - 1] as i64 == s {
+                j += 1;
+            }
+            if j - i == 2 && s != 1 {
+                j = i + 1;
+            }
+        }
+        part(&mut out, a, frames[j - 1] as i64, s);
+        i = j;
+    }
+    out
+}
+
+/// Compresses a list of frames into a spec, exactly as Cuebot's `framesToFrameRanges`
+/// (`1,2,3,5,7,9` → `1-3,5-9x2`), except that whenever Cuebot's output would not parse back
+/// to exactly `frames` (it mishandles some unordered or repeated frames, e.g. `0,2,5,3`),
+/// an exact compression is returned instead. Costs O(frames). Empty input gives `""`.
+pub fn frames_to_spec(frames: &[i32]) -> String {
+    let spec = cuebot_frames_to_ranges(frames);
+    match FrameSet::parse_limited(&spec, frames.len()) {
+        Ok(set) if set.iter().eq(frames.iter().copied()) => spec,
+        _ => exact_frames_to_ranges(frames),
+    }
+}
+
+/// The frame number of a Cuebot frame name `NNNN-layer` (`String.format("%04d-%s")`), e.g.
+/// `0001-render` → 1. Negative frames are named with the sign inside the padding
+/// (`-005-render` → -5); Cuebot and the old Rust scheduler both fail on those, this does not.
+pub fn frame_number_from_name(name: &str) -> Option<i32> {
+    let b = name.as_bytes();
+    let digits = usize::from(b.first() == Some(&b'-'));
+    let end = digits
+        + b[digits..]
+            .iter()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+    if end == digits || b.get(end) != Some(&b'-') {
+        return None;
+    }
+    name[..end].parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn frames(spec: &str) -> Vec<i32> {
+        FrameSet::parse(spec).unwrap().iter().collect()
+    }
+
+    #[test]
+    fn parses_every_syntax() {
+        #[rustfmt::skip]
+        let cases: &[(&str, &[i32])] = &[
+            ("5", &[5]), ("-3", &[-3]), ("0007", &[7]), ("1-5", &[1, 2, 3, 4, 5]),
+            ("-5--1", &[-5, -4, -3, -2, -1]), ("-2-1", &[-2, -1, 0, 1]), ("6-2", &[6, 5, 4, 3, 2]),
+            ("-2--4", &[-2, -3, -4]), ("1-10x3", &[1, 4, 7, 10]), ("10-1x-2", &[10, 8, 6, 4, 2]),
+            ("5-5x3", &[5]), ("10-1x1", &[]), ("10-1x-2147483648", &[10]), ("1-5y1", &[]),
+            ("1-10y3", &[2, 3, 5, 6, 8, 9]), ("8-1y-2", &[7, 5, 3, 1]), ("1-3,2", &[1, 2, 3, 2]),
+            ("1-2,,", &[1, 2]),
+            ("1-10:5", &[1, 6, 3, 5, 7, 9, 2, 4, 8, 10]), ("1-8:4", &[1, 5, 3, 7, 2, 4, 6, 8]),
+            ("10-1:-5", &[10, 5, 8, 6, 4, 2, 9, 7, 3, 1]),
+            (" 1-3 , 7 ,\t9-8 ", &[1, 2, 3, 7, 9, 8]),
+            ("2147483640-2147483647x3", &[2147483640, 2147483643, 2147483646]),
+            ("-2147483648", &[i32::MIN]),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(&frames(spec), want, "{spec}");
+        }
+        // Cuebot's FrameSetTests.shouldSplitListAndMaintainOrder.
+        let want = [
+            57, 1, 2, 3, 4, 3, 2, 12, 14, 76, 73, 70, 6, 7, 9, 10, 12, 1, 6, 3, 5, 7, 2, 4,
+        ];
+        assert_eq!(frames("57,1-3,4-2,12-15x2,76-70x-3,5-12y3,1-7:5"), want);
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        #[rustfmt::skip]
+        let cases = [
+            ("", "Syntax", 0, 0), ("1-5,,3", "Syntax", 1, 4), (",1-5", "Syntax", 0, 0),
+            ("1-3,  a", "Syntax", 1, 6), ("a-b", "Syntax", 0, 0), ("1-5xc", "Syntax", 0, 0),
+            ("1-10-20", "Syntax", 0, 0), ("1x10-20", "Syntax", 0, 0), ("1:10-20", "Syntax", 0, 0),
+            ("1-10z2", "Syntax", 0, 0), ("1 - 5", "Syntax", 0, 0), ("+1", "Syntax", 0, 0),
+            ("1-5x2 3", "Syntax", 0, 0), ("1-10x0", "ZeroStep", 0, 0), ("1-10:0", "ZeroStep", 0, 0),
+            ("1,1-10y0", "ZeroStep", 1, 2), ("10-1x2", "PositiveStepDescending", 0, 0),
+            ("10-1:3", "PositiveStepDescending", 0, 0), ("1-10x-2", "NegativeStepAscending", 0, 0),
+            ("5-5x-1", "NegativeStepAscending", 0, 0), ("1-10:-2", "NegativeStepAscending", 0, 0),
+            ("2147483648", "Overflow", 0, 0), ("1-5x-2147483649", "Overflow", 0, 0),
+            ("1-20000000", "TooManyFrames", 0, 0), ("1-30000000y2", "TooManyFrames", 0, 0),
+            ("-2147483648-2147483647", "TooManyFrames", 0, 0),
+            ("1-5000000, 1-6000000", "TooManyFrames", 1, 11),
+            ("1-2000000000:7", "TooManyFrames", 0, 0),
+        ];
+        for (spec, kind_name, index, offset) in cases {
+            let err = FrameSet::parse(spec).unwrap_err();
+            let FrameSetError::Section { loc, kind } = &err else {
+                panic!("{spec}: {err:?}")
+            };
+            assert!(
+                format!("{kind:?}").starts_with(kind_name),
+                "{spec}: {err:?}"
+            );
+            assert_eq!((loc.index, loc.offset), (index, offset), "{spec}: {err}");
+            assert!(
+                err.to_string()
+                    .contains(&format!("`{}` (byte {offset})", loc.section))
+            );
+        }
+        let err = FrameSet::parse("1-3, 4-x").unwrap_err().to_string();
+        let want = "unrecognized frame range syntax: expected an end frame at byte 7 in section 1";
+        assert_eq!(err, format!("{want} `4-x` (byte 5)"));
+        let err = FrameSet::parse(&format!("1-{}", "9".repeat(5000))).unwrap_err();
+        let FrameSetError::Section {
+            kind: SectionError::Overflow(n, 2),
+            ..
+        } = &err
+        else {
+            panic!()
+        };
+        assert!(n.len() < 70 && err.to_string().len() < 300);
+    }
+
+    #[test]
+    fn lookups_and_specs() {
+        let set = FrameSet::parse("1-7,20-30x5,1-10:5").unwrap();
+        assert_eq!(set.len(), 7 + 3 + 10);
+        assert_eq!(
+            (set.get(4), set.get(8), set.get(19), set.get(20)),
+            (Some(5), Some(25), Some(10), None)
+        );
+        assert_eq!(
+            (set.index_of(6), set.index_of(25), set.index_of(22)),
+            (Some(5), Some(8), None)
+        );
+        assert_eq!(set.index_of(9), Some(15)); // inside the interleaved section
+        assert!(FrameSet::parse("1-5y1").unwrap().is_empty());
+        let big = FrameSet::parse("1-10000000").unwrap();
+        assert_eq!(
+            (big.len(), big.index_of(9_999_999), big.get(42)),
+            (10_000_000, Some(9_999_998), Some(43))
+        );
+        #[rustfmt::skip]
+        let cases = [
+            ("1,2,3", "1-3"), ("1-10x1", "1-10"), ("1,5", "1,5"), ("1,5,9,10", "1-9x4,10"),
+            ("1-10:5", "1-10:5"), ("10-1x-3", "10-1x-3"), ("1-10y2", "2-10x2"),
+            ("1-10y3", "1-10y3"),
+            ("1-5y1", EMPTY_SPEC), ("01-010x03", "1-10x3"), ("1-5, 6-10, 11", "1-11"),
+            ("-5--1,0,3-2", "-5-0,3-2"),
+        ];
+        for (spec, want) in cases {
+            let set = FrameSet::parse(spec).unwrap();
+            assert_eq!(set.to_spec(), want, "{spec}");
+            assert_eq!(FrameSet::parse(want).unwrap(), set, "{spec}");
+        }
+    }
+
+    #[test]
+    fn chunks_match_cuebot() {
+        #[rustfmt::skip]
+        let cases = [
+            // Cuebot's FrameSetTests first, then the old Rust scheduler's.
+            ("1-10x2,11-100x20,103-108", 5, 5, "11-91x20"),
+            ("1-10x2,11-100x20,103-108", 2, 5, "5-11x2,31"),
+            ("1-10x2,11-100x20,103-108", 9, 3, "91,103,104"),
+            ("1-100x3", 9, 3, "28-34x3"), ("1-100", 9, 3, "10-12"), ("55-60", 0, 10, "55-60"),
+            ("1-10", 4, 1, "5"), ("1-10", 4, 3, "5-7"), ("1-10", 7, 5, "8-10"),
+            ("-10--1", 5, 3, "-5--3"), ("10-1", 0, 3, "10-8x-1"), ("1-10:5", 0, 4, "1,6,3,5"),
+            ("1-3,2", 2, 2, "3,2"),
+        ];
+        for (spec, idx, size, want) in cases {
+            let chunk = FrameSet::parse(spec).unwrap().chunk_at(idx, size).unwrap();
+            assert_eq!(chunk.spec, want, "{spec} @{idx} x{size}");
+            assert_eq!(frames(&chunk.spec), chunk.frames);
+        }
+        let set = FrameSet::parse("1-10x2").unwrap();
+        assert_eq!(
+            (set.chunk(1, 3).unwrap().end, set.chunk(7, 3).unwrap().end),
+            (5, 9)
+        );
+        let c = FrameSet::parse("1").unwrap().chunk(1, 3).unwrap();
+        assert_eq!((c.start, c.end, c.spec.as_str()), (1, 1, "1"));
+        let big = FrameSet::parse("1-1000000").unwrap();
+        let c = big.chunk(999_995, 10).unwrap();
+        assert_eq!(
+            (c.spec.as_str(), c.start, c.end, c.frames.len()),
+            ("999995-1000000", 999_995, 1_000_000, 6)
+        );
+        assert_eq!(big.chunk(500_000, 10).unwrap().spec, "500000-500009");
+        assert_eq!(big.chunk(1, 0), Err(FrameSetError::ZeroChunkSize));
+        assert_eq!(big.chunk(0, 5), Err(FrameSetError::FrameNotInSet(0)));
+        assert_eq!(
+            set.chunk_at(5, 5),
+            Err(FrameSetError::IndexOutOfRange(5, 5))
+        );
+        let tail = FrameSet::parse("1-10:5")
+            .unwrap()
+            .chunk(7, u32::MAX)
+            .unwrap();
+        assert_eq!(tail.frames, [7, 9, 2, 4, 8, 10]);
+    }
+
+    #[test]
+    fn frames_to_spec_follows_cuebot_but_stays_exact() {
+        let cases: &[(&[i32], &str)] = &[
+            (&[], ""),
+            (&[1, 2, 3, 5, 6, 7], "1-3,5-7"),
+            (&[1, 3, 5, 10, 11, 12], "1-5x2,10-12"),
+            (&[1, 3, 4], "1,3,4"), // Cuebot's quirk (not `1,3-4`) is kept: it is exact
+            (&[0, 2, 5, 3], "0,2,5,3"), // Cuebot says `0,2-5,3`: frame 4 extra
+            (&[1, 1, 1], "1,1,1"), // Cuebot says `1`
+            (&[1, 1, 2], "1,1-2"), // Cuebot says `1-2`
+            (&[i32::MIN, 0, i32::MAX], "-2147483648,0,2147483647"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(frames_to_spec(input), *want, "{input:?}");
+        }
+        assert_eq!(cuebot_frames_to_ranges(&[0, 2, 5, 3]), "0,2-5,3");
+    }
+
+    #[test]
+    fn frame_numbers_from_names() {
+        #[rustfmt::skip]
+        let cases = [
+            ("0001-render", Some(1)), ("1234-a-b", Some(1234)), ("-005-render", Some(-5)),
+            ("-2147483648-x", Some(i32::MIN)), ("render", None), ("-render", None), ("0001", None),
+            ("99999999999-x", None), ("--5-x", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(frame_number_from_name(name), want, "{name}");
+        }
+        // Cuebot names frames with Java's `%04d`, which pads like Rust's `{:04}` (`-005`).
+        for f in [-12345, -5, 0, 7, 12345] {
+            assert_eq!(frame_number_from_name(&format!("{f:04}-layer")), Some(f));
+        }
+    }
+
+    /// Cuebot's `FrameRange.getIntRange`, literally.
+    fn java_int_range(start: i32, end: i32, step: i32) -> Vec<i32> {
+        let (lo, hi) = if step < 0 { (end, start) } else { (start, end) };
+        let keep = |n: &i32| (*n as i64 - start as i64) % (step as i64).abs() == 0;
+        let mut v: Vec<i32> = (lo..=hi).filter(keep).collect();
+        if step < 0 {
+            v.reverse();
+        }
+        v
+    }
+
+    /// Cuebot's `FrameRange.parseFrameRange` for one section; `None` where Java throws.
+    fn java_section(a: i32, b: i32, op: char, step: i32) -> Option<Vec<i32>> {
+        match op {
+            'n' => return Some(vec![a]),
+            'r' => return Some(java_int_range(a, b, if b >= a { 1 } else { -1 })),
+            _ if step == 0 || (step > 1 && b < a) || (step < 0 && b >= a) => return None,
+            _ => {}
+        }
+        let stepped = java_int_range(a, b, step);
+        let mut out = Vec::new();
+        match op {
+            'x' => out = stepped,
+            'y' => out.extend(
+                java_int_range(a, b, step.signum())
+                    .into_iter()
+                    .filter(|f| !stepped.contains(f)),
+            ),
+            _ => {
+                let mut s = step;
+                while s != 0 {
+                    for f in java_int_range(a, b, s) {
+                        if !out.contains(&f) {
+                            out.push(f);
+                        }
+                    }
+                    s /= 2;
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// A spec of 1 to 4 sections, and the frames Cuebot gives it (`None` if Cuebot rejects it).
+    fn spec_strategy() -> impl Strategy<Value = (String, Option<Vec<i32>>)> {
+        let op = prop::sample::select(vec!['n', 'r', 'x', 'y', ':']);
+        let sections = prop::collection::vec((-60i32..60, -60i32..60, op, -12i32..12), 1..5);
+        let sep = prop::sample::select(vec![",", ", ", " ,\t"]);
+        (sections, sep).prop_map(|(sections, sep)| {
+            let mut expect = Some(Vec::new());
+            let texts: Vec<String> = sections
+                .into_iter()
+                .map(|(a, b, op, step)| {
+                    let frames = java_section(a, b, op, step);
+                    expect = expect.take().zip(frames).map(|(e, f)| [e, f].concat());
+                    match op {
+                        'n' => format!("{a}"),
+                        'r' => format!("{a}-{b}"),
+                        _ => format!("{a}-{b}{op}{step}"),
+                    }
+                })
+                .collect();
+            (texts.join(sep), expect)
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_on_anything(s in ".*") {
+            let _ = FrameSet::parse(&s);
+        }
+
+        #[test]
+        fn parse_never_panics_near_the_grammar(s in "[-0-9x y:,]{0,40}") {
+            if let Ok(set) = FrameSet::parse(&s) {
+                prop_assert_eq!(FrameSet::parse(&set.to_spec()).unwrap(), set);
+            }
+        }
+
+        #[test]
+        fn big_numbers_never_panic(s in "-?[0-9]{1,12}(--?[0-9]{1,12}([xy:]-?[0-9]+)?)?") {
+            prop_assert!(FrameSet::parse(&s).map_or(true, |set| set.len() <= MAX_FRAMES));
+        }
+
+        #[test]
+        fn parse_matches_cuebot_and_round_trips((spec, expect) in spec_strategy()) {
+            match (FrameSet::parse(&spec), expect) {
+                (Ok(set), Some(want)) => {
+                    prop_assert_eq!(set.iter().collect::<Vec<_>>(), want.clone());
+                    prop_assert_eq!(frames(&set.to_spec()), want.clone());
+                    for (i, f) in want.iter().enumerate() {
+                        prop_assert_eq!(set.get(i), Some(*f));
+                        prop_assert_eq!(set.index_of(*f), want.iter().position(|g| g == f));
+                    }
+                    prop_assert_eq!(set.get(want.len()), None);
+                }
+                (Err(_), None) => {}
+                (got, want) => prop_assert!(false, "{spec}: got {got:?}, Cuebot {want:?}"),
+            }
+        }
+
+        #[test]
+        fn chunks_agree_with_naive_expansion(
+            (spec, expect) in spec_strategy(),
+            pick in any::<prop::sample::Index>(),
+            size in 1u32..25,
+        ) {
+            let Some(all) = expect.filter(|v| !v.is_empty()) else { return Ok(()) };
+            let frame = all[pick.index(all.len())];
+            let first = all.iter().position(|f| *f == frame).unwrap();
+            let want = &all[first..all.len().min(first + size as usize)];
+            let chunk = FrameSet::parse(&spec).unwrap().chunk(frame, size).unwrap();
+            prop_assert_eq!(&chunk.frames[..], want);
+            prop_assert_eq!((chunk.start, chunk.end), (frame, *want.last().unwrap()));
+            prop_assert_eq!(frames(&chunk.spec), want.to_vec());
+        }
+
+        #[test]
+        fn frames_to_spec_is_exact(
+            small in prop::collection::vec(-20i32..20, 1..30),
+            wide in prop::collection::vec(any::<i32>(), 1..8),
+        ) {
+            for input in [small, wide] {
+                prop_assert_eq!(frames(&frames_to_spec(&input)), input);
+            }
+        }
+
+        #[test]
+        fn big_stepped_ranges_chunk_arithmetically(
+            a in -1_000_000i32..1_000_000,
+            n in 1i32..3_000_000,
+            step in 1i32..50,
+            pick in any::<prop::sample::Index>(),
+        ) {
+            let set = FrameSet::parse(&format!("{a}-{}x{step}", a + n)).unwrap();
+            let idx = pick.index(set.len());
+            let frame = a + idx as i32 * step;
+            prop_assert_eq!(set.index_of(frame), Some(idx));
+            let idxs = idx..set.len().min(idx + 10);
+            let want: Vec<i32> = idxs.map(|k| a + k as i32 * step).collect();
+            let chunk = set.chunk(frame, 10).unwrap();
+            prop_assert_eq!(frames(&chunk.spec), want.clone());
+            prop_assert_eq!(chunk.frames, want);
+        }
+    }
+}

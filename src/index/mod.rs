@@ -1,0 +1,543 @@
+//! The host index: every eligible host with its free cores, memory, GPUs and GPU memory in
+//! one atomic word, sharded in a `DashMap`, with an ordered view per tag for candidate search.
+//!
+//! **Reservations.** Taking resources is a compare-and-swap that succeeds only when every
+//! dimension fits, so two threads can never both win a host's last cores. A [`Reservation`]
+//! is an RAII value: dropped without [`Reservation::commit`] it gives its resources back.
+//! There is no global lock on this path: the CAS is per host, and moving a host in the tag
+//! views takes that host's position lock and then each of its tags' view locks (always in
+//! that order), briefly.
+//!
+//! **Search.** Each tag view is a `BTreeSet` ordered by (free cores, free memory in GB,
+//! host), so a lookup starts at the request's floor and walks only hosts that might fit:
+//! O(log n) plus the hosts it skips, bounded by [`MAX_SCAN`]. View positions are hints: the
+//! CAS on the live atomics is the authority, so a stale position costs a skip, never a wrong
+//! reservation. View locks are held only while copying a batch of keys, never across a map
+//! lookup, a callback or a reservation.
+//!
+//! **Refresh.** The database is the truth; the index follows it. A refresh takes a ticket
+//! ([`HostIndex::begin_refresh`]) *before* reading, and applies each host as
+//! `free = database idle − live uncommitted reservations`, except for hosts where a booking
+//! committed after the ticket (the read may predate that commit): those keep their current
+//! value until the next refresh. Reservations add to `pending` before their CAS and leave it
+//! after giving back, and commits stamp their sequence before leaving `pending`, so a host
+//! never shows more free capacity than the database minus live reservations.
+
+mod slot;
+pub mod strategy;
+
+use std::{
+    collections::{BTreeSet, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+};
+
+use dashmap::DashMap;
+use parking_lot::RwLock;
+use uuid::Uuid;
+
+pub use slot::Slot;
+pub use strategy::{Strategy, Weights};
+
+use crate::model::{Resources, ThreadMode};
+
+/// Most hosts a single search examines per tag before giving up.
+pub const MAX_SCAN: usize = 4096;
+const BATCH: usize = 64;
+const GB: u64 = 1024 * 1024;
+
+/// A host as read from the database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostRecord {
+    /// `host.pk_host`.
+    pub id: Uuid,
+    /// `host.str_name`.
+    pub name: String,
+    /// `host.pk_alloc`.
+    pub alloc: Uuid,
+    /// `host_stat.str_os`.
+    pub os: String,
+    /// `host.int_thread_mode`.
+    pub thread_mode: ThreadMode,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// Capacity.
+    pub total: Resources,
+    /// Idle in the database.
+    pub idle: Resources,
+}
+
+/// A candidate as the placement callback sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct HostView<'a> {
+    /// `host.pk_host`.
+    pub id: Uuid,
+    /// `host.str_name`.
+    pub name: &'a str,
+    /// `host.pk_alloc`.
+    pub alloc: Uuid,
+    /// `host_stat.str_os`.
+    pub os: &'a str,
+    /// Thread mode.
+    pub thread_mode: ThreadMode,
+    /// Capacity.
+    pub total: Resources,
+    /// Free now.
+    pub free: Resources,
+}
+
+/// What a frame needs of a host, for the search.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    /// Tags to search (any of them), in order of preference.
+    pub tags: &'a [String],
+    /// The least any host could be asked for (see [`crate::reserve::floor`]).
+    pub floor: Resources,
+    /// Required OS; `None` accepts any.
+    pub os: Option<&'a str>,
+    /// Threadable layers only may use hosts in thread mode ALL.
+    pub threadable: bool,
+}
+
+/// A ticket taken before a refresh reads the database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RefreshTicket(u64);
+
+/// Totals for metrics and `/status`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Hosts indexed.
+    pub hosts: usize,
+    /// Live uncommitted reservations.
+    pub reservations: i64,
+    /// Summed capacity (cores and GPUs may exceed 32 bits only on absurd farms; saturating).
+    pub total: Resources,
+    /// Summed free resources.
+    pub free: Resources,
+}
+
+type Key = (u32, u32, Uuid);
+
+#[derive(Default)]
+struct TagView {
+    set: RwLock<BTreeSet<Key>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    hosts: DashMap<Uuid, Arc<Slot>>,
+    views: DashMap<Arc<str>, Arc<TagView>>,
+    commit_seq: AtomicU64,
+    live: AtomicI64,
+}
+
+/// The sharded concurrent host index.
+#[derive(Default)]
+pub struct HostIndex {
+    inner: Arc<Inner>,
+}
+
+fn key_of(slot: &Slot) -> (u32, u32) {
+    let free = slot.free();
+    (
+        free.cores,
+        (free.mem_kb / GB).min(u64::from(u32::MAX)) as u32,
+    )
+}
+
+impl Inner {
+    fn view(&self, tag: &Arc<str>) -> Arc<TagView> {
+        if let Some(v) = self.views.get(tag) {
+            return Arc::clone(v.value());
+        }
+        Arc::clone(self.views.entry(Arc::clone(tag)).or_default().value())
+    }
+
+    fn intern(&self, tag: &str) -> Arc<str> {
+        match self.views.get(tag) {
+            Some(e) => Arc::clone(e.key()),
+            None => Arc::from(tag),
+        }
+    }
+
+    /// Moves a slot to the view position of its current free values.
+    fn reposition(&self, slot: &Slot) {
+        let mut position = slot.position.lock();
+        if slot.removed.load(Ordering::Acquire) {
+            return;
+        }
+        let now = key_of(slot);
+        if *position == Some(now) {
+            return;
+        }
+        for tag in slot.tags.iter() {
+            let view = self.view(tag);
+            let mut set = view.set.write();
+            if let Some((c, m)) = *position {
+                set.remove(&(c, m, slot.id));
+            }
+            set.insert((now.0, now.1, slot.id));
+        }
+        *position = Some(now);
+    }
+
+    fn unlist(&self, slot: &Slot) {
+        let mut position = slot.position.lock();
+        slot.removed.store(true, Ordering::Release);
+        if let Some((c, m)) = position.take() {
+            for tag in slot.tags.iter() {
+                self.view(tag).set.write().remove(&(c, m, slot.id));
+            }
+        }
+    }
+}
+
+/// A reservation of resources on one host. Dropped without [`Reservation::commit`], it gives
+/// them back.
+#[must_use = "dropping a reservation releases it"]
+pub struct Reservation {
+    inner: Arc<Inner>,
+    slot: Arc<Slot>,
+    amount: Resources,
+    done: bool,
+}
+
+impl Reservation {
+    /// The host.
+    pub fn host_id(&self) -> Uuid {
+        self.slot.id
+    }
+
+    /// The host's name.
+    pub fn host_name(&self) -> &str {
+        &self.slot.name
+    }
+
+    /// The host's OS.
+    pub fn host_os(&self) -> &str {
+        &self.slot.os
+    }
+
+    /// The host's allocation.
+    pub fn alloc(&self) -> Uuid {
+        self.slot.alloc
+    }
+
+    /// What is reserved.
+    pub fn amount(&self) -> Resources {
+        self.amount
+    }
+
+    /// The booking committed in the database: the resources stay taken (the next refresh
+    /// reads them as booked).
+    pub fn commit(mut self) {
+        let seq = self.inner.commit_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        self.slot.commit(&self.amount, seq);
+        self.inner.live.fetch_sub(1, Ordering::AcqRel);
+        self.done = true;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.slot.give_back(&self.amount);
+            self.inner.live.fetch_sub(1, Ordering::AcqRel);
+            self.inner.reposition(&self.slot);
+        }
+    }
+}
+
+impl HostIndex {
+    /// An empty index.
+    pub fn new() -> HostIndex {
+        HostIndex::default()
+    }
+
+    /// Hosts indexed.
+    pub fn len(&self) -> usize {
+        self.inner.hosts.len()
+    }
+
+    /// True when no host is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.inner.hosts.is_empty()
+    }
+
+    /// The free resources of a host.
+    pub fn free(&self, id: &Uuid) -> Option<Resources> {
+        self.inner.hosts.get(id).map(|s| s.value().free())
+    }
+
+    /// Takes a ticket before reading hosts from the database.
+    pub fn begin_refresh(&self) -> RefreshTicket {
+        RefreshTicket(self.inner.commit_seq.load(Ordering::SeqCst))
+    }
+
+    /// Applies a full read of the eligible hosts: upserts every record, removes every host
+    /// not in `records` (locked, down, re-tagged, stale), keeps live reservations.
+    pub fn apply_refresh(&self, ticket: RefreshTicket, records: Vec<HostRecord>) {
+        let mut seen: HashSet<Uuid> = HashSet::with_capacity(records.len());
+        for r in records {
+            seen.insert(r.id);
+            self.upsert(ticket, r);
+        }
+        let gone: Vec<Uuid> = self
+            .inner
+            .hosts
+            .iter()
+            .filter(|e| !seen.contains(e.key()))
+            .map(|e| *e.key())
+            .collect();
+        for id in gone {
+            self.remove(&id);
+        }
+    }
+
+    /// Upserts one host read under `ticket`.
+    pub fn upsert(&self, ticket: RefreshTicket, r: HostRecord) {
+        let existing = self.inner.hosts.get(&r.id).map(|e| Arc::clone(e.value()));
+        if let Some(slot) = &existing {
+            if slot.same_shape(&r.name, r.alloc, &r.os, r.thread_mode, &r.tags, &r.total) {
+                slot.refresh(&r.idle, ticket.0);
+                self.inner.reposition(slot);
+                return;
+            }
+        }
+        // New host, or its description changed: a fresh slot. Live reservations of an old
+        // slot stay subtracted from the new one until the next refresh (conservative).
+        let pending = existing.as_ref().map(|s| s.pending()).unwrap_or_default();
+        let tags: Box<[Arc<str>]> = r.tags.iter().map(|t| self.inner.intern(t)).collect();
+        let slot = Arc::new(Slot::new(
+            r.id,
+            &r.name,
+            r.alloc,
+            &r.os,
+            r.thread_mode,
+            tags,
+            r.total,
+            r.idle.saturating_sub(&pending),
+        ));
+        if let Some(old) = existing {
+            self.inner.unlist(&old);
+        }
+        self.inner.hosts.insert(r.id, Arc::clone(&slot));
+        self.inner.reposition(&slot);
+    }
+
+    /// Removes a host (no longer eligible). Its outstanding reservations still drop cleanly.
+    pub fn remove(&self, id: &Uuid) {
+        if let Some((_, slot)) = self.inner.hosts.remove(id) {
+            self.inner.unlist(&slot);
+        }
+    }
+
+    /// Gives back capacity after a committed booking was undone in the database.
+    pub fn credit(&self, id: &Uuid, amount: Resources) {
+        if let Some(slot) = self.inner.hosts.get(id).map(|e| Arc::clone(e.value())) {
+            slot.credit(&amount);
+            self.inner.reposition(&slot);
+        }
+    }
+
+    /// Reserves `amount` on one host, if it fits.
+    pub fn reserve_on(&self, id: &Uuid, amount: Resources) -> Option<Reservation> {
+        let slot = self.inner.hosts.get(id).map(|e| Arc::clone(e.value()))?;
+        self.take(slot, amount)
+    }
+
+    fn take(&self, slot: Arc<Slot>, amount: Resources) -> Option<Reservation> {
+        if !slot.try_take(&amount) {
+            return None;
+        }
+        self.inner.live.fetch_add(1, Ordering::AcqRel);
+        self.inner.reposition(&slot);
+        Some(Reservation {
+            inner: Arc::clone(&self.inner),
+            slot,
+            amount,
+            done: false,
+        })
+    }
+
+    /// Finds a host for `request` under `strategy` and reserves on it what `size` says (the
+    /// callback decides the exact amount for a candidate, or vetoes it with `None`).
+    pub fn place(
+        &self,
+        request: &Request<'_>,
+        strategy: &Strategy,
+        mut size: impl FnMut(&HostView<'_>) -> Option<Resources>,
+    ) -> Option<Reservation> {
+        let floor = request.floor;
+        let mem_floor = (floor.mem_kb / GB) as u32;
+        let scored = match strategy {
+            Strategy::Scored {
+                max_candidates,
+                weights,
+            } => Some((*max_candidates, *weights)),
+            Strategy::Saturation { .. } => None,
+        };
+        let mut seen: HashSet<Uuid> = HashSet::new();
+        let mut candidates: Vec<(f64, Arc<Slot>, Resources)> = Vec::new();
+        // Non-GPU work on GPU hosts only when nothing else fits (GPU protection).
+        let mut gpu_hosts: Vec<(f64, Arc<Slot>, Resources)> = Vec::new();
+        for tag in request.tags {
+            let Some(view) = self
+                .inner
+                .views
+                .get(tag.as_str())
+                .map(|v| Arc::clone(v.value()))
+            else {
+                continue;
+            };
+            let mut examined = 0;
+            let mut cursor: Option<Key> = None;
+            'scan: while examined < MAX_SCAN {
+                let (batch, last) = next_batch(&view, strategy, floor.cores, mem_floor, cursor);
+                let Some(last) = last else { break };
+                cursor = Some(last);
+                examined += BATCH - batch.len();
+                for (_, _, id) in batch {
+                    examined += 1;
+                    if !seen.insert(id) {
+                        continue;
+                    }
+                    let Some(slot) = self.inner.hosts.get(&id).map(|e| Arc::clone(e.value()))
+                    else {
+                        continue;
+                    };
+                    let free = slot.free();
+                    if !free.fits(&floor)
+                        || (slot.thread_mode == ThreadMode::All && !request.threadable)
+                        || request.os.is_some_and(|os| &*slot.os != os)
+                    {
+                        continue;
+                    }
+                    let view = HostView {
+                        id,
+                        name: &slot.name,
+                        alloc: slot.alloc,
+                        os: &slot.os,
+                        thread_mode: slot.thread_mode,
+                        total: slot.total,
+                        free,
+                    };
+                    let Some(amount) = size(&view) else { continue };
+                    let score = scored
+                        .map(|(_, w)| strategy::score(&free, &amount, &w))
+                        .unwrap_or(0.0);
+                    if amount.gpus == 0 && slot.total.gpus > 0 {
+                        gpu_hosts.push((score, slot, amount));
+                        continue;
+                    }
+                    match scored {
+                        None => {
+                            if let Some(r) = self.take(slot, amount) {
+                                return Some(r);
+                            }
+                        }
+                        Some((max, _)) => {
+                            candidates.push((score, slot, amount));
+                            if candidates.len() >= max {
+                                break 'scan;
+                            }
+                        }
+                    }
+                }
+            }
+            if scored
+                .map(|(max, _)| candidates.len() >= max)
+                .unwrap_or(false)
+            {
+                break;
+            }
+        }
+        candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+        gpu_hosts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        candidates
+            .into_iter()
+            .chain(gpu_hosts)
+            .find_map(|(_, slot, amount)| self.take(slot, amount))
+    }
+
+    /// Capacity, free resources and reservations of the whole index.
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals {
+            reservations: self.inner.live.load(Ordering::Acquire),
+            ..Totals::default()
+        };
+        for e in self.inner.hosts.iter() {
+            t.hosts += 1;
+            t.total = t.total.saturating_add(&e.value().total);
+            t.free = t.free.saturating_add(&e.value().free());
+        }
+        t
+    }
+
+    /// Bytes held per host, estimated from the structures' sizes (for the benchmark).
+    pub fn approx_bytes_per_host(&self) -> usize {
+        let hosts = self.inner.hosts.len().max(1);
+        let mut bytes = 0usize;
+        for e in self.inner.hosts.iter() {
+            let s = e.value();
+            bytes +=
+                std::mem::size_of::<Slot>() + s.name.len() + s.os.len() + s.tags.len() * 16 + 16;
+            // DashMap entry + Arc header; each tag-view entry (key + B-tree overhead ≈ 2×).
+            bytes += std::mem::size_of::<(Uuid, Arc<Slot>)>()
+                + 16
+                + s.tags.len() * 2 * std::mem::size_of::<Key>();
+        }
+        bytes / hosts
+    }
+}
+
+/// The next keys at or past `cursor` in the strategy's order, restricted to hosts with at
+/// least `min_cores` free and `mem_floor` GB, and the last key scanned (the next cursor).
+/// The view's read lock is held only for the copy.
+fn next_batch(
+    view: &TagView,
+    strategy: &Strategy,
+    min_cores: u32,
+    mem_floor: u32,
+    cursor: Option<Key>,
+) -> (Vec<Key>, Option<Key>) {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let set = view.set.read();
+    let scanned: Vec<Key> = if strategy.cores_ascending() {
+        let start = match cursor {
+            Some(c) => Excluded(c),
+            None => Included((min_cores, 0, Uuid::nil())),
+        };
+        set.range((start, Unbounded)).take(BATCH).copied().collect()
+    } else {
+        let end = match cursor {
+            Some(c) => Excluded(c),
+            None => Unbounded,
+        };
+        set.range((Included((min_cores, 0, Uuid::nil())), end))
+            .rev()
+            .take(BATCH)
+            .copied()
+            .collect()
+    };
+    drop(set);
+    let last = scanned.last().copied();
+    let mut out: Vec<Key> = scanned.into_iter().filter(|k| k.1 >= mem_floor).collect();
+    // Cores order comes from the view; the memory axis reorders hosts with equal cores.
+    let (cores_up, mem_up) = (strategy.cores_ascending(), strategy.memory_ascending());
+    out.sort_by(|a, b| {
+        let c = if cores_up {
+            a.0.cmp(&b.0)
+        } else {
+            b.0.cmp(&a.0)
+        };
+        let m = if mem_up { a.1.cmp(&b.1) } else { b.1.cmp(&a.1) };
+        c.then(m).then(a.2.cmp(&b.2))
+    });
+    (out, last)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,357 @@
+//! Tests of the host index: strategies, races, the refresh protocol, and a property test of
+//! concurrent reserve/release/refresh.
+
+use std::sync::{Arc, Barrier};
+
+use proptest::prelude::{Just, ProptestConfig, prop_assert_eq, prop_oneof, proptest};
+use proptest::strategy::Strategy as _;
+
+use super::*;
+use crate::model::CORE;
+
+fn rec(n: u128, cores: u32, mem_gb: u64, gpus: u32, tags: &[&str]) -> HostRecord {
+    let total = Resources {
+        cores: cores * CORE,
+        mem_kb: mem_gb * GB,
+        gpus,
+        gpu_mem_kb: u64::from(gpus) * 8 * GB,
+    };
+    HostRecord {
+        id: Uuid::from_u128(n),
+        name: format!("host{n}"),
+        alloc: Uuid::from_u128(1000),
+        os: "linux".into(),
+        thread_mode: ThreadMode::Auto,
+        tags: tags.iter().map(|t| (*t).to_owned()).collect(),
+        total,
+        idle: total,
+    }
+}
+
+fn load(index: &HostIndex, records: Vec<HostRecord>) {
+    let t = index.begin_refresh();
+    index.apply_refresh(t, records);
+}
+
+fn cores(n: u32) -> Resources {
+    Resources {
+        cores: n * CORE,
+        mem_kb: GB,
+        ..Resources::ZERO
+    }
+}
+
+fn request<'a>(tags: &'a [String], n: u32) -> Request<'a> {
+    Request {
+        tags,
+        floor: cores(n),
+        os: None,
+        threadable: true,
+    }
+}
+
+fn exact(n: u32) -> impl FnMut(&HostView<'_>) -> Option<Resources> {
+    move |_| Some(cores(n))
+}
+
+fn tags(t: &[&str]) -> Vec<String> {
+    t.iter().map(|s| (*s).to_owned()).collect()
+}
+
+#[test]
+fn best_fit_picks_the_tightest_and_worst_fit_the_emptiest() {
+    let index = HostIndex::new();
+    load(
+        &index,
+        vec![
+            rec(1, 8, 32, 0, &["a"]),
+            rec(2, 4, 32, 0, &["a"]),
+            rec(3, 16, 32, 0, &["a"]),
+        ],
+    );
+    let t = tags(&["a"]);
+    let best = Strategy::Saturation {
+        core_saturation: true,
+        memory_saturation: false,
+    };
+    let worst = Strategy::Saturation {
+        core_saturation: false,
+        memory_saturation: false,
+    };
+    let r = index.place(&request(&t, 4), &best, exact(4)).unwrap();
+    assert_eq!(r.host_id(), Uuid::from_u128(2));
+    drop(r);
+    let r = index.place(&request(&t, 4), &worst, exact(4)).unwrap();
+    assert_eq!(r.host_id(), Uuid::from_u128(3));
+}
+
+#[test]
+fn floor_skips_small_hosts_and_tags_select() {
+    let index = HostIndex::new();
+    load(
+        &index,
+        vec![
+            rec(1, 2, 32, 0, &["a"]),
+            rec(2, 8, 32, 0, &["b"]),
+            rec(3, 8, 2, 0, &["a"]),
+        ],
+    );
+    let t = tags(&["a"]);
+    // Host 1 has too few cores, host 3 too little memory, host 2 the wrong tag.
+    let big = Request {
+        tags: &t,
+        floor: Resources {
+            cores: 400,
+            mem_kb: 4 * GB,
+            ..Resources::ZERO
+        },
+        os: None,
+        threadable: true,
+    };
+    assert!(
+        index
+            .place(&big, &Strategy::default(), |_| Some(big.floor))
+            .is_none()
+    );
+    assert_eq!(
+        index
+            .place(&request(&tags(&["b"]), 4), &Strategy::default(), exact(4))
+            .unwrap()
+            .host_id(),
+        Uuid::from_u128(2)
+    );
+}
+
+#[test]
+fn scored_keeps_cpu_work_off_gpu_hosts_while_others_fit() {
+    let index = HostIndex::new();
+    load(
+        &index,
+        vec![rec(1, 16, 64, 4, &["a"]), rec(2, 16, 64, 0, &["a"])],
+    );
+    let t = tags(&["a"]);
+    for strategy in [
+        Strategy::Scored {
+            max_candidates: 8,
+            weights: Weights::default(),
+        },
+        Strategy::default(),
+    ] {
+        let r = index.place(&request(&t, 16), &strategy, exact(16)).unwrap();
+        assert_eq!(r.host_id(), Uuid::from_u128(2), "{strategy:?}");
+        // With the CPU host full, the GPU host still takes CPU work rather than none.
+        let r2 = index.place(&request(&t, 16), &strategy, exact(16)).unwrap();
+        assert_eq!(r2.host_id(), Uuid::from_u128(1));
+    }
+}
+
+#[test]
+fn reservations_release_on_drop_and_stay_on_commit() {
+    let index = HostIndex::new();
+    load(&index, vec![rec(1, 8, 32, 0, &["a"])]);
+    let id = Uuid::from_u128(1);
+    let r = index.reserve_on(&id, cores(6)).unwrap();
+    assert!(index.reserve_on(&id, cores(4)).is_none());
+    assert_eq!(index.totals().reservations, 1);
+    drop(r);
+    assert_eq!(index.free(&id).unwrap().cores, 800);
+    index.reserve_on(&id, cores(6)).unwrap().commit();
+    assert_eq!(index.free(&id).unwrap().cores, 200);
+    assert_eq!(index.totals().reservations, 0);
+}
+
+#[test]
+fn two_threads_never_both_win_the_last_cores() {
+    for _ in 0..200 {
+        let index = Arc::new(HostIndex::new());
+        load(&index, vec![rec(1, 4, 32, 0, &["a"])]);
+        let barrier = Arc::new(Barrier::new(2));
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let (index, barrier) = (Arc::clone(&index), Arc::clone(&barrier));
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    index
+                        .reserve_on(&Uuid::from_u128(1), cores(4))
+                        .map(|r| r.commit())
+                        .is_some()
+                })
+            })
+            .collect();
+        let wins = handles
+            .into_iter()
+            .filter(|_| true)
+            .map(|h| h.join().unwrap())
+            .filter(|w| *w)
+            .count();
+        assert_eq!(wins, 1);
+    }
+}
+
+#[test]
+fn refresh_keeps_live_reservations_and_skips_hosts_committed_after_the_ticket() {
+    let index = HostIndex::new();
+    load(&index, vec![rec(1, 8, 32, 0, &["a"])]);
+    let id = Uuid::from_u128(1);
+    let live = index.reserve_on(&id, cores(2)).unwrap();
+    // The database still says 8 idle: free must be 8 - 2 live.
+    load(&index, vec![rec(1, 8, 32, 0, &["a"])]);
+    assert_eq!(index.free(&id).unwrap().cores, 600);
+    // A ticket, then a commit, then the (stale) read lands: the host keeps its value.
+    let ticket = index.begin_refresh();
+    live.commit();
+    index.apply_refresh(ticket, vec![rec(1, 8, 32, 0, &["a"])]);
+    assert_eq!(index.free(&id).unwrap().cores, 600);
+    // The next read includes the commit.
+    let mut after = rec(1, 8, 32, 0, &["a"]);
+    after.idle.cores = 600;
+    load(&index, vec![after]);
+    assert_eq!(index.free(&id).unwrap().cores, 600);
+}
+
+#[test]
+fn hosts_leave_when_no_longer_read_and_retags_move_them() {
+    let index = HostIndex::new();
+    load(
+        &index,
+        vec![rec(1, 8, 32, 0, &["a"]), rec(2, 8, 32, 0, &["a"])],
+    );
+    load(&index, vec![rec(1, 8, 32, 0, &["b"])]);
+    assert_eq!(index.len(), 1);
+    assert!(
+        index
+            .place(&request(&tags(&["a"]), 1), &Strategy::default(), exact(1))
+            .is_none()
+    );
+    assert!(
+        index
+            .place(&request(&tags(&["b"]), 1), &Strategy::default(), exact(1))
+            .is_some()
+    );
+}
+
+#[test]
+fn thread_mode_all_and_os_filters() {
+    let index = HostIndex::new();
+    let mut all = rec(1, 8, 32, 0, &["a"]);
+    all.thread_mode = ThreadMode::All;
+    all.os = "rocky9".into();
+    load(&index, vec![all]);
+    let t = tags(&["a"]);
+    let non_threadable = Request {
+        threadable: false,
+        ..request(&t, 1)
+    };
+    assert!(
+        index
+            .place(&non_threadable, &Strategy::default(), exact(1))
+            .is_none()
+    );
+    let wrong_os = Request {
+        os: Some("linux"),
+        ..request(&t, 1)
+    };
+    assert!(
+        index
+            .place(&wrong_os, &Strategy::default(), exact(1))
+            .is_none()
+    );
+    let right_os = Request {
+        os: Some("rocky9"),
+        ..request(&t, 1)
+    };
+    assert!(
+        index
+            .place(&right_os, &Strategy::default(), exact(1))
+            .is_some()
+    );
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Reserve(u8, u8),
+    Commit(u8, u8),
+    Refresh,
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    prop_oneof![
+        (0u8..4, 1u8..6).prop_map(|(h, c)| Op::Reserve(h, c)),
+        (0u8..4, 1u8..6).prop_map(|(h, c)| Op::Commit(h, c)),
+        Just(Op::Refresh),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Concurrent reserve/release/refresh never drives a free value out of [0, capacity],
+    /// and once every reservation is dropped and the database read again, every host is back
+    /// to exactly what the database says.
+    #[test]
+    fn concurrent_ops_stay_in_bounds(ops in proptest::collection::vec(proptest::collection::vec(op(), 1..40), 3)) {
+        let index = Arc::new(HostIndex::new());
+        let base: Vec<HostRecord> = (0..4).map(|n| rec(n, 8, 32, 0, &["a"])).collect();
+        load(&index, base.clone());
+        // The "database": what committed reservations took, per host.
+        let booked = Arc::new(parking_lot::Mutex::new([0u32; 4]));
+        let handles: Vec<_> = ops.into_iter().map(|ops| {
+            let (index, base, booked) = (Arc::clone(&index), base.clone(), Arc::clone(&booked));
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for op in ops {
+                    match op {
+                        Op::Reserve(h, c) => {
+                            if let Some(r) = index.reserve_on(&Uuid::from_u128(u128::from(h)), cores(u32::from(c))) {
+                                held.push(r);
+                            }
+                        }
+                        Op::Commit(h, c) => {
+                            let id = Uuid::from_u128(u128::from(h));
+                            // Commit while holding the "database" lock, as a transaction would.
+                            let mut db = booked.lock();
+                            if let Some(r) = index.reserve_on(&id, cores(u32::from(c))) {
+                                db[h as usize] += u32::from(c) * CORE;
+                                r.commit();
+                            }
+                        }
+                        Op::Refresh => {
+                            let ticket = index.begin_refresh();
+                            let records: Vec<HostRecord> = {
+                                let db = booked.lock();
+                                base.iter().enumerate().map(|(i, r)| {
+                                    let mut r = r.clone();
+                                    r.idle.cores -= db[i];
+                                    r
+                                }).collect()
+                            };
+                            index.apply_refresh(ticket, records);
+                        }
+                    }
+                    for h in 0..4u128 {
+                        let free = index.free(&Uuid::from_u128(h)).unwrap();
+                        assert!(free.cores <= 800, "free above capacity: {free:?}");
+                    }
+                    if held.len() > 3 {
+                        drop(held.remove(0));
+                    }
+                }
+            })
+        }).collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let db = *booked.lock();
+        let records: Vec<HostRecord> = base.iter().enumerate().map(|(i, r)| {
+            let mut r = r.clone();
+            r.idle.cores -= db[i];
+            r
+        }).collect();
+        load(&index, records);
+        for (i, taken) in db.iter().enumerate() {
+            let free = index.free(&Uuid::from_u128(i as u128)).unwrap();
+            prop_assert_eq!(free.cores, 800 - taken);
+        }
+        prop_assert_eq!(index.totals().reservations, 0);
+    }
+}

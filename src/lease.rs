@@ -1,0 +1,382 @@
+//! Several stagehand instances on one database: ownership of shows by lease, with fencing.
+//!
+//! PostgreSQL is the coordinator. Each instance registers in `stagehand.instance` and
+//! heartbeats there; each managed show has a row in `stagehand.show_lease` with its owner,
+//! an expiry on the database clock and an `int_epoch` that grows with every change of owner.
+//! Every booking transaction proves, under a `FOR SHARE` lock, that this instance still holds
+//! the show at the epoch it planned under (`db::booking`), so an instance that was paused past
+//! its lease commits nothing.
+//!
+//! Distribution is automatic: every round an instance renews what it holds, claims unowned or
+//! expired shows while its share of the waiting work is below the fair share (any show left
+//! unowned for a whole round is claimed regardless, so none starves), and sheds its smallest
+//! show when it holds clearly more than its share. A show is booked only after a counter
+//! re-sync that began after its claim, so the new owner's caps include the old owner's last
+//! bookings. Shutdown releases every lease at once.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{
+    config::Config,
+    db::{self, booking::Fence},
+    metrics,
+    pipeline::Shared,
+};
+
+/// A show this instance holds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Held {
+    /// `show.pk_show`.
+    pub show: String,
+    /// The fencing epoch.
+    pub epoch: i64,
+    /// Waiting frames of the show at the last round.
+    pub waiting: i64,
+    /// The ledger re-sync count at claim time: bookable once two more re-syncs ran.
+    #[serde(skip)]
+    claimed_resyncs: u64,
+}
+
+/// A peer instance, for `/status`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Peer {
+    /// Instance name.
+    pub name: String,
+    /// Shows it holds.
+    pub shows: i64,
+    /// Seconds since its last heartbeat.
+    pub heartbeat_age_secs: f64,
+}
+
+/// This instance's leases.
+pub struct Leases {
+    /// This instance's key.
+    pub instance: Uuid,
+    name: String,
+    config: Arc<ArcSwap<Config>>,
+    shared: Arc<Shared>,
+    held: Mutex<HashMap<String, Held>>,
+    peers: Mutex<Vec<Peer>>,
+    released: AtomicBool,
+}
+
+impl Leases {
+    /// Creates the lease keeper with a new instance key.
+    pub fn new(config: Arc<ArcSwap<Config>>, shared: Arc<Shared>) -> Arc<Leases> {
+        let cfg = config.load();
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let name = if cfg.cluster.instance_name.is_empty() {
+            format!(
+                "{}:{}",
+                if host.is_empty() { "localhost" } else { &host },
+                std::process::id()
+            )
+        } else {
+            cfg.cluster.instance_name.clone()
+        };
+        Arc::new(Leases {
+            instance: Uuid::new_v4(),
+            name,
+            config: Arc::clone(&config),
+            shared,
+            held: Mutex::new(HashMap::new()),
+            peers: Mutex::new(Vec::new()),
+            released: AtomicBool::new(false),
+        })
+    }
+
+    /// This instance's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// True when this instance may book `show` now.
+    pub fn may_book(&self, show: &str) -> bool {
+        let resyncs = self.shared.ledger.resyncs();
+        self.held
+            .lock()
+            .get(show)
+            .map(|h| resyncs >= h.claimed_resyncs + 2)
+            .unwrap_or(false)
+    }
+
+    /// Shows held, for `/status`.
+    pub fn held(&self) -> Vec<Held> {
+        let mut v: Vec<Held> = self.held.lock().values().cloned().collect();
+        v.sort_by(|a, b| a.show.cmp(&b.show));
+        v
+    }
+
+    /// Peers seen at the last round, for `/status`.
+    pub fn peers(&self) -> Vec<Peer> {
+        self.peers.lock().clone()
+    }
+
+    /// The body of the `leases` thread.
+    pub fn run(&self, stop: Arc<AtomicBool>) {
+        let mut client: Option<postgres::Client> = None;
+        let mut next = Instant::now();
+        let mut schema_ready = false;
+        while !stop.load(Ordering::Acquire) {
+            if Instant::now() < next {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            let cfg = self.config.load_full();
+            next = Instant::now() + cfg.cluster.lease_renew_interval;
+            let conn = match client.as_mut() {
+                Some(c) if !c.is_closed() => c,
+                _ => match db::connect(&cfg.database) {
+                    Ok(c) => client.insert(c),
+                    Err(e) => {
+                        log::debug!("leases: no database connection: {e}");
+                        continue;
+                    }
+                },
+            };
+            if !schema_ready {
+                match db::migrate::apply_own_migrations(conn) {
+                    Ok(_) => schema_ready = true,
+                    Err(e) => {
+                        log::error!("leases: cannot create stagehand's schema: {e}");
+                        continue;
+                    }
+                }
+            }
+            if let Err(e) = self.round(conn, &cfg) {
+                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                log::warn!("lease round failed: {e}");
+                if e.retryable() {
+                    client = None;
+                }
+            }
+        }
+    }
+
+    fn round(&self, conn: &mut postgres::Client, cfg: &Config) -> Result<(), db::DbError> {
+        let lease_secs = cfg.cluster.lease_duration.as_secs_f64();
+        let renew_secs = cfg.cluster.lease_renew_interval.as_secs_f64();
+        conn.execute(
+            "INSERT INTO stagehand.instance (pk_instance, str_name, str_host, int_pid)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (pk_instance) DO UPDATE SET ts_heartbeat = now()",
+            &[
+                &self.instance,
+                &self.name,
+                &self.name,
+                &(std::process::id() as i32),
+            ],
+        )?;
+        // Renew what we hold; whatever does not come back was taken from us.
+        let renewed: HashMap<String, i64> = conn
+            .query(
+                "UPDATE stagehand.show_lease SET ts_expires = now() + make_interval(secs => $2)
+                  WHERE pk_instance = $1 AND ts_expires > now() RETURNING pk_show, int_epoch",
+                &[&self.instance, &lease_secs],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        // Waiting work per managed show, the live peers and the lease table.
+        let waiting: HashMap<String, i64> = conn
+            .query(
+                "SELECT sh.pk_show, coalesce(sum(js.int_waiting_count), 0)::bigint
+                   FROM show sh LEFT JOIN job j ON j.pk_show = sh.pk_show AND j.str_state = 'PENDING'
+                   LEFT JOIN job_stat js ON js.pk_job = j.pk_job
+                  WHERE sh.b_scheduler_managed AND sh.b_active GROUP BY sh.pk_show",
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let live_instances: i64 = conn
+            .query_one(
+                "SELECT count(*) FROM stagehand.instance WHERE ts_heartbeat > now() - make_interval(secs => $1)",
+                &[&lease_secs],
+            )?
+            .get(0);
+        let free: Vec<(String, bool)> = conn
+            .query(
+                "SELECT sh.pk_show, coalesce(l.ts_expires < now() - make_interval(secs => $1), true)
+                   FROM show sh LEFT JOIN stagehand.show_lease l ON l.pk_show = sh.pk_show
+                  WHERE sh.b_scheduler_managed AND sh.b_active
+                    AND (l.pk_show IS NULL OR l.pk_instance IS NULL OR l.ts_expires < now())",
+                &[&renew_secs],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+
+        let total: i64 = waiting.values().sum();
+        let fair = total as f64 / live_instances.max(1) as f64;
+        let mut mine: i64 = renewed
+            .keys()
+            .map(|s| waiting.get(s).copied().unwrap_or(0))
+            .sum();
+        let mut claims: Vec<String> = Vec::new();
+        let mut candidates: Vec<(String, bool, i64)> = free
+            .into_iter()
+            .map(|(s, stale)| {
+                let w = waiting.get(&s).copied().unwrap_or(0);
+                (s, stale, w)
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        for (show, stale, w) in candidates {
+            // Claim while under the fair share; anything left unowned a whole round is claimed
+            // regardless so no show waits for a perfect balance.
+            if stale || renewed.is_empty() || (mine as f64) < fair || live_instances <= 1 {
+                claims.push(show);
+                mine += w;
+            }
+        }
+        let mut claimed: HashMap<String, i64> = HashMap::new();
+        if !claims.is_empty() {
+            for r in conn.query(
+                "INSERT INTO stagehand.show_lease (pk_show, pk_instance, int_epoch, ts_expires)
+                 SELECT s, $1, 1, now() + make_interval(secs => $3) FROM unnest($2::text[]) AS s
+                 ON CONFLICT (pk_show) DO UPDATE
+                    SET pk_instance = $1, int_epoch = stagehand.show_lease.int_epoch + 1,
+                        ts_expires = now() + make_interval(secs => $3)
+                  WHERE stagehand.show_lease.pk_instance IS NULL OR stagehand.show_lease.ts_expires < now()
+                 RETURNING pk_show, int_epoch",
+                &[&self.instance, &claims, &lease_secs],
+            )? {
+                claimed.insert(r.get(0), r.get(1));
+            }
+        }
+        // Shed the smallest show while clearly above the fair share (hysteresis 25 %).
+        let mut shed: Option<String> = None;
+        if live_instances > 1
+            && renewed.len() + claimed.len() > 1
+            && (mine as f64) > fair * 1.25 + 1.0
+        {
+            let mut owned: Vec<(&String, i64)> = renewed
+                .keys()
+                .chain(claimed.keys())
+                .map(|s| (s, waiting.get(s).copied().unwrap_or(0)))
+                .collect();
+            owned.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+            if let Some((show, w)) = owned
+                .into_iter()
+                .find(|(_, w)| *w > 0 && (mine - w) as f64 >= fair * 0.75)
+            {
+                let _ = w;
+                shed = Some(show.clone());
+            }
+        }
+        if let Some(show) = &shed {
+            conn.execute(
+                "UPDATE stagehand.show_lease SET pk_instance = NULL, ts_expires = now()
+                  WHERE pk_show = $1 AND pk_instance = $2",
+                &[show, &self.instance],
+            )?;
+            metrics::LEASE_EVENTS.with_label_values(&["shed"]).inc();
+        }
+        self.peers_from(conn, lease_secs)?;
+
+        // Publish the new holdings and the fence the booking transactions check.
+        let resyncs = self.shared.ledger.resyncs();
+        let mut held = self.held.lock();
+        let before: HashSet<String> = held.keys().cloned().collect();
+        let mut next: HashMap<String, Held> = HashMap::new();
+        for (show, epoch) in renewed.into_iter().chain(claimed) {
+            if shed.as_ref() == Some(&show) {
+                continue;
+            }
+            let claimed_resyncs = match held.get(&show) {
+                Some(h) if h.epoch == epoch => h.claimed_resyncs,
+                _ => {
+                    metrics::LEASE_EVENTS.with_label_values(&["claimed"]).inc();
+                    resyncs
+                }
+            };
+            let w = waiting.get(&show).copied().unwrap_or(0);
+            next.insert(
+                show.clone(),
+                Held {
+                    show,
+                    epoch,
+                    waiting: w,
+                    claimed_resyncs,
+                },
+            );
+        }
+        for lost in before
+            .iter()
+            .filter(|s| !next.contains_key(*s) && shed.as_ref() != Some(*s))
+        {
+            log::warn!("lease of show {lost} was lost");
+            metrics::LEASE_EVENTS.with_label_values(&["lost"]).inc();
+        }
+        metrics::LEASES_HELD.set(next.len() as i64);
+        let fence = Fence {
+            instance: self.instance,
+            epochs: next.iter().map(|(s, h)| (s.clone(), h.epoch)).collect(),
+        };
+        *held = next;
+        drop(held);
+        if !self.released.load(Ordering::Acquire) {
+            self.shared.fence.store(Arc::new(Some(fence)));
+        }
+        Ok(())
+    }
+
+    fn peers_from(&self, conn: &mut postgres::Client, lease_secs: f64) -> Result<(), db::DbError> {
+        let peers = conn
+            .query(
+                "SELECT i.str_name, (SELECT count(*) FROM stagehand.show_lease l
+                                       WHERE l.pk_instance = i.pk_instance AND l.ts_expires > now()),
+                        extract(epoch FROM now() - i.ts_heartbeat)::float8
+                   FROM stagehand.instance i
+                  WHERE i.ts_heartbeat > now() - make_interval(secs => $1) * 4
+                  ORDER BY i.str_name",
+                &[&lease_secs],
+            )?
+            .iter()
+            .map(|r| Peer { name: r.get(0), shows: r.get(1), heartbeat_age_secs: r.get(2) })
+            .collect();
+        *self.peers.lock() = peers;
+        Ok(())
+    }
+
+    /// Hands every show over at once (shutdown) and leaves the registry.
+    pub fn release_all(&self) {
+        self.released.store(true, Ordering::Release);
+        let cfg = self.config.load();
+        match db::connect(&cfg.database) {
+            Ok(mut conn) => {
+                let result = conn.execute(
+                    "UPDATE stagehand.show_lease SET pk_instance = NULL, ts_expires = now() WHERE pk_instance = $1",
+                    &[&self.instance],
+                );
+                let _ = conn.execute(
+                    "DELETE FROM stagehand.instance WHERE pk_instance = $1",
+                    &[&self.instance],
+                );
+                match result {
+                    Ok(n) => log::info!("released {n} show leases"),
+                    Err(e) => log::warn!("could not release show leases (they will expire): {e}"),
+                }
+            }
+            Err(e) => log::warn!("could not release show leases (they will expire): {e}"),
+        }
+        self.held.lock().clear();
+        metrics::LEASES_HELD.set(0);
+    }
+}

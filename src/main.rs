@@ -1,0 +1,103 @@
+//! The `stagehand` command: parses the command line and hands over to the library.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use stagehand::{config::Config, db, service, sim};
+
+/// A distributed frame scheduler for OpenCue render farms.
+#[derive(Parser, Debug)]
+#[command(name = "stagehand", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the scheduler until SIGTERM or SIGINT.
+    Run {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/stagehand/stagehand.toml")]
+        config: PathBuf,
+    },
+    /// Check a configuration file: exit 0, or 1 with one line naming the bad key.
+    CheckConfig {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/stagehand/stagehand.toml")]
+        config: PathBuf,
+    },
+    /// Create stagehand's own schema (and, on an empty database, the OpenCue tables).
+    Migrate {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/stagehand/stagehand.toml")]
+        config: PathBuf,
+    },
+    /// Run the live demo: a private PostgreSQL, a simulated farm and stagehand booking it.
+    Demo(sim::demo::DemoArgs),
+    /// Run a benchmark workload and print its figures.
+    Bench(sim::bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => run(&config),
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Migrate { config } => migrate(&config),
+        Command::Demo(args) => sim::demo::run(&args).map_err(anyhow::Error::from),
+        Command::Bench(args) => sim::bench::run(&args).map_err(anyhow::Error::from),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("stagehand: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn check_config(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match Config::load(path) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn migrate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    service::init_logging(log::LevelFilter::Info);
+    let config = Config::load(path)?;
+    let mut client = db::connect(&config.database).context("connecting to the database")?;
+    let report = db::migrate::migrate(&mut client)?;
+    if report.created_compat_schema {
+        log::info!("created the OpenCue-compatible schema (the database had none)");
+    }
+    if report.applied.is_empty() {
+        log::info!("stagehand schema is up to date");
+    } else {
+        log::info!("applied stagehand migrations {:?}", report.applied);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    service::init_logging(config.service.log_level);
+    let outcome = service::run(path.to_path_buf(), config)?;
+    // A second signal during shutdown exits at once (signal-hook's conditional shutdown);
+    // reaching here means shutdown completed or its grace period ran out.
+    if outcome.clean {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        log::warn!("shutdown grace ran out with work still in flight");
+        std::thread::sleep(Duration::from_millis(10));
+        Ok(ExitCode::from(1))
+    }
+}

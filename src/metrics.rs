@@ -1,0 +1,232 @@
+//! Prometheus metrics in a private registry.
+//!
+//! Where OpenCue's scheduler had a metric with the same meaning, the name and labels are its
+//! (`scheduler_*`), so existing dashboards keep working; metrics it never had are
+//! `stagehand_*`. [`init`] registers everything at start-up so every series is exported from
+//! the first scrape, not only after the first event.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// The registry `/metrics` serves.
+pub static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(c: C) -> C {
+    // Registration fails only for duplicate names, a programming error caught by the tests;
+    // the metric still works unregistered, so never panic over it.
+    if let Err(e) = REGISTRY.register(Box::new(c.clone())) {
+        log::error!("metric registration failed: {e}");
+    }
+    c
+}
+
+fn counter(name: &str, help: &str) -> IntCounter {
+    register(IntCounter::new(name, help).expect("static metric definition"))
+}
+
+fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    register(IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition"))
+}
+
+fn gauge(name: &str, help: &str) -> IntGauge {
+    register(IntGauge::new(name, help).expect("static metric definition"))
+}
+
+fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    register(IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"))
+}
+
+fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
+    register(
+        Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+            .expect("static metric definition"),
+    )
+}
+
+fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    register(
+        HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+            .expect("static metric definition"),
+    )
+}
+
+fn seconds_buckets() -> Vec<f64> {
+    vec![
+        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ]
+}
+
+macro_rules! metrics {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty = $init:expr;)*) => {
+        $($(#[$doc])* pub static $name: LazyLock<$ty> = LazyLock::new(|| $init);)*
+        /// Registers every metric so each is exported from the first scrape.
+        pub fn init() {
+            $(LazyLock::force(&$name);)*
+            register_process_collector();
+        }
+    };
+}
+
+metrics! {
+    // ---- OpenCue scheduler names ----
+    /// Jobs returned by the pending-job query.
+    JOBS_QUERIED: IntCounter = counter("scheduler_jobs_queried_total", "Jobs returned by the pending-job query");
+    /// Jobs whose layers were matched, by show.
+    JOBS_PROCESSED: IntCounterVec = counter_vec("scheduler_jobs_processed_total", "Jobs processed", &["show_name"]);
+    /// Layers for which no host fitted.
+    NO_CANDIDATE: IntCounter = counter("scheduler_no_candidate_iterations_total", "Layers for which no host fitted");
+    /// Frames booked (committed), by show.
+    FRAMES_DISPATCHED: IntCounterVec =
+        counter_vec("scheduler_frames_dispatched_total", "Frames booked and committed", &["show_name"]);
+    /// Time from a frame's last update (eligibility) to its booking.
+    TIME_TO_BOOK: Histogram = histogram(
+        "scheduler_time_to_book_seconds",
+        "Seconds from frame.ts_updated to booking",
+        vec![0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0],
+    );
+    /// Bookings refused by a cap, by cap table.
+    LIMIT_EXCEEDED: IntCounterVec = counter_vec(
+        "scheduler_accounting_limit_exceeded_total",
+        "Bookings refused by a cap",
+        &["table"],
+    );
+    /// Duration of the pending-job query.
+    JOB_QUERY_SECONDS: Histogram =
+        histogram("scheduler_job_query_duration_seconds", "Pending-job query duration", seconds_buckets());
+    /// Duration of one accounting recompute.
+    RECOMPUTE_SECONDS: Histogram =
+        histogram("scheduler_recompute_cycle_duration_seconds", "Accounting recompute duration", seconds_buckets());
+    /// Time between two turns of the same cluster.
+    CLUSTER_ROUND_TRIP: HistogramVec = histogram_vec(
+        "scheduler_cluster_round_trip_seconds",
+        "Seconds between two turns of a cluster",
+        &["cluster_type"],
+        vec![0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0],
+    );
+    /// Clusters known, by type.
+    CLUSTERS_TOTAL: IntGaugeVec = gauge_vec("scheduler_clusters_total", "Clusters known", &["cluster_type"]);
+    /// Clusters with waiting work (awake).
+    CLUSTERS_ACTIVE: IntGauge = gauge("scheduler_clusters_active", "Clusters with waiting work");
+    /// Clusters currently sleeping.
+    CLUSTERS_SLEEPING: IntGauge = gauge("scheduler_clusters_sleeping", "Clusters sleeping");
+    /// Duration of the active-work scan.
+    ACTIVE_SCAN_SECONDS: Histogram =
+        histogram("scheduler_active_scan_duration_seconds", "Active-work scan duration", seconds_buckets());
+    /// Frames booked per cluster pass.
+    FRAMES_PER_PASS: HistogramVec = histogram_vec(
+        "scheduler_frames_dispatched_per_pass",
+        "Frames booked per cluster pass",
+        &["cluster_type"],
+        vec![0.0, 1.0, 5.0, 10.0, 20.0, 50.0, 100.0, 250.0, 500.0, 1000.0],
+    );
+    /// Why cluster passes ended.
+    PASS_REASON: IntCounterVec =
+        counter_vec("scheduler_pass_terminated_reason_total", "Why cluster passes ended", &["reason"]);
+    /// Outcome of host searches.
+    CHECKOUT_OUTCOME: IntCounterVec =
+        counter_vec("scheduler_checkout_outcome_total", "Outcome of host searches", &["outcome"]);
+
+    // ---- stagehand ----
+    /// Frames per booking transaction.
+    BATCH_SIZE: Histogram = histogram(
+        "stagehand_booking_batch_size",
+        "Frames per booking transaction",
+        vec![1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0],
+    );
+    /// Booking transaction duration.
+    BATCH_SECONDS: Histogram =
+        histogram("stagehand_booking_transaction_seconds", "Booking transaction duration", seconds_buckets());
+    /// Booking transactions by result.
+    BATCHES: IntCounterVec = counter_vec("stagehand_booking_transactions_total", "Booking transactions", &["result"]);
+    /// Frames that lost a guard inside the booking transaction, by guard.
+    GUARD_LOSSES: IntCounterVec =
+        counter_vec("stagehand_guard_losses_total", "Frames dropped from a batch by a guard", &["kind"]);
+    /// RQD launches by result (ok, or the gRPC status code).
+    RQD_LAUNCHES: IntCounterVec = counter_vec("stagehand_rqd_launches_total", "RQD LaunchFrame calls", &["result"]);
+    /// RQD launch duration.
+    RQD_LAUNCH_SECONDS: Histogram =
+        histogram("stagehand_rqd_launch_seconds", "RQD LaunchFrame duration", seconds_buckets());
+    /// Compensations of failed launches, by result.
+    COMPENSATIONS: IntCounterVec =
+        counter_vec("stagehand_compensations_total", "Bookings undone after a failed launch", &["result"]);
+    /// Hosts in the index.
+    INDEX_HOSTS: IntGauge = gauge("stagehand_host_index_hosts", "Hosts in the host index");
+    /// Live (uncommitted) reservations in the index.
+    INDEX_RESERVATIONS: IntGauge = gauge("stagehand_host_index_reservations", "Live reservations in the host index");
+    /// Free cores in the index, in centicores.
+    INDEX_FREE_CORES: IntGauge = gauge("stagehand_host_index_free_centicores", "Free centicores in the host index");
+    /// Host refreshes by result.
+    HOST_REFRESHES: IntCounterVec = counter_vec("stagehand_host_refreshes_total", "Host index refreshes", &["result"]);
+    /// Clusters waiting in the work queue.
+    QUEUE_DEPTH: IntGauge = gauge("stagehand_queue_depth", "Clusters waiting in the work queue");
+    /// Cluster sleeps, by reason.
+    CLUSTER_SLEEPS: IntCounterVec = counter_vec("stagehand_cluster_sleeps_total", "Cluster sleeps", &["reason"]);
+    /// Pool connections, by state.
+    DB_POOL: IntGaugeVec = gauge_vec("stagehand_db_pool_connections", "Database pool connections", &["state"]);
+    /// Database errors, by kind.
+    DB_ERRORS: IntCounterVec = counter_vec("stagehand_db_errors_total", "Database errors", &["kind"]);
+    /// Failed connection attempts.
+    DB_CONNECT_ERRORS: IntCounter = counter("stagehand_db_connect_errors_total", "Failed database connection attempts");
+    /// Configuration reloads by result.
+    CONFIG_RELOADS: IntCounterVec = counter_vec("stagehand_config_reloads_total", "Configuration reloads", &["result"]);
+    /// Frames booked since start.
+    FRAMES_BOOKED: IntCounter = counter("stagehand_frames_booked_total", "Frames booked since start");
+    /// Frame ranges or specs that could not be parsed.
+    BAD_INPUT: IntCounterVec = counter_vec("stagehand_bad_input_total", "Rows skipped for bad data", &["kind"]);
+    /// Rows written by the accounting recompute, by table.
+    RECOMPUTE_ROWS: IntCounterVec =
+        counter_vec("stagehand_recompute_rows_written_total", "Rows written by the recompute", &["table"]);
+    /// Counter drift found by the recompute (centicores, absolute).
+    COUNTER_DRIFT: IntCounterVec =
+        counter_vec("stagehand_counter_drift_total", "Counter drift corrected by the recompute", &["vertex"]);
+    /// Waiting frames by the reason they wait.
+    WAITING_FRAMES: IntGaugeVec = gauge_vec("stagehand_waiting_frames", "Waiting frames by reason", &["reason"]);
+    /// Shows whose lease this instance holds.
+    LEASES_HELD: IntGauge = gauge("stagehand_leases_held", "Show leases held by this instance");
+    /// Lease events (claimed, renewed, shed, lost).
+    LEASE_EVENTS: IntCounterVec = counter_vec("stagehand_lease_events_total", "Show lease events", &["event"]);
+    /// Booking batches rejected because the show's lease moved.
+    FENCE_REJECTIONS: IntCounter =
+        counter("stagehand_fencing_rejections_total", "Batches rejected by the lease fence");
+    /// Worker panics caught.
+    WORKER_PANICS: IntCounter = counter("stagehand_worker_panics_total", "Worker panics caught");
+}
+
+fn register_process_collector() {
+    #[cfg(target_os = "linux")]
+    {
+        use std::sync::Once;
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            let _ = REGISTRY.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
+        });
+    }
+}
+
+/// The registry in Prometheus text format.
+pub fn render() -> String {
+    let mut buffer = Vec::new();
+    let encoder = TextEncoder::new();
+    if let Err(e) = encoder.encode(&REGISTRY.gather(), &mut buffer) {
+        log::warn!("encoding metrics failed: {e}");
+    }
+    String::from_utf8(buffer).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_metric_registers_once() {
+        super::init();
+        super::init();
+        let text = super::render();
+        assert!(text.contains("scheduler_jobs_queried_total"));
+        assert!(text.contains("stagehand_frames_booked_total"));
+    }
+}

@@ -1,0 +1,93 @@
+//! The host refresher: keeps the host index in step with the database on an interval, and
+//! at once after a booking lost a host guard (another writer took the host).
+//!
+//! The refresh protocol (a ticket taken before the read) keeps in-flight reservations and
+//! never lets a host show more free capacity than the database minus live reservations; see
+//! [`crate::index`].
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use crate::{db, index::HostRecord, metrics, pipeline::Shared, service::Health};
+
+/// One refresh: read the eligible hosts and apply them to the index. Returns the host count.
+pub fn refresh(shared: &Shared) -> Result<usize, db::DbError> {
+    let config = shared.config.load();
+    let mut conn = shared.pool.get()?;
+    let facility = if config.scheduler.facility.is_empty() {
+        None
+    } else {
+        db::jobs::facility_id(&mut *conn, &config.scheduler.facility)?
+    };
+    let ticket = shared.index.begin_refresh();
+    let rows =
+        db::hosts::eligible_hosts(&mut *conn, facility.as_deref(), config.hosts.ping_timeout)?;
+    drop(conn);
+    let mut records = Vec::with_capacity(rows.len());
+    for row in rows {
+        let (Ok(id), Ok(alloc)) = (
+            uuid::Uuid::parse_str(&row.id),
+            uuid::Uuid::parse_str(&row.alloc),
+        ) else {
+            metrics::BAD_INPUT.with_label_values(&["host_key"]).inc();
+            log::warn!(
+                "host {} has a key that is not a UUID ({}); not booking it",
+                row.name,
+                row.id
+            );
+            continue;
+        };
+        records.push(HostRecord {
+            id,
+            name: row.name,
+            alloc,
+            os: row.os,
+            thread_mode: row.thread_mode,
+            tags: row.tags,
+            total: row.total,
+            idle: row.idle,
+        });
+    }
+    let count = records.len();
+    let before = shared.index.totals().free;
+    shared.index.apply_refresh(ticket, records);
+    let after = shared.index.totals().free;
+    if after != before {
+        shared.capacity_freed();
+    }
+    Ok(count)
+}
+
+/// The body of the `host-refresh` thread.
+pub fn run(shared: Arc<Shared>, health: Arc<Health>, stop: Arc<AtomicBool>) {
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        let urgent = shared.refresh_hosts.swap(false, Ordering::AcqRel);
+        if !urgent && Instant::now() < next {
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        next = Instant::now() + shared.config.load().hosts.refresh_interval;
+        match refresh(&shared) {
+            Ok(n) => {
+                metrics::HOST_REFRESHES.with_label_values(&["ok"]).inc();
+                metrics::INDEX_HOSTS.set(n as i64);
+                health.hosts_loaded.store(true, Ordering::Release);
+                health.db_ok.store(true, Ordering::Release);
+            }
+            Err(e) => {
+                metrics::HOST_REFRESHES.with_label_values(&["error"]).inc();
+                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                health.db_ok.store(false, Ordering::Release);
+                log::warn!("host refresh failed: {e}");
+                // Retry sooner than a full interval while the database is away.
+                next = Instant::now() + Duration::from_millis(500);
+            }
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! One cluster pass: select pending jobs, their layers and WAITING frames; place each frame on
+//! a host through the index (atomic reservation) and the ledger (atomic cap charge); commit
+//! the placements in guarded batches; hand the committed frames to the launchers.
+//!
+//! Every path that does not commit gives its reservation and its charge back (both are RAII
+//! values dropped on the way out), so nothing leaks on an error, a lost guard or a panic.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Instant,
+};
+
+use crossbeam_channel::Sender;
+use uuid::Uuid;
+
+use super::{Shared, launch::LaunchTask};
+use crate::{
+    accounting::{Cap, Charge, Limits, Ticket},
+    cluster::{Cluster, feed::PassResult},
+    config::Config,
+    db::{
+        self,
+        booking::{BookOptions, GuardLoss, Placement},
+        jobs::{LayerWork, PendingJob},
+    },
+    frameset::FrameSet,
+    index::{Request, Reservation},
+    metrics,
+    reserve::{self, HostShape, LayerShape, Rules},
+    rqd::FrameLaunch,
+};
+
+/// A frame placed and charged, waiting for its batch to commit.
+struct Planned {
+    placement: Placement,
+    reservation: Reservation,
+    ticket: Ticket,
+    charge: Charge,
+    launch: Option<FrameLaunch>,
+    waited_secs: f64,
+    show_name: String,
+}
+
+/// Why a layer stops being matched in this pass.
+enum Stop {
+    /// No host fits the next frame.
+    NoHost,
+    /// A cap of the job (or its folder) is full: skip the job.
+    JobCapped,
+}
+
+/// Runs one pass over `cluster`.
+pub fn pass(shared: &Shared, cluster: &Cluster, launches: &Sender<LaunchTask>) -> PassResult {
+    match run(shared, cluster, launches) {
+        Ok(result) => result,
+        Err(e) => {
+            metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+            log::warn!("pass over cluster {} failed: {e}", cluster.key);
+            PassResult::Error
+        }
+    }
+}
+
+fn run(
+    shared: &Shared,
+    cluster: &Cluster,
+    launches: &Sender<LaunchTask>,
+) -> Result<PassResult, db::DbError> {
+    let config = shared.config.load_full();
+    let s = &config.scheduler;
+    // Nothing to book if every allocation of the cluster is at its burst (or unknown).
+    if cluster
+        .allocs
+        .iter()
+        .all(|a| shared.ledger.sub_headroom(&cluster.show, a) <= 0)
+    {
+        metrics::LIMIT_EXCEEDED
+            .with_label_values(&[Cap::Subscription.label()])
+            .inc();
+        return Ok(PassResult::Saturated);
+    }
+    let mut conn = shared.pool.get()?;
+    let started = Instant::now();
+    let jobs = db::jobs::pending_jobs(
+        &mut *conn,
+        &cluster.show,
+        &cluster.facility,
+        &cluster.tags,
+        i64::from(s.max_jobs_per_pass),
+    )?;
+    metrics::JOB_QUERY_SECONDS.observe(started.elapsed().as_secs_f64());
+    metrics::JOBS_QUERIED.inc_by(jobs.len() as u64);
+    if jobs.is_empty() {
+        return Ok(PassResult::NoJobs);
+    }
+    let job_ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let folders: Vec<String> = {
+        let set: HashSet<&String> = jobs.iter().map(|j| &j.folder).collect();
+        set.into_iter().cloned().collect()
+    };
+    // Job and folder caps are read with the pass, so a new job or folder is never unbounded.
+    for job in &jobs {
+        shared
+            .ledger
+            .set_job_limits(&job.id, Limits::from_db(job.max_cores, job.max_gpus));
+    }
+    for (folder, limits) in db::accounting::folder_limits(&mut *conn, &folders)? {
+        shared.ledger.set_folder_limits(&folder, limits);
+    }
+    let layers = db::jobs::layers_with_frames(
+        &mut *conn,
+        &job_ids,
+        &cluster.tags,
+        i64::from(s.frames_per_layer),
+    )?;
+    let (job_env, layer_env) = if config.rqd.dry_run {
+        Default::default()
+    } else {
+        db::jobs::envs(&mut *conn, &job_ids)?
+    };
+
+    let mut by_job: HashMap<&str, Vec<&LayerWork>> = HashMap::new();
+    for layer in &layers {
+        by_job.entry(layer.job.as_str()).or_default().push(layer);
+    }
+    let allocs: HashSet<Uuid> = cluster
+        .allocs
+        .iter()
+        .filter_map(|a| Uuid::parse_str(a).ok())
+        .collect();
+    let mut m = Matcher {
+        shared,
+        config: &config,
+        cluster,
+        allocs,
+        full_allocs: HashSet::new(),
+        batch: Vec::new(),
+        booked: 0,
+        launches,
+        conn: &mut conn,
+    };
+    for job in &jobs {
+        metrics::JOBS_PROCESSED
+            .with_label_values(&[&cluster.show_name])
+            .inc();
+        let Some(job_layers) = by_job.get(job.id.as_str()) else {
+            continue;
+        };
+        let no_env = Vec::new();
+        let jenv = job_env.get(&job.id).unwrap_or(&no_env);
+        for layer in job_layers {
+            let lenv = layer_env.get(&layer.id).unwrap_or(&no_env);
+            match m.layer(job, layer, jenv, lenv)? {
+                None | Some(Stop::NoHost) => {}
+                Some(Stop::JobCapped) => break,
+            }
+        }
+    }
+    m.flush()?;
+    Ok(if m.booked > 0 {
+        PassResult::Booked(m.booked)
+    } else {
+        PassResult::Saturated
+    })
+}
+
+struct Matcher<'a> {
+    shared: &'a Shared,
+    config: &'a Config,
+    cluster: &'a Cluster,
+    allocs: HashSet<Uuid>,
+    /// Allocations whose subscription refused a charge this pass.
+    full_allocs: HashSet<Uuid>,
+    batch: Vec<Planned>,
+    booked: usize,
+    launches: &'a Sender<LaunchTask>,
+    conn: &'a mut db::Conn,
+}
+
+impl Matcher<'_> {
+    fn layer(
+        &mut self,
+        job: &PendingJob,
+        layer: &LayerWork,
+        job_env: &[(String, String)],
+        layer_env: &[(String, String)],
+    ) -> Result<Option<Stop>, db::DbError> {
+        let s = &self.config.scheduler;
+        let launching = !self.config.rqd.dry_run;
+        // The frame set is needed to build the chunk RQD runs; a malformed range loses
+        // nothing: the layer's frames stay WAITING and the problem is logged and counted.
+        let frame_set = if launching {
+            match FrameSet::parse(&layer.range) {
+                Ok(set) => Some(set),
+                Err(e) => {
+                    metrics::BAD_INPUT.with_label_values(&["frame_range"]).inc();
+                    log::warn!(
+                        "layer {} of job {}: bad frame range {:?}: {e}; skipping it",
+                        layer.name,
+                        job.name,
+                        layer.range
+                    );
+                    return Ok(None);
+                }
+            }
+        } else {
+            None
+        };
+        let shape = LayerShape {
+            cores_min: layer
+                .cores_min
+                .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            cores_max: layer
+                .cores_max
+                .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+            mem_min_kb: layer.mem_min.max(0) as u64,
+            gpus_min: layer.gpus_min.clamp(0, i64::from(u32::MAX)) as u32,
+            gpu_mem_min_kb: layer.gpu_mem_min.max(0) as u64,
+            threadable: layer.threadable,
+            selfish: layer
+                .services
+                .iter()
+                .any(|svc| s.selfish_services.contains(svc)),
+        };
+        let rules = Rules {
+            memory_stranded_threshold_kb: s.memory_stranded_threshold_kb,
+        };
+        let tags: Vec<String> = layer
+            .tags
+            .iter()
+            .filter(|t| self.cluster.tags.contains(t))
+            .cloned()
+            .collect();
+        if tags.is_empty() {
+            return Ok(None);
+        }
+        let os = job.os.trim();
+        let request = Request {
+            tags: &tags,
+            floor: reserve::floor(&shape),
+            os: if os.is_empty() { None } else { Some(os) },
+            threadable: shape.threadable,
+        };
+        for frame in &layer.frames {
+            let job_remaining = self
+                .shared
+                .ledger
+                .job_headroom(&job.id)
+                .map(|c| c.clamp(0, i64::from(u32::MAX)) as u32);
+            let (allocs, full, ledger, show) = (
+                &self.allocs,
+                &self.full_allocs,
+                &self.shared.ledger,
+                &job.show,
+            );
+            let reservation = self.shared.index.place(&request, &s.placement, |host| {
+                if !allocs.contains(&host.alloc) || full.contains(&host.alloc) {
+                    return None;
+                }
+                let amount = reserve::amount_for(
+                    &shape,
+                    &HostShape {
+                        thread_mode: host.thread_mode,
+                        total: host.total,
+                        free: host.free,
+                    },
+                    job_remaining,
+                    &rules,
+                )
+                .ok()?;
+                (ledger.sub_headroom(show, &host.alloc.to_string()) >= i64::from(amount.cores))
+                    .then_some(amount)
+            });
+            let Some(reservation) = reservation else {
+                metrics::NO_CANDIDATE.inc();
+                metrics::CHECKOUT_OUTCOME
+                    .with_label_values(&["no_match"])
+                    .inc();
+                return Ok(Some(Stop::NoHost));
+            };
+            let amount = reservation.amount();
+            let host_alloc = reservation.alloc();
+            let charge = Charge {
+                show: job.show.clone(),
+                alloc: host_alloc.to_string(),
+                folder: job.folder.clone(),
+                job: job.id.clone(),
+                cores: i64::from(amount.cores),
+                gpus: i64::from(amount.gpus),
+            };
+            let ticket = match self.shared.ledger.charge(&charge) {
+                Ok(t) => t,
+                Err(rejection) => {
+                    self.shared.stats.rejected(1);
+                    log::debug!(
+                        "frame {} refused by {} cap ({} + {} > {})",
+                        frame.name,
+                        rejection.cap.label(),
+                        rejection.current,
+                        charge.cores,
+                        rejection.limit
+                    );
+                    drop(reservation);
+                    if rejection.cap == Cap::Subscription {
+                        self.full_allocs.insert(host_alloc);
+                        continue;
+                    }
+                    return Ok(Some(Stop::JobCapped));
+                }
+            };
+            metrics::CHECKOUT_OUTCOME
+                .with_label_values(&["booked"])
+                .inc();
+            let launch = frame_set.as_ref().and_then(|set| {
+                let chunk = match set.chunk(
+                    frame.number,
+                    layer.chunk_size.clamp(1, i64::from(u32::MAX)) as u32,
+                ) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        metrics::BAD_INPUT.with_label_values(&["frame_chunk"]).inc();
+                        log::warn!("frame {} of layer {}: {e}", frame.name, layer.name);
+                        return None;
+                    }
+                };
+                let mut env: Vec<(String, String)> = job_env.to_vec();
+                env.extend(layer_env.iter().cloned());
+                Some(FrameLaunch {
+                    proc: String::new(),
+                    job_id: job.id.clone(),
+                    job_name: job.name.clone(),
+                    frame_id: frame.id.clone(),
+                    frame_name: frame.name.clone(),
+                    layer_id: layer.id.clone(),
+                    layer_name: layer.name.clone(),
+                    command: layer.command.clone(),
+                    range: layer.range.clone(),
+                    chunk_size: layer.chunk_size,
+                    frame_number: chunk.start,
+                    chunk_end: chunk.end,
+                    frame_spec: chunk.spec,
+                    user: job.user.clone(),
+                    uid: job.uid,
+                    log_dir: job.log_dir.clone(),
+                    show: job.show_name.clone(),
+                    shot: job.shot.clone(),
+                    loki_url: job.loki_url.clone(),
+                    host_os: reservation.host_os().to_owned(),
+                    threadable: layer.threadable,
+                    amount,
+                    mem_min_kb: shape.mem_min_kb,
+                    env,
+                })
+            });
+            if launching && launch.is_none() {
+                // A frame we cannot describe to RQD is not booked; it stays WAITING.
+                continue;
+            }
+            let proc = Uuid::new_v4().to_string();
+            let launch = launch.map(|mut l| {
+                l.proc = proc.clone();
+                l
+            });
+            self.batch.push(Planned {
+                placement: Placement {
+                    frame: frame.id.clone(),
+                    version: frame.version,
+                    layer: layer.id.clone(),
+                    job: job.id.clone(),
+                    show: job.show.clone(),
+                    host: reservation.host_id().to_string(),
+                    host_name: reservation.host_name().to_owned(),
+                    proc,
+                    amount,
+                    limits: layer.limits.clone(),
+                },
+                reservation,
+                ticket,
+                charge,
+                launch,
+                waited_secs: frame.waited_secs,
+                show_name: self.cluster.show_name.clone(),
+            });
+            if self.batch.len() >= s.batch_size {
+                self.flush()?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// Commits the batch; placements that lose a guard drop out (and give back what they took).
+    fn flush(&mut self) -> Result<(), db::DbError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let placements: Vec<Placement> = batch.iter().map(|p| p.placement.clone()).collect();
+        let fence = self.shared.fence.load_full();
+        let options = BookOptions {
+            mem_reserved_min_kb: self.config.scheduler.mem_reserved_min_kb as i64,
+        };
+        let started = Instant::now();
+        let outcome = match db::booking::book_batch(
+            self.conn,
+            &placements,
+            &options,
+            fence.as_ref().as_ref(),
+        ) {
+            Ok(o) => o,
+            Err(e) => {
+                metrics::BATCHES.with_label_values(&["error"]).inc();
+                return Err(e); // `batch` drops here: every reservation and charge is released.
+            }
+        };
+        metrics::BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
+        metrics::BATCH_SIZE.observe(placements.len() as f64);
+        metrics::BATCHES.with_label_values(&["ok"]).inc();
+        let mut booked = 0;
+        for (planned, result) in batch.into_iter().zip(outcome.results) {
+            match result {
+                Ok(version) => {
+                    booked += 1;
+                    let Planned {
+                        placement,
+                        reservation,
+                        ticket,
+                        charge,
+                        launch,
+                        waited_secs,
+                        show_name,
+                    } = planned;
+                    reservation.commit();
+                    ticket.commit();
+                    metrics::FRAMES_DISPATCHED
+                        .with_label_values(&[&show_name])
+                        .inc();
+                    metrics::TIME_TO_BOOK.observe(waited_secs);
+                    if let Some(launch) = launch {
+                        let task = LaunchTask {
+                            placement,
+                            version,
+                            launch,
+                            charge,
+                        };
+                        if self.launches.send(task).is_err() {
+                            log::error!(
+                                "launch queue closed; a committed frame will be undone by the audit"
+                            );
+                        }
+                    }
+                }
+                Err(loss) => {
+                    metrics::GUARD_LOSSES
+                        .with_label_values(&[loss.label()])
+                        .inc();
+                    self.shared.stats.rejected(1);
+                    match loss {
+                        GuardLoss::HostCapacity => self
+                            .shared
+                            .refresh_hosts
+                            .store(true, std::sync::atomic::Ordering::Release),
+                        GuardLoss::Fence => metrics::FENCE_REJECTIONS.inc(),
+                        GuardLoss::Frame | GuardLoss::Limit => {}
+                    }
+                }
+            }
+        }
+        metrics::FRAMES_BOOKED.inc_by(booked as u64);
+        metrics::FRAMES_PER_PASS
+            .with_label_values(&[self.cluster.kind.label()])
+            .observe(booked as f64);
+        self.shared.stats.booked(booked as u64);
+        self.booked += booked;
+        Ok(())
+    }
+}

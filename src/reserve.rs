@@ -1,0 +1,316 @@
+//! The core, memory and GPU reservation rules: how much of a host one frame takes.
+//!
+//! One pure function, [`amount_for`], in database units (centicores, KB). The rules are
+//! OpenCue's (inventory §4.5) with three fixes: a negative `int_cores_min` ("all but N cores")
+//! is placeable; fractional core requests round *up* to whole cores instead of truncating to
+//! zero (which the old scheduler then read as "whole host"); and every refusal says why.
+//!
+//! 1. Non-threadable layers take exactly one core.
+//! 2. Requested cores: `cores_min > 0` as is (rounded up to whole cores); `0` the whole host;
+//!    `< 0` the host's total minus that many.
+//! 3. By host thread mode: ALL takes every idle core (capped by `cores_max`) and accepts only
+//!    threadable layers; VARIABLE with ≤ 2 cores requested takes 2; AUTO (and VARIABLE above
+//!    2) balances cores against memory — `floor(mem_min / (total_mem / total_cores))`, at
+//!    least the request — and takes every idle core when the frame would leave at most
+//!    `memory_stranded_threshold` of memory idle, or when its service is selfish.
+//! 4. Capped by `cores_max` and by what the job may still take.
+//! 5. Refused when that is zero, above the host's total, or above its idle cores; or when
+//!    memory, GPUs or GPU memory do not fit.
+
+use crate::model::{CORE, Resources, ThreadMode};
+
+/// What a layer asks of a host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LayerShape {
+    /// `layer.int_cores_min` (centicores; 0 = whole host; < 0 = all but that many).
+    pub cores_min: i32,
+    /// `layer.int_cores_max` (centicores; ≤ 0 = unlimited).
+    pub cores_max: i32,
+    /// `layer.int_mem_min` (KB).
+    pub mem_min_kb: u64,
+    /// `layer.int_gpus_min`.
+    pub gpus_min: u32,
+    /// `layer.int_gpu_mem_min` (KB).
+    pub gpu_mem_min_kb: u64,
+    /// `layer.b_threadable`.
+    pub threadable: bool,
+    /// One of the layer's services is configured selfish: it takes every idle core.
+    pub selfish: bool,
+}
+
+/// Tunables of the rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// Leaving at most this much memory (KB) idle takes every idle core instead.
+    pub memory_stranded_threshold_kb: u64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            memory_stranded_threshold_kb: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// A candidate host as the rules see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostShape {
+    /// `host.int_thread_mode`.
+    pub thread_mode: ThreadMode,
+    /// Capacity.
+    pub total: Resources,
+    /// Idle now.
+    pub free: Resources,
+}
+
+/// Why a host cannot take a frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The computed core count is zero (e.g. "all but N" on a host with ≤ N cores).
+    #[error("no cores to reserve")]
+    NoCores,
+    /// More cores than the host has.
+    #[error("more cores than the host has")]
+    ExceedsTotal,
+    /// More cores than are idle.
+    #[error("not enough idle cores")]
+    ExceedsFree,
+    /// Not enough idle memory.
+    #[error("not enough idle memory")]
+    Memory,
+    /// Not enough idle GPUs.
+    #[error("not enough idle GPUs")]
+    Gpus,
+    /// Not enough idle GPU memory.
+    #[error("not enough idle GPU memory")]
+    GpuMemory,
+    /// ALL-mode hosts take threadable layers only.
+    #[error("thread mode ALL takes threadable layers only")]
+    ThreadModeAll,
+    /// The job's remaining cores cannot hold the frame.
+    #[error("job core cap reached")]
+    JobCap,
+}
+
+fn round_up_to_core(centicores: u64) -> u64 {
+    centicores.div_ceil(u64::from(CORE)) * u64::from(CORE)
+}
+
+/// The smallest amount any host could be asked for: the search floor of the host index.
+pub fn floor(layer: &LayerShape) -> Resources {
+    let cores = if !layer.threadable {
+        CORE
+    } else if layer.cores_min > 0 {
+        round_up_to_core(layer.cores_min as u64) as u32
+    } else {
+        // Whole host / all but N: at least one core, decided per host.
+        CORE
+    };
+    Resources {
+        cores,
+        mem_kb: layer.mem_min_kb,
+        gpus: layer.gpus_min,
+        gpu_mem_kb: layer.gpu_mem_min_kb,
+    }
+}
+
+/// What `layer` takes on `host`, or why it cannot go there. `job_remaining` is the job's
+/// remaining core allowance in centicores (`None` = unlimited).
+pub fn amount_for(
+    layer: &LayerShape,
+    host: &HostShape,
+    job_remaining: Option<u32>,
+    rules: &Rules,
+) -> Result<Resources, Refusal> {
+    if host.thread_mode == ThreadMode::All && !layer.threadable {
+        return Err(Refusal::ThreadModeAll);
+    }
+    if host.free.mem_kb < layer.mem_min_kb {
+        return Err(Refusal::Memory);
+    }
+    if host.free.gpus < layer.gpus_min {
+        return Err(Refusal::Gpus);
+    }
+    if host.free.gpu_mem_kb < layer.gpu_mem_min_kb {
+        return Err(Refusal::GpuMemory);
+    }
+    let total = u64::from(host.total.cores);
+    let idle = u64::from(host.free.cores);
+    let cap = if layer.cores_max > 0 {
+        round_up_to_core(layer.cores_max as u64)
+    } else {
+        u64::MAX
+    };
+    let cores: u64 = if !layer.threadable {
+        u64::from(CORE)
+    } else {
+        let requested = match layer.cores_min {
+            m if m > 0 => round_up_to_core(m as u64),
+            0 => total,
+            m => total.saturating_sub(round_up_to_core(u64::from(m.unsigned_abs()))),
+        };
+        let wanted = match host.thread_mode {
+            ThreadMode::All => idle.min(cap),
+            ThreadMode::Variable if requested <= 2 * u64::from(CORE) => 2 * u64::from(CORE),
+            ThreadMode::Auto | ThreadMode::Variable => {
+                let leftover = host.free.mem_kb - layer.mem_min_kb;
+                if layer.selfish || leftover <= rules.memory_stranded_threshold_kb {
+                    idle
+                } else {
+                    // Cores in proportion to the memory taken, so memory and cores run out
+                    // together: mem per core = total_mem / total_cores (rounded).
+                    let total_cores = (total / u64::from(CORE)).max(1);
+                    let mem_per_core = (host.total.mem_kb as f64 / total_cores as f64)
+                        .round()
+                        .max(1.0) as u64;
+                    let balanced = (layer.mem_min_kb / mem_per_core) * u64::from(CORE);
+                    balanced.max(requested)
+                }
+            }
+        };
+        wanted.min(cap)
+    };
+    let cores = match job_remaining {
+        Some(remaining) if u64::from(remaining) < u64::from(CORE) => return Err(Refusal::JobCap),
+        Some(remaining) => {
+            let remaining = u64::from(remaining) / u64::from(CORE) * u64::from(CORE);
+            // A frame that needs more than the job has left waits; an elastic one shrinks.
+            if !layer.threadable || host.thread_mode != ThreadMode::All {
+                let minimum = if layer.threadable && layer.cores_min > 0 {
+                    round_up_to_core(layer.cores_min as u64)
+                } else {
+                    u64::from(CORE)
+                };
+                if remaining < minimum {
+                    return Err(Refusal::JobCap);
+                }
+            }
+            cores.min(remaining)
+        }
+        None => cores,
+    };
+    if cores == 0 {
+        return Err(Refusal::NoCores);
+    }
+    if cores > total {
+        return Err(Refusal::ExceedsTotal);
+    }
+    if cores > idle {
+        return Err(Refusal::ExceedsFree);
+    }
+    Ok(Resources {
+        cores: cores as u32,
+        mem_kb: layer.mem_min_kb,
+        gpus: layer.gpus_min,
+        gpu_mem_kb: layer.gpu_mem_min_kb,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GB: u64 = 1024 * 1024;
+
+    fn host(mode: ThreadMode, cores: u32, idle: u32, mem_gb: u64, free_mem_gb: u64) -> HostShape {
+        HostShape {
+            thread_mode: mode,
+            total: Resources {
+                cores: cores * CORE,
+                mem_kb: mem_gb * GB,
+                gpus: 2,
+                gpu_mem_kb: 16 * GB,
+            },
+            free: Resources {
+                cores: idle * CORE,
+                mem_kb: free_mem_gb * GB,
+                gpus: 1,
+                gpu_mem_kb: 8 * GB,
+            },
+        }
+    }
+
+    fn layer(cores_min: i32, mem_gb: u64, threadable: bool) -> LayerShape {
+        LayerShape {
+            cores_min,
+            mem_min_kb: mem_gb * GB,
+            threadable,
+            ..LayerShape::default()
+        }
+    }
+
+    #[test]
+    fn rules_table() {
+        use Refusal::*;
+        use ThreadMode::*;
+        let rules = Rules::default();
+        let selfish = LayerShape {
+            selfish: true,
+            ..layer(100, 1, true)
+        };
+        let capped = LayerShape {
+            cores_max: 400,
+            ..layer(0, 1, true)
+        };
+        let gpu = LayerShape {
+            gpus_min: 2,
+            ..layer(100, 1, true)
+        };
+        let gpu_mem = LayerShape {
+            gpu_mem_min_kb: 9 * GB,
+            ..layer(100, 1, true)
+        };
+        #[rustfmt::skip]
+        let cases: Vec<(&str, LayerShape, HostShape, Option<u32>, Result<u32, Refusal>)> = vec![
+            ("non-threadable takes one core", layer(800, 1, false), host(Auto, 16, 16, 64, 64), None, Ok(100)),
+            ("fractional cores round up", layer(50, 1, true), host(Auto, 16, 16, 64, 64), None, Ok(100)),
+            ("cores_min 0 = whole host", layer(0, 1, true), host(Auto, 16, 16, 64, 64), None, Ok(1600)),
+            ("whole host needs an idle host", layer(0, 1, true), host(Auto, 16, 8, 64, 64), None, Err(ExceedsFree)),
+            ("negative = all but N", layer(-200, 1, true), host(Auto, 16, 16, 64, 64), None, Ok(1400)),
+            ("all but N on a small host", layer(-800, 1, true), host(Auto, 8, 8, 64, 64), None, Err(NoCores)),
+            ("ALL takes every idle core", layer(100, 1, true), host(All, 16, 12, 64, 64), None, Ok(1200)),
+            ("ALL capped by cores_max", capped, host(All, 16, 12, 64, 64), None, Ok(400)),
+            ("ALL refuses non-threadable", layer(100, 1, false), host(All, 16, 16, 64, 64), None, Err(ThreadModeAll)),
+            ("VARIABLE small request takes 2", layer(100, 1, true), host(Variable, 16, 16, 64, 64), None, Ok(200)),
+            ("AUTO memory-balanced", layer(100, 16, true), host(Auto, 16, 16, 64, 64), None, Ok(400)),
+            ("AUTO at least the request", layer(800, 4, true), host(Auto, 16, 16, 64, 64), None, Ok(800)),
+            ("VARIABLE large request balances", layer(300, 16, true), host(Variable, 16, 16, 64, 64), None, Ok(400)),
+            ("stranded memory takes all idle", layer(100, 63, true), host(Auto, 16, 10, 64, 64), None, Ok(1000)),
+            ("selfish takes all idle", selfish, host(Auto, 16, 10, 64, 64), None, Ok(1000)),
+            ("job cap shrinks an elastic frame", layer(0, 1, true), host(Auto, 16, 16, 64, 64), Some(400), Ok(400)),
+            ("job cap trims to what is left", layer(100, 16, true), host(Auto, 16, 16, 64, 64), Some(300), Ok(300)),
+            ("job cap below the minimum", layer(400, 1, true), host(Auto, 16, 16, 64, 64), Some(300), Err(JobCap)),
+            ("job cap exhausted", layer(100, 1, false), host(Auto, 16, 16, 64, 64), Some(0), Err(JobCap)),
+            ("more than the host has", layer(3200, 1, true), host(Auto, 16, 16, 64, 64), None, Err(ExceedsTotal)),
+            ("more than idle", layer(800, 1, true), host(Auto, 16, 4, 64, 64), None, Err(ExceedsFree)),
+            ("memory", layer(100, 65, true), host(Auto, 16, 16, 64, 64), None, Err(Memory)),
+            ("gpus", gpu, host(Auto, 16, 16, 64, 64), None, Err(Gpus)),
+            ("gpu memory", gpu_mem, host(Auto, 16, 16, 64, 64), None, Err(GpuMemory)),
+        ];
+        for (name, l, h, job, expected) in cases {
+            let got = amount_for(&l, &h, job, &rules).map(|r| r.cores);
+            assert_eq!(got, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn memory_gpus_pass_through_and_floor() {
+        let l = LayerShape {
+            gpus_min: 1,
+            gpu_mem_min_kb: 4 * GB,
+            ..layer(200, 2, true)
+        };
+        let got = amount_for(
+            &l,
+            &host(ThreadMode::Auto, 16, 16, 64, 64),
+            None,
+            &Rules::default(),
+        )
+        .unwrap();
+        assert_eq!((got.mem_kb, got.gpus, got.gpu_mem_kb), (2 * GB, 1, 4 * GB));
+        assert_eq!(floor(&l).cores, 200);
+        assert_eq!(floor(&layer(-400, 1, true)).cores, 100);
+        assert_eq!(floor(&layer(800, 1, false)).cores, 100);
+    }
+}

@@ -1,0 +1,490 @@
+//! Start-up, signals, reload and shutdown: the threads of a running stagehand and their order.
+//!
+//! Threads (all named, all joined): `cluster-feed`, `booking-N`, `rqd-launch-N`,
+//! `host-refresh`, `accounting`, `leases`, `http`, `signals`. Shutdown stops intake first
+//! (the feed), lets the booking threads finish their pass (each statement and RPC has a
+//! deadline, so they do), drains the launch queue (every committed frame is launched or
+//! compensated), then stops the timers and the HTTP server — all within
+//! `[service] shutdown_grace`; a second SIGTERM/SIGINT exits at once.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use arc_swap::ArcSwap;
+use crossbeam_channel::{Receiver, select, tick};
+use log::LevelFilter;
+
+use crate::{
+    accounting,
+    cluster::feed::{ClusterStatus, Feed, FeedContext},
+    config::Config,
+    db, http, lease, metrics,
+    pipeline::{self, Shared},
+};
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// A thread could not be spawned, or the HTTP address could not be bound.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being started.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The database configuration is unusable.
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+}
+
+/// Installs env_logger: `RUST_LOG` wins; otherwise `level`. The logger is built at the most
+/// verbose level so a reload or SIGUSR1 can raise the level later with `log::set_max_level`.
+pub fn init_logging(level: LevelFilter) {
+    let from_env = std::env::var("RUST_LOG")
+        .map(|v| !v.trim().is_empty())
+        .unwrap_or(false);
+    let mut builder = env_logger::Builder::new();
+    if from_env {
+        builder.parse_default_env();
+    } else {
+        builder.filter_level(LevelFilter::Trace);
+    }
+    builder.format_timestamp_millis();
+    if builder.try_init().is_ok() && !from_env {
+        log::set_max_level(level);
+    }
+}
+
+/// Liveness of the named long-running threads, for `/healthz`.
+#[derive(Default)]
+pub struct Health {
+    threads: parking_lot::Mutex<Vec<(String, Arc<AtomicBool>)>>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    pub stopping: AtomicBool,
+    /// Cleared when a database round trip fails, set when one succeeds.
+    pub db_ok: AtomicBool,
+    /// True once the first host refresh succeeded.
+    pub hosts_loaded: AtomicBool,
+    /// True once the first cluster load succeeded.
+    pub clusters_loaded: Arc<AtomicBool>,
+}
+
+impl Health {
+    fn register(&self, name: &str) -> Alive {
+        let flag = Arc::new(AtomicBool::new(true));
+        self.threads
+            .lock()
+            .push((name.to_owned(), Arc::clone(&flag)));
+        Alive(flag)
+    }
+
+    /// Names of registered threads that are no longer running.
+    pub fn dead_threads(&self) -> Vec<String> {
+        self.threads
+            .lock()
+            .iter()
+            .filter(|(_, a)| !a.load(Ordering::Acquire))
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}
+
+/// Cleared when its thread ends, normally or by panic.
+struct Alive(Arc<AtomicBool>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// A running stagehand.
+pub struct Service {
+    shared: Arc<Shared>,
+    health: Arc<Health>,
+    cluster_status: Arc<ArcSwap<Vec<ClusterStatus>>>,
+    generation: Arc<std::sync::atomic::AtomicU64>,
+    workers: Vec<JoinHandle<()>>,
+    launchers: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    http: Option<http::HttpServer>,
+    lease: Option<Arc<lease::Leases>>,
+    feed_stop: Arc<AtomicBool>,
+    timers_stop: Arc<AtomicBool>,
+}
+
+/// What `status` pages and tests read of a running service.
+#[derive(Clone)]
+pub struct StatusHandle {
+    /// The pipeline's shared state.
+    pub shared: Arc<Shared>,
+    /// Thread liveness and readiness inputs.
+    pub health: Arc<Health>,
+    /// The feed's view of the clusters.
+    pub clusters: Arc<ArcSwap<Vec<ClusterStatus>>>,
+    /// Configuration generation (bumped by every applied reload).
+    pub generation: Arc<std::sync::atomic::AtomicU64>,
+    /// Leases, when multi-instance coordination runs.
+    pub leases: Option<Arc<lease::Leases>>,
+}
+
+fn spawn(
+    name: &str,
+    health: &Health,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, ServiceError> {
+    let alive = health.register(name);
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _alive = alive;
+            f();
+        })
+        .map_err(|source| ServiceError::Io {
+            what: format!("spawning thread {name}"),
+            source,
+        })
+}
+
+impl Service {
+    /// Starts every thread. Does not wait for the database: until it answers, the service
+    /// runs, reports not ready, and books nothing.
+    pub fn start(config: Config) -> Result<Service, ServiceError> {
+        metrics::init();
+        let config = Arc::new(ArcSwap::from_pointee(config));
+        let cfg = config.load_full();
+        let pool = db::pool(&cfg.database)?;
+        let shared = Arc::new(Shared::new(Arc::clone(&config), pool.clone()));
+        let health = Arc::new(Health::default());
+        let timers_stop = Arc::new(AtomicBool::new(false));
+        let feed_stop = Arc::new(AtomicBool::new(false));
+        let cluster_status = Arc::new(ArcSwap::from_pointee(Vec::new()));
+        let mut background = Vec::new();
+
+        // Leases first: with multi-instance coordination on, nothing books before a lease.
+        let leases = lease::Leases::new(Arc::clone(&config), Arc::clone(&shared));
+        {
+            let leases = Arc::clone(&leases);
+            let stop = Arc::clone(&timers_stop);
+            background.push(spawn("leases", &health, move || leases.run(stop))?);
+        }
+        {
+            let (config, ledger, stop) = (
+                Arc::clone(&config),
+                Arc::clone(&shared.ledger),
+                Arc::clone(&timers_stop),
+            );
+            background.push(spawn("accounting", &health, move || {
+                accounting::recompute::run(config, ledger, stop)
+            })?);
+        }
+        {
+            let (shared, health2, stop) = (
+                Arc::clone(&shared),
+                Arc::clone(&health),
+                Arc::clone(&timers_stop),
+            );
+            background.push(spawn("host-refresh", &health, move || {
+                pipeline::hosts::run(shared, health2, stop)
+            })?);
+        }
+        let (launch_tx, launchers) =
+            pipeline::launch::start(Arc::clone(&shared), cfg.rqd.launch_threads).map_err(
+                |source| ServiceError::Io {
+                    what: "spawning launcher threads".into(),
+                    source,
+                },
+            )?;
+        let feed_ctx = FeedContext {
+            config: Arc::clone(&config),
+            pool,
+            capacity_gen: Arc::clone(&shared.capacity_gen),
+            stop: Arc::clone(&feed_stop),
+            status: Arc::clone(&cluster_status),
+            loaded: Arc::clone(&health.clusters_loaded),
+            leases: Some(Arc::clone(&leases)),
+        };
+        let (feed, work_rx, outcome_tx) = Feed::new(feed_ctx, cfg.scheduler.worker_threads);
+        background.push(spawn("cluster-feed", &health, move || feed.run())?);
+        let mut workers = Vec::new();
+        for i in 0..cfg.scheduler.worker_threads {
+            let (shared, work, outcomes, launches) = (
+                Arc::clone(&shared),
+                work_rx.clone(),
+                outcome_tx.clone(),
+                launch_tx.clone(),
+            );
+            workers.push(spawn(&format!("booking-{i}"), &health, move || {
+                pipeline::worker(shared, work, outcomes, launches)
+            })?);
+        }
+        drop((work_rx, outcome_tx, launch_tx));
+
+        let generation = Arc::new(std::sync::atomic::AtomicU64::new(1));
+        let status = StatusHandle {
+            shared: Arc::clone(&shared),
+            health: Arc::clone(&health),
+            clusters: Arc::clone(&cluster_status),
+            generation: Arc::clone(&generation),
+            leases: Some(Arc::clone(&leases)),
+        };
+        let http = http::HttpServer::start(&cfg.http.listen, status).map_err(|source| {
+            ServiceError::Io {
+                what: format!("listening on {}", cfg.http.listen),
+                source,
+            }
+        })?;
+        log::info!(
+            "stagehand started: {} booking threads, {} launchers, http on {}{}",
+            cfg.scheduler.worker_threads,
+            cfg.rqd.launch_threads,
+            http.address(),
+            if cfg.rqd.dry_run {
+                ", dry run (no RQD calls)"
+            } else {
+                ""
+            }
+        );
+        Ok(Service {
+            shared,
+            health,
+            cluster_status,
+            generation,
+            workers,
+            launchers,
+            background,
+            http: Some(http),
+            lease: Some(leases),
+            feed_stop,
+            timers_stop,
+        })
+    }
+
+    /// The address the HTTP server listens on.
+    pub fn http_address(&self) -> String {
+        self.http.as_ref().map(|h| h.address()).unwrap_or_default()
+    }
+
+    /// What the status endpoints read.
+    pub fn status(&self) -> StatusHandle {
+        StatusHandle {
+            shared: Arc::clone(&self.shared),
+            health: Arc::clone(&self.health),
+            clusters: Arc::clone(&self.cluster_status),
+            generation: Arc::clone(&self.generation),
+            leases: self.lease.clone(),
+        }
+    }
+
+    /// The pipeline's shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Applies a new configuration: hot keys at once, cold keys kept (and named).
+    pub fn reload(&self, new: Config) -> Vec<&'static str> {
+        let current = self.shared.config.load_full();
+        let cold = current.cold_changes(&new);
+        let applied = current.with_cold_keys_of(new);
+        if std::env::var("RUST_LOG")
+            .map(|v| v.trim().is_empty())
+            .unwrap_or(true)
+        {
+            log::set_max_level(applied.service.log_level);
+        }
+        self.shared.config.store(Arc::new(applied));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        cold
+    }
+
+    /// Stops in order; returns true when everything finished within `grace`.
+    pub fn shutdown(mut self, grace: Duration) -> bool {
+        let deadline = Instant::now() + grace;
+        *self.shared.grace_deadline.lock() = Some(deadline);
+        self.health.stopping.store(true, Ordering::Release);
+        // 1. Stop intake: the feed stops handing out clusters and closes the work channel.
+        self.feed_stop.store(true, Ordering::Release);
+        self.shared.stop.store(true, Ordering::Release);
+        let mut clean = true;
+        // 2. Booking threads finish their current pass; their launch senders go with them.
+        clean &= join_all(std::mem::take(&mut self.workers), deadline);
+        // 3. Launchers drain what was committed.
+        clean &= join_all(std::mem::take(&mut self.launchers), deadline);
+        // 4. Hand shows over at once (not left to expire), then stop the timers.
+        if let Some(leases) = self.lease.take() {
+            leases.release_all();
+        }
+        self.timers_stop.store(true, Ordering::Release);
+        clean &= join_all(std::mem::take(&mut self.background), deadline);
+        if let Some(http) = self.http.take() {
+            http.stop();
+        }
+        clean
+    }
+}
+
+fn join_all(handles: Vec<JoinHandle<()>>, deadline: Instant) -> bool {
+    let mut clean = true;
+    for h in handles {
+        let name = h.thread().name().unwrap_or("?").to_owned();
+        while !h.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if h.is_finished() {
+            if h.join().is_err() {
+                log::error!("thread {name} panicked");
+                clean = false;
+            }
+        } else {
+            log::warn!("thread {name} still busy after the shutdown grace; leaving it");
+            clean = false;
+        }
+    }
+    clean
+}
+
+/// How `run` ended.
+pub struct RunOutcome {
+    /// True when shutdown finished within its grace period.
+    pub clean: bool,
+}
+
+enum Event {
+    Reload,
+    Shutdown,
+    ToggleDebug,
+}
+
+fn signal_events() -> Result<(Receiver<Event>, signal_hook::iterator::Handle), ServiceError> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+    let io = |source| ServiceError::Io {
+        what: "installing signal handlers".into(),
+        source,
+    };
+    // A second SIGTERM/SIGINT while shutting down exits at once (status 1).
+    let terminating = Arc::new(AtomicBool::new(false));
+    for sig in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, Arc::clone(&terminating))
+            .map_err(io)?;
+        signal_hook::flag::register(sig, Arc::clone(&terminating)).map_err(io)?;
+    }
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1]).map_err(io)?;
+    let handle = signals.handle();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                let event = match sig {
+                    SIGHUP => Event::Reload,
+                    SIGUSR1 => Event::ToggleDebug,
+                    _ => Event::Shutdown,
+                };
+                if tx.send(event).is_err() {
+                    break;
+                }
+            }
+        })
+        .map_err(io)?;
+    Ok((rx, handle))
+}
+
+/// Runs the service until SIGTERM/SIGINT: reloads on SIGHUP, toggles debug logging on
+/// SIGUSR1, logs a heartbeat, and talks to systemd (ready, reloading, stopping, watchdog).
+pub fn run(path: PathBuf, config: Config) -> Result<RunOutcome, ServiceError> {
+    // Signal handlers go in before any other thread starts.
+    let (events, signals) = signal_events()?;
+    let heartbeat_every = config.service.heartbeat_interval;
+    let service = Service::start(config)?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let watchdog = if let Some(period) = sd_notify::watchdog_enabled().filter(|d| !d.is_zero()) {
+        tick(period / 2)
+    } else {
+        crossbeam_channel::never()
+    };
+    let heartbeat = tick(heartbeat_every);
+    let mut last_totals = (0, 0, 0);
+    let mut last_beat = Instant::now();
+    let mut debug = false;
+    loop {
+        select! {
+            recv(events) -> event => match event.unwrap_or(Event::Shutdown) {
+                Event::Reload => reload_from(&path, &service),
+                Event::ToggleDebug => {
+                    debug = !debug;
+                    let level = if debug { LevelFilter::Debug } else { service.shared.config.load().service.log_level };
+                    log::set_max_level(level);
+                    log::warn!("log level now {level}");
+                }
+                Event::Shutdown => break,
+            },
+            recv(watchdog) -> _ => {
+                // Only a live pipeline feeds the watchdog: a dead thread lets systemd restart us.
+                if service.health.dead_threads().is_empty() {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                }
+            },
+            recv(heartbeat) -> _ => {
+                let totals = service.shared.stats.totals();
+                let secs = last_beat.elapsed().as_secs_f64().max(0.001);
+                log::info!(
+                    "heartbeat: booked {} frames in the last {:.0}s ({:.1}/s), {} rejected, {} failed launches; {} hosts indexed",
+                    totals.0 - last_totals.0, secs, (totals.0 - last_totals.0) as f64 / secs,
+                    totals.1 - last_totals.1, totals.2 - last_totals.2, service.shared.index.len()
+                );
+                last_totals = totals;
+                last_beat = Instant::now();
+            },
+        }
+    }
+    let grace = service.shared.config.load().service.shutdown_grace;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    log::info!(
+        "shutting down (grace {})",
+        humantime::format_duration(grace)
+    );
+    let clean = service.shutdown(grace);
+    signals.close();
+    log::info!(
+        "stopped{}",
+        if clean { "" } else { " (grace period ran out)" }
+    );
+    Ok(RunOutcome { clean })
+}
+
+fn reload_from(path: &std::path::Path, service: &Service) {
+    let now = sd_notify::NotifyState::monotonic_usec_now();
+    let mut states = vec![sd_notify::NotifyState::Reloading];
+    if let Ok(now) = now {
+        states.push(now);
+    }
+    let _ = sd_notify::notify(&states);
+    match Config::load(path) {
+        Ok(new) => {
+            let cold = service.reload(new);
+            metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
+            if cold.is_empty() {
+                log::info!("configuration reloaded from {}", path.display());
+            } else {
+                log::warn!(
+                    "configuration reloaded; these keys need a restart and keep their running value: {}",
+                    cold.join(", ")
+                );
+            }
+        }
+        Err(e) => {
+            metrics::CONFIG_RELOADS.with_label_values(&["error"]).inc();
+            log::error!("configuration reload rejected, keeping the running configuration: {e}");
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}

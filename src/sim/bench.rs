@@ -1,0 +1,413 @@
+//! `stagehand bench --workload <name>`: seeds a deterministic farm in a private PostgreSQL,
+//! runs real `stagehand run` processes against it (real gRPC launches to the fake RQD fleet
+//! where the workload launches), measures, audits, and prints the figures.
+//!
+//! Figures: frames booked; frames/s over the booking window (first to last `proc.ts_booked`,
+//! as OpenCue's stress suite measures); time to 50/90/99 % utilization (coldfill); p50/p99
+//! from frame eligible to booked; wasted placement attempts; statements and rows read per
+//! booked frame (`pg_stat_statements`, `pg_stat_database`); peak RSS of each stagehand
+//! process. Exits non-zero when the audit finds a violation.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::PathBuf,
+    process::{Child, Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use super::{
+    SimError,
+    farm::{SimFarm, progress},
+    pg::{Durability, PgOptions},
+    workload::{self, Workload},
+};
+use crate::accounting::audit::audit;
+
+/// Options of `stagehand bench`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The workload.
+    #[arg(long, value_enum)]
+    pub workload: Workload,
+    /// Size multiplier (1.0 = the published shape).
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    /// Seed of the farm's shape.
+    #[arg(long, default_value_t = 0x0C0FFEE)]
+    pub seed: u64,
+    /// stagehand instances to run against the same database.
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
+    /// Book one frame per transaction (the comparison the batching is measured against).
+    #[arg(long)]
+    pub per_frame: bool,
+    /// How long `steady` runs; the limit for the other workloads.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// The stagehand binary to run (default: this one).
+    #[arg(long)]
+    pub binary: Option<PathBuf>,
+    /// Keep the database directory.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// What a benchmark run measured.
+#[derive(Clone, Debug, Default)]
+pub struct BenchReport {
+    /// Frames seeded.
+    pub seeded: usize,
+    /// Frames booked (procs created) during the run.
+    pub booked: i64,
+    /// Frames/s between the first and last booking.
+    pub frames_per_sec: f64,
+    /// Seconds of that booking window.
+    pub window_secs: f64,
+    /// Seconds from start to 50 / 90 / 99 % of cores busy.
+    pub time_to_util: [Option<f64>; 3],
+    /// Highest utilization seen.
+    pub peak_util: f64,
+    /// p50 and p99 seconds from frame eligible to booked.
+    pub wait_p50_p99: (f64, f64),
+    /// Placement attempts that did not commit, in percent.
+    pub wasted_pct: f64,
+    /// Statements per booked frame (None without pg_stat_statements).
+    pub statements_per_frame: Option<f64>,
+    /// Rows read per booked frame.
+    pub rows_read_per_frame: f64,
+    /// Peak RSS per instance, MiB.
+    pub peak_rss_mib: Vec<f64>,
+    /// Frames booked per instance (from each one's metrics).
+    pub per_instance: Vec<u64>,
+    /// Audit violations.
+    pub violations: Vec<String>,
+}
+
+fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream =
+        TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// Sums the samples of a metric (all label sets) in Prometheus text.
+pub fn metric_sum(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+struct Instance {
+    child: Child,
+    address: String,
+    _config: tempfile_path::TempPath,
+}
+
+mod tempfile_path {
+    //! A file removed on drop.
+    use std::path::{Path, PathBuf};
+
+    pub struct TempPath(pub PathBuf);
+
+    impl TempPath {
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempPath {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+fn free_port() -> Result<u16, SimError> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(SimError::Io)?;
+    Ok(l.local_addr().map_err(SimError::Io)?.port())
+}
+
+fn spawn_instance(
+    binary: &PathBuf,
+    config: &crate::config::Config,
+    n: usize,
+) -> Result<Instance, SimError> {
+    let mut config = config.clone();
+    let port = free_port()?;
+    config.http.listen = format!("127.0.0.1:{port}");
+    config.cluster.instance_name = format!("bench-{n}");
+    let text = toml::to_string(&config).map_err(|e| SimError::Other(e.to_string()))?;
+    let path =
+        std::env::temp_dir().join(format!("stagehand-bench-{}-{n}.toml", std::process::id()));
+    std::fs::write(&path, text).map_err(SimError::Io)?;
+    let file = tempfile_path::TempPath(path);
+    let child = Command::new(binary)
+        .args(["run", "--config"])
+        .arg(file.path())
+        .env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(SimError::Io)?;
+    Ok(Instance {
+        child,
+        address: format!("127.0.0.1:{port}"),
+        _config: file,
+    })
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Runs a benchmark and returns its report (also printed).
+pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
+    let (spec, launches) = match args.workload {
+        Workload::Drain => (
+            workload::drain(args.scale, args.instances.max(1) * 2 - 1, args.seed),
+            false,
+        ),
+        Workload::Saturation => (workload::saturation(args.scale, args.seed), false),
+        Workload::Coldfill => (workload::coldfill(args.scale, args.seed, 600_000), true),
+        Workload::Steady => (
+            workload::steady(args.scale, args.seed, args.duration.as_secs()),
+            true,
+        ),
+    };
+    let pg = PgOptions {
+        durability: Durability::Default,
+        keep: args.keep,
+        max_connections: 300,
+    };
+    let farm = SimFarm::start(&spec, &pg, launches, 0)?;
+    let mut config = farm.config(!launches);
+    if args.per_frame {
+        config.scheduler.batch_size = 1;
+    }
+    config.service.log_level = log::LevelFilter::Warn;
+    let binary = match &args.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().map_err(SimError::Io)?,
+    };
+    let mut client = postgres::Client::connect(&farm.url, postgres::NoTls)?;
+    let stats_before = db_counters(&mut client)?;
+    let mut instances = Vec::new();
+    for n in 0..args.instances.max(1) {
+        instances.push(spawn_instance(&binary, &config, n)?);
+    }
+    let started = Instant::now();
+    let mut report = BenchReport {
+        seeded: farm.seeded.frames,
+        ..BenchReport::default()
+    };
+    let thresholds = [0.5, 0.9, 0.99];
+    let mut last_change = Instant::now();
+    let mut last_booked = -1i64;
+    loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let p = progress(&mut client)?;
+        report.peak_util = report.peak_util.max(p.utilization);
+        for (i, t) in thresholds.iter().enumerate() {
+            if report.time_to_util[i].is_none() && p.utilization >= *t {
+                report.time_to_util[i] = Some(started.elapsed().as_secs_f64());
+            }
+        }
+        let booked = p.done + p.running + p.dead;
+        if booked != last_booked {
+            last_booked = booked;
+            last_change = Instant::now();
+        }
+        let elapsed = started.elapsed();
+        let done = match args.workload {
+            Workload::Drain => p.waiting == 0 || last_change.elapsed() > Duration::from_secs(5),
+            Workload::Saturation => last_change.elapsed() > Duration::from_secs(5),
+            Workload::Coldfill => {
+                p.utilization >= 0.99 && last_change.elapsed() > Duration::from_secs(1)
+            }
+            Workload::Steady => false,
+        };
+        if done || elapsed >= args.duration.max(Duration::from_secs(5)) {
+            break;
+        }
+    }
+    for inst in &instances {
+        report.peak_rss_mib.push(peak_rss_mib(inst.child.id()));
+        let metrics = http_get(&inst.address, "/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        report
+            .per_instance
+            .push(metric_sum(&metrics, "stagehand_frames_booked_total") as u64);
+        let booked = metric_sum(&metrics, "stagehand_frames_booked_total");
+        let lost = metric_sum(&metrics, "stagehand_guard_losses_total")
+            + metric_sum(&metrics, "scheduler_accounting_limit_exceeded_total");
+        report.wasted_pct += lost;
+        report.booked += booked as i64;
+    }
+    let attempts = report.booked as f64 + report.wasted_pct;
+    report.wasted_pct = if attempts > 0.0 {
+        report.wasted_pct / attempts * 100.0
+    } else {
+        0.0
+    };
+    let stats_after = db_counters(&mut client)?;
+    for mut inst in instances {
+        // SAFETY: kill with a valid pid of our own child.
+        unsafe { libc::kill(inst.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = inst.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = inst.child.kill();
+        let _ = inst.child.wait();
+    }
+    let window = client.query_one(
+        "SELECT count(*)::bigint, coalesce(extract(epoch FROM max(ts_booked) - min(ts_booked)), 0)::float8 FROM proc",
+        &[],
+    )?;
+    let procs: i64 = window.get(0);
+    report.window_secs = window.get(1);
+    let counted = if launches {
+        report.booked.max(procs)
+    } else {
+        procs
+    };
+    report.frames_per_sec = if report.window_secs > 0.0 {
+        (counted - 1).max(0) as f64 / report.window_secs
+    } else {
+        0.0
+    };
+    let waits = client.query_one(
+        "SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY w), 0)::float8,
+                coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY w), 0)::float8
+           FROM (SELECT extract(epoch FROM f.ts_started - f.ts_eligible) AS w FROM frame f
+                  WHERE f.ts_started IS NOT NULL AND f.ts_eligible IS NOT NULL) t",
+        &[],
+    )?;
+    report.wait_p50_p99 = (waits.get(0), waits.get(1));
+    let frames = report.booked.max(1) as f64;
+    report.statements_per_frame = match (stats_before.0, stats_after.0) {
+        (Some(a), Some(b)) => Some((b - a) as f64 / frames),
+        _ => None,
+    };
+    report.rows_read_per_frame = (stats_after.1 - stats_before.1) as f64 / frames;
+    report.violations = audit(&mut client, None)?;
+    print_report(args, &report);
+    Ok(report)
+}
+
+/// (statements executed, rows read) so far: `pg_stat_statements` calls when available, and
+/// `pg_stat_database` tuples returned + fetched.
+fn db_counters(client: &mut postgres::Client) -> Result<(Option<i64>, i64), postgres::Error> {
+    let statements = client
+        .query_one("SELECT sum(calls)::bigint FROM pg_stat_statements", &[])
+        .ok()
+        .and_then(|r| r.get::<_, Option<i64>>(0));
+    // Statistics are flushed by backends at transaction end with a short delay.
+    std::thread::sleep(Duration::from_millis(600));
+    let rows: i64 = client
+        .query_one(
+            "SELECT (tup_returned + tup_fetched)::bigint FROM pg_stat_database WHERE datname = current_database()",
+            &[],
+        )?
+        .get(0);
+    Ok((statements, rows))
+}
+
+fn print_report(args: &BenchArgs, r: &BenchReport) {
+    let fmt_t = |t: Option<f64>| t.map(|s| format!("{s:.2}s")).unwrap_or_else(|| "-".into());
+    println!(
+        "workload        : {:?} (scale {}, seed {:#x}, {} instance(s){})",
+        args.workload,
+        args.scale,
+        args.seed,
+        args.instances.max(1),
+        if args.per_frame {
+            ", one transaction per frame"
+        } else {
+            ""
+        }
+    );
+    println!("frames          : {} seeded, {} booked", r.seeded, r.booked);
+    println!(
+        "throughput      : {:.0} frames/s over a {:.2}s booking window",
+        r.frames_per_sec, r.window_secs
+    );
+    println!(
+        "utilization     : 50% {}  90% {}  99% {}  (peak {:.1}%)",
+        fmt_t(r.time_to_util[0]),
+        fmt_t(r.time_to_util[1]),
+        fmt_t(r.time_to_util[2]),
+        r.peak_util * 100.0
+    );
+    println!(
+        "eligible→booked : p50 {:.3}s  p99 {:.3}s",
+        r.wait_p50_p99.0, r.wait_p50_p99.1
+    );
+    println!("wasted attempts : {:.1}%", r.wasted_pct);
+    match r.statements_per_frame {
+        Some(s) => println!(
+            "database        : {s:.2} statements and {:.1} rows read per booked frame",
+            r.rows_read_per_frame
+        ),
+        None => println!(
+            "database        : {:.1} rows read per booked frame",
+            r.rows_read_per_frame
+        ),
+    }
+    println!(
+        "peak RSS        : {} MiB",
+        r.peak_rss_mib
+            .iter()
+            .map(|m| format!("{m:.1}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    );
+    if r.per_instance.len() > 1 {
+        println!("per instance    : {:?} frames", r.per_instance);
+    }
+    if r.violations.is_empty() {
+        println!("audit           : clean");
+    } else {
+        for v in &r.violations {
+            println!("audit violation : {v}");
+        }
+    }
+}
+
+/// `stagehand bench`: runs [`measure`]; exit 3 on audit violations.
+pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
+    crate::service::init_logging(log::LevelFilter::Warn);
+    let report = measure(args)?;
+    Ok(if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}

@@ -1,0 +1,410 @@
+//! A fake RQD fleet: one in-process grpcio server on 127.0.0.1 that stands for every host
+//! (point `[rqd] endpoint` at `"127.0.0.1:{port}"`), records every `LaunchFrame`, and — when
+//! given a database — "runs" each frame for its layer's runtime and then completes it as
+//! Cuebot's completion path would: proc deleted, host idle restored, frame SUCCEEDED (or, at
+//! the configured failure rate, back to WAITING for a retry or DEAD), job FINISHED when done.
+//!
+//! Tests use [`Behaviour`] to make it refuse or stall launches.
+
+use std::{
+    cmp::Reverse,
+    collections::{BTreeMap, BinaryHeap},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerBuilder, ServerCredentials, UnarySink};
+use parking_lot::Mutex;
+
+use crate::pb::{
+    rqd::{
+        RqdStaticKillRunningFrameRequest, RqdStaticKillRunningFrameResponse,
+        RqdStaticLaunchFrameRequest, RqdStaticLaunchFrameResponse, RunFrame,
+    },
+    rqd_grpc::{RqdInterface, create_rqd_interface},
+};
+
+/// The layer environment key the simulator reads a frame's runtime from (milliseconds).
+pub const RUNTIME_ENV: &str = "SIM_RUNTIME_MS";
+
+/// How the fake answers `LaunchFrame`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// Accept every launch.
+    Accept,
+    /// Refuse every launch with this gRPC status code.
+    Refuse(RpcStatusCode),
+    /// Answer after this long (longer than the client's deadline = a timeout).
+    Stall(Duration),
+}
+
+#[derive(Default)]
+struct Record {
+    launches: Vec<RunFrame>,
+    kills: Vec<(String, String)>,
+}
+
+/// One frame the completer will finish.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Completion {
+    proc: String,
+    frame: String,
+    failed: bool,
+}
+
+#[derive(Clone)]
+struct Service {
+    record: Arc<Mutex<Record>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    completions: Option<Arc<Mutex<BinaryHeap<Reverse<(Instant, Completion)>>>>>,
+    failure_per_mille: u32,
+    counter: Arc<AtomicU64>,
+}
+
+impl RqdInterface for Service {
+    fn launch_frame(
+        &mut self,
+        ctx: RpcContext<'_>,
+        req: RqdStaticLaunchFrameRequest,
+        sink: UnarySink<RqdStaticLaunchFrameResponse>,
+    ) {
+        let frame = req.run_frame.clone().unwrap_or_default();
+        let behaviour = *self.behaviour.lock();
+        match behaviour {
+            Behaviour::Refuse(code) => {
+                self.record.lock().launches.push(frame);
+                ctx.spawn(async move {
+                    let _ = sink
+                        .fail(RpcStatus::with_message(code, "fake RQD refuses".into()))
+                        .await;
+                });
+                return;
+            }
+            Behaviour::Stall(delay) => {
+                self.record.lock().launches.push(frame);
+                // Never sleep on a completion-queue thread: answer from a helper thread.
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    let _ = futures_executor::block_on(
+                        sink.success(RqdStaticLaunchFrameResponse::new()),
+                    );
+                });
+                return;
+            }
+            Behaviour::Accept => {}
+        }
+        if let Some(queue) = &self.completions {
+            let runtime_ms: u64 = frame
+                .environment
+                .get(RUNTIME_ENV)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(5_000);
+            // Deterministic jitter (±25 %) and failures from a counter, so runs repeat.
+            let n = self.counter.fetch_add(1, Ordering::Relaxed);
+            let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
+            let jitter = 0.75 + (h % 500) as f64 / 1000.0;
+            let failed = (h % 1000) < u64::from(self.failure_per_mille);
+            let due = Instant::now() + Duration::from_millis((runtime_ms as f64 * jitter) as u64);
+            queue.lock().push(Reverse((
+                due,
+                Completion {
+                    proc: frame.resource_id.clone(),
+                    frame: frame.frame_id.clone(),
+                    failed,
+                },
+            )));
+        }
+        self.record.lock().launches.push(frame);
+        ctx.spawn(async move {
+            let _ = sink.success(RqdStaticLaunchFrameResponse::new()).await;
+        });
+    }
+
+    fn kill_running_frame(
+        &mut self,
+        ctx: RpcContext<'_>,
+        req: RqdStaticKillRunningFrameRequest,
+        sink: UnarySink<RqdStaticKillRunningFrameResponse>,
+    ) {
+        self.record
+            .lock()
+            .kills
+            .push((req.frame_id.clone(), req.message.clone()));
+        ctx.spawn(async move {
+            let _ = sink.success(RqdStaticKillRunningFrameResponse::new()).await;
+        });
+    }
+}
+
+/// A running fake RQD fleet.
+pub struct FakeRqd {
+    server: grpcio::Server,
+    port: u16,
+    record: Arc<Mutex<Record>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    stop: Arc<AtomicBool>,
+    completer: Option<JoinHandle<()>>,
+    completed: Arc<AtomicU64>,
+}
+
+/// Options of the simulated fleet.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    /// Database to complete frames in; `None` only records launches.
+    pub database_url: Option<String>,
+    /// Frames that fail, per thousand (they retry until `job.int_max_retries`, then die).
+    pub failure_per_mille: u32,
+}
+
+impl FakeRqd {
+    /// Starts the server on 127.0.0.1 (a free port) and, with a database, the completer.
+    pub fn start(options: FleetOptions) -> Result<FakeRqd, grpcio::Error> {
+        let record = Arc::new(Mutex::new(Record::default()));
+        let behaviour = Arc::new(Mutex::new(Behaviour::Accept));
+        let completions = options
+            .database_url
+            .as_ref()
+            .map(|_| Arc::new(Mutex::new(BinaryHeap::new())));
+        let service = Service {
+            record: Arc::clone(&record),
+            behaviour: Arc::clone(&behaviour),
+            completions: completions.clone(),
+            failure_per_mille: options.failure_per_mille,
+            counter: Arc::new(AtomicU64::new(0)),
+        };
+        let env = Arc::new(
+            grpcio::EnvBuilder::new()
+                .cq_count(2)
+                .name_prefix("fake-rqd")
+                .build(),
+        );
+        let mut server = ServerBuilder::new(env)
+            .register_service(create_rqd_interface(service))
+            .build()?;
+        let port = server.add_listening_port("127.0.0.1:0", ServerCredentials::insecure())?;
+        server.start();
+        let stop = Arc::new(AtomicBool::new(false));
+        let completed = Arc::new(AtomicU64::new(0));
+        let completer = match (options.database_url, completions) {
+            (Some(url), Some(queue)) => {
+                let (stop, completed) = (Arc::clone(&stop), Arc::clone(&completed));
+                Some(
+                    std::thread::Builder::new()
+                        .name("fake-rqd-complete".into())
+                        .spawn(move || complete_loop(&url, &queue, &stop, &completed))
+                        .map_err(|e| {
+                            grpcio::Error::RpcFailure(RpcStatus::with_message(
+                                RpcStatusCode::INTERNAL,
+                                e.to_string(),
+                            ))
+                        })?,
+                )
+            }
+            _ => None,
+        };
+        Ok(FakeRqd {
+            server,
+            port,
+            record,
+            behaviour,
+            stop,
+            completer,
+            completed,
+        })
+    }
+
+    /// The port every simulated host's RQD answers on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Changes how launches are answered.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.behaviour.lock() = behaviour;
+    }
+
+    /// Every launch received so far.
+    pub fn launches(&self) -> Vec<RunFrame> {
+        self.record.lock().launches.clone()
+    }
+
+    /// Number of launches received.
+    pub fn launch_count(&self) -> usize {
+        self.record.lock().launches.len()
+    }
+
+    /// Every kill received: (frame id, message).
+    pub fn kills(&self) -> Vec<(String, String)> {
+        self.record.lock().kills.clone()
+    }
+
+    /// Frames completed in the database so far.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+
+    /// Stops the completer and the server.
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.completer.take() {
+            let _ = t.join();
+        }
+        let _ = futures_executor::block_on(self.server.shutdown());
+    }
+}
+
+fn complete_loop(
+    url: &str,
+    queue: &Mutex<BinaryHeap<Reverse<(Instant, Completion)>>>,
+    stop: &AtomicBool,
+    completed: &AtomicU64,
+) {
+    let mut client: Option<postgres::Client> = None;
+    while !stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut q = queue.lock();
+            while q.peek().map(|Reverse((t, _))| *t <= now).unwrap_or(false) {
+                if let Some(Reverse((_, c))) = q.pop() {
+                    due.push(c);
+                }
+            }
+        }
+        if due.is_empty() {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let conn = match client.as_mut() {
+            Some(c) if !c.is_closed() => c,
+            _ => match postgres::Client::connect(url, postgres::NoTls) {
+                Ok(c) => client.insert(c),
+                Err(e) => {
+                    log::warn!("fake RQD: database unreachable, retrying completions: {e}");
+                    requeue(queue, due);
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            },
+        };
+        match complete(conn, &due) {
+            Ok(n) => {
+                completed.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                log::warn!(
+                    "fake RQD: completing {} frames failed, retrying: {e}",
+                    due.len()
+                );
+                client = None;
+                requeue(queue, due);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+fn requeue(queue: &Mutex<BinaryHeap<Reverse<(Instant, Completion)>>>, items: Vec<Completion>) {
+    let at = Instant::now() + Duration::from_millis(100);
+    let mut q = queue.lock();
+    for c in items {
+        q.push(Reverse((at, c)));
+    }
+}
+
+/// Cuebot's completion of a batch of frames, in one transaction, locking rows in the same
+/// order as stagehand's booking (hosts, layer_stat, job_stat) so the two never deadlock.
+fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, postgres::Error> {
+    let mut tx = client.transaction()?;
+    let procs: Vec<&str> = due.iter().map(|c| c.proc.as_str()).collect();
+    let rows = tx.query(
+        "SELECT p.pk_proc, p.pk_host, p.pk_frame, p.pk_layer, p.pk_job, p.int_cores_reserved, p.int_mem_reserved,
+                p.int_gpus_reserved, p.int_gpu_mem_reserved
+           FROM proc p WHERE p.pk_proc = ANY($1)",
+        &[&procs],
+    )?;
+    if rows.is_empty() {
+        tx.commit()?;
+        return Ok(0);
+    }
+    let mut per_host: BTreeMap<String, (i64, i64, i64, i64)> = BTreeMap::new();
+    let mut layers: Vec<String> = Vec::new();
+    let mut jobs: Vec<String> = Vec::new();
+    let (mut ok_frames, mut failed_frames) = (Vec::new(), Vec::new());
+    for r in &rows {
+        let e = per_host.entry(r.get(1)).or_default();
+        e.0 += r.get::<_, i64>(5);
+        e.1 += r.get::<_, i64>(6);
+        e.2 += i64::from(r.get::<_, i32>(7));
+        e.3 += r.get::<_, i64>(8);
+        layers.push(r.get(3));
+        jobs.push(r.get(4));
+        let frame: String = r.get(2);
+        let failed = due.iter().any(|c| c.frame == frame && c.failed);
+        if failed {
+            failed_frames.push(frame)
+        } else {
+            ok_frames.push(frame)
+        }
+    }
+    layers.sort();
+    layers.dedup();
+    jobs.sort();
+    jobs.dedup();
+    let hosts: Vec<&String> = per_host.keys().collect();
+    tx.execute(
+        "SELECT 1 FROM host WHERE pk_host = ANY($1) ORDER BY pk_host FOR UPDATE",
+        &[&hosts],
+    )?;
+    tx.execute(
+        "SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer FOR UPDATE",
+        &[&layers],
+    )?;
+    tx.execute(
+        "SELECT 1 FROM job_stat WHERE pk_job = ANY($1) ORDER BY pk_job FOR UPDATE",
+        &[&jobs],
+    )?;
+    let found: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    tx.execute("DELETE FROM proc WHERE pk_proc = ANY($1)", &[&found])?;
+    let cores: Vec<i64> = per_host.values().map(|v| v.0).collect();
+    let mem: Vec<i64> = per_host.values().map(|v| v.1).collect();
+    let gpus: Vec<i64> = per_host.values().map(|v| v.2).collect();
+    let gpu_mem: Vec<i64> = per_host.values().map(|v| v.3).collect();
+    tx.execute(
+        "UPDATE host h SET int_cores_idle = least(h.int_cores, h.int_cores_idle + t.c),
+                int_mem_idle = least(h.int_mem, h.int_mem_idle + t.m),
+                int_gpus_idle = least(h.int_gpus, h.int_gpus_idle + t.g),
+                int_gpu_mem_idle = least(h.int_gpu_mem, h.int_gpu_mem_idle + t.gm)
+           FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(id, c, m, g, gm)
+          WHERE h.pk_host = t.id",
+        &[&hosts, &cores, &mem, &gpus, &gpu_mem],
+    )?;
+    tx.execute(
+        "UPDATE frame SET str_state = 'SUCCEEDED', int_exit_status = 0, ts_stopped = now(), ts_updated = now(),
+                int_version = int_version + 1
+          WHERE pk_frame = ANY($1) AND str_state = 'RUNNING'",
+        &[&ok_frames],
+    )?;
+    if !failed_frames.is_empty() {
+        tx.execute(
+            "UPDATE frame f SET str_state = CASE WHEN f.int_retries >= j.int_max_retries THEN 'DEAD' ELSE 'WAITING' END,
+                    int_exit_status = 1, ts_stopped = now(), ts_updated = now(), int_version = f.int_version + 1
+               FROM job j WHERE j.pk_job = f.pk_job AND f.pk_frame = ANY($1) AND f.str_state = 'RUNNING'",
+            &[&failed_frames],
+        )?;
+    }
+    tx.execute(
+        "UPDATE job j SET str_state = 'FINISHED', ts_stopped = now()
+           FROM job_stat js
+          WHERE js.pk_job = j.pk_job AND j.pk_job = ANY($1) AND j.str_state = 'PENDING'
+            AND js.int_waiting_count = 0 AND js.int_running_count = 0 AND js.int_depend_count = 0
+            AND js.int_dead_count = 0",
+        &[&jobs],
+    )?;
+    tx.commit()?;
+    Ok(rows.len() as u64)
+}

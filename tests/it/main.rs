@@ -1,0 +1,7 @@
+//! The integration tests: one binary, one module per area, all against a real PostgreSQL
+//! (see `tests/common`) and, where frames launch, an in-process fake RQD over real gRPC.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod schema;
