@@ -1,11 +1,15 @@
 //! Several stagehand instances on one database: ownership of shows by lease, with fencing.
 //!
 //! PostgreSQL is the coordinator. Each instance registers in `stagehand.instance` and
-//! heartbeats there; each managed show has a row in `stagehand.show_lease` with its owner,
-//! an expiry on the database clock and an `int_epoch` that grows with every change of owner.
-//! Every booking transaction proves, under a `FOR SHARE` lock, that this instance still holds
-//! the show at the epoch it planned under (`db::booking`), so an instance that was paused past
-//! its lease commits nothing.
+//! heartbeats there (database clock); each managed show has a row in `stagehand.show_lease`
+//! with its owner and an `int_epoch` that grows with every change of owner. A lease is valid
+//! while its owner's heartbeat is younger than `lease_duration`, so renewing every lease is one
+//! row update per instance — never an update of the lease rows themselves, which booking
+//! transactions lock `FOR SHARE` (renewing those would queue behind every booking and stall
+//! the ones after it). Every booking transaction proves, under that lock, that this instance
+//! still holds the show at the epoch it planned under and that its own heartbeat is fresh
+//! (`db::booking`); a takeover updates the lease row, so it waits for in-flight batches and
+//! they for it. An instance paused past its lease therefore commits nothing.
 //!
 //! Distribution is automatic: every round an instance renews what it holds, claims unowned or
 //! expired shows while its share of the waiting work is below the fair share (any show left
@@ -182,12 +186,11 @@ impl Leases {
                 &(std::process::id() as i32),
             ],
         )?;
-        // Renew what we hold; whatever does not come back was taken from us.
+        // What we hold: the heartbeat above renewed it; whatever is gone was taken from us.
         let renewed: HashMap<String, i64> = conn
             .query(
-                "UPDATE stagehand.show_lease SET ts_expires = now() + make_interval(secs => $2)
-                  WHERE pk_instance = $1 AND ts_expires > now() RETURNING pk_show, int_epoch",
-                &[&self.instance, &lease_secs],
+                "SELECT pk_show, int_epoch FROM stagehand.show_lease WHERE pk_instance = $1",
+                &[&self.instance],
             )?
             .iter()
             .map(|r| (r.get(0), r.get(1)))
@@ -212,11 +215,16 @@ impl Leases {
             .get(0);
         let free: Vec<(String, bool)> = conn
             .query(
-                "SELECT sh.pk_show, coalesce(l.ts_expires < now() - make_interval(secs => $1), true)
-                   FROM show sh LEFT JOIN stagehand.show_lease l ON l.pk_show = sh.pk_show
+                "SELECT sh.pk_show,
+                        coalesce(i.ts_heartbeat < now() - make_interval(secs => $1::float8 + $2::float8), true)
+                          AND coalesce(l.ts_claimed < now() - make_interval(secs => $2), true)
+                   FROM show sh
+                   LEFT JOIN stagehand.show_lease l ON l.pk_show = sh.pk_show
+                   LEFT JOIN stagehand.instance i ON i.pk_instance = l.pk_instance
                   WHERE sh.b_scheduler_managed AND sh.b_active
-                    AND (l.pk_show IS NULL OR l.pk_instance IS NULL OR l.ts_expires < now())",
-                &[&renew_secs],
+                    AND (l.pk_instance IS NULL OR i.pk_instance IS NULL
+                         OR i.ts_heartbeat < now() - make_interval(secs => $1))",
+                &[&lease_secs, &renew_secs],
             )?
             .iter()
             .map(|r| (r.get(0), r.get(1)))
@@ -248,12 +256,14 @@ impl Leases {
         let mut claimed: HashMap<String, i64> = HashMap::new();
         if !claims.is_empty() {
             for r in conn.query(
-                "INSERT INTO stagehand.show_lease (pk_show, pk_instance, int_epoch, ts_expires)
-                 SELECT s, $1, 1, now() + make_interval(secs => $3) FROM unnest($2::text[]) AS s
+                "INSERT INTO stagehand.show_lease (pk_show, pk_instance, int_epoch, ts_claimed)
+                 SELECT s, $1, 1, now() FROM unnest($2::text[]) AS s
                  ON CONFLICT (pk_show) DO UPDATE
-                    SET pk_instance = $1, int_epoch = stagehand.show_lease.int_epoch + 1,
-                        ts_expires = now() + make_interval(secs => $3)
-                  WHERE stagehand.show_lease.pk_instance IS NULL OR stagehand.show_lease.ts_expires < now()
+                    SET pk_instance = $1, int_epoch = stagehand.show_lease.int_epoch + 1, ts_claimed = now()
+                  WHERE stagehand.show_lease.pk_instance IS NULL
+                     OR NOT EXISTS (SELECT 1 FROM stagehand.instance i
+                                     WHERE i.pk_instance = stagehand.show_lease.pk_instance
+                                       AND i.ts_heartbeat > now() - make_interval(secs => $3))
                  RETURNING pk_show, int_epoch",
                 &[&self.instance, &claims, &lease_secs],
             )? {
@@ -282,8 +292,7 @@ impl Leases {
         }
         if let Some(show) = &shed {
             conn.execute(
-                "UPDATE stagehand.show_lease SET pk_instance = NULL, ts_expires = now()
-                  WHERE pk_show = $1 AND pk_instance = $2",
+                "UPDATE stagehand.show_lease SET pk_instance = NULL WHERE pk_show = $1 AND pk_instance = $2",
                 &[show, &self.instance],
             )?;
             metrics::LEASE_EVENTS.with_label_values(&["shed"]).inc();
@@ -327,6 +336,7 @@ impl Leases {
         metrics::LEASES_HELD.set(next.len() as i64);
         let fence = Fence {
             instance: self.instance,
+            lease_secs,
             epochs: next.iter().map(|(s, h)| (s.clone(), h.epoch)).collect(),
         };
         *held = next;
@@ -340,8 +350,7 @@ impl Leases {
     fn peers_from(&self, conn: &mut postgres::Client, lease_secs: f64) -> Result<(), db::DbError> {
         let peers = conn
             .query(
-                "SELECT i.str_name, (SELECT count(*) FROM stagehand.show_lease l
-                                       WHERE l.pk_instance = i.pk_instance AND l.ts_expires > now()),
+                "SELECT i.str_name, (SELECT count(*) FROM stagehand.show_lease l WHERE l.pk_instance = i.pk_instance),
                         extract(epoch FROM now() - i.ts_heartbeat)::float8
                    FROM stagehand.instance i
                   WHERE i.ts_heartbeat > now() - make_interval(secs => $1) * 4
@@ -362,7 +371,7 @@ impl Leases {
         match db::connect(&cfg.database) {
             Ok(mut conn) => {
                 let result = conn.execute(
-                    "UPDATE stagehand.show_lease SET pk_instance = NULL, ts_expires = now() WHERE pk_instance = $1",
+                    "UPDATE stagehand.show_lease SET pk_instance = NULL WHERE pk_instance = $1",
                     &[&self.instance],
                 );
                 let _ = conn.execute(

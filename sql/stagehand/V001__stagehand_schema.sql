@@ -43,5 +43,5 @@ CREATE TABLE IF NOT EXISTS stagehand.show_lease (
     pk_show     VARCHAR(36) PRIMARY KEY REFERENCES public.show (pk_show) ON DELETE CASCADE,
     pk_instance UUID        NULL,
     int_epoch   BIGINT      NOT NULL DEFAULT 0,
-    ts_expires  TIMESTAMPTZ NOT NULL DEFAULT now()
+    ts_claimed  TIMESTAMPTZ NOT NULL DEFAULT now()
 );

@@ -12,8 +12,10 @@
 //! - the show's lease epoch (multi-instance fencing) must still be ours.
 //!
 //! A placement that loses a guard drops out alone and the rest commits. Row locks are taken in
-//! one fixed order — hosts, layer_stat, job_stat, limit_record, each sorted by key — so
-//! concurrent batches (ours or another instance's) cannot deadlock among themselves.
+//! one fixed order — lease (shared), layer_stat, job_stat, limit_record, frames, hosts, each
+//! sorted by key — so concurrent batches (ours or another instance's) cannot deadlock among
+//! themselves, and stats-before-host is also the order of Cuebot's own booking and completion
+//! paths. Host rows, the most contended, are held only from the host update to the commit.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -81,6 +83,8 @@ impl GuardLoss {
 pub struct Fence {
     /// This instance's key.
     pub instance: uuid::Uuid,
+    /// Seconds a lease lives without a heartbeat of its owner.
+    pub lease_secs: f64,
     /// The epoch per show the batch was planned under.
     pub epochs: HashMap<String, i64>,
 }
@@ -131,25 +135,17 @@ pub fn book_batch(
         );
     }
 
-    // 1. Hosts, locked in key order, decremented by the sum of their frames.
-    let host_ok = decrement_hosts(&mut tx, placements, &mut results)?;
-    mark(
-        &mut results,
-        placements,
-        |p| !host_ok.contains(&p.host),
-        GuardLoss::HostCapacity,
-    );
-
-    // 2. Stat rows the frame trigger will update, locked in key order before it runs.
+    // 1. Stat rows the frame trigger will update, locked in key order before it runs.
+    //    Stats before hosts is also the order of Cuebot's own booking and completion.
     let live = |results: &[Option<Result<i32, GuardLoss>>]| -> Vec<usize> {
         (0..placements.len())
             .filter(|&i| results[i].is_none())
             .collect()
     };
     let idx = live(&results);
-    let layers: BTreeSet<&str> = idx.iter().map(|&i| placements[i].layer.as_str()).collect();
-    let jobs: BTreeSet<&str> = idx.iter().map(|&i| placements[i].job.as_str()).collect();
     if !idx.is_empty() {
+        let layers: BTreeSet<&str> = idx.iter().map(|&i| placements[i].layer.as_str()).collect();
+        let jobs: BTreeSet<&str> = idx.iter().map(|&i| placements[i].job.as_str()).collect();
         let layers: Vec<&str> = layers.into_iter().collect();
         let jobs: Vec<&str> = jobs.into_iter().collect();
         tx.execute(
@@ -162,7 +158,7 @@ pub fn book_batch(
         )?;
     }
 
-    // 3. Layer limits: every limit of a frame must have room; rooms are consumed in order.
+    // 2. Layer limits: every limit of a frame must have room; rooms are consumed in order.
     let idx = live(&results);
     let limit_ids: BTreeSet<&str> = idx
         .iter()
@@ -172,7 +168,7 @@ pub fn book_batch(
         let ids: Vec<&str> = limit_ids.into_iter().collect();
         let mut room: HashMap<String, i64> = HashMap::new();
         for r in tx.query(
-            "SELECT lr.pk_limit_record::text, lr.int_max_value::bigint,
+            "SELECT lr.pk_limit_record::text, coalesce(lr.int_max_value, 0)::bigint,
                     coalesce((SELECT sum(ls.int_running_count) FROM layer_limit ll
                                JOIN layer_stat ls ON ls.pk_layer = ll.pk_layer
                               WHERE ll.pk_limit_record = lr.pk_limit_record), 0)::bigint
@@ -200,66 +196,49 @@ pub fn book_batch(
         }
     }
 
-    // 4. Frames: WAITING → RUNNING under the version guard.
-    let idx = live(&results);
+    // 3. Frames (version guard), then hosts (capacity guard, locked in key order, held only to
+    //    commit). A host that lost its guard rolls the frames back to the savepoint and the
+    //    batch is retried without that host's frames.
     let mut started: HashMap<String, i32> = HashMap::new();
-    if !idx.is_empty() {
-        let frames: Vec<&str> = idx.iter().map(|&i| placements[i].frame.as_str()).collect();
-        let versions: Vec<i32> = idx.iter().map(|&i| placements[i].version).collect();
-        let hosts: Vec<&str> = idx
-            .iter()
-            .map(|&i| placements[i].host_name.as_str())
-            .collect();
-        let (cores, mem, gpus, gpu_mem) = amounts(idx.iter().map(|&i| placements[i].amount));
-        let skip: Vec<i64> = NO_RETRY_EXIT_STATUS.to_vec();
-        for r in tx.query(
-            "UPDATE frame f
-                SET str_state = 'RUNNING', str_host = b.host, int_cores = b.cores, int_mem_reserved = b.mem,
-                    int_gpus = b.gpus, int_gpu_mem_reserved = b.gpu_mem, ts_updated = now(),
-                    ts_started = now(), ts_stopped = NULL, int_version = coalesce(f.int_version, 0) + 1,
-                    int_retries = f.int_retries + CASE WHEN f.int_exit_status = ANY($7) THEN 0 ELSE 1 END
-               FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $8::bigint[])
-                    AS b(pk_frame, version, host, cores, mem, gpus, gpu_mem)
-              WHERE f.pk_frame = b.pk_frame AND f.str_state = 'WAITING'
-                AND coalesce(f.int_version, 0) = b.version
-                AND NOT EXISTS (SELECT 1 FROM proc p WHERE p.pk_frame = f.pk_frame)
-                AND EXISTS (SELECT 1 FROM layer l WHERE l.pk_layer = f.pk_layer
-                             AND (l.ts_start_after IS NULL OR l.ts_start_after <= now()))
-          RETURNING f.pk_frame, f.int_version",
-            &[&frames, &versions, &hosts, &cores, &mem, &gpus, &skip, &gpu_mem],
-        )? {
-            started.insert(r.get(0), r.get(1));
+    for _attempt in 0..4 {
+        let idx = live(&results);
+        if idx.is_empty() {
+            break;
         }
+        let mut sp = tx.savepoint("frames")?;
+        started = start_frames(&mut sp, placements, &idx)?;
+        let winners: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|&i| started.contains_key(&placements[i].frame))
+            .collect();
+        let host_ok = decrement_hosts(&mut sp, placements, &winners)?;
+        let lost_hosts: BTreeSet<&str> = winners
+            .iter()
+            .map(|&i| placements[i].host.as_str())
+            .filter(|h| !host_ok.contains(*h))
+            .collect();
+        if lost_hosts.is_empty() {
+            sp.commit()?;
+            mark(
+                &mut results,
+                placements,
+                |p| !started.contains_key(&p.frame),
+                GuardLoss::Frame,
+            );
+            break;
+        }
+        drop(sp); // ROLLBACK TO SAVEPOINT: the frames are WAITING again.
+        started.clear();
         mark(
             &mut results,
             placements,
-            |p| !started.contains_key(&p.frame),
-            GuardLoss::Frame,
+            |p| lost_hosts.contains(p.host.as_str()),
+            GuardLoss::HostCapacity,
         );
     }
 
-    // 5. Give hosts back what dropped placements had taken in step 1.
-    let refund: Vec<usize> = (0..placements.len())
-        .filter(|&i| {
-            host_ok.contains(&placements[i].host)
-                && matches!(results[i], Some(Err(GuardLoss::Frame | GuardLoss::Limit)))
-        })
-        .collect();
-    if !refund.is_empty() {
-        let per_host = sum_by_host(refund.iter().map(|&i| &placements[i]));
-        let hosts: Vec<&str> = per_host.keys().map(String::as_str).collect();
-        let (cores, mem, gpus, gpu_mem) = amounts(per_host.values().copied());
-        tx.execute(
-            "UPDATE host h SET int_cores_idle = h.int_cores_idle + b.cores, int_mem_idle = h.int_mem_idle + b.mem,
-                    int_gpus_idle = h.int_gpus_idle + b.gpus, int_gpu_mem_idle = h.int_gpu_mem_idle + b.gpu_mem
-               FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-                    AS b(pk_host, cores, mem, gpus, gpu_mem)
-              WHERE h.pk_host = b.pk_host",
-            &[&hosts, &cores, &mem, &gpus, &gpu_mem],
-        )?;
-    }
-
-    // 6. Procs for the started frames.
+    // 4. Procs for the started frames.
     let idx: Vec<usize> = (0..placements.len())
         .filter(|&i| started.contains_key(&placements[i].frame))
         .collect();
@@ -346,20 +325,48 @@ fn amounts(items: impl Iterator<Item = Resources>) -> Columns {
     c
 }
 
-/// Step 1: lock the batch's hosts in key order and take each host's total in one guarded
-/// update; returns the hosts that had room.
+/// Moves the frames of `idx` from WAITING to RUNNING under the version guard; returns the new
+/// version of each frame that moved.
+fn start_frames(
+    tx: &mut Transaction<'_>,
+    placements: &[Placement],
+    idx: &[usize],
+) -> Result<HashMap<String, i32>, DbError> {
+    let frames: Vec<&str> = idx.iter().map(|&i| placements[i].frame.as_str()).collect();
+    let versions: Vec<i32> = idx.iter().map(|&i| placements[i].version).collect();
+    let hosts: Vec<&str> = idx
+        .iter()
+        .map(|&i| placements[i].host_name.as_str())
+        .collect();
+    let (cores, mem, gpus, gpu_mem) = amounts(idx.iter().map(|&i| placements[i].amount));
+    let skip: Vec<i64> = NO_RETRY_EXIT_STATUS.to_vec();
+    let rows = tx.query(
+        "UPDATE frame f
+            SET str_state = 'RUNNING', str_host = b.host, int_cores = b.cores, int_mem_reserved = b.mem,
+                int_gpus = b.gpus, int_gpu_mem_reserved = b.gpu_mem, ts_updated = now(),
+                ts_started = now(), ts_stopped = NULL, int_version = coalesce(f.int_version, 0) + 1,
+                int_retries = f.int_retries + CASE WHEN f.int_exit_status = ANY($7) THEN 0 ELSE 1 END
+           FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $8::bigint[])
+                AS b(pk_frame, version, host, cores, mem, gpus, gpu_mem)
+          WHERE f.pk_frame = b.pk_frame AND f.str_state = 'WAITING'
+            AND coalesce(f.int_version, 0) = b.version
+            AND NOT EXISTS (SELECT 1 FROM proc p WHERE p.pk_frame = f.pk_frame)
+            AND EXISTS (SELECT 1 FROM layer l WHERE l.pk_layer = f.pk_layer
+                         AND (l.ts_start_after IS NULL OR l.ts_start_after <= now()))
+      RETURNING f.pk_frame, f.int_version",
+        &[&frames, &versions, &hosts, &cores, &mem, &gpus, &skip, &gpu_mem],
+    )?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Locks the hosts of `idx` in key order and takes each host's total in one guarded update;
+/// returns the hosts that had room (and are still OPEN).
 fn decrement_hosts(
     tx: &mut Transaction<'_>,
     placements: &[Placement],
-    results: &mut [Option<Result<i32, GuardLoss>>],
+    idx: &[usize],
 ) -> Result<BTreeSet<String>, DbError> {
-    let per_host = sum_by_host(
-        placements
-            .iter()
-            .zip(results.iter())
-            .filter(|(_, r)| r.is_none())
-            .map(|(p, _)| p),
-    );
+    let per_host = sum_by_host(idx.iter().map(|&i| &placements[i]));
     if per_host.is_empty() {
         return Ok(BTreeSet::new());
     }
@@ -393,10 +400,12 @@ fn fenced_out_shows(
     let shows: Vec<&str> = shows.into_iter().collect();
     let mut held: HashMap<String, i64> = HashMap::new();
     for r in tx.query(
-        "SELECT pk_show, int_epoch FROM stagehand.show_lease
-          WHERE pk_show = ANY($1) AND pk_instance = $2 AND ts_expires > now()
-          ORDER BY pk_show FOR SHARE",
-        &[&shows, &fence.instance],
+        "SELECT l.pk_show, l.int_epoch FROM stagehand.show_lease l
+           JOIN stagehand.instance i ON i.pk_instance = l.pk_instance
+          WHERE l.pk_show = ANY($1) AND l.pk_instance = $2
+            AND i.ts_heartbeat > now() - make_interval(secs => $3)
+          ORDER BY l.pk_show FOR SHARE OF l",
+        &[&shows, &fence.instance, &fence.lease_secs],
     )? {
         held.insert(r.get(0), r.get(1));
     }
@@ -430,6 +439,14 @@ pub fn compensate(
         tx.commit()?;
         return Ok(Compensation::AlreadyReleased);
     }
+    // Frame (stats, by trigger) before host: the same lock order as bookings.
+    tx.execute(
+        "UPDATE frame SET str_state = 'WAITING', int_exit_status = 299, ts_stopped = now(), ts_updated = now(),
+                int_version = int_version + 1
+          WHERE pk_frame = $1 AND str_state = 'RUNNING' AND int_version = $2
+            AND NOT EXISTS (SELECT 1 FROM proc WHERE pk_frame = $1)",
+        &[&p.frame, &booked_version],
+    )?;
     tx.execute(
         "UPDATE host SET int_cores_idle = int_cores_idle + $2, int_mem_idle = int_mem_idle + $3,
                 int_gpus_idle = int_gpus_idle + $4, int_gpu_mem_idle = int_gpu_mem_idle + $5
@@ -442,13 +459,6 @@ pub fn compensate(
             &i64::from(p.amount.gpus),
             &(p.amount.gpu_mem_kb as i64),
         ],
-    )?;
-    tx.execute(
-        "UPDATE frame SET str_state = 'WAITING', int_exit_status = 299, ts_stopped = now(), ts_updated = now(),
-                int_version = int_version + 1
-          WHERE pk_frame = $1 AND str_state = 'RUNNING' AND int_version = $2
-            AND NOT EXISTS (SELECT 1 FROM proc WHERE pk_frame = $1)",
-        &[&p.frame, &booked_version],
     )?;
     tx.commit()?;
     Ok(Compensation::Undone)

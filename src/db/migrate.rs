@@ -145,7 +145,10 @@ fn has_table(client: &mut Client, schema: &str, table: &str) -> Result<bool, DbE
 /// The server's message of a failed statement, which `postgres::Error`'s Display hides.
 pub fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({}): {detail}", db.message(), db.code().code()),
+            None => format!("{} ({})", db.message(), db.code().code()),
+        },
         None => e.to_string(),
     }
 }

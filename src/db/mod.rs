@@ -31,7 +31,7 @@ pub enum DbError {
     #[error("no database connection: {0}")]
     Pool(#[from] r2d2::Error),
     /// A statement or the connection failed.
-    #[error("database error: {0}")]
+    #[error("database error: {}", migrate::describe(.0))]
     Postgres(#[from] postgres::Error),
     /// The connection string is unusable.
     #[error("bad database connection string: {0}")]

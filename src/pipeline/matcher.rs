@@ -93,6 +93,22 @@ fn run(
     if jobs.is_empty() {
         return Ok(PassResult::NoJobs);
     }
+    // Claim the jobs before reading their frames: whoever held a job committed before letting
+    // go of it, so the frames read below are current.
+    let mut claims = Vec::new();
+    let jobs: Vec<PendingJob> = jobs
+        .into_iter()
+        .filter(|j| match shared.claim_job(&j.id) {
+            Some(c) => {
+                claims.push(c);
+                true
+            }
+            None => false,
+        })
+        .collect();
+    if jobs.is_empty() {
+        return Ok(PassResult::Saturated);
+    }
     let job_ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
     let folders: Vec<String> = {
         let set: HashSet<&String> = jobs.iter().map(|j| &j.folder).collect();
@@ -157,6 +173,8 @@ fn run(
         }
     }
     m.flush()?;
+    // The claims go only now, after the last batch committed.
+    drop(claims);
     Ok(if m.booked > 0 {
         PassResult::Booked(m.booked)
     } else {

@@ -56,6 +56,11 @@ pub struct Shared {
     pub refresh_hosts: AtomicBool,
     /// The lease fence of this instance (multi-instance operation); `None` books unfenced.
     pub fence: ArcSwap<Option<Fence>>,
+    /// Jobs a booking thread is placing right now. A job's layers belong to several clusters
+    /// (an ALLOC and a MANUAL tag); two threads planning the same job would only collide on
+    /// its frames' guards and serialize on its `job_stat`/`layer_stat` rows. Shows have one
+    /// owning instance, so this in-process claim is enough; the database guards still decide.
+    pub busy_jobs: dashmap::DashSet<String>,
 }
 
 impl Shared {
@@ -73,6 +78,7 @@ impl Shared {
             grace_deadline: Mutex::new(None),
             refresh_hosts: AtomicBool::new(false),
             fence: ArcSwap::from_pointee(None),
+            busy_jobs: dashmap::DashSet::new(),
         }
     }
 
@@ -81,12 +87,32 @@ impl Shared {
         self.capacity_gen.fetch_add(1, Ordering::AcqRel);
     }
 
+    /// Claims a job for this pass; `None` when another booking thread has it.
+    pub fn claim_job(&self, job: &str) -> Option<JobClaim<'_>> {
+        self.busy_jobs.insert(job.to_owned()).then(|| JobClaim {
+            shared: self,
+            job: job.to_owned(),
+        })
+    }
+
     /// True once shutdown began and its grace period is over.
     pub fn past_grace(&self) -> bool {
         self.grace_deadline
             .lock()
             .map(|d| Instant::now() >= d)
             .unwrap_or(false)
+    }
+}
+
+/// A job claimed by one booking thread; released on drop.
+pub struct JobClaim<'a> {
+    shared: &'a Shared,
+    job: String,
+}
+
+impl Drop for JobClaim<'_> {
+    fn drop(&mut self) {
+        self.shared.busy_jobs.remove(&self.job);
     }
 }
 

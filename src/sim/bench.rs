@@ -51,6 +51,9 @@ pub struct BenchArgs {
     /// Keep the database directory.
     #[arg(long)]
     pub keep: bool,
+    /// Print the N statements that took the most database time.
+    #[arg(long, default_value_t = 0)]
+    pub top_statements: usize,
 }
 
 /// What a benchmark run measured.
@@ -82,6 +85,8 @@ pub struct BenchReport {
     pub per_instance: Vec<u64>,
     /// Audit violations.
     pub violations: Vec<String>,
+    /// Placements that did not commit, by reason (guard lost, cap refused).
+    pub losses: Vec<String>,
 }
 
 fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
@@ -266,6 +271,18 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
             + metric_sum(&metrics, "scheduler_accounting_limit_exceeded_total");
         report.wasted_pct += lost;
         report.booked += booked as i64;
+        report.losses.extend(
+            metrics
+                .lines()
+                .filter(|l| {
+                    l.starts_with("stagehand_guard_losses_total{")
+                        || l.starts_with("scheduler_accounting_limit_exceeded_total{")
+                })
+                .map(|l| {
+                    l.replace("stagehand_guard_losses_total", "guard")
+                        .replace("scheduler_accounting_limit_exceeded_total", "cap")
+                }),
+        );
     }
     let attempts = report.booked as f64 + report.wasted_pct;
     report.wasted_pct = if attempts > 0.0 {
@@ -319,6 +336,9 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     report.rows_read_per_frame = (stats_after.1 - stats_before.1) as f64 / frames;
     report.violations = audit(&mut client, None)?;
     print_report(args, &report);
+    if args.top_statements > 0 {
+        print_top_statements(&mut client, args.top_statements);
+    }
     Ok(report)
 }
 
@@ -338,6 +358,31 @@ fn db_counters(client: &mut postgres::Client) -> Result<(Option<i64>, i64), post
         )?
         .get(0);
     Ok((statements, rows))
+}
+
+fn print_top_statements(client: &mut postgres::Client, n: usize) {
+    let rows = client.query(
+        "SELECT calls, rows, round(total_exec_time::numeric, 1)::float8, shared_blks_hit + shared_blks_read,
+                regexp_replace(left(query, 160), '\\s+', ' ', 'g')
+           FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT $1",
+        &[&(n as i64)],
+    );
+    match rows {
+        Ok(rows) => {
+            println!("top statements (calls, rows, ms, blocks, text):");
+            for r in rows {
+                println!(
+                    "  {:>7} {:>9} {:>9.1} {:>10}  {}",
+                    r.get::<_, i64>(0),
+                    r.get::<_, i64>(1),
+                    r.get::<_, f64>(2),
+                    r.get::<_, i64>(3),
+                    r.get::<_, String>(4)
+                );
+            }
+        }
+        Err(e) => println!("top statements unavailable: {e}"),
+    }
 }
 
 fn print_report(args: &BenchArgs, r: &BenchReport) {
@@ -370,7 +415,15 @@ fn print_report(args: &BenchArgs, r: &BenchReport) {
         "eligible→booked : p50 {:.3}s  p99 {:.3}s",
         r.wait_p50_p99.0, r.wait_p50_p99.1
     );
-    println!("wasted attempts : {:.1}%", r.wasted_pct);
+    println!(
+        "wasted attempts : {:.1}%{}",
+        r.wasted_pct,
+        if r.losses.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", r.losses.join(", "))
+        }
+    );
     match r.statements_per_frame {
         Some(s) => println!(
             "database        : {s:.2} statements and {:.1} rows read per booked frame",

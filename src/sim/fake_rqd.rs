@@ -317,7 +317,7 @@ fn requeue(queue: &Mutex<BinaryHeap<Reverse<(Instant, Completion)>>>, items: Vec
 }
 
 /// Cuebot's completion of a batch of frames, in one transaction, locking rows in the same
-/// order as stagehand's booking (hosts, layer_stat, job_stat) so the two never deadlock.
+/// order as stagehand's booking (layer_stat, job_stat, hosts) so the two never deadlock.
 fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, postgres::Error> {
     let mut tx = client.transaction()?;
     let procs: Vec<&str> = due.iter().map(|c| c.proc.as_str()).collect();
@@ -356,10 +356,7 @@ fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, po
     jobs.sort();
     jobs.dedup();
     let hosts: Vec<&String> = per_host.keys().collect();
-    tx.execute(
-        "SELECT 1 FROM host WHERE pk_host = ANY($1) ORDER BY pk_host FOR UPDATE",
-        &[&hosts],
-    )?;
+    // Stats (frames, through their trigger), then procs, then hosts: the booking's lock order.
     tx.execute(
         "SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer FOR UPDATE",
         &[&layers],
@@ -367,21 +364,6 @@ fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, po
     tx.execute(
         "SELECT 1 FROM job_stat WHERE pk_job = ANY($1) ORDER BY pk_job FOR UPDATE",
         &[&jobs],
-    )?;
-    let found: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    tx.execute("DELETE FROM proc WHERE pk_proc = ANY($1)", &[&found])?;
-    let cores: Vec<i64> = per_host.values().map(|v| v.0).collect();
-    let mem: Vec<i64> = per_host.values().map(|v| v.1).collect();
-    let gpus: Vec<i64> = per_host.values().map(|v| v.2).collect();
-    let gpu_mem: Vec<i64> = per_host.values().map(|v| v.3).collect();
-    tx.execute(
-        "UPDATE host h SET int_cores_idle = least(h.int_cores, h.int_cores_idle + t.c),
-                int_mem_idle = least(h.int_mem, h.int_mem_idle + t.m),
-                int_gpus_idle = least(h.int_gpus, h.int_gpus_idle + t.g),
-                int_gpu_mem_idle = least(h.int_gpu_mem, h.int_gpu_mem_idle + t.gm)
-           FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(id, c, m, g, gm)
-          WHERE h.pk_host = t.id",
-        &[&hosts, &cores, &mem, &gpus, &gpu_mem],
     )?;
     tx.execute(
         "UPDATE frame SET str_state = 'SUCCEEDED', int_exit_status = 0, ts_stopped = now(), ts_updated = now(),
@@ -397,6 +379,25 @@ fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, po
             &[&failed_frames],
         )?;
     }
+    let found: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    tx.execute("DELETE FROM proc WHERE pk_proc = ANY($1)", &[&found])?;
+    tx.execute(
+        "SELECT 1 FROM host WHERE pk_host = ANY($1) ORDER BY pk_host FOR UPDATE",
+        &[&hosts],
+    )?;
+    let cores: Vec<i64> = per_host.values().map(|v| v.0).collect();
+    let mem: Vec<i64> = per_host.values().map(|v| v.1).collect();
+    let gpus: Vec<i64> = per_host.values().map(|v| v.2).collect();
+    let gpu_mem: Vec<i64> = per_host.values().map(|v| v.3).collect();
+    tx.execute(
+        "UPDATE host h SET int_cores_idle = least(h.int_cores, h.int_cores_idle + t.c),
+                int_mem_idle = least(h.int_mem, h.int_mem_idle + t.m),
+                int_gpus_idle = least(h.int_gpus, h.int_gpus_idle + t.g),
+                int_gpu_mem_idle = least(h.int_gpu_mem, h.int_gpu_mem_idle + t.gm)
+           FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(id, c, m, g, gm)
+          WHERE h.pk_host = t.id",
+        &[&hosts, &cores, &mem, &gpus, &gpu_mem],
+    )?;
     tx.execute(
         "UPDATE job j SET str_state = 'FINISHED', ts_stopped = now()
            FROM job_stat js

@@ -20,7 +20,7 @@ pub enum SimError {
     #[error(transparent)]
     Db(#[from] crate::db::DbError),
     /// A statement failed.
-    #[error("database error: {0}")]
+    #[error("database error: {}", crate::db::migrate::describe(.0))]
     Sql(#[from] postgres::Error),
     /// The fake RQD could not start.
     #[error("fake RQD: {0}")]

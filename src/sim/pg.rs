@@ -131,7 +131,7 @@ impl PgCluster {
         if cluster.has_pg_stat_statements() {
             // Lets the benchmarks count statements per booked frame.
             conf.push_str(
-                "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all\n",
+                "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = top\n",
             );
         }
         if options.durability == Durability::Fast {
