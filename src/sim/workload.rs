@@ -315,9 +315,11 @@ pub fn steady(scale: f64, seed: u64, secs: u64) -> FarmSpec {
 }
 
 /// The demo farm: mixed host sizes with a few GPU hosts, three allocations, three shows with
-/// subscriptions, and jobs of varied layer shapes, chunk sizes and runtimes.
-pub fn demo(hosts: usize, jobs: usize, seed: u64) -> FarmSpec {
+/// subscriptions, and jobs of varied layer shapes, chunk sizes and runtimes (seconds, times
+/// `runtime_scale`).
+pub fn demo(hosts: usize, jobs: usize, seed: u64, runtime_scale: f64) -> FarmSpec {
     let mut rng = SmallRng::seed_from_u64(seed);
+    let scale = |ms: u64| ((ms as f64 * runtime_scale).round() as u64).max(1);
     let allocs = vec![
         AllocSpec {
             name: "local.general".into(),
@@ -421,7 +423,7 @@ pub fn demo(hosts: usize, jobs: usize, seed: u64) -> FarmSpec {
                     l.chunk = 5;
                     l.threadable = false;
                     l.mem_kb = 2 * GB;
-                    runtime_env(&mut l, rng.random_range(2_000..6_000));
+                    runtime_env(&mut l, scale(rng.random_range(2_000..6_000)));
                     vec![l]
                 }
                 // Lighting: heavy threadable renders, then a light denoise.
@@ -429,11 +431,11 @@ pub fn demo(hosts: usize, jobs: usize, seed: u64) -> FarmSpec {
                     let mut r = LayerSpec::simple("beauty", "1001-1048", "general");
                     r.cores_min = 8 * i64::from(CORE);
                     r.mem_kb = 24 * GB;
-                    runtime_env(&mut r, rng.random_range(8_000..20_000));
+                    runtime_env(&mut r, scale(rng.random_range(8_000..20_000)));
                     let mut d = LayerSpec::simple("denoise", "1001-1048", "general");
                     d.cores_min = 2 * i64::from(CORE);
                     d.mem_kb = 4 * GB;
-                    runtime_env(&mut d, rng.random_range(2_000..5_000));
+                    runtime_env(&mut d, scale(rng.random_range(2_000..5_000)));
                     vec![r, d]
                 }
                 // FX sims on the tagged hosts.
@@ -441,7 +443,7 @@ pub fn demo(hosts: usize, jobs: usize, seed: u64) -> FarmSpec {
                     let mut s = LayerSpec::simple("sim", "1-24", "sim");
                     s.cores_min = 16 * i64::from(CORE);
                     s.mem_kb = 48 * GB;
-                    runtime_env(&mut s, rng.random_range(10_000..25_000));
+                    runtime_env(&mut s, scale(rng.random_range(10_000..25_000)));
                     vec![s]
                 }
                 // GPU renders.
@@ -451,7 +453,7 @@ pub fn demo(hosts: usize, jobs: usize, seed: u64) -> FarmSpec {
                     g.gpus = 1;
                     g.gpu_mem_kb = 12 * GB;
                     g.mem_kb = 16 * GB;
-                    runtime_env(&mut g, rng.random_range(5_000..15_000));
+                    runtime_env(&mut g, scale(rng.random_range(5_000..15_000)));
                     vec![g]
                 }
             };

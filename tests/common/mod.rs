@@ -128,3 +128,200 @@ impl Drop for TestDb {
         }
     }
 }
+
+/// A seeded farm and a pipeline to drive pass by pass, without the service's threads: tests
+/// call [`Farm::pass_all`] and look at the database in between.
+pub struct Farm {
+    /// The database (dropped last).
+    pub db: TestDb,
+    /// Keys of what was seeded.
+    pub seeded: stagehand::sim::seed::Seeded,
+    /// The pipeline state.
+    pub shared: std::sync::Arc<stagehand::pipeline::Shared>,
+    launch_tx: crossbeam_channel::Sender<stagehand::pipeline::launch::LaunchTask>,
+    launchers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Farm {
+    /// Seeds `spec` into a fresh database and builds a pipeline with the test configuration
+    /// (dry run unless `tweak` says otherwise), its host index loaded and its caps seeded.
+    pub fn new(spec: &stagehand::sim::seed::FarmSpec, tweak: impl FnOnce(&mut Config)) -> Farm {
+        let db = TestDb::new();
+        let mut client = db.client();
+        let seeded = stagehand::sim::seed::seed(&mut client, spec).expect("seed the farm");
+        let mut config = db.config();
+        config.rqd.dry_run = true;
+        config.rqd.timeout = std::time::Duration::from_millis(500);
+        tweak(&mut config);
+        let pool = stagehand::db::pool(&config.database).unwrap();
+        let launch_threads = config.rqd.launch_threads;
+        let shared = std::sync::Arc::new(stagehand::pipeline::Shared::new(
+            std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(config)),
+            pool,
+        ));
+        let (launch_tx, launchers) =
+            stagehand::pipeline::launch::start(std::sync::Arc::clone(&shared), launch_threads)
+                .unwrap();
+        let farm = Farm {
+            db,
+            seeded,
+            shared,
+            launch_tx,
+            launchers,
+        };
+        farm.refresh();
+        farm
+    }
+
+    /// Re-reads hosts into the index and re-syncs the caps from the database.
+    pub fn refresh(&self) {
+        stagehand::pipeline::hosts::refresh(&self.shared).expect("host refresh");
+        let mut client = self.db.client();
+        stagehand::accounting::recompute::round(&mut client, &self.shared.ledger, true)
+            .expect("recompute");
+    }
+
+    /// The clusters of the farm, as the feed would build them.
+    pub fn clusters(&self) -> Vec<stagehand::cluster::Cluster> {
+        let config = self.shared.config.load();
+        let mut client = self.db.client();
+        let rows = stagehand::db::jobs::cluster_tags(&mut client, None).unwrap();
+        let subs = stagehand::db::jobs::subscriptions(&mut client).unwrap();
+        let options = stagehand::cluster::BuildOptions {
+            ignore_tags: config.scheduler.ignore_tags.clone(),
+            manual_chunk: config.scheduler.manual_tags_chunk_size,
+            hostname_chunk: config.scheduler.hostname_tags_chunk_size,
+        };
+        stagehand::cluster::build(&rows, &subs, &options)
+    }
+
+    /// One pass over every cluster; returns the frames booked.
+    pub fn pass_all(&self) -> usize {
+        let mut booked = 0;
+        for cluster in self.clusters() {
+            if let stagehand::cluster::feed::PassResult::Booked(n) =
+                stagehand::pipeline::matcher::pass(&self.shared, &cluster, &self.launch_tx)
+            {
+                booked += n;
+            }
+        }
+        booked
+    }
+
+    /// Passes until nothing more books (refreshing hosts and caps between rounds).
+    pub fn drain(&self) -> usize {
+        let mut total = 0;
+        for _ in 0..50 {
+            let n = self.pass_all();
+            total += n;
+            if n == 0 {
+                break;
+            }
+            self.refresh();
+        }
+        total
+    }
+
+    /// Waits until the launch queue is empty and every launch finished (or compensated).
+    pub fn settle_launches(mut self) -> Self {
+        let (tx, _) = crossbeam_channel::bounded(1);
+        drop(std::mem::replace(&mut self.launch_tx, tx));
+        for h in self.launchers.drain(..) {
+            h.join().unwrap();
+        }
+        let (launch_tx, launchers) =
+            stagehand::pipeline::launch::start(std::sync::Arc::clone(&self.shared), 2).unwrap();
+        self.launch_tx = launch_tx;
+        self.launchers = launchers;
+        self
+    }
+
+    /// A connection to the farm's database.
+    pub fn client(&self) -> postgres::Client {
+        self.db.client()
+    }
+
+    /// Count of frames in `state`.
+    pub fn frames_in(&self, state: &str) -> i64 {
+        self.client()
+            .query_one("SELECT count(*) FROM frame WHERE str_state = $1", &[&state])
+            .unwrap()
+            .get(0)
+    }
+
+    /// Runs the accounting audit (with the ledger) and fails the test on any violation.
+    pub fn assert_clean_audit(&self) {
+        let mut client = self.client();
+        let violations = stagehand::accounting::audit::audit(&mut client, None).unwrap();
+        assert!(
+            violations.is_empty(),
+            "audit violations:\n{}",
+            violations.join("\n")
+        );
+    }
+}
+
+/// A one-show farm: `hosts` hosts of `cores` cores / `mem_gb` GB in one allocation tagged
+/// `general` (plus `extra_tags`), one subscription with a large burst, and `jobs`.
+pub fn small_farm(
+    hosts: usize,
+    cores: u32,
+    mem_gb: u64,
+    extra_tags: &[(&str, stagehand::model::TagType)],
+    jobs: Vec<stagehand::sim::seed::JobSpec>,
+) -> stagehand::sim::seed::FarmSpec {
+    use stagehand::sim::seed::*;
+    FarmSpec {
+        facility: "local".into(),
+        allocs: vec![AllocSpec {
+            name: "local.general".into(),
+            tag: "general".into(),
+        }],
+        shows: vec![ShowSpec {
+            name: "testshow".into(),
+            managed: true,
+            subs: vec![SubSpec {
+                alloc: 0,
+                size: 10_000,
+                burst: 10_000,
+            }],
+            folder_max_cores: 0,
+        }],
+        hosts: (0..hosts)
+            .map(|i| HostSpec {
+                name: format!("host{i:03}"),
+                alloc: 0,
+                cores,
+                mem_kb: mem_gb * GB,
+                gpus: 0,
+                gpu_mem_kb: 0,
+                os: "linux".into(),
+                thread_mode: stagehand::model::ThreadMode::Auto,
+                tags: extra_tags
+                    .iter()
+                    .map(|(t, k)| ((*t).to_owned(), *k))
+                    .collect(),
+            })
+            .collect(),
+        jobs,
+        limits: Vec::new(),
+    }
+}
+
+/// A job of `layers` in show 0 with priority 100 and no caps.
+pub fn job(
+    name: &str,
+    layers: Vec<stagehand::sim::seed::LayerSpec>,
+) -> stagehand::sim::seed::JobSpec {
+    stagehand::sim::seed::JobSpec {
+        show: 0,
+        name: name.into(),
+        priority: 100,
+        max_cores: 0,
+        min_cores: 1,
+        max_gpus: 0,
+        os: String::new(),
+        env: Vec::new(),
+        layers,
+    }
+}

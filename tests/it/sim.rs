@@ -1,0 +1,77 @@
+//! The simulator: a tiny demo runs to completion unattended with a clean audit, and every
+//! benchmark workload runs at a tiny scale through the real `stagehand` binary.
+
+use std::{path::PathBuf, time::Duration};
+
+use stagehand::sim::{
+    bench::{BenchArgs, measure},
+    demo::{DemoArgs, run_demo},
+    workload::Workload,
+};
+
+#[test]
+fn tiny_demo_runs_to_completion_with_a_clean_audit() {
+    let args = DemoArgs {
+        hosts: 12,
+        jobs: 6,
+        duration: Duration::from_secs(90),
+        listen: "127.0.0.1:0".into(),
+        keep: false,
+        seed: 7,
+        failure_per_mille: 0,
+        quiet: true,
+        runtime_scale: 0.02,
+    };
+    let summary = run_demo(&args).expect("demo runs");
+    assert!(summary.violations.is_empty(), "{:?}", summary.violations);
+    assert_eq!(summary.waiting, 0, "every frame ran: {summary:?}");
+    assert_eq!(summary.done as usize, summary.seeded, "{summary:?}");
+}
+
+fn tiny(workload: Workload, scale: f64) -> BenchArgs {
+    BenchArgs {
+        workload,
+        scale,
+        seed: 11,
+        instances: 1,
+        per_frame: false,
+        duration: Duration::from_secs(20),
+        binary: Some(PathBuf::from(env!("CARGO_BIN_EXE_stagehand"))),
+        keep: false,
+        top_statements: 0,
+    }
+}
+
+#[test]
+fn drain_workload_books_everything_at_tiny_scale() {
+    let report = measure(&tiny(Workload::Drain, 0.02)).expect("bench runs");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert_eq!(report.booked as usize, report.seeded);
+}
+
+#[test]
+fn saturation_workload_stops_at_the_bursts_at_tiny_scale() {
+    let report = measure(&tiny(Workload::Saturation, 0.05)).expect("bench runs");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert!(report.booked > 0);
+}
+
+#[test]
+fn coldfill_workload_fills_the_farm_at_tiny_scale() {
+    let report = measure(&tiny(Workload::Coldfill, 0.01)).expect("bench runs");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert!(
+        report.peak_util >= 0.9,
+        "peak utilization {}",
+        report.peak_util
+    );
+}
+
+#[test]
+fn steady_workload_keeps_booking_at_tiny_scale() {
+    let mut args = tiny(Workload::Steady, 0.02);
+    args.duration = Duration::from_secs(8);
+    let report = measure(&args).expect("bench runs");
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    assert!(report.booked > 0);
+}
