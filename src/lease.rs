@@ -334,6 +334,11 @@ impl Leases {
             metrics::LEASE_EVENTS.with_label_values(&["lost"]).inc();
         }
         metrics::LEASES_HELD.set(next.len() as i64);
+        // A show not yet bookable waits for a counter re-sync that began after its claim:
+        // ask for one now instead of waiting for the recompute interval.
+        if next.values().any(|h| resyncs < h.claimed_resyncs + 2) {
+            self.shared.ledger.request_resync();
+        }
         let fence = Fence {
             instance: self.instance,
             lease_secs,

@@ -119,6 +119,8 @@ pub struct Ledger {
     generation: AtomicU64,
     /// Completed re-syncs; a newly leased show waits for one that began after its claim.
     resyncs: AtomicU64,
+    /// Set to ask the recompute thread for a round now (a show was just leased).
+    wake: AtomicBool,
 }
 
 fn vertex<K: Eq + Hash + Clone>(map: &DashMap<K, Vertex>, key: &K) -> Vertex {
@@ -406,6 +408,16 @@ impl Ledger {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.resyncs.fetch_add(1, Ordering::AcqRel);
         drift
+    }
+
+    /// Asks the recompute thread for a round as soon as possible.
+    pub fn request_resync(&self) {
+        self.wake.store(true, Ordering::Release);
+    }
+
+    /// Takes a pending resync request.
+    pub fn take_resync_request(&self) -> bool {
+        self.wake.swap(false, Ordering::AcqRel)
     }
 
     /// Number of completed re-syncs.

@@ -61,8 +61,8 @@ pub fn run(config: Arc<ArcSwap<Config>>, ledger: Arc<Ledger>, stop: Arc<AtomicBo
     let mut next_round = Instant::now();
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
-        if now < next_round {
-            std::thread::sleep((next_round - now).min(Duration::from_millis(100)));
+        if now < next_round && !ledger.take_resync_request() {
+            std::thread::sleep((next_round - now).min(Duration::from_millis(20)));
             continue;
         }
         let cfg = config.load_full();

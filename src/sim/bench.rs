@@ -77,8 +77,10 @@ pub struct BenchReport {
     pub wasted_pct: f64,
     /// Statements per booked frame (None without pg_stat_statements).
     pub statements_per_frame: Option<f64>,
-    /// Rows read per booked frame.
-    pub rows_read_per_frame: f64,
+    /// Rows fetched by stagehand's queries per booked frame (None without pg_stat_statements).
+    pub rows_read_per_frame: Option<f64>,
+    /// Buffer pages touched by stagehand's statements per booked frame.
+    pub pages_per_frame: Option<f64>,
     /// Peak RSS per instance, MiB.
     pub peak_rss_mib: Vec<f64>,
     /// Frames booked per instance (from each one's metrics).
@@ -218,7 +220,7 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
         None => std::env::current_exe().map_err(SimError::Io)?,
     };
     let mut client = postgres::Client::connect(&farm.url, postgres::NoTls)?;
-    let stats_before = db_counters(&mut client)?;
+    reset_statement_stats(&mut client);
     let mut instances = Vec::new();
     for n in 0..args.instances.max(1) {
         instances.push(spawn_instance(&binary, &config, n)?);
@@ -290,7 +292,6 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     } else {
         0.0
     };
-    let stats_after = db_counters(&mut client)?;
     for mut inst in instances {
         // SAFETY: kill with a valid pid of our own child.
         unsafe { libc::kill(inst.child.id() as i32, libc::SIGTERM) };
@@ -329,11 +330,11 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     )?;
     report.wait_p50_p99 = (waits.get(0), waits.get(1));
     let frames = report.booked.max(1) as f64;
-    report.statements_per_frame = match (stats_before.0, stats_after.0) {
-        (Some(a), Some(b)) => Some((b - a) as f64 / frames),
-        _ => None,
-    };
-    report.rows_read_per_frame = (stats_after.1 - stats_before.1) as f64 / frames;
+    if let Some((statements, rows, pages)) = stagehand_statement_totals(&mut client) {
+        report.statements_per_frame = Some(statements as f64 / frames);
+        report.rows_read_per_frame = Some(rows as f64 / frames);
+        report.pages_per_frame = Some(pages as f64 / frames);
+    }
     report.violations = audit(&mut client, None)?;
     print_report(args, &report);
     if args.top_statements > 0 {
@@ -342,22 +343,25 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     Ok(report)
 }
 
-/// (statements executed, rows read) so far: `pg_stat_statements` calls when available, and
-/// `pg_stat_database` tuples returned + fetched.
-fn db_counters(client: &mut postgres::Client) -> Result<(Option<i64>, i64), postgres::Error> {
-    let statements = client
-        .query_one("SELECT sum(calls)::bigint FROM pg_stat_statements", &[])
-        .ok()
-        .and_then(|r| r.get::<_, Option<i64>>(0));
-    // Statistics are flushed by backends at transaction end with a short delay.
-    std::thread::sleep(Duration::from_millis(600));
-    let rows: i64 = client
+fn reset_statement_stats(client: &mut postgres::Client) {
+    let _ = client.execute("SELECT pg_stat_statements_reset()", &[]);
+}
+
+/// What stagehand's own role executed since the reset: (statements, rows its queries
+/// returned, buffer pages touched). Rows are counted for reading statements only (SELECT,
+/// and UPDATE … RETURNING is counted as written, not read).
+fn stagehand_statement_totals(client: &mut postgres::Client) -> Option<(i64, i64, i64)> {
+    let r = client
         .query_one(
-            "SELECT (tup_returned + tup_fetched)::bigint FROM pg_stat_database WHERE datname = current_database()",
+            "SELECT coalesce(sum(calls), 0)::bigint,
+                    coalesce(sum(rows) FILTER (WHERE query ~* '^\\s*(select|with)'), 0)::bigint,
+                    coalesce(sum(shared_blks_hit + shared_blks_read), 0)::bigint
+               FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
+              WHERE r.rolname = 'stagehand'",
             &[],
-        )?
-        .get(0);
-    Ok((statements, rows))
+        )
+        .ok()?;
+    Some((r.get(0), r.get(1), r.get(2)))
 }
 
 fn print_top_statements(client: &mut postgres::Client, n: usize) {
@@ -424,15 +428,15 @@ fn print_report(args: &BenchArgs, r: &BenchReport) {
             format!("  ({})", r.losses.join(", "))
         }
     );
-    match r.statements_per_frame {
-        Some(s) => println!(
-            "database        : {s:.2} statements and {:.1} rows read per booked frame",
-            r.rows_read_per_frame
+    match (
+        r.statements_per_frame,
+        r.rows_read_per_frame,
+        r.pages_per_frame,
+    ) {
+        (Some(s), Some(rows), Some(pages)) => println!(
+            "database        : per booked frame {s:.2} statements, {rows:.1} rows read, {pages:.0} buffer pages (stagehand's role only)"
         ),
-        None => println!(
-            "database        : {:.1} rows read per booked frame",
-            r.rows_read_per_frame
-        ),
+        _ => println!("database        : pg_stat_statements unavailable"),
     }
     println!(
         "peak RSS        : {} MiB",

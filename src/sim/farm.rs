@@ -39,6 +39,15 @@ impl SimFarm {
         if cluster.has_pg_stat_statements() {
             client.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")?;
         }
+        // stagehand connects as its own role, so the benchmarks can tell its statements from
+        // the harness's own polling.
+        client.batch_execute(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'stagehand') THEN
+                 CREATE ROLE stagehand LOGIN SUPERUSER;
+               END IF;
+             END $$",
+        )?;
         let seeded = seed(&mut client, spec)?;
         let rqd = if fleet {
             Some(FakeRqd::start(FleetOptions {
@@ -60,7 +69,7 @@ impl SimFarm {
     /// to a simulation (frames last seconds, not hours).
     pub fn config(&self, dry_run: bool) -> Config {
         let mut c = Config::default();
-        c.database.url = self.url.clone();
+        c.database.url = self.url.replace("user=postgres", "user=stagehand");
         c.database.pool_size = 12;
         c.rqd.dry_run = dry_run || self.rqd.is_none();
         if let Some(rqd) = &self.rqd {
