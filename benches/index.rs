@@ -82,6 +82,7 @@ fn placement_latencies(index: &HostIndex, tags: &[String], n: usize, seed: u64) 
             floor: amount,
             os: None,
             threadable: true,
+            share: None,
         };
         let t = Instant::now();
         let r = index.place(&request, &strategy, |_| Some(amount));
@@ -143,6 +144,7 @@ fn bench(c: &mut Criterion) {
         floor: amount,
         os: None,
         threadable: true,
+        share: None,
     };
     c.bench_function("place+release (100k hosts, 1k tags)", |b| {
         b.iter(|| drop(index.place(&request, &strategy, |_| Some(amount))))

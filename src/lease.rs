@@ -74,6 +74,9 @@ pub struct Leases {
     held: Mutex<HashMap<String, Held>>,
     peers: Mutex<Vec<Peer>>,
     released: AtomicBool,
+    /// When this instance last shed or claimed a show: shedding waits a few rounds after
+    /// either, so shares settle instead of churning (each move costs a counter re-sync).
+    last_move: Mutex<Instant>,
 }
 
 impl Leases {
@@ -101,6 +104,7 @@ impl Leases {
             held: Mutex::new(HashMap::new()),
             peers: Mutex::new(Vec::new()),
             released: AtomicBool::new(false),
+            last_move: Mutex::new(Instant::now()),
         })
     }
 
@@ -296,6 +300,7 @@ impl Leases {
                 &[show, &self.instance],
             )?;
             metrics::LEASE_EVENTS.with_label_values(&["shed"]).inc();
+            *self.last_move.lock() = Instant::now();
         }
         self.peers_from(conn, lease_secs)?;
 
@@ -353,6 +358,20 @@ impl Leases {
     }
 
     fn peers_from(&self, conn: &mut postgres::Client, lease_secs: f64) -> Result<(), db::DbError> {
+        // This instance's place among the live ones: the host index prefers that share.
+        let live: Vec<Uuid> = conn
+            .query(
+                "SELECT pk_instance FROM stagehand.instance
+                  WHERE ts_heartbeat > now() - make_interval(secs => $1) ORDER BY pk_instance",
+                &[&lease_secs],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        *self.shared.host_share.lock() = live
+            .iter()
+            .position(|i| *i == self.instance)
+            .map(|k| (live.len() as u32, k as u32));
         let peers = conn
             .query(
                 "SELECT i.str_name, (SELECT count(*) FROM stagehand.show_lease l WHERE l.pk_instance = i.pk_instance),

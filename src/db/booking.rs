@@ -94,6 +94,9 @@ pub struct Fence {
 pub struct BatchOutcome {
     /// `Ok(new int_version)` for committed frames, `Err(loss)` for the others.
     pub results: Vec<Result<i32, GuardLoss>>,
+    /// Current idle resources of hosts that lost their guard (another writer booked them),
+    /// so the index can correct just those hosts.
+    pub stale_hosts: Vec<(String, Resources)>,
 }
 
 impl BatchOutcome {
@@ -196,6 +199,31 @@ pub fn book_batch(
         }
     }
 
+    // 3a. A cheap, unlocked look at the hosts first: a host another writer has filled would
+    //     otherwise cost a frame update (and its triggers) that is then rolled back.
+    let idx = live(&results);
+    let mut stale_hosts: Vec<(String, Resources)> = Vec::new();
+    if !idx.is_empty() {
+        let per_host = sum_by_host(idx.iter().map(|&i| &placements[i]));
+        let hosts: Vec<&str> = per_host.keys().map(String::as_str).collect();
+        let (cores, mem, gpus, gpu_mem) = amounts(per_host.values().copied());
+        let short: BTreeSet<String> = read_short_hosts(
+            &mut tx,
+            &hosts,
+            &cores,
+            &mem,
+            &gpus,
+            &gpu_mem,
+            &mut stale_hosts,
+        )?;
+        mark(
+            &mut results,
+            placements,
+            |p| short.contains(&p.host),
+            GuardLoss::HostCapacity,
+        );
+    }
+
     // 3. Frames (version guard), then hosts (capacity guard, locked in key order, held only to
     //    commit). A host that lost its guard rolls the frames back to the savepoint and the
     //    batch is retried without that host's frames.
@@ -230,6 +258,14 @@ pub fn book_batch(
         }
         drop(sp); // ROLLBACK TO SAVEPOINT: the frames are WAITING again.
         started.clear();
+        let lost: Vec<&str> = lost_hosts.iter().copied().collect();
+        for r in tx.query(
+            "SELECT pk_host, int_cores_idle::bigint, int_mem_idle::bigint, int_gpus_idle::bigint, int_gpu_mem_idle::bigint
+               FROM host WHERE pk_host = ANY($1)",
+            &[&lost],
+        )? {
+            stale_hosts.push((r.get(0), idle_of(&r)));
+        }
         mark(
             &mut results,
             placements,
@@ -287,6 +323,7 @@ pub fn book_batch(
                 _ => started.get(&p.frame).copied().ok_or(GuardLoss::Frame),
             })
             .collect(),
+        stale_hosts,
     })
 }
 
@@ -323,6 +360,46 @@ fn amounts(items: impl Iterator<Item = Resources>) -> Columns {
         c.3.push(a.gpu_mem_kb as i64);
     }
     c
+}
+
+fn idle_of(r: &postgres::Row) -> Resources {
+    let v = |i: usize| r.get::<_, i64>(i).max(0);
+    Resources {
+        cores: v(1).min(i64::from(u32::MAX)) as u32,
+        mem_kb: v(2) as u64,
+        gpus: v(3).min(i64::from(u32::MAX)) as u32,
+        gpu_mem_kb: v(4) as u64,
+    }
+}
+
+/// The hosts (of `hosts`, with the summed amounts) that no longer have room, read without
+/// locks; their current idle values go to `stale`.
+#[allow(clippy::too_many_arguments)]
+fn read_short_hosts(
+    tx: &mut Transaction<'_>,
+    hosts: &[&str],
+    cores: &[i64],
+    mem: &[i64],
+    gpus: &[i64],
+    gpu_mem: &[i64],
+    stale: &mut Vec<(String, Resources)>,
+) -> Result<BTreeSet<String>, DbError> {
+    let rows = tx.query(
+        "SELECT h.pk_host, h.int_cores_idle::bigint, h.int_mem_idle::bigint, h.int_gpus_idle::bigint,
+                h.int_gpu_mem_idle::bigint
+           FROM host h JOIN unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
+                AS b(pk_host, cores, mem, gpus, gpu_mem) ON h.pk_host = b.pk_host
+          WHERE h.str_lock_state <> 'OPEN' OR h.int_cores_idle < b.cores OR h.int_mem_idle < b.mem
+             OR h.int_gpus_idle < b.gpus OR h.int_gpu_mem_idle < b.gpu_mem",
+        &[&hosts, &cores, &mem, &gpus, &gpu_mem],
+    )?;
+    let mut short = BTreeSet::new();
+    for r in rows {
+        let id: String = r.get(0);
+        stale.push((id.clone(), idle_of(&r)));
+        short.insert(id);
+    }
+    Ok(short)
 }
 
 /// Moves the frames of `idx` from WAITING to RUNNING under the version guard; returns the new

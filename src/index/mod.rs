@@ -99,6 +99,10 @@ pub struct Request<'a> {
     pub os: Option<&'a str>,
     /// Threadable layers only may use hosts in thread mode ALL.
     pub threadable: bool,
+    /// `(n, k)`: with n instances sharing the hosts, prefer those whose id falls in share k;
+    /// the others' hosts are used only when none of ours fits (fewer collisions between
+    /// instances whose indexes cannot see each other's newest bookings).
+    pub share: Option<(u32, u32)>,
 }
 
 /// A ticket taken before a refresh reads the database.
@@ -131,6 +135,10 @@ struct Inner {
     views: DashMap<Arc<str>, Arc<TagView>>,
     commit_seq: AtomicU64,
     live: AtomicI64,
+    /// XORed into host ids in view keys: hosts with equal free resources are ordered
+    /// differently in every process, so several instances packing the same farm prefer
+    /// different hosts instead of colliding on the same rows.
+    salt: u128,
 }
 
 /// The sharded concurrent host index.
@@ -175,10 +183,11 @@ impl Inner {
         for tag in slot.tags.iter() {
             let view = self.view(tag);
             let mut set = view.set.write();
+            let key = Uuid::from_u128(slot.id.as_u128() ^ self.salt);
             if let Some((c, m)) = *position {
-                set.remove(&(c, m, slot.id));
+                set.remove(&(c, m, key));
             }
-            set.insert((now.0, now.1, slot.id));
+            set.insert((now.0, now.1, key));
         }
         *position = Some(now);
     }
@@ -187,8 +196,9 @@ impl Inner {
         let mut position = slot.position.lock();
         slot.removed.store(true, Ordering::Release);
         if let Some((c, m)) = position.take() {
+            let key = Uuid::from_u128(slot.id.as_u128() ^ self.salt);
             for tag in slot.tags.iter() {
-                self.view(tag).set.write().remove(&(c, m, slot.id));
+                self.view(tag).set.write().remove(&(c, m, key));
             }
         }
     }
@@ -251,9 +261,19 @@ impl Drop for Reservation {
 }
 
 impl HostIndex {
-    /// An empty index.
+    /// An empty index with a random tie-break order.
     pub fn new() -> HostIndex {
-        HostIndex::default()
+        HostIndex::with_salt(Uuid::new_v4().as_u128())
+    }
+
+    /// An empty index with a given tie-break order (0 = by host id; tests).
+    pub fn with_salt(salt: u128) -> HostIndex {
+        HostIndex {
+            inner: Arc::new(Inner {
+                salt,
+                ..Inner::default()
+            }),
+        }
     }
 
     /// Hosts indexed.
@@ -327,6 +347,15 @@ impl HostIndex {
         self.inner.reposition(&slot);
     }
 
+    /// Applies a fresh database read of one host's idle resources (after a booking found it
+    /// fuller than the index thought), under the same protocol as a full refresh.
+    pub fn refresh_host(&self, ticket: RefreshTicket, id: &Uuid, idle: Resources) {
+        if let Some(slot) = self.inner.hosts.get(id).map(|e| Arc::clone(e.value())) {
+            slot.refresh(&idle, ticket.0);
+            self.inner.reposition(&slot);
+        }
+    }
+
     /// Removes a host (no longer eligible). Its outstanding reservations still drop cleanly.
     pub fn remove(&self, id: &Uuid) {
         if let Some((_, slot)) = self.inner.hosts.remove(id) {
@@ -381,8 +410,10 @@ impl HostIndex {
         };
         let mut seen: HashSet<Uuid> = HashSet::new();
         let mut candidates: Vec<(f64, Arc<Slot>, Resources)> = Vec::new();
-        // Non-GPU work on GPU hosts only when nothing else fits (GPU protection).
+        // Non-GPU work on GPU hosts only when nothing else fits (GPU protection); hosts of other
+        // instances' shares only when nothing of ours fits.
         let mut gpu_hosts: Vec<(f64, Arc<Slot>, Resources)> = Vec::new();
+        let mut others: Vec<(f64, Arc<Slot>, Resources)> = Vec::new();
         for tag in request.tags {
             let Some(view) = self
                 .inner
@@ -399,8 +430,9 @@ impl HostIndex {
                 let Some(last) = last else { break };
                 cursor = Some(last);
                 examined += BATCH - batch.len();
-                for (_, _, id) in batch {
+                for (_, _, salted) in batch {
                     examined += 1;
+                    let id = Uuid::from_u128(salted.as_u128() ^ self.inner.salt);
                     if !seen.insert(id) {
                         continue;
                     }
@@ -431,6 +463,14 @@ impl HostIndex {
                     if amount.gpus == 0 && slot.total.gpus > 0 {
                         gpu_hosts.push((score, slot, amount));
                         continue;
+                    }
+                    if let Some((n, k)) = request.share.filter(|(n, _)| *n > 1) {
+                        if (id.as_u128() % u128::from(n)) as u32 != k {
+                            if others.len() < MAX_SCAN {
+                                others.push((score, slot, amount));
+                            }
+                            continue;
+                        }
                     }
                     match scored {
                         None => {

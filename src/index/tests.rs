@@ -47,6 +47,7 @@ fn request<'a>(tags: &'a [String], n: u32) -> Request<'a> {
         floor: cores(n),
         os: None,
         threadable: true,
+        share: None,
     }
 }
 
@@ -60,7 +61,7 @@ fn tags(t: &[&str]) -> Vec<String> {
 
 #[test]
 fn best_fit_picks_the_tightest_and_worst_fit_the_emptiest() {
-    let index = HostIndex::new();
+    let index = HostIndex::with_salt(0);
     load(
         &index,
         vec![
@@ -87,7 +88,7 @@ fn best_fit_picks_the_tightest_and_worst_fit_the_emptiest() {
 
 #[test]
 fn floor_skips_small_hosts_and_tags_select() {
-    let index = HostIndex::new();
+    let index = HostIndex::with_salt(0);
     load(
         &index,
         vec![
@@ -107,6 +108,7 @@ fn floor_skips_small_hosts_and_tags_select() {
         },
         os: None,
         threadable: true,
+        share: None,
     };
     assert!(
         index
@@ -124,7 +126,7 @@ fn floor_skips_small_hosts_and_tags_select() {
 
 #[test]
 fn scored_keeps_cpu_work_off_gpu_hosts_while_others_fit() {
-    let index = HostIndex::new();
+    let index = HostIndex::with_salt(0);
     load(
         &index,
         vec![rec(1, 16, 64, 4, &["a"]), rec(2, 16, 64, 0, &["a"])],
@@ -147,7 +149,7 @@ fn scored_keeps_cpu_work_off_gpu_hosts_while_others_fit() {
 
 #[test]
 fn reservations_release_on_drop_and_stay_on_commit() {
-    let index = HostIndex::new();
+    let index = HostIndex::with_salt(0);
     load(&index, vec![rec(1, 8, 32, 0, &["a"])]);
     let id = Uuid::from_u128(1);
     let r = index.reserve_on(&id, cores(6)).unwrap();
@@ -163,7 +165,7 @@ fn reservations_release_on_drop_and_stay_on_commit() {
 #[test]
 fn two_threads_never_both_win_the_last_cores() {
     for _ in 0..200 {
-        let index = Arc::new(HostIndex::new());
+        let index = Arc::new(HostIndex::with_salt(0));
         load(&index, vec![rec(1, 4, 32, 0, &["a"])]);
         let barrier = Arc::new(Barrier::new(2));
         let handles: Vec<_> = (0..2)
@@ -190,7 +192,7 @@ fn two_threads_never_both_win_the_last_cores() {
 
 #[test]
 fn refresh_keeps_live_reservations_and_skips_hosts_committed_after_the_ticket() {
-    let index = HostIndex::new();
+    let index = HostIndex::with_salt(0);
     load(&index, vec![rec(1, 8, 32, 0, &["a"])]);
     let id = Uuid::from_u128(1);
     let live = index.reserve_on(&id, cores(2)).unwrap();
@@ -211,7 +213,7 @@ fn refresh_keeps_live_reservations_and_skips_hosts_committed_after_the_ticket() 
 
 #[test]
 fn hosts_leave_when_no_longer_read_and_retags_move_them() {
-    let index = HostIndex::new();
+    let index = HostIndex::with_salt(0);
     load(
         &index,
         vec![rec(1, 8, 32, 0, &["a"]), rec(2, 8, 32, 0, &["a"])],
@@ -232,7 +234,7 @@ fn hosts_leave_when_no_longer_read_and_retags_move_them() {
 
 #[test]
 fn thread_mode_all_and_os_filters() {
-    let index = HostIndex::new();
+    let index = HostIndex::with_salt(0);
     let mut all = rec(1, 8, 32, 0, &["a"]);
     all.thread_mode = ThreadMode::All;
     all.os = "rocky9".into();
@@ -290,7 +292,7 @@ proptest! {
     /// to exactly what the database says.
     #[test]
     fn concurrent_ops_stay_in_bounds(ops in proptest::collection::vec(proptest::collection::vec(op(), 1..40), 3)) {
-        let index = Arc::new(HostIndex::new());
+        let index = Arc::new(HostIndex::with_salt(0));
         let base: Vec<HostRecord> = (0..4).map(|n| rec(n, 8, 32, 0, &["a"])).collect();
         load(&index, base.clone());
         // The "database": what committed reservations took, per host.

@@ -258,6 +258,7 @@ impl Matcher<'_> {
             floor: reserve::floor(&shape),
             os: if os.is_empty() { None } else { Some(os) },
             threadable: shape.threadable,
+            share: *self.shared.host_share.lock(),
         };
         for frame in &layer.frames {
             let job_remaining = self
@@ -417,6 +418,7 @@ impl Matcher<'_> {
         let options = BookOptions {
             mem_reserved_min_kb: self.config.scheduler.mem_reserved_min_kb as i64,
         };
+        let ticket = self.shared.index.begin_refresh();
         let started = Instant::now();
         let outcome = match db::booking::book_batch(
             self.conn,
@@ -433,6 +435,13 @@ impl Matcher<'_> {
         metrics::BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
         metrics::BATCH_SIZE.observe(placements.len() as f64);
         metrics::BATCHES.with_label_values(&["ok"]).inc();
+        // Another writer took hosts we counted on: correct just those from the transaction's
+        // own read (no farm-wide refresh; the CAS/guard protocol keeps this conservative).
+        for (host, idle) in &outcome.stale_hosts {
+            if let Ok(id) = Uuid::parse_str(host) {
+                self.shared.index.refresh_host(ticket, &id, *idle);
+            }
+        }
         let mut booked = 0;
         for (planned, result) in batch.into_iter().zip(outcome.results) {
             match result {

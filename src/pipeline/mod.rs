@@ -56,6 +56,9 @@ pub struct Shared {
     pub refresh_hosts: AtomicBool,
     /// The lease fence of this instance (multi-instance operation); `None` books unfenced.
     pub fence: ArcSwap<Option<Fence>>,
+    /// `(n, k)`: this instance is k of n live instances (set by the lease keeper); the host
+    /// index prefers share k of the hosts.
+    pub host_share: parking_lot::Mutex<Option<(u32, u32)>>,
     /// Jobs a booking thread is placing right now. A job's layers belong to several clusters
     /// (an ALLOC and a MANUAL tag); two threads planning the same job would only collide on
     /// its frames' guards and serialize on its `job_stat`/`layer_stat` rows. Shows have one
@@ -79,6 +82,7 @@ impl Shared {
             refresh_hosts: AtomicBool::new(false),
             fence: ArcSwap::from_pointee(None),
             busy_jobs: dashmap::DashSet::new(),
+            host_share: parking_lot::Mutex::new(None),
         }
     }
 

@@ -9,16 +9,15 @@
 //! process. Exits non-zero when the audit finds a violation.
 
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
     path::PathBuf,
-    process::{Child, Command, ExitCode, Stdio},
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
 use super::{
     SimError,
     farm::{SimFarm, progress},
+    instances::{Instance, metric_sum},
     pg::{Durability, PgOptions},
     workload::{self, Workload},
 };
@@ -91,105 +90,6 @@ pub struct BenchReport {
     pub losses: Vec<String>,
 }
 
-fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream =
-        TcpStream::connect_timeout(&address.parse().ok()?, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Some((code, body))
-}
-
-/// Sums the samples of a metric (all label sets) in Prometheus text.
-pub fn metric_sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-struct Instance {
-    child: Child,
-    address: String,
-    _config: tempfile_path::TempPath,
-}
-
-mod tempfile_path {
-    //! A file removed on drop.
-    use std::path::{Path, PathBuf};
-
-    pub struct TempPath(pub PathBuf);
-
-    impl TempPath {
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempPath {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
-}
-
-fn free_port() -> Result<u16, SimError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(SimError::Io)?;
-    Ok(l.local_addr().map_err(SimError::Io)?.port())
-}
-
-fn spawn_instance(
-    binary: &PathBuf,
-    config: &crate::config::Config,
-    n: usize,
-) -> Result<Instance, SimError> {
-    let mut config = config.clone();
-    let port = free_port()?;
-    config.http.listen = format!("127.0.0.1:{port}");
-    config.cluster.instance_name = format!("bench-{n}");
-    let text = toml::to_string(&config).map_err(|e| SimError::Other(e.to_string()))?;
-    let path =
-        std::env::temp_dir().join(format!("stagehand-bench-{}-{n}.toml", std::process::id()));
-    std::fs::write(&path, text).map_err(SimError::Io)?;
-    let file = tempfile_path::TempPath(path);
-    let child = Command::new(binary)
-        .args(["run", "--config"])
-        .arg(file.path())
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
-        .stdin(Stdio::null())
-        .spawn()
-        .map_err(SimError::Io)?;
-    Ok(Instance {
-        child,
-        address: format!("127.0.0.1:{port}"),
-        _config: file,
-    })
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(0.0)
-}
-
 /// Runs a benchmark and returns its report (also printed).
 pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     let (spec, launches) = match args.workload {
@@ -222,8 +122,33 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     let mut client = postgres::Client::connect(&farm.url, postgres::NoTls)?;
     reset_statement_stats(&mut client);
     let mut instances = Vec::new();
+    let several = args.instances > 1;
+    if several {
+        // Hold the work back until every instance has its share of the shows, so the
+        // measurement is of N instances booking together, not of the first one alone.
+        client.execute(
+            "UPDATE job SET b_paused = true WHERE str_state = 'PENDING'",
+            &[],
+        )?;
+    }
     for n in 0..args.instances.max(1) {
-        instances.push(spawn_instance(&binary, &config, n)?);
+        instances.push(Instance::spawn(&binary, &config, &format!("bench-{n}"))?);
+    }
+    if several {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let owners: i64 = client
+                .query_one("SELECT count(DISTINCT pk_instance) FROM stagehand.show_lease WHERE pk_instance IS NOT NULL", &[])?
+                .get(0);
+            if owners as usize >= args.instances {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        client.execute(
+            "UPDATE job SET b_paused = false WHERE str_state = 'PENDING'",
+            &[],
+        )?;
     }
     let started = Instant::now();
     let mut report = BenchReport {
@@ -261,10 +186,8 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
         }
     }
     for inst in &instances {
-        report.peak_rss_mib.push(peak_rss_mib(inst.child.id()));
-        let metrics = http_get(&inst.address, "/metrics")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
+        report.peak_rss_mib.push(inst.peak_rss_mib());
+        let metrics = inst.metrics();
         report
             .per_instance
             .push(metric_sum(&metrics, "stagehand_frames_booked_total") as u64);
@@ -292,18 +215,8 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     } else {
         0.0
     };
-    for mut inst in instances {
-        // SAFETY: kill with a valid pid of our own child.
-        unsafe { libc::kill(inst.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = inst.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = inst.child.kill();
-        let _ = inst.child.wait();
+    for inst in instances {
+        inst.stop(Duration::from_secs(30));
     }
     let window = client.query_one(
         "SELECT count(*)::bigint, coalesce(extract(epoch FROM max(ts_booked) - min(ts_booked)), 0)::float8 FROM proc",

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod demo;
 pub mod fake_rqd;
 pub mod farm;
+pub mod instances;
 pub mod pg;
 pub mod seed;
 pub mod workload;
