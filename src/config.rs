@@ -90,6 +90,11 @@ pub struct DatabaseConfig {
     /// `statement_timeout` set on every connection. Cold.
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
+    /// `idle_in_transaction_session_timeout` of every connection: a process frozen inside a
+    /// transaction (GC, SIGSTOP, VM pause) loses its session and its locks after this, so it
+    /// cannot block a lease takeover. Must be shorter than `cluster.lease_duration`. Cold.
+    #[serde(with = "humantime_serde")]
+    pub transaction_idle_timeout: Duration,
 }
 
 impl Default for DatabaseConfig {
@@ -99,6 +104,7 @@ impl Default for DatabaseConfig {
             pool_size: 12,
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            transaction_idle_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -370,6 +376,17 @@ impl Config {
         }
         positive("database.connect_timeout", d.connect_timeout)?;
         positive("database.statement_timeout", d.statement_timeout)?;
+        positive(
+            "database.transaction_idle_timeout",
+            d.transaction_idle_timeout,
+        )?;
+        if d.transaction_idle_timeout >= self.cluster.lease_duration {
+            return Err(invalid(
+                "database.transaction_idle_timeout",
+                humantime::format_duration(d.transaction_idle_timeout),
+                "must be shorter than cluster.lease_duration",
+            ));
+        }
 
         let s = &self.scheduler;
         if !(1..=256).contains(&s.worker_threads) {

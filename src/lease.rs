@@ -157,6 +157,14 @@ impl Leases {
                     }
                 },
             };
+            // A lease row locked by a frozen peer's transaction must not hang this thread:
+            // give up after one round and try again at the next.
+            let lock_ms = cfg.cluster.lease_renew_interval.as_millis().max(50);
+            if let Err(e) = conn.batch_execute(&format!("SET lock_timeout = {lock_ms}")) {
+                log::debug!("leases: {e}");
+                client = None;
+                continue;
+            }
             if !schema_ready {
                 match db::migrate::apply_own_migrations(conn) {
                     Ok(_) => schema_ready = true,

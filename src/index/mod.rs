@@ -495,9 +495,14 @@ impl HostIndex {
             }
         }
         candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+        if scored.is_some() {
+            others.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
         gpu_hosts.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Ours first, then other instances' shares, then GPU hosts for non-GPU work.
         candidates
             .into_iter()
+            .chain(others)
             .chain(gpu_hosts)
             .find_map(|(_, slot, amount)| self.take(slot, amount))
     }

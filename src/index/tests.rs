@@ -357,3 +357,38 @@ proptest! {
         prop_assert_eq!(index.totals().reservations, 0);
     }
 }
+
+#[test]
+fn hosts_of_other_shares_are_used_when_none_of_ours_fits() {
+    let index = HostIndex::with_salt(0);
+    // Ids 1..=3: with n = 3, host 3 is share 0, hosts 1 and 2 are shares 1 and 2.
+    load(
+        &index,
+        vec![
+            rec(1, 8, 32, 0, &["a"]),
+            rec(2, 8, 32, 0, &["a"]),
+            rec(3, 2, 32, 0, &["a"]),
+        ],
+    );
+    let t = tags(&["a"]);
+    let req = Request {
+        share: Some((3, 0)),
+        ..request(&t, 4)
+    };
+    let r = index
+        .place(&req, &Strategy::default(), exact(4))
+        .expect("falls back to another share's host");
+    assert_ne!(r.host_id(), Uuid::from_u128(3));
+    // Our own host is preferred when it fits.
+    let small = Request {
+        share: Some((3, 0)),
+        ..request(&t, 1)
+    };
+    assert_eq!(
+        index
+            .place(&small, &Strategy::default(), exact(1))
+            .unwrap()
+            .host_id(),
+        Uuid::from_u128(3)
+    );
+}

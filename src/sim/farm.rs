@@ -86,6 +86,7 @@ impl SimFarm {
         c.scheduler.cluster_reload_interval = Duration::from_secs(10);
         c.cluster.lease_renew_interval = Duration::from_millis(500);
         c.cluster.lease_duration = Duration::from_secs(3);
+        c.database.transaction_idle_timeout = Duration::from_secs(1);
         c.http.listen = "127.0.0.1:0".into();
         c.service.shutdown_grace = Duration::from_secs(15);
         c

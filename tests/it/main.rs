@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod multi;
 mod pipeline;
 mod schema;
 mod sim;
