@@ -88,6 +88,8 @@ pub struct BenchReport {
     pub violations: Vec<String>,
     /// Placements that did not commit, by reason (guard lost, cap refused).
     pub losses: Vec<String>,
+    /// Booked and burst cores per subscription (show/alloc) at the end.
+    pub subscriptions: Vec<(String, i64, i64)>,
 }
 
 /// Runs a benchmark and returns its report (also printed).
@@ -158,6 +160,7 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     let thresholds = [0.5, 0.9, 0.99];
     let mut last_change = Instant::now();
     let mut last_booked = -1i64;
+    let mut first_booking: Option<Instant> = None;
     loop {
         std::thread::sleep(Duration::from_millis(50));
         let p = progress(&mut client)?;
@@ -168,6 +171,9 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
             }
         }
         let booked = p.done + p.running + p.dead;
+        if booked > 0 && first_booking.is_none() {
+            first_booking = Some(Instant::now());
+        }
         if booked != last_booked {
             last_booked = booked;
             last_change = Instant::now();
@@ -185,6 +191,7 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
             break;
         }
     }
+    let loop_end = Instant::now();
     for inst in &instances {
         report.peak_rss_mib.push(inst.peak_rss_mib());
         let metrics = inst.metrics();
@@ -229,6 +236,13 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
         report.booked = procs;
     }
     report.window_secs = window.get(1);
+    if launches {
+        // Completed frames' procs are gone: the window runs from the first booking seen to
+        // the end of the run.
+        report.window_secs = first_booking
+            .map(|f| loop_end.saturating_duration_since(f).as_secs_f64())
+            .unwrap_or(0.0);
+    }
     let counted = if launches {
         report.booked.max(procs)
     } else {
@@ -253,6 +267,19 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
         report.rows_read_per_frame = Some(rows as f64 / frames);
         report.pages_per_frame = Some(pages as f64 / frames);
     }
+    report.subscriptions = client
+        .query(
+            "SELECT sh.str_name || '/' || a.str_name, coalesce(sum(p.int_cores_reserved), 0)::bigint / 100,
+                    s.int_burst::bigint / 100
+               FROM subscription s JOIN show sh ON sh.pk_show = s.pk_show JOIN alloc a ON a.pk_alloc = s.pk_alloc
+               LEFT JOIN host h ON h.pk_alloc = s.pk_alloc
+               LEFT JOIN proc p ON p.pk_host = h.pk_host AND p.pk_show = s.pk_show
+              GROUP BY 1, s.int_burst ORDER BY 1",
+            &[],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
     report.violations = audit(&mut client, None)?;
     print_report(args, &report);
     if args.top_statements > 0 {
@@ -366,6 +393,14 @@ fn print_report(args: &BenchArgs, r: &BenchReport) {
     );
     if r.per_instance.len() > 1 {
         println!("per instance    : {:?} frames", r.per_instance);
+    }
+    if r.subscriptions.len() <= 12 {
+        let subs: Vec<String> = r
+            .subscriptions
+            .iter()
+            .map(|(n, b, burst)| format!("{n} {b}/{burst}"))
+            .collect();
+        println!("subscriptions   : {} (booked/burst cores)", subs.join(", "));
     }
     if r.violations.is_empty() {
         println!("audit           : clean");
