@@ -153,6 +153,22 @@ pub struct SchedulerConfig {
     pub mem_reserved_min_kb: u64,
     /// Host choice for a frame.
     pub placement: Strategy,
+    /// Job order within a cluster pass.
+    pub job_order: JobOrder,
+}
+
+/// How jobs of a show are ordered in a pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobOrder {
+    /// Strictly by `job_resource.int_priority`, oldest first among equals (OpenCue's scheduler).
+    #[default]
+    Priority,
+    /// Oldest job first.
+    Fifo,
+    /// Cuebot's BALANCED: priority, plus up to 100 for a job below its minimum cores, plus one
+    /// per day of age — low-priority work keeps a share and never starves.
+    Balanced,
 }
 
 impl Default for SchedulerConfig {
@@ -175,6 +191,7 @@ impl Default for SchedulerConfig {
             memory_stranded_threshold_kb: 2 * 1024 * 1024,
             mem_reserved_min_kb: 250 * 1024,
             placement: Strategy::default(),
+            job_order: JobOrder::default(),
         }
     }
 }

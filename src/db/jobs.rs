@@ -138,6 +138,22 @@ pub fn active_tags(
         .collect())
 }
 
+/// The pending-job query; `{order_by}` is filled from [`crate::config::JobOrder`].
+const PENDING_JOBS: &str = "SELECT j.pk_job, j.str_name, j.pk_show, j.pk_folder, j.pk_dept, jr.int_priority::int,
+                j.str_show, j.str_shot, j.str_user, j.int_uid::bigint, coalesce(j.str_os, ''), j.str_log_dir,
+                coalesce(j.str_loki_url, ''), jr.int_max_cores::bigint, jr.int_max_gpus::bigint,
+                jr.int_min_cores::bigint,
+                extract(epoch FROM (now() - j.ts_started))::float8
+           FROM job j
+           JOIN job_resource jr ON jr.pk_job = j.pk_job
+          WHERE j.pk_show = $1 AND j.pk_facility = $2 AND j.str_state = 'PENDING' AND NOT j.b_paused
+            AND EXISTS (
+                SELECT 1 FROM layer l JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
+                 WHERE l.pk_job = j.pk_job AND ls.int_waiting_count > 0
+                   AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[])
+          ORDER BY {order_by}
+          LIMIT $4";
+
 /// A pending job of a cluster, with what the launch and the caps need.
 #[derive(Clone, Debug)]
 pub struct PendingJob {
@@ -185,24 +201,23 @@ pub fn pending_jobs(
     facility: &str,
     tags: &[String],
     limit: i64,
+    order: crate::config::JobOrder,
 ) -> Result<Vec<PendingJob>, DbError> {
-    let rows = conn.query(
-        "SELECT j.pk_job, j.str_name, j.pk_show, j.pk_folder, j.pk_dept, jr.int_priority::int,
-                j.str_show, j.str_shot, j.str_user, j.int_uid::bigint, coalesce(j.str_os, ''), j.str_log_dir,
-                coalesce(j.str_loki_url, ''), jr.int_max_cores::bigint, jr.int_max_gpus::bigint,
-                jr.int_min_cores::bigint,
-                extract(epoch FROM (now() - j.ts_started))::float8
-           FROM job j
-           JOIN job_resource jr ON jr.pk_job = j.pk_job
-          WHERE j.pk_show = $1 AND j.pk_facility = $2 AND j.str_state = 'PENDING' AND NOT j.b_paused
-            AND EXISTS (
-                SELECT 1 FROM layer l JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
-                 WHERE l.pk_job = j.pk_job AND ls.int_waiting_count > 0
-                   AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[])
-          ORDER BY jr.int_priority DESC, j.ts_started, j.pk_job
-          LIMIT $4",
-        &[&show, &facility, &tags, &limit],
-    )?;
+    use crate::config::JobOrder;
+    // The deficit term uses the recomputed job_resource.int_cores (at most one recompute
+    // interval old), as Cuebot's own BALANCED mode does.
+    let order_by = match order {
+        JobOrder::Priority => "jr.int_priority DESC, j.ts_started, j.pk_job",
+        JobOrder::Fifo => "j.ts_started, jr.int_priority DESC, j.pk_job",
+        JobOrder::Balanced => {
+            "(jr.int_priority
+              + CASE WHEN jr.int_min_cores > 0 AND jr.int_cores < jr.int_min_cores
+                     THEN 100.0 * (1.0 - jr.int_cores::float8 / jr.int_min_cores) ELSE 0 END
+              + extract(epoch FROM (now() - j.ts_started)) / 86400.0) DESC, j.ts_started, j.pk_job"
+        }
+    };
+    let sql = PENDING_JOBS.replace("{order_by}", order_by);
+    let rows = conn.query(sql.as_str(), &[&show, &facility, &tags, &limit])?;
     Ok(rows
         .iter()
         .map(|r| PendingJob {

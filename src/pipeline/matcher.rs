@@ -87,6 +87,7 @@ fn run(
         &cluster.facility,
         &cluster.tags,
         i64::from(s.max_jobs_per_pass),
+        s.job_order,
     )?;
     metrics::JOB_QUERY_SECONDS.observe(started.elapsed().as_secs_f64());
     metrics::JOBS_QUERIED.inc_by(jobs.len() as u64);

@@ -6,5 +6,6 @@ mod common;
 
 mod multi;
 mod pipeline;
+mod quality;
 mod schema;
 mod sim;
