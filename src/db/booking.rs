@@ -151,14 +151,7 @@ pub fn book_batch(
         let jobs: BTreeSet<&str> = idx.iter().map(|&i| placements[i].job.as_str()).collect();
         let layers: Vec<&str> = layers.into_iter().collect();
         let jobs: Vec<&str> = jobs.into_iter().collect();
-        tx.execute(
-            "SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer FOR UPDATE",
-            &[&layers],
-        )?;
-        tx.execute(
-            "SELECT 1 FROM job_stat WHERE pk_job = ANY($1) ORDER BY pk_job FOR UPDATE",
-            &[&jobs],
-        )?;
+        lock_stat_rows(&mut tx, &layers, &jobs)?;
     }
 
     // 2. Layer limits: every limit of a frame must have room; rooms are consumed in order.
@@ -325,6 +318,25 @@ pub fn book_batch(
             .collect(),
         stale_hosts,
     })
+}
+
+/// Locks the `layer_stat` and `job_stat` rows Cuebot's frame trigger will update, in key
+/// order, before any frame changes state. Every writer of frame states that shares hosts with
+/// stagehand should take them this way (stats, then hosts) so none of them can deadlock.
+pub fn lock_stat_rows<C: postgres::GenericClient>(
+    tx: &mut C,
+    layers: &[&str],
+    jobs: &[&str],
+) -> Result<(), DbError> {
+    tx.execute(
+        "SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer FOR UPDATE",
+        &[&layers],
+    )?;
+    tx.execute(
+        "SELECT 1 FROM job_stat WHERE pk_job = ANY($1) ORDER BY pk_job FOR UPDATE",
+        &[&jobs],
+    )?;
+    Ok(())
 }
 
 fn mark(

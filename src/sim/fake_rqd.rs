@@ -318,7 +318,7 @@ fn requeue(queue: &Mutex<BinaryHeap<Reverse<(Instant, Completion)>>>, items: Vec
 
 /// Cuebot's completion of a batch of frames, in one transaction, locking rows in the same
 /// order as stagehand's booking (layer_stat, job_stat, hosts) so the two never deadlock.
-fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, postgres::Error> {
+fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, crate::db::DbError> {
     let mut tx = client.transaction()?;
     let procs: Vec<&str> = due.iter().map(|c| c.proc.as_str()).collect();
     let rows = tx.query(
@@ -357,14 +357,9 @@ fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, po
     jobs.dedup();
     let hosts: Vec<&String> = per_host.keys().collect();
     // Stats (frames, through their trigger), then procs, then hosts: the booking's lock order.
-    tx.execute(
-        "SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer FOR UPDATE",
-        &[&layers],
-    )?;
-    tx.execute(
-        "SELECT 1 FROM job_stat WHERE pk_job = ANY($1) ORDER BY pk_job FOR UPDATE",
-        &[&jobs],
-    )?;
+    let layer_keys: Vec<&str> = layers.iter().map(String::as_str).collect();
+    let job_keys: Vec<&str> = jobs.iter().map(String::as_str).collect();
+    crate::db::booking::lock_stat_rows(&mut tx, &layer_keys, &job_keys)?;
     tx.execute(
         "UPDATE frame SET str_state = 'SUCCEEDED', int_exit_status = 0, ts_stopped = now(), ts_updated = now(),
                 int_version = int_version + 1

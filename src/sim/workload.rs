@@ -241,11 +241,29 @@ pub fn coldfill(scale: f64, seed: u64, runtime_ms: u64) -> FarmSpec {
         })
         .collect();
     // Demand ≈ 1.6× the farm: 1–8 core frames.
-    let jobs_n = scaled(480, scale);
-    let jobs = (0..jobs_n)
+    let jobs = allocation_jobs(&mut rng, scaled(480, scale), "cf-job", |_| runtime_ms);
+    FarmSpec {
+        facility: "local".into(),
+        allocs,
+        shows,
+        hosts,
+        jobs,
+        limits: Vec::new(),
+    }
+}
+
+/// `n` jobs over three shows, each with three 40-frame layers on the three allocation tags,
+/// 1–8 cores and 2 GB per frame, running `runtime_ms` each.
+fn allocation_jobs(
+    rng: &mut SmallRng,
+    n: usize,
+    prefix: &str,
+    mut runtime_ms: impl FnMut(&mut SmallRng) -> u64,
+) -> Vec<JobSpec> {
+    (0..n)
         .map(|j| JobSpec {
             show: j % 3,
-            name: format!("cf-job{j:04}"),
+            name: format!("{prefix}{j:05}"),
             priority: rng.random_range(1..=100),
             max_cores: 0,
             min_cores: 1,
@@ -261,20 +279,13 @@ pub fn coldfill(scale: f64, seed: u64, runtime_ms: u64) -> FarmSpec {
                     );
                     layer.cores_min = i64::from([1u32, 2, 4, 8][rng.random_range(0..4)] * CORE);
                     layer.mem_kb = 2 * GB;
-                    runtime_env(&mut layer, runtime_ms);
+                    let runtime = runtime_ms(rng);
+                    runtime_env(&mut layer, runtime);
                     layer
                 })
                 .collect(),
         })
-        .collect();
-    FarmSpec {
-        facility: "local".into(),
-        allocs,
-        shows,
-        hosts,
-        jobs,
-        limits: Vec::new(),
-    }
+        .collect()
 }
 
 /// A farm kept full: short frames (2–8 s) and enough of them to last `secs` seconds.
@@ -286,31 +297,9 @@ pub fn steady(scale: f64, seed: u64, secs: u64) -> FarmSpec {
     let frames_needed = (f64::from(cores) / 3.75 * (secs as f64 / 5.0) * 1.5) as usize;
     let per_job = 3 * 40;
     let jobs_n = frames_needed / per_job + 1;
-    farm.jobs = (0..jobs_n)
-        .map(|j| JobSpec {
-            show: j % 3,
-            name: format!("steady-job{j:05}"),
-            priority: rng.random_range(1..=100),
-            max_cores: 0,
-            min_cores: 1,
-            max_gpus: 0,
-            os: String::new(),
-            env: Vec::new(),
-            layers: (0..3)
-                .map(|l| {
-                    let mut layer = LayerSpec::simple(
-                        &format!("layer{l}"),
-                        "1-40",
-                        &format!("alloc{}", (j + l) % 3),
-                    );
-                    layer.cores_min = i64::from([1u32, 2, 4, 8][rng.random_range(0..4)] * CORE);
-                    layer.mem_kb = 2 * GB;
-                    runtime_env(&mut layer, rng.random_range(2_000..=8_000));
-                    layer
-                })
-                .collect(),
-        })
-        .collect();
+    farm.jobs = allocation_jobs(&mut rng, jobs_n, "steady-job", |rng| {
+        rng.random_range(2_000..=8_000)
+    });
     farm
 }
 
