@@ -1,0 +1,495 @@
+//! The booking pipeline on real PostgreSQL: one test per rule.
+
+use std::time::Duration;
+
+use stagehand::{
+    db::booking::{BookOptions, GuardLoss, Placement, book_batch},
+    model::{CORE, Resources, TagType, ThreadMode},
+    sim::{
+        fake_rqd::{Behaviour, FakeRqd, FleetOptions},
+        seed::{GB, HostSpec, LayerSpec},
+    },
+};
+
+use crate::common::{Farm, job, small_farm};
+
+fn one_layer(layer: LayerSpec) -> Vec<stagehand::sim::seed::JobSpec> {
+    vec![job("j", vec![layer])]
+}
+
+#[test]
+fn drains_a_small_farm_with_a_clean_audit() {
+    let spec = small_farm(
+        4,
+        8,
+        32,
+        &[],
+        vec![job(
+            "j1",
+            vec![LayerSpec::simple("render", "1-10", "general")],
+        )],
+    );
+    let farm = Farm::new(&spec, |_| {});
+    assert_eq!(farm.drain(), 10);
+    assert_eq!(farm.frames_in("RUNNING"), 10);
+    farm.assert_clean_audit();
+}
+
+#[test]
+fn tags_overlap_with_whitespace_and_mismatches_book_nothing() {
+    let spec = small_farm(
+        1,
+        8,
+        32,
+        &[("fx", TagType::Manual)],
+        vec![
+            job(
+                "match",
+                vec![LayerSpec::simple("l", "1-2", "  nothere |  fx ")],
+            ),
+            job("nomatch", vec![LayerSpec::simple("l", "1-2", "elsewhere")]),
+        ],
+    );
+    let farm = Farm::new(&spec, |_| {});
+    assert_eq!(farm.drain(), 2);
+    let booked: i64 = farm
+        .client()
+        .query_one("SELECT count(*) FROM proc p JOIN job j ON j.pk_job = p.pk_job WHERE j.str_name = 'match'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(booked, 2);
+}
+
+#[test]
+fn os_must_match_when_the_job_names_one() {
+    let mut rocky = job("rocky", vec![LayerSpec::simple("l", "1-2", "general")]);
+    rocky.os = "rocky9".into();
+    let spec = small_farm(2, 8, 32, &[], vec![rocky]);
+    let farm = Farm::new(&spec, |_| {});
+    assert_eq!(farm.drain(), 0, "no host runs rocky9");
+    farm.client()
+        .execute("UPDATE host_stat SET str_os = 'rocky9'", &[])
+        .unwrap();
+    farm.refresh();
+    assert_eq!(farm.drain(), 2);
+}
+
+#[test]
+fn each_floor_is_respected() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut LayerSpec)>)> = vec![
+        ("cores", Box::new(|l| l.cores_min = i64::from(16 * CORE))),
+        ("memory", Box::new(|l| l.mem_kb = 64 * GB)),
+        ("gpus", Box::new(|l| l.gpus = 1)),
+        ("gpu memory", Box::new(|l| l.gpu_mem_kb = GB)),
+    ];
+    for (name, grow) in cases {
+        let mut layer = LayerSpec::simple("l", "1", "general");
+        grow(&mut layer);
+        let farm = Farm::new(&small_farm(1, 8, 32, &[], one_layer(layer)), |_| {});
+        assert_eq!(farm.drain(), 0, "{name}: no 8-core/32 GB/no-GPU host fits");
+    }
+}
+
+fn host_in_mode(mode: ThreadMode) -> stagehand::sim::seed::FarmSpec {
+    let mut spec = small_farm(1, 16, 64, &[], Vec::new());
+    spec.hosts[0].thread_mode = mode;
+    spec
+}
+
+#[test]
+fn thread_modes() {
+    // ALL: every idle core to a threadable frame; non-threadable frames refused.
+    let mut spec = host_in_mode(ThreadMode::All);
+    spec.jobs = one_layer(LayerSpec::simple("l", "1", "general"));
+    let farm = Farm::new(&spec, |_| {});
+    assert_eq!(farm.drain(), 1);
+    let cores: i64 = farm
+        .client()
+        .query_one("SELECT int_cores_reserved FROM proc", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(cores, 1600);
+    let mut spec = host_in_mode(ThreadMode::All);
+    let mut l = LayerSpec::simple("l", "1", "general");
+    l.threadable = false;
+    spec.jobs = one_layer(l);
+    assert_eq!(Farm::new(&spec, |_| {}).drain(), 0);
+    // VARIABLE: a one-core request gets two.
+    let mut spec = host_in_mode(ThreadMode::Variable);
+    spec.jobs = one_layer(LayerSpec::simple("l", "1", "general"));
+    let farm = Farm::new(&spec, |_| {});
+    farm.drain();
+    let cores: i64 = farm
+        .client()
+        .query_one("SELECT int_cores_reserved FROM proc", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(cores, 200);
+    // AUTO: cores balanced against memory (16 GB on a 16-core/64 GB host = 4 cores).
+    let mut spec = host_in_mode(ThreadMode::Auto);
+    let mut l = LayerSpec::simple("l", "1", "general");
+    l.mem_kb = 16 * GB;
+    spec.jobs = one_layer(l);
+    let farm = Farm::new(&spec, |_| {});
+    farm.drain();
+    let cores: i64 = farm
+        .client()
+        .query_one("SELECT int_cores_reserved FROM proc", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(cores, 400);
+}
+
+#[test]
+fn start_after_holds_a_layer_back() {
+    let farm = Farm::new(
+        &small_farm(
+            1,
+            8,
+            32,
+            &[],
+            one_layer(LayerSpec::simple("l", "1-2", "general")),
+        ),
+        |_| {},
+    );
+    farm.client()
+        .execute(
+            "UPDATE layer SET ts_start_after = now() + interval '1 hour'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(farm.drain(), 0);
+    farm.client()
+        .execute(
+            "UPDATE layer SET ts_start_after = now() - interval '1 second'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(farm.drain(), 2);
+}
+
+#[test]
+fn priority_and_dispatch_order() {
+    let mut low = job("low", vec![LayerSpec::simple("l", "1-3", "general")]);
+    low.priority = 1;
+    let mut high = job("high", vec![LayerSpec::simple("l", "1-3", "general")]);
+    high.priority = 500;
+    // One one-core host: one frame per pass.
+    let farm = Farm::new(&small_farm(1, 1, 32, &[], vec![low, high]), |_| {});
+    assert_eq!(farm.pass_all(), 1);
+    let (name, frame): (String, String) = {
+        let r = farm
+            .client()
+            .query_one("SELECT j.str_name, f.str_name FROM proc p JOIN job j ON j.pk_job = p.pk_job JOIN frame f ON f.pk_frame = p.pk_frame", &[])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(name, "high");
+    assert_eq!(frame, "0001-l", "frames book in dispatch order");
+}
+
+fn placement_rows(farm: &Farm) -> Vec<Placement> {
+    let mut client = farm.client();
+    let host = client
+        .query_one("SELECT pk_host, str_name FROM host LIMIT 1", &[])
+        .unwrap();
+    client
+        .query("SELECT f.pk_frame, f.pk_layer, f.pk_job, coalesce(f.int_version, 0) FROM frame f ORDER BY f.str_name", &[])
+        .unwrap()
+        .iter()
+        .map(|r| Placement {
+            frame: r.get(0),
+            version: r.get(3),
+            layer: r.get(1),
+            job: r.get(2),
+            show: farm.seeded.shows[0].clone(),
+            host: host.get(0),
+            host_name: host.get(1),
+            proc: uuid::Uuid::new_v4().to_string(),
+            amount: Resources { cores: CORE, mem_kb: GB, gpus: 0, gpu_mem_kb: 0 },
+            limits: Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_frame_stolen_mid_batch_drops_alone() {
+    let farm = Farm::new(
+        &small_farm(
+            1,
+            8,
+            32,
+            &[],
+            one_layer(LayerSpec::simple("l", "1-2", "general")),
+        ),
+        |_| {},
+    );
+    let placements = placement_rows(&farm);
+    // Another writer (Cuebot, another scheduler) changes the first frame after we read it.
+    farm.client()
+        .execute(
+            "UPDATE frame SET int_version = int_version + 1 WHERE pk_frame = $1",
+            &[&placements[0].frame],
+        )
+        .unwrap();
+    let outcome = book_batch(
+        &mut farm.client(),
+        &placements,
+        &BookOptions {
+            mem_reserved_min_kb: 0,
+        },
+        None,
+    )
+    .unwrap();
+    assert_eq!(outcome.results[0], Err(GuardLoss::Frame));
+    assert!(outcome.results[1].is_ok());
+    farm.assert_clean_audit();
+}
+
+#[test]
+fn a_host_exhausted_by_another_writer_is_never_overbooked() {
+    let farm = Farm::new(
+        &small_farm(
+            1,
+            8,
+            32,
+            &[],
+            one_layer(LayerSpec::simple("l", "1-8", "general")),
+        ),
+        |_| {},
+    );
+    // The index believes the host is idle; another writer books it all.
+    farm.client()
+        .execute("UPDATE host SET int_cores_idle = 0", &[])
+        .unwrap();
+    assert_eq!(farm.pass_all(), 0);
+    let idle: i64 = farm
+        .client()
+        .query_one("SELECT int_cores_idle FROM host", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(idle, 0);
+    assert_eq!(farm.frames_in("WAITING"), 8);
+    let metrics = stagehand::metrics::render();
+    assert!(
+        metrics.contains("stagehand_guard_losses_total{kind=\"host_capacity\"}"),
+        "loss counted"
+    );
+}
+
+fn launching_farm(layer: LayerSpec, rqd: &FakeRqd) -> Farm {
+    let mut j = job("launchjob", vec![layer]);
+    j.env = vec![
+        ("SHARED".into(), "job".into()),
+        ("JOB_ONLY".into(), "1".into()),
+    ];
+    let port = rqd.port();
+    Farm::new(&small_farm(1, 8, 32, &[], vec![j]), move |c| {
+        c.rqd.dry_run = false;
+        c.rqd.endpoint = "127.0.0.1:{port}".into();
+        c.rqd.port = port;
+        c.rqd.timeout = Duration::from_millis(300);
+    })
+}
+
+#[test]
+fn launches_carry_the_chunk_tokens_and_the_merged_environment() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    let mut layer = LayerSpec::simple("comp", "1-10", "general");
+    layer.chunk = 5;
+    layer.command =
+        "run #FRAME_START# #FRAME_END# #FRAMESPEC# #ZFRAME# #LAYER# #JOB# #FRAME#".into();
+    layer.env = vec![("SHARED".into(), "layer".into())];
+    let farm = launching_farm(layer, &rqd).settle_launches();
+    assert_eq!(farm.drain(), 2, "two chunks of five");
+    let farm = farm.settle_launches();
+    let mut launches = rqd.launches();
+    launches.sort_by(|a, b| a.frame_name.cmp(&b.frame_name));
+    assert_eq!(launches.len(), 2);
+    assert_eq!(
+        launches[0].command,
+        "run 1 5 1-5 0001 comp launchjob 0001-comp"
+    );
+    assert_eq!(
+        launches[1].command,
+        "run 6 10 6-10 0006 comp launchjob 0006-comp"
+    );
+    let env = &launches[0].environment;
+    assert_eq!(env["SHARED"], "layer", "layer env overrides job env");
+    assert_eq!(env["JOB_ONLY"], "1");
+    assert_eq!(env["CUE_CHUNK"], "5");
+    assert_eq!(launches[0].num_cores, 100);
+    farm.assert_clean_audit();
+    rqd.stop();
+}
+
+fn assert_compensated(farm: &Farm) {
+    let mut client = farm.client();
+    let procs: i64 = client
+        .query_one("SELECT count(*) FROM proc", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(procs, 0, "no proc left");
+    let rows = client
+        .query("SELECT str_state, int_exit_status FROM frame", &[])
+        .unwrap();
+    for r in rows {
+        assert_eq!(
+            (r.get::<_, String>(0), r.get::<_, i64>(1)),
+            ("WAITING".to_owned(), 299)
+        );
+    }
+    let (idle, total): (i64, i64) = {
+        let r = client
+            .query_one("SELECT int_cores_idle, int_cores FROM host", &[])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(idle, total, "host idle restored");
+    farm.assert_clean_audit();
+}
+
+#[test]
+fn rqd_refusing_is_compensated() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    rqd.set_behaviour(Behaviour::Refuse(grpcio::RpcStatusCode::INVALID_ARGUMENT));
+    let farm = launching_farm(LayerSpec::simple("l", "1-2", "general"), &rqd);
+    assert_eq!(farm.pass_all(), 2);
+    let farm = farm.settle_launches();
+    assert_compensated(&farm);
+    assert_eq!(rqd.kills().len(), 2, "a best-effort kill per failed launch");
+    rqd.stop();
+}
+
+#[test]
+fn rqd_timing_out_is_compensated() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    rqd.set_behaviour(Behaviour::Stall(Duration::from_secs(2)));
+    let farm = launching_farm(LayerSpec::simple("l", "1", "general"), &rqd);
+    assert_eq!(farm.pass_all(), 1);
+    let farm = farm.settle_launches();
+    assert_compensated(&farm);
+    rqd.stop();
+}
+
+#[test]
+fn dry_run_books_without_calling_rqd() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    let port = rqd.port();
+    let farm = Farm::new(
+        &small_farm(
+            1,
+            8,
+            32,
+            &[],
+            one_layer(LayerSpec::simple("l", "1-3", "general")),
+        ),
+        move |c| {
+            c.rqd.dry_run = true;
+            c.rqd.endpoint = "127.0.0.1:{port}".into();
+        },
+    );
+    assert_eq!(farm.drain(), 3);
+    let farm = farm.settle_launches();
+    assert_eq!(rqd.launch_count(), 0);
+    assert_eq!(farm.frames_in("RUNNING"), 3);
+    rqd.stop();
+}
+
+#[test]
+fn a_managed_flip_is_picked_up() {
+    let farm = Farm::new(
+        &small_farm(
+            1,
+            8,
+            32,
+            &[],
+            one_layer(LayerSpec::simple("l", "1-2", "general")),
+        ),
+        |_| {},
+    );
+    farm.client()
+        .execute("UPDATE show SET b_scheduler_managed = false", &[])
+        .unwrap();
+    assert!(farm.clusters().is_empty());
+    assert_eq!(farm.drain(), 0);
+    farm.client()
+        .execute("UPDATE show SET b_scheduler_managed = true", &[])
+        .unwrap();
+    farm.refresh();
+    assert_eq!(farm.drain(), 2);
+}
+
+#[test]
+fn cpu_work_leaves_gpu_hosts_free_while_others_fit() {
+    let mut spec = small_farm(
+        1,
+        8,
+        32,
+        &[],
+        one_layer(LayerSpec::simple("l", "1-8", "general")),
+    );
+    spec.hosts.push(HostSpec {
+        name: "gpu01".into(),
+        gpus: 2,
+        gpu_mem_kb: 16 * GB,
+        ..spec.hosts[0].clone()
+    });
+    let farm = Farm::new(&spec, |_| {});
+    assert_eq!(farm.drain(), 8);
+    let on_gpu: i64 = farm
+        .client()
+        .query_one(
+            "SELECT count(*) FROM proc p JOIN host h ON h.pk_host = p.pk_host WHERE h.int_gpus > 0",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(on_gpu, 0, "eight one-core frames fit the CPU host");
+}
+
+#[test]
+fn a_malformed_range_is_skipped_and_the_rest_books() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    let farm = launching_farm(LayerSpec::simple("good", "1-2", "general"), &rqd);
+    farm.client()
+        .execute(
+            "UPDATE layer SET str_range = '1-x' WHERE str_name = 'good'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        farm.pass_all(),
+        0,
+        "a layer RQD could not be told about books nothing"
+    );
+    assert_eq!(farm.frames_in("WAITING"), 2);
+    assert!(
+        stagehand::metrics::render().contains("stagehand_bad_input_total{kind=\"frame_range\"}")
+    );
+    farm.client()
+        .execute("UPDATE layer SET str_range = '1-2'", &[])
+        .unwrap();
+    assert_eq!(farm.pass_all(), 2);
+    rqd.stop();
+}
