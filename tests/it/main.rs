@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod accounting;
 mod multi;
 mod pipeline;
 mod quality;

@@ -1,0 +1,335 @@
+//! Caps, the bulk recompute and the audit, on real PostgreSQL.
+
+use std::sync::Arc;
+
+use stagehand::{
+    accounting::{Cap, Charge, Ledger, audit::audit, recompute},
+    db::accounting::{Written, recompute_tables},
+    model::{CORE, TagType},
+    sim::seed::{GB, LayerSpec, ShowSpec, SubSpec},
+};
+
+use crate::common::{Farm, job, small_farm};
+
+fn booked_cores(farm: &Farm, sql_where: &str) -> i64 {
+    farm.client()
+        .query_one(&format!("SELECT coalesce(sum(p.int_cores_reserved), 0)::bigint FROM proc p JOIN job j ON j.pk_job = p.pk_job {sql_where}"), &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn subscription_burst_stops_bookings_exactly_at_the_limit() {
+    let mut spec = small_farm(
+        4,
+        8,
+        32,
+        &[],
+        vec![job("j", vec![LayerSpec::simple("l", "1-40", "general")])],
+    );
+    spec.shows[0].subs = vec![SubSpec {
+        alloc: 0,
+        size: 8,
+        burst: 8,
+    }];
+    let farm = Farm::new(&spec, |_| {});
+    farm.drain();
+    assert_eq!(booked_cores(&farm, ""), 8 * i64::from(CORE));
+    farm.assert_clean_audit();
+}
+
+#[test]
+fn folder_and_job_caps_stop_bookings_exactly() {
+    let mut spec = small_farm(
+        4,
+        8,
+        32,
+        &[],
+        vec![job("j", vec![LayerSpec::simple("l", "1-40", "general")])],
+    );
+    spec.shows[0].folder_max_cores = 5;
+    let farm = Farm::new(&spec, |_| {});
+    farm.drain();
+    assert_eq!(
+        booked_cores(&farm, ""),
+        5 * i64::from(CORE),
+        "folder max cores"
+    );
+
+    let mut capped = job("capped", vec![LayerSpec::simple("l", "1-40", "general")]);
+    capped.max_cores = 3;
+    let farm = Farm::new(&small_farm(4, 8, 32, &[], vec![capped]), |_| {});
+    farm.drain();
+    assert_eq!(
+        booked_cores(&farm, ""),
+        3 * i64::from(CORE),
+        "job max cores"
+    );
+    farm.assert_clean_audit();
+}
+
+#[test]
+fn job_gpu_cap_stops_bookings_exactly() {
+    let mut layer = LayerSpec::simple("g", "1-10", "general");
+    layer.gpus = 1;
+    layer.gpu_mem_kb = GB;
+    let mut j = job("gpus", vec![layer]);
+    j.max_gpus = 2;
+    let mut spec = small_farm(2, 8, 32, &[], vec![j]);
+    for h in &mut spec.hosts {
+        h.gpus = 4;
+        h.gpu_mem_kb = 32 * GB;
+    }
+    let farm = Farm::new(&spec, |_| {});
+    farm.drain();
+    let gpus: i64 = farm
+        .client()
+        .query_one(
+            "SELECT coalesce(sum(int_gpus_reserved), 0)::bigint FROM proc",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(gpus, 2);
+}
+
+#[test]
+fn every_limit_of_a_layer_must_have_room() {
+    let mut spec = small_farm(2, 8, 32, &[], Vec::new());
+    spec.limits = vec![("full".into(), 0), ("roomy".into(), 100)];
+    let mut both = LayerSpec::simple("both", "1-4", "general");
+    both.limits = vec![0, 1];
+    let mut roomy = LayerSpec::simple("roomy", "1-4", "general");
+    roomy.limits = vec![1];
+    spec.jobs = vec![job("both", vec![both]), job("roomy", vec![roomy])];
+    let farm = Farm::new(&spec, |_| {});
+    farm.drain();
+    assert_eq!(
+        booked_cores(&farm, "WHERE j.str_name = 'both'"),
+        0,
+        "one full limit blocks the layer"
+    );
+    assert_eq!(
+        booked_cores(&farm, "WHERE j.str_name = 'roomy'"),
+        4 * i64::from(CORE)
+    );
+}
+
+#[test]
+fn an_unseeded_ledger_rejects() {
+    let ledger = Ledger::new();
+    ledger.set_burst("s", "a", 1000);
+    let charge = Charge {
+        show: "s".into(),
+        alloc: "a".into(),
+        folder: "f".into(),
+        job: "j".into(),
+        cores: 100,
+        gpus: 0,
+    };
+    assert_eq!(
+        ledger.charge(&charge).err().map(|r| r.cap),
+        Some(Cap::Subscription)
+    );
+}
+
+#[test]
+fn concurrent_passes_never_exceed_a_cap() {
+    let mut spec = small_farm(8, 8, 32, &[("m", TagType::Manual)], Vec::new());
+    // Two clusters (alloc tag, manual tag) over the same jobs, passes from two threads.
+    spec.jobs = (0..6)
+        .map(|i| {
+            job(
+                &format!("j{i}"),
+                vec![LayerSpec::simple("l", "1-20", "general | m")],
+            )
+        })
+        .collect();
+    spec.shows[0].subs = vec![SubSpec {
+        alloc: 0,
+        size: 13,
+        burst: 13,
+    }];
+    let farm = Arc::new(Farm::new(&spec, |_| {}));
+    for _ in 0..3 {
+        let handles: Vec<_> = (0..2)
+            .map(|_| {
+                let farm = Arc::clone(&farm);
+                std::thread::spawn(move || farm.pass_all())
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        farm.refresh();
+    }
+    assert_eq!(booked_cores(&farm, ""), 13 * i64::from(CORE));
+    farm.assert_clean_audit();
+}
+
+/// Releases every proc the way Cuebot does when frames finish.
+fn finish_all(farm: &Farm) {
+    farm.client()
+        .batch_execute(
+            "UPDATE frame SET str_state = 'SUCCEEDED', int_version = int_version + 1 WHERE str_state = 'RUNNING';
+             UPDATE host h SET int_cores_idle = h.int_cores, int_mem_idle = h.int_mem;
+             DELETE FROM proc;",
+        )
+        .unwrap();
+}
+
+#[test]
+fn recompute_after_releases_frees_the_counters_and_writes_only_changed_rows() {
+    let mut spec = small_farm(
+        2,
+        8,
+        32,
+        &[],
+        vec![job("j", vec![LayerSpec::simple("l", "1-40", "general")])],
+    );
+    spec.shows[0].subs = vec![SubSpec {
+        alloc: 0,
+        size: 4,
+        burst: 4,
+    }];
+    let farm = Farm::new(&spec, |_| {});
+    assert_eq!(farm.drain(), 4);
+    let mut client = farm.client();
+    // Usage is current after the drain's own recomputes: nothing to write.
+    assert_eq!(
+        recompute_tables(&mut client).unwrap(),
+        Written::default(),
+        "no churn: unchanged rows are not written"
+    );
+    finish_all(&farm);
+    // The releases changed usage: exactly the changed rows are written, once.
+    let after = recompute_tables(&mut client).unwrap();
+    assert_eq!(
+        (
+            after.subscription,
+            after.job_resource,
+            after.layer_resource,
+            after.folder_resource,
+            after.point
+        ),
+        (1, 1, 1, 1, 1)
+    );
+    recompute::round(&mut client, &farm.shared.ledger, true).unwrap();
+    let booked = farm.shared.ledger.booked();
+    assert!(
+        booked.subs.values().all(|v| *v == (0, 0)),
+        "counters freed: {:?}",
+        booked.subs
+    );
+    let written = recompute_tables(&mut client).unwrap();
+    assert_eq!(written, Written::default());
+    let sub_cores: i64 = client
+        .query_one("SELECT sum(int_cores)::bigint FROM subscription", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(sub_cores, 0);
+    // Booking resumes up to the burst again.
+    farm.refresh();
+    assert_eq!(farm.drain(), 4);
+    farm.assert_clean_audit();
+}
+
+#[test]
+fn verify_triggers_keep_their_caps_through_a_recompute() {
+    let farm = Farm::new(
+        &small_farm(
+            1,
+            8,
+            32,
+            &[],
+            vec![job("j", vec![LayerSpec::simple("l", "1-4", "general")])],
+        ),
+        |_| {},
+    );
+    assert_eq!(farm.drain(), 4);
+    let mut client = farm.client();
+    // An operator lowers the job's cap below what is booked, and the burst too.
+    client
+        .execute("UPDATE job_resource SET int_max_cores = 100", &[])
+        .unwrap();
+    client
+        .execute("UPDATE subscription SET int_burst = 200", &[])
+        .unwrap();
+    recompute_tables(&mut client).expect("the recompute goes past the verify triggers");
+    let (max, cores): (i32, i64) = {
+        let r = client
+            .query_one("SELECT int_max_cores, int_cores FROM job_resource", &[])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((max, cores), (100, 400), "cap intact, usage recomputed");
+    let (burst, sub_cores): (i64, i32) = {
+        let r = client
+            .query_one("SELECT int_burst, int_cores FROM subscription", &[])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((burst, sub_cores), (200, 400));
+}
+
+#[test]
+fn the_audit_finds_a_planted_violation() {
+    let farm = Farm::new(
+        &small_farm(
+            1,
+            8,
+            32,
+            &[],
+            vec![job("j", vec![LayerSpec::simple("l", "1-4", "general")])],
+        ),
+        |_| {},
+    );
+    farm.drain();
+    farm.assert_clean_audit();
+    let mut client = farm.client();
+    client
+        .execute("UPDATE host SET int_cores_idle = int_cores_idle + 100", &[])
+        .unwrap();
+    let violations = audit(&mut client, None).unwrap();
+    assert!(
+        violations.iter().any(|v| v.starts_with("host ledger")),
+        "{violations:?}"
+    );
+}
+
+#[test]
+fn saturation_workload_ends_at_exactly_the_bursts() {
+    let mut spec = stagehand::sim::workload::saturation(0.1, 9);
+    // Keep the shape (bursts far below demand) at a test's size.
+    spec.shows = vec![ShowSpec {
+        name: "saturation".into(),
+        managed: true,
+        subs: (0..3)
+            .map(|a| SubSpec {
+                alloc: a,
+                size: 30,
+                burst: 30,
+            })
+            .collect(),
+        folder_max_cores: 0,
+    }];
+    let farm = Farm::new(&spec, |_| {});
+    farm.drain();
+    let rows = farm
+        .client()
+        .query(
+            "SELECT s.int_burst::bigint, coalesce(sum(p.int_cores_reserved), 0)::bigint FROM subscription s
+               LEFT JOIN host h ON h.pk_alloc = s.pk_alloc LEFT JOIN proc p ON p.pk_host = h.pk_host
+              GROUP BY s.pk_subscription, s.int_burst",
+            &[],
+        )
+        .unwrap();
+    for r in rows {
+        assert_eq!(
+            r.get::<_, i64>(1),
+            r.get::<_, i64>(0),
+            "subscription booked exactly to its burst"
+        );
+    }
+    farm.assert_clean_audit();
+}
