@@ -9,4 +9,5 @@ mod multi;
 mod pipeline;
 mod quality;
 mod schema;
+mod service;
 mod sim;

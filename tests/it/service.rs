@@ -1,0 +1,308 @@
+//! Operating stagehand: HTTP endpoints, readiness, reload, shutdown, check-config, systemd.
+
+use std::{
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use stagehand::{
+    accounting::audit::audit,
+    config::Config,
+    service::Service,
+    sim::{
+        farm::SimFarm,
+        instances::{Instance, http_get, metric_sum},
+        pg::{PgCluster, PgOptions},
+        seed::LayerSpec,
+        workload,
+    },
+};
+
+use crate::common::{job, small_farm};
+
+fn fast(mut c: Config) -> Config {
+    c.http.listen = "127.0.0.1:0".into();
+    c.hosts.refresh_interval = Duration::from_millis(200);
+    c.scheduler.active_scan_interval = Duration::from_millis(200);
+    c.accounting.recompute_interval = Duration::from_millis(300);
+    c.cluster.lease_renew_interval = Duration::from_millis(200);
+    c.cluster.lease_duration = Duration::from_secs(2);
+    c.database.transaction_idle_timeout = Duration::from_secs(1);
+    c.database.connect_timeout = Duration::from_secs(1);
+    c.rqd.dry_run = true;
+    c
+}
+
+fn wait(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn http(address: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(address).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// A private cluster (so stopping it does not disturb other tests) with a seeded farm.
+fn private_farm() -> (PgCluster, String) {
+    let cluster = PgCluster::start(&PgOptions::default()).unwrap();
+    let url = cluster.create_database("svc", None).unwrap();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    stagehand::db::migrate::migrate(&mut client).unwrap();
+    stagehand::sim::seed::seed(
+        &mut client,
+        &small_farm(
+            2,
+            8,
+            32,
+            &[],
+            vec![job("j", vec![LayerSpec::simple("l", "1-4", "general")])],
+        ),
+    )
+    .unwrap();
+    (cluster, url)
+}
+
+#[test]
+fn endpoints_answer_and_readiness_follows_the_database() {
+    let (mut cluster, url) = private_farm();
+    let mut config = fast(Config::default());
+    config.database.url = url;
+    let service = Service::start(config).unwrap();
+    let addr = service.http_address();
+    assert!(
+        wait(Duration::from_secs(20), || http_get(&addr, "/readyz")
+            .map(|(c, _)| c == 200)
+            .unwrap_or(false)),
+        "ready"
+    );
+
+    let (code, metrics) = http_get(&addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    for name in [
+        "scheduler_frames_dispatched_total",
+        "stagehand_frames_booked_total",
+        "scheduler_jobs_queried_total",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(metrics.contains(name), "{name} exported");
+    }
+    let raw = http(&addr, "GET /metrics HTTP/1.0\r\n\r\n");
+    assert!(
+        raw.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{}",
+        &raw[..200.min(raw.len())]
+    );
+    let (code, body) = http_get(&addr, "/healthz").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["alive"],
+        true
+    );
+    let (code, body) = http_get(&addr, "/status").unwrap();
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        status["dispatch"].is_object()
+            && status["hosts"]["indexed"] == 2
+            && status["clusters"].is_array(),
+        "{status}"
+    );
+    let (code, page) = http_get(&addr, "/").unwrap();
+    assert!(code == 200 && page.contains("<svg") && page.contains("stagehand"));
+    let post = http(&addr, "POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
+    assert!(post.lines().next().unwrap_or("").contains(" 405"), "{post}");
+    assert_eq!(http_get(&addr, "/nope").unwrap().0, 404);
+
+    // The database goes away: not ready (and no panic); it comes back: ready again.
+    cluster.stop().unwrap();
+    assert!(
+        wait(Duration::from_secs(30), || http_get(&addr, "/readyz")
+            .map(|(c, _)| c == 503)
+            .unwrap_or(false)),
+        "not ready without a database"
+    );
+    assert_eq!(http_get(&addr, "/healthz").unwrap().0, 200, "still alive");
+    cluster.restart().unwrap();
+    assert!(
+        wait(Duration::from_secs(30), || http_get(&addr, "/readyz")
+            .map(|(c, _)| c == 200)
+            .unwrap_or(false)),
+        "ready again"
+    );
+    assert!(service.shutdown(Duration::from_secs(10)));
+}
+
+#[test]
+fn started_without_a_database_it_runs_and_is_not_ready() {
+    let mut config = fast(Config::default());
+    config.database.url = "host=127.0.0.1 port=1 user=nobody dbname=none".into();
+    let service = Service::start(config).unwrap();
+    let addr = service.http_address();
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, body) = http_get(&addr, "/readyz").unwrap();
+    assert_eq!(code, 503);
+    assert!(body.contains("database unreachable"), "{body}");
+    assert!(service.shutdown(Duration::from_secs(5)));
+}
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_stagehand"))
+}
+
+#[test]
+fn the_binary_reloads_on_sighup_and_drains_on_sigterm() {
+    let spec = workload::steady(0.01, 2, 30);
+    let farm = SimFarm::start(&spec, &PgOptions::default(), true, 0).unwrap();
+    let config = farm.config(false);
+    let instance = Instance::spawn(&binary(), &config, "svc").unwrap();
+    assert!(instance.wait_ready(Duration::from_secs(30)));
+    let generation = |i: &Instance| -> i64 {
+        let (_, body) = http_get(&i.address, "/status").unwrap();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["config_generation"]
+            .as_i64()
+            .unwrap()
+    };
+    let before = generation(&instance);
+    // A valid change: the running configuration follows.
+    let path = std::env::temp_dir().join(format!(
+        "stagehand-svc-{}-{}.toml",
+        std::process::id(),
+        "svc"
+    ));
+    let mut changed = config.clone();
+    changed.http.listen = instance.address.clone();
+    changed.cluster.instance_name = "svc".into();
+    changed.scheduler.empty_sleep = Duration::from_secs(7);
+    // The instance reads the file it was started with; rewrite that one.
+    let own = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.to_string_lossy()
+                .contains(&format!("stagehand-{}-svc-", std::process::id()))
+        })
+        .expect("the instance's config file");
+    std::fs::write(&own, toml::to_string(&changed).unwrap()).unwrap();
+    instance.signal(libc::SIGHUP);
+    assert!(
+        wait(Duration::from_secs(10), || generation(&instance)
+            == before + 1),
+        "valid reload applied"
+    );
+    // A broken file: still serving, error counted, nothing changed.
+    std::fs::write(&own, "[scheduler]\nworker_threads = \"many\"\n").unwrap();
+    instance.signal(libc::SIGHUP);
+    assert!(wait(Duration::from_secs(10), || metric_sum(
+        &instance.metrics(),
+        "stagehand_config_reloads_total"
+    ) >= 2.0));
+    let metrics = instance.metrics();
+    assert!(
+        metrics.contains("stagehand_config_reloads_total{result=\"error\"} 1"),
+        "error counted"
+    );
+    assert_eq!(
+        generation(&instance),
+        before + 1,
+        "the broken file changed nothing"
+    );
+    let _ = std::fs::remove_file(&path);
+    // Under load, SIGTERM drains and exits 0, leaving the database consistent.
+    assert!(wait(Duration::from_secs(20), || metric_sum(
+        &instance.metrics(),
+        "stagehand_frames_booked_total"
+    ) > 0.0));
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+    let mut client = postgres::Client::connect(&farm.url, postgres::NoTls).unwrap();
+    let violations = audit(&mut client, None).unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+    let released: i64 = client
+        .query_one(
+            "SELECT count(*) FROM stagehand.show_lease WHERE pk_instance IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(released, 0, "leases handed over at shutdown");
+}
+
+#[test]
+fn check_config_names_the_bad_key() {
+    let dir = std::env::temp_dir();
+    let unknown = dir.join(format!("stagehand-cc-unknown-{}.toml", std::process::id()));
+    std::fs::write(&unknown, "[scheduler]\nworker_thread = 4\n").unwrap();
+    let bad = dir.join(format!("stagehand-cc-bad-{}.toml", std::process::id()));
+    std::fs::write(&bad, "[rqd]\ntimeout = \"0s\"\n").unwrap();
+    let good = dir.join(format!("stagehand-cc-good-{}.toml", std::process::id()));
+    std::fs::write(&good, "").unwrap();
+    for (file, key) in [(&unknown, "scheduler.worker_thread"), (&bad, "rqd.timeout")] {
+        let out = Command::new(binary())
+            .args(["check-config", "--config"])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(key), "{stderr}");
+    }
+    let out = Command::new(binary())
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let shipped = Command::new(binary())
+        .args(["check-config", "--config", "conf/stagehand.toml"])
+        .output()
+        .unwrap();
+    assert!(
+        shipped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shipped.stderr)
+    );
+    for f in [unknown, bad, good] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+#[test]
+fn the_systemd_unit_verifies() {
+    let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
+        println!("skipped: systemd-analyze is not installed here");
+        return;
+    };
+    if !out.status.success() {
+        println!("skipped: systemd-analyze does not run here");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("stagehand-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let unit = std::fs::read_to_string("conf/stagehand.service")
+        .unwrap()
+        .replace("/usr/local/bin/stagehand", binary().to_str().unwrap());
+    let path = dir.join("stagehand.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "systemd-analyze verify: {stderr}");
+}
