@@ -183,8 +183,6 @@ metrics! {
     /// Counter drift found by the recompute (centicores, absolute).
     COUNTER_DRIFT: IntCounterVec =
         counter_vec("stagehand_counter_drift_total", "Counter drift corrected by the recompute", &["vertex"]);
-    /// Waiting frames by the reason they wait.
-    WAITING_FRAMES: IntGaugeVec = gauge_vec("stagehand_waiting_frames", "Waiting frames by reason", &["reason"]);
     /// Shows whose lease this instance holds.
     LEASES_HELD: IntGauge = gauge("stagehand_leases_held", "Show leases held by this instance");
     /// Lease events (claimed, renewed, shed, lost).
