@@ -325,3 +325,39 @@ pub fn job(
         layers,
     }
 }
+
+/// One placement per frame of the database (name order), all on the first host, one core and
+/// 1 GB each, in `show`: for tests that call `book_batch` directly.
+pub fn placements_for_all_frames(
+    client: &mut postgres::Client,
+    show: &str,
+) -> Vec<stagehand::db::booking::Placement> {
+    let host = client
+        .query_one(
+            "SELECT pk_host, str_name FROM host ORDER BY str_name LIMIT 1",
+            &[],
+        )
+        .unwrap();
+    client
+        .query("SELECT f.pk_frame, f.pk_layer, f.pk_job, coalesce(f.int_version, 0) FROM frame f ORDER BY f.str_name", &[])
+        .unwrap()
+        .iter()
+        .map(|r| stagehand::db::booking::Placement {
+            frame: r.get(0),
+            version: r.get(3),
+            layer: r.get(1),
+            job: r.get(2),
+            show: show.to_owned(),
+            host: host.get(0),
+            host_name: host.get(1),
+            proc: uuid::Uuid::new_v4().to_string(),
+            amount: stagehand::model::Resources {
+                cores: stagehand::model::CORE,
+                mem_kb: stagehand::sim::seed::GB,
+                gpus: 0,
+                gpu_mem_kb: 0,
+            },
+            limits: Vec::new(),
+        })
+        .collect()
+}

@@ -8,8 +8,7 @@ use std::{
 
 use stagehand::{
     accounting::audit::audit,
-    db::booking::{BookOptions, Fence, GuardLoss, Placement, book_batch},
-    model::{CORE, Resources},
+    db::booking::{BookOptions, Fence, GuardLoss, book_batch},
     sim::{
         bench::{BenchArgs, measure},
         farm::SimFarm,
@@ -19,7 +18,7 @@ use stagehand::{
     },
 };
 
-use crate::common::{Farm, job, small_farm};
+use crate::common::{Farm, job, placements_for_all_frames, small_farm};
 
 fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_stagehand"))
@@ -224,38 +223,7 @@ fn a_batch_planned_under_an_old_epoch_is_rejected_whole() {
             &[&show, &me],
         )
         .unwrap();
-    let rows = client
-        .query(
-            "SELECT f.pk_frame, f.pk_layer, f.pk_job, coalesce(f.int_version, 0) FROM frame f ORDER BY f.str_name",
-            &[],
-        )
-        .unwrap();
-    let host: (String, String) = {
-        let r = client
-            .query_one("SELECT pk_host, str_name FROM host LIMIT 1", &[])
-            .unwrap();
-        (r.get(0), r.get(1))
-    };
-    let placements: Vec<Placement> = rows
-        .iter()
-        .map(|r| Placement {
-            frame: r.get(0),
-            version: r.get(3),
-            layer: r.get(1),
-            job: r.get(2),
-            show: show.clone(),
-            host: host.0.clone(),
-            host_name: host.1.clone(),
-            proc: uuid::Uuid::new_v4().to_string(),
-            amount: Resources {
-                cores: CORE,
-                mem_kb: 1024,
-                gpus: 0,
-                gpu_mem_kb: 0,
-            },
-            limits: Vec::new(),
-        })
-        .collect();
+    let placements = placements_for_all_frames(&mut client, &show);
     let fence = Fence {
         instance: me,
         lease_secs: 30.0,

@@ -3,15 +3,15 @@
 use std::time::Duration;
 
 use stagehand::{
-    db::booking::{BookOptions, GuardLoss, Placement, book_batch},
-    model::{CORE, Resources, TagType, ThreadMode},
+    db::booking::{BookOptions, GuardLoss, book_batch},
+    model::{CORE, TagType, ThreadMode},
     sim::{
         fake_rqd::{Behaviour, FakeRqd, FleetOptions},
         seed::{GB, HostSpec, LayerSpec},
     },
 };
 
-use crate::common::{Farm, job, small_farm};
+use crate::common::{Farm, job, placements_for_all_frames, small_farm};
 
 fn one_layer(layer: LayerSpec) -> Vec<stagehand::sim::seed::JobSpec> {
     vec![job("j", vec![layer])]
@@ -188,30 +188,6 @@ fn priority_and_dispatch_order() {
     assert_eq!(frame, "0001-l", "frames book in dispatch order");
 }
 
-fn placement_rows(farm: &Farm) -> Vec<Placement> {
-    let mut client = farm.client();
-    let host = client
-        .query_one("SELECT pk_host, str_name FROM host LIMIT 1", &[])
-        .unwrap();
-    client
-        .query("SELECT f.pk_frame, f.pk_layer, f.pk_job, coalesce(f.int_version, 0) FROM frame f ORDER BY f.str_name", &[])
-        .unwrap()
-        .iter()
-        .map(|r| Placement {
-            frame: r.get(0),
-            version: r.get(3),
-            layer: r.get(1),
-            job: r.get(2),
-            show: farm.seeded.shows[0].clone(),
-            host: host.get(0),
-            host_name: host.get(1),
-            proc: uuid::Uuid::new_v4().to_string(),
-            amount: Resources { cores: CORE, mem_kb: GB, gpus: 0, gpu_mem_kb: 0 },
-            limits: Vec::new(),
-        })
-        .collect()
-}
-
 #[test]
 fn a_frame_stolen_mid_batch_drops_alone() {
     let farm = Farm::new(
@@ -224,7 +200,7 @@ fn a_frame_stolen_mid_batch_drops_alone() {
         ),
         |_| {},
     );
-    let placements = placement_rows(&farm);
+    let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
     // Another writer (Cuebot, another scheduler) changes the first frame after we read it.
     farm.client()
         .execute(
