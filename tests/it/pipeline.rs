@@ -379,6 +379,7 @@ fn dry_run_books_without_calling_rqd() {
         move |c| {
             c.rqd.dry_run = true;
             c.rqd.endpoint = "127.0.0.1:{port}".into();
+            c.rqd.port = port;
         },
     );
     assert_eq!(farm.drain(), 3);
