@@ -211,6 +211,7 @@ impl Service {
             status: Arc::clone(&cluster_status),
             loaded: Arc::clone(&health.clusters_loaded),
             leases: Some(Arc::clone(&leases)),
+            ledger: Some(Arc::clone(&shared.ledger)),
         };
         let (feed, work_rx, outcome_tx) = Feed::new(feed_ctx, cfg.scheduler.worker_threads);
         background.push(spawn("cluster-feed", &health, move || feed.run())?);

@@ -121,6 +121,10 @@ pub struct Ledger {
     resyncs: AtomicU64,
     /// Set to ask the recompute thread for a round now (a show was just leased).
     wake: AtomicBool,
+    /// Subscription sizes (centicores) per (show, alloc): the fair share.
+    sizes: DashMap<(String, String), i64>,
+    /// Shows with waiting work per allocation (from the feed's scan).
+    hungry: Mutex<HashMap<String, Vec<String>>>,
 }
 
 fn vertex<K: Eq + Hash + Clone>(map: &DashMap<K, Vertex>, key: &K) -> Vertex {
@@ -239,6 +243,45 @@ impl Ledger {
             }
             None => 0,
         }
+    }
+
+    /// Records which shows have waiting work on which allocations.
+    pub fn set_hungry(&self, hungry: HashMap<String, Vec<String>>) {
+        *self.hungry.lock() = hungry;
+    }
+
+    /// Centicores booked by `show` on `alloc` (0 when unknown).
+    pub fn sub_booked(&self, show: &str, alloc: &str) -> i64 {
+        self.subs
+            .get(&(show.to_owned(), alloc.to_owned()))
+            .map(|v| Arc::clone(v.value()))
+            .map(|v| v.lock().booked.0)
+            .unwrap_or(0)
+    }
+
+    /// Fair share across shows: true when `show` booking `cores` more on `alloc` would take it
+    /// past its subscription size while another show with waiting work there is still below
+    /// its own. Bursts stay the hard caps; this decides who goes first within them, so under
+    /// contention the shares converge to the subscription sizes.
+    pub fn should_yield(&self, show: &str, alloc: &str, cores: i64) -> bool {
+        let size = |s: &str| {
+            self.sizes
+                .get(&(s.to_owned(), alloc.to_owned()))
+                .map(|v| *v)
+                .unwrap_or(0)
+        };
+        if self.sub_booked(show, alloc) + cores <= size(show) {
+            return false;
+        }
+        let hungry = self.hungry.lock();
+        hungry
+            .get(alloc)
+            .map(|shows| {
+                shows
+                    .iter()
+                    .any(|t| t != show && self.sub_booked(t, alloc) < size(t))
+            })
+            .unwrap_or(false)
     }
 
     /// Centicores a job can still take (`None` = unlimited).
@@ -430,6 +473,9 @@ impl Ledger {
         for ((show, alloc), burst) in &caps.bursts {
             self.set_burst(show, alloc, *burst);
         }
+        for ((show, alloc), size) in &caps.sizes {
+            self.sizes.insert((show.clone(), alloc.clone()), *size);
+        }
         for (folder, limits) in &caps.folders {
             self.set_folder_limits(folder, *limits);
         }
@@ -481,6 +527,8 @@ pub struct Snapshot {
 pub struct Caps {
     /// Burst (centicores) per (show, alloc).
     pub bursts: HashMap<(String, String), i64>,
+    /// Subscription size (centicores) per (show, alloc).
+    pub sizes: HashMap<(String, String), i64>,
     /// Folder limits.
     pub folders: HashMap<String, Limits>,
     /// Job limits.
@@ -578,6 +626,39 @@ mod tests {
         snap.subs.insert(("s".into(), "a".into()), (600, 0));
         l.resync(epoch, &snap);
         assert_eq!(l.booked().subs[&("s".to_owned(), "a".to_owned())].0, 800);
+    }
+
+    #[test]
+    fn a_show_above_its_size_yields_to_a_hungry_show_below_its_own() {
+        let l = ledger(10_000);
+        l.set_burst("t", "a", 10_000);
+        l.set_caps(&Caps {
+            sizes: [
+                (("s".into(), "a".into()), 200),
+                (("t".into(), "a".into()), 400),
+            ]
+            .into_iter()
+            .collect(),
+            ..Caps::default()
+        });
+        l.set_hungry(
+            [("a".to_owned(), vec!["s".to_owned(), "t".to_owned()])]
+                .into_iter()
+                .collect(),
+        );
+        // s is within its size: no yielding.
+        assert!(!l.should_yield("s", "a", 200));
+        l.charge(&charge(200)).unwrap().commit();
+        // s would go past its size while t (below its own) waits: s yields, t does not.
+        assert!(l.should_yield("s", "a", 100));
+        assert!(!l.should_yield("t", "a", 100));
+        // Nobody else hungry: s may use its burst.
+        l.set_hungry(
+            [("a".to_owned(), vec!["s".to_owned()])]
+                .into_iter()
+                .collect(),
+        );
+        assert!(!l.should_yield("s", "a", 100));
     }
 
     #[test]

@@ -111,6 +111,8 @@ pub struct FeedContext {
     pub loaded: Arc<AtomicBool>,
     /// Show leases: only shows this instance may book get turns (`None`: every show).
     pub leases: Option<Arc<crate::lease::Leases>>,
+    /// Cap counters: told which shows have waiting work where (fair share).
+    pub ledger: Option<Arc<crate::accounting::Ledger>>,
 }
 
 /// The feed's state; [`Feed::run`] is the body of the `cluster-feed` thread.
@@ -311,6 +313,18 @@ impl Feed {
             }
         }
         metrics::CLUSTERS_ACTIVE.set(awake);
+        if let Some(ledger) = &self.ctx.ledger {
+            let mut hungry: HashMap<String, Vec<String>> = HashMap::new();
+            for turn in self.turns.values().filter(|t| t.waiting > 0) {
+                for alloc in &turn.cluster.allocs {
+                    let shows = hungry.entry(alloc.clone()).or_default();
+                    if !shows.contains(&turn.cluster.show) {
+                        shows.push(turn.cluster.show.clone());
+                    }
+                }
+            }
+            ledger.set_hungry(hungry);
+        }
     }
 
     fn settle(&mut self, outcome: PassOutcome, config: &Config) {

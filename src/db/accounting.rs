@@ -200,11 +200,12 @@ pub fn booked_snapshot(client: &mut Client) -> Result<Snapshot, DbError> {
 pub fn caps(client: &mut Client) -> Result<Caps, DbError> {
     let mut caps = Caps::default();
     for r in client.query(
-        "SELECT sub.pk_show, sub.pk_alloc, sub.int_burst::bigint FROM subscription sub
+        "SELECT sub.pk_show, sub.pk_alloc, sub.int_burst::bigint, sub.int_size::bigint FROM subscription sub
            JOIN show s ON s.pk_show = sub.pk_show WHERE s.b_scheduler_managed",
         &[],
     )? {
         caps.bursts.insert((r.get(0), r.get(1)), r.get(2));
+        caps.sizes.insert((r.get(0), r.get(1)), r.get(3));
     }
     for r in client.query(
         "SELECT fr.pk_folder, fr.int_max_cores::bigint, fr.int_max_gpus::bigint FROM folder_resource fr

@@ -288,8 +288,11 @@ impl Matcher<'_> {
                     &rules,
                 )
                 .ok()?;
-                (ledger.sub_headroom(show, &host.alloc.to_string()) >= i64::from(amount.cores))
-                    .then_some(amount)
+                let alloc = host.alloc.to_string();
+                let cores = i64::from(amount.cores);
+                (ledger.sub_headroom(show, &alloc) >= cores
+                    && !ledger.should_yield(show, &alloc, cores))
+                .then_some(amount)
             });
             let Some(reservation) = reservation else {
                 metrics::NO_CANDIDATE.inc();

@@ -41,3 +41,73 @@ fn fifo_order_serves_the_oldest_job() {
     // The seeder starts earlier jobs earlier: "high" is older.
     assert_eq!(winner(JobOrder::Fifo), "high");
 }
+
+/// Two shows with subscription sizes 20 and 10 cores (bursts both 30, so no cap decides) on
+/// one saturated 30-core allocation, frames of ten seconds completing continuously: the split
+/// of booked cores converges to 2:1.
+#[test]
+fn shares_converge_to_the_subscription_sizes() {
+    use stagehand::sim::{fake_rqd::RUNTIME_ENV, farm::SimFarm, pg::PgOptions, seed::*};
+    use std::time::{Duration, Instant};
+
+    let mut spec = small_farm(30, 1, 8, &[], Vec::new());
+    spec.shows = vec![
+        ShowSpec {
+            name: "big".into(),
+            managed: true,
+            subs: vec![SubSpec {
+                alloc: 0,
+                size: 20,
+                burst: 30,
+            }],
+            folder_max_cores: 0,
+        },
+        ShowSpec {
+            name: "small".into(),
+            managed: true,
+            subs: vec![SubSpec {
+                alloc: 0,
+                size: 10,
+                burst: 30,
+            }],
+            folder_max_cores: 0,
+        },
+    ];
+    for (show, name) in [(0, "big"), (1, "small")] {
+        let mut layer = LayerSpec::simple("l", "1-3000", "general");
+        layer.env = vec![(RUNTIME_ENV.into(), "10000".into())];
+        let mut j = job(name, vec![layer]);
+        j.show = show;
+        spec.jobs.push(j);
+    }
+    let farm = SimFarm::start(&spec, &PgOptions::default(), true, 0).unwrap();
+    let mut config = farm.config(false);
+    config.hosts.refresh_interval = Duration::from_millis(200);
+    config.scheduler.saturated_sleep = Duration::from_millis(200);
+    config.accounting.recompute_interval = Duration::from_millis(500);
+    let service = stagehand::service::Service::start(config).unwrap();
+    let mut client = postgres::Client::connect(&farm.url, postgres::NoTls).unwrap();
+    // Let the first, unfair fill (whoever came first) turn over once.
+    std::thread::sleep(Duration::from_secs(14));
+    let (mut big, mut small) = (0i64, 0i64);
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        for r in client
+            .query("SELECT s.str_name, count(*) FROM proc p JOIN show s ON s.pk_show = p.pk_show GROUP BY 1", &[])
+            .unwrap()
+        {
+            match r.get::<_, &str>(0) {
+                "big" => big += r.get::<_, i64>(1),
+                _ => small += r.get::<_, i64>(1),
+            }
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    service.shutdown(Duration::from_secs(10));
+    let ratio = big as f64 / small.max(1) as f64;
+    println!("fair share: big {big} : small {small} core-samples = {ratio:.2} (sizes 2:1)");
+    assert!(
+        (1.8..=2.2).contains(&ratio),
+        "split {ratio:.2}, expected 2 ± 10 %"
+    );
+}
