@@ -373,11 +373,13 @@ pub type Envs = (
     HashMap<String, Vec<(String, String)>>,
 );
 
-/// Reads `job_env` and `layer_env` for the given jobs (only what a launch needs).
+/// Reads `job_env` and `layer_env` for the given jobs (only what a launch needs). Cuebot's
+/// env columns are nullable: rows without a key are skipped, a missing value reads as empty.
 pub fn envs(conn: &mut impl GenericClient, jobs: &[String]) -> Result<Envs, DbError> {
     let mut job_env: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for r in conn.query(
-        "SELECT pk_job, str_key, str_value FROM job_env WHERE pk_job = ANY($1)",
+        "SELECT pk_job, str_key, coalesce(str_value, '') FROM job_env
+          WHERE pk_job = ANY($1) AND str_key IS NOT NULL ORDER BY pk_job_env",
         &[&jobs],
     )? {
         job_env
@@ -387,7 +389,8 @@ pub fn envs(conn: &mut impl GenericClient, jobs: &[String]) -> Result<Envs, DbEr
     }
     let mut layer_env: HashMap<String, Vec<(String, String)>> = HashMap::new();
     for r in conn.query(
-        "SELECT pk_layer, str_key, str_value FROM layer_env WHERE pk_job = ANY($1)",
+        "SELECT pk_layer, str_key, coalesce(str_value, '') FROM layer_env
+          WHERE pk_job = ANY($1) AND pk_layer IS NOT NULL AND str_key IS NOT NULL ORDER BY pk_layer_env",
         &[&jobs],
     )? {
         layer_env
