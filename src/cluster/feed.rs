@@ -144,7 +144,8 @@ impl Feed {
             next_reload: now,
             next_scan: now,
             scan_ok: false,
-            last_status: now,
+            // Publish on the first iteration: /status should show clusters as soon as loaded.
+            last_status: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
         };
         (feed, work_rx, out_tx)
     }

@@ -111,3 +111,57 @@ fn shares_converge_to_the_subscription_sizes() {
         "split {ratio:.2}, expected 2 ± 10 %"
     );
 }
+
+/// A busy cluster beside 200 empty ones: the empty clusters get no turns at all (the awake
+/// gate), so the busy one is served as if it were alone (OpenCue #2315, #2465).
+#[test]
+fn a_busy_cluster_is_not_kept_waiting_by_two_hundred_empty_ones() {
+    use stagehand::sim::{farm::SimFarm, pg::PgOptions};
+    use std::time::Duration;
+
+    // 200 hosts, each with its own manual tag: 200 one-tag clusters (chunk size 1) with no work.
+    let mut spec = small_farm(
+        200,
+        4,
+        16,
+        &[],
+        vec![job(
+            "busy",
+            vec![LayerSpec::simple("l", "1-400", "general")],
+        )],
+    );
+    for (i, h) in spec.hosts.iter_mut().enumerate() {
+        h.tags
+            .push((format!("idle{i:03}"), stagehand::model::TagType::Manual));
+    }
+    let farm = SimFarm::start(&spec, &PgOptions::default(), false, 0).unwrap();
+    let mut config = farm.config(true);
+    config.scheduler.manual_tags_chunk_size = 1;
+    config.scheduler.worker_threads = 1;
+    let service = stagehand::service::Service::start(config).unwrap();
+    let status = service.status();
+    let mut client = postgres::Client::connect(&farm.url, postgres::NoTls).unwrap();
+    let mut booked = 0i64;
+    for _ in 0..200 {
+        booked = client
+            .query_one("SELECT count(*) FROM proc", &[])
+            .unwrap()
+            .get(0);
+        if booked == 400 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(booked, 400, "the busy cluster drained");
+    // The status is published at most every 500 ms.
+    std::thread::sleep(Duration::from_millis(600));
+    let clusters = status.clusters.load_full();
+    let empty: Vec<_> = clusters.iter().filter(|c| c.kind == "manual").collect();
+    assert_eq!(empty.len(), 200, "{} manual clusters", empty.len());
+    assert!(
+        empty.iter().all(|c| c.state == "idle" && c.waiting == 0),
+        "no turn for an empty cluster: {:?}",
+        empty.iter().find(|c| c.state != "idle")
+    );
+    service.shutdown(Duration::from_secs(10));
+}
