@@ -7,6 +7,7 @@ pub mod booking;
 pub mod hosts;
 pub mod jobs;
 pub mod migrate;
+pub mod reservations;
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},
@@ -88,9 +89,13 @@ pub fn connection_config(db: &DatabaseConfig) -> Result<postgres::Config, DbErro
     config.keepalives(true);
     config.keepalives_idle(Duration::from_secs(30));
     config.application_name("stagehand");
-    let timeout_ms = db.statement_timeout.as_millis();
+    // The idle-in-transaction timeout is what makes fencing safe against a frozen process:
+    // its booking transaction holds the lease rows FOR SHARE, and only the server ending the
+    // session releases them for the takeover.
     config.options(&format!(
-        "-c statement_timeout={timeout_ms} -c timezone=UTC"
+        "-c statement_timeout={} -c idle_in_transaction_session_timeout={} -c timezone=UTC",
+        db.statement_timeout.as_millis(),
+        db.transaction_idle_timeout.as_millis().max(1),
     ));
     Ok(config)
 }
