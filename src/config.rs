@@ -67,6 +67,8 @@ pub struct Config {
     pub rqd: RqdConfig,
     /// `[accounting]`: caps and the bulk recompute.
     pub accounting: AccountingConfig,
+    /// `[reservations]`: hosts reserved for wide frames, and backfill around them.
+    pub reservations: ReservationsConfig,
     /// `[cluster]`: multi-instance coordination.
     pub cluster: ClusterConfig,
     /// `[http]`: metrics and health endpoints.
@@ -274,6 +276,43 @@ impl Default for AccountingConfig {
     }
 }
 
+/// `[reservations]`: EASY-style host reservations so wide frames never starve.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReservationsConfig {
+    /// Reserve hosts for frames that fit no host; off, a wide frame may wait forever while
+    /// narrow frames take every freed core.
+    pub enabled: bool,
+    /// A frame must have waited this long, fitting no host, before it reserves one.
+    #[serde(with = "humantime_serde")]
+    pub after: Duration,
+    /// Most hosts reserved at once by this instance's shows (each reservation idles a host
+    /// while it drains).
+    pub max_reservations: usize,
+    /// A reservation is dropped (and may be taken again) after this long.
+    #[serde(with = "humantime_serde")]
+    pub max_hold: Duration,
+    /// Successful frames a layer needs before its average run time counts as an estimate;
+    /// below that, `layer.int_timeout` is the estimate, and without one the layer's frames
+    /// never backfill a reserved host.
+    pub min_history: u32,
+    /// Hosts compared (by expected free time) when choosing the one to reserve.
+    pub candidates: usize,
+}
+
+impl Default for ReservationsConfig {
+    fn default() -> Self {
+        ReservationsConfig {
+            enabled: true,
+            after: Duration::from_secs(120),
+            max_reservations: 16,
+            max_hold: Duration::from_secs(4 * 3600),
+            min_history: 3,
+            candidates: 32,
+        }
+    }
+}
+
 /// `[cluster]`: several stagehand instances on one database.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -384,13 +423,7 @@ impl Config {
                 "is not a valid PostgreSQL connection string",
             ));
         }
-        if !(1..=1000).contains(&d.pool_size) {
-            return Err(invalid(
-                "database.pool_size",
-                d.pool_size,
-                "must be between 1 and 1000",
-            ));
-        }
+        within("database.pool_size", d.pool_size as usize, 1..=1000)?;
         positive("database.connect_timeout", d.connect_timeout)?;
         positive("database.statement_timeout", d.statement_timeout)?;
         positive(
@@ -406,13 +439,7 @@ impl Config {
         }
 
         let s = &self.scheduler;
-        if !(1..=256).contains(&s.worker_threads) {
-            return Err(invalid(
-                "scheduler.worker_threads",
-                s.worker_threads,
-                "must be between 1 and 256",
-            ));
-        }
+        within("scheduler.worker_threads", s.worker_threads, 1..=256)?;
         positive(
             "scheduler.cluster_reload_interval",
             s.cluster_reload_interval,
@@ -431,9 +458,7 @@ impl Config {
                 s.hostname_tags_chunk_size,
             ),
         ] {
-            if !(1..=100_000).contains(&value) {
-                return Err(invalid(key, value, "must be between 1 and 100000"));
-            }
+            within(key, value, 1..=100_000)?;
         }
         if let Err(reason) = s.placement.validate() {
             return Err(invalid(
@@ -442,6 +467,16 @@ impl Config {
                 &reason,
             ));
         }
+
+        let v = &self.reservations;
+        positive("reservations.after", v.after)?;
+        positive("reservations.max_hold", v.max_hold)?;
+        within(
+            "reservations.max_reservations",
+            v.max_reservations,
+            1..=100_000,
+        )?;
+        within("reservations.candidates", v.candidates, 1..=10_000)?;
 
         positive("hosts.refresh_interval", self.hosts.refresh_interval)?;
         positive("hosts.ping_timeout", self.hosts.ping_timeout)?;
@@ -461,13 +496,7 @@ impl Config {
             ));
         }
         positive("rqd.timeout", r.timeout)?;
-        if !(1..=1024).contains(&r.launch_threads) {
-            return Err(invalid(
-                "rqd.launch_threads",
-                r.launch_threads,
-                "must be between 1 and 1024",
-            ));
-        }
+        within("rqd.launch_threads", r.launch_threads, 1..=1024)?;
         if !(r.memory_soft_limit >= 1.0 && r.memory_soft_limit.is_finite()) {
             return Err(invalid(
                 "rqd.memory_soft_limit",
@@ -553,6 +582,21 @@ impl Config {
             .replace("{host}", host_name)
             .replace("{port}", &self.rqd.port.to_string())
     }
+}
+
+fn within(
+    key: &'static str,
+    value: usize,
+    range: std::ops::RangeInclusive<usize>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        reason: format!("must be between {} and {}", range.start(), range.end()),
+    })
 }
 
 fn positive(key: &'static str, value: Duration) -> Result<(), ConfigError> {

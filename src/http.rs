@@ -180,6 +180,11 @@ fn update_gauges(status: &StatusHandle) {
     metrics::DB_POOL
         .with_label_values(&["idle"])
         .set(i64::from(state.idle_connections));
+    for (reason, frames) in shared.waiting.totals() {
+        metrics::WAITING_FRAMES
+            .with_label_values(&[reason.label()])
+            .set(frames);
+    }
 }
 
 /// The `/status` document.
@@ -216,6 +221,13 @@ pub fn status_json(status: &StatusHandle) -> Value {
             "total_gpus": totals.total.gpus,
             "free_gpus": totals.free.gpus,
         },
+        "waiting_frames_by_reason": shared
+            .waiting
+            .totals()
+            .into_iter()
+            .map(|(reason, frames)| (reason.label(), frames))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+        "wide_frame_reservations": shared.holds.snapshot().status(),
         "clusters": status.clusters.load().as_ref(),
         "leases": leases,
     })

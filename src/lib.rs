@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! config ─► cluster (feed + queue) ─► db::jobs (jobs, layers, frames)
-//!        ─► index + reserve (matching, atomic reservations) ─► db::booking (guarded batches)
+//!        ─► index + reserve (matching, atomic reservations), backfill (hosts reserved for
+//!           wide frames) ─► db::booking (guarded batches)
 //!        ─► rqd (launch over gRPC, compensation)
 //! accounting (caps, recompute thread, audit), lease (multi-instance ownership) and
 //! http/metrics sit beside the pipeline; service ties the threads together; sim seeds farms
@@ -17,6 +18,7 @@
 #![warn(missing_docs)]
 
 pub mod accounting;
+pub mod backfill;
 pub mod cluster;
 pub mod config;
 pub mod db;

@@ -159,6 +159,21 @@ metrics! {
     INDEX_RESERVATIONS: IntGauge = gauge("stagehand_host_index_reservations", "Live reservations in the host index");
     /// Free cores in the index, in centicores.
     INDEX_FREE_CORES: IntGauge = gauge("stagehand_host_index_free_centicores", "Free centicores in the host index");
+    /// Hosts reserved for wide frames (`stagehand.host_reservation`, every instance's).
+    WIDE_RESERVATIONS: IntGauge =
+        gauge("stagehand_wide_frame_reservations", "Hosts reserved for wide frames");
+    /// Reservation events: taken, fulfilled (the frame booked), dropped (lapsed or frame gone).
+    WIDE_RESERVATION_EVENTS: IntCounterVec = counter_vec(
+        "stagehand_wide_frame_reservation_events_total",
+        "Host reservations taken, fulfilled and dropped",
+        &["event"],
+    );
+    /// Waiting frames by why they are not booked, as last seen by a booking pass.
+    WAITING_FRAMES: IntGaugeVec = gauge_vec(
+        "stagehand_waiting_frames",
+        "Waiting frames of managed shows by why they are not booked",
+        &["reason"],
+    );
     /// Host refreshes by result.
     HOST_REFRESHES: IntCounterVec = counter_vec("stagehand_host_refreshes_total", "Host index refreshes", &["result"]);
     /// Clusters waiting in the work queue.

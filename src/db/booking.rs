@@ -9,7 +9,9 @@
 //!   proc and its layer's start-after time passed;
 //! - `proc.pk_frame` is unique;
 //! - every layer limit of a frame must have room against live running counts;
-//! - the show's lease epoch (multi-instance fencing) must still be ours.
+//! - the show's lease epoch (multi-instance fencing) must still be ours;
+//! - a host reserved for a wide frame takes other frames only if they leave the reserved room
+//!   idle or are expected to end before its shadow time ([`crate::backfill`]).
 //!
 //! A placement that loses a guard drops out alone and the rest commits. Row locks are taken in
 //! one fixed order — lease (shared), layer_stat, job_stat, limit_record, frames, hosts, each
@@ -21,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use postgres::{Client, Transaction};
 
-use super::DbError;
+use super::{DbError, reservations::HOLD_BLOCKS};
 use crate::model::Resources;
 
 /// Exit statuses that do not count as a retry when a frame is booked again (Cuebot's list:
@@ -51,6 +53,10 @@ pub struct Placement {
     pub amount: Resources,
     /// The layer's limit records.
     pub limits: Vec<String>,
+    /// Expected run time in seconds (`None`: unknown), for the reservation rule.
+    pub est_secs: Option<f64>,
+    /// The frame holds a host reservation: booking it fulfils (and drops) that reservation.
+    pub holds_reservation: bool,
 }
 
 /// Why a placement dropped out of its batch.
@@ -64,6 +70,8 @@ pub enum GuardLoss {
     Limit,
     /// The show's lease moved to another instance (or its epoch changed).
     Fence,
+    /// The host is reserved for a wide frame and this frame would delay it.
+    Reserved,
 }
 
 impl GuardLoss {
@@ -74,6 +82,7 @@ impl GuardLoss {
             GuardLoss::Frame => "frame_changed",
             GuardLoss::Limit => "layer_limit",
             GuardLoss::Fence => "fence",
+            GuardLoss::Reserved => "reserved",
         }
     }
 }
@@ -197,18 +206,14 @@ pub fn book_batch(
     let idx = live(&results);
     let mut stale_hosts: Vec<(String, Resources)> = Vec::new();
     if !idx.is_empty() {
-        let per_host = sum_by_host(idx.iter().map(|&i| &placements[i]));
-        let hosts: Vec<&str> = per_host.keys().map(String::as_str).collect();
-        let (cores, mem, gpus, gpu_mem) = amounts(per_host.values().copied());
-        let short: BTreeSet<String> = read_short_hosts(
-            &mut tx,
-            &hosts,
-            &cores,
-            &mem,
-            &gpus,
-            &gpu_mem,
-            &mut stale_hosts,
-        )?;
+        let per_host = HostColumns::of(idx.iter().map(|&i| &placements[i]));
+        let (short, reserved) = read_short_hosts(&mut tx, &per_host, &mut stale_hosts)?;
+        mark(
+            &mut results,
+            placements,
+            |p| reserved.contains(&p.host),
+            GuardLoss::Reserved,
+        );
         mark(
             &mut results,
             placements,
@@ -305,6 +310,13 @@ pub fn book_batch(
             )));
         }
     }
+    // 5. Reservations of wide frames that just booked are fulfilled.
+    let fulfilled: Vec<&str> = placements
+        .iter()
+        .filter(|p| p.holds_reservation && started.contains_key(&p.frame))
+        .map(|p| p.frame.as_str())
+        .collect();
+    super::reservations::fulfil(&mut tx, &fulfilled)?;
     tx.commit()?;
 
     Ok(BatchOutcome {
@@ -352,13 +364,41 @@ fn mark(
     }
 }
 
-fn sum_by_host<'a>(placements: impl Iterator<Item = &'a Placement>) -> BTreeMap<String, Resources> {
-    let mut per_host: BTreeMap<String, Resources> = BTreeMap::new();
-    for p in placements {
-        let sum = per_host.entry(p.host.clone()).or_default();
-        *sum = sum.saturating_add(&p.amount);
+/// The placements of a batch summed per host, as the columns of the host statements: the
+/// amounts, the longest expected run time (unknown if any is) and the reserved frame among
+/// them, if one is (its own reservation does not block it).
+struct HostColumns<'a> {
+    hosts: Vec<&'a str>,
+    amounts: Columns,
+    est: Vec<Option<f64>>,
+    exempt: Vec<Option<&'a str>>,
+}
+
+impl<'a> HostColumns<'a> {
+    fn of(placements: impl Iterator<Item = &'a Placement>) -> HostColumns<'a> {
+        type Sum<'a> = (Resources, Option<f64>, Option<&'a str>);
+        let mut per_host: BTreeMap<&'a str, Sum<'a>> = BTreeMap::new();
+        for p in placements {
+            let (sum, est, exempt) =
+                per_host
+                    .entry(p.host.as_str())
+                    .or_insert((Resources::ZERO, Some(0.0), None));
+            *sum = sum.saturating_add(&p.amount);
+            *est = match (*est, p.est_secs) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                _ => None,
+            };
+            if p.holds_reservation {
+                *exempt = Some(p.frame.as_str());
+            }
+        }
+        HostColumns {
+            hosts: per_host.keys().copied().collect(),
+            amounts: amounts(per_host.values().map(|v| v.0)),
+            est: per_host.values().map(|v| v.1).collect(),
+            exempt: per_host.values().map(|v| v.2).collect(),
+        }
     }
-    per_host
 }
 
 type Columns = (Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>);
@@ -384,34 +424,39 @@ fn idle_of(r: &postgres::Row) -> Resources {
     }
 }
 
-/// The hosts (of `hosts`, with the summed amounts) that no longer have room, read without
-/// locks; their current idle values go to `stale`.
-#[allow(clippy::too_many_arguments)]
+/// The hosts of `c` that no longer have room, and those whose reservation refuses the
+/// frames, read without locks; the current idle values of the short ones go to `stale`.
 fn read_short_hosts(
     tx: &mut Transaction<'_>,
-    hosts: &[&str],
-    cores: &[i64],
-    mem: &[i64],
-    gpus: &[i64],
-    gpu_mem: &[i64],
+    c: &HostColumns<'_>,
     stale: &mut Vec<(String, Resources)>,
-) -> Result<BTreeSet<String>, DbError> {
+) -> Result<(BTreeSet<String>, BTreeSet<String>), DbError> {
+    let (cores, mem, gpus, gpu_mem) = &c.amounts;
     let rows = tx.query(
-        "SELECT h.pk_host, h.int_cores_idle::bigint, h.int_mem_idle::bigint, h.int_gpus_idle::bigint,
-                h.int_gpu_mem_idle::bigint
-           FROM host h JOIN unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-                AS b(pk_host, cores, mem, gpus, gpu_mem) ON h.pk_host = b.pk_host
-          WHERE h.str_lock_state <> 'OPEN' OR h.int_cores_idle < b.cores OR h.int_mem_idle < b.mem
-             OR h.int_gpus_idle < b.gpus OR h.int_gpu_mem_idle < b.gpu_mem",
-        &[&hosts, &cores, &mem, &gpus, &gpu_mem],
+        &format!(
+            "SELECT h.pk_host, h.int_cores_idle::bigint, h.int_mem_idle::bigint, h.int_gpus_idle::bigint,
+                    h.int_gpu_mem_idle::bigint,
+                    h.str_lock_state <> 'OPEN' OR h.int_cores_idle < b.cores OR h.int_mem_idle < b.mem
+                      OR h.int_gpus_idle < b.gpus OR h.int_gpu_mem_idle < b.gpu_mem
+               FROM host h JOIN unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                                       $6::float8[], $7::text[])
+                    AS b(pk_host, cores, mem, gpus, gpu_mem, est, exempt) ON h.pk_host = b.pk_host
+              WHERE h.str_lock_state <> 'OPEN' OR h.int_cores_idle < b.cores OR h.int_mem_idle < b.mem
+                 OR h.int_gpus_idle < b.gpus OR h.int_gpu_mem_idle < b.gpu_mem OR {HOLD_BLOCKS}"
+        ),
+        &[&c.hosts, cores, mem, gpus, gpu_mem, &c.est, &c.exempt],
     )?;
-    let mut short = BTreeSet::new();
+    let (mut short, mut reserved) = (BTreeSet::new(), BTreeSet::new());
     for r in rows {
         let id: String = r.get(0);
-        stale.push((id.clone(), idle_of(&r)));
-        short.insert(id);
+        if r.get::<_, bool>(5) {
+            stale.push((id.clone(), idle_of(&r)));
+            short.insert(id);
+        } else {
+            reserved.insert(id);
+        }
     }
-    Ok(short)
+    Ok((short, reserved))
 }
 
 /// Moves the frames of `idx` from WAITING to RUNNING under the version guard; returns the new
@@ -455,26 +500,31 @@ fn decrement_hosts(
     placements: &[Placement],
     idx: &[usize],
 ) -> Result<BTreeSet<String>, DbError> {
-    let per_host = sum_by_host(idx.iter().map(|&i| &placements[i]));
-    if per_host.is_empty() {
+    let c = HostColumns::of(idx.iter().map(|&i| &placements[i]));
+    if c.hosts.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let hosts: Vec<&str> = per_host.keys().map(String::as_str).collect();
     tx.execute(
         "SELECT 1 FROM host WHERE pk_host = ANY($1) ORDER BY pk_host FOR UPDATE",
-        &[&hosts],
+        &[&c.hosts],
     )?;
-    let (cores, mem, gpus, gpu_mem) = amounts(per_host.values().copied());
+    let (cores, mem, gpus, gpu_mem) = &c.amounts;
+    // The reservation rule is checked here, under the host row lock, against the idle values
+    // this update consumes: another instance's stale index cannot slip past it.
     let rows = tx.query(
-        "UPDATE host h SET int_cores_idle = h.int_cores_idle - b.cores, int_mem_idle = h.int_mem_idle - b.mem,
-                int_gpus_idle = h.int_gpus_idle - b.gpus, int_gpu_mem_idle = h.int_gpu_mem_idle - b.gpu_mem
-           FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[])
-                AS b(pk_host, cores, mem, gpus, gpu_mem)
-          WHERE h.pk_host = b.pk_host AND h.str_lock_state = 'OPEN'
-            AND h.int_cores_idle >= b.cores AND h.int_mem_idle >= b.mem
-            AND h.int_gpus_idle >= b.gpus AND h.int_gpu_mem_idle >= b.gpu_mem
-      RETURNING h.pk_host",
-        &[&hosts, &cores, &mem, &gpus, &gpu_mem],
+        &format!(
+            "UPDATE host h SET int_cores_idle = h.int_cores_idle - b.cores, int_mem_idle = h.int_mem_idle - b.mem,
+                    int_gpus_idle = h.int_gpus_idle - b.gpus, int_gpu_mem_idle = h.int_gpu_mem_idle - b.gpu_mem
+               FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
+                           $6::float8[], $7::text[])
+                    AS b(pk_host, cores, mem, gpus, gpu_mem, est, exempt)
+              WHERE h.pk_host = b.pk_host AND h.str_lock_state = 'OPEN'
+                AND h.int_cores_idle >= b.cores AND h.int_mem_idle >= b.mem
+                AND h.int_gpus_idle >= b.gpus AND h.int_gpu_mem_idle >= b.gpu_mem
+                AND NOT {HOLD_BLOCKS}
+          RETURNING h.pk_host"
+        ),
+        &[&c.hosts, cores, mem, gpus, gpu_mem, &c.est, &c.exempt],
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }

@@ -275,6 +275,10 @@ pub struct LayerWork {
     pub services: Vec<String>,
     /// `layer_limit.pk_limit_record` of the layer.
     pub limits: Vec<String>,
+    /// Expected run time of a frame in seconds (history or timeout; `None`: unknown).
+    pub est_secs: Option<f64>,
+    /// `layer_stat.int_waiting_count`: every WAITING frame, not only those fetched.
+    pub waiting: i64,
     /// WAITING frames in dispatch order.
     pub frames: Vec<FrameWork>,
 }
@@ -302,17 +306,22 @@ pub fn layers_with_frames(
     jobs: &[String],
     tags: &[String],
     frames_per_layer: i64,
+    min_history: i64,
 ) -> Result<Vec<LayerWork>, DbError> {
     let rows = conn.query(
+        concat!(
         "SELECT l.pk_job, l.pk_layer, l.str_name, l.str_cmd, l.str_range, l.int_chunk_size::bigint,
                 l.int_cores_min::bigint, l.int_cores_max::bigint, l.int_mem_min::bigint,
                 l.int_gpus_min::bigint, l.int_gpu_mem_min::bigint, l.b_threadable, l.str_tags,
                 l.str_services,
                 ARRAY(SELECT ll.pk_limit_record::text FROM layer_limit ll WHERE ll.pk_layer = l.pk_layer),
                 f.pk_frame, f.str_name, f.int_number::int, coalesce(f.int_version, 0)::int,
-                coalesce(extract(epoch FROM (now() - f.ts_updated)), 0)::float8
-           FROM layer l
+                coalesce(extract(epoch FROM (now() - f.ts_updated)), 0)::float8,
+                ls.int_waiting_count::bigint, ",
+        super::reservations::runtime_estimate!("$4"),
+        " FROM layer l
            JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
+           LEFT JOIN layer_usage lu ON lu.pk_layer = l.pk_layer
           CROSS JOIN LATERAL (
                 SELECT f.pk_frame, f.str_name, f.int_number, f.int_version, f.ts_updated,
                        f.int_dispatch_order, f.int_layer_order
@@ -323,8 +332,8 @@ pub fn layers_with_frames(
           WHERE l.pk_job = ANY($1) AND ls.int_waiting_count > 0
             AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $2::text[]
             AND (l.ts_start_after IS NULL OR l.ts_start_after <= now())
-          ORDER BY l.pk_job, l.int_dispatch_order, l.pk_layer, f.int_dispatch_order, f.int_layer_order",
-        &[&jobs, &tags, &frames_per_layer],
+          ORDER BY l.pk_job, l.int_dispatch_order, l.pk_layer, f.int_dispatch_order, f.int_layer_order"),
+        &[&jobs, &tags, &frames_per_layer, &min_history],
     )?;
     let mut layers: Vec<LayerWork> = Vec::new();
     for r in &rows {
@@ -351,6 +360,8 @@ pub fn layers_with_frames(
                     .filter(|s| !s.is_empty())
                     .collect(),
                 limits: r.get(14),
+                waiting: r.get(20),
+                est_secs: r.get(21),
                 frames: Vec::new(),
             });
         }
@@ -365,6 +376,27 @@ pub fn layers_with_frames(
         }
     }
     Ok(layers)
+}
+
+/// WAITING frames of pending jobs of managed shows (of `shows` when given) whose layer's
+/// start-after time has not come.
+pub fn start_after_waiting(
+    conn: &mut impl GenericClient,
+    shows: Option<&[String]>,
+) -> Result<i64, DbError> {
+    Ok(conn
+        .query_one(
+            "SELECT coalesce(sum(ls.int_waiting_count), 0)::bigint
+               FROM layer_stat ls
+               JOIN layer l ON l.pk_layer = ls.pk_layer
+               JOIN job j ON j.pk_job = l.pk_job
+               JOIN show sh ON sh.pk_show = j.pk_show
+              WHERE ls.int_waiting_count > 0 AND l.ts_start_after > now() AND j.str_state = 'PENDING'
+                AND sh.b_active AND sh.b_scheduler_managed
+                AND ($1::text[] IS NULL OR j.pk_show = ANY($1))",
+            &[&shows],
+        )?
+        .get(0))
 }
 
 /// Environment of jobs and layers: `(job_env by job, layer_env by layer)`.

@@ -26,11 +26,18 @@ pub const COMPAT_SCHEMA: &[(&str, &str)] = &[
 ];
 
 /// stagehand's own migrations, in order: (version, name, SQL).
-pub const OWN_MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "stagehand_schema",
-    include_str!("../../sql/stagehand/V001__stagehand_schema.sql"),
-)];
+pub const OWN_MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "stagehand_schema",
+        include_str!("../../sql/stagehand/V001__stagehand_schema.sql"),
+    ),
+    (
+        2,
+        "host_reservation",
+        include_str!("../../sql/stagehand/V002__host_reservation.sql"),
+    ),
+];
 
 /// Columns that must exist in a Cuebot database, by the migration that added them.
 const REQUIRED_COLUMNS: &[(&str, &str, &str)] = &[

@@ -88,6 +88,21 @@ pub struct HostView<'a> {
     pub free: Resources,
 }
 
+/// A host able to take a request once idle (see [`HostIndex::capable_hosts`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capable {
+    /// `host.pk_host`.
+    pub id: Uuid,
+    /// `host.str_name`.
+    pub name: String,
+    /// `host.pk_alloc`.
+    pub alloc: Uuid,
+    /// Capacity.
+    pub total: Resources,
+    /// Free now (index view).
+    pub free: Resources,
+}
+
 /// What a frame needs of a host, for the search.
 #[derive(Clone, Copy, Debug)]
 pub struct Request<'a> {
@@ -155,7 +170,20 @@ fn key_of(slot: &Slot) -> (u32, u32) {
     )
 }
 
+impl Request<'_> {
+    /// The host's OS and thread mode allow this request (capacity aside).
+    fn accepts(&self, slot: &Slot) -> bool {
+        (slot.thread_mode != ThreadMode::All || self.threadable)
+            && self.os.is_none_or(|os| &*slot.os == os)
+    }
+}
+
 impl Inner {
+    /// The view of `tag`, if any host has it; the map guard is released before returning.
+    fn existing_view(&self, tag: &str) -> Option<Arc<TagView>> {
+        self.views.get(tag).map(|v| Arc::clone(v.value()))
+    }
+
     fn view(&self, tag: &Arc<str>) -> Arc<TagView> {
         if let Some(v) = self.views.get(tag) {
             return Arc::clone(v.value());
@@ -415,12 +443,7 @@ impl HostIndex {
         let mut gpu_hosts: Vec<(f64, Arc<Slot>, Resources)> = Vec::new();
         let mut others: Vec<(f64, Arc<Slot>, Resources)> = Vec::new();
         for tag in request.tags {
-            let Some(view) = self
-                .inner
-                .views
-                .get(tag.as_str())
-                .map(|v| Arc::clone(v.value()))
-            else {
+            let Some(view) = self.inner.existing_view(tag) else {
                 continue;
             };
             let mut examined = 0;
@@ -441,10 +464,7 @@ impl HostIndex {
                         continue;
                     };
                     let free = slot.free();
-                    if !free.fits(&floor)
-                        || (slot.thread_mode == ThreadMode::All && !request.threadable)
-                        || request.os.is_some_and(|os| &*slot.os != os)
-                    {
+                    if !free.fits(&floor) || !request.accepts(&slot) {
                         continue;
                     }
                     let view = HostView {
@@ -505,6 +525,52 @@ impl HostIndex {
             .chain(others)
             .chain(gpu_hosts)
             .find_map(|(_, slot, amount)| self.take(slot, amount))
+    }
+
+    /// Hosts that could take `request` if they were idle (their capacity fits the floor; tags,
+    /// OS and thread mode match), fullest-free first, at most `limit`. Used only to choose a
+    /// host to reserve for a wide frame, so it may walk up to `limit × 64` view entries.
+    pub fn capable_hosts(&self, request: &Request<'_>, limit: usize) -> Vec<Capable> {
+        let floor = request.floor;
+        let mut seen: HashSet<Uuid> = HashSet::new();
+        let mut out: Vec<Capable> = Vec::new();
+        for tag in request.tags {
+            let Some(view) = self.inner.existing_view(tag) else {
+                continue;
+            };
+            // Copy the keys, then release the view lock before touching the host map.
+            let keys: Vec<Key> = view
+                .set
+                .read()
+                .iter()
+                .rev()
+                .take(limit.saturating_mul(64))
+                .copied()
+                .collect();
+            for (_, _, salted) in keys {
+                let id = Uuid::from_u128(salted.as_u128() ^ self.inner.salt);
+                if !seen.insert(id) {
+                    continue;
+                }
+                let Some(slot) = self.inner.hosts.get(&id).map(|e| Arc::clone(e.value())) else {
+                    continue;
+                };
+                if !slot.total.fits(&floor) || !request.accepts(&slot) {
+                    continue;
+                }
+                out.push(Capable {
+                    id,
+                    name: slot.name.to_string(),
+                    alloc: slot.alloc,
+                    total: slot.total,
+                    free: slot.free(),
+                });
+                if out.len() >= limit {
+                    return out;
+                }
+            }
+        }
+        out
     }
 
     /// Capacity, free resources and reservations of the whole index.

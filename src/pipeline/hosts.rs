@@ -63,6 +63,29 @@ pub fn refresh(shared: &Shared) -> Result<usize, db::DbError> {
     Ok(count)
 }
 
+/// Re-reads the host reservations (dropping lapsed ones and those whose frame is no longer
+/// WAITING) and the frames held back by start-after times. Runs beside every host refresh.
+pub fn refresh_reservations(shared: &Shared) -> Result<(), db::DbError> {
+    let mut conn = shared.pool.get()?;
+    let (holds, dropped) = db::reservations::load(&mut *conn)?;
+    if dropped > 0 {
+        metrics::WIDE_RESERVATION_EVENTS
+            .with_label_values(&["dropped"])
+            .inc_by(dropped);
+    }
+    metrics::WIDE_RESERVATIONS.set(holds.len() as i64);
+    shared.holds.replace(holds);
+    // With several instances each counts only the shows it holds, so the gauges add up.
+    let fence = shared.fence.load_full();
+    let shows: Option<Vec<String>> = fence
+        .as_ref()
+        .as_ref()
+        .map(|f| f.epochs.keys().cloned().collect());
+    let held_back = db::jobs::start_after_waiting(&mut *conn, shows.as_deref())?;
+    shared.waiting.set_start_after(held_back);
+    Ok(())
+}
+
 /// The body of the `host-refresh` thread.
 pub fn run(shared: Arc<Shared>, health: Arc<Health>, stop: Arc<AtomicBool>) {
     let mut next = Instant::now();
@@ -73,7 +96,7 @@ pub fn run(shared: Arc<Shared>, health: Arc<Health>, stop: Arc<AtomicBool>) {
             continue;
         }
         next = Instant::now() + shared.config.load().hosts.refresh_interval;
-        match refresh(&shared) {
+        match refresh(&shared).and_then(|n| refresh_reservations(&shared).map(|_| n)) {
             Ok(n) => {
                 metrics::HOST_REFRESHES.with_label_values(&["ok"]).inc();
                 metrics::INDEX_HOSTS.set(n as i64);

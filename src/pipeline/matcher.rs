@@ -6,16 +6,24 @@
 //! values dropped on the way out), so nothing leaks on an error, a lost guard or a panic.
 
 use std::{
+    cell::Cell,
     collections::{HashMap, HashSet},
+    sync::Arc,
     time::Instant,
 };
 
 use crossbeam_channel::Sender;
 use uuid::Uuid;
 
-use super::{Shared, launch::LaunchTask};
+use super::{
+    Shared,
+    launch::LaunchTask,
+    waiting::Reason,
+    wide::{self, WideFrame},
+};
 use crate::{
     accounting::{Cap, Charge, Limits, Ticket},
+    backfill::{self, HoldMap},
     cluster::{Cluster, feed::PassResult},
     config::Config,
     db::{
@@ -43,10 +51,17 @@ struct Planned {
 
 /// Why a layer stops being matched in this pass.
 enum Stop {
-    /// No host fits the next frame.
-    NoHost,
+    /// No host takes the next frame, for this reason.
+    NoHost(Reason),
     /// A cap of the job (or its folder) is full: skip the job.
     JobCapped,
+}
+
+/// What a pass saw of one layer, for the waiting-frames gauge.
+struct LayerTally {
+    waiting: i64,
+    booked: i64,
+    reason: Option<Reason>,
 }
 
 /// Runs one pass over `cluster`.
@@ -129,6 +144,7 @@ fn run(
         &job_ids,
         &cluster.tags,
         i64::from(s.frames_per_layer),
+        i64::from(config.reservations.min_history),
     )?;
     let (job_env, layer_env) = if config.rqd.dry_run {
         Default::default()
@@ -151,6 +167,8 @@ fn run(
         cluster,
         allocs,
         full_allocs: HashSet::new(),
+        holds: shared.holds.snapshot(),
+        tallies: HashMap::new(),
         batch: Vec::new(),
         booked: 0,
         launches,
@@ -167,15 +185,35 @@ fn run(
         let jenv = job_env.get(&job.id).unwrap_or(&no_env);
         for layer in job_layers {
             let lenv = layer_env.get(&layer.id).unwrap_or(&no_env);
-            match m.layer(job, layer, jenv, lenv)? {
-                None | Some(Stop::NoHost) => {}
-                Some(Stop::JobCapped) => break,
+            // Before matching: a batch may commit inside `layer` and count this layer's frames.
+            m.tallies.entry(layer.id.clone()).or_insert(LayerTally {
+                waiting: layer.waiting,
+                booked: 0,
+                reason: None,
+            });
+            let stop = m.layer(job, layer, jenv, lenv)?;
+            let reason = match stop {
+                None => None,
+                Some(Stop::NoHost(reason)) => Some(reason),
+                Some(Stop::JobCapped) => Some(Reason::JobCap),
+            };
+            if let (Some(reason), Some(t)) = (reason, m.tallies.get_mut(&layer.id)) {
+                t.reason = Some(reason);
+            }
+            if matches!(stop, Some(Stop::JobCapped)) {
+                break;
             }
         }
     }
     m.flush()?;
     // The claims go only now, after the last batch committed.
     drop(claims);
+    for (layer, t) in &m.tallies {
+        match t.reason {
+            Some(reason) => shared.waiting.record(layer, reason, t.waiting - t.booked),
+            None => shared.waiting.clear(layer),
+        }
+    }
     Ok(if m.booked > 0 {
         PassResult::Booked(m.booked)
     } else {
@@ -190,6 +228,10 @@ struct Matcher<'a> {
     allocs: HashSet<Uuid>,
     /// Allocations whose subscription refused a charge this pass.
     full_allocs: HashSet<Uuid>,
+    /// Hosts reserved for wide frames, as of the start of the pass.
+    holds: Arc<HoldMap>,
+    /// Per layer: waiting frames, frames booked, why the rest waits.
+    tallies: HashMap<String, LayerTally>,
     batch: Vec<Planned>,
     booked: usize,
     launches: &'a Sender<LaunchTask>,
@@ -261,20 +303,29 @@ impl Matcher<'_> {
             threadable: shape.threadable,
             share: *self.shared.host_share.lock(),
         };
+        let est_secs = layer.est_secs;
         for frame in &layer.frames {
             let job_remaining = self
                 .shared
                 .ledger
                 .job_headroom(&job.id)
                 .map(|c| c.clamp(0, i64::from(u32::MAX)) as u32);
-            let (allocs, full, ledger, show) = (
+            let (allocs, full, ledger, show, holds) = (
                 &self.allocs,
                 &self.full_allocs,
                 &self.shared.ledger,
                 &job.show,
+                &self.holds,
             );
+            // The last reason a candidate host was refused, should none be taken.
+            let veto: Cell<Option<Reason>> = Cell::new(None);
+            let now = backfill::now_secs();
             let reservation = self.shared.index.place(&request, &s.placement, |host| {
-                if !allocs.contains(&host.alloc) || full.contains(&host.alloc) {
+                if !allocs.contains(&host.alloc) {
+                    return None;
+                }
+                if full.contains(&host.alloc) {
+                    veto.set(Some(Reason::Subscription));
                     return None;
                 }
                 let amount = reserve::amount_for(
@@ -288,18 +339,61 @@ impl Matcher<'_> {
                     &rules,
                 )
                 .ok()?;
+                if let Some(hold) = holds.on_host(&host.id) {
+                    if !hold.admits(&frame.id, &host.free, &amount, est_secs, now) {
+                        veto.set(Some(Reason::Reserved));
+                        return None;
+                    }
+                }
                 let alloc = host.alloc.to_string();
                 let cores = i64::from(amount.cores);
-                (ledger.sub_headroom(show, &alloc) >= cores
-                    && !ledger.should_yield(show, &alloc, cores))
-                .then_some(amount)
+                if ledger.sub_headroom(show, &alloc) < cores
+                    || ledger.should_yield(show, &alloc, cores)
+                {
+                    veto.set(Some(Reason::Subscription));
+                    return None;
+                }
+                Some(amount)
             });
             let Some(reservation) = reservation else {
                 metrics::NO_CANDIDATE.inc();
                 metrics::CHECKOUT_OUTCOME
                     .with_label_values(&["no_match"])
                     .inc();
-                return Ok(Some(Stop::NoHost));
+                if self.holds.holds_frame(&frame.id) {
+                    return Ok(Some(Stop::NoHost(Reason::Draining)));
+                }
+                let reason = veto.get().unwrap_or(Reason::NoHost);
+                if reason == Reason::NoHost {
+                    let wide = WideFrame {
+                        frame: &frame.id,
+                        name: &frame.name,
+                        layer: &layer.id,
+                        show: &job.show,
+                        waited_secs: frame.waited_secs,
+                    };
+                    // A reservation that cannot be taken now is tried again next pass; it
+                    // must not cost the pass the frames it can still book.
+                    let taken = wide::reserve(
+                        self.shared,
+                        self.conn,
+                        self.config,
+                        &self.allocs,
+                        &wide,
+                        &request,
+                    )
+                    .unwrap_or_else(|e| {
+                        metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                        log::warn!("could not reserve a host for frame {}: {e}", frame.name);
+                        None
+                    });
+                    if let Some(hold) = taken {
+                        self.holds = self.shared.holds.snapshot();
+                        debug_assert!(self.holds.holds_frame(&hold.frame));
+                        return Ok(Some(Stop::NoHost(Reason::Draining)));
+                    }
+                }
+                return Ok(Some(Stop::NoHost(reason)));
             };
             let amount = reservation.amount();
             let host_alloc = reservation.alloc();
@@ -396,6 +490,8 @@ impl Matcher<'_> {
                     proc,
                     amount,
                     limits: layer.limits.clone(),
+                    est_secs,
+                    holds_reservation: self.holds.holds_frame(&frame.id),
                 },
                 reservation,
                 ticket,
@@ -462,6 +558,15 @@ impl Matcher<'_> {
                     } = planned;
                     reservation.commit();
                     ticket.commit();
+                    if let Some(t) = self.tallies.get_mut(&placement.layer) {
+                        t.booked += 1;
+                    }
+                    if placement.holds_reservation {
+                        self.shared.holds.fulfilled(&[placement.frame.as_str()]);
+                        metrics::WIDE_RESERVATION_EVENTS
+                            .with_label_values(&["fulfilled"])
+                            .inc();
+                    }
                     metrics::FRAMES_DISPATCHED
                         .with_label_values(&[&show_name])
                         .inc();
@@ -485,13 +590,31 @@ impl Matcher<'_> {
                         .with_label_values(&[loss.label()])
                         .inc();
                     self.shared.stats.rejected(1);
-                    match loss {
-                        GuardLoss::HostCapacity => self
-                            .shared
-                            .refresh_hosts
-                            .store(true, std::sync::atomic::Ordering::Release),
-                        GuardLoss::Fence => metrics::FENCE_REJECTIONS.inc(),
-                        GuardLoss::Frame | GuardLoss::Limit => {}
+                    let reason = match loss {
+                        GuardLoss::HostCapacity => {
+                            self.shared
+                                .refresh_hosts
+                                .store(true, std::sync::atomic::Ordering::Release);
+                            None
+                        }
+                        // A reservation this instance did not know yet: re-read them.
+                        GuardLoss::Reserved => {
+                            self.shared
+                                .refresh_hosts
+                                .store(true, std::sync::atomic::Ordering::Release);
+                            Some(Reason::Reserved)
+                        }
+                        GuardLoss::Fence => {
+                            metrics::FENCE_REJECTIONS.inc();
+                            None
+                        }
+                        GuardLoss::Limit => Some(Reason::Limit),
+                        GuardLoss::Frame => None,
+                    };
+                    if let (Some(reason), Some(t)) =
+                        (reason, self.tallies.get_mut(&planned.placement.layer))
+                    {
+                        t.reason = Some(reason);
                     }
                 }
             }

@@ -6,6 +6,8 @@ pub mod hosts;
 pub mod launch;
 pub mod matcher;
 pub mod stats;
+pub mod waiting;
+pub mod wide;
 
 use std::{
     sync::{
@@ -64,6 +66,10 @@ pub struct Shared {
     /// its frames' guards and serialize on its `job_stat`/`layer_stat` rows. Shows have one
     /// owning instance, so this in-process claim is enough; the database guards still decide.
     pub busy_jobs: dashmap::DashSet<String>,
+    /// Hosts reserved for wide frames (a snapshot of `stagehand.host_reservation`).
+    pub holds: crate::backfill::Holds,
+    /// Why waiting frames are not booked, per layer, as the passes saw it.
+    pub waiting: waiting::WaitingReasons,
 }
 
 impl Shared {
@@ -83,6 +89,8 @@ impl Shared {
             fence: ArcSwap::from_pointee(None),
             busy_jobs: dashmap::DashSet::new(),
             host_share: parking_lot::Mutex::new(None),
+            holds: crate::backfill::Holds::default(),
+            waiting: waiting::WaitingReasons::default(),
         }
     }
 

@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// Print the N statements that took the most database time.
     #[arg(long, default_value_t = 0)]
     pub top_statements: usize,
+    /// Run with `[reservations] enabled = false` (to measure what the policy costs).
+    #[arg(long)]
+    pub no_reservations: bool,
 }
 
 /// What a benchmark run measured.
@@ -105,6 +108,11 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
             workload::steady(args.scale, args.seed, args.duration.as_secs()),
             true,
         ),
+        Workload::Wide => {
+            return Err(SimError::Other(
+                "wide is a scenario: run it with `stagehand bench --workload wide`".into(),
+            ));
+        }
     };
     let pg = PgOptions {
         durability: Durability::Default,
@@ -116,6 +124,7 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     if args.per_frame {
         config.scheduler.batch_size = 1;
     }
+    config.reservations.enabled = !args.no_reservations;
     config.service.log_level = log::LevelFilter::Warn;
     let binary = match &args.binary {
         Some(b) => b.clone(),
@@ -185,7 +194,7 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
             Workload::Coldfill => {
                 p.utilization >= 0.99 && last_change.elapsed() > Duration::from_secs(1)
             }
-            Workload::Steady => false,
+            Workload::Steady | Workload::Wide => false,
         };
         if done || elapsed >= args.duration.max(Duration::from_secs(5)) {
             break;
@@ -414,8 +423,34 @@ fn print_report(args: &BenchArgs, r: &BenchReport) {
 /// `stagehand bench`: runs [`measure`]; exit 3 on audit violations.
 pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     crate::service::init_logging(log::LevelFilter::Warn);
+    if args.workload == Workload::Wide {
+        return wide(args);
+    }
     let report = measure(args)?;
     Ok(if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// The wide-frame scenario at full scale (`--scale` below 1 runs the test scale), with
+/// reservations on and then off.
+fn wide(args: &BenchArgs) -> Result<ExitCode, SimError> {
+    use super::scenario::{WideSpec, print_wide, wide_frame};
+    let spec = if args.scale >= 1.0 {
+        WideSpec::full()
+    } else {
+        WideSpec::small()
+    };
+    let mut clean = true;
+    for on in [true, false] {
+        let outcome = wide_frame(&spec, on)?;
+        print_wide(&spec, &outcome);
+        clean &= outcome.violations.is_empty();
+        println!();
+    }
+    Ok(if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)

@@ -360,6 +360,26 @@ fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, cr
     let layer_keys: Vec<&str> = layers.iter().map(String::as_str).collect();
     let job_keys: Vec<&str> = jobs.iter().map(String::as_str).collect();
     crate::db::booking::lock_stat_rows(&mut tx, &layer_keys, &job_keys)?;
+    // Cuebot's usage counters of a successful frame (run time in whole seconds, at least 1):
+    // the layer history the reservation policy estimates run times from.
+    tx.execute(
+        "UPDATE layer_usage lu
+            SET int_clock_time_success = lu.int_clock_time_success + t.secs,
+                int_frame_success_count = lu.int_frame_success_count + t.n,
+                int_core_time_success = lu.int_core_time_success + t.core_secs,
+                int_clock_time_high = greatest(lu.int_clock_time_high, t.hi),
+                int_clock_time_low = CASE WHEN lu.int_clock_time_low = 0 THEN t.lo
+                                          ELSE least(lu.int_clock_time_low, t.lo) END
+           FROM (SELECT f.pk_layer, sum(r.secs)::int AS secs, count(*)::int AS n,
+                        sum(r.secs * f.int_cores / 100)::bigint AS core_secs,
+                        max(r.secs)::int AS hi, min(r.secs)::int AS lo
+                   FROM frame f
+                  CROSS JOIN LATERAL (SELECT greatest(1, ceil(extract(epoch FROM now() - f.ts_started)))::bigint AS secs) r
+                  WHERE f.pk_frame = ANY($1) AND f.str_state = 'RUNNING' AND f.ts_started IS NOT NULL
+                  GROUP BY f.pk_layer) t
+          WHERE lu.pk_layer = t.pk_layer",
+        &[&ok_frames],
+    )?;
     tx.execute(
         "UPDATE frame SET str_state = 'SUCCEEDED', int_exit_status = 0, ts_stopped = now(), ts_updated = now(),
                 int_version = int_version + 1

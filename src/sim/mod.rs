@@ -8,6 +8,7 @@ pub mod fake_rqd;
 pub mod farm;
 pub mod instances;
 pub mod pg;
+pub mod scenario;
 pub mod seed;
 pub mod workload;
 

@@ -178,6 +178,45 @@ pub struct FarmSpec {
     pub limits: Vec<(String, i32)>,
 }
 
+impl FarmSpec {
+    /// One show on one allocation (tag `general`) of `hosts` equal Linux hosts, subscribed
+    /// with size and burst `cores`; no jobs yet.
+    pub fn single(hosts: usize, host_cores: u32, host_mem_gb: u64, cores: u32) -> FarmSpec {
+        FarmSpec {
+            facility: "local".into(),
+            allocs: vec![AllocSpec {
+                name: "local.general".into(),
+                tag: "general".into(),
+            }],
+            shows: vec![ShowSpec {
+                name: "testshow".into(),
+                managed: true,
+                subs: vec![SubSpec {
+                    alloc: 0,
+                    size: cores,
+                    burst: cores,
+                }],
+                folder_max_cores: 0,
+            }],
+            hosts: (0..hosts)
+                .map(|i| HostSpec {
+                    name: format!("host{i:03}"),
+                    alloc: 0,
+                    cores: host_cores,
+                    mem_kb: host_mem_gb * GB,
+                    gpus: 0,
+                    gpu_mem_kb: 0,
+                    os: "linux".into(),
+                    thread_mode: ThreadMode::Auto,
+                    tags: Vec::new(),
+                })
+                .collect(),
+            jobs: Vec::new(),
+            limits: Vec::new(),
+        }
+    }
+}
+
 /// Keys of what was seeded, by spec index.
 #[derive(Clone, Debug, Default)]
 pub struct Seeded {

@@ -23,6 +23,9 @@ pub enum Workload {
     Coldfill,
     /// A farm kept full for a fixed time with completions flowing.
     Steady,
+    /// Scenario: a whole-host frame submitted into a flood of one-core frames, with
+    /// reservations on and off (`sim::scenario`).
+    Wide,
 }
 
 fn scaled(n: usize, scale: f64) -> usize {

@@ -20,6 +20,15 @@ use stagehand::{
 };
 
 static CLUSTER: Mutex<Option<PgCluster>> = Mutex::new(None);
+
+static TIMED: Mutex<()> = Mutex::new(());
+
+/// Serializes the scenarios whose outcome is a rate or a time (fair-share convergence, a wide
+/// frame's wait): on a two-core machine two of them side by side starve each other's
+/// booking threads, which is a fact about the test machine, not about the scheduler.
+pub fn timed_scenario() -> std::sync::MutexGuard<'static, ()> {
+    TIMED.lock().unwrap_or_else(|e| e.into_inner())
+}
 static SERVER: OnceLock<String> = OnceLock::new();
 static NEXT_DB: AtomicU32 = AtomicU32::new(0);
 const TEMPLATE: &str = "stagehand_template";
@@ -176,6 +185,8 @@ impl Farm {
     /// Re-reads hosts into the index and re-syncs the caps from the database.
     pub fn refresh(&self) {
         stagehand::pipeline::hosts::refresh(&self.shared).expect("host refresh");
+        stagehand::pipeline::hosts::refresh_reservations(&self.shared)
+            .expect("reservation refresh");
         let mut client = self.db.client();
         stagehand::accounting::recompute::round(&mut client, &self.shared.ledger, true)
             .expect("recompute");
@@ -270,42 +281,15 @@ pub fn small_farm(
     extra_tags: &[(&str, stagehand::model::TagType)],
     jobs: Vec<stagehand::sim::seed::JobSpec>,
 ) -> stagehand::sim::seed::FarmSpec {
-    use stagehand::sim::seed::*;
-    FarmSpec {
-        facility: "local".into(),
-        allocs: vec![AllocSpec {
-            name: "local.general".into(),
-            tag: "general".into(),
-        }],
-        shows: vec![ShowSpec {
-            name: "testshow".into(),
-            managed: true,
-            subs: vec![SubSpec {
-                alloc: 0,
-                size: 10_000,
-                burst: 10_000,
-            }],
-            folder_max_cores: 0,
-        }],
-        hosts: (0..hosts)
-            .map(|i| HostSpec {
-                name: format!("host{i:03}"),
-                alloc: 0,
-                cores,
-                mem_kb: mem_gb * GB,
-                gpus: 0,
-                gpu_mem_kb: 0,
-                os: "linux".into(),
-                thread_mode: stagehand::model::ThreadMode::Auto,
-                tags: extra_tags
-                    .iter()
-                    .map(|(t, k)| ((*t).to_owned(), *k))
-                    .collect(),
-            })
-            .collect(),
-        jobs,
-        limits: Vec::new(),
+    let mut farm = stagehand::sim::seed::FarmSpec::single(hosts, cores, mem_gb, 10_000);
+    for h in &mut farm.hosts {
+        h.tags = extra_tags
+            .iter()
+            .map(|(t, k)| ((*t).to_owned(), *k))
+            .collect();
     }
+    farm.jobs = jobs;
+    farm
 }
 
 /// A job of `layers` in show 0 with priority 100 and no caps.
@@ -358,6 +342,8 @@ pub fn placements_for_all_frames(
                 gpu_mem_kb: 0,
             },
             limits: Vec::new(),
+            est_secs: None,
+            holds_reservation: false,
         })
         .collect()
 }

@@ -36,6 +36,7 @@ fn three_instances_drain_every_frame_exactly_once() {
         binary: Some(binary()),
         keep: false,
         top_statements: 0,
+        no_reservations: false,
     };
     let report = measure(&args).expect("three instances run");
     assert!(report.violations.is_empty(), "{:?}", report.violations);
@@ -263,4 +264,40 @@ fn a_batch_planned_under_an_old_epoch_is_rejected_whole() {
     )
     .unwrap();
     assert_eq!(outcome.booked(), placements.len());
+}
+
+#[test]
+fn a_frozen_transaction_loses_its_lease_locks_after_the_idle_timeout() {
+    let spec = small_farm(1, 8, 32, &[], vec![]);
+    let farm = Farm::new(&spec, |_| {});
+    let mut config = farm.db.config();
+    config.database.transaction_idle_timeout = Duration::from_millis(300);
+    let show = farm.seeded.shows[0].clone();
+    let mut admin = farm.client();
+    admin
+        .execute(
+            "INSERT INTO stagehand.show_lease (pk_show, pk_instance, int_epoch) VALUES ($1, NULL, 1)",
+            &[&show],
+        )
+        .unwrap();
+    // A stagehand connection that stops talking inside a transaction holding the lease row,
+    // as a SIGSTOPped booker does.
+    let mut frozen = stagehand::db::connect(&config.database).unwrap();
+    let mut tx = frozen.transaction().unwrap();
+    tx.query(
+        "SELECT 1 FROM stagehand.show_lease WHERE pk_show = $1 FOR SHARE",
+        &[&show],
+    )
+    .unwrap();
+    // A takeover waits at most for the idle timeout, then goes through.
+    admin.batch_execute("SET lock_timeout = 5000").unwrap();
+    let start = Instant::now();
+    admin
+        .execute(
+            "UPDATE stagehand.show_lease SET int_epoch = int_epoch + 1 WHERE pk_show = $1",
+            &[&show],
+        )
+        .expect("the server ended the idle transaction and released its locks");
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(tx.commit().is_err(), "the frozen session was terminated");
 }

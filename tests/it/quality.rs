@@ -1,8 +1,9 @@
-//! Scheduling quality: job order policies.
+//! Scheduling quality: job order, fair share, wide frames and their reservations, why frames
+//! wait, and a busy cluster among empty ones.
 
 use stagehand::{config::JobOrder, sim::seed::LayerSpec};
 
-use crate::common::{Farm, job, small_farm};
+use crate::common::{Farm, job, placements_for_all_frames, small_farm, timed_scenario};
 
 /// One one-core host; a priority-90 job and a priority-10 job each want it. Returns the name
 /// of the job that got it.
@@ -50,6 +51,7 @@ fn shares_converge_to_the_subscription_sizes() {
     use stagehand::sim::{fake_rqd::RUNTIME_ENV, farm::SimFarm, pg::PgOptions, seed::*};
     use std::time::{Duration, Instant};
 
+    let _alone = timed_scenario();
     let mut spec = small_farm(30, 1, 8, &[], Vec::new());
     spec.shows = vec![
         ShowSpec {
@@ -164,4 +166,141 @@ fn a_busy_cluster_is_not_kept_waiting_by_two_hundred_empty_ones() {
         empty.iter().find(|c| c.state != "idle")
     );
     service.shutdown(Duration::from_secs(10));
+}
+
+/// A whole-host frame submitted into a flood of one-core frames on a saturated farm starts
+/// within the stated bound with reservations on, and not at all (within the limit) with them
+/// off; the farm stays busy around the reservation and the audit is clean.
+#[test]
+fn a_wide_frame_in_a_flood_starts_within_the_bound_only_with_reservations() {
+    use stagehand::sim::scenario::{WideSpec, print_wide, wide_frame};
+
+    let _alone = timed_scenario();
+    let spec = WideSpec::small();
+    let on = wide_frame(&spec, true).unwrap();
+    print_wide(&spec, &on);
+    let started = on.started_after.expect("the wide frame started");
+    assert!(
+        started <= on.bound,
+        "started after {started:.1}s, bound {:.1}s",
+        on.bound
+    );
+    assert!(on.violations.is_empty(), "{:?}", on.violations);
+
+    let off = wide_frame(&spec, false).unwrap();
+    print_wide(&spec, &off);
+    assert_eq!(
+        off.started_after, None,
+        "without reservations the flood keeps the wide frame out"
+    );
+    assert!(off.violations.is_empty(), "{:?}", off.violations);
+}
+
+/// Reservation rule in the database: a host reserved for a wide frame refuses a frame of
+/// unknown run time that would eat into the reserved room, takes one expected to end before
+/// the shadow time, and takes the wide frame itself; booking it drops the reservation.
+#[test]
+fn the_booking_transaction_enforces_a_reservation() {
+    use stagehand::db::booking::{BookOptions, GuardLoss, book_batch};
+
+    let mut wide = LayerSpec::simple("wide", "1", "general");
+    wide.cores_min = 800;
+    let spec = small_farm(
+        1,
+        8,
+        32,
+        &[],
+        vec![
+            job("small", vec![LayerSpec::simple("l", "1-3", "general")]),
+            job("wide", vec![wide]),
+        ],
+    );
+    let farm = Farm::new(&spec, |_| {});
+    let mut client = farm.client();
+    let show = farm.seeded.shows[0].clone();
+    let all = placements_for_all_frames(&mut client, &show);
+    let wide_frame = client
+        .query_one(
+            "SELECT f.pk_frame FROM frame f JOIN layer l ON l.pk_layer = f.pk_layer WHERE l.str_name = 'wide'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, String>(0);
+    let (mut wide_p, smalls): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|p| p.frame == wide_frame);
+    let mut wide_p = wide_p.remove(0);
+    wide_p.amount.cores = 800;
+    wide_p.holds_reservation = true;
+    // Reserve the host for the wide frame, shadow time 60 s from now.
+    client
+        .execute(
+            "INSERT INTO stagehand.host_reservation (pk_host, pk_frame, pk_layer, pk_show, int_cores, int_mem,
+                                                     ts_shadow, ts_expires)
+             SELECT $1, $2, $3, $4, 800, 1048576, now() + interval '60 seconds', now() + interval '1 hour'",
+            &[&wide_p.host, &wide_p.frame, &wide_p.layer, &show],
+        )
+        .unwrap();
+    let options = BookOptions {
+        mem_reserved_min_kb: 0,
+    };
+    // Unknown run time: refused.
+    let mut unknown = smalls[0].clone();
+    unknown.est_secs = None;
+    let out = book_batch(&mut client, &[unknown], &options, None).unwrap();
+    assert_eq!(out.results, vec![Err(GuardLoss::Reserved)]);
+    // Expected to end well before the shadow: backfilled.
+    let mut short = smalls[1].clone();
+    short.est_secs = Some(10.0);
+    let out = book_batch(&mut client, &[short], &options, None).unwrap();
+    assert!(out.results[0].is_ok(), "{:?}", out.results);
+    // The wide frame itself is never refused by its own reservation (here it does not fit
+    // until the backfilled frame ends, so it loses on capacity, not on the reservation).
+    let out = book_batch(&mut client, &[wide_p.clone()], &options, None).unwrap();
+    assert_eq!(out.results, vec![Err(GuardLoss::HostCapacity)]);
+    client
+        .execute(
+            "UPDATE host SET int_cores_idle = int_cores, int_mem_idle = int_mem",
+            &[],
+        )
+        .unwrap();
+    client.execute("DELETE FROM proc", &[]).unwrap();
+    let out = book_batch(&mut client, &[wide_p], &options, None).unwrap();
+    assert!(out.results[0].is_ok(), "{:?}", out.results);
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM stagehand.host_reservation", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "booking the wide frame fulfilled its reservation");
+}
+
+/// Why is it waiting: frames that fit no host, frames held back by their subscription and
+/// by start-after times are counted under their reasons on /status and /metrics.
+#[test]
+fn waiting_frames_are_counted_by_reason() {
+    use stagehand::pipeline::waiting::Reason;
+
+    let mut huge = LayerSpec::simple("huge", "1-3", "general");
+    huge.cores_min = 6400;
+    let mut later = LayerSpec::simple("later", "1-4", "general");
+    later.runtime_secs = 1.0;
+    let spec = small_farm(
+        1,
+        2,
+        8,
+        &[],
+        vec![job("huge", vec![huge]), job("later", vec![later])],
+    );
+    let farm = Farm::new(&spec, |c| c.reservations.enabled = false);
+    let mut client = farm.client();
+    client
+        .execute(
+            "UPDATE layer SET ts_start_after = now() + interval '1 hour' WHERE str_name = 'later'",
+            &[],
+        )
+        .unwrap();
+    farm.pass_all();
+    farm.refresh();
+    let totals = farm.shared.waiting.totals();
+    assert_eq!(totals[&Reason::NoHost], 3, "{totals:?}");
+    assert_eq!(totals[&Reason::StartAfter], 4, "{totals:?}");
 }

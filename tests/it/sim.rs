@@ -39,6 +39,7 @@ fn tiny(workload: Workload, scale: f64) -> BenchArgs {
         binary: Some(PathBuf::from(env!("CARGO_BIN_EXE_stagehand"))),
         keep: false,
         top_statements: 0,
+        no_reservations: false,
     }
 }
 

@@ -1,0 +1,141 @@
+//! Why is it waiting? Every booking pass records, per layer it looked at, why the layer's
+//! remaining WAITING frames were not booked; the host refresher publishes the sums as the
+//! gauge `stagehand_waiting_frames{reason}` and `/status` shows them.
+//!
+//! A layer's entry is replaced by each pass that reaches it and dropped when a pass books
+//! all its frames or when no pass reached it for [`STALE_AFTER`] (its job finished, was
+//! paused, or its show moved to another instance). Layers held back by their start-after time
+//! never reach a pass: the publisher counts them from the database.
+
+use std::{
+    collections::BTreeMap,
+    sync::atomic::{AtomicI64, Ordering},
+    time::{Duration, Instant},
+};
+
+use dashmap::DashMap;
+use serde::Serialize;
+
+/// An entry not refreshed for this long no longer counts.
+pub const STALE_AFTER: Duration = Duration::from_secs(120);
+
+/// Why a layer's frames are not booked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// No host has the room the frame needs (cores, memory, GPUs, tags, OS).
+    NoHost,
+    /// The show's subscription is at its burst, or the show yields to a hungrier one.
+    Subscription,
+    /// The job's or its folder's max cores / GPUs is reached.
+    JobCap,
+    /// A layer limit (`limit_record`) is full.
+    Limit,
+    /// The layer's start-after time has not come.
+    StartAfter,
+    /// The hosts it fits are reserved for a wide frame it would delay.
+    Reserved,
+    /// It holds a reservation: its host is draining for it.
+    Draining,
+}
+
+impl Reason {
+    /// Every reason, in label order.
+    pub const ALL: [Reason; 7] = [
+        Reason::NoHost,
+        Reason::Subscription,
+        Reason::JobCap,
+        Reason::Limit,
+        Reason::StartAfter,
+        Reason::Reserved,
+        Reason::Draining,
+    ];
+
+    /// Metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::NoHost => "no_host",
+            Reason::Subscription => "subscription",
+            Reason::JobCap => "job_cap",
+            Reason::Limit => "limit",
+            Reason::StartAfter => "start_after",
+            Reason::Reserved => "reserved",
+            Reason::Draining => "draining",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    reason: Reason,
+    frames: i64,
+    seen: Instant,
+}
+
+/// The per-layer reasons of this instance's passes.
+#[derive(Default)]
+pub struct WaitingReasons {
+    layers: DashMap<String, Entry>,
+    start_after: AtomicI64,
+}
+
+impl WaitingReasons {
+    /// Records that `frames` WAITING frames of `layer` were left for `reason`.
+    pub fn record(&self, layer: &str, reason: Reason, frames: i64) {
+        if frames <= 0 {
+            self.layers.remove(layer);
+            return;
+        }
+        self.layers.insert(
+            layer.to_owned(),
+            Entry {
+                reason,
+                frames,
+                seen: Instant::now(),
+            },
+        );
+    }
+
+    /// Records that a pass booked everything it could see of `layer`.
+    pub fn clear(&self, layer: &str) {
+        self.layers.remove(layer);
+    }
+
+    /// Sets the WAITING frames of this instance's shows held back by start-after times.
+    pub fn set_start_after(&self, frames: i64) {
+        self.start_after.store(frames, Ordering::Relaxed);
+    }
+
+    /// Frames per reason (every reason present, zero when none), dropping stale entries.
+    pub fn totals(&self) -> BTreeMap<Reason, i64> {
+        self.layers.retain(|_, e| e.seen.elapsed() < STALE_AFTER);
+        let mut totals: BTreeMap<Reason, i64> = Reason::ALL.iter().map(|r| (*r, 0)).collect();
+        totals.insert(Reason::StartAfter, self.start_after.load(Ordering::Relaxed));
+        for e in self.layers.iter() {
+            *totals.entry(e.reason).or_default() += e.frames;
+        }
+        totals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_latest_reason_of_a_layer_counts_once() {
+        let w = WaitingReasons::default();
+        w.record("a", Reason::NoHost, 10);
+        w.record("a", Reason::Subscription, 7);
+        w.record("b", Reason::Subscription, 3);
+        w.set_start_after(4);
+        let t = w.totals();
+        assert_eq!(t[&Reason::StartAfter], 4);
+        w.set_start_after(0);
+        assert_eq!(t[&Reason::Subscription], 10);
+        assert_eq!(t[&Reason::NoHost], 0);
+        w.clear("a");
+        w.record("b", Reason::Limit, 0);
+        assert!(w.totals().values().all(|v| *v == 0));
+    }
+}

@@ -1,0 +1,152 @@
+//! Taking a host reservation for a wide frame that fits nowhere (the policy is in
+//! [`crate::backfill`]): among the hosts that could hold the frame when idle, reserve the one
+//! expected to have room soonest.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Instant,
+};
+
+use uuid::Uuid;
+
+use super::Shared;
+use crate::{
+    backfill::{self, Hold, Running},
+    config::Config,
+    db::{self, reservations::NewHold},
+    index::Request,
+    metrics,
+};
+
+/// The frame asking for a reservation.
+pub struct WideFrame<'a> {
+    /// `frame.pk_frame`.
+    pub frame: &'a str,
+    /// `frame.str_name`, for the log.
+    pub name: &'a str,
+    /// Its layer.
+    pub layer: &'a str,
+    /// Its show.
+    pub show: &'a str,
+    /// Seconds it has been waiting.
+    pub waited_secs: f64,
+}
+
+/// Reserves a host for `wide` (whose host search `request` just found nothing) when the
+/// policy allows: reservations on, waited long enough, not already holding one, under this
+/// instance's reservation budget, and room is really what it lacks. Returns the reservation.
+pub fn reserve(
+    shared: &Shared,
+    conn: &mut db::Conn,
+    config: &Config,
+    allocs: &HashSet<Uuid>,
+    wide: &WideFrame<'_>,
+    request: &Request<'_>,
+) -> Result<Option<Hold>, db::DbError> {
+    let cfg = &config.reservations;
+    let holds = shared.holds.snapshot();
+    if !cfg.enabled
+        || wide.waited_secs < cfg.after.as_secs_f64()
+        || holds.holds_frame(wide.frame)
+        || shared.holds.declined(wide.layer)
+    {
+        return Ok(None);
+    }
+    // Each reservation idles a host while it drains: a budget per instance (its shows).
+    let fence = shared.fence.load_full();
+    let ours = holds
+        .list()
+        .iter()
+        .filter(|h| {
+            fence
+                .as_ref()
+                .as_ref()
+                .is_none_or(|f| f.epochs.contains_key(&h.show))
+        })
+        .count();
+    if ours >= cfg.max_reservations {
+        return Ok(None);
+    }
+    let need = request.floor;
+    let capable = shared.index.capable_hosts(request, cfg.candidates * 4);
+    // A host that has the room now means something else holds the frame back (a cap, a
+    // fair-share yield): a reservation would only idle a host.
+    if capable.iter().any(|c| c.free.fits(&need)) {
+        return Ok(None);
+    }
+    let candidates: Vec<_> = capable
+        .into_iter()
+        .filter(|c| {
+            allocs.contains(&c.alloc)
+                && holds.on_host(&c.id).is_none()
+                && shared.ledger.sub_headroom(wide.show, &c.alloc.to_string())
+                    >= i64::from(need.cores)
+        })
+        .take(cfg.candidates)
+        .collect();
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<String> = candidates.iter().map(|c| c.id.to_string()).collect();
+    let mut running: HashMap<String, Vec<Running>> = HashMap::new();
+    for (host, r) in db::reservations::running_on(&mut **conn, &ids, i64::from(cfg.min_history))? {
+        running.entry(host).or_default().push(r);
+    }
+    let best = candidates
+        .iter()
+        .zip(&ids)
+        .filter_map(|(c, id)| {
+            let on = running.get(id).map(Vec::as_slice).unwrap_or(&[]);
+            if !backfill::can_starve(&need, on) {
+                return None;
+            }
+            backfill::shadow_secs(c.free, &need, on).map(|s| (s, c, id))
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.name.cmp(&b.1.name)));
+    let Some((shadow_in, host, host_id)) = best else {
+        // Nothing narrower runs where it could go: the farm is full, not fragmented. Ask
+        // again after another `after`, not every pass.
+        shared.holds.decline(wide.layer, Instant::now() + cfg.after);
+        return Ok(None);
+    };
+    let taken = db::reservations::insert(
+        &mut **conn,
+        &NewHold {
+            host: host_id,
+            frame: wide.frame,
+            layer: wide.layer,
+            show: wide.show,
+            instance: fence.as_ref().as_ref().map(|f| f.instance),
+            need,
+            shadow_in_secs: shadow_in,
+            expires_in_secs: cfg.max_hold.as_secs_f64(),
+        },
+    )?;
+    let Some((shadow, expires)) = taken else {
+        return Ok(None); // another instance reserved the host or the frame first
+    };
+    let hold = Hold {
+        host: host.id,
+        host_name: host.name.clone(),
+        frame: wide.frame.to_owned(),
+        layer: wide.layer.to_owned(),
+        show: wide.show.to_owned(),
+        need,
+        shadow,
+        expires,
+    };
+    metrics::WIDE_RESERVATION_EVENTS
+        .with_label_values(&["taken"])
+        .inc();
+    log::info!(
+        "reserved host {} for frame {} ({} cores, {} MB) after {:.0}s waiting; expected free in {:.0}s",
+        host.name,
+        wide.name,
+        f64::from(need.cores) / 100.0,
+        need.mem_kb / 1024,
+        wide.waited_secs,
+        shadow_in,
+    );
+    shared.holds.add(hold.clone());
+    Ok(Some(hold))
+}
