@@ -151,6 +151,11 @@ pub struct SchedulerConfig {
     /// When a frame would leave at most this much memory (KB) idle on an AUTO or VARIABLE
     /// host, it takes every idle core instead of stranding them.
     pub memory_stranded_threshold_kb: u64,
+    /// A frame without GPUs on a GPU host (only when no other host fits) leaves this many
+    /// cores idle per idle GPU, for GPU frames arriving later; 0 keeps none.
+    pub gpu_host_cores_per_gpu: u32,
+    /// Likewise memory (KB) per idle GPU.
+    pub gpu_host_mem_per_gpu_kb: u64,
     /// Written to `proc.int_mem_used` at booking (KB), as Cuebot does.
     pub mem_reserved_min_kb: u64,
     /// Host choice for a frame.
@@ -191,6 +196,8 @@ impl Default for SchedulerConfig {
             hostname_tags_chunk_size: 50,
             selfish_services: Vec::new(),
             memory_stranded_threshold_kb: 2 * 1024 * 1024,
+            gpu_host_cores_per_gpu: 2,
+            gpu_host_mem_per_gpu_kb: 8 * 1024 * 1024,
             mem_reserved_min_kb: 250 * 1024,
             placement: Strategy::default(),
             job_order: JobOrder::default(),

@@ -207,9 +207,56 @@ pub fn amount_for(
     })
 }
 
+/// GPU protection beyond "last resort": a frame that takes no GPU may use a GPU host (the
+/// host index offers one only when no other host fits) only if it leaves `per_gpu` of room
+/// for every idle GPU, so GPU work arriving later finds a place at once.
+pub fn leaves_gpu_room(free: &Resources, amount: &Resources, per_gpu: &Resources) -> bool {
+    if amount.gpus > 0 || free.gpus == 0 {
+        return true;
+    }
+    let keep = Resources {
+        cores: per_gpu.cores.saturating_mul(free.gpus),
+        mem_kb: per_gpu.mem_kb.saturating_mul(u64::from(free.gpus)),
+        gpus: 0,
+        gpu_mem_kb: 0,
+    };
+    free.saturating_sub(amount).fits(&keep)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_frames_leave_room_for_each_idle_gpu() {
+        let per_gpu = Resources {
+            cores: 2 * CORE,
+            mem_kb: 8 * GB,
+            ..Resources::ZERO
+        };
+        let free = Resources {
+            cores: 8 * CORE,
+            mem_kb: 32 * GB,
+            gpus: 2,
+            gpu_mem_kb: 16 * GB,
+        };
+        let cpu = |cores: u32, mem_gb: u64| Resources {
+            cores: cores * CORE,
+            mem_kb: mem_gb * GB,
+            ..Resources::ZERO
+        };
+        assert!(leaves_gpu_room(&free, &cpu(4, 16), &per_gpu));
+        assert!(!leaves_gpu_room(&free, &cpu(5, 1), &per_gpu), "cores");
+        assert!(!leaves_gpu_room(&free, &cpu(1, 17), &per_gpu), "memory");
+        let gpu_frame = Resources {
+            gpus: 1,
+            ..cpu(8, 32)
+        };
+        assert!(leaves_gpu_room(&free, &gpu_frame, &per_gpu));
+        let no_idle_gpu = Resources { gpus: 0, ..free };
+        assert!(leaves_gpu_room(&no_idle_gpu, &cpu(8, 32), &per_gpu));
+        assert!(leaves_gpu_room(&free, &cpu(8, 32), &Resources::ZERO));
+    }
 
     const GB: u64 = 1024 * 1024;
 

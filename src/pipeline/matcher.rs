@@ -34,6 +34,7 @@ use crate::{
     frameset::FrameSet,
     index::{Request, Reservation},
     metrics,
+    model::Resources,
     reserve::{self, HostShape, LayerShape, Rules},
     rqd::FrameLaunch,
 };
@@ -286,6 +287,11 @@ impl Matcher<'_> {
         let rules = Rules {
             memory_stranded_threshold_kb: s.memory_stranded_threshold_kb,
         };
+        let gpu_room = Resources {
+            cores: s.gpu_host_cores_per_gpu.saturating_mul(crate::model::CORE),
+            mem_kb: s.gpu_host_mem_per_gpu_kb,
+            ..Resources::ZERO
+        };
         let tags: Vec<String> = layer
             .tags
             .iter()
@@ -339,6 +345,9 @@ impl Matcher<'_> {
                     &rules,
                 )
                 .ok()?;
+                if !reserve::leaves_gpu_room(&host.free, &amount, &gpu_room) {
+                    return None;
+                }
                 if let Some(hold) = holds.on_host(&host.id) {
                     if !hold.admits(&frame.id, &host.free, &amount, est_secs, now) {
                         veto.set(Some(Reason::Reserved));

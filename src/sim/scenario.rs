@@ -141,9 +141,18 @@ pub fn wide_frame(spec: &WideSpec, reservations: bool) -> Result<WideOutcome, Si
         )?
         .get(0))
     };
-    // Saturate the farm with the flood first.
-    let fill_deadline = Instant::now() + Duration::from_secs(60);
-    while busy(&mut client)? * 100 < total_cores * 95 && Instant::now() < fill_deadline {
+    // Saturate the farm with the flood first: busy, and no host with room for the wide frame.
+    let roomy = |c: &mut postgres::Client| -> Result<i64, postgres::Error> {
+        Ok(c.query_one(
+            "SELECT count(*) FROM host WHERE int_cores_idle >= $1",
+            &[&i64::from(spec.cores * CORE)],
+        )?
+        .get(0))
+    };
+    let fill_deadline = Instant::now() + Duration::from_secs(120);
+    while (busy(&mut client)? * 100 < total_cores * 95 || roomy(&mut client)? > 0)
+        && Instant::now() < fill_deadline
+    {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Submit the wide frame into the busy farm.

@@ -441,6 +441,73 @@ fn cpu_work_leaves_gpu_hosts_free_while_others_fit() {
     assert_eq!(on_gpu, 0, "eight one-core frames fit the CPU host");
 }
 
+/// A flood of CPU frames overflows onto the GPU host but leaves room there for each idle GPU,
+/// so a GPU job arriving later books at once; with no room kept it would wait.
+#[test]
+fn a_cpu_flood_leaves_gpu_hosts_room_for_gpu_work_arriving_later() {
+    for (per_gpu_cores, gpu_frames_booked) in [(2, 2), (0, 0)] {
+        let mut gpu_layer = LayerSpec::simple("g", "1-2", "general");
+        gpu_layer.gpus = 1;
+        gpu_layer.cores_min = 200;
+        gpu_layer.mem_kb = 4 * GB;
+        let gpu_job = crate::common::job("gpu", vec![gpu_layer]);
+        let mut spec = small_farm(
+            1,
+            8,
+            64,
+            &[],
+            vec![
+                crate::common::job("flood", vec![LayerSpec::simple("l", "1-40", "general")]),
+                gpu_job,
+            ],
+        );
+        spec.hosts.push(HostSpec {
+            name: "gpu01".into(),
+            gpus: 2,
+            gpu_mem_kb: 16 * GB,
+            ..spec.hosts[0].clone()
+        });
+        let farm = Farm::new(&spec, |c| {
+            c.scheduler.gpu_host_cores_per_gpu = per_gpu_cores
+        });
+        let mut client = farm.client();
+        client
+            .execute("UPDATE job SET b_paused = true WHERE str_name = 'gpu'", &[])
+            .unwrap();
+        farm.drain();
+        let on_gpu_host: i64 = client
+            .query_one(
+                "SELECT coalesce(sum(p.int_cores_reserved), 0)::bigint FROM proc p JOIN host h ON h.pk_host = p.pk_host WHERE h.int_gpus > 0",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            on_gpu_host,
+            800 - i64::from(per_gpu_cores) * 2 * 100,
+            "the flood overflows onto the GPU host up to the kept room"
+        );
+        client
+            .execute(
+                "UPDATE job SET b_paused = false WHERE str_name = 'gpu'",
+                &[],
+            )
+            .unwrap();
+        farm.pass_all();
+        let gpu_running: i64 = client
+            .query_one(
+                "SELECT count(*) FROM proc p JOIN job j ON j.pk_job = p.pk_job WHERE j.str_name = 'gpu'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            gpu_running, gpu_frames_booked,
+            "room kept: {per_gpu_cores} cores per GPU"
+        );
+    }
+}
+
 #[test]
 fn a_malformed_range_is_skipped_and_the_rest_books() {
     let rqd = FakeRqd::start(FleetOptions {
