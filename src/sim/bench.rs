@@ -108,10 +108,11 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
             workload::steady(args.scale, args.seed, args.duration.as_secs()),
             true,
         ),
-        Workload::Wide => {
-            return Err(SimError::Other(
-                "wide is a scenario: run it with `stagehand bench --workload wide`".into(),
-            ));
+        Workload::Wide | Workload::FairShare | Workload::Stream | Workload::Gpu => {
+            return Err(SimError::Other(format!(
+                "{:?} is a scenario: run it with `stagehand bench`",
+                args.workload
+            )));
         }
     };
     let pg = PgOptions {
@@ -194,7 +195,11 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
             Workload::Coldfill => {
                 p.utilization >= 0.99 && last_change.elapsed() > Duration::from_secs(1)
             }
-            Workload::Steady | Workload::Wide => false,
+            Workload::Steady
+            | Workload::Wide
+            | Workload::FairShare
+            | Workload::Stream
+            | Workload::Gpu => false,
         };
         if done || elapsed >= args.duration.max(Duration::from_secs(5)) {
             break;
@@ -423,8 +428,8 @@ fn print_report(args: &BenchArgs, r: &BenchReport) {
 /// `stagehand bench`: runs [`measure`]; exit 3 on audit violations.
 pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     crate::service::init_logging(log::LevelFilter::Warn);
-    if args.workload == Workload::Wide {
-        return wide(args);
+    if args.workload.is_scenario() {
+        return scenario(args);
     }
     let report = measure(args)?;
     Ok(if report.violations.is_empty() {
@@ -434,23 +439,68 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     })
 }
 
-/// The wide-frame scenario at full scale (`--scale` below 1 runs the test scale), with
-/// reservations on and then off.
-fn wide(args: &BenchArgs) -> Result<ExitCode, SimError> {
-    use super::scenario::{WideSpec, print_wide, wide_frame};
-    let spec = if args.scale >= 1.0 {
-        WideSpec::full()
-    } else {
-        WideSpec::small()
-    };
-    let mut clean = true;
-    for on in [true, false] {
-        let outcome = wide_frame(&spec, on)?;
-        print_wide(&spec, &outcome);
-        clean &= outcome.violations.is_empty();
-        println!();
+/// A scheduling-quality scenario at full scale (`--scale` below 1 runs the test scale), with
+/// its policy on and then off.
+fn scenario(args: &BenchArgs) -> Result<ExitCode, SimError> {
+    use super::scenario::{gpu, share, stream, wide};
+    let full = args.scale >= 1.0;
+    let mut violations: Vec<String> = Vec::new();
+    match args.workload {
+        Workload::Wide => {
+            let spec = if full {
+                wide::WideSpec::full()
+            } else {
+                wide::WideSpec::small()
+            };
+            for on in [true, false] {
+                let o = wide::wide_frame(&spec, on)?;
+                wide::print_wide(&spec, &o);
+                violations.extend(o.violations);
+                println!();
+            }
+        }
+        Workload::FairShare => {
+            let spec = if full {
+                share::ShareSpec::full()
+            } else {
+                share::ShareSpec::small()
+            };
+            let o = share::fair_share(&spec)?;
+            share::print_share(&spec, &o);
+            violations.extend(o.violations);
+        }
+        Workload::Stream => {
+            let spec = if full {
+                stream::StreamSpec::full()
+            } else {
+                stream::StreamSpec::small()
+            };
+            for order in [
+                crate::config::JobOrder::Balanced,
+                crate::config::JobOrder::Priority,
+            ] {
+                let o = stream::priority_stream(&spec, order)?;
+                stream::print_stream(&spec, &o);
+                violations.extend(o.violations);
+                println!();
+            }
+        }
+        Workload::Gpu => {
+            let spec = if full {
+                gpu::GpuSpec::full()
+            } else {
+                gpu::GpuSpec::small()
+            };
+            for cores in [2, 0] {
+                let o = gpu::gpu_flood(&spec, cores)?;
+                gpu::print_gpu(&spec, &o);
+                violations.extend(o.violations);
+                println!();
+            }
+        }
+        _ => unreachable!("not a scenario"),
     }
-    Ok(if clean {
+    Ok(if violations.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)

@@ -31,6 +31,9 @@ use crate::pb::{
 /// The layer environment key the simulator reads a frame's runtime from (milliseconds).
 pub const RUNTIME_ENV: &str = "SIM_RUNTIME_MS";
 
+/// How often the fleet's hosts "report" (refresh `host_stat.ts_ping`).
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+
 /// How the fake answers `LaunchFrame`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behaviour {
@@ -264,8 +267,22 @@ fn complete_loop(
     completed: &AtomicU64,
 ) {
     let mut client: Option<postgres::Client> = None;
+    let mut next_ping = Instant::now();
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
+        // Every RQD reports in periodically and Cuebot stamps host_stat.ts_ping; without it
+        // the farm would go stale (`[hosts] ping_timeout`) in any run longer than that.
+        if now >= next_ping {
+            if let Some(c) = client.as_mut().filter(|c| !c.is_closed()) {
+                if let Err(e) = c.execute("UPDATE host_stat SET ts_ping = now()", &[]) {
+                    log::warn!("fake RQD: host report failed: {e}");
+                }
+            } else if let Ok(c) = postgres::Client::connect(url, postgres::NoTls) {
+                client = Some(c);
+                continue;
+            }
+            next_ping = now + PING_INTERVAL;
+        }
         let mut due = Vec::new();
         {
             let mut q = queue.lock();

@@ -24,8 +24,25 @@ pub enum Workload {
     /// A farm kept full for a fixed time with completions flowing.
     Steady,
     /// Scenario: a whole-host frame submitted into a flood of one-core frames, with
-    /// reservations on and off (`sim::scenario`).
+    /// reservations on and off (`sim::scenario::wide`).
     Wide,
+    /// Scenario: two shows with subscription sizes 2:1 on a saturated allocation.
+    FairShare,
+    /// Scenario: a priority-10 job beside a stream of priority-90 work, `balanced` and
+    /// `priority`.
+    Stream,
+    /// Scenario: a CPU flood, then a GPU job, with and without room kept on GPU hosts.
+    Gpu,
+}
+
+impl Workload {
+    /// True for the scheduling-quality scenarios (`sim::scenario`), which run in-process.
+    pub fn is_scenario(self) -> bool {
+        matches!(
+            self,
+            Workload::Wide | Workload::FairShare | Workload::Stream | Workload::Gpu
+        )
+    }
 }
 
 fn scaled(n: usize, scale: f64) -> usize {

@@ -44,74 +44,64 @@ fn fifo_order_serves_the_oldest_job() {
 }
 
 /// Two shows with subscription sizes 20 and 10 cores (bursts both 30, so no cap decides) on
-/// one saturated 30-core allocation, frames of ten seconds completing continuously: the split
-/// of booked cores converges to 2:1.
+/// one saturated 30-core allocation, frames of five seconds completing continuously: the split
+/// of booked cores converges to 2:1 (± 10 %).
 #[test]
 fn shares_converge_to_the_subscription_sizes() {
-    use stagehand::sim::{fake_rqd::RUNTIME_ENV, farm::SimFarm, pg::PgOptions, seed::*};
-    use std::time::{Duration, Instant};
+    use stagehand::sim::scenario::share::{ShareSpec, fair_share, print_share};
 
     let _alone = timed_scenario();
-    let mut spec = small_farm(30, 1, 8, &[], Vec::new());
-    spec.shows = vec![
-        ShowSpec {
-            name: "big".into(),
-            managed: true,
-            subs: vec![SubSpec {
-                alloc: 0,
-                size: 20,
-                burst: 30,
-            }],
-            folder_max_cores: 0,
-        },
-        ShowSpec {
-            name: "small".into(),
-            managed: true,
-            subs: vec![SubSpec {
-                alloc: 0,
-                size: 10,
-                burst: 30,
-            }],
-            folder_max_cores: 0,
-        },
-    ];
-    for (show, name) in [(0, "big"), (1, "small")] {
-        let mut layer = LayerSpec::simple("l", "1-3000", "general");
-        layer.env = vec![(RUNTIME_ENV.into(), "10000".into())];
-        let mut j = job(name, vec![layer]);
-        j.show = show;
-        spec.jobs.push(j);
-    }
-    let farm = SimFarm::start(&spec, &PgOptions::default(), true, 0).unwrap();
-    let mut config = farm.config(false);
-    config.hosts.refresh_interval = Duration::from_millis(200);
-    config.scheduler.saturated_sleep = Duration::from_millis(200);
-    config.accounting.recompute_interval = Duration::from_millis(500);
-    let service = stagehand::service::Service::start(config).unwrap();
-    let mut client = postgres::Client::connect(&farm.url, postgres::NoTls).unwrap();
-    // Let the first, unfair fill (whoever came first) turn over once.
-    std::thread::sleep(Duration::from_secs(14));
-    let (mut big, mut small) = (0i64, 0i64);
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        for r in client
-            .query("SELECT s.str_name, count(*) FROM proc p JOIN show s ON s.pk_show = p.pk_show GROUP BY 1", &[])
-            .unwrap()
-        {
-            match r.get::<_, &str>(0) {
-                "big" => big += r.get::<_, i64>(1),
-                _ => small += r.get::<_, i64>(1),
-            }
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    service.shutdown(Duration::from_secs(10));
-    let ratio = big as f64 / small.max(1) as f64;
-    println!("fair share: big {big} : small {small} core-samples = {ratio:.2} (sizes 2:1)");
+    let spec = ShareSpec::small();
+    let o = fair_share(&spec).unwrap();
+    print_share(&spec, &o);
     assert!(
-        (1.8..=2.2).contains(&ratio),
-        "split {ratio:.2}, expected 2 ± 10 %"
+        (1.8..=2.2).contains(&o.ratio),
+        "split {:.2}, expected 2 ± 10 %",
+        o.ratio
     );
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
+}
+
+/// A priority-10 job with a minimum of cores beside a stream of priority-90 work that fills
+/// the farm: under `balanced` it keeps booking, under strict `priority` it gets nothing.
+#[test]
+fn a_low_priority_job_keeps_booking_beside_a_high_priority_stream_under_balanced() {
+    use stagehand::sim::scenario::stream::{StreamSpec, print_stream, priority_stream};
+
+    let _alone = timed_scenario();
+    let spec = StreamSpec::small();
+    let balanced = priority_stream(&spec, JobOrder::Balanced).unwrap();
+    print_stream(&spec, &balanced);
+    assert!(
+        balanced.low_frames > 0 && balanced.low_cores >= 1.0,
+        "the low job kept booking: {balanced:?}"
+    );
+    assert!(balanced.violations.is_empty(), "{:?}", balanced.violations);
+    let strict = priority_stream(&spec, JobOrder::Priority).unwrap();
+    print_stream(&spec, &strict);
+    assert_eq!(
+        strict.low_frames, 0,
+        "strict priority starves it: {strict:?}"
+    );
+}
+
+/// A flood of CPU frames overflows onto the GPU hosts but leaves room there, so a GPU job
+/// arriving later starts every frame at once (within a few booking passes).
+#[test]
+fn a_gpu_job_arriving_into_a_cpu_flood_starts_at_once() {
+    use stagehand::sim::scenario::gpu::{GpuSpec, gpu_flood, print_gpu};
+
+    let _alone = timed_scenario();
+    let spec = GpuSpec::small();
+    let o = gpu_flood(&spec, 2).unwrap();
+    print_gpu(&spec, &o);
+    assert!(
+        o.cpu_on_gpu_hosts > 0,
+        "the flood used the GPU hosts' spare cores"
+    );
+    let after = o.all_started_after.expect("every GPU frame started");
+    assert!(after <= 3.0, "GPU frames started after {after:.1}s");
+    assert!(o.violations.is_empty(), "{:?}", o.violations);
 }
 
 /// A busy cluster beside 200 empty ones: the empty clusters get no turns at all (the awake
@@ -173,7 +163,7 @@ fn a_busy_cluster_is_not_kept_waiting_by_two_hundred_empty_ones() {
 /// off; the farm stays busy around the reservation and the audit is clean.
 #[test]
 fn a_wide_frame_in_a_flood_starts_within_the_bound_only_with_reservations() {
-    use stagehand::sim::scenario::{WideSpec, print_wide, wide_frame};
+    use stagehand::sim::scenario::wide::{WideSpec, print_wide, wide_frame};
 
     let _alone = timed_scenario();
     let spec = WideSpec::small();
