@@ -260,9 +260,12 @@ impl Ledger {
     }
 
     /// Fair share across shows: true when `show` booking `cores` more on `alloc` would take it
-    /// past its subscription size while another show with waiting work there is still below
-    /// its own. Bursts stay the hard caps; this decides who goes first within them, so under
-    /// contention the shares converge to the subscription sizes.
+    /// past its subscription size while another show with waiting work there would, taking
+    /// the same cores, stay at a lower share (booked / size) than `show` would reach. Within
+    /// its size a show never yields, bursts stay the hard caps, and of two shows past their
+    /// sizes the one further ahead yields, so the split converges to the sizes even while the
+    /// counters lag completions (they lag in proportion to what each show runs). A show with
+    /// size 0 has no share to defend: it yields to any hungry show with one.
     pub fn should_yield(&self, show: &str, alloc: &str, cores: i64) -> bool {
         let size = |s: &str| {
             self.sizes
@@ -270,17 +273,23 @@ impl Ledger {
                 .map(|v| *v)
                 .unwrap_or(0)
         };
+        let share_after = |s: &str| {
+            let size = size(s);
+            let booked = self.sub_booked(s, alloc) + cores;
+            if size > 0 {
+                booked as f64 / size as f64
+            } else {
+                f64::INFINITY
+            }
+        };
         if self.sub_booked(show, alloc) + cores <= size(show) {
             return false;
         }
+        let mine = share_after(show);
         let hungry = self.hungry.lock();
         hungry
             .get(alloc)
-            .map(|shows| {
-                shows
-                    .iter()
-                    .any(|t| t != show && self.sub_booked(t, alloc) < size(t))
-            })
+            .map(|shows| shows.iter().any(|t| t != show && share_after(t) < mine))
             .unwrap_or(false)
     }
 
@@ -652,6 +661,21 @@ mod tests {
         // s would go past its size while t (below its own) waits: s yields, t does not.
         assert!(l.should_yield("s", "a", 100));
         assert!(!l.should_yield("t", "a", 100));
+        // Both past their sizes: the one further ahead (by booked / size) yields.
+        l.charge(&Charge {
+            show: "t".into(),
+            ..charge(400)
+        })
+        .unwrap()
+        .commit();
+        assert!(
+            l.should_yield("s", "a", 100),
+            "s at 300/200 would be further ahead than t at 500/400"
+        );
+        assert!(
+            !l.should_yield("t", "a", 100),
+            "t at 500/400 stays behind s"
+        );
         // Nobody else hungry: s may use its burst.
         l.set_hungry(
             [("a".to_owned(), vec!["s".to_owned()])]

@@ -22,10 +22,78 @@ use crate::{
     db::{
         self,
         booking::{Compensation, Placement},
+        jobs::{FrameWork, LayerWork, PendingJob},
     },
+    frameset::FrameSet,
     metrics,
+    model::Resources,
     rqd::{self, FrameLaunch},
 };
+
+/// What a layer's frames share in the `RunFrame` RQD receives.
+pub struct LayerLaunch<'a> {
+    /// The job.
+    pub job: &'a PendingJob,
+    /// The layer.
+    pub layer: &'a LayerWork,
+    /// Its parsed frame range.
+    pub frames: &'a FrameSet,
+    /// `job_env` rows.
+    pub job_env: &'a [(String, String)],
+    /// `layer_env` rows (after the job's, so they win).
+    pub layer_env: &'a [(String, String)],
+}
+
+impl LayerLaunch<'_> {
+    /// The launch of `frame`'s chunk as proc `proc` on a host running `host_os`, or `None`
+    /// (logged and counted) when the chunk cannot be built from the layer's range.
+    pub fn describe(
+        &self,
+        frame: &FrameWork,
+        proc: &str,
+        host_os: &str,
+        amount: Resources,
+    ) -> Option<FrameLaunch> {
+        let (job, layer) = (self.job, self.layer);
+        let chunk_size = layer.chunk_size.clamp(1, i64::from(u32::MAX)) as u32;
+        let chunk = match self.frames.chunk(frame.number, chunk_size) {
+            Ok(c) => c,
+            Err(e) => {
+                metrics::BAD_INPUT.with_label_values(&["frame_chunk"]).inc();
+                log::warn!("frame {} of layer {}: {e}", frame.name, layer.name);
+                return None;
+            }
+        };
+        let mut env: Vec<(String, String)> = self.job_env.to_vec();
+        env.extend(self.layer_env.iter().cloned());
+        Some(FrameLaunch {
+            proc: proc.to_owned(),
+            job_id: job.id.clone(),
+            job_name: job.name.clone(),
+            frame_id: frame.id.clone(),
+            frame_name: frame.name.clone(),
+            layer_id: layer.id.clone(),
+            layer_name: layer.name.clone(),
+            command: layer.command.clone(),
+            range: layer.range.clone(),
+            chunk_size: layer.chunk_size,
+            frame_number: chunk.start,
+            chunk_end: chunk.end,
+            frame_spec: chunk.spec,
+            user: job.user.clone(),
+            uid: job.uid,
+            log_dir: job.log_dir.clone(),
+            show: job.show_name.clone(),
+            shot: job.shot.clone(),
+            loki_url: job.loki_url.clone(),
+            host_os: host_os.to_owned(),
+            threadable: layer.threadable,
+            amount,
+            mem_min_kb: layer.mem_min.max(0) as u64,
+            env,
+        })
+    }
+}
 
 /// One committed booking to launch.
 pub struct LaunchTask {

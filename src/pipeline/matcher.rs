@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     Shared,
-    launch::LaunchTask,
+    launch::{LaunchTask, LayerLaunch},
     waiting::Reason,
     wide::{self, WideFrame},
 };
@@ -437,56 +437,21 @@ impl Matcher<'_> {
             metrics::CHECKOUT_OUTCOME
                 .with_label_values(&["booked"])
                 .inc();
-            let launch = frame_set.as_ref().and_then(|set| {
-                let chunk = match set.chunk(
-                    frame.number,
-                    layer.chunk_size.clamp(1, i64::from(u32::MAX)) as u32,
-                ) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        metrics::BAD_INPUT.with_label_values(&["frame_chunk"]).inc();
-                        log::warn!("frame {} of layer {}: {e}", frame.name, layer.name);
-                        return None;
-                    }
-                };
-                let mut env: Vec<(String, String)> = job_env.to_vec();
-                env.extend(layer_env.iter().cloned());
-                Some(FrameLaunch {
-                    proc: String::new(),
-                    job_id: job.id.clone(),
-                    job_name: job.name.clone(),
-                    frame_id: frame.id.clone(),
-                    frame_name: frame.name.clone(),
-                    layer_id: layer.id.clone(),
-                    layer_name: layer.name.clone(),
-                    command: layer.command.clone(),
-                    range: layer.range.clone(),
-                    chunk_size: layer.chunk_size,
-                    frame_number: chunk.start,
-                    chunk_end: chunk.end,
-                    frame_spec: chunk.spec,
-                    user: job.user.clone(),
-                    uid: job.uid,
-                    log_dir: job.log_dir.clone(),
-                    show: job.show_name.clone(),
-                    shot: job.shot.clone(),
-                    loki_url: job.loki_url.clone(),
-                    host_os: reservation.host_os().to_owned(),
-                    threadable: layer.threadable,
-                    amount,
-                    mem_min_kb: shape.mem_min_kb,
-                    env,
-                })
+            let proc = Uuid::new_v4().to_string();
+            let launch = frame_set.as_ref().and_then(|frames| {
+                LayerLaunch {
+                    job,
+                    layer,
+                    frames,
+                    job_env,
+                    layer_env,
+                }
+                .describe(frame, &proc, reservation.host_os(), amount)
             });
             if launching && launch.is_none() {
                 // A frame we cannot describe to RQD is not booked; it stays WAITING.
                 continue;
             }
-            let proc = Uuid::new_v4().to_string();
-            let launch = launch.map(|mut l| {
-                l.proc = proc.clone();
-                l
-            });
             self.batch.push(Planned {
                 placement: Placement {
                     frame: frame.id.clone(),

@@ -46,14 +46,16 @@ impl WideSpec {
         }
     }
 
-    /// Bench scale: 64 hosts × 64 cores (4,096 cores), 20 s frames.
+    /// Bench scale: 32 hosts × 64 cores (2,048 cores), 30 s frames. The flood must keep the
+    /// farm saturated (≈ 70 completions/s to re-book here); a flood the booking cannot keep up
+    /// with leaves idle cores, and best-fit packing then drains hosts by itself.
     pub fn full() -> WideSpec {
         WideSpec {
-            hosts: 64,
+            hosts: 32,
             cores: 64,
-            runtime: Duration::from_secs(20),
+            runtime: Duration::from_secs(30),
             after: Duration::from_secs(10),
-            limit: Duration::from_secs(120),
+            limit: Duration::from_secs(150),
             slack: Duration::from_secs(5),
         }
     }
