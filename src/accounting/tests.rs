@@ -1,0 +1,161 @@
+//! Unit tests of the accounting module.
+
+use super::*;
+
+fn charge(cores: i64) -> Charge {
+    Charge {
+        show: "s".into(),
+        alloc: "a".into(),
+        folder: "f".into(),
+        job: "j".into(),
+        cores,
+        gpus: 0,
+    }
+}
+
+fn ledger(burst: i64) -> Arc<Ledger> {
+    let l = Ledger::new();
+    l.set_burst("s", "a", burst);
+    l.mark_seeded();
+    l
+}
+
+#[test]
+fn unseeded_or_unknown_subscription_rejects() {
+    let l = Ledger::new();
+    l.set_burst("s", "a", 1000);
+    assert_eq!(
+        l.charge(&charge(100)).err().map(|r| r.cap),
+        Some(Cap::Subscription)
+    );
+    l.mark_seeded();
+    assert!(l.charge(&charge(100)).is_ok());
+    let other = Charge {
+        alloc: "b".into(),
+        ..charge(100)
+    };
+    assert_eq!(
+        l.charge(&other).err().map(|r| r.cap),
+        Some(Cap::Subscription)
+    );
+}
+
+#[test]
+fn burst_stops_exactly_at_the_limit_and_drop_releases() {
+    let l = ledger(300);
+    let a = l.charge(&charge(200)).unwrap();
+    let b = l.charge(&charge(100)).unwrap();
+    assert_eq!(
+        l.charge(&charge(100)).err().map(|r| r.cap),
+        Some(Cap::Subscription)
+    );
+    drop(b);
+    let c = l.charge(&charge(100)).unwrap();
+    a.commit();
+    c.commit();
+    assert_eq!(l.sub_headroom("s", "a"), 0);
+}
+
+#[test]
+fn job_and_folder_caps() {
+    let l = ledger(10_000);
+    l.set_job_limits("j", Limits::from_db(200, 1));
+    l.set_folder_limits("f", Limits::from_db(-1, 0));
+    let _a = l.charge(&charge(200)).unwrap();
+    assert_eq!(l.charge(&charge(100)).err().map(|r| r.cap), Some(Cap::Job));
+    let g = Charge {
+        job: "j2".into(),
+        gpus: 2,
+        ..charge(100)
+    };
+    l.set_job_limits("j2", Limits::from_db(0, 1));
+    assert_eq!(l.charge(&g).err().map(|r| r.cap), Some(Cap::JobGpus));
+}
+
+#[test]
+fn resync_carries_inflight_and_recent_commits_forward() {
+    let l = ledger(10_000);
+    let epoch = l.begin_resync();
+    let committed = l.charge(&charge(100)).unwrap();
+    committed.commit(); // after the epoch bump: maybe missing from the snapshot
+    let _inflight = l.charge(&charge(200)).unwrap();
+    let mut snap = Snapshot::default();
+    snap.subs.insert(("s".into(), "a".into()), (500, 0));
+    l.resync(epoch, &snap);
+    // 500 from proc + 200 in flight + 100 committed this epoch.
+    assert_eq!(l.booked().subs[&("s".to_owned(), "a".to_owned())].0, 800);
+    // Next resync: the commit is now surely in the snapshot; its bucket is cleared.
+    let epoch = l.begin_resync();
+    snap.subs.insert(("s".into(), "a".into()), (600, 0));
+    l.resync(epoch, &snap);
+    assert_eq!(l.booked().subs[&("s".to_owned(), "a".to_owned())].0, 800);
+}
+
+#[test]
+fn a_show_above_its_size_yields_to_a_hungry_show_below_its_own() {
+    let l = ledger(10_000);
+    l.set_burst("t", "a", 10_000);
+    l.set_caps(&Caps {
+        sizes: [
+            (("s".into(), "a".into()), 200),
+            (("t".into(), "a".into()), 400),
+        ]
+        .into_iter()
+        .collect(),
+        ..Caps::default()
+    });
+    l.set_hungry(
+        [("a".to_owned(), vec!["s".to_owned(), "t".to_owned()])]
+            .into_iter()
+            .collect(),
+    );
+    // s is within its size: no yielding.
+    assert!(!l.should_yield("s", "a", 200));
+    l.charge(&charge(200)).unwrap().commit();
+    // s would go past its size while t (below its own) waits: s yields, t does not.
+    assert!(l.should_yield("s", "a", 100));
+    assert!(!l.should_yield("t", "a", 100));
+    // Both past their sizes: the one further ahead (by booked / size) yields.
+    l.charge(&Charge {
+        show: "t".into(),
+        ..charge(400)
+    })
+    .unwrap()
+    .commit();
+    assert!(
+        l.should_yield("s", "a", 100),
+        "s at 300/200 would be further ahead than t at 500/400"
+    );
+    assert!(
+        !l.should_yield("t", "a", 100),
+        "t at 500/400 stays behind s"
+    );
+    // Nobody else hungry: s may use its burst.
+    l.set_hungry(
+        [("a".to_owned(), vec!["s".to_owned()])]
+            .into_iter()
+            .collect(),
+    );
+    assert!(!l.should_yield("s", "a", 100));
+}
+
+#[test]
+fn concurrent_charges_never_exceed_the_burst() {
+    let l = ledger(10_000);
+    let mut handles = Vec::new();
+    for _ in 0..4 {
+        let l = Arc::clone(&l);
+        handles.push(std::thread::spawn(move || {
+            let mut won = 0;
+            for _ in 0..1000 {
+                if let Ok(t) = l.charge(&charge(100)) {
+                    t.commit();
+                    won += 1;
+                }
+            }
+            won
+        }));
+    }
+    let won: i64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(won, 100);
+}
