@@ -294,3 +294,86 @@ fn waiting_frames_are_counted_by_reason() {
     assert_eq!(totals[&Reason::NoHost], 3, "{totals:?}");
     assert_eq!(totals[&Reason::StartAfter], 4, "{totals:?}");
 }
+
+/// The whole reservation cycle, pass by pass: a host-wide frame that fits nowhere (narrower
+/// frames run everywhere) reserves the host; narrow frames of unknown run time no longer book
+/// there (`reserved`) while the wide frame waits (`draining`); once the host frees, the wide
+/// frame books and its reservation is gone.
+#[test]
+fn a_wide_frame_reserves_a_host_drains_it_and_books() {
+    use stagehand::pipeline::waiting::Reason;
+    use std::time::Duration;
+
+    let mut wide = LayerSpec::simple("wide", "1", "general");
+    wide.cores_min = 800;
+    let mut narrow = job("narrow", vec![LayerSpec::simple("l", "1-20", "general")]);
+    narrow.priority = 50;
+    let mut wide_job = job("wide", vec![wide]);
+    wide_job.priority = 90;
+    let spec = small_farm(1, 8, 32, &[], vec![wide_job, narrow]);
+    let farm = Farm::new(&spec, |c| {
+        c.reservations.after = Duration::from_millis(1);
+    });
+    let mut client = farm.client();
+    client
+        .execute(
+            "UPDATE job SET b_paused = true WHERE str_name = 'wide'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(farm.pass_all(), 8, "narrow frames fill the host");
+    client
+        .execute(
+            "UPDATE job SET b_paused = false WHERE str_name = 'wide'",
+            &[],
+        )
+        .unwrap();
+    // Two narrow frames end (Cuebot's completion), freeing two cores.
+    client
+        .batch_execute(
+            "WITH gone AS (DELETE FROM proc WHERE pk_proc IN (SELECT pk_proc FROM proc ORDER BY pk_proc LIMIT 2)
+                           RETURNING pk_frame, pk_host, int_cores_reserved, int_mem_reserved)
+             , f AS (UPDATE frame SET str_state = 'SUCCEEDED' WHERE pk_frame IN (SELECT pk_frame FROM gone))
+             UPDATE host h SET int_cores_idle = h.int_cores_idle + (SELECT sum(int_cores_reserved) FROM gone),
+                               int_mem_idle = h.int_mem_idle + (SELECT sum(int_mem_reserved) FROM gone)",
+        )
+        .unwrap();
+    farm.refresh();
+    assert_eq!(
+        farm.pass_all(),
+        0,
+        "the freed cores stay for the wide frame"
+    );
+    let reserved: i64 = client
+        .query_one("SELECT count(*) FROM stagehand.host_reservation", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(reserved, 1, "the wide frame reserved the host");
+    assert_eq!(farm.pass_all(), 0, "narrow frames do not backfill it");
+    let totals = farm.shared.waiting.totals();
+    assert_eq!(totals[&Reason::Draining], 1, "{totals:?}");
+    assert!(totals[&Reason::Reserved] > 0, "{totals:?}");
+    // The rest of the narrow frames end: the host is empty and the wide frame books.
+    client
+        .batch_execute(
+            "UPDATE frame SET str_state = 'SUCCEEDED' WHERE pk_frame IN (SELECT pk_frame FROM proc);
+             DELETE FROM proc;
+             UPDATE host SET int_cores_idle = int_cores, int_mem_idle = int_mem;",
+        )
+        .unwrap();
+    farm.refresh();
+    assert!(farm.pass_all() >= 1);
+    let wide_state: String = client
+        .query_one(
+            "SELECT f.str_state FROM frame f JOIN job j ON j.pk_job = f.pk_job WHERE j.str_name = 'wide'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(wide_state, "RUNNING");
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM stagehand.host_reservation", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0, "booking the wide frame fulfilled the reservation");
+}
