@@ -171,8 +171,8 @@ fn update_gauges(status: &StatusHandle) {
     let shared = &status.shared;
     let totals = shared.index.totals();
     metrics::INDEX_HOSTS.set(totals.hosts as i64);
-    metrics::INDEX_RESERVATIONS.set(totals.reservations as i64);
-    metrics::INDEX_FREE_CORES.set(i64::from(totals.free.cores.min(i64::MAX as u64 as u32)) as i64);
+    metrics::INDEX_RESERVATIONS.set(totals.reservations);
+    metrics::INDEX_FREE_CORES.set(i64::from(totals.free.cores));
     let state = shared.pool.state();
     metrics::DB_POOL
         .with_label_values(&["open"])

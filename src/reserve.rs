@@ -308,8 +308,15 @@ mod tests {
             gpu_mem_min_kb: 9 * GB,
             ..layer(100, 1, true)
         };
+        type Case = (
+            &'static str,
+            LayerShape,
+            HostShape,
+            Option<u32>,
+            Result<u32, Refusal>,
+        );
         #[rustfmt::skip]
-        let cases: Vec<(&str, LayerShape, HostShape, Option<u32>, Result<u32, Refusal>)> = vec![
+        let cases: Vec<Case> = vec![
             ("non-threadable takes one core", layer(800, 1, false), host(Auto, 16, 16, 64, 64), None, Ok(100)),
             ("fractional cores round up", layer(50, 1, true), host(Auto, 16, 16, 64, 64), None, Ok(100)),
             ("cores_min 0 = whole host", layer(0, 1, true), host(Auto, 16, 16, 64, 64), None, Ok(1600)),

@@ -36,8 +36,7 @@ const MANAGED_PROCS: &str =
 
 /// Rebuilds `int_cores`/`int_gpus` of the five resource tables from `proc`.
 pub fn recompute_tables(client: &mut Client) -> Result<Written, DbError> {
-    let mut w = Written::default();
-    w.layer_resource = client.execute(
+    let layer_resource = client.execute(
         &format!(
             "WITH live AS (SELECT p.pk_layer, sum(p.int_cores_reserved)::bigint AS cores,
                                   sum(p.int_gpus_reserved)::bigint AS gpus
@@ -55,6 +54,10 @@ pub fn recompute_tables(client: &mut Client) -> Result<Written, DbError> {
         ),
         &[],
     )?;
+    let mut w = Written {
+        layer_resource,
+        ..Written::default()
+    };
     w.folder_resource = client.execute(
         &format!(
             "WITH live AS (SELECT j.pk_folder, sum(p.int_cores_reserved)::bigint AS cores,

@@ -550,7 +550,7 @@ fn fenced_out_shows(
     }
     Ok(shows
         .into_iter()
-        .filter(|s| held.get(*s).is_none() || held.get(*s) != fence.epochs.get(*s))
+        .filter(|s| !held.contains_key(*s) || held.get(*s) != fence.epochs.get(*s))
         .map(str::to_owned)
         .collect())
 }

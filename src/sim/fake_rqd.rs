@@ -51,6 +51,9 @@ struct Record {
     kills: Vec<(String, String)>,
 }
 
+/// Frames to complete, soonest due first.
+type CompletionQueue = Mutex<BinaryHeap<Reverse<(Instant, Completion)>>>;
+
 /// One frame the completer will finish.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Completion {
@@ -63,7 +66,7 @@ struct Completion {
 struct Service {
     record: Arc<Mutex<Record>>,
     behaviour: Arc<Mutex<Behaviour>>,
-    completions: Option<Arc<Mutex<BinaryHeap<Reverse<(Instant, Completion)>>>>>,
+    completions: Option<Arc<CompletionQueue>>,
     failure_per_mille: u32,
     counter: Arc<AtomicU64>,
 }
@@ -260,12 +263,7 @@ impl FakeRqd {
     }
 }
 
-fn complete_loop(
-    url: &str,
-    queue: &Mutex<BinaryHeap<Reverse<(Instant, Completion)>>>,
-    stop: &AtomicBool,
-    completed: &AtomicU64,
-) {
+fn complete_loop(url: &str, queue: &CompletionQueue, stop: &AtomicBool, completed: &AtomicU64) {
     let mut client: Option<postgres::Client> = None;
     let mut next_ping = Instant::now();
     while !stop.load(Ordering::Acquire) {
@@ -325,7 +323,7 @@ fn complete_loop(
     }
 }
 
-fn requeue(queue: &Mutex<BinaryHeap<Reverse<(Instant, Completion)>>>, items: Vec<Completion>) {
+fn requeue(queue: &CompletionQueue, items: Vec<Completion>) {
     let at = Instant::now() + Duration::from_millis(100);
     let mut q = queue.lock();
     for c in items {

@@ -76,7 +76,8 @@ fn os_must_match_when_the_job_names_one() {
 
 #[test]
 fn each_floor_is_respected() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut LayerSpec)>)> = vec![
+    type Tweak = Box<dyn Fn(&mut LayerSpec)>;
+    let cases: Vec<(&str, Tweak)> = vec![
         ("cores", Box::new(|l| l.cores_min = i64::from(16 * CORE))),
         ("memory", Box::new(|l| l.mem_kb = 64 * GB)),
         ("gpus", Box::new(|l| l.gpus = 1)),
