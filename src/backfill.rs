@@ -141,20 +141,30 @@ impl HoldMap {
             .collect()
     }
 
+    /// Every reservation, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = &Hold> {
+        self.by_host.values().map(|h| h.as_ref())
+    }
+
     /// Every reservation, by host name.
     pub fn list(&self) -> Vec<Hold> {
-        let mut v: Vec<Hold> = self.by_host.values().map(|h| (**h).clone()).collect();
+        let mut v: Vec<Hold> = self.iter().cloned().collect();
         v.sort_by(|a, b| a.host_name.cmp(&b.host_name));
         v
     }
 
-    fn from_holds(holds: impl IntoIterator<Item = Hold>) -> HoldMap {
+    fn from_holds(holds: impl IntoIterator<Item = Arc<Hold>>) -> HoldMap {
         let mut map = HoldMap::default();
         for h in holds {
             map.by_frame.insert(h.frame.clone(), h.host);
-            map.by_host.insert(h.host, Arc::new(h));
+            map.by_host.insert(h.host, h);
         }
         map
+    }
+
+    /// A copy keeping the reservations `keep` accepts (sharing them, not cloning them).
+    fn keeping(&self, keep: impl Fn(&Hold) -> bool) -> Vec<Arc<Hold>> {
+        self.by_host.values().filter(|h| keep(h)).cloned().collect()
     }
 }
 
@@ -177,15 +187,17 @@ impl Holds {
 
     /// Replaces everything with a fresh read of the table.
     pub fn replace(&self, holds: Vec<Hold>) {
-        self.map.store(Arc::new(HoldMap::from_holds(holds)));
+        self.map.store(Arc::new(HoldMap::from_holds(
+            holds.into_iter().map(Arc::new),
+        )));
     }
 
     /// Adds one reservation just written to the table.
     pub fn add(&self, hold: Hold) {
+        let hold = Arc::new(hold);
         self.map.rcu(|m| {
-            let mut all: Vec<Hold> = m.by_host.values().map(|h| (**h).clone()).collect();
-            all.retain(|h| h.host != hold.host && h.frame != hold.frame);
-            all.push(hold.clone());
+            let mut all = m.keeping(|h| h.host != hold.host && h.frame != hold.frame);
+            all.push(Arc::clone(&hold));
             HoldMap::from_holds(all)
         });
     }
@@ -206,19 +218,10 @@ impl Holds {
             .is_some_and(|t| *t > Instant::now())
     }
 
-    /// Forgets the reservation of `frames` (they booked).
-    pub fn fulfilled(&self, frames: &[&str]) {
-        if frames.is_empty() {
-            return;
-        }
-        self.map.rcu(|m| {
-            HoldMap::from_holds(
-                m.by_host
-                    .values()
-                    .filter(|h| !frames.contains(&h.frame.as_str()))
-                    .map(|h| (**h).clone()),
-            )
-        });
+    /// Forgets the reservation of `frame` (it booked).
+    pub fn fulfilled(&self, frame: &str) {
+        self.map
+            .rcu(|m| HoldMap::from_holds(m.keeping(|h| h.frame != frame)));
     }
 }
 
@@ -393,7 +396,7 @@ mod tests {
         let snap = holds.snapshot();
         assert!(snap.holds_frame("wide"));
         assert!(snap.on_host(&Uuid::from_u128(1)).is_some());
-        holds.fulfilled(&["wide"]);
+        holds.fulfilled("wide");
         assert!(holds.snapshot().is_empty());
         assert_eq!(snap.len(), 1, "an old snapshot stays as it was");
     }

@@ -310,6 +310,7 @@ impl Matcher<'_> {
             share: *self.shared.host_share.lock(),
         };
         let est_secs = layer.est_secs;
+        let now = backfill::now_secs();
         for frame in &layer.frames {
             let job_remaining = self
                 .shared
@@ -325,7 +326,6 @@ impl Matcher<'_> {
             );
             // The last reason a candidate host was refused, should none be taken.
             let veto: Cell<Option<Reason>> = Cell::new(None);
-            let now = backfill::now_secs();
             let reservation = self.shared.index.place(&request, &s.placement, |host| {
                 if !allocs.contains(&host.alloc) {
                     return None;
@@ -536,7 +536,7 @@ impl Matcher<'_> {
                         t.booked += 1;
                     }
                     if placement.holds_reservation {
-                        self.shared.holds.fulfilled(&[placement.frame.as_str()]);
+                        self.shared.holds.fulfilled(&placement.frame);
                         metrics::WIDE_RESERVATION_EVENTS
                             .with_label_values(&["fulfilled"])
                             .inc();

@@ -55,7 +55,6 @@ pub fn reserve(
     // Each reservation idles a host while it drains: a budget per instance (its shows).
     let fence = shared.fence.load_full();
     let ours = holds
-        .list()
         .iter()
         .filter(|h| {
             fence
