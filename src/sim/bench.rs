@@ -108,7 +108,11 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
             workload::steady(args.scale, args.seed, args.duration.as_secs()),
             true,
         ),
-        Workload::Wide | Workload::FairShare | Workload::Stream | Workload::Gpu => {
+        Workload::Wide
+        | Workload::FairShare
+        | Workload::Stream
+        | Workload::Gpu
+        | Workload::Chaos => {
             return Err(SimError::Other(format!(
                 "{:?} is a scenario: run it with `stagehand bench`",
                 args.workload
@@ -199,7 +203,8 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
             | Workload::Wide
             | Workload::FairShare
             | Workload::Stream
-            | Workload::Gpu => false,
+            | Workload::Gpu
+            | Workload::Chaos => false,
         };
         if done || elapsed >= args.duration.max(Duration::from_secs(5)) {
             break;
@@ -431,8 +436,35 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     if args.workload.is_scenario() {
         return scenario(args);
     }
+    if args.workload == Workload::Chaos {
+        return chaos(args);
+    }
     let report = measure(args)?;
     Ok(if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
+/// The adversarial soak: `--seed` replays a fault schedule, `--duration` is how long faults
+/// are injected, `--instances` (three unless more are asked for) how many stagehands race.
+/// Exit 3 on any violation.
+fn chaos(args: &BenchArgs) -> Result<ExitCode, SimError> {
+    let opts = super::chaos::ChaosOptions {
+        scale: args.scale,
+        seed: args.seed,
+        duration: args.duration,
+        binary: match &args.binary {
+            Some(b) => b.clone(),
+            None => std::env::current_exe().map_err(SimError::Io)?,
+        },
+        instances: args.instances.max(3),
+        keep: args.keep,
+    };
+    let report = super::chaos::run(&opts)?;
+    super::chaos::print(&opts, &report);
+    Ok(if report.clean() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)

@@ -8,7 +8,7 @@
 
 use std::{
     cmp::Reverse,
-    collections::{BTreeMap, BinaryHeap},
+    collections::{BTreeMap, BinaryHeap, HashMap},
     sync::{
         Arc,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -43,12 +43,63 @@ pub enum Behaviour {
     Refuse(RpcStatusCode),
     /// Answer after this long (longer than the client's deadline = a timeout).
     Stall(Duration),
+    /// Start `per_mille` of the launches (they run and complete as accepted ones do) but
+    /// answer those only after `delay`: RQD started the frame, the client saw a timeout.
+    /// The other launches are accepted at once.
+    StartSlowly {
+        /// Launches per thousand that start and answer late.
+        per_mille: u32,
+        /// How late they answer.
+        delay: Duration,
+    },
 }
 
 #[derive(Default)]
 struct Record {
     launches: Vec<RunFrame>,
     kills: Vec<(String, String)>,
+    /// Frames running now: frame id → the procs (RunFrame.resource_id) running it.
+    running: HashMap<String, Vec<String>>,
+    /// Every launch of a frame that arrived while another proc still ran it.
+    double_runs: Vec<DoubleRun>,
+    /// Kills answered with an error instead of killing.
+    refuse_kills: bool,
+}
+
+/// A frame that ran twice at once: the evidence of a double booking.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DoubleRun {
+    /// `frame.pk_frame`.
+    pub frame: String,
+    /// The proc already running it.
+    pub running: String,
+    /// The proc launched on top.
+    pub launched: String,
+}
+
+impl Record {
+    /// A frame starts running as `proc`; a second copy is recorded as a double run.
+    fn start(&mut self, frame: &RunFrame) {
+        let procs = self.running.entry(frame.frame_id.clone()).or_default();
+        if let Some(other) = procs.first() {
+            self.double_runs.push(DoubleRun {
+                frame: frame.frame_id.clone(),
+                running: other.clone(),
+                launched: frame.resource_id.clone(),
+            });
+        }
+        procs.push(frame.resource_id.clone());
+    }
+
+    /// `proc` of `frame` stopped running (it completed, or was killed).
+    fn stop(&mut self, frame: &str, proc: &str) {
+        if let Some(procs) = self.running.get_mut(frame) {
+            procs.retain(|p| p != proc);
+            if procs.is_empty() {
+                self.running.remove(frame);
+            }
+        }
+    }
 }
 
 /// Frames to complete, soonest due first.
@@ -69,6 +120,7 @@ struct Service {
     completions: Option<Arc<CompletionQueue>>,
     failure_per_mille: u32,
     counter: Arc<AtomicU64>,
+    slow_counter: Arc<AtomicU64>,
 }
 
 impl RqdInterface for Service {
@@ -101,8 +153,62 @@ impl RqdInterface for Service {
                 });
                 return;
             }
+            Behaviour::StartSlowly { per_mille, delay } => {
+                let n = self.slow_counter.fetch_add(1, Ordering::Relaxed);
+                let h = n.wrapping_mul(0xD6E8_FEB8_6659_FD93) >> 40;
+                if (h % 1000) < u64::from(per_mille) {
+                    self.run(frame);
+                    std::thread::spawn(move || {
+                        std::thread::sleep(delay);
+                        let _ = futures_executor::block_on(
+                            sink.success(RqdStaticLaunchFrameResponse::new()),
+                        );
+                    });
+                    return;
+                }
+            }
             Behaviour::Accept => {}
         }
+        self.run(frame);
+        ctx.spawn(async move {
+            let _ = sink.success(RqdStaticLaunchFrameResponse::new()).await;
+        });
+    }
+
+    fn kill_running_frame(
+        &mut self,
+        ctx: RpcContext<'_>,
+        req: RqdStaticKillRunningFrameRequest,
+        sink: UnarySink<RqdStaticKillRunningFrameResponse>,
+    ) {
+        let refused = {
+            let mut record = self.record.lock();
+            record
+                .kills
+                .push((req.frame_id.clone(), req.message.clone()));
+            if !record.refuse_kills {
+                // RQD kills the frame if it runs it and answers OK either way.
+                record.running.remove(&req.frame_id);
+            }
+            record.refuse_kills
+        };
+        ctx.spawn(async move {
+            let _ = if refused {
+                sink.fail(RpcStatus::with_message(
+                    RpcStatusCode::UNAVAILABLE,
+                    "fake RQD refuses kills".into(),
+                ))
+                .await
+            } else {
+                sink.success(RqdStaticKillRunningFrameResponse::new()).await
+            };
+        });
+    }
+}
+
+impl Service {
+    /// The frame starts: recorded as running and, with a database, queued for completion.
+    fn run(&self, frame: RunFrame) {
         if let Some(queue) = &self.completions {
             let runtime_ms: u64 = frame
                 .environment
@@ -124,25 +230,9 @@ impl RqdInterface for Service {
                 },
             )));
         }
-        self.record.lock().launches.push(frame);
-        ctx.spawn(async move {
-            let _ = sink.success(RqdStaticLaunchFrameResponse::new()).await;
-        });
-    }
-
-    fn kill_running_frame(
-        &mut self,
-        ctx: RpcContext<'_>,
-        req: RqdStaticKillRunningFrameRequest,
-        sink: UnarySink<RqdStaticKillRunningFrameResponse>,
-    ) {
-        self.record
-            .lock()
-            .kills
-            .push((req.frame_id.clone(), req.message.clone()));
-        ctx.spawn(async move {
-            let _ = sink.success(RqdStaticKillRunningFrameResponse::new()).await;
-        });
+        let mut record = self.record.lock();
+        record.start(&frame);
+        record.launches.push(frame);
     }
 }
 
@@ -155,6 +245,7 @@ pub struct FakeRqd {
     stop: Arc<AtomicBool>,
     completer: Option<JoinHandle<()>>,
     completed: Arc<AtomicU64>,
+    queue: Option<Arc<CompletionQueue>>,
 }
 
 /// Options of the simulated fleet.
@@ -181,6 +272,7 @@ impl FakeRqd {
             completions: completions.clone(),
             failure_per_mille: options.failure_per_mille,
             counter: Arc::new(AtomicU64::new(0)),
+            slow_counter: Arc::new(AtomicU64::new(0)),
         };
         let env = Arc::new(
             grpcio::EnvBuilder::new()
@@ -195,13 +287,17 @@ impl FakeRqd {
         server.start();
         let stop = Arc::new(AtomicBool::new(false));
         let completed = Arc::new(AtomicU64::new(0));
+        let completions_handle = completions.clone();
         let completer = match (options.database_url, completions) {
             (Some(url), Some(queue)) => {
                 let (stop, completed) = (Arc::clone(&stop), Arc::clone(&completed));
                 Some(
                     std::thread::Builder::new()
                         .name("fake-rqd-complete".into())
-                        .spawn(move || complete_loop(&url, &queue, &stop, &completed))
+                        .spawn({
+                            let record = Arc::clone(&record);
+                            move || complete_loop(&url, &queue, &stop, &completed, &record)
+                        })
                         .map_err(|e| {
                             grpcio::Error::RpcFailure(RpcStatus::with_message(
                                 RpcStatusCode::INTERNAL,
@@ -220,6 +316,7 @@ impl FakeRqd {
             stop,
             completer,
             completed,
+            queue: completions_handle,
         })
     }
 
@@ -243,9 +340,34 @@ impl FakeRqd {
         self.record.lock().launches.len()
     }
 
+    /// Makes `KillRunningFrame` fail (UNAVAILABLE) without killing, or work again.
+    pub fn set_refuse_kills(&self, refuse: bool) {
+        self.record.lock().refuse_kills = refuse;
+    }
+
+    /// Frames running now, with the procs running each.
+    pub fn running(&self) -> HashMap<String, Vec<String>> {
+        self.record.lock().running.clone()
+    }
+
+    /// Every launch that arrived while another proc still ran the same frame.
+    pub fn double_runs(&self) -> Vec<DoubleRun> {
+        self.record.lock().double_runs.clone()
+    }
+
     /// Every kill received: (frame id, message).
     pub fn kills(&self) -> Vec<(String, String)> {
         self.record.lock().kills.clone()
+    }
+
+    /// A handle other threads can share (the server itself is not `Sync`).
+    pub fn handle(&self) -> RqdHandle {
+        RqdHandle {
+            record: Arc::clone(&self.record),
+            behaviour: Arc::clone(&self.behaviour),
+            queue: self.queue.clone(),
+            completed: Arc::clone(&self.completed),
+        }
     }
 
     /// Frames completed in the database so far.
@@ -263,7 +385,89 @@ impl FakeRqd {
     }
 }
 
-fn complete_loop(url: &str, queue: &CompletionQueue, stop: &AtomicBool, completed: &AtomicU64) {
+/// A shareable view of the fleet: its record, its behaviour and its completion queue.
+#[derive(Clone)]
+pub struct RqdHandle {
+    record: Arc<Mutex<Record>>,
+    behaviour: Arc<Mutex<Behaviour>>,
+    queue: Option<Arc<CompletionQueue>>,
+    completed: Arc<AtomicU64>,
+}
+
+impl RqdHandle {
+    /// As [`FakeRqd::set_behaviour`].
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        *self.behaviour.lock() = behaviour;
+    }
+
+    /// As [`FakeRqd::set_refuse_kills`].
+    pub fn set_refuse_kills(&self, refuse: bool) {
+        self.record.lock().refuse_kills = refuse;
+    }
+
+    /// As [`FakeRqd::running`].
+    pub fn running(&self) -> HashMap<String, Vec<String>> {
+        self.record.lock().running.clone()
+    }
+
+    /// As [`FakeRqd::double_runs`].
+    pub fn double_runs(&self) -> Vec<DoubleRun> {
+        self.record.lock().double_runs.clone()
+    }
+
+    /// The `resource_id` (proc) of every launch received so far.
+    pub fn launched_procs(&self) -> std::collections::HashSet<String> {
+        let record = self.record.lock();
+        record
+            .launches
+            .iter()
+            .map(|l| l.resource_id.clone())
+            .collect()
+    }
+
+    /// Number of launches received.
+    pub fn launch_count(&self) -> usize {
+        self.record.lock().launches.len()
+    }
+
+    /// Frames completed in the database so far.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+
+    /// Cuebot's kill through RQD, in process (the chaos stand-in's kills): the frame stops
+    /// running unless kills are refused; returns whether it was killed.
+    pub fn kill_frame(&self, frame: &str, message: &str) -> bool {
+        let mut record = self.record.lock();
+        record.kills.push((frame.to_owned(), message.to_owned()));
+        if record.refuse_kills {
+            return false;
+        }
+        record.running.remove(frame);
+        true
+    }
+
+    /// Procs whose completion is still to come (running, or their report being retried).
+    pub fn pending_procs(&self) -> std::collections::HashSet<String> {
+        self.queue
+            .as_ref()
+            .map(|q| {
+                q.lock()
+                    .iter()
+                    .map(|Reverse((_, c))| c.proc.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+fn complete_loop(
+    url: &str,
+    queue: &CompletionQueue,
+    stop: &AtomicBool,
+    completed: &AtomicU64,
+    record: &Mutex<Record>,
+) {
     let mut client: Option<postgres::Client> = None;
     let mut next_ping = Instant::now();
     while !stop.load(Ordering::Acquire) {
@@ -306,6 +510,14 @@ fn complete_loop(url: &str, queue: &CompletionQueue, stop: &AtomicBool, complete
                 }
             },
         };
+        {
+            // The processes exit before RQD reports them (and whether or not Cuebot still
+            // knows their procs): a frame the report makes WAITING again is no longer running.
+            let mut record = record.lock();
+            for c in &due {
+                record.stop(&c.frame, &c.proc);
+            }
+        }
         match complete(conn, &due) {
             Ok(n) => {
                 completed.fetch_add(n, Ordering::Relaxed);
@@ -329,6 +541,24 @@ fn requeue(queue: &CompletionQueue, items: Vec<Completion>) {
     for c in items {
         q.push(Reverse((at, c)));
     }
+}
+
+/// Cuebot's completion of `procs` — (proc, frame, failed) — as the fleet completes its own
+/// (the chaos stand-in completes and fails the frames it booked with it); returns the procs
+/// found.
+pub fn complete_procs(
+    client: &mut postgres::Client,
+    procs: &[(String, String, bool)],
+) -> Result<u64, crate::db::DbError> {
+    let due: Vec<Completion> = procs
+        .iter()
+        .map(|(proc, frame, failed)| Completion {
+            proc: proc.clone(),
+            frame: frame.clone(),
+            failed: *failed,
+        })
+        .collect();
+    complete(client, &due)
 }
 
 /// Cuebot's completion of a batch of frames, in one transaction, locking rows in the same

@@ -86,6 +86,16 @@ impl Instance {
         })
     }
 
+    /// The configuration file it runs with (rewrite it and send SIGHUP to reload).
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    /// True while the process has not exited.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -1,8 +1,10 @@
-//! The farm simulator: a private PostgreSQL cluster, farm seeding, a fake RQD fleet and the
-//! workloads of the demo and the benchmarks. It lives in the library, not under `tests/`, so
-//! tests, `stagehand demo` and `stagehand bench` share one implementation.
+//! The farm simulator: a private PostgreSQL cluster, farm seeding, a fake RQD fleet, the
+//! workloads of the demo and the benchmarks, and the adversarial soak (`chaos`). It lives in
+//! the library, not under `tests/`, so tests, `stagehand demo` and `stagehand bench` share
+//! one implementation.
 
 pub mod bench;
+pub mod chaos;
 pub mod demo;
 pub mod fake_rqd;
 pub mod farm;

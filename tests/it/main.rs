@@ -5,6 +5,7 @@
 mod common;
 
 mod accounting;
+mod chaos;
 mod multi;
 mod pipeline;
 mod quality;

@@ -1,0 +1,451 @@
+//! The invariants the soak samples every 100 ms, each sample one consistent snapshot (a
+//! REPEATABLE READ transaction on the sampler's own connection): subscriptions within burst,
+//! jobs and folders within their maxima, layer limits within `int_max_value`, host idle
+//! values in range and equal to total minus the procs, procs and RUNNING frames paired
+//! (beyond one launch deadline), and no frame running twice on the fake RQD.
+//!
+//! A cap the stand-in changed is checked against `max(cap, usage)`, where usage starts at
+//! the usage right after the change and follows it down (its low-water mark in later
+//! samples): usage above a lowered cap is legitimate until it has grown again.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+use postgres::{Client, Transaction};
+
+use crate::sim::fake_rqd::RqdHandle;
+
+/// One cap the sampler checks.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Cap {
+    /// `subscription.int_burst` (cores), by `pk_subscription`.
+    Burst(String),
+    /// `job_resource.int_max_cores`, by `pk_job`.
+    JobCores(String),
+    /// `job_resource.int_max_gpus`, by `pk_job`.
+    JobGpus(String),
+    /// `folder_resource.int_max_cores`, by `pk_folder`.
+    FolderCores(String),
+    /// `folder_resource.int_max_gpus`, by `pk_folder`.
+    FolderGpus(String),
+    /// `limit_record.int_max_value` (RUNNING frames), by `pk_limit_record`.
+    Limit(String),
+}
+
+impl Cap {
+    fn kind(&self) -> &'static str {
+        match self {
+            Cap::Burst(_) => "subscription above burst",
+            Cap::JobCores(_) => "job above max cores",
+            Cap::JobGpus(_) => "job above max GPUs",
+            Cap::FolderCores(_) => "folder above max cores",
+            Cap::FolderGpus(_) => "folder above max GPUs",
+            Cap::Limit(_) => "layer limit above max",
+        }
+    }
+}
+
+/// Usage right after the stand-in changed a cap (then its low-water mark).
+#[derive(Clone, Copy, Debug)]
+struct Baseline {
+    usage: i64,
+    recorded: Instant,
+    why: &'static str,
+}
+
+/// A violation with its evidence.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    /// What was violated.
+    pub kind: &'static str,
+    /// Seconds into the run of the first sample that showed it.
+    pub at_secs: f64,
+    /// Samples that showed it.
+    pub samples: u64,
+    /// Which rows, which values.
+    pub evidence: String,
+}
+
+/// State shared by the sampler, the stand-in and the orchestrator.
+pub(crate) struct Watch {
+    started: Instant,
+    /// stagehand's `[accounting] caps_interval`: how stale its caps may be.
+    caps_interval: Duration,
+    baselines: Mutex<HashMap<Cap, Baseline>>,
+    violations: Mutex<BTreeMap<(&'static str, String), Violation>>,
+    checks: Mutex<BTreeMap<&'static str, u64>>,
+    /// Procs the stand-in booked (Cuebot's, not on the fake RQD).
+    pub(crate) standin_procs: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Watch {
+    pub(crate) fn new(caps_interval: Duration) -> Watch {
+        Watch {
+            started: Instant::now(),
+            caps_interval,
+            baselines: Mutex::new(HashMap::new()),
+            violations: Mutex::new(BTreeMap::new()),
+            checks: Mutex::new(BTreeMap::new()),
+            standin_procs: Mutex::new(Default::default()),
+        }
+    }
+
+    /// Seconds since the run started.
+    pub(crate) fn secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Runs `change` (which commits a change to caps or to what counts against them) and
+    /// records the usage of `caps` right after it, before any sample can judge the new state.
+    pub(crate) fn changing<T>(
+        &self,
+        client: &mut Client,
+        why: &'static str,
+        caps: Vec<Cap>,
+        change: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        let mut baselines = self.baselines.lock();
+        let out = change(client)?;
+        for cap in caps {
+            // Unknown (the connection died after the commit): the first later sample sets it.
+            let usage = usage_of(client, &cap).unwrap_or(i64::MAX);
+            let recorded = Instant::now();
+            baselines.insert(
+                cap,
+                Baseline {
+                    usage,
+                    recorded,
+                    why,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn count(&self, check: &'static str, n: u64) {
+        *self.checks.lock().entry(check).or_default() += n;
+    }
+
+    pub(crate) fn violate(&self, kind: &'static str, key: String, evidence: String) {
+        let at_secs = self.secs();
+        self.violations
+            .lock()
+            .entry((kind, key))
+            .and_modify(|v| v.samples += 1)
+            .or_insert(Violation {
+                kind,
+                at_secs,
+                samples: 1,
+                evidence,
+            });
+    }
+
+    pub(crate) fn checks(&self) -> BTreeMap<&'static str, u64> {
+        self.checks.lock().clone()
+    }
+
+    pub(crate) fn violations(&self) -> Vec<Violation> {
+        self.violations.lock().values().cloned().collect()
+    }
+
+    /// Judges one cap in a sample taken from `sample_start`; `what` names the rows.
+    fn judge(&self, cap: Cap, max: i64, usage: i64, sample_start: Instant, what: String) {
+        self.count(cap.kind(), 1);
+        let mut baselines = self.baselines.lock();
+        let allowed = match baselines.get_mut(&cap) {
+            // Only a snapshot taken after the change may lower the mark.
+            Some(b) if b.recorded < sample_start => {
+                b.usage = b.usage.min(usage);
+                max.max(b.usage)
+            }
+            Some(b) => max.max(b.usage),
+            None => max,
+        };
+        if usage > allowed {
+            let changed = baselines
+                .get(&cap)
+                .map(|b| {
+                    let ago = sample_start.saturating_duration_since(b.recorded);
+                    let lag = if ago < self.caps_interval {
+                        "within"
+                    } else {
+                        "beyond"
+                    };
+                    format!(
+                        " (the stand-in's last change to it: {} {:.1}s before, {lag} \
+                         caps_interval {:?}; usage then / low-water since {})",
+                        b.why,
+                        ago.as_secs_f64(),
+                        self.caps_interval,
+                        b.usage
+                    )
+                })
+                .unwrap_or_else(|| " (never changed by the stand-in)".into());
+            drop(baselines);
+            let evidence = format!(
+                "{what}: usage {usage} > max {max}{changed} at {:.2}s",
+                self.secs()
+            );
+            let key = format!("{cap:?}");
+            self.violate(cap.kind(), key, evidence);
+        }
+    }
+}
+
+/// The current usage of `cap` (cores ×100, GPUs, or RUNNING frames).
+pub(crate) fn usage_of(client: &mut Client, cap: &Cap) -> Result<i64, postgres::Error> {
+    let (sql, key) = match cap {
+        Cap::Burst(k) => (
+            "SELECT coalesce(sum(p.int_cores_reserved), 0)::bigint FROM subscription s
+               JOIN host h ON h.pk_alloc = s.pk_alloc
+               JOIN proc p ON p.pk_host = h.pk_host AND p.pk_show = s.pk_show AND NOT p.b_local
+              WHERE s.pk_subscription = $1",
+            k,
+        ),
+        Cap::JobCores(k) => (
+            "SELECT coalesce(sum(int_cores_reserved), 0)::bigint FROM proc WHERE pk_job = $1",
+            k,
+        ),
+        Cap::JobGpus(k) => (
+            "SELECT coalesce(sum(int_gpus_reserved), 0)::bigint FROM proc WHERE pk_job = $1",
+            k,
+        ),
+        Cap::FolderCores(k) => (
+            "SELECT coalesce(sum(p.int_cores_reserved), 0)::bigint FROM proc p
+               JOIN job j ON j.pk_job = p.pk_job WHERE j.pk_folder = $1",
+            k,
+        ),
+        Cap::FolderGpus(k) => (
+            "SELECT coalesce(sum(p.int_gpus_reserved), 0)::bigint FROM proc p
+               JOIN job j ON j.pk_job = p.pk_job WHERE j.pk_folder = $1",
+            k,
+        ),
+        Cap::Limit(k) => (
+            "SELECT count(*)::bigint FROM layer_limit ll
+               JOIN frame f ON f.pk_layer = ll.pk_layer AND f.str_state = 'RUNNING'
+              WHERE ll.pk_limit_record = $1",
+            k,
+        ),
+    };
+    Ok(client.query_one(sql, &[key])?.get(0))
+}
+
+/// Caps of managed shows: (cap, max, usage, rows) for subscriptions, jobs and folders.
+fn caps_sample(tx: &mut Transaction<'_>) -> Result<Vec<(Cap, i64, i64, String)>, postgres::Error> {
+    let mut out = Vec::new();
+    for r in tx.query(
+        "SELECT s.pk_subscription, sh.str_name || '/' || a.str_name, s.int_burst::bigint,
+                coalesce((SELECT sum(p.int_cores_reserved) FROM proc p JOIN host h ON h.pk_host = p.pk_host
+                           WHERE p.pk_show = s.pk_show AND h.pk_alloc = s.pk_alloc AND NOT p.b_local), 0)::bigint
+           FROM subscription s JOIN show sh ON sh.pk_show = s.pk_show JOIN alloc a ON a.pk_alloc = s.pk_alloc
+          WHERE sh.b_scheduler_managed",
+        &[],
+    )? {
+        let what = format!("subscription {} (cores x100)", r.get::<_, String>(1));
+        out.push((Cap::Burst(r.get(0)), r.get(2), r.get(3), what));
+    }
+    for r in tx.query(
+        "SELECT j.pk_job, j.str_name, jr.int_max_cores::bigint, jr.int_max_gpus::bigint,
+                coalesce(sum(p.int_cores_reserved), 0)::bigint, coalesce(sum(p.int_gpus_reserved), 0)::bigint
+           FROM job j JOIN show sh ON sh.pk_show = j.pk_show JOIN job_resource jr ON jr.pk_job = j.pk_job
+           LEFT JOIN proc p ON p.pk_job = j.pk_job
+          WHERE sh.b_scheduler_managed AND (jr.int_max_cores > 0 OR jr.int_max_gpus > 0)
+          GROUP BY j.pk_job, j.str_name, jr.int_max_cores, jr.int_max_gpus",
+        &[],
+    )? {
+        let (id, name): (String, String) = (r.get(0), r.get(1));
+        if r.get::<_, i64>(2) > 0 {
+            let what = format!("job {name} cores x100");
+            out.push((Cap::JobCores(id.clone()), r.get(2), r.get(4), what));
+        }
+        if r.get::<_, i64>(3) > 0 {
+            out.push((Cap::JobGpus(id), r.get(3), r.get(5), format!("job {name} GPUs")));
+        }
+    }
+    for r in tx.query(
+        "SELECT f.pk_folder, f.str_name, fr.int_max_cores::bigint, fr.int_max_gpus::bigint,
+                coalesce(sum(p.int_cores_reserved), 0)::bigint, coalesce(sum(p.int_gpus_reserved), 0)::bigint
+           FROM folder f JOIN show sh ON sh.pk_show = f.pk_show JOIN folder_resource fr ON fr.pk_folder = f.pk_folder
+           LEFT JOIN job j ON j.pk_folder = f.pk_folder LEFT JOIN proc p ON p.pk_job = j.pk_job
+          WHERE sh.b_scheduler_managed AND (fr.int_max_cores > 0 OR fr.int_max_gpus > 0)
+          GROUP BY f.pk_folder, f.str_name, fr.int_max_cores, fr.int_max_gpus",
+        &[],
+    )? {
+        let (id, name): (String, String) = (r.get(0), r.get(1));
+        if r.get::<_, i64>(2) > 0 {
+            let what = format!("folder {name} cores x100");
+            out.push((Cap::FolderCores(id.clone()), r.get(2), r.get(4), what));
+        }
+        if r.get::<_, i64>(3) > 0 {
+            let what = format!("folder {name} GPUs");
+            out.push((Cap::FolderGpus(id), r.get(3), r.get(5), what));
+        }
+    }
+    for r in tx.query(
+        "SELECT lr.pk_limit_record, lr.str_name, coalesce(lr.int_max_value, 0)::bigint,
+                (SELECT count(*) FROM layer_limit ll JOIN frame f ON f.pk_layer = ll.pk_layer
+                  WHERE ll.pk_limit_record = lr.pk_limit_record AND f.str_state = 'RUNNING')::bigint
+           FROM limit_record lr",
+        &[],
+    )? {
+        let what = format!(
+            "limit {} (RUNNING frames of its layers)",
+            r.get::<_, String>(1)
+        );
+        out.push((Cap::Limit(r.get(0)), r.get(2), r.get(3), what));
+    }
+    Ok(out)
+}
+
+/// Hosts whose idle values leave [0, total] or differ from total minus their procs.
+fn bad_hosts(tx: &mut Transaction<'_>) -> Result<(u64, Vec<(String, String)>), postgres::Error> {
+    let hosts: i64 = tx.query_one("SELECT count(*) FROM host", &[])?.get(0);
+    let rows = tx.query(
+        "SELECT h.str_name,
+                format('cores %s idle %s procs %s; mem %s idle %s procs %s; gpus %s idle %s procs %s; gpu_mem %s idle %s procs %s',
+                       h.int_cores, h.int_cores_idle, coalesce(sum(p.int_cores_reserved), 0),
+                       h.int_mem, h.int_mem_idle, coalesce(sum(p.int_mem_reserved), 0),
+                       h.int_gpus, h.int_gpus_idle, coalesce(sum(p.int_gpus_reserved), 0),
+                       h.int_gpu_mem, h.int_gpu_mem_idle, coalesce(sum(p.int_gpu_mem_reserved), 0))
+           FROM host h LEFT JOIN proc p ON p.pk_host = h.pk_host
+          GROUP BY h.pk_host
+         HAVING h.int_cores_idle NOT BETWEEN 0 AND h.int_cores OR h.int_mem_idle NOT BETWEEN 0 AND h.int_mem
+             OR h.int_gpus_idle NOT BETWEEN 0 AND h.int_gpus OR h.int_gpu_mem_idle NOT BETWEEN 0 AND h.int_gpu_mem
+             OR h.int_cores - h.int_cores_idle <> coalesce(sum(p.int_cores_reserved), 0)
+             OR h.int_mem - h.int_mem_idle <> coalesce(sum(p.int_mem_reserved), 0)
+             OR h.int_gpus - h.int_gpus_idle <> coalesce(sum(p.int_gpus_reserved), 0)
+             OR h.int_gpu_mem - h.int_gpu_mem_idle <> coalesce(sum(p.int_gpu_mem_reserved), 0)",
+        &[],
+    )?;
+    Ok((
+        hosts as u64,
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+    ))
+}
+
+/// Procs without a RUNNING frame and RUNNING frames without a proc: (key, description).
+fn unpaired(tx: &mut Transaction<'_>) -> Result<Vec<(String, String)>, postgres::Error> {
+    let rows = tx.query(
+        "SELECT 'proc ' || p.pk_proc, 'proc ' || p.pk_proc || ' of frame ' || coalesce(f.str_name, p.pk_frame, '?')
+                || ' which is ' || coalesce(f.str_state, 'gone')
+           FROM proc p LEFT JOIN frame f ON f.pk_frame = p.pk_frame
+          WHERE f.pk_frame IS NULL OR f.str_state <> 'RUNNING'
+         UNION ALL
+         SELECT 'frame ' || f.pk_frame, 'frame ' || f.str_name || ' (' || f.pk_frame || ') RUNNING on '
+                || coalesce(f.str_host, '?') || ' without a proc'
+           FROM frame f
+          WHERE f.str_state = 'RUNNING' AND NOT EXISTS (SELECT 1 FROM proc p WHERE p.pk_frame = f.pk_frame)",
+        &[],
+    )?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// The sampler: one snapshot per `period`, until `stop`; returns (samples, failed samples).
+pub(crate) fn sample_loop(
+    url: &str,
+    watch: &Watch,
+    rqd: &RqdHandle,
+    deadline: Duration,
+    period: Duration,
+    stop: &std::sync::atomic::AtomicBool,
+) -> (u64, u64) {
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let mut client: Option<Client> = None;
+    let mut unpaired_since: HashMap<String, Instant> = HashMap::new();
+    let mut doubles_seen = 0usize;
+    let mut next = Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::Acquire) {
+        next += period;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        doubles_seen = check_double_runs(watch, rqd, doubles_seen);
+        let c = match client.as_mut().filter(|c| !c.is_closed()) {
+            Some(c) => c,
+            None => match Client::connect(url, postgres::NoTls) {
+                Ok(c) => client.insert(c),
+                Err(_) => {
+                    failed += 1;
+                    continue;
+                }
+            },
+        };
+        match sample(c, watch, deadline, &mut unpaired_since) {
+            Ok(()) => ok += 1,
+            Err(_) => {
+                failed += 1;
+                client = None;
+            }
+        }
+    }
+    check_double_runs(watch, rqd, doubles_seen);
+    (ok, failed)
+}
+
+fn check_double_runs(watch: &Watch, rqd: &RqdHandle, seen: usize) -> usize {
+    let doubles = rqd.double_runs();
+    watch.count("frame running twice", 1);
+    for d in doubles.iter().skip(seen) {
+        let how = if d.running == d.launched {
+            "the same proc launched again while it ran (a retried launch RQD had started)"
+        } else {
+            "a second proc launched while the first still ran"
+        };
+        watch.violate(
+            "frame running twice",
+            format!("{}/{}", d.frame, d.launched),
+            format!(
+                "frame {} running as proc {}, launched again as proc {}: {how}, seen at {:.2}s",
+                d.frame,
+                d.running,
+                d.launched,
+                watch.secs()
+            ),
+        );
+    }
+    doubles.len()
+}
+
+fn sample(
+    client: &mut Client,
+    watch: &Watch,
+    deadline: Duration,
+    unpaired_since: &mut HashMap<String, Instant>,
+) -> Result<(), postgres::Error> {
+    let start = Instant::now();
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let caps = caps_sample(&mut tx)?;
+    let (hosts, bad) = bad_hosts(&mut tx)?;
+    let pairs = unpaired(&mut tx)?;
+    tx.commit()?;
+    for (cap, max, usage, what) in caps {
+        watch.judge(cap, max, usage, start, what);
+    }
+    watch.count("host idle in range and = total - procs", hosts);
+    for (host, detail) in bad {
+        let evidence = format!("host {host}: {detail} at {:.2}s", watch.secs());
+        watch.violate("host ledger", host, evidence);
+    }
+    watch.count("procs and RUNNING frames paired", 1);
+    let now = Instant::now();
+    let present: std::collections::HashSet<&String> = pairs.iter().map(|(k, _)| k).collect();
+    unpaired_since.retain(|k, _| present.contains(k));
+    for (key, what) in pairs {
+        let first = *unpaired_since.entry(key.clone()).or_insert(now);
+        if now.duration_since(first) > deadline {
+            let evidence = format!(
+                "{what}, for {:.1}s (deadline {:.1}s) at {:.2}s",
+                now.duration_since(first).as_secs_f64(),
+                deadline.as_secs_f64(),
+                watch.secs()
+            );
+            watch.violate("proc and RUNNING frame unpaired", key, evidence);
+        }
+    }
+    Ok(())
+}
