@@ -113,7 +113,8 @@ impl Leases {
         &self.name
     }
 
-    /// True when this instance may book `show` now.
+    /// True when this instance may book `show` now: the same rule each pass applies to the
+    /// fence it captures ([`Fence::for_pass`]).
     pub fn may_book(&self, show: &str) -> bool {
         let resyncs = self.shared.ledger.resyncs();
         self.held
@@ -199,7 +200,7 @@ impl Leases {
             ],
         )?;
         // What we hold: the heartbeat above renewed it; whatever is gone was taken from us.
-        let renewed: HashMap<String, i64> = conn
+        let mut renewed: HashMap<String, i64> = conn
             .query(
                 "SELECT pk_show, int_epoch FROM stagehand.show_lease WHERE pk_instance = $1",
                 &[&self.instance],
@@ -219,6 +220,27 @@ impl Leases {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
+        // A show handed back to Cuebot (or deactivated) is let go at once: the booking
+        // transactions already refuse it, and holding it would only hide it from the balance.
+        let unmanaged: Vec<String> = renewed
+            .keys()
+            .filter(|s| !waiting.contains_key(*s))
+            .cloned()
+            .collect();
+        if !unmanaged.is_empty() {
+            conn.execute(
+                "UPDATE stagehand.show_lease SET pk_instance = NULL
+                  WHERE pk_instance = $1 AND pk_show = ANY($2)",
+                &[&self.instance, &unmanaged],
+            )?;
+            for show in &unmanaged {
+                renewed.remove(show);
+                log::info!("show {show} is no longer managed by stagehand; lease released");
+                metrics::LEASE_EVENTS
+                    .with_label_values(&["unmanaged"])
+                    .inc();
+            }
+        }
         let live_instances: i64 = conn
             .query_one(
                 "SELECT count(*) FROM stagehand.instance WHERE ts_heartbeat > now() - make_interval(secs => $1)",
@@ -282,9 +304,14 @@ impl Leases {
                 claimed.insert(r.get(0), r.get(1));
             }
         }
+        if !claimed.is_empty() {
+            *self.last_move.lock() = Instant::now();
+        }
         // Shed the smallest show while clearly above the fair share (hysteresis 25 %).
         let mut shed: Option<String> = None;
+        let settled = self.last_move.lock().elapsed() >= cfg.cluster.lease_renew_interval * 3;
         if live_instances > 1
+            && settled
             && renewed.len() + claimed.len() > 1
             && (mine as f64) > fair * 1.25 + 1.0
         {
@@ -356,6 +383,10 @@ impl Leases {
             instance: self.instance,
             lease_secs,
             epochs: next.iter().map(|(s, h)| (s.clone(), h.epoch)).collect(),
+            bookable_after: next
+                .iter()
+                .map(|(s, h)| (s.clone(), h.claimed_resyncs + 2))
+                .collect(),
         };
         *held = next;
         drop(held);

@@ -153,6 +153,18 @@ metrics! {
     /// Compensations of failed launches, by result.
     COMPENSATIONS: IntCounterVec =
         counter_vec("stagehand_compensations_total", "Bookings undone after a failed launch", &["result"]);
+    /// Failed launches whose kill RQD has not confirmed yet (their procs stay booked).
+    LAUNCHES_UNCONFIRMED: IntGauge =
+        gauge("stagehand_launches_unconfirmed", "Failed launches waiting for RQD to confirm their kill");
+    /// Kills of failed launches that RQD did not answer (tried again with back-off).
+    RQD_KILLS_UNCONFIRMED: IntCounter =
+        counter("stagehand_rqd_kills_unconfirmed_total", "Kills of failed launches RQD did not confirm");
+    /// Booking transactions whose COMMIT lost its answer, by how the outcome was resolved.
+    COMMITS_UNKNOWN: IntCounterVec = counter_vec(
+        "stagehand_commit_outcome_unknown_total",
+        "Booking commits whose answer was lost, by resolved outcome",
+        &["outcome"],
+    );
     /// Hosts in the index.
     INDEX_HOSTS: IntGauge = gauge("stagehand_host_index_hosts", "Hosts in the host index");
     /// Live (uncommitted) reservations in the index.

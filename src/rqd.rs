@@ -171,7 +171,10 @@ impl RqdClients {
                 Err(e) => {
                     let error = RqdError::from_grpc(endpoint, e);
                     self.forget(endpoint);
-                    if attempt >= 2 || !error.retryable() {
+                    // A timed-out launch may have started the frame: sending it again can
+                    // only run it twice or fail, so its outcome goes to the kill-then-undo path.
+                    let timed_out = matches!(error, RqdError::Timeout { .. });
+                    if attempt >= 2 || timed_out || !error.retryable() {
                         return Err(error);
                     }
                 }
@@ -244,8 +247,9 @@ pub struct FrameLaunch {
     pub shot: String,
     /// `job.str_loki_url`.
     pub loki_url: String,
-    /// The host's `str_os`.
-    pub host_os: String,
+    /// The job's `str_os` (empty: any). Cuebot sends the job's OS, not the host's: a host
+    /// may report several (`centos7,rocky9`) and RQD's docker mode picks its image by it.
+    pub os: String,
     /// `layer.b_threadable`.
     pub threadable: bool,
     /// What was reserved.
@@ -279,7 +283,7 @@ pub fn run_frame(f: &FrameLaunch, soft: f64, hard: f64, now_ms: i64) -> RunFrame
     }
     rf.num_cores = i32::try_from(f.amount.cores).unwrap_or(i32::MAX);
     rf.num_gpus = i32::try_from(f.amount.gpus).unwrap_or(i32::MAX);
-    rf.os = f.host_os.clone();
+    rf.os = f.os.clone();
     rf.soft_memory_limit = (f.mem_min_kb as f64 * soft).round() as i64;
     rf.hard_memory_limit = (f.mem_min_kb as f64 * hard).round() as i64;
     rf.loki_url = f.loki_url.clone();

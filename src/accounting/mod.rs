@@ -180,6 +180,11 @@ impl Drop for Ticket {
     }
 }
 
+/// Keeps a job's vertex, and so its cap, in the ledger while held (see
+/// [`Ledger::set_job_limits`]).
+#[must_use = "a cap nobody pins can be forgotten by the next re-sync"]
+pub struct CapPin(#[allow(dead_code)] Vertex);
+
 /// A refused charge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rejection {
@@ -207,9 +212,14 @@ impl Ledger {
         self.generation.load(Ordering::Acquire)
     }
 
-    /// Sets the cap of a job (from the pending-job query, which reads it live).
-    pub fn set_job_limits(&self, job: &str, limits: Limits) {
-        vertex(&self.jobs, &job.to_owned()).lock().limits = Some(limits);
+    /// Sets the cap of a job (from the pending-job query, which reads it live) and pins it:
+    /// while the returned [`CapPin`] lives, a re-sync cannot forget the job (and its cap)
+    /// even if nothing of it is booked yet. A pass holds the pins of its jobs to its end, so a
+    /// job whose first frame is charged after a re-sync is still capped.
+    pub fn set_job_limits(&self, job: &str, limits: Limits) -> CapPin {
+        let v = vertex(&self.jobs, &job.to_owned());
+        v.lock().limits = Some(limits);
+        CapPin(v)
     }
 
     /// Sets the cap of a folder.
@@ -489,7 +499,7 @@ impl Ledger {
             self.set_folder_limits(folder, *limits);
         }
         for (job, limits) in &caps.jobs {
-            self.set_job_limits(job, *limits);
+            drop(self.set_job_limits(job, *limits));
         }
     }
 

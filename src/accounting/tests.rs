@@ -59,7 +59,7 @@ fn burst_stops_exactly_at_the_limit_and_drop_releases() {
 #[test]
 fn job_and_folder_caps() {
     let l = ledger(10_000);
-    l.set_job_limits("j", Limits::from_db(200, 1));
+    let _pin = l.set_job_limits("j", Limits::from_db(200, 1));
     l.set_folder_limits("f", Limits::from_db(-1, 0));
     let _a = l.charge(&charge(200)).unwrap();
     assert_eq!(l.charge(&charge(100)).err().map(|r| r.cap), Some(Cap::Job));
@@ -68,8 +68,22 @@ fn job_and_folder_caps() {
         gpus: 2,
         ..charge(100)
     };
-    l.set_job_limits("j2", Limits::from_db(0, 1));
+    let _pin2 = l.set_job_limits("j2", Limits::from_db(0, 1));
     assert_eq!(l.charge(&g).err().map(|r| r.cap), Some(Cap::JobGpus));
+}
+
+/// A pass sets a job's cap, then a re-sync runs before the job's first frame is charged: the
+/// cap must still hold. The re-sync used to forget every job with nothing booked, its cap
+/// with it, and the first charge after that booked with no `int_max_cores` at all.
+#[test]
+fn a_job_cap_set_for_a_pass_survives_a_resync_before_its_first_charge() {
+    let l = ledger(10_000);
+    let _pin = l.set_job_limits("j", Limits::from_db(400, 0));
+    let epoch = l.begin_resync();
+    l.resync(epoch, &Snapshot::default());
+    assert_eq!(l.job_headroom("j"), Some(400));
+    assert_eq!(l.charge(&charge(800)).err().map(|r| r.cap), Some(Cap::Job));
+    let _fits = l.charge(&charge(400)).unwrap();
 }
 
 #[test]

@@ -47,6 +47,9 @@ pub struct Placement {
     pub host: String,
     /// `host.str_name`.
     pub host_name: String,
+    /// The allocation charged (`host.pk_alloc` when the host was matched): a host moved to
+    /// another allocation since loses the guard.
+    pub alloc: String,
     /// The new proc's key (RQD's `resource_id`).
     pub proc: String,
     /// What the frame reserves on the host.
@@ -62,7 +65,8 @@ pub struct Placement {
 /// Why a placement dropped out of its batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GuardLoss {
-    /// The host no longer had the idle resources, or is no longer open.
+    /// The host no longer had the idle resources, or is no longer open, UP, reporting
+    /// within the ping timeout, or in the allocation charged.
     HostCapacity,
     /// The frame changed (version, state), has a proc, or its layer is not startable yet.
     Frame,
@@ -72,6 +76,8 @@ pub enum GuardLoss {
     Fence,
     /// The host is reserved for a wide frame and this frame would delay it.
     Reserved,
+    /// The show was handed back to Cuebot (`show.b_scheduler_managed = false`).
+    Unmanaged,
 }
 
 impl GuardLoss {
@@ -83,6 +89,7 @@ impl GuardLoss {
             GuardLoss::Limit => "layer_limit",
             GuardLoss::Fence => "fence",
             GuardLoss::Reserved => "reserved",
+            GuardLoss::Unmanaged => "unmanaged",
         }
     }
 }
@@ -96,6 +103,26 @@ pub struct Fence {
     pub lease_secs: f64,
     /// The epoch per show the batch was planned under.
     pub epochs: HashMap<String, i64>,
+    /// Per show, the ledger re-syncs that must have completed before it may be booked (a
+    /// newly claimed show waits for counters that include its previous owner's bookings).
+    pub bookable_after: HashMap<String, u64>,
+}
+
+impl Fence {
+    /// The fence a pass over `show` books under, captured when the pass starts: only that
+    /// show, at the epoch held now, and only once `resyncs` re-syncs have completed since its
+    /// claim (`None`: not bookable now). Planning under one epoch and checking another at
+    /// flush would let a show lost and re-claimed mid-pass book on counters of the old lease.
+    pub fn for_pass(&self, show: &str, resyncs: u64) -> Option<Fence> {
+        let epoch = *self.epochs.get(show)?;
+        let after = self.bookable_after.get(show).copied().unwrap_or(0);
+        (resyncs >= after).then(|| Fence {
+            instance: self.instance,
+            lease_secs: self.lease_secs,
+            epochs: HashMap::from([(show.to_owned(), epoch)]),
+            bookable_after: HashMap::from([(show.to_owned(), after)]),
+        })
+    }
 }
 
 /// What a batch did: for every placement (same order), its new frame version or its loss.
@@ -120,6 +147,8 @@ impl BatchOutcome {
 pub struct BookOptions {
     /// `proc.int_mem_used` at insert (KB).
     pub mem_reserved_min_kb: i64,
+    /// A host whose `host_stat.ts_ping` is older than this (seconds) takes no frame.
+    pub ping_timeout_secs: f64,
 }
 
 /// Commits as many of `placements` as pass their guards, in one transaction.
@@ -135,7 +164,17 @@ pub fn book_batch(
     }
     let mut tx = client.transaction()?;
 
-    // 0. Fence: every show of the batch must still be ours at the planned epoch. Locking the
+    // 0a. Managed: a show handed back to Cuebot is Cuebot's from that commit on. FOR SHARE
+    //     makes the flip wait for this batch (or this batch see the flip), never both book.
+    let unmanaged = unmanaged_shows(&mut tx, placements)?;
+    mark(
+        &mut results,
+        placements,
+        |p| unmanaged.contains(&p.show),
+        GuardLoss::Unmanaged,
+    );
+
+    // 0b. Fence: every show of the batch must still be ours at the planned epoch. Locking the
     //    lease rows FOR SHARE keeps a takeover from committing between this check and ours.
     if let Some(fence) = fence {
         let lost = fenced_out_shows(&mut tx, placements, fence)?;
@@ -171,18 +210,7 @@ pub fn book_batch(
         .collect();
     if !limit_ids.is_empty() {
         let ids: Vec<&str> = limit_ids.into_iter().collect();
-        let mut room: HashMap<String, i64> = HashMap::new();
-        for r in tx.query(
-            "SELECT lr.pk_limit_record::text, coalesce(lr.int_max_value, 0)::bigint,
-                    coalesce((SELECT sum(ls.int_running_count) FROM layer_limit ll
-                               JOIN layer_stat ls ON ls.pk_layer = ll.pk_layer
-                              WHERE ll.pk_limit_record = lr.pk_limit_record), 0)::bigint
-               FROM limit_record lr WHERE lr.pk_limit_record = ANY($1)
-              ORDER BY lr.pk_limit_record FOR UPDATE",
-            &[&ids],
-        )? {
-            room.insert(r.get(0), r.get::<_, i64>(1) - r.get::<_, i64>(2));
-        }
+        let mut room = limit_room(&mut tx, &ids)?;
         for &i in &idx {
             let p = &placements[i];
             let fits = p
@@ -207,7 +235,7 @@ pub fn book_batch(
     let mut stale_hosts: Vec<(String, Resources)> = Vec::new();
     if !idx.is_empty() {
         let per_host = HostColumns::of(idx.iter().map(|&i| &placements[i]));
-        let (short, reserved) = read_short_hosts(&mut tx, &per_host, &mut stale_hosts)?;
+        let (short, reserved) = read_short_hosts(&mut tx, &per_host, options, &mut stale_hosts)?;
         mark(
             &mut results,
             placements,
@@ -238,7 +266,7 @@ pub fn book_batch(
             .copied()
             .filter(|&i| started.contains_key(&placements[i].frame))
             .collect();
-        let host_ok = decrement_hosts(&mut sp, placements, &winners)?;
+        let host_ok = decrement_hosts(&mut sp, placements, &winners, options)?;
         let lost_hosts: BTreeSet<&str> = winners
             .iter()
             .map(|&i| placements[i].host.as_str())
@@ -317,9 +345,7 @@ pub fn book_batch(
         .map(|p| p.frame.as_str())
         .collect();
     super::reservations::fulfil(&mut tx, &fulfilled)?;
-    tx.commit()?;
-
-    Ok(BatchOutcome {
+    let outcome = BatchOutcome {
         results: placements
             .iter()
             .zip(results)
@@ -329,7 +355,64 @@ pub fn book_batch(
             })
             .collect(),
         stale_hosts,
-    })
+    };
+    match tx.commit() {
+        Ok(()) => Ok(outcome),
+        Err(e) if outcome_unknown(&e) => Err(DbError::CommitUnknown {
+            outcome: Box::new(outcome),
+            source: e,
+        }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// True when a failed COMMIT may still have committed: the connection broke, or the server
+/// ended the session (`pg_terminate_backend`, shutdown) after the commit record may have
+/// been written but before the answer was sent. A statement error means it rolled back.
+fn outcome_unknown(e: &postgres::Error) -> bool {
+    match e.code() {
+        None => true,
+        Some(code) => code.code().starts_with("08") || code.code().starts_with("57P"),
+    }
+}
+
+/// Resolves a commit whose answer was lost, on a new connection: true if the batch
+/// committed (its procs exist), false if it rolled back. A batch is one transaction, so
+/// one proc decides; all are looked up in case Cuebot already released one.
+pub fn committed(client: &mut Client, procs: &[&str]) -> Result<bool, DbError> {
+    let found: i64 = client
+        .query_one(
+            "SELECT count(*) FROM proc WHERE pk_proc = ANY($1)",
+            &[&procs],
+        )?
+        .get(0);
+    Ok(found > 0)
+}
+
+/// Room left under each limit of `ids`, with the limit rows locked until commit.
+///
+/// Lock first, then count in a new statement: in READ COMMITTED a count in the locking
+/// statement (a subquery in its select list) is evaluated on that statement's snapshot, taken
+/// before the lock wait, so batches queued behind one another would all count the running
+/// frames as they were before the first of them committed.
+fn limit_room(tx: &mut Transaction<'_>, ids: &[&str]) -> Result<HashMap<String, i64>, DbError> {
+    tx.execute(
+        "SELECT 1 FROM limit_record WHERE pk_limit_record = ANY($1)
+          ORDER BY pk_limit_record FOR UPDATE",
+        &[&ids],
+    )?;
+    let rows = tx.query(
+        "SELECT lr.pk_limit_record::text, coalesce(lr.int_max_value, 0)::bigint,
+                coalesce((SELECT sum(ls.int_running_count) FROM layer_limit ll
+                           JOIN layer_stat ls ON ls.pk_layer = ll.pk_layer
+                          WHERE ll.pk_limit_record = lr.pk_limit_record), 0)::bigint
+           FROM limit_record lr WHERE lr.pk_limit_record = ANY($1)",
+        &[&ids],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get::<_, i64>(1) - r.get::<_, i64>(2)))
+        .collect())
 }
 
 /// Locks the `layer_stat` and `job_stat` rows Cuebot's frame trigger will update, in key
@@ -369,6 +452,7 @@ fn mark(
 /// them, if one is (its own reservation does not block it).
 struct HostColumns<'a> {
     hosts: Vec<&'a str>,
+    allocs: Vec<&'a str>,
     amounts: Columns,
     est: Vec<Option<f64>>,
     exempt: Vec<Option<&'a str>>,
@@ -376,13 +460,15 @@ struct HostColumns<'a> {
 
 impl<'a> HostColumns<'a> {
     fn of(placements: impl Iterator<Item = &'a Placement>) -> HostColumns<'a> {
-        type Sum<'a> = (Resources, Option<f64>, Option<&'a str>);
+        type Sum<'a> = (Resources, Option<f64>, Option<&'a str>, &'a str);
         let mut per_host: BTreeMap<&'a str, Sum<'a>> = BTreeMap::new();
         for p in placements {
-            let (sum, est, exempt) =
-                per_host
-                    .entry(p.host.as_str())
-                    .or_insert((Resources::ZERO, Some(0.0), None));
+            let (sum, est, exempt, _) = per_host.entry(p.host.as_str()).or_insert((
+                Resources::ZERO,
+                Some(0.0),
+                None,
+                p.alloc.as_str(),
+            ));
             *sum = sum.saturating_add(&p.amount);
             *est = match (*est, p.est_secs) {
                 (Some(a), Some(b)) => Some(a.max(b)),
@@ -394,6 +480,7 @@ impl<'a> HostColumns<'a> {
         }
         HostColumns {
             hosts: per_host.keys().copied().collect(),
+            allocs: per_host.values().map(|v| v.3).collect(),
             amounts: amounts(per_host.values().map(|v| v.0)),
             est: per_host.values().map(|v| v.1).collect(),
             exempt: per_host.values().map(|v| v.2).collect(),
@@ -429,6 +516,7 @@ fn idle_of(r: &postgres::Row) -> Resources {
 fn read_short_hosts(
     tx: &mut Transaction<'_>,
     c: &HostColumns<'_>,
+    options: &BookOptions,
     stale: &mut Vec<(String, Resources)>,
 ) -> Result<(BTreeSet<String>, BTreeSet<String>), DbError> {
     let (cores, mem, gpus, gpu_mem) = &c.amounts;
@@ -436,15 +524,13 @@ fn read_short_hosts(
         &format!(
             "SELECT h.pk_host, h.int_cores_idle::bigint, h.int_mem_idle::bigint, h.int_gpus_idle::bigint,
                     h.int_gpu_mem_idle::bigint,
-                    h.str_lock_state <> 'OPEN' OR h.int_cores_idle < b.cores OR h.int_mem_idle < b.mem
-                      OR h.int_gpus_idle < b.gpus OR h.int_gpu_mem_idle < b.gpu_mem
+                    NOT ({HOST_TAKES})
                FROM host h JOIN unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
-                                       $6::float8[], $7::text[])
-                    AS b(pk_host, cores, mem, gpus, gpu_mem, est, exempt) ON h.pk_host = b.pk_host
-              WHERE h.str_lock_state <> 'OPEN' OR h.int_cores_idle < b.cores OR h.int_mem_idle < b.mem
-                 OR h.int_gpus_idle < b.gpus OR h.int_gpu_mem_idle < b.gpu_mem OR {HOLD_BLOCKS}"
+                                       $6::float8[], $7::text[], $8::text[])
+                    AS b(pk_host, cores, mem, gpus, gpu_mem, est, exempt, alloc) ON h.pk_host = b.pk_host
+              WHERE NOT ({HOST_TAKES}) OR {HOLD_BLOCKS}"
         ),
-        &[&c.hosts, cores, mem, gpus, gpu_mem, &c.est, &c.exempt],
+        &[&c.hosts, cores, mem, gpus, gpu_mem, &c.est, &c.exempt, &c.allocs, &options.ping_timeout_secs],
     )?;
     let (mut short, mut reserved) = (BTreeSet::new(), BTreeSet::new());
     for r in rows {
@@ -499,6 +585,7 @@ fn decrement_hosts(
     tx: &mut Transaction<'_>,
     placements: &[Placement],
     idx: &[usize],
+    options: &BookOptions,
 ) -> Result<BTreeSet<String>, DbError> {
     let c = HostColumns::of(idx.iter().map(|&i| &placements[i]));
     if c.hosts.is_empty() {
@@ -516,20 +603,51 @@ fn decrement_hosts(
             "UPDATE host h SET int_cores_idle = h.int_cores_idle - b.cores, int_mem_idle = h.int_mem_idle - b.mem,
                     int_gpus_idle = h.int_gpus_idle - b.gpus, int_gpu_mem_idle = h.int_gpu_mem_idle - b.gpu_mem
                FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
-                           $6::float8[], $7::text[])
-                    AS b(pk_host, cores, mem, gpus, gpu_mem, est, exempt)
-              WHERE h.pk_host = b.pk_host AND h.str_lock_state = 'OPEN'
-                AND h.int_cores_idle >= b.cores AND h.int_mem_idle >= b.mem
-                AND h.int_gpus_idle >= b.gpus AND h.int_gpu_mem_idle >= b.gpu_mem
-                AND NOT {HOLD_BLOCKS}
+                           $6::float8[], $7::text[], $8::text[])
+                    AS b(pk_host, cores, mem, gpus, gpu_mem, est, exempt, alloc)
+              WHERE h.pk_host = b.pk_host AND {HOST_TAKES} AND NOT {HOLD_BLOCKS}
           RETURNING h.pk_host"
         ),
-        &[&c.hosts, cores, mem, gpus, gpu_mem, &c.est, &c.exempt],
+        &[&c.hosts, cores, mem, gpus, gpu_mem, &c.est, &c.exempt, &c.allocs, &options.ping_timeout_secs],
     )?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 
-/// Step 0: the shows whose lease is not held by `fence.instance` at the planned epoch.
+/// Whether host `h` can take the per-host batch row `b` (columns `cores, mem, gpus, gpu_mem,
+/// alloc`; `$9` the ping timeout in seconds), capacity and eligibility alike: OPEN, its RQD
+/// UP and reporting, still in the allocation charged, and the idle resources there. The same
+/// rules the host refresh reads hosts by, re-checked under the row lock.
+const HOST_TAKES: &str = "h.str_lock_state = 'OPEN' AND h.pk_alloc = b.alloc
+        AND h.int_cores_idle >= b.cores AND h.int_mem_idle >= b.mem
+        AND h.int_gpus_idle >= b.gpus AND h.int_gpu_mem_idle >= b.gpu_mem
+        AND EXISTS (SELECT 1 FROM host_stat hs WHERE hs.pk_host = h.pk_host AND hs.str_state = 'UP'
+                     AND hs.ts_ping > now() - make_interval(secs => $9::float8))";
+
+/// Step 0a: the shows of the batch no longer managed by stagehand, their rows locked FOR
+/// SHARE so a flip waits for this transaction.
+fn unmanaged_shows(
+    tx: &mut Transaction<'_>,
+    placements: &[Placement],
+) -> Result<BTreeSet<String>, DbError> {
+    let shows: BTreeSet<&str> = placements.iter().map(|p| p.show.as_str()).collect();
+    let shows: Vec<&str> = shows.into_iter().collect();
+    let managed: BTreeSet<String> = tx
+        .query(
+            "SELECT pk_show FROM show WHERE pk_show = ANY($1) AND b_scheduler_managed
+              ORDER BY pk_show FOR SHARE",
+            &[&shows],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(shows
+        .into_iter()
+        .filter(|s| !managed.contains(*s))
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Step 0b: the shows whose lease is not held by `fence.instance` at the planned epoch.
 fn fenced_out_shows(
     tx: &mut Transaction<'_>,
     placements: &[Placement],
@@ -558,47 +676,64 @@ fn fenced_out_shows(
 /// What undoing a failed launch found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Compensation {
-    /// Proc deleted, host restored, frame back to WAITING.
-    Undone,
+    /// Proc deleted, host given what the proc held, frame back to WAITING; carries what the
+    /// proc held at the end (Cuebot may have raised its memory since the booking).
+    Undone(Resources),
     /// The proc was already gone (Cuebot released it); nothing to undo.
     AlreadyReleased,
+    /// The frame is no longer the one booked (another writer moved it on): nothing undone,
+    /// the proc is left to whoever owns the frame now.
+    FrameMoved,
 }
 
-/// Undoes one committed booking whose launch failed: deletes the proc, gives the host its
-/// resources back (never above its totals) and puts the frame back to WAITING with exit
-/// status 299, guarded by the version the booking produced.
+/// Undoes one committed booking whose launch failed: deletes the proc, gives the host back
+/// what the proc holds now (never above its totals) and puts the frame back to WAITING with
+/// exit status 299, guarded by the version the booking produced. If the frame moved on, the
+/// whole undo rolls back: a RUNNING frame never loses its proc.
 pub fn compensate(
     client: &mut Client,
     p: &Placement,
     booked_version: i32,
 ) -> Result<Compensation, DbError> {
     let mut tx = client.transaction()?;
-    let deleted = tx.execute("DELETE FROM proc WHERE pk_proc = $1", &[&p.proc])?;
-    if deleted == 0 {
+    // The booking's lock order: stats (the frame trigger updates them), then hosts.
+    lock_stat_rows(&mut tx, &[p.layer.as_str()], &[p.job.as_str()])?;
+    let Some(held) = tx.query_opt(
+        "DELETE FROM proc WHERE pk_proc = $1
+         RETURNING pk_host, int_cores_reserved::bigint, int_mem_reserved::bigint,
+                   int_gpus_reserved::bigint, int_gpu_mem_reserved::bigint",
+        &[&p.proc],
+    )?
+    else {
         tx.commit()?;
         return Ok(Compensation::AlreadyReleased);
-    }
-    // Frame (stats, by trigger) before host: the same lock order as bookings.
-    tx.execute(
+    };
+    let moved = tx.execute(
         "UPDATE frame SET str_state = 'WAITING', int_exit_status = 299, ts_stopped = now(), ts_updated = now(),
                 int_version = int_version + 1
-          WHERE pk_frame = $1 AND str_state = 'RUNNING' AND int_version = $2
-            AND NOT EXISTS (SELECT 1 FROM proc WHERE pk_frame = $1)",
+          WHERE pk_frame = $1 AND str_state = 'RUNNING' AND int_version = $2",
         &[&p.frame, &booked_version],
     )?;
+    if moved == 0 {
+        tx.rollback()?;
+        return Ok(Compensation::FrameMoved);
+    }
+    let amount = idle_of(&held);
+    let host: String = held.get(0);
     tx.execute(
-        "UPDATE host SET int_cores_idle = int_cores_idle + $2, int_mem_idle = int_mem_idle + $3,
-                int_gpus_idle = int_gpus_idle + $4, int_gpu_mem_idle = int_gpu_mem_idle + $5
-          WHERE pk_host = $1 AND int_cores_idle + $2 <= int_cores AND int_mem_idle + $3 <= int_mem
-            AND int_gpus_idle + $4 <= int_gpus AND int_gpu_mem_idle + $5 <= int_gpu_mem",
+        "UPDATE host SET int_cores_idle = least(int_cores, int_cores_idle + $2),
+                int_mem_idle = least(int_mem, int_mem_idle + $3),
+                int_gpus_idle = least(int_gpus, int_gpus_idle + $4),
+                int_gpu_mem_idle = least(int_gpu_mem, int_gpu_mem_idle + $5)
+          WHERE pk_host = $1",
         &[
-            &p.host,
-            &i64::from(p.amount.cores),
-            &(p.amount.mem_kb as i64),
-            &i64::from(p.amount.gpus),
-            &(p.amount.gpu_mem_kb as i64),
+            &host,
+            &i64::from(amount.cores),
+            &(amount.mem_kb as i64),
+            &i64::from(amount.gpus),
+            &(amount.gpu_mem_kb as i64),
         ],
     )?;
     tx.commit()?;
-    Ok(Compensation::Undone)
+    Ok(Compensation::Undone(amount))
 }

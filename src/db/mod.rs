@@ -40,6 +40,15 @@ pub enum DbError {
     /// The database lacks something stagehand needs (for example an old Cuebot schema).
     #[error("database schema: {0}")]
     Schema(String),
+    /// A booking's COMMIT lost its answer: it may or may not have committed. Carries what
+    /// the batch did if it did, for [`booking::committed`] to decide.
+    #[error("commit outcome unknown: {}", migrate::describe(.source))]
+    CommitUnknown {
+        /// The batch's outcome, valid if it committed.
+        outcome: Box<booking::BatchOutcome>,
+        /// The error the COMMIT returned.
+        source: postgres::Error,
+    },
 }
 
 impl DbError {
@@ -47,7 +56,7 @@ impl DbError {
     /// failures and deadlocks. Constraint violations and schema problems are not retryable.
     pub fn retryable(&self) -> bool {
         match self {
-            DbError::Pool(_) => true,
+            DbError::Pool(_) | DbError::CommitUnknown { .. } => true,
             DbError::Postgres(e) => match e.code() {
                 None => true, // connection-level: closed, I/O, timeout
                 Some(code) => {
@@ -74,6 +83,7 @@ impl DbError {
             DbError::Postgres(_) => "statement",
             DbError::Config(_) => "config",
             DbError::Schema(_) => "schema",
+            DbError::CommitUnknown { .. } => "commit_unknown",
         }
     }
 }

@@ -170,11 +170,18 @@ fn key_of(slot: &Slot) -> (u32, u32) {
     )
 }
 
+/// True when a host reporting `host_os` (`host_stat.str_os`, a comma list on hosts that run
+/// several, e.g. RQD's docker mode: `centos7,rocky9`) can run a job asking for `job_os`:
+/// any entry matches, as in Cuebot's dispatcher.
+pub fn os_matches(host_os: &str, job_os: &str) -> bool {
+    host_os.split(',').any(|o| o.trim() == job_os)
+}
+
 impl Request<'_> {
     /// The host's OS and thread mode allow this request (capacity aside).
     fn accepts(&self, slot: &Slot) -> bool {
         (slot.thread_mode != ThreadMode::All || self.threadable)
-            && self.os.is_none_or(|os| &*slot.os == os)
+            && self.os.is_none_or(|os| os_matches(&slot.os, os))
     }
 }
 
@@ -251,11 +258,6 @@ impl Reservation {
     /// The host's name.
     pub fn host_name(&self) -> &str {
         &self.slot.name
-    }
-
-    /// The host's OS.
-    pub fn host_os(&self) -> &str {
-        &self.slot.os
     }
 
     /// The host's allocation.

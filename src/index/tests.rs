@@ -269,6 +269,31 @@ fn thread_mode_all_and_os_filters() {
     );
 }
 
+/// RQD in docker mode reports every OS it can run, comma-separated; Cuebot matches the job's
+/// OS against any entry.
+#[test]
+fn a_host_reporting_several_oses_matches_each_of_them() {
+    assert!(super::os_matches("centos7,rocky9", "rocky9"));
+    assert!(super::os_matches("centos7, rocky9", "centos7"));
+    assert!(super::os_matches("rocky9", "rocky9"));
+    assert!(!super::os_matches("centos7,rocky9", "rocky"));
+    assert!(!super::os_matches("", "rocky9"));
+    let index = HostIndex::with_salt(0);
+    let mut host = rec(1, 8, 32, 0, &["a"]);
+    host.os = "centos7,rocky9".into();
+    load(&index, vec![host]);
+    let t = tags(&["a"]);
+    let rocky = Request {
+        os: Some("rocky9"),
+        ..request(&t, 1)
+    };
+    assert!(
+        index
+            .place(&rocky, &Strategy::default(), exact(1))
+            .is_some()
+    );
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Reserve(u8, u8),

@@ -2,11 +2,15 @@
 //! refuses.
 //!
 //! Booking threads hand each committed frame to this pool and go on booking; the launcher
-//! threads (`rqd-launch-N`) call RQD with a deadline and one retry. A failed launch is
-//! compensated in the database (proc deleted, host idle restored, frame back to WAITING with
-//! exit status 299, version-guarded), its cap charge and host reservation given back, and
-//! a best-effort `KillRunningFrame` sent in case RQD did start it. Shutdown drains the queue:
-//! every committed frame is launched or compensated before the process exits.
+//! threads (`rqd-launch-N`) call RQD with a deadline. A failed launch may still have started
+//! the frame (the reply timed out, the connection broke after the request went out), so it
+//! is never simply undone: RQD is first told to kill the frame, and only once RQD answers —
+//! it killed the frame or never knew it — is the booking compensated in the database (proc
+//! deleted, host idle restored, frame back to WAITING with exit status 299, version-guarded)
+//! and its cap charge and host reservation given back. While RQD does not answer, the proc
+//! stays (its cores stay taken, the frame RUNNING) and the kill is tried again with back-off,
+//! as Cuebot's own lost-proc handling does. Shutdown drains the queue: every committed frame
+//! is launched, or compensated once the grace period is over, before the process exits.
 
 use std::{
     sync::Arc,
@@ -14,7 +18,8 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
 
 use super::Shared;
 use crate::{
@@ -45,13 +50,12 @@ pub struct LayerLaunch<'a> {
 }
 
 impl LayerLaunch<'_> {
-    /// The launch of `frame`'s chunk as proc `proc` on a host running `host_os`, or `None`
+    /// The launch of `frame`'s chunk as proc `proc`, or `None`
     /// (logged and counted) when the chunk cannot be built from the layer's range.
     pub fn describe(
         &self,
         frame: &FrameWork,
         proc: &str,
-        host_os: &str,
         amount: Resources,
     ) -> Option<FrameLaunch> {
         let (job, layer) = (self.job, self.layer);
@@ -86,7 +90,7 @@ impl LayerLaunch<'_> {
             show: job.show_name.clone(),
             shot: job.shot.clone(),
             loki_url: job.loki_url.clone(),
-            host_os: host_os.to_owned(),
+            os: job.os.trim().to_owned(),
             threadable: layer.threadable,
             amount,
             mem_min_kb: layer.mem_min.max(0) as u64,
@@ -107,28 +111,88 @@ pub struct LaunchTask {
     pub charge: Charge,
 }
 
+/// A failed launch whose kill RQD has not confirmed yet: retried at `due`.
+struct Unsure {
+    task: LaunchTask,
+    due: Instant,
+    backoff: Duration,
+}
+
+/// Failed launches waiting for RQD to confirm their kill, shared by the launcher threads.
+#[derive(Default)]
+struct Unconfirmed(Mutex<Vec<Unsure>>);
+
+impl Unconfirmed {
+    fn push(&self, task: LaunchTask, backoff: Duration) {
+        self.0.lock().push(Unsure {
+            task,
+            due: Instant::now() + backoff,
+            backoff,
+        });
+        metrics::LAUNCHES_UNCONFIRMED.set(self.0.lock().len() as i64);
+    }
+
+    /// Takes the entries due now (all of them with `all`).
+    fn take_due(&self, all: bool) -> Vec<Unsure> {
+        let now = Instant::now();
+        let mut list = self.0.lock();
+        let (due, rest): (Vec<Unsure>, Vec<Unsure>) =
+            list.drain(..).partition(|u| all || u.due <= now);
+        *list = rest;
+        metrics::LAUNCHES_UNCONFIRMED.set(list.len() as i64);
+        due
+    }
+}
+
 /// Starts `threads` launcher threads reading from a new queue; returns its sender.
 pub fn start(
     shared: Arc<Shared>,
     threads: usize,
 ) -> std::io::Result<(Sender<LaunchTask>, Vec<JoinHandle<()>>)> {
     let (tx, rx) = crossbeam_channel::bounded::<LaunchTask>(100_000);
+    let unconfirmed = Arc::new(Unconfirmed::default());
     let mut handles = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
         let rx: Receiver<LaunchTask> = rx.clone();
-        let shared = Arc::clone(&shared);
+        let (shared, unconfirmed) = (Arc::clone(&shared), Arc::clone(&unconfirmed));
         handles.push(
             std::thread::Builder::new()
                 .name(format!("rqd-launch-{i}"))
-                .spawn(move || {
-                    // Runs until every sender is gone and the queue is empty: a drain, not a drop.
-                    for task in rx.iter() {
-                        launch_one(&shared, task);
-                    }
-                })?,
+                .spawn(move || launcher(&shared, &rx, &unconfirmed))?,
         );
     }
     Ok((tx, handles))
+}
+
+/// The body of a launcher thread: runs until every sender is gone and the queue is empty (a
+/// drain, not a drop), retrying unconfirmed kills in between.
+fn launcher(shared: &Shared, rx: &Receiver<LaunchTask>, unconfirmed: &Unconfirmed) {
+    loop {
+        for u in unconfirmed.take_due(false) {
+            retry_kill(shared, u, unconfirmed);
+        }
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            // Past the shutdown grace there is no time to launch: undo instead, so no frame
+            // is left RUNNING without a process.
+            Ok(task) if shared.past_grace() => undo(shared, &task),
+            Ok(task) => launch_one(shared, task, unconfirmed),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    // Shutdown: one last kill for each unconfirmed launch; what RQD still does not confirm
+    // keeps its proc (safe: its cores stay taken) for Cuebot's host-report checks.
+    for u in unconfirmed.take_due(true) {
+        if confirm_kill(shared, &u.task) {
+            undo(shared, &u.task);
+        } else {
+            log::error!(
+                "shutting down with the launch of frame {} on {} unconfirmed; its proc stays",
+                u.task.placement.frame,
+                u.task.placement.host_name
+            );
+        }
+    }
 }
 
 fn now_ms() -> i64 {
@@ -138,7 +202,7 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn launch_one(shared: &Shared, task: LaunchTask) {
+fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) {
     let config = shared.config.load();
     let endpoint = config.rqd_endpoint(&task.placement.host_name);
     let frame = rqd::run_frame(
@@ -162,47 +226,94 @@ fn launch_one(shared: &Shared, task: LaunchTask) {
         .inc();
     shared.stats.launch_failed();
     log::warn!(
-        "launch of frame {} on host {} failed ({error}); undoing the booking",
+        "launch of frame {} on host {} failed ({error}); killing it before undoing the booking",
         task.placement.frame,
         task.placement.host_name
     );
-    compensate(shared, &task, Duration::from_millis(250));
-    // RQD may have started the frame before failing to answer: ask it to stop (best effort).
-    if let Err(e) = shared.rqd.kill(
+    if confirm_kill(shared, &task) {
+        undo(shared, &task);
+    } else {
+        unconfirmed.push(task, Duration::from_secs(1));
+    }
+}
+
+/// Another kill of an unconfirmed launch; undone once RQD confirms, else tried again later.
+fn retry_kill(shared: &Shared, u: Unsure, unconfirmed: &Unconfirmed) {
+    if !proc_exists(shared, &u.task.placement.proc) {
+        // Cuebot (or a completion) released the proc: nothing of ours is left to undo.
+        metrics::COMPENSATIONS
+            .with_label_values(&["already_released"])
+            .inc();
+        return;
+    }
+    if confirm_kill(shared, &u.task) {
+        undo(shared, &u.task);
+    } else {
+        let backoff = (u.backoff * 2).min(Duration::from_secs(30));
+        unconfirmed.push(u.task, backoff);
+    }
+}
+
+/// Asks RQD to kill the frame; true when RQD answered (it killed it, or did not run it).
+fn confirm_kill(shared: &Shared, task: &LaunchTask) -> bool {
+    let config = shared.config.load();
+    let endpoint = config.rqd_endpoint(&task.placement.host_name);
+    match shared.rqd.kill(
         &endpoint,
         &task.placement.frame,
         "Compensation: RQD launch failed after DB commit",
         config.rqd.timeout,
     ) {
-        log::debug!(
-            "best-effort kill of {} on {}: {e}",
-            task.placement.frame,
-            task.placement.host_name
-        );
+        Ok(()) => true,
+        Err(e) => {
+            metrics::RQD_KILLS_UNCONFIRMED.inc();
+            log::warn!(
+                "kill of frame {} on {} unconfirmed ({e}); its proc stays until RQD answers",
+                task.placement.frame,
+                task.placement.host_name
+            );
+            false
+        }
     }
+}
+
+/// True unless the database says the proc is gone (an error counts as "still there").
+fn proc_exists(shared: &Shared, proc: &str) -> bool {
+    let found = shared
+        .pool
+        .get()
+        .map_err(db::DbError::from)
+        .and_then(|mut c| Ok(c.query_opt("SELECT 1 FROM proc WHERE pk_proc = $1", &[&proc])?));
+    !matches!(found, Ok(None))
 }
 
 /// Undoes a committed booking, retrying while the database is unreachable (a committed proc
 /// must never be forgotten) until shutdown's grace runs out.
-fn compensate(shared: &Shared, task: &LaunchTask, backoff: Duration) {
-    let mut delay = backoff;
+pub(crate) fn undo(shared: &Shared, task: &LaunchTask) {
+    undo_booking(shared, &task.placement, task.version, &task.charge);
+}
+
+/// [`undo`] for a booking that has no launch task (the launch queue refused it).
+pub(crate) fn undo_booking(shared: &Shared, placement: &Placement, version: i32, charge: &Charge) {
+    let mut delay = Duration::from_millis(250);
     loop {
         let result = shared
             .pool
             .get()
             .map_err(db::DbError::from)
-            .and_then(|mut conn| db::booking::compensate(&mut conn, &task.placement, task.version));
+            .and_then(|mut conn| db::booking::compensate(&mut conn, placement, version));
         match result {
             Ok(outcome) => {
                 let label = match outcome {
-                    Compensation::Undone => "undone",
+                    Compensation::Undone(_) => "undone",
                     Compensation::AlreadyReleased => "already_released",
+                    Compensation::FrameMoved => "frame_moved",
                 };
                 metrics::COMPENSATIONS.with_label_values(&[label]).inc();
-                if outcome == Compensation::Undone {
-                    shared.ledger.release(&task.charge);
-                    if let Ok(id) = uuid::Uuid::parse_str(&task.placement.host) {
-                        shared.index.credit(&id, task.placement.amount);
+                if let Compensation::Undone(held) = outcome {
+                    shared.ledger.release(charge);
+                    if let Ok(id) = uuid::Uuid::parse_str(&placement.host) {
+                        shared.index.credit(&id, held);
                     }
                     shared.capacity_freed();
                 }
@@ -215,8 +326,8 @@ fn compensate(shared: &Shared, task: &LaunchTask, backoff: Duration) {
                     log::error!(
                         "could not undo the booking of frame {} on {}: {e}; the recompute and Cuebot's \
                          orphan checks will see a proc without a running frame",
-                        task.placement.frame,
-                        task.placement.host_name
+                        placement.frame,
+                        placement.host_name
                     );
                     return;
                 }

@@ -28,7 +28,7 @@ use crate::{
     config::Config,
     db::{
         self,
-        booking::{BookOptions, GuardLoss, Placement},
+        booking::{BookOptions, Fence, GuardLoss, Placement},
         jobs::{LayerWork, PendingJob},
     },
     frameset::FrameSet,
@@ -84,6 +84,15 @@ fn run(
 ) -> Result<PassResult, db::DbError> {
     let config = shared.config.load_full();
     let s = &config.scheduler;
+    // The fence is captured now, with the may-book check: every batch of this pass commits
+    // only under the lease epoch its counters were planned under.
+    let fence = match shared.fence.load_full().as_ref() {
+        None => None,
+        Some(f) => match f.for_pass(&cluster.show, shared.ledger.resyncs()) {
+            Some(f) => Some(f),
+            None => return Ok(PassResult::Saturated),
+        },
+    };
     // Nothing to book if every allocation of the cluster is at its burst (or unknown).
     if cluster
         .allocs
@@ -131,12 +140,16 @@ fn run(
         let set: HashSet<&String> = jobs.iter().map(|j| &j.folder).collect();
         set.into_iter().cloned().collect()
     };
-    // Job and folder caps are read with the pass, so a new job or folder is never unbounded.
-    for job in &jobs {
-        shared
-            .ledger
-            .set_job_limits(&job.id, Limits::from_db(job.max_cores, job.max_gpus));
-    }
+    // Job and folder caps are read with the pass, so a new job or folder is never unbounded;
+    // the pins keep the job caps through any re-sync until the pass has committed.
+    let cap_pins: Vec<_> = jobs
+        .iter()
+        .map(|job| {
+            shared
+                .ledger
+                .set_job_limits(&job.id, Limits::from_db(job.max_cores, job.max_gpus))
+        })
+        .collect();
     for (folder, limits) in db::accounting::folder_limits(&mut *conn, &folders)? {
         shared.ledger.set_folder_limits(&folder, limits);
     }
@@ -168,6 +181,7 @@ fn run(
         cluster,
         allocs,
         full_allocs: HashSet::new(),
+        fence,
         holds: shared.holds.snapshot(),
         tallies: HashMap::new(),
         batch: Vec::new(),
@@ -207,8 +221,9 @@ fn run(
         }
     }
     m.flush()?;
-    // The claims go only now, after the last batch committed.
+    // The claims and pins go only now, after the last batch committed.
     drop(claims);
+    drop(cap_pins);
     for (layer, t) in &m.tallies {
         match t.reason {
             Some(reason) => shared.waiting.record(layer, reason, t.waiting - t.booked),
@@ -229,6 +244,8 @@ struct Matcher<'a> {
     allocs: HashSet<Uuid>,
     /// Allocations whose subscription refused a charge this pass.
     full_allocs: HashSet<Uuid>,
+    /// The lease fence captured at the start of the pass (`None`: single instance).
+    fence: Option<Fence>,
     /// Hosts reserved for wide frames, as of the start of the pass.
     holds: Arc<HoldMap>,
     /// Per layer: waiting frames, frames booked, why the rest waits.
@@ -446,7 +463,7 @@ impl Matcher<'_> {
                     job_env,
                     layer_env,
                 }
-                .describe(frame, &proc, reservation.host_os(), amount)
+                .describe(frame, &proc, amount)
             });
             if launching && launch.is_none() {
                 // A frame we cannot describe to RQD is not booked; it stays WAITING.
@@ -461,6 +478,7 @@ impl Matcher<'_> {
                     show: job.show.clone(),
                     host: reservation.host_id().to_string(),
                     host_name: reservation.host_name().to_owned(),
+                    alloc: host_alloc.to_string(),
                     proc,
                     amount,
                     limits: layer.limits.clone(),
@@ -488,24 +506,37 @@ impl Matcher<'_> {
         }
         let batch = std::mem::take(&mut self.batch);
         let placements: Vec<Placement> = batch.iter().map(|p| p.placement.clone()).collect();
-        let fence = self.shared.fence.load_full();
         let options = BookOptions {
             mem_reserved_min_kb: self.config.scheduler.mem_reserved_min_kb as i64,
+            ping_timeout_secs: self.config.hosts.ping_timeout.as_secs_f64(),
         };
         let ticket = self.shared.index.begin_refresh();
         let started = Instant::now();
-        let outcome = match db::booking::book_batch(
-            self.conn,
-            &placements,
-            &options,
-            fence.as_ref().as_ref(),
-        ) {
-            Ok(o) => o,
-            Err(e) => {
-                metrics::BATCHES.with_label_values(&["error"]).inc();
-                return Err(e); // `batch` drops here: every reservation and charge is released.
-            }
-        };
+        let outcome =
+            match db::booking::book_batch(self.conn, &placements, &options, self.fence.as_ref()) {
+                Ok(o) => o,
+                Err(db::DbError::CommitUnknown { outcome, source }) => {
+                    match super::resolve::commit(self.shared, &placements, &outcome) {
+                        Some(true) => *outcome,
+                        resolved => {
+                            metrics::BATCHES.with_label_values(&["error"]).inc();
+                            if resolved.is_none() {
+                                // Shutting down with the database gone: keep the charges and
+                                // holds (over-counting is safe; the re-sync corrects it).
+                                for planned in batch {
+                                    planned.reservation.commit();
+                                    planned.ticket.commit();
+                                }
+                            }
+                            return Err(db::DbError::Postgres(source));
+                        }
+                    }
+                }
+                Err(e) => {
+                    metrics::BATCHES.with_label_values(&["error"]).inc();
+                    return Err(e); // `batch` drops here: every reservation and charge is released.
+                }
+            };
         metrics::BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
         metrics::BATCH_SIZE.observe(placements.len() as f64);
         metrics::BATCHES.with_label_values(&["ok"]).inc();
@@ -552,10 +583,11 @@ impl Matcher<'_> {
                             launch,
                             charge,
                         };
-                        if self.launches.send(task).is_err() {
-                            log::error!(
-                                "launch queue closed; a committed frame will be undone by the audit"
-                            );
+                        if let Err(refused) = self.launches.send(task) {
+                            // No launcher will take it: undo it here, never leave a committed
+                            // frame RUNNING without a process.
+                            log::warn!("launch queue closed; undoing a committed booking");
+                            super::launch::undo(self.shared, &refused.0);
                         }
                     }
                 }
@@ -583,6 +615,7 @@ impl Matcher<'_> {
                             None
                         }
                         GuardLoss::Limit => Some(Reason::Limit),
+                        GuardLoss::Unmanaged => None,
                         GuardLoss::Frame => None,
                     };
                     if let (Some(reason), Some(t)) =

@@ -5,6 +5,7 @@
 pub mod hosts;
 pub mod launch;
 pub mod matcher;
+mod resolve;
 pub mod stats;
 pub mod waiting;
 pub mod wide;

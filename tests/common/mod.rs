@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::sync::{
     Mutex, OnceLock,
     atomic::{AtomicU32, Ordering},
@@ -318,7 +320,7 @@ pub fn placements_for_all_frames(
 ) -> Vec<stagehand::db::booking::Placement> {
     let host = client
         .query_one(
-            "SELECT pk_host, str_name FROM host ORDER BY str_name LIMIT 1",
+            "SELECT pk_host, str_name, pk_alloc FROM host ORDER BY str_name LIMIT 1",
             &[],
         )
         .unwrap();
@@ -334,6 +336,7 @@ pub fn placements_for_all_frames(
             show: show.to_owned(),
             host: host.get(0),
             host_name: host.get(1),
+            alloc: host.get(2),
             proc: uuid::Uuid::new_v4().to_string(),
             amount: stagehand::model::Resources {
                 cores: stagehand::model::CORE,
@@ -346,4 +349,72 @@ pub fn placements_for_all_frames(
             holds_reservation: false,
         })
         .collect()
+}
+
+/// One placement per WAITING frame of job `job` (name order) on host `host`, each one core
+/// and 1 GB, charged to `show`, with the layer's limits: for tests that race `book_batch`.
+pub fn placements_of_job(
+    client: &mut postgres::Client,
+    show: &str,
+    job: &str,
+    host: &str,
+) -> Vec<stagehand::db::booking::Placement> {
+    let row = client
+        .query_one(
+            "SELECT str_name, pk_alloc FROM host WHERE pk_host = $1",
+            &[&host],
+        )
+        .unwrap();
+    let (host_name, alloc): (String, String) = (row.get(0), row.get(1));
+    client
+        .query(
+            "SELECT f.pk_frame, f.pk_layer, coalesce(f.int_version, 0),
+                    coalesce((SELECT array_agg(ll.pk_limit_record) FROM layer_limit ll
+                               WHERE ll.pk_layer = f.pk_layer), '{}')
+               FROM frame f WHERE f.pk_job = $1 AND f.str_state = 'WAITING' ORDER BY f.str_name",
+            &[&job],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| stagehand::db::booking::Placement {
+            frame: r.get(0),
+            version: r.get(2),
+            layer: r.get(1),
+            job: job.to_owned(),
+            show: show.to_owned(),
+            host: host.to_owned(),
+            host_name: host_name.clone(),
+            alloc: alloc.clone(),
+            proc: uuid::Uuid::new_v4().to_string(),
+            amount: stagehand::model::Resources {
+                cores: stagehand::model::CORE,
+                mem_kb: stagehand::sim::seed::GB,
+                gpus: 0,
+                gpu_mem_kb: 0,
+            },
+            limits: r.get(3),
+            est_secs: None,
+            holds_reservation: false,
+        })
+        .collect()
+}
+
+/// Waits (up to 20 s) until `n` backends of the database wait on a lock; false if they never
+/// do. Used to line writers up behind a held lock, so a race is forced instead of hoped for.
+pub fn wait_for_lock_waiters(client: &mut postgres::Client, n: i64) -> bool {
+    for _ in 0..400 {
+        let waiting: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                  WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if waiting >= n {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    false
 }

@@ -5,6 +5,7 @@
 mod common;
 
 mod accounting;
+mod adversity;
 mod chaos;
 mod multi;
 mod pipeline;

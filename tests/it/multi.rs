@@ -229,12 +229,14 @@ fn a_batch_planned_under_an_old_epoch_is_rejected_whole() {
         instance: me,
         lease_secs: 30.0,
         epochs: [(show.clone(), 1)].into_iter().collect(),
+        bookable_after: Default::default(),
     };
     let outcome = book_batch(
         &mut client,
         &placements,
         &BookOptions {
             mem_reserved_min_kb: 0,
+            ping_timeout_secs: 3600.0,
         },
         Some(&fence),
     )
@@ -259,6 +261,7 @@ fn a_batch_planned_under_an_old_epoch_is_rejected_whole() {
         &placements,
         &BookOptions {
             mem_reserved_min_kb: 0,
+            ping_timeout_secs: 3600.0,
         },
         Some(&fence),
     )

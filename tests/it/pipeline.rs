@@ -214,6 +214,7 @@ fn a_frame_stolen_mid_batch_drops_alone() {
         &placements,
         &BookOptions {
             mem_reserved_min_kb: 0,
+            ping_timeout_secs: 3600.0,
         },
         None,
     )

@@ -232,6 +232,7 @@ fn the_booking_transaction_enforces_a_reservation() {
         .unwrap();
     let options = BookOptions {
         mem_reserved_min_kb: 0,
+        ping_timeout_secs: 3600.0,
     };
     // Unknown run time: refused.
     let mut unknown = smalls[0].clone();

@@ -1,0 +1,78 @@
+//! Deciding a booking whose COMMIT lost its answer.
+//!
+//! When the connection breaks (or the server ends the session) while COMMIT is in flight,
+//! the batch may have committed: frames RUNNING with procs and host cores taken. Treating
+//! that as a rollback would leave them never launched and the counters short; treating it as
+//! a commit when it rolled back would launch frames the database does not have. So the
+//! booking thread asks the database, on a new connection, whether the batch's procs exist —
+//! a batch is one transaction, so they all exist or none do — retrying while the database
+//! is unreachable.
+
+use std::time::Duration;
+
+use super::Shared;
+use crate::{
+    db::{
+        self,
+        booking::{BatchOutcome, Placement},
+    },
+    metrics,
+};
+
+/// Whether the batch of `placements` (whose outcome-if-committed is `outcome`) committed:
+/// `Some(true)` or `Some(false)` once the database answered, `None` if shutdown's grace ran
+/// out first.
+pub(crate) fn commit(
+    shared: &Shared,
+    placements: &[Placement],
+    outcome: &BatchOutcome,
+) -> Option<bool> {
+    let procs: Vec<&str> = placements
+        .iter()
+        .zip(&outcome.results)
+        .filter(|(_, r)| r.is_ok())
+        .map(|(p, _)| p.proc.as_str())
+        .collect();
+    if procs.is_empty() {
+        // Nothing was started: committed or not, nothing to launch and nothing to keep.
+        return Some(false);
+    }
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let answer = shared
+            .pool
+            .get()
+            .map_err(db::DbError::from)
+            .and_then(|mut conn| db::booking::committed(&mut conn, &procs));
+        match answer {
+            Ok(committed) => {
+                let label = if committed {
+                    "committed"
+                } else {
+                    "rolled_back"
+                };
+                metrics::COMMITS_UNKNOWN.with_label_values(&[label]).inc();
+                log::warn!(
+                    "a booking commit lost its answer; the database says it {}",
+                    label.replace('_', " ")
+                );
+                return Some(committed);
+            }
+            Err(e) if shared.past_grace() => {
+                metrics::COMMITS_UNKNOWN
+                    .with_label_values(&["unresolved"])
+                    .inc();
+                log::error!(
+                    "could not learn whether a booking of {} frames committed ({e}); \
+                     keeping its charges, its frames are not launched",
+                    procs.len()
+                );
+                return None;
+            }
+            Err(_) => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+}

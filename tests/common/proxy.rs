@@ -1,0 +1,136 @@
+//! A TCP proxy in front of the test PostgreSQL that can make one COMMIT lose its answer: it
+//! forwards the COMMIT, lets the server commit, and closes the client's connection without
+//! passing the reply on — what a network cut or a killed backend does at the worst moment.
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, TcpListener, TcpStream},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::Duration,
+};
+
+/// The simple-query message `COMMIT` (what `Transaction::commit` sends).
+const COMMIT: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+
+/// The proxy; stops when dropped.
+pub struct CommitCutter {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    cuts: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl CommitCutter {
+    /// Listens on 127.0.0.1 and forwards to `upstream` (host:port).
+    pub fn start(upstream: String) -> CommitCutter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed = Arc::new(AtomicBool::new(false));
+        let cuts = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, c, s) = (Arc::clone(&armed), Arc::clone(&cuts), Arc::clone(&stop));
+        let accept = std::thread::spawn(move || {
+            while !s.load(Ordering::Acquire) {
+                match listener.accept() {
+                    Ok((client, _)) => {
+                        let _ = client.set_nonblocking(false);
+                        if let Ok(server) = TcpStream::connect(&upstream) {
+                            pump(client, server, Arc::clone(&a), Arc::clone(&c));
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        CommitCutter {
+            port,
+            armed,
+            cuts,
+            stop,
+            accept: Some(accept),
+        }
+    }
+
+    /// The next COMMIT through the proxy loses its answer.
+    pub fn arm(&self) {
+        self.armed.store(true, Ordering::Release);
+    }
+
+    /// COMMITs cut so far.
+    pub fn cuts(&self) -> u64 {
+        self.cuts.load(Ordering::Acquire)
+    }
+
+    /// `url` (a key=value connection string) pointed at the proxy.
+    pub fn url(&self, url: &str) -> String {
+        url.split_whitespace()
+            .map(|kv| {
+                if kv.starts_with("port=") {
+                    format!("port={}", self.port)
+                } else {
+                    kv.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+impl Drop for CommitCutter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.accept.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Copies both ways; a COMMIT seen while armed is forwarded, its reply swallowed, and the
+/// client's connection closed.
+fn pump(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cuts: Arc<AtomicU64>) {
+    let cut = Arc::new(AtomicBool::new(false));
+    let (mut from_server, mut to_client) =
+        (server.try_clone().unwrap(), client.try_clone().unwrap());
+    let cut_reply = Arc::clone(&cut);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = from_server.read(&mut buf) {
+            if n == 0
+                || cut_reply.load(Ordering::Acquire)
+                || to_client.write_all(&buf[..n]).is_err()
+            {
+                break;
+            }
+        }
+        let _ = to_client.shutdown(Shutdown::Both);
+    });
+    let (mut from_client, mut to_server) = (client, server);
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        while let Ok(n) = from_client.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let is_commit = buf[..n].windows(COMMIT.len()).any(|w| w == COMMIT);
+            if is_commit && armed.swap(false, Ordering::AcqRel) {
+                cut.store(true, Ordering::Release);
+                cuts.fetch_add(1, Ordering::AcqRel);
+                let _ = to_server.write_all(&buf[..n]);
+                // Let the server commit before the client's side goes away.
+                std::thread::sleep(Duration::from_millis(300));
+                let _ = from_client.shutdown(Shutdown::Both);
+                break;
+            }
+            if to_server.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_server.shutdown(Shutdown::Both);
+    });
+}

@@ -1,0 +1,406 @@
+//! Correctness under adversity (issue 12): each test forces a race or a fault that once broke
+//! a guard — another transaction committing between a read and a lock, a lost reply, a
+//! resync in the middle of a pass — and checks the database afterwards.
+
+use std::time::Duration;
+
+use stagehand::{
+    db::booking::{BookOptions, Compensation, Fence, GuardLoss, Placement, book_batch, compensate},
+    sim::{
+        fake_rqd::{Behaviour, FakeRqd, FleetOptions},
+        seed::{GB, LayerSpec},
+    },
+};
+
+use crate::common::{
+    Farm, job, placements_for_all_frames, placements_of_job, small_farm, wait_for_lock_waiters,
+};
+
+fn options() -> BookOptions {
+    BookOptions {
+        mem_reserved_min_kb: 0,
+        ping_timeout_secs: 60.0,
+    }
+}
+
+fn one_job_farm(frames: usize) -> Farm {
+    let range = format!("1-{frames}");
+    let spec = small_farm(
+        1,
+        8,
+        32,
+        &[],
+        vec![job("j", vec![LayerSpec::simple("l", &range, "general")])],
+    );
+    Farm::new(&spec, |_| {})
+}
+
+fn count(farm: &Farm, sql: &str) -> i64 {
+    farm.client().query_one(sql, &[]).unwrap().get(0)
+}
+
+fn limited_layer(name: &str, frames: usize) -> LayerSpec {
+    let mut l = LayerSpec::simple(name, &format!("1-{frames}"), "general");
+    l.limits = vec![0];
+    l
+}
+
+/// Two batches of different jobs under one limit line up behind a third transaction holding
+/// the limit row; once it lets go, each must count what the other committed. With the count
+/// taken in the locking statement, both counted on their statement's old snapshot and booked
+/// 20 frames under a limit of 12.
+#[test]
+fn a_layer_limit_holds_when_batches_queue_on_its_lock() {
+    let mut spec = small_farm(
+        2,
+        16,
+        64,
+        &[],
+        vec![
+            job("a", vec![limited_layer("la", 10)]),
+            job("b", vec![limited_layer("lb", 10)]),
+        ],
+    );
+    spec.limits = vec![("lic".into(), 12)];
+    let farm = Farm::new(&spec, |_| {});
+    let (show, jobs, hosts) = (&farm.seeded.shows[0], &farm.seeded.jobs, &farm.seeded.hosts);
+    let mut client = farm.client();
+    let batches = [
+        placements_of_job(&mut client, show, &jobs[0], &hosts[0]),
+        placements_of_job(&mut client, show, &jobs[1], &hosts[1]),
+    ];
+    let mut blocker = farm.client();
+    let mut hold = blocker.transaction().unwrap();
+    hold.execute("SELECT 1 FROM limit_record FOR UPDATE", &[])
+        .unwrap();
+    let options = options();
+    let booked: Vec<usize> = std::thread::scope(|s| {
+        let runs: Vec<_> = batches
+            .iter()
+            .map(|placements| {
+                let (url, options) = (farm.db.url().to_owned(), options.clone());
+                s.spawn(move || {
+                    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    book_batch(&mut c, placements, &options, None)
+                        .unwrap()
+                        .booked()
+                })
+            })
+            .collect();
+        assert!(wait_for_lock_waiters(&mut client, 2), "both batches wait");
+        hold.commit().unwrap();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    let running = farm.frames_in("RUNNING");
+    assert_eq!(booked.iter().sum::<usize>() as i64, running);
+    assert_eq!(running, 12, "the limit is full, never above: {booked:?}");
+}
+
+/// A host reporting several OSes (RQD's docker mode) takes a job asking for any of them, and
+/// RQD is sent the job's OS, not the host's list (which docker mode rejects).
+#[test]
+fn a_host_reporting_several_oses_runs_a_job_asking_for_one_of_them() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    let mut rocky = job("rocky", vec![LayerSpec::simple("l", "1-3", "general")]);
+    rocky.os = "rocky9".into();
+    let mut spec = small_farm(1, 8, 32, &[], vec![rocky]);
+    spec.hosts[0].os = "centos7, rocky9".into();
+    let port = rqd.port();
+    let farm = Farm::new(&spec, move |c| {
+        c.rqd.dry_run = false;
+        c.rqd.endpoint = "127.0.0.1:{port}".into();
+        c.rqd.port = port;
+    });
+    assert_eq!(farm.drain(), 3);
+    drop(farm.settle_launches());
+    let launches = rqd.launches();
+    assert_eq!(launches.len(), 3);
+    assert!(launches.iter().all(|l| l.os == "rocky9"), "the job's OS");
+    rqd.stop();
+}
+
+fn launching(farm_frames: usize, rqd: &FakeRqd) -> Farm {
+    let range = format!("1-{farm_frames}");
+    let spec = small_farm(
+        1,
+        8,
+        32,
+        &[],
+        vec![job("j", vec![LayerSpec::simple("l", &range, "general")])],
+    );
+    let port = rqd.port();
+    Farm::new(&spec, move |c| {
+        c.rqd.dry_run = false;
+        c.rqd.endpoint = "127.0.0.1:{port}".into();
+        c.rqd.port = port;
+        c.rqd.timeout = Duration::from_millis(300);
+    })
+}
+
+fn wait_until(mut done: impl FnMut() -> bool) -> bool {
+    for _ in 0..300 {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// RQD starts the frames but answers after the deadline, and refuses the kill: the booking
+/// must not be undone (the frame runs), so the frame is never booked a second time. Once RQD
+/// confirms a kill, the booking is undone and the frame books again — once. Undoing first
+/// and killing best-effort after ran 7–12 frames twice in ~1,050 launches.
+#[test]
+fn a_launch_that_timed_out_after_rqd_started_it_never_runs_twice() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    rqd.set_behaviour(Behaviour::StartSlowly {
+        per_mille: 1000,
+        delay: Duration::from_millis(1500),
+    });
+    rqd.set_refuse_kills(true);
+    let farm = launching(2, &rqd);
+    assert_eq!(farm.pass_all(), 2);
+    assert!(
+        wait_until(|| !rqd.kills().is_empty() && rqd.kills().len() >= 2),
+        "each failed launch is killed"
+    );
+    // Kills unconfirmed: the frames stay RUNNING with their procs; nothing books them again.
+    farm.refresh();
+    assert_eq!(farm.pass_all(), 0);
+    assert_eq!(farm.frames_in("RUNNING"), 2);
+    assert_eq!(count(&farm, "SELECT count(*) FROM proc"), 2);
+    // RQD answers again: the kill is confirmed on retry, the bookings are undone.
+    rqd.set_refuse_kills(false);
+    rqd.set_behaviour(Behaviour::Accept);
+    assert!(
+        wait_until(|| count(&farm, "SELECT count(*) FROM proc") == 0),
+        "undone once RQD confirmed the kill"
+    );
+    assert_eq!(farm.frames_in("WAITING"), 2);
+    farm.refresh();
+    assert_eq!(farm.pass_all(), 2);
+    let farm = farm.settle_launches();
+    assert_eq!(rqd.double_runs(), Vec::new(), "no frame ran twice");
+    assert_eq!(rqd.running().len(), 2);
+    farm.assert_clean_audit();
+    rqd.stop();
+}
+
+fn booked_one(farm: &Farm) -> (Placement, i32) {
+    let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
+    let outcome = book_batch(&mut farm.client(), &placements[..1], &options(), None).unwrap();
+    let version = *outcome.results[0].as_ref().unwrap();
+    (placements[0].clone(), version)
+}
+
+/// Cuebot raised the running proc's memory after the booking: undoing gives the host back
+/// what the proc holds now, not what was planned, so the host ends exactly idle.
+#[test]
+fn compensation_gives_back_what_the_proc_holds_now() {
+    let farm = one_job_farm(1);
+    let (placement, version) = booked_one(&farm);
+    farm.client()
+        // Cuebot's trigger takes the raise from the host's idle memory.
+        .batch_execute(&format!(
+            "UPDATE proc SET int_mem_reserved = int_mem_reserved + {GB}"
+        ))
+        .unwrap();
+    let outcome = compensate(&mut farm.client(), &placement, version).unwrap();
+    assert_eq!(
+        outcome,
+        Compensation::Undone(stagehand::model::Resources {
+            cores: 100,
+            mem_kb: 2 * GB,
+            gpus: 0,
+            gpu_mem_kb: 0
+        })
+    );
+    assert_eq!(
+        count(
+            &farm,
+            "SELECT count(*) FROM host WHERE int_mem_idle = int_mem"
+        ),
+        1
+    );
+    farm.assert_clean_audit();
+}
+
+/// The frame moved on (another writer changed it) before the undo: nothing is undone, and a
+/// RUNNING frame never loses its proc.
+#[test]
+fn compensation_of_a_frame_that_moved_on_keeps_its_proc() {
+    let farm = one_job_farm(1);
+    let (placement, version) = booked_one(&farm);
+    farm.client()
+        .execute("UPDATE frame SET int_version = int_version + 1", &[])
+        .unwrap();
+    let outcome = compensate(&mut farm.client(), &placement, version).unwrap();
+    assert_eq!(outcome, Compensation::FrameMoved);
+    assert_eq!(farm.frames_in("RUNNING"), 1);
+    assert_eq!(count(&farm, "SELECT count(*) FROM proc"), 1);
+}
+
+/// The host guard re-checks what the host refresh selected hosts by: an RQD gone DOWN, a
+/// stale ping, a host moved to another allocation all refuse the booking.
+#[test]
+fn the_host_guard_refuses_down_silent_and_moved_hosts() {
+    let cases = [
+        "UPDATE host_stat SET str_state = 'DOWN'",
+        "UPDATE host_stat SET ts_ping = now() - interval '10 minutes'",
+        "UPDATE host SET pk_alloc = (SELECT pk_alloc FROM alloc WHERE str_name = 'other.alloc')",
+    ];
+    for sql in cases {
+        let farm = one_job_farm(2);
+        farm.client()
+            .batch_execute(
+                "INSERT INTO alloc (pk_alloc, str_name, str_tag, pk_facility)
+                 SELECT gen_random_uuid()::text, 'other.alloc', 'other', pk_facility FROM facility LIMIT 1",
+            )
+            .unwrap();
+        let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
+        farm.client().batch_execute(sql).unwrap();
+        let outcome = book_batch(&mut farm.client(), &placements, &options(), None).unwrap();
+        assert!(
+            outcome
+                .results
+                .iter()
+                .all(|r| *r == Err(GuardLoss::HostCapacity)),
+            "{sql}: {:?}",
+            outcome.results
+        );
+        assert_eq!(farm.frames_in("RUNNING"), 0, "{sql}");
+    }
+}
+
+/// The show is handed back to Cuebot while a batch is in flight: the flip waits for the
+/// batch or the batch sees the flip — a batch never commits into a show Cuebot now books.
+#[test]
+fn a_show_handed_back_to_cuebot_mid_batch_gets_no_booking() {
+    let farm = one_job_farm(3);
+    let show = farm.seeded.shows[0].clone();
+    let placements = placements_for_all_frames(&mut farm.client(), &show);
+    let mut flipper = farm.client();
+    let mut flip = flipper.transaction().unwrap();
+    flip.execute(
+        "UPDATE show SET b_scheduler_managed = false WHERE pk_show = $1",
+        &[&show],
+    )
+    .unwrap();
+    let mut watcher = farm.client();
+    let outcome = std::thread::scope(|s| {
+        let url = farm.db.url().to_owned();
+        let run = s.spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            book_batch(&mut c, &placements, &options(), None).unwrap()
+        });
+        assert!(wait_for_lock_waiters(&mut watcher, 1), "the batch waits");
+        flip.commit().unwrap();
+        run.join().unwrap()
+    });
+    assert!(
+        outcome
+            .results
+            .iter()
+            .all(|r| *r == Err(GuardLoss::Unmanaged)),
+        "{:?}",
+        outcome.results
+    );
+    assert_eq!(count(&farm, "SELECT count(*) FROM proc"), 0);
+}
+
+/// A pass books only under a fence it captured at its start, and only once the show's
+/// counters were re-synced after its claim (the may-book check), not whatever the lease
+/// thread publishes by the time a batch flushes.
+#[test]
+fn a_pass_books_nothing_for_a_show_not_yet_bookable_under_its_lease() {
+    let farm = one_job_farm(2);
+    let show = farm.seeded.shows[0].clone();
+    let me = uuid::Uuid::new_v4();
+    let mut client = farm.client();
+    client
+        .execute(
+            "INSERT INTO stagehand.instance (pk_instance, str_name, str_host, int_pid)
+             VALUES ($1, 'me', 'h', 1)",
+            &[&me],
+        )
+        .unwrap();
+    client
+        .execute(
+            "INSERT INTO stagehand.show_lease (pk_show, pk_instance, int_epoch) VALUES ($1, $2, 1)",
+            &[&show, &me],
+        )
+        .unwrap();
+    let resyncs = farm.shared.ledger.resyncs();
+    let fence = |after: u64| Fence {
+        instance: me,
+        lease_secs: 30.0,
+        epochs: [(show.clone(), 1)].into_iter().collect(),
+        bookable_after: [(show.clone(), after)].into_iter().collect(),
+    };
+    farm.shared
+        .fence
+        .store(std::sync::Arc::new(Some(fence(resyncs + 2))));
+    assert_eq!(farm.pass_all(), 0, "claimed, counters not re-synced yet");
+    farm.shared
+        .fence
+        .store(std::sync::Arc::new(Some(fence(resyncs))));
+    assert_eq!(farm.pass_all(), 2);
+}
+
+/// The connection breaks while COMMIT is in flight, after the server committed: the frames
+/// are RUNNING with procs. The pass must find that out and launch them — treated as a
+/// rollback they stayed RUNNING, never launched, and the counters forgot their cores.
+#[test]
+fn a_commit_whose_answer_is_lost_is_resolved_and_launched() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    let spec = small_farm(
+        1,
+        8,
+        32,
+        &[],
+        vec![job("j", vec![LayerSpec::simple("l", "1-2", "general")])],
+    );
+    let db = crate::common::TestDb::new();
+    let upstream = db
+        .url()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port="))
+        .map(|p| format!("127.0.0.1:{p}"))
+        .unwrap();
+    drop(db);
+    let cutter = crate::common::proxy::CommitCutter::start(upstream);
+    let port = rqd.port();
+    let farm = Farm::new(&spec, |c| {
+        c.database.url = cutter.url(&c.database.url);
+        c.rqd.dry_run = false;
+        c.rqd.endpoint = "127.0.0.1:{port}".into();
+        c.rqd.port = port;
+    });
+    cutter.arm();
+    farm.pass_all();
+    assert_eq!(cutter.cuts(), 1, "the booking's COMMIT was cut");
+    let farm = farm.settle_launches();
+    assert_eq!(farm.frames_in("RUNNING"), 2, "the commit went through");
+    assert_eq!(rqd.launches().len(), 2, "and its frames were launched");
+    let alloc = &farm.seeded.allocs[0];
+    assert_eq!(
+        farm.shared.ledger.sub_booked(&farm.seeded.shows[0], alloc),
+        200,
+        "the counters kept the committed cores"
+    );
+    farm.assert_clean_audit();
+    rqd.stop();
+}
