@@ -64,6 +64,8 @@ struct Record {
     double_runs: Vec<DoubleRun>,
     /// Kills answered with an error instead of killing.
     refuse_kills: bool,
+    /// Procs whose launch arrived after the client's deadline (it had given up on them).
+    late: std::collections::HashSet<String>,
 }
 
 /// A frame that ran twice at once: the evidence of a double booking.
@@ -131,6 +133,10 @@ impl RqdInterface for Service {
         sink: UnarySink<RqdStaticLaunchFrameResponse>,
     ) {
         let frame = req.run_frame.clone().unwrap_or_default();
+        if ctx.deadline().exceeded() {
+            // RQD runs it all the same; the soak wants to know who was late.
+            self.record.lock().late.insert(frame.resource_id.clone());
+        }
         let behaviour = *self.behaviour.lock();
         match behaviour {
             Behaviour::Refuse(code) => {
@@ -428,6 +434,24 @@ impl RqdHandle {
     /// Number of launches received.
     pub fn launch_count(&self) -> usize {
         self.record.lock().launches.len()
+    }
+
+    /// For each frame: (launches received, kills received).
+    pub fn frame_history(&self) -> HashMap<String, (usize, usize)> {
+        let record = self.record.lock();
+        let mut out: HashMap<String, (usize, usize)> = HashMap::new();
+        for l in &record.launches {
+            out.entry(l.frame_id.clone()).or_default().0 += 1;
+        }
+        for (frame, _) in &record.kills {
+            out.entry(frame.clone()).or_default().1 += 1;
+        }
+        out
+    }
+
+    /// Procs whose launch arrived after the client's deadline had passed.
+    pub fn late_launches(&self) -> std::collections::HashSet<String> {
+        self.record.lock().late.clone()
     }
 
     /// Frames completed in the database so far.

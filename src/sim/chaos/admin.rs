@@ -153,16 +153,28 @@ impl StandIn<'_> {
         Ok(())
     }
 
-    /// Raises a running proc's reserved memory when its host has that much idle.
+    /// Raises a running proc's reserved memory when its host has that much idle. Cuebot
+    /// raises only what RQD reports running: the stand-in's own procs, or procs the fake RQD
+    /// runs (whatever stagehand believes about their launch).
     pub(crate) fn raise_memory(&mut self, c: &mut Client) -> Result<(), postgres::Error> {
         let rows = c.query(
-            "SELECT p.pk_proc, p.pk_host FROM proc p ORDER BY random() LIMIT 1",
+            "SELECT p.pk_proc, p.pk_host, coalesce(p.pk_frame, '') FROM proc p ORDER BY random() LIMIT 1",
             &[],
         )?;
         let Some(r) = rows.first() else {
             return Ok(());
         };
-        let (proc, host): (String, String) = (r.get(0), r.get(1));
+        let (proc, host, frame): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+        let reported = self.watch.standin_procs.lock().contains(&proc)
+            || self
+                .rqd
+                .running()
+                .get(&frame)
+                .is_some_and(|p| p.contains(&proc));
+        if !reported {
+            self.did("raise memory: not running on RQD");
+            return Ok(());
+        }
         let mut tx = c.transaction()?;
         // Proc before host: the order of the completion and compensation paths.
         if tx

@@ -142,6 +142,9 @@ pub(crate) struct Injector<'a> {
     /// What the faults hit (or missed).
     pub(crate) notes: BTreeMap<String, u64>,
     pub(crate) replacements: usize,
+    /// (seconds from `epoch`, fault, seconds it lasted) of every fault applied.
+    pub(crate) timeline: Vec<(f64, &'static str, f64)>,
+    pub(crate) epoch: Instant,
     client: Option<Client>,
 }
 
@@ -166,6 +169,8 @@ impl<'a> Injector<'a> {
             injected: BTreeMap::new(),
             notes: BTreeMap::new(),
             replacements: 0,
+            timeline: Vec::new(),
+            epoch: Instant::now(),
             client: None,
         }
     }
@@ -180,9 +185,13 @@ impl<'a> Injector<'a> {
         for p in plan {
             std::thread::sleep((start + p.at).saturating_duration_since(Instant::now()));
             *self.injected.entry(p.fault.label()).or_default() += 1;
+            let at = self.epoch.elapsed();
             if let Err(e) = self.apply(p.fault, p.lasting) {
                 self.note(format!("{}: {e}", p.fault.label()));
             }
+            let took = self.epoch.elapsed() - at;
+            self.timeline
+                .push((at.as_secs_f64(), p.fault.label(), took.as_secs_f64()));
         }
     }
 

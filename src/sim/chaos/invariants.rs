@@ -93,6 +93,11 @@ impl Watch {
         }
     }
 
+    /// When the run started (every time in the report counts from here).
+    pub(crate) fn started(&self) -> Instant {
+        self.started
+    }
+
     /// Seconds since the run started.
     pub(crate) fn secs(&self) -> f64 {
         self.started.elapsed().as_secs_f64()
@@ -386,12 +391,25 @@ pub(crate) fn sample_loop(
 fn check_double_runs(watch: &Watch, rqd: &RqdHandle, seen: usize) -> usize {
     let doubles = rqd.double_runs();
     watch.count("frame running twice", 1);
+    let late = if doubles.len() > seen {
+        rqd.late_launches()
+    } else {
+        Default::default()
+    };
     for d in doubles.iter().skip(seen) {
-        let how = if d.running == d.launched {
+        let mut how = if d.running == d.launched {
             "the same proc launched again while it ran (a retried launch RQD had started)"
         } else {
             "a second proc launched while the first still ran"
-        };
+        }
+        .to_owned();
+        for (role, p) in [("first", &d.running), ("second", &d.launched)] {
+            if late.contains(p) {
+                how.push_str(&format!(
+                    "; the {role} launch reached RQD after the client's deadline (it had given up)"
+                ));
+            }
+        }
         watch.violate(
             "frame running twice",
             format!("{}/{}", d.frame, d.launched),

@@ -64,6 +64,8 @@ pub struct ChaosReport {
     pub launches: usize,
     /// Frames the fake RQD completed.
     pub completed: u64,
+    /// Every fault applied: (seconds into the run, kind, seconds it lasted).
+    pub timeline: Vec<(f64, &'static str, f64)>,
     /// Invariant violations, each with its evidence.
     pub violations: Vec<Violation>,
     /// The strict audit at the end.
@@ -169,6 +171,7 @@ pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, SimError> {
             config.clone(),
             opts.seed,
         );
+        injector.epoch = watch.started();
         injector.run(&plan);
         for name in injector.recover() {
             watch.violate(
@@ -179,6 +182,7 @@ pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, SimError> {
         }
         report.faults = std::mem::take(&mut injector.injected);
         report.fault_notes = std::mem::take(&mut injector.notes);
+        report.timeline = std::mem::take(&mut injector.timeline);
         drop(injector);
         // Settle: the stand-in finishes its own frames, leases move, launches land.
         active.store(false, Ordering::Release);
@@ -232,6 +236,12 @@ pub fn print(opts: &ChaosOptions, r: &ChaosReport) {
     for (note, n) in &r.fault_notes {
         println!("  fault outcome : {note} ×{n}");
     }
+    let timeline: Vec<String> = r
+        .timeline
+        .iter()
+        .map(|(at, f, took)| format!("{at:.1}s {f} ({took:.1}s)"))
+        .collect();
+    println!("fault timeline  : {}", timeline.join(" · "));
     println!("cuebot stand-in : {}", list(&r.standin));
     if r.violations.is_empty() {
         println!("violations      : none");

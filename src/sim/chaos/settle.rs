@@ -40,6 +40,8 @@ pub(crate) fn stranded(
     let running = rqd.running();
     let pending = rqd.pending_procs();
     let own = watch.standin_procs.lock().clone();
+    let history = rqd.frame_history();
+    let late = rqd.late_launches();
     let checked = after.len();
     for (proc, (frame, name, host)) in &after {
         // Still RUNNING a launch deadline later: its launch has landed, or never will.
@@ -54,11 +56,18 @@ pub(crate) fn stranded(
         } else {
             continue;
         };
+        let (launches, kills) = history.get(frame).copied().unwrap_or_default();
+        let late = if late.contains(proc) {
+            ", this launch arrived after its deadline"
+        } else {
+            ""
+        };
         watch.violate(
             "stranded frame",
             proc.clone(),
             format!(
-                "frame {name} ({frame}) RUNNING on {host} as proc {proc} {why}, at {:.2}s",
+                "frame {name} ({frame}) RUNNING on {host} as proc {proc} {why} (RQD got {launches} \
+                 launches and {kills} kills of this frame{late}), at {:.2}s",
                 watch.secs()
             ),
         );
