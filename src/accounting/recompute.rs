@@ -23,17 +23,22 @@ pub fn round(
     read_caps: bool,
 ) -> Result<(), db::DbError> {
     let started = Instant::now();
-    let written = db::accounting::recompute_tables(client)?;
-    for (table, n) in [
-        ("layer_resource", written.layer_resource),
-        ("job_resource", written.job_resource),
-        ("folder_resource", written.folder_resource),
-        ("point", written.point),
-        ("subscription", written.subscription),
-    ] {
-        metrics::RECOMPUTE_ROWS
-            .with_label_values(&[table])
-            .inc_by(n);
+    // The tables are for Cuebot and the UI; the counters are what caps lean on. A failed
+    // table update (a lock timeout against Cuebot, say) must not also skip the re-sync:
+    // its error is returned only after the counters are done.
+    let tables = db::accounting::recompute_tables(client);
+    if let Ok(written) = &tables {
+        for (table, n) in [
+            ("layer_resource", written.layer_resource),
+            ("job_resource", written.job_resource),
+            ("folder_resource", written.folder_resource),
+            ("point", written.point),
+            ("subscription", written.subscription),
+        ] {
+            metrics::RECOMPUTE_ROWS
+                .with_label_values(&[table])
+                .inc_by(n);
+        }
     }
     if read_caps || !ledger.is_seeded() {
         let caps = db::accounting::caps(client)?;
@@ -51,7 +56,7 @@ pub fn round(
     }
     ledger.mark_seeded();
     metrics::RECOMPUTE_SECONDS.observe(started.elapsed().as_secs_f64());
-    Ok(())
+    tables.map(|_| ())
 }
 
 /// The body of the `accounting` thread: runs [`round`] every `recompute_interval` until `stop`.

@@ -46,7 +46,14 @@ pub fn load(conn: &mut impl GenericClient) -> Result<(Vec<Hold>, u64), DbError> 
     let dropped = conn.execute(
         "DELETE FROM stagehand.host_reservation r
           WHERE r.ts_expires <= now()
-             OR NOT EXISTS (SELECT 1 FROM frame f WHERE f.pk_frame = r.pk_frame AND f.str_state = 'WAITING')",
+             OR NOT EXISTS (SELECT 1 FROM frame f WHERE f.pk_frame = r.pk_frame AND f.str_state = 'WAITING')
+             -- A paused job, or one whose cap leaves no room for the frame, cannot take the
+             -- host when it drains: holding it would only idle the host until max_hold.
+             OR EXISTS (SELECT 1 FROM frame f JOIN job j ON j.pk_job = f.pk_job
+                          JOIN job_resource jr ON jr.pk_job = j.pk_job
+                         WHERE f.pk_frame = r.pk_frame
+                           AND (j.b_paused OR j.str_state <> 'PENDING'
+                                OR (jr.int_max_cores > 0 AND jr.int_cores + r.int_cores > jr.int_max_cores)))",
         &[],
     )?;
     let rows = conn.query(

@@ -404,3 +404,52 @@ fn a_commit_whose_answer_is_lost_is_resolved_and_launched() {
     farm.assert_clean_audit();
     rqd.stop();
 }
+
+/// A wide-frame reservation whose job is paused, or whose job cap leaves no room for the
+/// frame, is dropped at the next refresh instead of idling its host until `max_hold`.
+#[test]
+fn a_reservation_of_a_paused_or_capped_job_is_dropped() {
+    for sql in [
+        "UPDATE job SET b_paused = true",
+        "UPDATE job_resource SET int_max_cores = 400, int_cores = 400",
+    ] {
+        let farm = one_job_farm(1);
+        let mut client = farm.client();
+        client
+            .batch_execute(
+                "INSERT INTO stagehand.host_reservation (pk_host, pk_frame, pk_layer, pk_show,
+                        int_cores, int_mem, ts_shadow, ts_expires)
+                 SELECT h.pk_host, f.pk_frame, f.pk_layer, j.pk_show, 800, 1048576,
+                        now() + interval '1 minute', now() + interval '1 hour'
+                   FROM host h, frame f JOIN job j ON j.pk_job = f.pk_job",
+            )
+            .unwrap();
+        let (_, dropped) = stagehand::db::reservations::load(&mut client).unwrap();
+        assert_eq!(dropped, 0, "a live reservation stays");
+        client.batch_execute(sql).unwrap();
+        let (holds, dropped) = stagehand::db::reservations::load(&mut client).unwrap();
+        assert_eq!((holds.len(), dropped), (0, 1), "{sql}");
+    }
+}
+
+/// A table recompute that fails (here: Cuebot holds a lock past the statement timeout)
+/// still re-syncs the counters the caps lean on; it used to skip them with the tables.
+#[test]
+fn a_failed_table_recompute_still_resyncs_the_counters() {
+    let farm = one_job_farm(1);
+    let mut locker = farm.client();
+    let mut lock = locker.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE layer_resource IN EXCLUSIVE MODE")
+        .unwrap();
+    let mut client = farm.client();
+    client.batch_execute("SET statement_timeout = 300").unwrap();
+    let before = farm.shared.ledger.resyncs();
+    let result = stagehand::accounting::recompute::round(&mut client, &farm.shared.ledger, false);
+    assert!(result.is_err(), "the table update timed out");
+    assert_eq!(
+        farm.shared.ledger.resyncs(),
+        before + 1,
+        "counters re-synced"
+    );
+    lock.rollback().unwrap();
+}
