@@ -177,13 +177,24 @@ impl Service {
             background.push(spawn("leases", &health, move || leases.run(stop))?);
         }
         {
-            let (config, ledger, stop) = (
+            let (config, ledger, stop, view) = (
                 Arc::clone(&config),
                 Arc::clone(&shared.ledger),
                 Arc::clone(&timers_stop),
+                Arc::clone(&shared),
             );
+            // Only the shows this instance holds (none before its first lease round).
+            let held = move || {
+                let fence = view.fence.load();
+                Some(
+                    fence
+                        .as_ref()
+                        .as_ref()
+                        .map_or_else(Vec::new, |f| f.epochs.keys().cloned().collect()),
+                )
+            };
             background.push(spawn("accounting", &health, move || {
-                accounting::recompute::run(config, ledger, stop)
+                accounting::recompute::run(config, ledger, stop, held)
             })?);
         }
         {

@@ -16,17 +16,19 @@ use arc_swap::ArcSwap;
 use super::Ledger;
 use crate::{config::Config, db, metrics};
 
-/// One recompute round: tables, then counters, then (when due or not yet seeded) caps.
+/// One recompute round: tables (of `shows`, or every managed show), then counters, then
+/// (when due or not yet seeded) caps.
 pub fn round(
     client: &mut postgres::Client,
     ledger: &Ledger,
     read_caps: bool,
+    shows: Option<&[String]>,
 ) -> Result<(), db::DbError> {
     let started = Instant::now();
     // The tables are for Cuebot and the UI; the counters are what caps lean on. A failed
     // table update (a lock timeout against Cuebot, say) must not also skip the re-sync:
     // its error is returned only after the counters are done.
-    let tables = db::accounting::recompute_tables(client);
+    let tables = db::accounting::recompute_tables(client, shows);
     if let Ok(written) = &tables {
         for (table, n) in [
             ("layer_resource", written.layer_resource),
@@ -59,8 +61,15 @@ pub fn round(
     tables.map(|_| ())
 }
 
-/// The body of the `accounting` thread: runs [`round`] every `recompute_interval` until `stop`.
-pub fn run(config: Arc<ArcSwap<Config>>, ledger: Arc<Ledger>, stop: Arc<AtomicBool>) {
+/// The body of the `accounting` thread: runs [`round`] every `recompute_interval` until `stop`,
+/// over the tables of the shows `held` names (`None`: every managed show, when no lease
+/// keeper shares the shows out).
+pub fn run(
+    config: Arc<ArcSwap<Config>>,
+    ledger: Arc<Ledger>,
+    stop: Arc<AtomicBool>,
+    held: impl Fn() -> Option<Vec<String>>,
+) {
     let mut client: Option<postgres::Client> = None;
     let mut next_caps = Instant::now();
     let mut next_round = Instant::now();
@@ -85,7 +94,7 @@ pub fn run(config: Arc<ArcSwap<Config>>, ledger: Arc<Ledger>, stop: Arc<AtomicBo
             },
         };
         let read_caps = now >= next_caps;
-        match round(conn, &ledger, read_caps) {
+        match round(conn, &ledger, read_caps, held().as_deref()) {
             Ok(()) => {
                 if read_caps {
                     next_caps = now + cfg.accounting.caps_interval;

@@ -32,10 +32,14 @@ pub struct Written {
 
 const MANAGED_PROCS: &str =
     "proc p JOIN job j ON j.pk_job = p.pk_job JOIN show s ON s.pk_show = j.pk_show
-                             WHERE s.b_scheduler_managed";
+                             WHERE s.b_scheduler_managed AND ($1::text[] IS NULL OR s.pk_show = ANY($1))";
+
+/// The shows a recompute covers (`$1`, NULL for all managed shows): with several instances
+/// each rewrites only the rows of the shows it holds, so two never race on the same rows.
+const HELD: &str = "($1::text[] IS NULL OR s.pk_show = ANY($1))";
 
 /// Rebuilds `int_cores`/`int_gpus` of the five resource tables from `proc`.
-pub fn recompute_tables(client: &mut Client) -> Result<Written, DbError> {
+pub fn recompute_tables(client: &mut Client, shows: Option<&[String]>) -> Result<Written, DbError> {
     let layer_resource = client.execute(
         &format!(
             "WITH live AS (SELECT p.pk_layer, sum(p.int_cores_reserved)::bigint AS cores,
@@ -47,12 +51,12 @@ pub fn recompute_tables(client: &mut Client) -> Result<Written, DbError> {
                                JOIN job j ON j.pk_job = lr.pk_job
                                JOIN show s ON s.pk_show = j.pk_show
                                LEFT JOIN live ON live.pk_layer = lr.pk_layer
-                              WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED'
+                              WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED' AND {HELD}
                                 AND (lr.int_cores <> coalesce(live.cores, 0) OR lr.int_gpus <> coalesce(live.gpus, 0)))
              UPDATE layer_resource lr SET int_cores = t.cores, int_gpus = t.gpus
                FROM target t WHERE lr.pk_layer_resource = t.pk"
         ),
-        &[],
+        &[&shows],
     )?;
     let mut w = Written {
         layer_resource,
@@ -69,12 +73,12 @@ pub fn recompute_tables(client: &mut Client) -> Result<Written, DbError> {
                                JOIN folder f ON f.pk_folder = fr.pk_folder
                                JOIN show s ON s.pk_show = f.pk_show
                                LEFT JOIN live ON live.pk_folder = fr.pk_folder
-                              WHERE s.b_scheduler_managed
+                              WHERE s.b_scheduler_managed AND {HELD}
                                 AND (fr.int_cores <> coalesce(live.cores, 0) OR fr.int_gpus <> coalesce(live.gpus, 0)))
              UPDATE folder_resource fr SET int_cores = t.cores, int_gpus = t.gpus
                FROM target t WHERE fr.pk_folder_resource = t.pk"
         ),
-        &[],
+        &[&shows],
     )?;
     w.point = client.execute(
         &format!(
@@ -85,12 +89,12 @@ pub fn recompute_tables(client: &mut Client) -> Result<Written, DbError> {
                                FROM point pt
                                JOIN show s ON s.pk_show = pt.pk_show
                                LEFT JOIN live ON live.pk_dept = pt.pk_dept AND live.pk_show = pt.pk_show
-                              WHERE s.b_scheduler_managed
+                              WHERE s.b_scheduler_managed AND {HELD}
                                 AND (pt.int_cores <> coalesce(live.cores, 0) OR pt.int_gpus <> coalesce(live.gpus, 0)))
              UPDATE point pt SET int_cores = t.cores, int_gpus = t.gpus
                FROM target t WHERE pt.pk_point = t.pk"
         ),
-        &[],
+        &[&shows],
     )?;
 
     // job_resource: verify_job_resources fires WHEN a max is unchanged AND its usage grows.
@@ -107,7 +111,7 @@ pub fn recompute_tables(client: &mut Client) -> Result<Written, DbError> {
                                JOIN job j ON j.pk_job = jr.pk_job
                                JOIN show s ON s.pk_show = j.pk_show
                                LEFT JOIN live ON live.pk_job = jr.pk_job
-                              WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED'
+                              WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED' AND {HELD}
                                 AND (jr.int_cores <> coalesce(live.cores, 0) OR jr.int_gpus <> coalesce(live.gpus, 0)))
              UPDATE job_resource jr
                 SET int_cores = t.cores, int_gpus = t.gpus,
@@ -116,7 +120,7 @@ pub fn recompute_tables(client: &mut Client) -> Result<Written, DbError> {
                FROM target t WHERE jr.pk_job_resource = t.pk
            RETURNING jr.pk_job_resource, t.grew"
         ),
-        &[],
+        &[&shows],
     )?;
     w.job_resource = rows.len() as u64;
     let grew: Vec<String> = rows
@@ -136,25 +140,27 @@ pub fn recompute_tables(client: &mut Client) -> Result<Written, DbError> {
     // subscription: verify_subscription fires WHEN burst unchanged AND usage grows.
     let mut tx = client.transaction()?;
     let rows = tx.query(
+        &format!(
         "WITH live AS (SELECT j.pk_show, h.pk_alloc, sum(p.int_cores_reserved)::bigint AS cores,
                               sum(p.int_gpus_reserved)::bigint AS gpus
                          FROM proc p JOIN host h ON h.pk_host = p.pk_host JOIN job j ON j.pk_job = p.pk_job
                          JOIN show s ON s.pk_show = j.pk_show
-                        WHERE s.b_scheduler_managed AND NOT p.b_local
+                        WHERE s.b_scheduler_managed AND NOT p.b_local AND {HELD}
                         GROUP BY j.pk_show, h.pk_alloc),
               target AS (SELECT sub.pk_subscription AS pk, coalesce(live.cores, 0) AS cores,
                                 coalesce(live.gpus, 0) AS gpus, coalesce(live.cores, 0) > sub.int_cores AS grew
                            FROM subscription sub
                            JOIN show s ON s.pk_show = sub.pk_show
                            LEFT JOIN live ON live.pk_show = sub.pk_show AND live.pk_alloc = sub.pk_alloc
-                          WHERE s.b_scheduler_managed
+                          WHERE s.b_scheduler_managed AND {HELD}
                             AND (sub.int_cores <> coalesce(live.cores, 0) OR sub.int_gpus <> coalesce(live.gpus, 0)))
          UPDATE subscription sub
             SET int_cores = t.cores, int_gpus = t.gpus,
                 int_burst = CASE WHEN t.grew THEN sub.int_burst + 1 ELSE sub.int_burst END
            FROM target t WHERE sub.pk_subscription = t.pk
-       RETURNING sub.pk_subscription, t.grew",
-        &[],
+       RETURNING sub.pk_subscription, t.grew"
+        ),
+        &[&shows],
     )?;
     w.subscription = rows.len() as u64;
     let grew: Vec<String> = rows

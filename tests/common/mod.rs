@@ -190,7 +190,7 @@ impl Farm {
         stagehand::pipeline::hosts::refresh_reservations(&self.shared)
             .expect("reservation refresh");
         let mut client = self.db.client();
-        stagehand::accounting::recompute::round(&mut client, &self.shared.ledger, true)
+        stagehand::accounting::recompute::round(&mut client, &self.shared.ledger, true, None)
             .expect("recompute");
     }
 

@@ -197,13 +197,20 @@ fn recompute_after_releases_frees_the_counters_and_writes_only_changed_rows() {
     let mut client = farm.client();
     // Usage is current after the drain's own recomputes: nothing to write.
     assert_eq!(
-        recompute_tables(&mut client).unwrap(),
+        recompute_tables(&mut client, None).unwrap(),
         Written::default(),
         "no churn: unchanged rows are not written"
     );
     finish_all(&farm);
+    // An instance rewrites only the rows of the shows it holds.
+    assert_eq!(
+        recompute_tables(&mut client, Some(&[])).unwrap(),
+        Written::default(),
+        "a show held by another instance is left to it"
+    );
     // The releases changed usage: exactly the changed rows are written, once.
-    let after = recompute_tables(&mut client).unwrap();
+    let held = [farm.seeded.shows[0].clone()];
+    let after = recompute_tables(&mut client, Some(&held)).unwrap();
     assert_eq!(
         (
             after.subscription,
@@ -214,14 +221,14 @@ fn recompute_after_releases_frees_the_counters_and_writes_only_changed_rows() {
         ),
         (1, 1, 1, 1, 1)
     );
-    recompute::round(&mut client, &farm.shared.ledger, true).unwrap();
+    recompute::round(&mut client, &farm.shared.ledger, true, None).unwrap();
     let booked = farm.shared.ledger.booked();
     assert!(
         booked.subs.values().all(|v| *v == (0, 0)),
         "counters freed: {:?}",
         booked.subs
     );
-    let written = recompute_tables(&mut client).unwrap();
+    let written = recompute_tables(&mut client, None).unwrap();
     assert_eq!(written, Written::default());
     let sub_cores: i64 = client
         .query_one("SELECT sum(int_cores)::bigint FROM subscription", &[])
@@ -255,7 +262,7 @@ fn verify_triggers_keep_their_caps_through_a_recompute() {
     client
         .execute("UPDATE subscription SET int_burst = 200", &[])
         .unwrap();
-    recompute_tables(&mut client).expect("the recompute goes past the verify triggers");
+    recompute_tables(&mut client, None).expect("the recompute goes past the verify triggers");
     let (max, cores): (i32, i64) = {
         let r = client
             .query_one("SELECT int_max_cores, int_cores FROM job_resource", &[])

@@ -444,7 +444,8 @@ fn a_failed_table_recompute_still_resyncs_the_counters() {
     let mut client = farm.client();
     client.batch_execute("SET statement_timeout = 300").unwrap();
     let before = farm.shared.ledger.resyncs();
-    let result = stagehand::accounting::recompute::round(&mut client, &farm.shared.ledger, false);
+    let result =
+        stagehand::accounting::recompute::round(&mut client, &farm.shared.ledger, false, None);
     assert!(result.is_err(), "the table update timed out");
     assert_eq!(
         farm.shared.ledger.resyncs(),
