@@ -590,10 +590,26 @@ pub fn complete_procs(
 fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, crate::db::DbError> {
     let mut tx = client.transaction()?;
     let procs: Vec<&str> = due.iter().map(|c| c.proc.as_str()).collect();
+    // Stats first (the booking's lock order), for the procs as they look now; then only what
+    // this transaction really deletes is completed and given back, as Cuebot's
+    // deleteVirtualProc does: a proc another writer released meanwhile is not returned twice.
+    let keys = tx.query(
+        "SELECT DISTINCT pk_layer, pk_job FROM proc WHERE pk_proc = ANY($1)",
+        &[&procs],
+    )?;
+    let mut stat_layers: Vec<String> = keys.iter().map(|r| r.get(0)).collect();
+    let mut stat_jobs: Vec<String> = keys.iter().map(|r| r.get(1)).collect();
+    stat_layers.sort();
+    stat_layers.dedup();
+    stat_jobs.sort();
+    stat_jobs.dedup();
+    let layer_keys: Vec<&str> = stat_layers.iter().map(String::as_str).collect();
+    let job_keys: Vec<&str> = stat_jobs.iter().map(String::as_str).collect();
+    crate::db::booking::lock_stat_rows(&mut tx, &layer_keys, &job_keys)?;
     let rows = tx.query(
-        "SELECT p.pk_proc, p.pk_host, p.pk_frame, p.pk_layer, p.pk_job, p.int_cores_reserved, p.int_mem_reserved,
-                p.int_gpus_reserved, p.int_gpu_mem_reserved
-           FROM proc p WHERE p.pk_proc = ANY($1)",
+        "DELETE FROM proc p WHERE p.pk_proc = ANY($1)
+         RETURNING p.pk_proc, p.pk_host, p.pk_frame, p.pk_layer, p.pk_job, p.int_cores_reserved,
+                   p.int_mem_reserved, p.int_gpus_reserved, p.int_gpu_mem_reserved",
         &[&procs],
     )?;
     if rows.is_empty() {
@@ -601,7 +617,6 @@ fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, cr
         return Ok(0);
     }
     let mut per_host: BTreeMap<String, (i64, i64, i64, i64)> = BTreeMap::new();
-    let mut layers: Vec<String> = Vec::new();
     let mut jobs: Vec<String> = Vec::new();
     let (mut ok_frames, mut failed_frames) = (Vec::new(), Vec::new());
     for r in &rows {
@@ -610,7 +625,6 @@ fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, cr
         e.1 += r.get::<_, i64>(6);
         e.2 += i64::from(r.get::<_, i32>(7));
         e.3 += r.get::<_, i64>(8);
-        layers.push(r.get(3));
         jobs.push(r.get(4));
         let frame: String = r.get(2);
         let failed = due.iter().any(|c| c.frame == frame && c.failed);
@@ -620,15 +634,9 @@ fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, cr
             ok_frames.push(frame)
         }
     }
-    layers.sort();
-    layers.dedup();
     jobs.sort();
     jobs.dedup();
     let hosts: Vec<&String> = per_host.keys().collect();
-    // Stats (frames, through their trigger), then procs, then hosts: the booking's lock order.
-    let layer_keys: Vec<&str> = layers.iter().map(String::as_str).collect();
-    let job_keys: Vec<&str> = jobs.iter().map(String::as_str).collect();
-    crate::db::booking::lock_stat_rows(&mut tx, &layer_keys, &job_keys)?;
     // Cuebot's usage counters of a successful frame (run time in whole seconds, at least 1):
     // the layer history the reservation policy estimates run times from.
     tx.execute(
@@ -663,8 +671,6 @@ fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, cr
             &[&failed_frames],
         )?;
     }
-    let found: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
-    tx.execute("DELETE FROM proc WHERE pk_proc = ANY($1)", &[&found])?;
     tx.execute(
         "SELECT 1 FROM host WHERE pk_host = ANY($1) ORDER BY pk_host FOR UPDATE",
         &[&hosts],

@@ -99,7 +99,7 @@ impl StandIn<'_> {
             "SELECT f.pk_frame, f.pk_layer, f.pk_job FROM frame f JOIN job j ON j.pk_job = f.pk_job
                JOIN show sh ON sh.pk_show = j.pk_show
               WHERE f.str_state = 'WAITING' AND sh.b_scheduler_managed = $1
-              ORDER BY f.int_dispatch_order, f.pk_frame LIMIT 20",
+              LIMIT 20",
             &[&managed],
         )?;
         if rows.is_empty() {
@@ -130,7 +130,7 @@ impl StandIn<'_> {
         let rows = c.query(
             "SELECT f.pk_frame, f.pk_layer, f.pk_job, f.str_state FROM frame f JOIN job j ON j.pk_job = f.pk_job
               WHERE j.str_state = 'PENDING' AND f.str_state IN ('DEAD', 'EATEN', 'SUCCEEDED')
-              ORDER BY f.ts_updated DESC LIMIT 20",
+              LIMIT 20",
             &[],
         )?;
         if rows.is_empty() {

@@ -161,7 +161,7 @@ pub(crate) fn farm(scale: f64, seed: u64, secs: u64) -> FarmSpec {
     // Running frames ≈ cores / 1.5; each runs ≈ 2 s; 6 shows × ~4 layers share the demand.
     let total: u32 = cores.iter().sum();
     let needed = (f64::from(total) / 1.5 * (secs.max(10) as f64 / 2.0) * 1.5) as usize;
-    let per_layer = (needed / (shows.len() * 4)).clamp(20, 20_000);
+    let per_layer = (needed / (shows.len() * 4)).clamp(20, 8_000);
     let jobs = (0..shows.len())
         .flat_map(|s| jobs_of(s, per_layer, &mut rng))
         .collect();

@@ -184,7 +184,7 @@ impl<'a> StandIn<'a> {
                     l.int_mem_min::bigint, l.int_gpus_min::bigint, l.int_gpu_mem_min::bigint, l.str_tags
                FROM frame f JOIN layer l ON l.pk_layer = f.pk_layer JOIN job j ON j.pk_job = f.pk_job
               WHERE f.str_state = 'WAITING' AND j.str_state = 'PENDING' AND NOT j.b_paused AND j.pk_show = ANY($1)
-              ORDER BY f.int_dispatch_order, f.pk_frame LIMIT 40",
+              LIMIT 40",
             &[&shows],
         )?;
         if frames.is_empty() {
