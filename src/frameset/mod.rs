@@ -17,11 +17,18 @@
 //! and yields no frames (`10-1x1` is empty), as in Cuebot. Frames repeated across sections are
 //! kept, in order, as Cuebot does; [`FrameSet::index_of`] finds the first occurrence.
 //!
-//! Limits: a set may hold at most [`MAX_FRAMES`] frames (error otherwise), so no input can make
-//! the parser allocate without bound. Plain and stepped sections are stored arithmetically, so
-//! `1-1000000` costs a few bytes and chunking is O(chunk size); inverse-stepped and interleaved
-//! sections are expanded (within the limit). Every failure is a [`FrameSetError`] naming the
-//! offending section, its position in the list and its byte offset; nothing here panics.
+//! Limits, so that no input costs more than its size plus a bounded amount: a set holds at most
+//! [`MAX_FRAMES`] frames in at most [`MAX_SECTIONS`] sections, and an interleaved section spans
+//! at most [`MAX_INTERLEAVED_FRAMES`] frames; past a limit, parsing fails. Plain, stepped and
+//! inverse-stepped sections are stored as arithmetic whatever their span (`1-100000000y1` is
+//! empty and parses in O(1), `1-15000000y3` is 10 million frames in a few bytes), so each
+//! costs O(1) to parse, to look a frame up in and to index. Interleaved sections (`a-b:N`,
+//! `|N| > 1`) are the one form stored frame by frame, as two tables of offsets (order and
+//! position), so parsing them is O(span) and lookups are O(1). A lookup by frame
+//! ([`FrameSet::index_of`], [`FrameSet::chunk`]) walks the sections; one by position
+//! ([`FrameSet::get`], [`FrameSet::chunk_at`]) is O(log sections). Every failure is a
+//! [`FrameSetError`] naming the offending section, its position in the list and its byte
+//! offset; nothing here panics.
 //!
 //! Chunks ([`FrameSet::chunk`]) reproduce Cuebot's `getChunk` + `framesToFrameRanges`
 //! (fileseq-style run compression) byte for byte, except where Cuebot's output would describe
@@ -31,6 +38,16 @@ use std::fmt::{self, Write as _};
 
 /// Largest number of frames a [`FrameSet`] may contain; larger sets are rejected when parsed.
 pub const MAX_FRAMES: usize = 10_000_000;
+
+/// Largest span (frames from start to end) of one interleaved section with a step other than
+/// ±1. Interleaves are stored frame by frame (8 bytes a frame), so this bounds their memory
+/// (8 MB) and parse time; no render layer comes near it.
+pub const MAX_INTERLEAVED_FRAMES: usize = 1_000_000;
+
+/// Most sections a [`FrameSet`] may have once sections that continue each other are merged
+/// (`1,2,3` is one). Looking a frame up walks the sections, so this bounds it; Cuebot's
+/// `layer.str_range` (4000 characters) holds at most 2000.
+pub const MAX_SECTIONS: usize = 10_000;
 
 /// Spec printed for a set with no frames (e.g. parsed from `1-5y1`); it parses back to no frames.
 pub const EMPTY_SPEC: &str = "0-0y1";
@@ -78,6 +95,12 @@ pub enum SectionError {
     /// This section takes the set above the given frame limit ([`MAX_FRAMES`]).
     #[error("the frame set would exceed {0} frames")]
     TooManyFrames(usize),
+    /// An interleaved section spans more frames than the limit ([`MAX_INTERLEAVED_FRAMES`]).
+    #[error("an interleaved range may span at most {0} frames")]
+    InterleaveTooLong(usize),
+    /// This section takes the set above the section limit ([`MAX_SECTIONS`]).
+    #[error("the frame set would have more than {0} sections")]
+    TooManySections(usize),
 }
 
 /// Everything that can go wrong parsing a frame spec or cutting a chunk from it.
@@ -115,25 +138,106 @@ fn clip(s: &str) -> String {
 }
 
 /// A run of frames: `Arith(start, step, len)` is `start, start+step, …` (`step` is never 0);
-/// `List(spec, frames)` is an expanded `a-byN` / `a-b:N`.
+/// `Fill` is an `a-byN` that is not a progression, `Interleave` an `a-b:N`.
 #[derive(Debug, Clone)]
 enum Section {
     Arith(i32, i64, usize),
-    List(String, Vec<i32>),
+    Fill(Fill),
+    Interleave(Interleave),
+}
+
+/// `a-byN` as complement arithmetic: the frames `start + dir·o` for the offsets `o` in
+/// `0..full` that are not multiples of `n` (at least 3: smaller steps are progressions). Each
+/// block of `n` offsets keeps `n - 1`, so position and offset convert in O(1).
+#[derive(Debug, Clone)]
+struct Fill {
+    start: i32,
+    end: i32,
+    dir: i64,
+    n: u64,
+    full: u64,
+}
+
+impl Fill {
+    fn len(&self) -> usize {
+        (self.full - self.full.div_ceil(self.n)) as usize
+    }
+
+    fn get(&self, i: usize) -> i32 {
+        let (q, r) = (i as u64 / (self.n - 1), i as u64 % (self.n - 1));
+        (self.start as i64 + self.dir * (q * self.n + r + 1) as i64) as i32
+    }
+
+    fn index_of(&self, frame: i32) -> Option<usize> {
+        let o = (frame as i64 - self.start as i64) * self.dir;
+        if o < 0 || o as u64 >= self.full || o as u64 % self.n == 0 {
+            return None;
+        }
+        let (q, r) = (o as u64 / self.n, o as u64 % self.n);
+        Some((q * (self.n - 1) + r - 1) as usize)
+    }
+}
+
+/// `a-b:N` with `|N| > 1`: every offset of `0..span` from `start` (direction `dir`) once, in
+/// interleaved order. `order` maps position to offset and `position` offset to position, so
+/// both lookups are O(1); their size is bounded by [`MAX_INTERLEAVED_FRAMES`].
+#[derive(Debug, Clone)]
+struct Interleave {
+    spec: String,
+    start: i32,
+    dir: i64,
+    order: Vec<u32>,
+    position: Vec<u32>,
+}
+
+impl Interleave {
+    /// Cuebot's `getInterleavedRange`: steps `|step|`, `|step|/2`, … 1, first seen wins.
+    fn new(spec: String, start: i32, dir: i64, span: usize, step: u64) -> Interleave {
+        let (mut order, mut position) = (Vec::with_capacity(span), vec![u32::MAX; span]);
+        let mut s = step;
+        while s > 0 {
+            for o in (0..span).step_by(s as usize) {
+                if position[o] == u32::MAX {
+                    position[o] = order.len() as u32;
+                    order.push(o as u32);
+                }
+            }
+            s /= 2;
+        }
+        Interleave {
+            spec,
+            start,
+            dir,
+            order,
+            position,
+        }
+    }
+
+    fn at(&self, offset: u32) -> i32 {
+        (self.start as i64 + self.dir * offset as i64) as i32
+    }
+
+    fn index_of(&self, frame: i32) -> Option<usize> {
+        let o = (frame as i64 - self.start as i64) * self.dir;
+        let o = usize::try_from(o).ok()?;
+        self.position.get(o).map(|&p| p as usize)
+    }
 }
 
 impl Section {
     fn len(&self) -> usize {
         match self {
             Section::Arith(_, _, len) => *len,
-            Section::List(_, frames) => frames.len(),
+            Section::Fill(fill) => fill.len(),
+            Section::Interleave(il) => il.order.len(),
         }
     }
 
     fn get(&self, i: usize) -> i32 {
         match self {
             Section::Arith(start, step, _) => (*start as i64 + i as i64 * step) as i32,
-            Section::List(_, frames) => frames[i],
+            Section::Fill(fill) => fill.get(i),
+            Section::Interleave(il) => il.at(il.order[i]),
         }
     }
 
@@ -144,7 +248,8 @@ impl Section {
                 let q = d / step;
                 (d % step == 0 && q >= 0 && (q as u64) < *len as u64).then_some(q as usize)
             }
-            Section::List(_, frames) => frames.iter().position(|&f| f == frame),
+            Section::Fill(fill) => fill.index_of(frame),
+            Section::Interleave(il) => il.index_of(frame),
         }
     }
 }
@@ -152,7 +257,11 @@ impl Section {
 impl fmt::Display for Section {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            Section::List(ref spec, _) => f.write_str(spec),
+            Section::Fill(ref fill) => {
+                let step = fill.dir * fill.n as i64;
+                write!(f, "{}-{}y{step}", fill.start, fill.end)
+            }
+            Section::Interleave(ref il) => f.write_str(&il.spec),
             Section::Arith(start, _, 1) => write!(f, "{start}"),
             Section::Arith(start, step, len) => match (step.abs(), len, self.get(len - 1)) {
                 (1, _, last) => write!(f, "{start}-{last}"),
@@ -230,10 +339,14 @@ pub struct FrameSet {
 impl FrameSet {
     /// Parses a spec such as `1-100x2, 200, 300-310:4`; errors name the section and its offset.
     pub fn parse(spec: &str) -> Result<FrameSet, FrameSetError> {
-        Self::parse_limited(spec, MAX_FRAMES)
+        Self::parse_limited(spec, MAX_FRAMES, MAX_SECTIONS)
     }
 
-    fn parse_limited(spec: &str, limit: usize) -> Result<FrameSet, FrameSetError> {
+    fn parse_limited(
+        spec: &str,
+        limit: usize,
+        max_sections: usize,
+    ) -> Result<FrameSet, FrameSetError> {
         let (mut set, mut base) = (FrameSet::default(), 0);
         // Like Java's `String.split`, trailing empty sections are dropped: Cuebot accepts `1-5,`.
         let spec = spec.trim_end_matches(|c: char| c == ',' || c.is_whitespace());
@@ -256,11 +369,15 @@ impl FrameSet {
             };
             let parsed = parse_section(text).map_err(|e| section(shift(e)))?;
             set.push_parsed(parsed, limit).map_err(section)?;
+            if set.sections.len() > max_sections {
+                return Err(section(SectionError::TooManySections(max_sections)));
+            }
         }
         Ok(set)
     }
 
-    /// Validates the step as Cuebot does, checks the size limit, then stores the section.
+    /// Validates the step as Cuebot does, checks the limits, then stores the section. The
+    /// limits are checked on what the section would cost before anything is built.
     fn push_parsed(
         &mut self,
         parsed: (i32, i32, i32, u8),
@@ -286,40 +403,70 @@ impl FrameSet {
         if adds > (limit - self.len) as u64 {
             return Err(SectionError::TooManyFrames(limit));
         }
-        let (adds, full) = (adds as usize, full as usize);
-        let at = |o: usize| (start as i64 + dir * o as i64) as i32;
-        let frames: Vec<i32> = match op {
-            b'y' => (0..full)
-                .filter(|o| *o as i64 % step.abs() != 0)
-                .map(at)
-                .collect(),
+        let n = step.unsigned_abs();
+        match op {
+            b'y' => self.push_fill(start, end, dir, n, full),
+            b':' if n > 1 && full > MAX_INTERLEAVED_FRAMES as u64 => {
+                Err(SectionError::InterleaveTooLong(MAX_INTERLEAVED_FRAMES))
+            }
+            b':' if n > 1 => {
+                let spec = format!("{start}-{end}:{step}");
+                let il = Interleave::new(spec, start, dir, full as usize, n);
+                self.push_interleave(il);
+                Ok(())
+            }
+            // `a-b:1` and `a-b:-1` are plain ranges.
             b':' => {
-                let (mut seen, mut out, mut s) = (vec![false; full], Vec::new(), step.abs());
-                while s > 0 {
-                    for o in (0..full).step_by(s as usize) {
-                        if !std::mem::replace(&mut seen[o], true) {
-                            out.push(at(o));
-                        }
-                    }
-                    s /= 2;
-                }
-                out
+                self.push(Section::Arith(start, dir, full as usize));
+                Ok(())
             }
             _ => {
-                self.push(Section::Arith(start, step, adds));
-                return Ok(());
+                self.push(Section::Arith(start, step, stepped as usize));
+                Ok(())
             }
+        }
+    }
+
+    /// Stores `a-byN` (`n = |N|`) in O(1), as a progression where it is one.
+    fn push_fill(
+        &mut self,
+        start: i32,
+        end: i32,
+        dir: i64,
+        n: u64,
+        full: u64,
+    ) -> Result<(), SectionError> {
+        let fill = Fill {
+            start,
+            end,
+            dir,
+            n,
+            full,
         };
-        // An expanded list that is an arithmetic progression is stored (and printed) as one.
-        let d = frames.get(1).map_or(1, |f| *f as i64 - frames[0] as i64);
-        if frames.windows(2).all(|w| w[1] as i64 - w[0] as i64 == d) {
-            let first = frames.first().copied().unwrap_or(start);
-            self.push(Section::Arith(first, d, frames.len()));
+        let (first, len) = ((start as i64 + dir) as i32, fill.len());
+        if len == 0 {
+            return Ok(());
+        } else if n == 2 {
+            self.push(Section::Arith(first, 2 * dir, len));
+        } else if full <= n + 1 {
+            // Offsets 1.. up to the first multiple of n: one run.
+            self.push(Section::Arith(first, dir, len));
         } else {
-            let spec = format!("{start}-{end}{}{step}", op as char);
-            self.push(Section::List(spec, frames));
+            self.push(Section::Fill(fill));
         }
         Ok(())
+    }
+
+    /// Stores an interleave, as a progression where its order happens to be one (`1-2:5`).
+    fn push_interleave(&mut self, il: Interleave) {
+        let o = &il.order;
+        let d = o.get(1).map_or(1, |b| *b as i64 - o[0] as i64);
+        if o.windows(2).all(|w| w[1] as i64 - w[0] as i64 == d) {
+            let first = o.first().map_or(il.start, |&f| il.at(f));
+            self.push(Section::Arith(first, d * il.dir, o.len()));
+        } else {
+            self.push(Section::Interleave(il));
+        }
     }
 
     /// Appends a section, extending the previous progression when this one continues it.
@@ -358,7 +505,7 @@ impl FrameSet {
     }
 
     /// Position of the first occurrence of `frame`, like Cuebot's `FrameSet.index`.
-    /// O(1) per plain/stepped section, linear in expanded ones.
+    /// O(1) per section, so O([`MAX_SECTIONS`]) at most.
     pub fn index_of(&self, frame: i32) -> Option<usize> {
         let mut found = self.sections.iter().zip(&self.offsets);
         found.find_map(|(s, o)| s.index_of(frame).map(|i| o + i))
@@ -392,7 +539,7 @@ impl FrameSet {
     }
 
     /// The chunk that starts at `frame` (its first occurrence) and holds up to `chunk_size`
-    /// frames, as Cuebot's dispatcher builds it for RQD. O(chunk size) for plain/stepped ranges.
+    /// frames, as Cuebot's dispatcher builds it for RQD. O(sections + chunk size).
     pub fn chunk(&self, frame: i32, chunk_size: u32) -> Result<Chunk, FrameSetError> {
         let idx = self
             .index_of(frame)
@@ -527,7 +674,7 @@ fn exact_frames_to_ranges(frames: &[i32]) -> String {
 /// an exact compression is returned instead. Costs O(frames). Empty input gives `""`.
 pub fn frames_to_spec(frames: &[i32]) -> String {
     let spec = cuebot_frames_to_ranges(frames);
-    match FrameSet::parse_limited(&spec, frames.len()) {
+    match FrameSet::parse_limited(&spec, frames.len(), frames.len()) {
         Ok(set) if set.iter().eq(frames.iter().copied()) => spec,
         _ => exact_frames_to_ranges(frames),
     }

@@ -339,3 +339,180 @@ proptest! {
         prop_assert_eq!(chunk.frames, want);
     }
 }
+
+/// Frames the set holds one by one in memory (the rest are stored as arithmetic).
+fn stored_frames(set: &FrameSet) -> usize {
+    set.sections
+        .iter()
+        .map(|s| match s {
+            Section::Interleave(il) => il.order.len(),
+            Section::Arith(..) | Section::Fill(_) => 0,
+        })
+        .sum()
+}
+
+/// The error parsing `spec` gives; panics (without printing a possibly huge set) if none.
+fn parse_err(spec: &str) -> FrameSetError {
+    match FrameSet::parse(spec) {
+        Ok(set) => panic!("{}…: parsed into {} frames", clip(spec), set.len()),
+        Err(e) => e,
+    }
+}
+
+#[test]
+fn huge_fills_are_arithmetic_not_lists() {
+    // `y` over a huge span: nothing is expanded, whatever the span, and lookups are O(1).
+    for spec in [
+        "1-100000000y1",
+        "-2147483648-2147483647y1",
+        "100000000-1y-1",
+    ] {
+        let set = FrameSet::parse(spec).unwrap();
+        assert!(set.is_empty() && set.sections.is_empty(), "{spec}");
+    }
+    let set = FrameSet::parse("1-15000000y3").unwrap();
+    assert_eq!((set.len(), set.sections.len()), (10_000_000, 1));
+    assert_eq!(stored_frames(&set), 0, "a fill is complement arithmetic");
+    assert_eq!(
+        (set.get(0), set.get(1), set.get(2), set.get(9_999_999)),
+        (Some(2), Some(3), Some(5), Some(15_000_000))
+    );
+    assert_eq!(set.index_of(15_000_000), Some(9_999_999));
+    assert_eq!((set.index_of(14_999_998), set.index_of(1)), (None, None));
+    assert_eq!(
+        set.chunk(14_999_996, 4).unwrap().spec,
+        "14999996-14999997,14999999-15000000"
+    );
+    // Counting down to the edge of i32: offset 1000 is stepped over, the last one is kept.
+    let set = FrameSet::parse("2147483647-2137483648y-1000").unwrap();
+    assert_eq!((set.len(), stored_frames(&set)), (9_990_000, 0));
+    assert_eq!(set.index_of(2147482647), None);
+    assert_eq!(set.index_of(2137483648), Some(9_989_999));
+    assert_eq!(set.to_spec(), "2147483647-2137483648y-1000");
+    // Above the frame limit it is an error, still without expanding anything.
+    let err = parse_err("2147483647--2147483648y-7");
+    assert!(err.to_string().contains("exceed 10000000 frames"), "{err}");
+    let set = FrameSet::parse("1-100000000x10").unwrap();
+    assert_eq!(
+        (set.len(), set.sections.len(), stored_frames(&set)),
+        (10_000_000, 1, 0)
+    );
+}
+
+#[test]
+fn interleaves_are_bounded_by_their_span() {
+    // An interleave is the one form held frame by frame, so its span has its own limit.
+    let set = FrameSet::parse("1-1000000:3").unwrap();
+    assert_eq!(set.len(), 1_000_000);
+    assert_eq!(stored_frames(&set), MAX_INTERLEAVED_FRAMES);
+    assert_eq!(
+        (set.get(0), set.get(1), set.index_of(2)),
+        (Some(1), Some(4), Some(333_334))
+    );
+    let err = parse_err("5, 1-1000001:3");
+    let FrameSetError::Section { loc, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(loc.index, 1);
+    assert_eq!(
+        err,
+        FrameSetError::Section {
+            loc: loc.clone(),
+            kind: SectionError::InterleaveTooLong(MAX_INTERLEAVED_FRAMES)
+        }
+    );
+    assert!(err.to_string().contains("interleaved"), "{err}");
+    // Step 1 is a plain range: no span limit, nothing stored.
+    let set = FrameSet::parse("1-5000000:1").unwrap();
+    assert_eq!((set.len(), stored_frames(&set)), (5_000_000, 0));
+}
+
+#[test]
+fn the_number_of_sections_is_bounded() {
+    // Lookups walk the sections, so their number is limited (a 4000-character
+    // `layer.str_range` holds at most 2000).
+    let ok = vec!["1"; 10_000].join(",");
+    assert_eq!(FrameSet::parse(&ok).unwrap().len(), 10_000);
+    let err = parse_err(&format!("{ok},1"));
+    let FrameSetError::Section { loc, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!((loc.index, MAX_SECTIONS), (10_000, 10_000));
+    assert_eq!(
+        err,
+        FrameSetError::Section {
+            loc: loc.clone(),
+            kind: SectionError::TooManySections(MAX_SECTIONS)
+        }
+    );
+    // Runs that continue each other merge into one section and do not count separately.
+    let runs: Vec<String> = (0..20_000).map(|i| i.to_string()).collect();
+    assert_eq!(FrameSet::parse(&runs.join(",")).unwrap().sections.len(), 1);
+}
+
+#[test]
+fn fills_follow_cuebot() {
+    #[rustfmt::skip]
+    let cases: &[(&str, &[i32])] = &[
+        ("1-8y2", &[2, 4, 6, 8]), ("8-1y-2", &[7, 5, 3, 1]), ("10-1y-3", &[9, 8, 6, 5, 3, 2]),
+        ("1-10y1", &[]), ("10-1y1", &[]), ("5-5y2", &[]), ("1-4y3", &[2, 3]),
+        ("1-11y3", &[2, 3, 5, 6, 8, 9, 11]), ("-5-5y4", &[-4, -3, -2, 0, 1, 2, 4, 5]),
+        ("1-3y2147483647", &[2, 3]), ("3-1y-2147483648", &[2, 1]),
+    ];
+    for (spec, want) in cases {
+        assert_eq!(&frames(spec), want, "{spec}");
+        let set = FrameSet::parse(spec).unwrap();
+        for (i, f) in want.iter().enumerate() {
+            assert_eq!(
+                (set.get(i), set.index_of(*f)),
+                (Some(*f), Some(i)),
+                "{spec}"
+            );
+        }
+        assert_eq!(frames(&set.to_spec()), *want, "{spec}");
+    }
+    for (spec, kind) in [
+        ("1-10y-3", "NegativeStepAscending"),
+        ("10-1y3", "PositiveStepDescending"),
+        ("5-5y-2", "NegativeStepAscending"),
+        ("1-10y0", "ZeroStep"),
+    ] {
+        let err = parse_err(spec);
+        assert!(format!("{err:?}").contains(kind), "{spec}: {err:?}");
+    }
+}
+
+/// Cuebot's `y` for one section, with a hash set so that large spans stay cheap to check.
+fn java_fill(a: i32, b: i32, step: i32) -> Vec<i32> {
+    let stepped: std::collections::HashSet<i32> = java_int_range(a, b, step).into_iter().collect();
+    let full = java_int_range(a, b, step.signum());
+    full.into_iter().filter(|f| !stepped.contains(f)).collect()
+}
+
+proptest! {
+    #[test]
+    fn fills_agree_with_cuebot_at_scale(
+        a in -100_000i32..100_000,
+        span in 0i32..20_000,
+        step in 2i32..60,
+        down in any::<bool>(),
+        picks in prop::collection::vec(any::<prop::sample::Index>(), 1..20),
+    ) {
+        // Counting down needs the end below the start (`5-5y-2` is an error, as in Cuebot).
+        let (b, step) = if down { (a - span - 1, -step) } else { (a + span, step) };
+        let want = java_fill(a, b, step);
+        let set = FrameSet::parse(&format!("{a}-{b}y{step}")).unwrap();
+        prop_assert_eq!(stored_frames(&set), 0);
+        prop_assert_eq!(set.len(), want.len());
+        prop_assert!(set.iter().eq(want.iter().copied()));
+        for pick in picks.iter().filter(|_| !want.is_empty()) {
+            let i = pick.index(want.len());
+            prop_assert_eq!(set.get(i), Some(want[i]));
+            prop_assert_eq!(set.index_of(want[i]), Some(i));
+        }
+        // Frames of the range that the fill leaves out, and frames outside it, are not in it.
+        for f in java_int_range(a, b, step).into_iter().take(50).chain([a - 1, b + 1]) {
+            prop_assert_eq!(set.index_of(f), want.iter().position(|g| *g == f));
+        }
+    }
+}
