@@ -7,6 +7,10 @@
 //! Reload (SIGHUP) applies *hot* keys at once. *Cold* keys (database URL, pool size, listen
 //! address, worker count) size resources built at start-up; a reload that changes them keeps
 //! the running values and names them as needing a restart ([`Config::cold_changes`]).
+//!
+//! Durations use humantime's syntax (`30s`, `1m 30s`, `4h`) and are read by our own checked
+//! parser (`duration`), so no value can panic; every duration must be greater than zero and at
+//! most [`MAX_DURATION`], because the threads add them to `Instant::now()`.
 
 use std::{fs, net::SocketAddr, path::Path, time::Duration};
 
@@ -15,8 +19,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::index::Strategy;
 
+mod duration;
+
 /// The environment variable whose value, when set, replaces `[database] url`.
 pub const DATABASE_URL_ENV: &str = "STAGEHAND_DATABASE_URL";
+
+/// The longest any duration key may be: far beyond any sensible interval or timeout, and far
+/// below what `Instant + Duration` overflows at.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 86_400);
 
 /// Why a configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -87,15 +97,15 @@ pub struct DatabaseConfig {
     /// Connections in the pool. Cold.
     pub pool_size: u32,
     /// How long to wait for a connection (pool checkout and TCP connect). Cold.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub connect_timeout: Duration,
     /// `statement_timeout` set on every connection. Cold.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub statement_timeout: Duration,
     /// `idle_in_transaction_session_timeout` of every connection: a process frozen inside a
     /// transaction (GC, SIGSTOP, VM pause) loses its session and its locks after this, so it
     /// cannot block a lease takeover. Must be shorter than `cluster.lease_duration`. Cold.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub transaction_idle_timeout: Duration,
 }
 
@@ -122,19 +132,19 @@ pub struct SchedulerConfig {
     /// Host tags never turned into clusters.
     pub ignore_tags: Vec<String>,
     /// How often the cluster set is reloaded from the database.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub cluster_reload_interval: Duration,
     /// How often the cheap "which clusters have waiting work" scan runs.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub active_scan_interval: Duration,
     /// Sleep of a cluster whose pass found no job.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub empty_sleep: Duration,
     /// Sleep of a cluster whose pass found jobs but booked nothing.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub saturated_sleep: Duration,
     /// Sleep of a cluster whose pass failed (database error).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub error_sleep: Duration,
     /// Jobs considered per cluster pass.
     pub max_jobs_per_pass: u32,
@@ -210,10 +220,10 @@ impl Default for SchedulerConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HostsConfig {
     /// How often the host index is re-read from the database.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub refresh_interval: Duration,
     /// A host whose `host_stat.ts_ping` is older than this is not booked.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub ping_timeout: Duration,
 }
 
@@ -238,7 +248,7 @@ pub struct RqdConfig {
     /// Book in the database but do not call RQD.
     pub dry_run: bool,
     /// Deadline of one RQD call.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub timeout: Duration,
     /// Threads launching frames in parallel across hosts. Cold.
     pub launch_threads: usize,
@@ -267,10 +277,10 @@ impl Default for RqdConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AccountingConfig {
     /// Period of the bulk recompute of the resource tables and counters from `proc`.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub recompute_interval: Duration,
     /// Period of the re-read of caps (bursts, folder and job maxima).
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub caps_interval: Duration,
 }
 
@@ -291,13 +301,13 @@ pub struct ReservationsConfig {
     /// narrow frames take every freed core.
     pub enabled: bool,
     /// A frame must have waited this long, fitting no host, before it reserves one.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub after: Duration,
     /// Most hosts reserved at once by this instance's shows (each reservation idles a host
     /// while it drains).
     pub max_reservations: usize,
     /// A reservation is dropped (and may be taken again) after this long.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub max_hold: Duration,
     /// Successful frames a layer needs before its average run time counts as an estimate;
     /// below that, `layer.int_timeout` is the estimate, and without one the layer's frames
@@ -327,10 +337,10 @@ pub struct ClusterConfig {
     /// This instance's name in the registry and logs; empty means the host name and pid.
     pub instance_name: String,
     /// How long a show lease lasts without renewal.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub lease_duration: Duration,
     /// How often leases are renewed and rebalanced.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub lease_renew_interval: Duration,
 }
 
@@ -367,10 +377,10 @@ pub struct ServiceConfig {
     /// Log level (`error`, `warn`, `info`, `debug`, `trace`); `RUST_LOG` overrides it.
     pub log_level: LevelFilter,
     /// How long shutdown may take to drain in-flight bookings and launches.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub shutdown_grace: Duration,
     /// Period of the info log line with frames booked, frames/s and rejections.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration")]
     pub heartbeat_interval: Duration,
 }
 
@@ -415,6 +425,9 @@ impl Config {
                 reason: reason.to_owned(),
             }
         }
+        for (key, value) in self.durations() {
+            bounded(key, value)?;
+        }
         let d = &self.database;
         if d.url.trim().is_empty() {
             return Err(invalid(
@@ -431,12 +444,6 @@ impl Config {
             ));
         }
         within("database.pool_size", d.pool_size as usize, 1..=1000)?;
-        positive("database.connect_timeout", d.connect_timeout)?;
-        positive("database.statement_timeout", d.statement_timeout)?;
-        positive(
-            "database.transaction_idle_timeout",
-            d.transaction_idle_timeout,
-        )?;
         if d.transaction_idle_timeout >= self.cluster.lease_duration {
             return Err(invalid(
                 "database.transaction_idle_timeout",
@@ -447,14 +454,6 @@ impl Config {
 
         let s = &self.scheduler;
         within("scheduler.worker_threads", s.worker_threads, 1..=256)?;
-        positive(
-            "scheduler.cluster_reload_interval",
-            s.cluster_reload_interval,
-        )?;
-        positive("scheduler.active_scan_interval", s.active_scan_interval)?;
-        positive("scheduler.empty_sleep", s.empty_sleep)?;
-        positive("scheduler.saturated_sleep", s.saturated_sleep)?;
-        positive("scheduler.error_sleep", s.error_sleep)?;
         for (key, value) in [
             ("scheduler.max_jobs_per_pass", s.max_jobs_per_pass as usize),
             ("scheduler.frames_per_layer", s.frames_per_layer as usize),
@@ -476,17 +475,12 @@ impl Config {
         }
 
         let v = &self.reservations;
-        positive("reservations.after", v.after)?;
-        positive("reservations.max_hold", v.max_hold)?;
         within(
             "reservations.max_reservations",
             v.max_reservations,
             1..=100_000,
         )?;
         within("reservations.candidates", v.candidates, 1..=10_000)?;
-
-        positive("hosts.refresh_interval", self.hosts.refresh_interval)?;
-        positive("hosts.ping_timeout", self.hosts.ping_timeout)?;
 
         let r = &self.rqd;
         if r.port == 0 {
@@ -502,7 +496,6 @@ impl Config {
                 "must be an address template such as \"{host}:{port}\"",
             ));
         }
-        positive("rqd.timeout", r.timeout)?;
         within("rqd.launch_threads", r.launch_threads, 1..=1024)?;
         if !(r.memory_soft_limit >= 1.0 && r.memory_soft_limit.is_finite()) {
             return Err(invalid(
@@ -519,15 +512,7 @@ impl Config {
             ));
         }
 
-        positive(
-            "accounting.recompute_interval",
-            self.accounting.recompute_interval,
-        )?;
-        positive("accounting.caps_interval", self.accounting.caps_interval)?;
-
         let c = &self.cluster;
-        positive("cluster.lease_duration", c.lease_duration)?;
-        positive("cluster.lease_renew_interval", c.lease_renew_interval)?;
         if c.lease_renew_interval * 2 > c.lease_duration {
             return Err(invalid(
                 "cluster.lease_renew_interval",
@@ -543,12 +528,45 @@ impl Config {
                 "must be an address such as 127.0.0.1:9090",
             ));
         }
-        positive("service.shutdown_grace", self.service.shutdown_grace)?;
-        positive(
-            "service.heartbeat_interval",
-            self.service.heartbeat_interval,
-        )?;
         Ok(())
+    }
+
+    /// Every duration key with its value, so that validation bounds each one.
+    fn durations(&self) -> [(&'static str, Duration); 19] {
+        let (d, s, h) = (&self.database, &self.scheduler, &self.hosts);
+        let (a, v, c, svc) = (
+            &self.accounting,
+            &self.reservations,
+            &self.cluster,
+            &self.service,
+        );
+        [
+            ("database.connect_timeout", d.connect_timeout),
+            ("database.statement_timeout", d.statement_timeout),
+            (
+                "database.transaction_idle_timeout",
+                d.transaction_idle_timeout,
+            ),
+            (
+                "scheduler.cluster_reload_interval",
+                s.cluster_reload_interval,
+            ),
+            ("scheduler.active_scan_interval", s.active_scan_interval),
+            ("scheduler.empty_sleep", s.empty_sleep),
+            ("scheduler.saturated_sleep", s.saturated_sleep),
+            ("scheduler.error_sleep", s.error_sleep),
+            ("hosts.refresh_interval", h.refresh_interval),
+            ("hosts.ping_timeout", h.ping_timeout),
+            ("rqd.timeout", self.rqd.timeout),
+            ("accounting.recompute_interval", a.recompute_interval),
+            ("accounting.caps_interval", a.caps_interval),
+            ("reservations.after", v.after),
+            ("reservations.max_hold", v.max_hold),
+            ("cluster.lease_duration", c.lease_duration),
+            ("cluster.lease_renew_interval", c.lease_renew_interval),
+            ("service.shutdown_grace", svc.shutdown_grace),
+            ("service.heartbeat_interval", svc.heartbeat_interval),
+        ]
     }
 
     /// The cold keys whose value differs in `new`: a reload keeps the running values of these.
@@ -606,15 +624,24 @@ fn within(
     })
 }
 
-fn positive(key: &'static str, value: Duration) -> Result<(), ConfigError> {
-    if value.is_zero() {
-        return Err(ConfigError::Invalid {
-            key,
-            value: "0s".to_owned(),
-            reason: "must be greater than zero".to_owned(),
-        });
-    }
-    Ok(())
+/// A duration must be positive (a zero interval spins) and at most [`MAX_DURATION`] (timers
+/// add it to `Instant::now()`, which panics on overflow).
+fn bounded(key: &'static str, value: Duration) -> Result<(), ConfigError> {
+    let reason = if value.is_zero() {
+        "must be greater than zero".to_owned()
+    } else if value > MAX_DURATION {
+        format!(
+            "must be at most {}",
+            humantime::format_duration(MAX_DURATION)
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ConfigError::Invalid {
+        key,
+        value: humantime::format_duration(value).to_string(),
+        reason,
+    })
 }
 
 /// Turns a TOML error into one line naming the file, line, section and key.

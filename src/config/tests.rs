@@ -83,3 +83,107 @@ fn endpoint_template() {
     config.rqd.port = 9000;
     assert_eq!(config.rqd_endpoint("render01"), "127.0.0.1:9000");
 }
+
+/// Every duration key of the schema as `section.key`, found in the serialized defaults (so a
+/// new duration key is covered without being listed here).
+fn duration_keys() -> Vec<(String, String)> {
+    let text = toml::to_string(&Config::default()).unwrap();
+    let table: toml::Table = toml::from_str(&text).unwrap();
+    let mut keys = Vec::new();
+    for (section, value) in &table {
+        for (key, value) in value.as_table().into_iter().flatten() {
+            if value
+                .as_str()
+                .is_some_and(|v| humantime::parse_duration(v).is_ok())
+            {
+                keys.push((section.clone(), key.clone()));
+            }
+        }
+    }
+    keys
+}
+
+#[test]
+fn huge_durations_are_rejected_naming_the_key() {
+    let keys = duration_keys();
+    assert_eq!(keys.len(), 19, "{keys:?}");
+    for (section, key) in keys {
+        // `400000000000y` fits a Duration but panics `Instant + Duration` in every timer.
+        for value in ["400000000000y", "31days"] {
+            let text = format!("[{section}]\n{key} = \"{value}\"\n");
+            let config = Config::parse(&text, "f.toml").unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!("{section}.{key} = ")),
+                "{text}: {err}"
+            );
+        }
+        let text = format!("[{section}]\n{key} = \"30days\"\n");
+        if let Err(err) = Config::parse(&text, "f.toml").unwrap().validate() {
+            // 30 days is allowed; only a cross-key rule may refuse it.
+            assert!(err.to_string().contains("must be"), "{text}: {err}");
+        }
+    }
+}
+
+#[test]
+fn check_config_names_a_huge_duration() {
+    let path = std::env::temp_dir().join(format!("stagehand-huge-{}.toml", std::process::id()));
+    fs::write(&path, "[scheduler]\nempty_sleep = \"400000000000y\"\n").unwrap();
+    let err = Config::load(&path).unwrap_err().to_string();
+    let _ = fs::remove_file(&path);
+    assert!(err.starts_with("scheduler.empty_sleep = "), "{err}");
+    assert!(err.contains("at most 30days"), "{err}");
+}
+
+#[test]
+fn duration_overflow_is_an_error_not_a_panic() {
+    for value in [
+        // humantime builds `Duration::new(u64::MAX, 1_000_000_000)` here and panics.
+        "18446744073709551615s 1000000000ns",
+        "18446744073709551615s 999999999ns 1ns",
+        "18446744073709551616s",
+        "600000000000y",
+        "99999999999999999999999999999999999999999h",
+        "1.99999999999999999999999999999999999s",
+    ] {
+        let text = format!("[hosts]\nping_timeout = \"{value}\"\n");
+        let result = std::panic::catch_unwind(|| Config::parse(&text, "f.toml"));
+        let err = result.expect("no panic").expect_err(value).to_string();
+        assert!(
+            err.contains("f.toml:2: hosts.ping_timeout"),
+            "{value}: {err}"
+        );
+    }
+}
+
+#[test]
+fn durations_keep_humantime_syntax() {
+    for (value, secs, nanos) in [
+        ("1m 30s", 90, 0),
+        ("1m30s", 90, 0),
+        ("2h 37min", 9420, 0),
+        ("500ms", 0, 500_000_000),
+        ("1.5h", 5400, 0),
+        ("4.2s", 4, 200_000_000),
+        ("1day 2hours", 93_600, 0),
+        ("3w", 1_814_400, 0),
+        ("1M", 2_630_016, 0),
+        ("1y", 31_557_600, 0),
+        ("7 secs", 7, 0),
+        ("250us", 0, 250_000),
+        ("0", 0, 0),
+    ] {
+        let text = format!("[hosts]\nping_timeout = \"{value}\"\n");
+        let config = Config::parse(&text, "f").unwrap();
+        assert_eq!(
+            config.hosts.ping_timeout,
+            Duration::new(secs, nanos),
+            "{value}"
+        );
+    }
+    for value in ["", "5", "5 parsecs", "s", "1.s", "-1s", "1.5ns", "1h-"] {
+        let text = format!("[hosts]\nping_timeout = \"{value}\"\n");
+        assert!(Config::parse(&text, "f").is_err(), "{value:?}");
+    }
+}
