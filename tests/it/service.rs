@@ -306,3 +306,80 @@ fn the_systemd_unit_verifies() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(out.status.success(), "systemd-analyze verify: {stderr}");
 }
+
+/// Set in the environment of a test run by [`run_alone`].
+const ALONE: &str = "STAGEHAND_TEST_ALONE";
+
+/// Runs one test of this binary in a process of its own, so that what it counts of
+/// `/proc/self/task` is its own threads, not those of the tests running beside it.
+fn run_alone(test: &str) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--include-ignored", "--test-threads=1"])
+        .env(ALONE, "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{test} alone:\n{stdout}\n{stderr}"
+    );
+}
+
+/// True unless this process was started by [`run_alone`].
+fn not_alone() -> bool {
+    std::env::var_os(ALONE).is_none()
+}
+
+/// The names of this process's threads.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+fn without_database() -> Config {
+    let mut config = fast(Config::default());
+    config.database.url = "host=127.0.0.1 port=1 user=nobody dbname=none".into();
+    config
+}
+
+#[test]
+fn idle_connections_cannot_flood_http() {
+    run_alone("service::alone_idle_connections_cannot_flood_http");
+}
+
+#[test]
+#[ignore = "run in a process of its own by idle_connections_cannot_flood_http"]
+fn alone_idle_connections_cannot_flood_http() {
+    if not_alone() {
+        return;
+    }
+    let service = Service::start(without_database()).unwrap();
+    let addr = service.http_address();
+    assert_eq!(http_get(&addr, "/healthz").unwrap().0, 200);
+    let before = thread_names().len();
+    // 200 clients connect and never send a byte.
+    let idle: Vec<std::net::TcpStream> = (0..200)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let (code, body) = http_get(&addr, "/healthz").expect("served despite the idle clients");
+    assert_eq!(code, 200, "{body}");
+    let after = thread_names().len();
+    assert!(after <= before + 2, "threads {before} → {after}");
+    // A client that never sends its request is closed by the server, not served forever.
+    let mut last = idle.last().unwrap();
+    last.set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = std::io::Read::read(&mut last, &mut buf).expect("closed by the server");
+    let reply = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || reply.starts_with("HTTP/1.1 408"), "{reply}");
+    drop(idle);
+    assert!(service.shutdown(Duration::from_secs(5)));
+}
