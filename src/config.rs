@@ -6,7 +6,9 @@
 //!
 //! Reload (SIGHUP) applies *hot* keys at once. *Cold* keys (database URL, pool size, listen
 //! address, worker count) size resources built at start-up; a reload that changes them keeps
-//! the running values and names them as needing a restart ([`Config::cold_changes`]).
+//! the running values and names them as needing a restart ([`Config::cold_changes`]), and a
+//! reload is refused unless the configuration it would apply — the new file with the running
+//! cold keys — passes [`Config::validate`].
 //!
 //! Durations use humantime's syntax (`30s`, `1m 30s`, `4h`) and are read by our own checked
 //! parser (`duration`), so no value can panic; every duration must be greater than zero and at

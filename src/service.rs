@@ -24,7 +24,7 @@ use log::LevelFilter;
 use crate::{
     accounting,
     cluster::feed::{ClusterStatus, Feed, FeedContext},
-    config::Config,
+    config::{Config, ConfigError},
     db, http, lease, metrics,
     pipeline::{self, Shared},
 };
@@ -301,11 +301,23 @@ impl Service {
         &self.shared
     }
 
-    /// Applies a new configuration: hot keys at once, cold keys kept (and named).
-    pub fn reload(&self, new: Config) -> Vec<&'static str> {
+    /// Applies a new configuration: hot keys at once, cold keys kept (and named). What would
+    /// run — `new` with the running cold keys — must pass [`Config::validate`], since a rule
+    /// may tie a cold key to a hot one (`database.transaction_idle_timeout` below
+    /// `cluster.lease_duration`, which fencing relies on); if it does not, nothing changes.
+    /// Either way the outcome is logged in one line and counted in
+    /// `stagehand_config_reloads_total`.
+    pub fn reload(&self, new: Config) -> Result<Vec<&'static str>, ConfigError> {
         let current = self.shared.config.load_full();
         let cold = current.cold_changes(&new);
         let applied = current.with_cold_keys_of(new);
+        if let Err(e) = applied.validate() {
+            metrics::CONFIG_RELOADS.with_label_values(&["error"]).inc();
+            log::error!(
+                "configuration reload rejected, keeping the running configuration: with the running values of the cold keys, {e}"
+            );
+            return Err(e);
+        }
         if std::env::var("RUST_LOG")
             .map(|v| v.trim().is_empty())
             .unwrap_or(true)
@@ -314,7 +326,16 @@ impl Service {
         }
         self.shared.config.store(Arc::new(applied));
         self.generation.fetch_add(1, Ordering::AcqRel);
-        cold
+        metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
+        if cold.is_empty() {
+            log::info!("configuration reloaded");
+        } else {
+            log::warn!(
+                "configuration reloaded; these keys need a restart and keep their running value: {}",
+                cold.join(", ")
+            );
+        }
+        Ok(cold)
     }
 
     /// Stops in order; returns true when everything finished within `grace`.
@@ -481,17 +502,9 @@ fn reload_from(path: &std::path::Path, service: &Service) {
     }
     let _ = sd_notify::notify(&states);
     match Config::load(path) {
+        // `reload` validates what it would apply, and logs and counts the outcome.
         Ok(new) => {
-            let cold = service.reload(new);
-            metrics::CONFIG_RELOADS.with_label_values(&["ok"]).inc();
-            if cold.is_empty() {
-                log::info!("configuration reloaded from {}", path.display());
-            } else {
-                log::warn!(
-                    "configuration reloaded; these keys need a restart and keep their running value: {}",
-                    cold.join(", ")
-                );
-            }
+            let _ = service.reload(new);
         }
         Err(e) => {
             metrics::CONFIG_RELOADS.with_label_values(&["error"]).inc();

@@ -3,6 +3,7 @@
 use std::{
     path::PathBuf,
     process::Command,
+    sync::atomic::Ordering,
     time::{Duration, Instant},
 };
 
@@ -347,6 +348,48 @@ fn without_database() -> Config {
     let mut config = fast(Config::default());
     config.database.url = "host=127.0.0.1 port=1 user=nobody dbname=none".into();
     config
+}
+
+#[test]
+fn a_reload_that_breaks_a_rule_with_the_kept_cold_keys_is_refused() {
+    let service = Service::start(without_database()).unwrap();
+    let errors = || {
+        stagehand::metrics::CONFIG_RELOADS
+            .with_label_values(&["error"])
+            .get()
+    };
+    let (errors_before, generation) = (
+        errors(),
+        service.status().generation.load(Ordering::Acquire),
+    );
+    // Valid on its own, but the running transaction_idle_timeout (1s, cold, kept) is not
+    // shorter than this lease: a paused instance could then block a takeover.
+    let mut new = without_database();
+    new.database.transaction_idle_timeout = Duration::from_millis(100);
+    new.cluster.lease_duration = Duration::from_millis(500);
+    new.cluster.lease_renew_interval = Duration::from_millis(200);
+    new.scheduler.empty_sleep = Duration::from_secs(9);
+    new.validate().unwrap();
+    let err = service.reload(new).expect_err("refused").to_string();
+    assert!(
+        err.starts_with(
+            "database.transaction_idle_timeout = 1s: must be shorter than cluster.lease_duration"
+        ),
+        "{err}"
+    );
+    let running = service.shared().config.load_full();
+    assert_eq!(running.cluster.lease_duration, Duration::from_secs(2));
+    assert_eq!(
+        running.scheduler.empty_sleep,
+        Config::default().scheduler.empty_sleep
+    );
+    running.validate().unwrap();
+    assert_eq!(
+        service.status().generation.load(Ordering::Acquire),
+        generation
+    );
+    assert_eq!(errors(), errors_before + 1, "counted as a failed reload");
+    assert!(service.shutdown(Duration::from_secs(5)));
 }
 
 #[test]
