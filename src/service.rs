@@ -156,99 +156,50 @@ fn spawn(
 
 impl Service {
     /// Starts every thread. Does not wait for the database: until it answers, the service
-    /// runs, reports not ready, and books nothing.
+    /// runs, reports not ready, and books nothing. When a step fails (a thread cannot be
+    /// spawned, the HTTP address is taken), everything already started is stopped and joined
+    /// (within `[service] shutdown_grace`) before the error is returned: a failed start leaves
+    /// no thread behind.
     pub fn start(config: Config) -> Result<Service, ServiceError> {
         metrics::init();
+        let grace = config.service.shutdown_grace;
+        let mut service = Service::idle(config)?;
+        match service.start_threads() {
+            Ok(()) => Ok(service),
+            Err(e) => {
+                service.shutdown(grace);
+                Err(e)
+            }
+        }
+    }
+
+    /// The service's state with no thread running yet.
+    fn idle(config: Config) -> Result<Service, ServiceError> {
         let config = Arc::new(ArcSwap::from_pointee(config));
-        let cfg = config.load_full();
-        let pool = db::pool(&cfg.database)?;
-        let shared = Arc::new(Shared::new(Arc::clone(&config), pool.clone()));
-        let health = Arc::new(Health::default());
-        let timers_stop = Arc::new(AtomicBool::new(false));
-        let feed_stop = Arc::new(AtomicBool::new(false));
-        let cluster_status = Arc::new(ArcSwap::from_pointee(Vec::new()));
-        let mut background = Vec::new();
+        let pool = db::pool(&config.load().database)?;
+        let shared = Arc::new(Shared::new(Arc::clone(&config), pool));
+        Ok(Service {
+            lease: Some(lease::Leases::new(config, Arc::clone(&shared))),
+            shared,
+            health: Arc::new(Health::default()),
+            cluster_status: Arc::new(ArcSwap::from_pointee(Vec::new())),
+            generation: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            workers: Vec::new(),
+            launchers: Vec::new(),
+            background: Vec::new(),
+            http: None,
+            feed_stop: Arc::new(AtomicBool::new(false)),
+            timers_stop: Arc::new(AtomicBool::new(false)),
+        })
+    }
 
-        // Leases first: with multi-instance coordination on, nothing books before a lease.
-        let leases = lease::Leases::new(Arc::clone(&config), Arc::clone(&shared));
-        {
-            let leases = Arc::clone(&leases);
-            let stop = Arc::clone(&timers_stop);
-            background.push(spawn("leases", &health, move || leases.run(stop))?);
-        }
-        {
-            let (config, ledger, stop, view) = (
-                Arc::clone(&config),
-                Arc::clone(&shared.ledger),
-                Arc::clone(&timers_stop),
-                Arc::clone(&shared),
-            );
-            // Only the shows this instance holds (none before its first lease round).
-            let held = move || {
-                let fence = view.fence.load();
-                Some(
-                    fence
-                        .as_ref()
-                        .as_ref()
-                        .map_or_else(Vec::new, |f| f.epochs.keys().cloned().collect()),
-                )
-            };
-            background.push(spawn("accounting", &health, move || {
-                accounting::recompute::run(config, ledger, stop, held)
-            })?);
-        }
-        {
-            let (shared, health2, stop) = (
-                Arc::clone(&shared),
-                Arc::clone(&health),
-                Arc::clone(&timers_stop),
-            );
-            background.push(spawn("host-refresh", &health, move || {
-                pipeline::hosts::run(shared, health2, stop)
-            })?);
-        }
-        let (launch_tx, launchers) =
-            pipeline::launch::start(Arc::clone(&shared), cfg.rqd.launch_threads).map_err(
-                |source| ServiceError::Io {
-                    what: "spawning launcher threads".into(),
-                    source,
-                },
-            )?;
-        let feed_ctx = FeedContext {
-            config: Arc::clone(&config),
-            pool,
-            capacity_gen: Arc::clone(&shared.capacity_gen),
-            stop: Arc::clone(&feed_stop),
-            status: Arc::clone(&cluster_status),
-            loaded: Arc::clone(&health.clusters_loaded),
-            leases: Some(Arc::clone(&leases)),
-            ledger: Some(Arc::clone(&shared.ledger)),
-        };
-        let (feed, work_rx, outcome_tx) = Feed::new(feed_ctx, cfg.scheduler.worker_threads);
-        background.push(spawn("cluster-feed", &health, move || feed.run())?);
-        let mut workers = Vec::new();
-        for i in 0..cfg.scheduler.worker_threads {
-            let (shared, work, outcomes, launches) = (
-                Arc::clone(&shared),
-                work_rx.clone(),
-                outcome_tx.clone(),
-                launch_tx.clone(),
-            );
-            workers.push(spawn(&format!("booking-{i}"), &health, move || {
-                pipeline::worker(shared, work, outcomes, launches)
-            })?);
-        }
-        drop((work_rx, outcome_tx, launch_tx));
-
-        let generation = Arc::new(std::sync::atomic::AtomicU64::new(1));
-        let status = StatusHandle {
-            shared: Arc::clone(&shared),
-            health: Arc::clone(&health),
-            clusters: Arc::clone(&cluster_status),
-            generation: Arc::clone(&generation),
-            leases: Some(Arc::clone(&leases)),
-        };
-        let http = http::HttpServer::start(&cfg.http.listen, status).map_err(|source| {
+    /// Starts the threads in order, keeping each handle in `self` as soon as it exists, so
+    /// that [`Service::shutdown`] can stop whatever a failure part-way left running.
+    fn start_threads(&mut self) -> Result<(), ServiceError> {
+        self.start_timers()?;
+        self.start_pipeline()?;
+        let cfg = self.shared.config.load_full();
+        let http = http::HttpServer::start(&cfg.http.listen, self.status()).map_err(|source| {
             ServiceError::Io {
                 what: format!("listening on {}", cfg.http.listen),
                 source,
@@ -265,19 +216,89 @@ impl Service {
                 ""
             }
         );
-        Ok(Service {
-            shared,
-            health,
-            cluster_status,
-            generation,
-            workers,
-            launchers,
-            background,
-            http: Some(http),
-            lease: Some(leases),
-            feed_stop,
-            timers_stop,
-        })
+        self.http = Some(http);
+        Ok(())
+    }
+
+    /// The periodic threads: leases, accounting, host refresh.
+    fn start_timers(&mut self) -> Result<(), ServiceError> {
+        let shared = &self.shared;
+        // Leases first: with multi-instance coordination on, nothing books before a lease.
+        if let Some(leases) = self.lease.clone() {
+            let stop = Arc::clone(&self.timers_stop);
+            let thread = spawn("leases", &self.health, move || leases.run(stop))?;
+            self.background.push(thread);
+        }
+        let (config, ledger, stop, view) = (
+            Arc::clone(&shared.config),
+            Arc::clone(&shared.ledger),
+            Arc::clone(&self.timers_stop),
+            Arc::clone(shared),
+        );
+        // Only the shows this instance holds (none before its first lease round).
+        let held = move || {
+            let fence = view.fence.load();
+            Some(
+                fence
+                    .as_ref()
+                    .as_ref()
+                    .map_or_else(Vec::new, |f| f.epochs.keys().cloned().collect()),
+            )
+        };
+        self.background
+            .push(spawn("accounting", &self.health, move || {
+                accounting::recompute::run(config, ledger, stop, held)
+            })?);
+        let (shared, health, stop) = (
+            Arc::clone(shared),
+            Arc::clone(&self.health),
+            Arc::clone(&self.timers_stop),
+        );
+        self.background
+            .push(spawn("host-refresh", &self.health, move || {
+                pipeline::hosts::run(shared, health, stop)
+            })?);
+        Ok(())
+    }
+
+    /// The booking pipeline: launchers, the cluster feed, the booking threads. The channel
+    /// ends held here are dropped on return, so on failure the threads see them close.
+    fn start_pipeline(&mut self) -> Result<(), ServiceError> {
+        let (shared, cfg) = (&self.shared, self.shared.config.load_full());
+        let (launch_tx, launchers) =
+            pipeline::launch::start(Arc::clone(shared), cfg.rqd.launch_threads).map_err(
+                |source| ServiceError::Io {
+                    what: "spawning launcher threads".into(),
+                    source,
+                },
+            )?;
+        self.launchers = launchers;
+        let feed_ctx = FeedContext {
+            config: Arc::clone(&shared.config),
+            pool: shared.pool.clone(),
+            capacity_gen: Arc::clone(&shared.capacity_gen),
+            stop: Arc::clone(&self.feed_stop),
+            status: Arc::clone(&self.cluster_status),
+            loaded: Arc::clone(&self.health.clusters_loaded),
+            leases: self.lease.clone(),
+            ledger: Some(Arc::clone(&shared.ledger)),
+        };
+        let (feed, work_rx, outcome_tx) = Feed::new(feed_ctx, cfg.scheduler.worker_threads);
+        self.background
+            .push(spawn("cluster-feed", &self.health, move || feed.run())?);
+        for i in 0..cfg.scheduler.worker_threads {
+            let (shared, work, outcomes, launches) = (
+                Arc::clone(shared),
+                work_rx.clone(),
+                outcome_tx.clone(),
+                launch_tx.clone(),
+            );
+            self.workers
+                .push(spawn(&format!("booking-{i}"), &self.health, move || {
+                    pipeline::worker(shared, work, outcomes, launches)
+                })?);
+        }
+        Ok(())
     }
 
     /// The address the HTTP server listens on.
