@@ -66,6 +66,10 @@ struct Record {
     refuse_kills: bool,
     /// Procs whose launch arrived after the client's deadline (it had given up on them).
     late: std::collections::HashSet<String>,
+    /// Procs whose launch was refused.
+    refused: std::collections::HashSet<String>,
+    /// Procs that ended on RQD while the database had no such proc (nothing to complete).
+    unknown: std::collections::HashSet<String>,
 }
 
 /// A frame that ran twice at once: the evidence of a double booking.
@@ -140,7 +144,10 @@ impl RqdInterface for Service {
         let behaviour = *self.behaviour.lock();
         match behaviour {
             Behaviour::Refuse(code) => {
-                self.record.lock().launches.push(frame);
+                let mut record = self.record.lock();
+                record.refused.insert(frame.resource_id.clone());
+                record.launches.push(frame);
+                drop(record);
                 ctx.spawn(async move {
                     let _ = sink
                         .fail(RpcStatus::with_message(code, "fake RQD refuses".into()))
@@ -449,6 +456,18 @@ impl RqdHandle {
         out
     }
 
+    /// Procs whose launch was refused, and procs that ended on RQD while the database had
+    /// no such proc.
+    pub fn refused_and_unknown(
+        &self,
+    ) -> (
+        std::collections::HashSet<String>,
+        std::collections::HashSet<String>,
+    ) {
+        let record = self.record.lock();
+        (record.refused.clone(), record.unknown.clone())
+    }
+
     /// Procs whose launch arrived after the client's deadline had passed.
     pub fn late_launches(&self) -> std::collections::HashSet<String> {
         self.record.lock().late.clone()
@@ -543,8 +562,12 @@ fn complete_loop(
             }
         }
         match complete(conn, &due) {
-            Ok(n) => {
-                completed.fetch_add(n, Ordering::Relaxed);
+            Ok(deleted) => {
+                completed.fetch_add(deleted.len() as u64, Ordering::Relaxed);
+                let mut record = record.lock();
+                for c in due.iter().filter(|c| !deleted.contains(&c.proc)) {
+                    record.unknown.insert(c.proc.clone());
+                }
             }
             Err(e) => {
                 log::warn!(
@@ -582,12 +605,15 @@ pub fn complete_procs(
             failed: *failed,
         })
         .collect();
-    complete(client, &due)
+    Ok(complete(client, &due)?.len() as u64)
 }
 
 /// Cuebot's completion of a batch of frames, in one transaction, locking rows in the same
 /// order as stagehand's booking (layer_stat, job_stat, hosts) so the two never deadlock.
-fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, crate::db::DbError> {
+fn complete(
+    client: &mut postgres::Client,
+    due: &[Completion],
+) -> Result<Vec<String>, crate::db::DbError> {
     let mut tx = client.transaction()?;
     let procs: Vec<&str> = due.iter().map(|c| c.proc.as_str()).collect();
     // Stats first (the booking's lock order), for the procs as they look now; then only what
@@ -614,7 +640,7 @@ fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, cr
     )?;
     if rows.is_empty() {
         tx.commit()?;
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let mut per_host: BTreeMap<String, (i64, i64, i64, i64)> = BTreeMap::new();
     let mut jobs: Vec<String> = Vec::new();
@@ -697,5 +723,5 @@ fn complete(client: &mut postgres::Client, due: &[Completion]) -> Result<u64, cr
         &[&jobs],
     )?;
     tx.commit()?;
-    Ok(rows.len() as u64)
+    Ok(rows.iter().map(|r| r.get(0)).collect())
 }
