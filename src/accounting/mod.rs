@@ -121,6 +121,8 @@ pub struct Ledger {
     resyncs: AtomicU64,
     /// Set to ask the recompute thread for a round now (a show was just leased).
     wake: AtomicBool,
+    /// Set to ask the next round to re-read the caps (a booking found one lowered).
+    caps_wanted: AtomicBool,
     /// Subscription sizes (centicores) per (show, alloc): the fair share.
     sizes: DashMap<(String, String), i64>,
     /// Shows with waiting work per allocation (from the feed's scan).
@@ -470,6 +472,37 @@ impl Ledger {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.resyncs.fetch_add(1, Ordering::AcqRel);
         drift
+    }
+
+    /// Centicores charged under the subscription and not committed yet (every batch in
+    /// flight), for the booking transaction's cap guard.
+    pub fn inflight_sub(&self, show: &str, alloc: &str) -> i64 {
+        self.subs
+            .get(&(show.to_owned(), alloc.to_owned()))
+            .map(|v| Arc::clone(v.value()))
+            .map(|v| v.lock().inflight.0)
+            .unwrap_or(0)
+    }
+
+    /// (centicores, GPUs) charged under the folder and not committed yet.
+    pub fn inflight_folder(&self, folder: &str) -> (i64, i64) {
+        self.folders
+            .get(folder)
+            .map(|v| Arc::clone(v.value()))
+            .map(|v| v.lock().inflight)
+            .unwrap_or((0, 0))
+    }
+
+    /// Asks the next recompute round to re-read the caps (and to run soon): a booking found
+    /// the database's cap lower than the one the counters check.
+    pub fn request_caps(&self) {
+        self.caps_wanted.store(true, Ordering::Release);
+        self.request_resync();
+    }
+
+    /// Takes a pending caps request.
+    pub fn take_caps_request(&self) -> bool {
+        self.caps_wanted.swap(false, Ordering::AcqRel)
     }
 
     /// Asks the recompute thread for a round as soon as possible.

@@ -93,7 +93,7 @@ pub fn run(
                 }
             },
         };
-        let read_caps = now >= next_caps;
+        let read_caps = ledger.take_caps_request() || now >= next_caps;
         match round(conn, &ledger, read_caps, held().as_deref()) {
             Ok(()) => {
                 if read_caps {

@@ -7,6 +7,8 @@
 //! grows; a recomputed usage may legitimately exceed a cap (an operator lowered it), so the
 //! update moves the cap by one in the same statement — the trigger does not fire — and a second
 //! statement of the same transaction moves it back. Other sessions never see the moved cap.
+//! Rows are locked in key order before they are updated: the booking transaction holds the
+//! same cap rows FOR SHARE in key order ([`super::caps`]), so the two cannot deadlock.
 
 use std::collections::HashMap;
 
@@ -74,7 +76,8 @@ pub fn recompute_tables(client: &mut Client, shows: Option<&[String]>) -> Result
                                JOIN show s ON s.pk_show = f.pk_show
                                LEFT JOIN live ON live.pk_folder = fr.pk_folder
                               WHERE s.b_scheduler_managed AND {HELD}
-                                AND (fr.int_cores <> coalesce(live.cores, 0) OR fr.int_gpus <> coalesce(live.gpus, 0)))
+                                AND (fr.int_cores <> coalesce(live.cores, 0) OR fr.int_gpus <> coalesce(live.gpus, 0))
+                              ORDER BY fr.pk_folder_resource FOR UPDATE OF fr)
              UPDATE folder_resource fr SET int_cores = t.cores, int_gpus = t.gpus
                FROM target t WHERE fr.pk_folder_resource = t.pk"
         ),
@@ -112,7 +115,8 @@ pub fn recompute_tables(client: &mut Client, shows: Option<&[String]>) -> Result
                                JOIN show s ON s.pk_show = j.pk_show
                                LEFT JOIN live ON live.pk_job = jr.pk_job
                               WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED' AND {HELD}
-                                AND (jr.int_cores <> coalesce(live.cores, 0) OR jr.int_gpus <> coalesce(live.gpus, 0)))
+                                AND (jr.int_cores <> coalesce(live.cores, 0) OR jr.int_gpus <> coalesce(live.gpus, 0))
+                              ORDER BY jr.pk_job_resource FOR UPDATE OF jr)
              UPDATE job_resource jr
                 SET int_cores = t.cores, int_gpus = t.gpus,
                     int_max_cores = CASE WHEN t.grew THEN jr.int_max_cores + 1 ELSE jr.int_max_cores END,
@@ -153,7 +157,8 @@ pub fn recompute_tables(client: &mut Client, shows: Option<&[String]>) -> Result
                            JOIN show s ON s.pk_show = sub.pk_show
                            LEFT JOIN live ON live.pk_show = sub.pk_show AND live.pk_alloc = sub.pk_alloc
                           WHERE s.b_scheduler_managed AND {HELD}
-                            AND (sub.int_cores <> coalesce(live.cores, 0) OR sub.int_gpus <> coalesce(live.gpus, 0)))
+                            AND (sub.int_cores <> coalesce(live.cores, 0) OR sub.int_gpus <> coalesce(live.gpus, 0))
+                          ORDER BY sub.pk_subscription FOR UPDATE OF sub)
          UPDATE subscription sub
             SET int_cores = t.cores, int_gpus = t.gpus,
                 int_burst = CASE WHEN t.grew THEN sub.int_burst + 1 ELSE sub.int_burst END

@@ -9,12 +9,15 @@
 //!   proc and its layer's start-after time passed;
 //! - `proc.pk_frame` is unique;
 //! - every layer limit of a frame must have room against live running counts;
+//! - the subscription burst and the job and folder maxima must have room against what
+//!   committed procs hold ([`super::caps`]);
 //! - the show's lease epoch (multi-instance fencing) must still be ours;
 //! - a host reserved for a wide frame takes other frames only if they leave the reserved room
 //!   idle or are expected to end before its shadow time ([`crate::backfill`]).
 //!
 //! A placement that loses a guard drops out alone and the rest commits. Row locks are taken in
-//! one fixed order — lease (shared), layer_stat, job_stat, limit_record, frames, hosts, each
+//! one fixed order — show and lease (shared), layer_stat, job_stat, limit_record, the cap rows
+//! (shared), frames, hosts, each
 //! sorted by key — so concurrent batches (ours or another instance's) cannot deadlock among
 //! themselves, and stats-before-host is also the order of Cuebot's own booking and completion
 //! paths. Host rows, the most contended, are held only from the host update to the commit.
@@ -23,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use postgres::{Client, Transaction};
 
-use super::{DbError, reservations::HOLD_BLOCKS};
+use super::{DbError, caps::InFlight, reservations::HOLD_BLOCKS};
 use crate::model::Resources;
 
 /// Exit statuses that do not count as a retry when a frame is booked again (Cuebot's list:
@@ -43,6 +46,8 @@ pub struct Placement {
     pub job: String,
     /// `job.pk_show`.
     pub show: String,
+    /// `job.pk_folder`.
+    pub folder: String,
     /// `host.pk_host`.
     pub host: String,
     /// `host.str_name`.
@@ -78,6 +83,9 @@ pub enum GuardLoss {
     Reserved,
     /// The show was handed back to Cuebot (`show.b_scheduler_managed = false`).
     Unmanaged,
+    /// A subscription burst or a job or folder maximum in the database has no room (it was
+    /// lowered since the counters last read it).
+    Cap,
 }
 
 impl GuardLoss {
@@ -90,6 +98,7 @@ impl GuardLoss {
             GuardLoss::Fence => "fence",
             GuardLoss::Reserved => "reserved",
             GuardLoss::Unmanaged => "unmanaged",
+            GuardLoss::Cap => "cap",
         }
     }
 }
@@ -157,6 +166,7 @@ pub fn book_batch(
     placements: &[Placement],
     options: &BookOptions,
     fence: Option<&Fence>,
+    inflight: &InFlight,
 ) -> Result<BatchOutcome, DbError> {
     let mut results: Vec<Option<Result<i32, GuardLoss>>> = vec![None; placements.len()];
     if placements.is_empty() {
@@ -227,6 +237,13 @@ pub fn book_batch(
                 results[i] = Some(Err(GuardLoss::Limit));
             }
         }
+    }
+
+    // 2b. Caps: bursts and job/folder maxima as the database has them now.
+    let idx = live(&results);
+    let refused = super::caps::refused(&mut tx, placements, &idx, inflight)?;
+    for i in refused {
+        results[i] = Some(Err(GuardLoss::Cap));
     }
 
     // 3a. A cheap, unlocked look at the hosts first: a host another writer has filled would

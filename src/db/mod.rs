@@ -4,6 +4,7 @@
 
 pub mod accounting;
 pub mod booking;
+pub mod caps;
 pub mod hosts;
 pub mod jobs;
 pub mod migrate;

@@ -29,6 +29,7 @@ use crate::{
     db::{
         self,
         booking::{BookOptions, Fence, GuardLoss, Placement},
+        caps::InFlight,
         jobs::{LayerWork, PendingJob},
     },
     frameset::FrameSet,
@@ -476,6 +477,7 @@ impl Matcher<'_> {
                     layer: layer.id.clone(),
                     job: job.id.clone(),
                     show: job.show.clone(),
+                    folder: job.folder.clone(),
                     host: reservation.host_id().to_string(),
                     host_name: reservation.host_name().to_owned(),
                     alloc: host_alloc.to_string(),
@@ -499,6 +501,24 @@ impl Matcher<'_> {
         Ok(None)
     }
 
+    /// What this instance has charged and not committed under the batch's shared caps, read
+    /// before the batch's transaction counts what is committed (see [`db::caps`]).
+    fn inflight(&self, placements: &[Placement]) -> InFlight {
+        let ledger = &self.shared.ledger;
+        let mut inflight = InFlight::default();
+        for p in placements {
+            inflight
+                .subs
+                .entry((p.show.clone(), p.alloc.clone()))
+                .or_insert_with(|| ledger.inflight_sub(&p.show, &p.alloc));
+            inflight
+                .folders
+                .entry(p.folder.clone())
+                .or_insert_with(|| ledger.inflight_folder(&p.folder));
+        }
+        inflight
+    }
+
     /// Commits the batch; placements that lose a guard drop out (and give back what they took).
     fn flush(&mut self) -> Result<(), db::DbError> {
         if self.batch.is_empty() {
@@ -510,10 +530,12 @@ impl Matcher<'_> {
             mem_reserved_min_kb: self.config.scheduler.mem_reserved_min_kb as i64,
             ping_timeout_secs: self.config.hosts.ping_timeout.as_secs_f64(),
         };
+        let inflight = self.inflight(&placements);
         let ticket = self.shared.index.begin_refresh();
         let started = Instant::now();
+        let fence = self.fence.as_ref();
         let outcome =
-            match db::booking::book_batch(self.conn, &placements, &options, self.fence.as_ref()) {
+            match db::booking::book_batch(self.conn, &placements, &options, fence, &inflight) {
                 Ok(o) => o,
                 Err(db::DbError::CommitUnknown { outcome, source }) => {
                     match super::resolve::commit(self.shared, &placements, &outcome) {
@@ -616,6 +638,10 @@ impl Matcher<'_> {
                         }
                         GuardLoss::Limit => Some(Reason::Limit),
                         GuardLoss::Unmanaged => None,
+                        GuardLoss::Cap => {
+                            self.shared.ledger.request_caps();
+                            Some(Reason::Subscription)
+                        }
                         GuardLoss::Frame => None,
                     };
                     if let (Some(reason), Some(t)) =

@@ -325,7 +325,11 @@ pub fn placements_for_all_frames(
         )
         .unwrap();
     client
-        .query("SELECT f.pk_frame, f.pk_layer, f.pk_job, coalesce(f.int_version, 0) FROM frame f ORDER BY f.str_name", &[])
+        .query(
+            "SELECT f.pk_frame, f.pk_layer, f.pk_job, coalesce(f.int_version, 0), j.pk_folder
+              FROM frame f JOIN job j ON j.pk_job = f.pk_job ORDER BY f.str_name",
+            &[],
+        )
         .unwrap()
         .iter()
         .map(|r| stagehand::db::booking::Placement {
@@ -334,6 +338,7 @@ pub fn placements_for_all_frames(
             layer: r.get(1),
             job: r.get(2),
             show: show.to_owned(),
+            folder: r.get(4),
             host: host.get(0),
             host_name: host.get(1),
             alloc: host.get(2),
@@ -370,7 +375,8 @@ pub fn placements_of_job(
         .query(
             "SELECT f.pk_frame, f.pk_layer, coalesce(f.int_version, 0),
                     coalesce((SELECT array_agg(ll.pk_limit_record) FROM layer_limit ll
-                               WHERE ll.pk_layer = f.pk_layer), '{}')
+                               WHERE ll.pk_layer = f.pk_layer), '{}'),
+                    (SELECT j.pk_folder FROM job j WHERE j.pk_job = f.pk_job)
                FROM frame f WHERE f.pk_job = $1 AND f.str_state = 'WAITING' ORDER BY f.str_name",
             &[&job],
         )
@@ -382,6 +388,7 @@ pub fn placements_of_job(
             layer: r.get(1),
             job: job.to_owned(),
             show: show.to_owned(),
+            folder: r.get(4),
             host: host.to_owned(),
             host_name: host_name.clone(),
             alloc: alloc.clone(),

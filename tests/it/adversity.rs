@@ -81,7 +81,7 @@ fn a_layer_limit_holds_when_batches_queue_on_its_lock() {
                 let (url, options) = (farm.db.url().to_owned(), options.clone());
                 s.spawn(move || {
                     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-                    book_batch(&mut c, placements, &options, None)
+                    book_batch(&mut c, placements, &options, None, &Default::default())
                         .unwrap()
                         .booked()
                 })
@@ -197,7 +197,14 @@ fn a_launch_that_timed_out_after_rqd_started_it_never_runs_twice() {
 
 fn booked_one(farm: &Farm) -> (Placement, i32) {
     let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
-    let outcome = book_batch(&mut farm.client(), &placements[..1], &options(), None).unwrap();
+    let outcome = book_batch(
+        &mut farm.client(),
+        &placements[..1],
+        &options(),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     let version = *outcome.results[0].as_ref().unwrap();
     (placements[0].clone(), version)
 }
@@ -268,7 +275,14 @@ fn the_host_guard_refuses_down_silent_and_moved_hosts() {
             .unwrap();
         let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
         farm.client().batch_execute(sql).unwrap();
-        let outcome = book_batch(&mut farm.client(), &placements, &options(), None).unwrap();
+        let outcome = book_batch(
+            &mut farm.client(),
+            &placements,
+            &options(),
+            None,
+            &Default::default(),
+        )
+        .unwrap();
         assert!(
             outcome
                 .results
@@ -300,7 +314,7 @@ fn a_show_handed_back_to_cuebot_mid_batch_gets_no_booking() {
         let url = farm.db.url().to_owned();
         let run = s.spawn(move || {
             let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-            book_batch(&mut c, &placements, &options(), None).unwrap()
+            book_batch(&mut c, &placements, &options(), None, &Default::default()).unwrap()
         });
         assert!(wait_for_lock_waiters(&mut watcher, 1), "the batch waits");
         flip.commit().unwrap();
@@ -453,4 +467,22 @@ fn a_failed_table_recompute_still_resyncs_the_counters() {
         "counters re-synced"
     );
     lock.rollback().unwrap();
+}
+
+/// A burst lowered in the database binds at once, not when the counters next re-read the
+/// caps (`caps_interval`): the booking transaction checks the caps against what committed
+/// procs hold. The same for a job's maximum.
+#[test]
+fn a_lowered_burst_or_job_cap_binds_from_its_commit() {
+    for sql in [
+        "UPDATE subscription SET int_burst = 200",
+        "UPDATE job_resource SET int_max_cores = 200",
+    ] {
+        let farm = one_job_farm(6);
+        farm.client().batch_execute(sql).unwrap();
+        // The ledger still holds the old caps: only the database knows.
+        farm.pass_all();
+        assert_eq!(farm.frames_in("RUNNING"), 2, "{sql}");
+        farm.assert_clean_audit();
+    }
 }

@@ -239,6 +239,7 @@ fn a_batch_planned_under_an_old_epoch_is_rejected_whole() {
             ping_timeout_secs: 3600.0,
         },
         Some(&fence),
+        &Default::default(),
     )
     .unwrap();
     assert!(
@@ -264,6 +265,7 @@ fn a_batch_planned_under_an_old_epoch_is_rejected_whole() {
             ping_timeout_secs: 3600.0,
         },
         Some(&fence),
+        &Default::default(),
     )
     .unwrap();
     assert_eq!(outcome.booked(), placements.len());

@@ -217,6 +217,7 @@ fn a_frame_stolen_mid_batch_drops_alone() {
             ping_timeout_secs: 3600.0,
         },
         None,
+        &Default::default(),
     )
     .unwrap();
     assert_eq!(outcome.results[0], Err(GuardLoss::Frame));

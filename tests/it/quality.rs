@@ -237,16 +237,23 @@ fn the_booking_transaction_enforces_a_reservation() {
     // Unknown run time: refused.
     let mut unknown = smalls[0].clone();
     unknown.est_secs = None;
-    let out = book_batch(&mut client, &[unknown], &options, None).unwrap();
+    let out = book_batch(&mut client, &[unknown], &options, None, &Default::default()).unwrap();
     assert_eq!(out.results, vec![Err(GuardLoss::Reserved)]);
     // Expected to end well before the shadow: backfilled.
     let mut short = smalls[1].clone();
     short.est_secs = Some(10.0);
-    let out = book_batch(&mut client, &[short], &options, None).unwrap();
+    let out = book_batch(&mut client, &[short], &options, None, &Default::default()).unwrap();
     assert!(out.results[0].is_ok(), "{:?}", out.results);
     // The wide frame itself is never refused by its own reservation (here it does not fit
     // until the backfilled frame ends, so it loses on capacity, not on the reservation).
-    let out = book_batch(&mut client, &[wide_p.clone()], &options, None).unwrap();
+    let out = book_batch(
+        &mut client,
+        &[wide_p.clone()],
+        &options,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
     assert_eq!(out.results, vec![Err(GuardLoss::HostCapacity)]);
     client
         .execute(
@@ -255,7 +262,7 @@ fn the_booking_transaction_enforces_a_reservation() {
         )
         .unwrap();
     client.execute("DELETE FROM proc", &[]).unwrap();
-    let out = book_batch(&mut client, &[wide_p], &options, None).unwrap();
+    let out = book_batch(&mut client, &[wide_p], &options, None, &Default::default()).unwrap();
     assert!(out.results[0].is_ok(), "{:?}", out.results);
     let left: i64 = client
         .query_one("SELECT count(*) FROM stagehand.host_reservation", &[])

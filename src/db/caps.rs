@@ -1,0 +1,212 @@
+//! The cap guard of the booking transaction: subscription bursts and job and folder maxima
+//! (cores and GPUs) checked against the database, so a cap lowered by an operator or Cuebot
+//! binds from the moment it commits, not from the next time the counters re-read the caps.
+//!
+//! Lock first, then count. The cap rows (`subscription`, `job_resource`, `folder_resource`)
+//! are locked FOR SHARE, in key order, so a change of a cap waits for this batch's commit and
+//! a batch that waits for a change sees it; then a new statement reads the caps and what
+//! committed procs hold under each. Bookings of one job already serialize on its `job_stat`
+//! row, so for a job the committed count is the whole truth. A subscription or a folder is
+//! shared by several jobs whose batches run side by side, each uncommitted to the others: the
+//! caller passes what this instance has charged and not yet committed under each
+//! ([`InFlight`], read before the count), and the guard leaves room for the other batches'
+//! share of it. With the show fenced to one instance, nothing else books under these caps.
+
+use std::collections::{BTreeSet, HashMap};
+
+use postgres::Transaction;
+
+use super::{DbError, booking::Placement};
+
+/// Charged and not yet committed by this instance (every batch in flight, this one included):
+/// centicores per (show, alloc) and (centicores, GPUs) per folder.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight {
+    /// Per (`pk_show`, `pk_alloc`).
+    pub subs: HashMap<(String, String), i64>,
+    /// Per `pk_folder`.
+    pub folders: HashMap<String, (i64, i64)>,
+}
+
+/// One cap's room: what may still be booked under it by this batch.
+#[derive(Clone, Copy, Debug)]
+struct Room {
+    cores: Option<i64>,
+    gpus: Option<i64>,
+}
+
+impl Room {
+    fn fits(&self, cores: i64, gpus: i64) -> bool {
+        self.cores.is_none_or(|c| cores <= c) && self.gpus.is_none_or(|g| gpus <= g)
+    }
+
+    fn take(&mut self, cores: i64, gpus: i64) {
+        self.cores = self.cores.map(|c| c - cores);
+        self.gpus = self.gpus.map(|g| g - gpus);
+    }
+}
+
+/// The placements of `live` (indices into `placements`, in batch order) that a cap refuses.
+pub(super) fn refused(
+    tx: &mut Transaction<'_>,
+    placements: &[Placement],
+    live: &[usize],
+    inflight: &InFlight,
+) -> Result<BTreeSet<usize>, DbError> {
+    let mut refused = BTreeSet::new();
+    if live.is_empty() {
+        return Ok(refused);
+    }
+    let keys = Keys::of(placements, live);
+    lock(tx, &keys)?;
+    let mut rooms = read_rooms(tx, &keys)?;
+    subtract_others(&mut rooms, placements, inflight);
+    for &i in live {
+        let p = &placements[i];
+        let (cores, gpus) = (i64::from(p.amount.cores), i64::from(p.amount.gpus));
+        let keys = [
+            format!("s/{}/{}", p.show, p.alloc),
+            format!("j/{}", p.job),
+            format!("f/{}", p.folder),
+        ];
+        if keys
+            .iter()
+            .all(|k| rooms.get(k).is_none_or(|r| r.fits(cores, gpus)))
+        {
+            for k in &keys {
+                if let Some(r) = rooms.get_mut(k) {
+                    r.take(cores, gpus);
+                }
+            }
+        } else {
+            refused.insert(i);
+        }
+    }
+    Ok(refused)
+}
+
+/// The cap keys of a batch, each list sorted.
+struct Keys<'a> {
+    sub_shows: Vec<&'a str>,
+    sub_allocs: Vec<&'a str>,
+    jobs: Vec<&'a str>,
+    folders: Vec<&'a str>,
+}
+
+impl<'a> Keys<'a> {
+    fn of(placements: &'a [Placement], live: &[usize]) -> Keys<'a> {
+        let subs: BTreeSet<(&str, &str)> = live
+            .iter()
+            .map(|&i| (placements[i].show.as_str(), placements[i].alloc.as_str()))
+            .collect();
+        let jobs: BTreeSet<&str> = live.iter().map(|&i| placements[i].job.as_str()).collect();
+        let folders: BTreeSet<&str> = live
+            .iter()
+            .map(|&i| placements[i].folder.as_str())
+            .collect();
+        Keys {
+            sub_shows: subs.iter().map(|s| s.0).collect(),
+            sub_allocs: subs.iter().map(|s| s.1).collect(),
+            jobs: jobs.into_iter().collect(),
+            folders: folders.into_iter().collect(),
+        }
+    }
+}
+
+/// Locks the cap rows FOR SHARE in key order (the recompute updates them in the same order).
+fn lock(tx: &mut Transaction<'_>, k: &Keys<'_>) -> Result<(), DbError> {
+    tx.execute(
+        "SELECT 1 FROM subscription s
+           JOIN unnest($1::text[], $2::text[]) AS b(show, alloc)
+             ON s.pk_show = b.show AND s.pk_alloc = b.alloc
+          ORDER BY s.pk_subscription FOR SHARE OF s",
+        &[&k.sub_shows, &k.sub_allocs],
+    )?;
+    tx.execute(
+        "SELECT 1 FROM job_resource WHERE pk_job = ANY($1) ORDER BY pk_job_resource FOR SHARE",
+        &[&k.jobs],
+    )?;
+    tx.execute(
+        "SELECT 1 FROM folder_resource WHERE pk_folder = ANY($1)
+          ORDER BY pk_folder_resource FOR SHARE",
+        &[&k.folders],
+    )?;
+    Ok(())
+}
+
+/// Room under every cap of the batch after what committed procs hold (a new statement, so a
+/// fresh snapshot after the locks). Unlimited dimensions (Cuebot: ≤ 0) have no room entry;
+/// a subscription that does not exist has room 0.
+fn read_rooms(tx: &mut Transaction<'_>, k: &Keys<'_>) -> Result<HashMap<String, Room>, DbError> {
+    let rows = tx.query(
+        "SELECT 's/' || b.show || '/' || b.alloc, coalesce(s.int_burst, 0)::bigint, -1::bigint,
+                coalesce((SELECT sum(p.int_cores_reserved) FROM proc p JOIN host h ON h.pk_host = p.pk_host
+                           WHERE p.pk_show = b.show AND h.pk_alloc = b.alloc AND NOT p.b_local), 0)::bigint, 0::bigint
+           FROM unnest($1::text[], $2::text[]) AS b(show, alloc)
+           LEFT JOIN subscription s ON s.pk_show = b.show AND s.pk_alloc = b.alloc
+         UNION ALL
+         SELECT 'j/' || jr.pk_job, jr.int_max_cores::bigint, jr.int_max_gpus::bigint,
+                coalesce(sum(p.int_cores_reserved), 0)::bigint, coalesce(sum(p.int_gpus_reserved), 0)::bigint
+           FROM job_resource jr LEFT JOIN proc p ON p.pk_job = jr.pk_job
+          WHERE jr.pk_job = ANY($3) AND (jr.int_max_cores > 0 OR jr.int_max_gpus > 0)
+          GROUP BY jr.pk_job, jr.int_max_cores, jr.int_max_gpus
+         UNION ALL
+         SELECT 'f/' || fr.pk_folder, fr.int_max_cores::bigint, fr.int_max_gpus::bigint,
+                coalesce((SELECT sum(p.int_cores_reserved) FROM proc p JOIN job j ON j.pk_job = p.pk_job
+                           WHERE j.pk_folder = fr.pk_folder), 0)::bigint,
+                coalesce((SELECT sum(p.int_gpus_reserved) FROM proc p JOIN job j ON j.pk_job = p.pk_job
+                           WHERE j.pk_folder = fr.pk_folder), 0)::bigint
+           FROM folder_resource fr
+          WHERE fr.pk_folder = ANY($4) AND (fr.int_max_cores > 0 OR fr.int_max_gpus > 0)",
+        &[&k.sub_shows, &k.sub_allocs, &k.jobs, &k.folders],
+    )?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let key: String = r.get(0);
+            let (max_cores, max_gpus): (i64, i64) = (r.get(1), r.get(2));
+            let (cores, gpus): (i64, i64) = (r.get(3), r.get(4));
+            let subscription = key.starts_with("s/");
+            let room = Room {
+                // A burst of 0 means no room; for jobs and folders ≤ 0 is unlimited.
+                cores: (subscription || max_cores > 0).then(|| max_cores - cores),
+                gpus: (max_gpus > 0).then(|| max_gpus - gpus),
+            };
+            (key, room)
+        })
+        .collect())
+}
+
+/// Leaves room for the other batches in flight under shared caps: what this instance has
+/// charged and not committed, less this batch's own charges.
+fn subtract_others(
+    rooms: &mut HashMap<String, Room>,
+    placements: &[Placement],
+    inflight: &InFlight,
+) {
+    let mut own_subs: HashMap<(&str, &str), i64> = HashMap::new();
+    let mut own_folders: HashMap<&str, (i64, i64)> = HashMap::new();
+    for p in placements {
+        *own_subs.entry((&p.show, &p.alloc)).or_default() += i64::from(p.amount.cores);
+        let f = own_folders.entry(&p.folder).or_default();
+        f.0 += i64::from(p.amount.cores);
+        f.1 += i64::from(p.amount.gpus);
+    }
+    for ((show, alloc), own) in own_subs {
+        let all = inflight
+            .subs
+            .get(&(show.to_owned(), alloc.to_owned()))
+            .copied()
+            .unwrap_or(own);
+        if let Some(r) = rooms.get_mut(&format!("s/{show}/{alloc}")) {
+            r.cores = r.cores.map(|c| c - (all - own).max(0));
+        }
+    }
+    for (folder, own) in own_folders {
+        let all = inflight.folders.get(folder).copied().unwrap_or(own);
+        if let Some(r) = rooms.get_mut(&format!("f/{folder}")) {
+            r.cores = r.cores.map(|c| c - (all.0 - own.0).max(0));
+            r.gpus = r.gpus.map(|g| g - (all.1 - own.1).max(0));
+        }
+    }
+}
