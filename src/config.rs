@@ -170,6 +170,10 @@ pub struct SchedulerConfig {
     pub gpu_host_mem_per_gpu_kb: u64,
     /// Written to `proc.int_mem_used` at booking (KB), as Cuebot does.
     pub mem_reserved_min_kb: u64,
+    /// Exit statuses that, like Cuebot's own (299, 301, …), do not count as a retry when the
+    /// frame books again: the statuses of Cuebot's `dispatcher.layer_delay.rules` (e.g. 330
+    /// for a license shortage), which Cuebot requeues without spending a retry.
+    pub no_retry_exit_statuses: Vec<i64>,
     /// Host choice for a frame.
     pub placement: Strategy,
     /// Job order within a cluster pass.
@@ -211,6 +215,7 @@ impl Default for SchedulerConfig {
             gpu_host_cores_per_gpu: 2,
             gpu_host_mem_per_gpu_kb: 8 * 1024 * 1024,
             mem_reserved_min_kb: 250 * 1024,
+            no_retry_exit_statuses: Vec::new(),
             placement: Strategy::default(),
             job_order: JobOrder::default(),
         }

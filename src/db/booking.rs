@@ -31,7 +31,7 @@ use crate::model::Resources;
 
 /// Exit statuses that do not count as a retry when a frame is booked again (Cuebot's list:
 /// skip-retry, failed launch, 299 launch compensation, 301/302 kill codes, 399, never run).
-const NO_RETRY_EXIT_STATUS: [i64; 7] = [286, 256, 299, 301, 302, 399, -1];
+pub const NO_RETRY_EXIT_STATUS: [i64; 7] = [286, 256, 299, 301, 302, 399, -1];
 
 /// One frame placed on one host, ready to commit.
 #[derive(Clone, Debug)]
@@ -158,6 +158,8 @@ pub struct BookOptions {
     pub mem_reserved_min_kb: i64,
     /// A host whose `host_stat.ts_ping` is older than this (seconds) takes no frame.
     pub ping_timeout_secs: f64,
+    /// Exit statuses that do not count as a retry besides [`NO_RETRY_EXIT_STATUS`].
+    pub no_retry_exit_statuses: Vec<i64>,
 }
 
 /// Commits as many of `placements` as pass their guards, in one transaction.
@@ -277,7 +279,7 @@ pub fn book_batch(
             break;
         }
         let mut sp = tx.savepoint("frames")?;
-        started = start_frames(&mut sp, placements, &idx)?;
+        started = start_frames(&mut sp, placements, &idx, options)?;
         let winners: Vec<usize> = idx
             .iter()
             .copied()
@@ -568,6 +570,7 @@ fn start_frames(
     tx: &mut Transaction<'_>,
     placements: &[Placement],
     idx: &[usize],
+    options: &BookOptions,
 ) -> Result<HashMap<String, i32>, DbError> {
     let frames: Vec<&str> = idx.iter().map(|&i| placements[i].frame.as_str()).collect();
     let versions: Vec<i32> = idx.iter().map(|&i| placements[i].version).collect();
@@ -576,7 +579,11 @@ fn start_frames(
         .map(|&i| placements[i].host_name.as_str())
         .collect();
     let (cores, mem, gpus, gpu_mem) = amounts(idx.iter().map(|&i| placements[i].amount));
-    let skip: Vec<i64> = NO_RETRY_EXIT_STATUS.to_vec();
+    let skip: Vec<i64> = NO_RETRY_EXIT_STATUS
+        .iter()
+        .chain(&options.no_retry_exit_statuses)
+        .copied()
+        .collect();
     let rows = tx.query(
         "UPDATE frame f
             SET str_state = 'RUNNING', str_host = b.host, int_cores = b.cores, int_mem_reserved = b.mem,

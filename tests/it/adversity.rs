@@ -20,6 +20,7 @@ fn options() -> BookOptions {
     BookOptions {
         mem_reserved_min_kb: 0,
         ping_timeout_secs: 60.0,
+        no_retry_exit_statuses: Vec::new(),
     }
 }
 
@@ -484,5 +485,37 @@ fn a_lowered_burst_or_job_cap_binds_from_its_commit() {
         farm.pass_all();
         assert_eq!(farm.frames_in("RUNNING"), 2, "{sql}");
         farm.assert_clean_audit();
+    }
+}
+
+/// A frame Cuebot requeued under one of its `dispatcher.layer_delay.rules` statuses books
+/// again without spending a retry once that status is configured.
+#[test]
+fn a_configured_layer_delay_status_does_not_spend_a_retry() {
+    for (configured, retries) in [(vec![], 1), (vec![330], 0)] {
+        let farm = one_job_farm(1);
+        farm.client()
+            .execute(
+                "UPDATE frame SET int_exit_status = 330, int_retries = 0",
+                &[],
+            )
+            .unwrap();
+        let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
+        let options = BookOptions {
+            no_retry_exit_statuses: configured,
+            ..options()
+        };
+        book_batch(
+            &mut farm.client(),
+            &placements,
+            &options,
+            None,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            count(&farm, "SELECT int_retries::bigint FROM frame"),
+            retries
+        );
     }
 }

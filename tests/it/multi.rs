@@ -237,6 +237,7 @@ fn a_batch_planned_under_an_old_epoch_is_rejected_whole() {
         &BookOptions {
             mem_reserved_min_kb: 0,
             ping_timeout_secs: 3600.0,
+            no_retry_exit_statuses: Vec::new(),
         },
         Some(&fence),
         &Default::default(),
@@ -263,6 +264,7 @@ fn a_batch_planned_under_an_old_epoch_is_rejected_whole() {
         &BookOptions {
             mem_reserved_min_kb: 0,
             ping_timeout_secs: 3600.0,
+            no_retry_exit_statuses: Vec::new(),
         },
         Some(&fence),
         &Default::default(),

@@ -215,6 +215,7 @@ fn a_frame_stolen_mid_batch_drops_alone() {
         &BookOptions {
             mem_reserved_min_kb: 0,
             ping_timeout_secs: 3600.0,
+            no_retry_exit_statuses: Vec::new(),
         },
         None,
         &Default::default(),
