@@ -70,6 +70,9 @@ struct Record {
     refused: std::collections::HashSet<String>,
     /// Procs that ended on RQD while the database had no such proc (nothing to complete).
     unknown: std::collections::HashSet<String>,
+    /// Procs whose completion report is in flight, and since when.
+    reporting: std::collections::HashSet<String>,
+    reporting_since: Option<Instant>,
 }
 
 /// A frame that ran twice at once: the evidence of a double booking.
@@ -490,9 +493,11 @@ impl RqdHandle {
         true
     }
 
-    /// Procs whose completion is still to come (running, or their report being retried).
+    /// Procs whose completion is still to come (running, their report in flight, or being
+    /// retried).
     pub fn pending_procs(&self) -> std::collections::HashSet<String> {
-        self.queue
+        let mut procs: std::collections::HashSet<String> = self
+            .queue
             .as_ref()
             .map(|q| {
                 q.lock()
@@ -500,7 +505,17 @@ impl RqdHandle {
                     .map(|Reverse((_, c))| c.proc.clone())
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        procs.extend(self.record.lock().reporting.iter().cloned());
+        procs
+    }
+
+    /// How long the completion report in flight has been running (and for how many procs).
+    pub fn reporting(&self) -> Option<(usize, Duration)> {
+        let record = self.record.lock();
+        record
+            .reporting_since
+            .map(|t| (record.reporting.len(), t.elapsed()))
     }
 }
 
@@ -522,7 +537,7 @@ fn complete_loop(
                 if let Err(e) = c.execute("UPDATE host_stat SET ts_ping = now()", &[]) {
                     log::warn!("fake RQD: host report failed: {e}");
                 }
-            } else if let Ok(c) = postgres::Client::connect(url, postgres::NoTls) {
+            } else if let Ok(c) = connect_reporter(url) {
                 client = Some(c);
                 continue;
             }
@@ -543,7 +558,7 @@ fn complete_loop(
         }
         let conn = match client.as_mut() {
             Some(c) if !c.is_closed() => c,
-            _ => match postgres::Client::connect(url, postgres::NoTls) {
+            _ => match connect_reporter(url) {
                 Ok(c) => client.insert(c),
                 Err(e) => {
                     log::warn!("fake RQD: database unreachable, retrying completions: {e}");
@@ -560,8 +575,16 @@ fn complete_loop(
             for c in &due {
                 record.stop(&c.frame, &c.proc);
             }
+            record.reporting = due.iter().map(|c| c.proc.clone()).collect();
+            record.reporting_since = Some(Instant::now());
         }
-        match complete(conn, &due) {
+        let outcome = complete(conn, &due);
+        {
+            let mut record = record.lock();
+            record.reporting.clear();
+            record.reporting_since = None;
+        }
+        match outcome {
             Ok(deleted) => {
                 completed.fetch_add(deleted.len() as u64, Ordering::Relaxed);
                 let mut record = record.lock();
@@ -580,6 +603,13 @@ fn complete_loop(
             }
         }
     }
+}
+
+/// The completer's connection, named so a stuck report can be found in pg_stat_activity.
+fn connect_reporter(url: &str) -> Result<postgres::Client, postgres::Error> {
+    let mut config: postgres::Config = url.parse()?;
+    config.application_name("fake-rqd-report");
+    config.connect(postgres::NoTls)
 }
 
 fn requeue(queue: &CompletionQueue, items: Vec<Completion>) {

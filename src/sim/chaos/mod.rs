@@ -92,8 +92,16 @@ fn instance_config(farm: &SimFarm) -> crate::config::Config {
     c
 }
 
-/// Runs the soak and returns its report (not printed; see [`print`]).
-pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, SimError> {
+/// A started soak: the farm, the instances' configuration, show keys by name, the instances.
+struct Started {
+    farm: SimFarm,
+    config: crate::config::Config,
+    shows: BTreeMap<String, String>,
+    instances: Vec<Instance>,
+}
+
+/// Seeds the farm (durable PostgreSQL, fake RQD fleet) and starts the instances.
+fn start(opts: &ChaosOptions) -> Result<Started, SimError> {
     let spec = shape::farm(opts.scale, opts.seed, opts.duration.as_secs() + 30);
     let pg = PgOptions {
         // Durable commits take long enough to be caught (and killed) in the act.
@@ -101,7 +109,7 @@ pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, SimError> {
         keep: opts.keep,
         max_connections: 300,
     };
-    let mut farm = SimFarm::start(&spec, &pg, true, 30)?;
+    let farm = SimFarm::start(&spec, &pg, true, 30)?;
     let config = instance_config(&farm);
     let shows: BTreeMap<String, String> = shape::MANAGED
         .iter()
@@ -111,17 +119,51 @@ pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, SimError> {
         .collect();
     let mut instances = Vec::new();
     for n in 0..opts.instances.max(1) {
-        instances.push(Instance::spawn(
-            &opts.binary,
-            &config,
-            &format!("chaos-{n}"),
-        )?);
+        let name = format!("chaos-{n}");
+        instances.push(Instance::spawn(&opts.binary, &config, &name)?);
     }
     for i in &instances {
         if !i.wait_ready(Duration::from_secs(60)) {
             return Err(SimError::Other(format!("instance {} never ready", i.name)));
         }
     }
+    Ok(Started {
+        farm,
+        config,
+        shows,
+        instances,
+    })
+}
+
+/// Runs the fault schedule, then brings every instance back (a dead one is a violation).
+fn inject(
+    injector: &mut faults::Injector<'_>,
+    plan: &[faults::Planned],
+    watch: &invariants::Watch,
+    report: &mut ChaosReport,
+) {
+    injector.epoch = watch.started();
+    injector.run(plan);
+    for name in injector.recover() {
+        watch.violate(
+            "instance exited",
+            name.clone(),
+            format!("instance {name} had exited by the end of the faults (a crash?)"),
+        );
+    }
+    report.faults = std::mem::take(&mut injector.injected);
+    report.fault_notes = std::mem::take(&mut injector.notes);
+    report.timeline = std::mem::take(&mut injector.timeline);
+}
+
+/// Runs the soak and returns its report (not printed; see [`print`]).
+pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, SimError> {
+    let Started {
+        mut farm,
+        config,
+        shows,
+        mut instances,
+    } = start(opts)?;
     let deadline = config.rqd.timeout * 2 + Duration::from_secs(2);
     let watch = invariants::Watch::new(config.accounting.caps_interval);
     let url = farm.url.clone();
@@ -133,22 +175,15 @@ pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, SimError> {
     let rqd = &handle;
     let cluster = &mut farm.cluster;
     let mut report = ChaosReport::default();
-    let (active, drained, sampling) = (
+    let (active, drained, sampled) = (
         AtomicBool::new(true),
         AtomicBool::new(false),
         AtomicBool::new(false),
     );
+    let period = Duration::from_millis(100);
     std::thread::scope(|s| -> Result<(), SimError> {
-        let sampler = s.spawn(|| {
-            invariants::sample_loop(
-                &url,
-                &watch,
-                rqd,
-                deadline,
-                Duration::from_millis(100),
-                &sampling,
-            )
-        });
+        let sampler =
+            s.spawn(|| invariants::sample_loop(&url, &watch, rqd, deadline, period, &sampled));
         let unmanaged: Vec<String> = shape::UNMANAGED.iter().map(|n| shows[*n].clone()).collect();
         let mut standin = standin::StandIn::new(&url, &watch, rqd, opts.seed, &unmanaged);
         // One managed show handed to Cuebot and back, whatever the dice say.
@@ -162,40 +197,28 @@ pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, SimError> {
             standin.run(active_ref, drained_ref);
             standin.actions
         });
-        let plan = faults::schedule(opts.seed, opts.duration);
+        let binary = opts.binary.clone();
         let mut injector = faults::Injector::new(
             cluster,
             rqd,
             &mut instances,
-            opts.binary.clone(),
+            binary,
             config.clone(),
             opts.seed,
         );
-        injector.epoch = watch.started();
-        injector.run(&plan);
-        for name in injector.recover() {
-            watch.violate(
-                "instance exited",
-                name.clone(),
-                format!("instance {name} had exited by the end of the faults (a crash?)"),
-            );
-        }
-        report.faults = std::mem::take(&mut injector.injected);
-        report.fault_notes = std::mem::take(&mut injector.notes);
-        report.timeline = std::mem::take(&mut injector.timeline);
+        inject(
+            &mut injector,
+            &faults::schedule(opts.seed, opts.duration),
+            &watch,
+            &mut report,
+        );
         drop(injector);
         // Settle: the stand-in finishes its own frames, leases move, launches land.
-        active.store(false, Ordering::Release);
-        let stop_at = Instant::now() + Duration::from_secs(30);
-        while !cuebot.is_finished() && Instant::now() < stop_at {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        drained.store(true, Ordering::Release);
-        report.standin = cuebot.join().unwrap_or_default();
+        report.standin = wind_down(cuebot, &active, &drained);
         std::thread::sleep(config.cluster.lease_duration * 2 + deadline);
         let mut client = postgres::Client::connect(&url, postgres::NoTls)?;
-        settle::stranded(&mut client, &watch, rqd, deadline)?;
-        sampling.store(true, Ordering::Release);
+        settle::stranded(&mut client, &watch, rqd, deadline, Duration::from_secs(45))?;
+        sampled.store(true, Ordering::Release);
         report.samples = sampler.join().unwrap_or_default();
         Ok(())
     })?;
@@ -209,6 +232,21 @@ pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, SimError> {
         i.stop(Duration::from_secs(15));
     }
     Ok(report)
+}
+
+/// Stops the stand-in's new work and waits (30 s at most) until its own frames are done.
+fn wind_down(
+    cuebot: std::thread::ScopedJoinHandle<'_, BTreeMap<&'static str, u64>>,
+    active: &AtomicBool,
+    drained: &AtomicBool,
+) -> BTreeMap<&'static str, u64> {
+    active.store(false, Ordering::Release);
+    let stop_at = Instant::now() + Duration::from_secs(30);
+    while !cuebot.is_finished() && Instant::now() < stop_at {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drained.store(true, Ordering::Release);
+    cuebot.join().unwrap_or_default()
 }
 
 /// Prints the report: checks, faults by kind, the stand-in's work, violations with evidence.

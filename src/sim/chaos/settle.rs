@@ -34,18 +34,15 @@ fn running_managed(c: &mut Client) -> Result<HashMap<String, Running>, postgres:
         .collect())
 }
 
-/// Checks for stranded frames; returns how many frames were checked.
-pub(crate) fn stranded(
+/// The procs of `first` still RUNNING now that RQD neither runs nor will report, with why.
+/// RQD first, the database a second later, RQD again: a frame RQD finished just before the
+/// first look is gone from the database by the second (its report commits in between), and
+/// one whose report failed is pending again by the last look.
+fn unaccounted(
     c: &mut Client,
-    watch: &Watch,
     rqd: &RqdHandle,
-    deadline: Duration,
-) -> Result<usize, postgres::Error> {
-    let before = running_managed(c)?;
-    std::thread::sleep(deadline);
-    // RQD first, the database a second later, RQD again: a frame RQD finished just before the
-    // first look is gone from the database by the second (its report commits in between),
-    // and one whose report failed is pending again by the last look.
+    first: &HashMap<String, Running>,
+) -> Result<HashMap<String, (Running, &'static str)>, postgres::Error> {
     let alive = |rqd: &RqdHandle| {
         let mut procs = rqd.pending_procs();
         procs.extend(rqd.running().into_values().flatten());
@@ -53,31 +50,55 @@ pub(crate) fn stranded(
     };
     let mut alive_procs = alive(rqd);
     std::thread::sleep(Duration::from_secs(1));
-    let after = running_managed(c)?;
+    let now = running_managed(c)?;
     alive_procs.extend(alive(rqd));
     let launched = rqd.launched_procs();
-    let own = watch.standin_procs.lock().clone();
-    let history = rqd.frame_history();
-    let late = rqd.late_launches();
     let (refused, unknown) = rqd.refused_and_unknown();
-    let checked = after.len();
-    for (proc, (frame, name, host, ago, owner)) in &after {
-        // Still RUNNING a launch deadline later: its launch has landed, or never will.
-        if !before.contains_key(proc) || own.contains(proc) {
+    let mut out = HashMap::new();
+    for (proc, running) in now {
+        if !first.contains_key(&proc) || alive_procs.contains(&proc) {
             continue;
         }
-        let why = if !launched.contains(proc) {
+        let why = if !launched.contains(&proc) {
             "was never launched on RQD"
-        } else if alive_procs.contains(proc) {
-            continue;
-        } else if refused.contains(proc) {
+        } else if refused.contains(&proc) {
             "RQD refused its launch, yet its proc remains"
-        } else if unknown.contains(proc) {
+        } else if unknown.contains(&proc) {
             "RQD ran it to the end, but when it reported the frame done the database had no such \
              proc (the proc appeared later)"
         } else {
             "RQD no longer runs it (killed) and its proc remains"
         };
+        out.insert(proc, (running, why));
+    }
+    Ok(out)
+}
+
+/// Checks for stranded frames, re-checking every two seconds for up to `limit` (a launch
+/// whose kill RQD has not confirmed keeps its proc until a retry, backed off up to 30 s,
+/// gets through); returns how many frames were checked.
+pub(crate) fn stranded(
+    c: &mut Client,
+    watch: &Watch,
+    rqd: &RqdHandle,
+    deadline: Duration,
+    limit: Duration,
+) -> Result<usize, postgres::Error> {
+    let own = watch.standin_procs.lock().clone();
+    let mut first = running_managed(c)?;
+    first.retain(|p, _| !own.contains(p));
+    let checked = first.len();
+    std::thread::sleep(deadline);
+    let started = std::time::Instant::now();
+    let mut left = unaccounted(c, rqd, &first)?;
+    while !left.is_empty() && started.elapsed() < limit {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = unaccounted(c, rqd, &first)?;
+        left.retain(|p, _| now.contains_key(p));
+    }
+    let history = rqd.frame_history();
+    let late = rqd.late_launches();
+    for (proc, ((frame, name, host, ago, owner), why)) in &left {
         let (launches, kills) = history.get(frame).copied().unwrap_or_default();
         let late = if late.contains(proc) {
             ", this launch arrived after its deadline"
@@ -89,13 +110,50 @@ pub(crate) fn stranded(
             proc.clone(),
             format!(
                 "frame {name} ({frame}) RUNNING on {host} as proc {proc}, booked at {:.1}s, show \
-                 held by {owner}, {why} (RQD got {launches} launches and {kills} kills of this \
-                 frame{late}), at {:.2}s",
-                watch.secs() - ago,
+                 held by {owner}: {why} (RQD got {launches} launches and {kills} kills of this \
+                 frame{late}); still so {:.0}s later, at {:.2}s",
+                watch.secs() - ago - started.elapsed().as_secs_f64(),
+                started.elapsed().as_secs_f64(),
                 watch.secs()
             ),
         );
     }
+    stuck_report(c, watch, rqd)?;
     watch.count("nothing stranded (frames checked)", checked as u64);
     Ok(checked)
+}
+
+/// A completion report of the fake RQD that has been running for over ten seconds is a
+/// lock chain nobody ends: its evidence is what it waits for, and who holds that.
+fn stuck_report(c: &mut Client, watch: &Watch, rqd: &RqdHandle) -> Result<(), postgres::Error> {
+    let Some((procs, since)) = rqd
+        .reporting()
+        .filter(|(_, t)| *t > Duration::from_secs(10))
+    else {
+        return Ok(());
+    };
+    let mut evidence = format!(
+        "RQD's report of {procs} finished frames has waited {:.0}s:",
+        since.as_secs_f64()
+    );
+    for r in c.query(
+        "SELECT a.pid, coalesce(a.wait_event_type || '/' || a.wait_event, 'running'), left(a.query, 100),
+                coalesce((SELECT string_agg(b.pid || ' ' || b.usename || ' ' || coalesce(b.application_name, '')
+                                            || ' ' || coalesce(b.state, '') || ' since '
+                                            || round(extract(epoch FROM now() - b.xact_start)::numeric, 1)
+                                            || 's: ' || left(b.query, 100), '; ')
+                            FROM pg_stat_activity b WHERE b.pid = ANY(pg_blocking_pids(a.pid))), 'nobody')
+           FROM pg_stat_activity a WHERE a.application_name = 'fake-rqd-report'",
+        &[],
+    )? {
+        evidence.push_str(&format!(
+            " backend {} waits on {} in `{}`, blocked by {}",
+            r.get::<_, i32>(0),
+            r.get::<_, String>(1),
+            r.get::<_, String>(2),
+            r.get::<_, String>(3)
+        ));
+    }
+    watch.violate("stuck completion report", "fake-rqd".into(), evidence);
+    Ok(())
 }

@@ -264,28 +264,8 @@ fn book_one(
         log::debug!("stand-in: {e}");
         return Ok("book: stat lock failed");
     }
-    // Limits: lock, then count in a new statement (a snapshot taken after the lock).
-    let limits: Vec<(String, i64)> = tx
-        .query(
-            "SELECT lr.pk_limit_record, coalesce(lr.int_max_value, 0)::bigint FROM limit_record lr
-              WHERE lr.pk_limit_record IN (SELECT pk_limit_record FROM layer_limit WHERE pk_layer = $1)
-              ORDER BY lr.pk_limit_record FOR UPDATE",
-            &[&n.layer],
-        )?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
-    for (limit, max) in &limits {
-        let running: i64 = tx
-            .query_one(
-                "SELECT count(*) FROM layer_limit ll JOIN frame f ON f.pk_layer = ll.pk_layer
-                  WHERE ll.pk_limit_record = $1 AND f.str_state = 'RUNNING'",
-                &[limit],
-            )?
-            .get(0);
-        if running >= *max {
-            return Ok("book: limit full");
-        }
+    if !limits_have_room(&mut tx, &n.layer)? {
+        return Ok("book: limit full");
     }
     if !within_caps(&mut tx, n, alloc)? {
         return Ok("book: at a cap");
@@ -325,6 +305,38 @@ fn book_one(
     }
     tx.commit()?;
     Ok("book")
+}
+
+/// Every limit of `layer` has room for one more RUNNING frame: its rows locked first, then
+/// counted in a new statement — a snapshot taken after the lock, so a writer that held it
+/// and committed is counted.
+fn limits_have_room(
+    tx: &mut postgres::Transaction<'_>,
+    layer: &str,
+) -> Result<bool, postgres::Error> {
+    let limits: Vec<(String, i64)> = tx
+        .query(
+            "SELECT lr.pk_limit_record, coalesce(lr.int_max_value, 0)::bigint FROM limit_record lr
+              WHERE lr.pk_limit_record IN (SELECT pk_limit_record FROM layer_limit WHERE pk_layer = $1)
+              ORDER BY lr.pk_limit_record FOR UPDATE",
+            &[&layer],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (limit, max) in &limits {
+        let running: i64 = tx
+            .query_one(
+                "SELECT count(*) FROM layer_limit ll JOIN frame f ON f.pk_layer = ll.pk_layer
+                  WHERE ll.pk_limit_record = $1 AND f.str_state = 'RUNNING'",
+                &[limit],
+            )?
+            .get(0);
+        if running >= *max {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Burst, job and folder maxima with this frame added (≤ 0 = unlimited).
