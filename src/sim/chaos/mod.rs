@@ -1,10 +1,10 @@
 //! Issue 12's randomized adversarial soak (`stagehand bench --workload chaos`): three
 //! `stagehand run` processes, each with several booking threads, race a Cuebot stand-in
-//! ([`standin`], [`admin`]) on one farm of managed and unmanaged shows with tags, GPU hosts,
+//! (`standin`, `admin`) on one farm of managed and unmanaged shows with tags, GPU hosts,
 //! job and folder caps and layer limits shared across shows, with real launches to the fake
 //! RQD fleet completing frames — while [`faults`] breaks RQD, the database and the
 //! instances, and [`invariants`] samples every promise every 100 ms. After the faults stop
-//! and the run settles, nothing may be stranded ([`settle`]) and the strict audit must be
+//! and the run settles, nothing may be stranded (`settle`) and the strict audit must be
 //! clean. Everything random is drawn from `--seed`, so a seed replays its fault schedule.
 
 pub(crate) mod admin;
@@ -156,7 +156,7 @@ fn inject(
     report.timeline = std::mem::take(&mut injector.timeline);
 }
 
-/// Runs the soak and returns its report (not printed; see [`print`]).
+/// Runs the soak and returns its report (not printed; see [`print()`]).
 pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, SimError> {
     let Started {
         mut farm,

@@ -1,0 +1,252 @@
+//! The fleet's reports to the database: each frame "runs" for its layer's runtime, then is
+//! completed as Cuebot's completion path would (proc deleted, host idle restored, frame
+//! SUCCEEDED or back to WAITING/DEAD, job FINISHED when done), and every host's ping is kept
+//! fresh.
+
+use std::{
+    cmp::Reverse,
+    collections::BTreeMap,
+    sync::atomic::{AtomicBool, AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+
+use parking_lot::Mutex;
+
+use super::{Completion, CompletionQueue, PING_INTERVAL, Record};
+
+pub(super) fn complete_loop(
+    url: &str,
+    queue: &CompletionQueue,
+    stop: &AtomicBool,
+    completed: &AtomicU64,
+    record: &Mutex<Record>,
+) {
+    let mut client: Option<postgres::Client> = None;
+    let mut next_ping = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        // Every RQD reports in periodically and Cuebot stamps host_stat.ts_ping; without it
+        // the farm would go stale (`[hosts] ping_timeout`) in any run longer than that.
+        if now >= next_ping {
+            if let Some(c) = client.as_mut().filter(|c| !c.is_closed()) {
+                if let Err(e) = c.execute("UPDATE host_stat SET ts_ping = now()", &[]) {
+                    log::warn!("fake RQD: host report failed: {e}");
+                }
+            } else if let Ok(c) = connect_reporter(url) {
+                client = Some(c);
+                continue;
+            }
+            next_ping = now + PING_INTERVAL;
+        }
+        let mut due = Vec::new();
+        {
+            let mut q = queue.lock();
+            while q.peek().map(|Reverse((t, _))| *t <= now).unwrap_or(false) {
+                if let Some(Reverse((_, c))) = q.pop() {
+                    due.push(c);
+                }
+            }
+        }
+        if due.is_empty() {
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        let conn = match client.as_mut() {
+            Some(c) if !c.is_closed() => c,
+            _ => match connect_reporter(url) {
+                Ok(c) => client.insert(c),
+                Err(e) => {
+                    log::warn!("fake RQD: database unreachable, retrying completions: {e}");
+                    requeue(queue, due);
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            },
+        };
+        {
+            // The processes exit before RQD reports them (and whether or not Cuebot still
+            // knows their procs): a frame the report makes WAITING again is no longer running.
+            let mut record = record.lock();
+            for c in &due {
+                record.stop(&c.frame, &c.proc);
+            }
+            record.reporting = due.iter().map(|c| c.proc.clone()).collect();
+            record.reporting_since = Some(Instant::now());
+        }
+        let outcome = complete(conn, &due);
+        {
+            let mut record = record.lock();
+            record.reporting.clear();
+            record.reporting_since = None;
+        }
+        match outcome {
+            Ok(deleted) => {
+                completed.fetch_add(deleted.len() as u64, Ordering::Relaxed);
+                let mut record = record.lock();
+                for c in due.iter().filter(|c| !deleted.contains(&c.proc)) {
+                    record.unknown.insert(c.proc.clone());
+                }
+            }
+            Err(e) => {
+                log::warn!(
+                    "fake RQD: completing {} frames failed, retrying: {e}",
+                    due.len()
+                );
+                client = None;
+                requeue(queue, due);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// The completer's connection, named so a stuck report can be found in pg_stat_activity.
+fn connect_reporter(url: &str) -> Result<postgres::Client, postgres::Error> {
+    let mut config: postgres::Config = url.parse()?;
+    config.application_name("fake-rqd-report");
+    config.connect(postgres::NoTls)
+}
+
+fn requeue(queue: &CompletionQueue, items: Vec<Completion>) {
+    let at = Instant::now() + Duration::from_millis(100);
+    let mut q = queue.lock();
+    for c in items {
+        q.push(Reverse((at, c)));
+    }
+}
+
+/// Cuebot's completion of `procs` — (proc, frame, failed) — as the fleet completes its own
+/// (the chaos stand-in completes and fails the frames it booked with it); returns the procs
+/// found.
+pub fn complete_procs(
+    client: &mut postgres::Client,
+    procs: &[(String, String, bool)],
+) -> Result<u64, crate::db::DbError> {
+    let due: Vec<Completion> = procs
+        .iter()
+        .map(|(proc, frame, failed)| Completion {
+            proc: proc.clone(),
+            frame: frame.clone(),
+            failed: *failed,
+        })
+        .collect();
+    Ok(complete(client, &due)?.len() as u64)
+}
+
+/// Cuebot's completion of a batch of frames, in one transaction, locking rows in the same
+/// order as stagehand's booking (layer_stat, job_stat, hosts) so the two never deadlock.
+fn complete(
+    client: &mut postgres::Client,
+    due: &[Completion],
+) -> Result<Vec<String>, crate::db::DbError> {
+    let mut tx = client.transaction()?;
+    let procs: Vec<&str> = due.iter().map(|c| c.proc.as_str()).collect();
+    // Stats first (the booking's lock order), for the procs as they look now; then only what
+    // this transaction really deletes is completed and given back, as Cuebot's
+    // deleteVirtualProc does: a proc another writer released meanwhile is not returned twice.
+    let keys = tx.query(
+        "SELECT DISTINCT pk_layer, pk_job FROM proc WHERE pk_proc = ANY($1)",
+        &[&procs],
+    )?;
+    let mut stat_layers: Vec<String> = keys.iter().map(|r| r.get(0)).collect();
+    let mut stat_jobs: Vec<String> = keys.iter().map(|r| r.get(1)).collect();
+    stat_layers.sort();
+    stat_layers.dedup();
+    stat_jobs.sort();
+    stat_jobs.dedup();
+    let layer_keys: Vec<&str> = stat_layers.iter().map(String::as_str).collect();
+    let job_keys: Vec<&str> = stat_jobs.iter().map(String::as_str).collect();
+    crate::db::booking::lock_stat_rows(&mut tx, &layer_keys, &job_keys)?;
+    let rows = tx.query(
+        "DELETE FROM proc p WHERE p.pk_proc = ANY($1)
+         RETURNING p.pk_proc, p.pk_host, p.pk_frame, p.pk_layer, p.pk_job, p.int_cores_reserved,
+                   p.int_mem_reserved, p.int_gpus_reserved, p.int_gpu_mem_reserved",
+        &[&procs],
+    )?;
+    if rows.is_empty() {
+        tx.commit()?;
+        return Ok(Vec::new());
+    }
+    let mut per_host: BTreeMap<String, (i64, i64, i64, i64)> = BTreeMap::new();
+    let mut jobs: Vec<String> = Vec::new();
+    let (mut ok_frames, mut failed_frames) = (Vec::new(), Vec::new());
+    for r in &rows {
+        let e = per_host.entry(r.get(1)).or_default();
+        e.0 += r.get::<_, i64>(5);
+        e.1 += r.get::<_, i64>(6);
+        e.2 += i64::from(r.get::<_, i32>(7));
+        e.3 += r.get::<_, i64>(8);
+        jobs.push(r.get(4));
+        let frame: String = r.get(2);
+        let failed = due.iter().any(|c| c.frame == frame && c.failed);
+        if failed {
+            failed_frames.push(frame)
+        } else {
+            ok_frames.push(frame)
+        }
+    }
+    jobs.sort();
+    jobs.dedup();
+    let hosts: Vec<&String> = per_host.keys().collect();
+    // Cuebot's usage counters of a successful frame (run time in whole seconds, at least 1):
+    // the layer history the reservation policy estimates run times from.
+    tx.execute(
+        "UPDATE layer_usage lu
+            SET int_clock_time_success = lu.int_clock_time_success + t.secs,
+                int_frame_success_count = lu.int_frame_success_count + t.n,
+                int_core_time_success = lu.int_core_time_success + t.core_secs,
+                int_clock_time_high = greatest(lu.int_clock_time_high, t.hi),
+                int_clock_time_low = CASE WHEN lu.int_clock_time_low = 0 THEN t.lo
+                                          ELSE least(lu.int_clock_time_low, t.lo) END
+           FROM (SELECT f.pk_layer, sum(r.secs)::int AS secs, count(*)::int AS n,
+                        sum(r.secs * f.int_cores / 100)::bigint AS core_secs,
+                        max(r.secs)::int AS hi, min(r.secs)::int AS lo
+                   FROM frame f
+                  CROSS JOIN LATERAL (SELECT greatest(1, ceil(extract(epoch FROM now() - f.ts_started)))::bigint AS secs) r
+                  WHERE f.pk_frame = ANY($1) AND f.str_state = 'RUNNING' AND f.ts_started IS NOT NULL
+                  GROUP BY f.pk_layer) t
+          WHERE lu.pk_layer = t.pk_layer",
+        &[&ok_frames],
+    )?;
+    tx.execute(
+        "UPDATE frame SET str_state = 'SUCCEEDED', int_exit_status = 0, ts_stopped = now(), ts_updated = now(),
+                int_version = int_version + 1
+          WHERE pk_frame = ANY($1) AND str_state = 'RUNNING'",
+        &[&ok_frames],
+    )?;
+    if !failed_frames.is_empty() {
+        tx.execute(
+            "UPDATE frame f SET str_state = CASE WHEN f.int_retries >= j.int_max_retries THEN 'DEAD' ELSE 'WAITING' END,
+                    int_exit_status = 1, ts_stopped = now(), ts_updated = now(), int_version = f.int_version + 1
+               FROM job j WHERE j.pk_job = f.pk_job AND f.pk_frame = ANY($1) AND f.str_state = 'RUNNING'",
+            &[&failed_frames],
+        )?;
+    }
+    tx.execute(
+        "SELECT 1 FROM host WHERE pk_host = ANY($1) ORDER BY pk_host FOR UPDATE",
+        &[&hosts],
+    )?;
+    let cores: Vec<i64> = per_host.values().map(|v| v.0).collect();
+    let mem: Vec<i64> = per_host.values().map(|v| v.1).collect();
+    let gpus: Vec<i64> = per_host.values().map(|v| v.2).collect();
+    let gpu_mem: Vec<i64> = per_host.values().map(|v| v.3).collect();
+    tx.execute(
+        "UPDATE host h SET int_cores_idle = least(h.int_cores, h.int_cores_idle + t.c),
+                int_mem_idle = least(h.int_mem, h.int_mem_idle + t.m),
+                int_gpus_idle = least(h.int_gpus, h.int_gpus_idle + t.g),
+                int_gpu_mem_idle = least(h.int_gpu_mem, h.int_gpu_mem_idle + t.gm)
+           FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS t(id, c, m, g, gm)
+          WHERE h.pk_host = t.id",
+        &[&hosts, &cores, &mem, &gpus, &gpu_mem],
+    )?;
+    tx.execute(
+        "UPDATE job j SET str_state = 'FINISHED', ts_stopped = now()
+           FROM job_stat js
+          WHERE js.pk_job = j.pk_job AND j.pk_job = ANY($1) AND j.str_state = 'PENDING'
+            AND js.int_waiting_count = 0 AND js.int_running_count = 0 AND js.int_depend_count = 0
+            AND js.int_dead_count = 0",
+        &[&jobs],
+    )?;
+    tx.commit()?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
