@@ -1,79 +1,123 @@
-//! The HTTP endpoints: `/metrics` (Prometheus text), `/healthz` (every thread alive),
-//! `/readyz` (database reachable, caches and counters seeded), `/status` (JSON) and `/` (a
-//! small self-refreshing page with a dispatch-rate sparkline).
+//! The HTTP endpoints, on tiny_http: `/metrics` (Prometheus text), `/healthz` (every thread
+//! alive), `/readyz` (database reachable, caches and counters seeded), `/status` (JSON) and
+//! `/` (a small self-refreshing page with a dispatch-rate sparkline).
 //!
-//! GET (and HEAD) only: other methods get 405, unknown paths 404. The server is a small
-//! HTTP/1.1 one of our own, on one thread (`http`) that polls non-blocking sockets: tiny_http,
-//! used before, starts a thread for every connection it is still reading and never times a
-//! reader out, so idle clients on `[http] listen` could pile up threads without limit. Here
-//! what a client costs is bounded whatever it does: at most `MAX_CONNECTIONS` are open (a new
-//! one closes the oldest, so a flood delays a scrape but cannot shut it out), a client has
-//! `READ_TIMEOUT` to send its request head of at most `MAX_HEAD` bytes and `WRITE_TIMEOUT` to
-//! take the answer, and each connection carries one request and is then closed
-//! (`Connection: close`), so no body is read and no request can hide behind another.
-//! Responses are small and built from in-memory state. Keep `[http] listen` internal anyway.
+//! GET (and HEAD) only: other methods get 405, unknown paths 404. Responses are small and
+//! built from in-memory state; the `http` thread answers requests one at a time.
+//!
+//! tiny_http accepts on a thread of its own and hands each connection to a pool thread (a new
+//! one whenever all are busy) that blocks reading requests, and it never times a read out. So
+//! we bind the listener ourselves and set `SO_RCVTIMEO` / `SO_SNDTIMEO` on it: Linux copies
+//! them into every connection it accepts (a test checks this), so a client that sends nothing
+//! for [`READ_TIMEOUT`] (before a request or between requests of a kept-alive connection) is
+//! disconnected and its pool thread ends after tiny_http's 5 s idle time, and a client that
+//! does not read holds the `http` thread for at most [`WRITE_TIMEOUT`] per write. What is NOT
+//! bounded: tiny_http has no hook between accept and its pool, so the connections served at
+//! once (one thread each) are not capped; the bound is the connections that arrive within one
+//! `READ_TIMEOUT`, plus any client that keeps sending a byte at least every `READ_TIMEOUT`
+//! (the timeout is per read, not per request). Request heads have no size limit, and tiny_http
+//! reads and discards a request's declared body when the request is dropped, allocating the
+//! declared `Content-Length` at once: a request declaring more than memory aborts the process
+//! (tiny_http 0.12). Keep `[http] listen` on an internal address.
+//!
+//! The listener's `SO_RCVTIMEO` also makes `accept` time out, and tiny_http ends its accept
+//! thread on any accept error. So the `http` thread connects to its own listener every
+//! [`NUDGE`] (tiny_http accepts and drops that connection, and its accept waits afresh), and
+//! should the accept thread end anyway (the process was stopped for longer than
+//! `READ_TIMEOUT`, the `http` thread was stuck writing, descriptors ran out), it starts a new
+//! tiny_http server on the same listening socket, which stays open meanwhile.
 
 use std::{
-    io::{ErrorKind, Read, Write},
-    net::{Shutdown, TcpListener, TcpStream},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream},
     os::fd::AsRawFd,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use serde_json::{Value, json};
+use tiny_http::{Header, Request, Response, Server};
 
 use crate::{metrics, service::StatusHandle};
 
-/// Most connections open at once; a new one beyond this closes the oldest.
-const MAX_CONNECTIONS: usize = 64;
-/// How long a client has, from connecting, to send its whole request head.
+/// How long one read of a client's socket may wait. A scraper sends its request at once, so
+/// 5 s is generous, and it is what an idle client can cost: a pool thread for this long.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a client has to take the whole response.
+/// How long one write of an answer may wait for a client that does not read. Answers are
+/// written by the `http` thread, so this is how long such a client holds up all others; it is
+/// longer than `READ_TIMEOUT` because a slow scraper on a busy network still reads, late.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long, after the response, the client has to close before we do (see [`State::Closing`]).
-const LINGER: Duration = Duration::from_secs(1);
-/// Largest request head (request line and headers) read; a longer one is answered 431.
-const MAX_HEAD: usize = 8 * 1024;
-/// Longest sleep in `poll`, i.e. how soon a stop request is noticed.
+/// How often the `http` thread connects to its own listener so that tiny_http's `accept`,
+/// which `READ_TIMEOUT` times out too, never waits that long; well under `READ_TIMEOUT`.
+const NUDGE: Duration = Duration::from_secs(1);
+/// Least time between two restarts of tiny_http (e.g. while descriptors are exhausted).
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+/// Replaced tiny_http servers still drained of the requests their pool threads read.
+const MAX_RETIRED: usize = 8;
+/// Longest wait for a request, i.e. how soon a stop request is noticed.
 const TICK: Duration = Duration::from_millis(200);
+
+/// The socket timeouts, and how often to nudge `accept` (`None`: never, for tests).
+#[derive(Clone, Copy, Debug)]
+struct Timeouts {
+    read: Duration,
+    write: Duration,
+    nudge: Option<Duration>,
+}
+
+const TIMEOUTS: Timeouts = Timeouts {
+    read: READ_TIMEOUT,
+    write: WRITE_TIMEOUT,
+    nudge: Some(NUDGE),
+};
 
 /// The running HTTP server; dropping it stops it too.
 pub struct HttpServer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     address: String,
+    /// Times tiny_http was started again after its accept thread ended (read by tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    restarts: Arc<AtomicUsize>,
 }
 
 impl HttpServer {
     /// Binds `listen` (port 0 picks a free port) and serves on a thread named `http`.
     pub fn start(listen: &str, status: StatusHandle) -> std::io::Result<HttpServer> {
-        Self::with_router(listen, move |method, path| route(method, path, &status))
+        Self::with_router(listen, TIMEOUTS, move |method, path| {
+            route(method, path, &status)
+        })
     }
 
     /// Binds `listen` and answers every request with `router(method, path)`.
     fn with_router(
         listen: &str,
+        timeouts: Timeouts,
         router: impl Fn(&str, &str) -> Reply + Send + 'static,
     ) -> std::io::Result<HttpServer> {
         let listener = TcpListener::bind(listen)?;
-        listener.set_nonblocking(true)?;
+        // Before anything is accepted: a connection takes the listener's options when the
+        // kernel creates it (handshake done), so only one in the moment since `bind` could
+        // miss them.
+        set_timeouts(&listener, &timeouts)?;
         let address = listener.local_addr()?.to_string();
+        let server = tiny_server(&listener)?;
         let stop = Arc::new(AtomicBool::new(false));
+        let restarts = Arc::new(AtomicUsize::new(0));
         let thread = {
-            let stop = Arc::clone(&stop);
+            let (stop, restarts) = (Arc::clone(&stop), Arc::clone(&restarts));
             std::thread::Builder::new()
                 .name("http".into())
-                .spawn(move || serve(&listener, &stop, &router))?
+                .spawn(move || serve(&listener, server, &stop, &restarts, timeouts, &router))?
         };
         Ok(HttpServer {
             stop,
             thread: Some(thread),
             address,
+            restarts,
         })
     }
 
@@ -82,7 +126,8 @@ impl HttpServer {
         self.address.clone()
     }
 
-    /// Stops serving (within `TICK`) and joins the thread; open connections are closed.
+    /// Stops serving (within `TICK`) and joins the thread. tiny_http's accept thread ends at
+    /// once; its pool threads when their clients are done or time out, and then stay idle.
     pub fn stop(self) {
         drop(self);
     }
@@ -93,6 +138,109 @@ impl Drop for HttpServer {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// Sets `SO_RCVTIMEO` and `SO_SNDTIMEO` on `listener`, for the connections it accepts.
+fn set_timeouts(listener: &TcpListener, timeouts: &Timeouts) -> std::io::Result<()> {
+    for (option, timeout) in [
+        (libc::SO_RCVTIMEO, timeouts.read),
+        (libc::SO_SNDTIMEO, timeouts.write),
+    ] {
+        let tv = libc::timeval {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_usec: libc::suseconds_t::from(timeout.subsec_micros()),
+        };
+        // SAFETY: the descriptor is open (borrowed from `listener`), and the option value is
+        // a `timeval` of the length passed that lives across the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&raw const tv).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A tiny_http server accepting on (a duplicate of) `listener`.
+fn tiny_server(listener: &TcpListener) -> std::io::Result<Server> {
+    Server::from_listener(listener.try_clone()?, None)
+        .map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// Where to connect to reach `listener` from this host.
+fn own_address(listener: &TcpListener) -> Option<SocketAddr> {
+    let mut address = listener.local_addr().ok()?;
+    match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => address.set_ip(Ipv4Addr::LOCALHOST.into()),
+        IpAddr::V6(ip) if ip.is_unspecified() => address.set_ip(Ipv6Addr::LOCALHOST.into()),
+        _ => {}
+    }
+    Some(address)
+}
+
+/// The `http` thread: answers requests until `stop`, keeps tiny_http's accept from timing out
+/// and starts tiny_http again if its accept thread ends anyway.
+fn serve(
+    listener: &TcpListener,
+    mut server: Server,
+    stop: &AtomicBool,
+    restarts: &AtomicUsize,
+    timeouts: Timeouts,
+    router: &dyn Fn(&str, &str) -> Reply,
+) {
+    let own = own_address(listener);
+    let mut nudged = Instant::now();
+    let mut accept_ended = false;
+    let mut restarted: Option<Instant> = None;
+    // Servers replaced by a restart: their pool threads may still read requests of
+    // connections accepted before it, and would block on them if nobody took them.
+    let mut retired: Vec<Server> = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        if let (Some(every), Some(own)) = (timeouts.nudge, own) {
+            if nudged.elapsed() >= every {
+                // Connected and closed at once: tiny_http's reader sees the end at once.
+                let _ = TcpStream::connect_timeout(&own, TICK);
+                nudged = Instant::now();
+            }
+        }
+        match server.recv_timeout(TICK) {
+            Ok(Some(request)) => answer(request, router),
+            Ok(None) => {}
+            Err(e) => {
+                // The only error tiny_http reports: its accept thread ended on this one.
+                if !accept_ended {
+                    log::warn!("http: tiny_http stopped accepting ({e}); starting it again");
+                }
+                accept_ended = true;
+            }
+        }
+        for old in &retired {
+            while let Ok(Some(request)) = old.try_recv() {
+                answer(request, router);
+            }
+        }
+        if accept_ended && restarted.is_none_or(|t| t.elapsed() >= RESTART_BACKOFF) {
+            restarted = Some(Instant::now());
+            match tiny_server(listener) {
+                Ok(new) => {
+                    retired.push(std::mem::replace(&mut server, new));
+                    if retired.len() > MAX_RETIRED {
+                        retired.remove(0);
+                    }
+                    restarts.fetch_add(1, Ordering::Relaxed);
+                    accept_ended = false;
+                }
+                Err(e) => log::warn!("http: starting tiny_http again: {e}"),
+            }
         }
     }
 }
@@ -116,279 +264,27 @@ impl Reply {
     fn text(code: u16, body: &str) -> Reply {
         Reply::new(code, "text/plain; charset=utf-8", format!("{body}\n"))
     }
-
-    /// The bytes on the wire; `head_only` for HEAD (headers as for GET, no body).
-    fn encode(&self, head_only: bool) -> Vec<u8> {
-        let reason = match self.code {
-            200 => "OK",
-            400 => "Bad Request",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            408 => "Request Timeout",
-            431 => "Request Header Fields Too Large",
-            503 => "Service Unavailable",
-            _ => "",
-        };
-        let allow = if self.code == 405 {
-            "Allow: GET, HEAD\r\n"
-        } else {
-            ""
-        };
-        let mut out = format!(
-            "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{allow}Connection: close\r\n\r\n",
-            self.code,
-            self.content_type,
-            self.body.len()
-        )
-        .into_bytes();
-        if !head_only {
-            out.extend_from_slice(self.body.as_bytes());
-        }
-        out
-    }
 }
 
-/// The method and path (without query) of a complete request head, or the status to answer
-/// a bad one with.
-fn request_line(head: &[u8]) -> Result<(&str, &str), u16> {
-    if !has_head_end(head) {
-        return Err(431);
-    }
-    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = std::str::from_utf8(line).map_err(|_| 400u16)?;
-    let mut parts = line.trim_end_matches('\r').split(' ');
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some(method), Some(target), Some(version), None)
-            if !method.is_empty() && target.starts_with('/') && version.starts_with("HTTP/1.") =>
-        {
-            Ok((method, target.split('?').next().unwrap_or(target)))
-        }
-        _ => Err(400),
-    }
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
 }
 
-/// True when `b` holds the blank line that ends a request head (CRLF, or bare LF).
-fn has_head_end(b: &[u8]) -> bool {
-    b.windows(4).any(|w| w == b"\r\n\r\n") || b.windows(2).any(|w| w == b"\n\n")
-}
-
-/// The response bytes for a request head.
-fn answer(head: &[u8], router: &dyn Fn(&str, &str) -> Reply) -> Vec<u8> {
-    match request_line(head) {
-        Ok((method, path)) => router(method, path).encode(method == "HEAD"),
-        Err(code) => Reply::text(code, "bad request").encode(false),
+/// Answers `request` with `router(method, path without query)`; tiny_http sends only the
+/// headers to HEAD.
+fn answer(request: Request, router: &dyn Fn(&str, &str) -> Reply) {
+    let reply = {
+        let path = request.url().split('?').next().unwrap_or("/");
+        router(request.method().as_str(), path)
+    };
+    let mut response = Response::from_string(reply.body)
+        .with_status_code(reply.code)
+        .with_header(header("Content-Type", reply.content_type));
+    if reply.code == 405 {
+        response.add_header(header("Allow", "GET, HEAD"));
     }
-}
-
-/// Where a connection is in its one request.
-enum State {
-    /// Reading the request head into the buffer.
-    Reading(Vec<u8>),
-    /// Writing the response, from this offset.
-    Writing(Vec<u8>, usize),
-    /// Response sent and our side shut down: reading (and dropping) whatever the client still
-    /// sends until it closes, because closing with unread input makes the kernel reset the
-    /// connection, which can destroy the response before the client has read it.
-    Closing,
-}
-
-/// One client connection and its deadline for the current [`State`].
-struct Conn {
-    stream: TcpStream,
-    state: State,
-    opened: Instant,
-    deadline: Instant,
-}
-
-/// Outcome of doing what a non-blocking socket allows.
-enum Io {
-    /// Wait for the socket to be ready again.
-    Pending,
-    /// This step is finished.
-    Done,
-    /// The client is gone or broke the connection.
-    Gone,
-}
-
-impl Conn {
-    fn new(stream: TcpStream, now: Instant) -> Conn {
-        Conn {
-            stream,
-            state: State::Reading(Vec::new()),
-            opened: now,
-            deadline: now + READ_TIMEOUT,
-        }
-    }
-
-    fn events(&self) -> libc::c_short {
-        match self.state {
-            State::Writing(..) => libc::POLLOUT,
-            State::Reading(_) | State::Closing => libc::POLLIN,
-        }
-    }
-
-    /// Moves the connection on as far as its socket allows; false once it is finished.
-    fn advance(&mut self, router: &dyn Fn(&str, &str) -> Reply) -> bool {
-        loop {
-            let io = match &mut self.state {
-                State::Reading(buf) => read_head(&mut self.stream, buf),
-                State::Writing(out, pos) => write_out(&mut self.stream, out, pos),
-                State::Closing => drain(&mut self.stream),
-            };
-            match (io, &self.state) {
-                (Io::Pending, _) => return true,
-                (Io::Gone, _) | (Io::Done, State::Closing) => return false,
-                (Io::Done, State::Reading(buf)) => {
-                    self.state = State::Writing(answer(buf, router), 0);
-                    self.deadline = Instant::now() + WRITE_TIMEOUT;
-                }
-                (Io::Done, State::Writing(..)) => {
-                    let _ = self.stream.shutdown(Shutdown::Write);
-                    self.state = State::Closing;
-                    self.deadline = Instant::now() + LINGER;
-                }
-            }
-        }
-    }
-
-    /// Called at the deadline: a client still sending its request is told so (best effort).
-    fn expire(mut self) {
-        if matches!(self.state, State::Reading(_)) {
-            let _ = self
-                .stream
-                .write(&Reply::text(408, "request timeout").encode(false));
-        }
-    }
-}
-
-/// Reads what is available; done when the head is complete or too large for `MAX_HEAD`.
-fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Io {
-    let mut chunk = [0u8; 2048];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => return Io::Gone,
-            Ok(n) => {
-                let from = buf.len().saturating_sub(3);
-                buf.extend_from_slice(&chunk[..n]);
-                if has_head_end(&buf[from..]) || buf.len() >= MAX_HEAD {
-                    return Io::Done;
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Io::Pending,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Io::Gone,
-        }
-    }
-}
-
-/// Writes what the socket takes of `out[*pos..]`.
-fn write_out(stream: &mut TcpStream, out: &[u8], pos: &mut usize) -> Io {
-    while *pos < out.len() {
-        match stream.write(&out[*pos..]) {
-            Ok(0) => return Io::Gone,
-            Ok(n) => *pos += n,
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Io::Pending,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Io::Gone,
-        }
-    }
-    Io::Done
-}
-
-/// Reads and drops input until the client closes.
-fn drain(stream: &mut TcpStream) -> Io {
-    let mut chunk = [0u8; 2048];
-    loop {
-        match stream.read(&mut chunk) {
-            Ok(0) => return Io::Done,
-            Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Io::Pending,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(_) => return Io::Gone,
-        }
-    }
-}
-
-fn pollfd(fd: std::os::fd::RawFd, events: libc::c_short) -> libc::pollfd {
-    libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    }
-}
-
-/// The server loop: one `poll` over the listener and every connection, until `stop`.
-fn serve(listener: &TcpListener, stop: &AtomicBool, router: &dyn Fn(&str, &str) -> Reply) {
-    let mut conns: Vec<Conn> = Vec::new();
-    let mut fds: Vec<libc::pollfd> = Vec::new();
-    while !stop.load(Ordering::Acquire) {
-        fds.clear();
-        fds.push(pollfd(listener.as_raw_fd(), libc::POLLIN));
-        fds.extend(
-            conns
-                .iter()
-                .map(|c| pollfd(c.stream.as_raw_fd(), c.events())),
-        );
-        let now = Instant::now();
-        let next = conns.iter().map(|c| c.deadline).min().unwrap_or(now + TICK);
-        let wait = next.saturating_duration_since(now).min(TICK).as_millis() as libc::c_int + 1;
-        // SAFETY: `fds` is an initialised array of `fds.len()` pollfd structs that outlives
-        // the call; poll only writes their `revents`.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait) };
-        if ready < 0 {
-            let e = std::io::Error::last_os_error();
-            if e.kind() != ErrorKind::Interrupted {
-                log::warn!("http: poll: {e}");
-                std::thread::sleep(TICK);
-            }
-            continue;
-        }
-        let now = Instant::now();
-        // Backwards, so that `swap_remove` only moves connections already seen.
-        for i in (0..conns.len()).rev() {
-            let woke = fds[i + 1].revents != 0;
-            if woke && !conns[i].advance(router) {
-                conns.swap_remove(i);
-            } else if now >= conns[i].deadline {
-                conns.swap_remove(i).expire();
-            }
-        }
-        if fds[0].revents != 0 {
-            accept(listener, &mut conns, now);
-        }
-    }
-}
-
-/// Takes the pending connections, closing the oldest ones beyond `MAX_CONNECTIONS`.
-fn accept(listener: &TcpListener, conns: &mut Vec<Conn>, now: Instant) {
-    for _ in 0..MAX_CONNECTIONS {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                if stream.set_nonblocking(true).is_err() {
-                    continue;
-                }
-                if conns.len() >= MAX_CONNECTIONS {
-                    let oldest = (0..conns.len()).min_by_key(|&i| conns[i].opened);
-                    if let Some(i) = oldest {
-                        conns.swap_remove(i);
-                    }
-                }
-                conns.push(Conn::new(stream, now));
-            }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    ErrorKind::Interrupted | ErrorKind::ConnectionAborted
-                ) => {}
-            Err(e) => {
-                // E.g. out of file descriptors: the listener stays readable, so back off
-                // rather than spin.
-                log::warn!("http: accept: {e}");
-                std::thread::sleep(TICK);
-                return;
-            }
-        }
+    if let Err(e) = request.respond(response) {
+        log::debug!("http: client went away: {e}");
     }
 }
 
@@ -619,37 +515,29 @@ fn page(status: &StatusHandle) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{ErrorKind, Read, Write};
+
     use super::*;
 
-    /// A request head and what `request_line` makes of it.
-    type Case = (&'static str, Result<(&'static str, &'static str), u16>);
+    /// Short timeouts, so that the tests wait for them.
+    const SHORT: Timeouts = Timeouts {
+        read: Duration::from_millis(300),
+        write: Duration::from_millis(300),
+        nudge: Some(Duration::from_millis(50)),
+    };
 
-    #[test]
-    fn request_lines() {
-        #[rustfmt::skip]
-        let cases: &[Case] = &[
-            ("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", Ok(("GET", "/metrics"))),
-            ("HEAD /status?pretty=1 HTTP/1.0\r\n\r\n", Ok(("HEAD", "/status"))),
-            ("GET / HTTP/1.0\n\n", Ok(("GET", "/"))),
-            ("POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\n", Ok(("POST", "/metrics"))),
-            ("GET /metrics HTTP/1.1\r\nHost: x\r\n", Err(431)),
-            ("garbage\r\n\r\n", Err(400)), ("GET /a HTTP/2\r\n\r\n", Err(400)),
-            ("GET  /a HTTP/1.1\r\n\r\n", Err(400)), ("GET a HTTP/1.1\r\n\r\n", Err(400)),
-        ];
-        for (head, want) in cases {
-            assert_eq!(request_line(head.as_bytes()), *want, "{head:?}");
+    fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if ok() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
-        let head = Reply::text(200, "ok").encode(true);
-        let head = String::from_utf8(head).unwrap();
-        assert!(
-            head.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"),
-            "{head}"
-        );
-        let allow = String::from_utf8(Reply::text(405, "no").encode(false)).unwrap();
-        assert!(allow.contains("\r\nAllow: GET, HEAD\r\n") && allow.ends_with("no\n"));
+        ok()
     }
 
-    fn get(address: &str, request: &[u8]) -> String {
+    fn request(address: &str, request: &[u8]) -> String {
         let mut s = TcpStream::connect(address).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         s.write_all(request).unwrap();
@@ -658,34 +546,102 @@ mod tests {
         out
     }
 
+    fn echo(timeouts: Timeouts) -> HttpServer {
+        HttpServer::with_router("127.0.0.1:0", timeouts, |method, path| {
+            match (method, path) {
+                ("GET" | "HEAD", "/big") => Reply::new(200, "text/plain", "x".repeat(64 << 20)),
+                ("GET" | "HEAD", _) => Reply::text(200, path),
+                _ => Reply::text(405, "method not allowed"),
+            }
+        })
+        .unwrap()
+    }
+
     #[test]
-    fn idle_clients_neither_shut_others_out_nor_pile_up() {
-        let server =
-            HttpServer::with_router("127.0.0.1:0", |_, path| Reply::text(200, path)).unwrap();
+    fn accepted_connections_inherit_the_listeners_timeouts() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        set_timeouts(&listener, &TIMEOUTS).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        // std reads these back with getsockopt(SO_RCVTIMEO / SO_SNDTIMEO).
+        assert_eq!(accepted.read_timeout().unwrap(), Some(READ_TIMEOUT));
+        assert_eq!(accepted.write_timeout().unwrap(), Some(WRITE_TIMEOUT));
+        // And `accept` itself times out, which is why `serve` nudges it.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        set_timeouts(&listener, &SHORT).unwrap();
+        let err = listener.accept().expect_err("times out with no client");
+        assert_eq!(err.kind(), ErrorKind::WouldBlock, "{err}");
+    }
+
+    #[test]
+    fn routes_methods_and_head() {
+        let server = echo(SHORT);
         let addr = server.address();
-        let mut idle: Vec<TcpStream> = (0..200)
-            .map(|_| TcpStream::connect(&addr).unwrap())
-            .collect();
-        let reply = get(&addr, b"GET /through HTTP/1.0\r\n\r\n");
-        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n") && reply.ends_with("\r\n\r\n/through\n"));
-        // Only the newest MAX_CONNECTIONS stay open: the first idle client has been closed.
-        let oldest = &mut idle[0];
-        oldest
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        assert_eq!(
-            oldest.read(&mut [0u8; 16]).unwrap(),
-            0,
-            "closed by the server"
-        );
-        let big = [b"GET /x HTTP/1.1\r\nX: ".as_slice(), &[b'a'; MAX_HEAD]].concat();
-        assert!(get(&addr, &big).starts_with("HTTP/1.1 431 "));
-        let head = get(&addr, b"HEAD /h HTTP/1.1\r\n\r\n");
+        let get = request(&addr, b"GET /a?b=1 HTTP/1.0\r\n\r\n");
+        assert!(get.starts_with("HTTP/1.0 200 OK\r\n"), "{get}");
         assert!(
-            head.ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"),
+            get.contains("\r\nContent-Type: text/plain; charset=utf-8\r\n"),
+            "{get}"
+        );
+        assert!(get.ends_with("\r\n\r\n/a\n"), "{get}");
+        let head = request(&addr, b"HEAD /h HTTP/1.0\r\n\r\n");
+        assert!(
+            head.contains("\r\nContent-Length: 3\r\n") && head.ends_with("\r\n\r\n"),
             "{head}"
         );
+        let post = request(&addr, b"POST /a HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
+        assert!(post.starts_with("HTTP/1.0 405 "), "{post}");
+        assert!(post.contains("\r\nAllow: GET, HEAD\r\n"), "{post}");
+        assert!(request(&addr, b"garbage\r\n\r\n").starts_with("HTTP/1.1 400 "));
         server.stop();
+    }
+
+    #[test]
+    fn a_silent_client_is_disconnected() {
+        let server = echo(SHORT);
+        let mut silent = TcpStream::connect(server.address()).unwrap();
+        silent
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let n = silent.read(&mut [0u8; 64]).expect("closed by the server");
+        assert_eq!(n, 0, "closed without an answer");
+        server.stop();
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_holds_the_others_up_for_a_write_timeout_only() {
+        let server = echo(SHORT);
+        let addr = server.address();
+        // 64 MB is far more than the socket buffers take: the write blocks until it times out.
+        let mut deaf = TcpStream::connect(&addr).unwrap();
+        deaf.write_all(b"GET /big HTTP/1.0\r\n\r\n").unwrap();
+        let reply = request(&addr, b"GET /next HTTP/1.0\r\n\r\n");
+        assert!(reply.ends_with("\r\n\r\n/next\n"), "{reply}");
+        drop(deaf);
+        server.stop();
+    }
+
+    #[test]
+    fn it_serves_after_an_idle_spell_and_restarts_tiny_http_if_accept_ends() {
+        // Nudged: accept never waits a whole read timeout, so idling does not stop it.
+        let nudged = echo(SHORT);
+        std::thread::sleep(SHORT.read * 4);
+        let reply = request(&nudged.address(), b"GET /after HTTP/1.0\r\n\r\n");
+        assert!(reply.ends_with("\r\n\r\n/after\n"), "{reply}");
+        nudged.stop();
+        // Not nudged: tiny_http's accept times out and its accept thread ends; the `http`
+        // thread starts tiny_http again on the same listening socket.
+        let bare = echo(Timeouts {
+            nudge: None,
+            ..SHORT
+        });
+        let restarted = wait_for(Duration::from_secs(30), || {
+            bare.restarts.load(Ordering::Relaxed) > 0
+        });
+        assert!(restarted, "tiny_http restarted after its accept timed out");
+        let reply = request(&bare.address(), b"GET /again HTTP/1.0\r\n\r\n");
+        assert!(reply.ends_with("\r\n\r\n/again\n"), "{reply}");
+        bare.stop();
     }
 
     #[test]
