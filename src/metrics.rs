@@ -165,6 +165,14 @@ metrics! {
         "Booking commits whose answer was lost, by resolved outcome",
         &["outcome"],
     );
+    /// Bookings of instances that died before launching them, resolved by the show's new
+    /// holder: `undone` (RQD confirmed the kill), `gone` (Cuebot had released the proc),
+    /// `unconfirmed` (RQD did not answer; tried again later).
+    ORPHANED_LAUNCHES: IntCounterVec = counter_vec(
+        "stagehand_orphaned_launches_total",
+        "Bookings of dead instances resolved by the show's new holder",
+        &["result"],
+    );
     /// Hosts in the index.
     INDEX_HOSTS: IntGauge = gauge("stagehand_host_index_hosts", "Hosts in the host index");
     /// Live (uncommitted) reservations in the index.

@@ -160,6 +160,10 @@ pub struct BookOptions {
     pub ping_timeout_secs: f64,
     /// Exit statuses that do not count as a retry besides [`NO_RETRY_EXIT_STATUS`].
     pub no_retry_exit_statuses: Vec<i64>,
+    /// Record the booked procs as not yet launched, owned by this instance (`Some(None)`:
+    /// no instance, a single unfenced booker); `None` records nothing (dry run: nothing
+    /// will be launched). See [`super::launches`].
+    pub record_launches: Option<Option<uuid::Uuid>>,
 }
 
 /// Commits as many of `placements` as pass their guards, in one transaction.
@@ -355,6 +359,10 @@ pub fn book_batch(
                 idx.len() - inserted as usize,
                 idx.len()
             )));
+        }
+        if let Some(owner) = &options.record_launches {
+            let versions: Vec<i32> = idx.iter().map(|&i| started[&placements[i].frame]).collect();
+            super::launches::record(&mut tx, &procs, &frames, &shows, &versions, *owner)?;
         }
     }
     // 5. Reservations of wide frames that just booked are fulfilled.
@@ -729,6 +737,7 @@ pub fn compensate(
         &[&p.proc],
     )?
     else {
+        super::launches::forget(&mut tx, &[p.proc.as_str()])?;
         tx.commit()?;
         return Ok(Compensation::AlreadyReleased);
     };
@@ -740,6 +749,8 @@ pub fn compensate(
     )?;
     if moved == 0 {
         tx.rollback()?;
+        // Whoever moved the frame owns its proc now: nothing of this booking is pending.
+        super::launches::forget(client, &[p.proc.as_str()])?;
         return Ok(Compensation::FrameMoved);
     }
     let amount = idle_of(&held);
@@ -758,6 +769,7 @@ pub fn compensate(
             &(amount.gpu_mem_kb as i64),
         ],
     )?;
+    super::launches::forget(&mut tx, &[p.proc.as_str()])?;
     tx.commit()?;
     Ok(Compensation::Undone(amount))
 }

@@ -37,6 +37,11 @@ pub const OWN_MIGRATIONS: &[(i32, &str, &str)] = &[
         "host_reservation",
         include_str!("../../sql/stagehand/V002__host_reservation.sql"),
     ),
+    (
+        3,
+        "pending_launch",
+        include_str!("../../sql/stagehand/V003__pending_launch.sql"),
+    ),
 ];
 
 /// Columns that must exist in a Cuebot database, by the migration that added them.

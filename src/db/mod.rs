@@ -7,6 +7,7 @@ pub mod booking;
 pub mod caps;
 pub mod hosts;
 pub mod jobs;
+pub mod launches;
 pub mod migrate;
 pub mod reservations;
 

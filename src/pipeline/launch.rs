@@ -11,6 +11,11 @@
 //! stays (its cores stay taken, the frame RUNNING) and the kill is tried again with back-off,
 //! as Cuebot's own lost-proc handling does. Shutdown drains the queue: every committed frame
 //! is launched, or compensated once the grace period is over, before the process exits.
+//!
+//! Every booking is also recorded as pending in the database (`stagehand.pending_launch`, in
+//! the booking's own transaction) until RQD accepts it or it is undone, so a booking whose
+//! instance died in between is not stranded: the instance that holds the show next sweeps
+//! for such rows and resolves them the same way, kill first, undo once RQD answers.
 
 use std::{
     sync::Arc,
@@ -122,6 +127,23 @@ struct Unsure {
 #[derive(Default)]
 struct Unconfirmed(Mutex<Vec<Unsure>>);
 
+/// What the launcher threads share besides the queue.
+#[derive(Default)]
+struct Launchers {
+    unconfirmed: Unconfirmed,
+    /// Procs RQD accepted, whose pending-launch rows are deleted in bulk.
+    acked: Mutex<Vec<String>>,
+    /// When the next sweep for dead instances' bookings is due.
+    next_sweep: Mutex<Option<Instant>>,
+}
+
+/// Acknowledged launches are forgotten in the database in groups of this many (or on the
+/// next idle tick): one statement per group, not per frame.
+const ACK_BATCH: usize = 64;
+
+/// How often the holder of a show looks for bookings its dead predecessor never launched.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
 impl Unconfirmed {
     fn push(&self, task: LaunchTask, backoff: Duration) {
         self.0.lock().push(Unsure {
@@ -150,23 +172,25 @@ pub fn start(
     threads: usize,
 ) -> std::io::Result<(Sender<LaunchTask>, Vec<JoinHandle<()>>)> {
     let (tx, rx) = crossbeam_channel::bounded::<LaunchTask>(100_000);
-    let unconfirmed = Arc::new(Unconfirmed::default());
+    let pool = Arc::new(Launchers::default());
     let mut handles = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
         let rx: Receiver<LaunchTask> = rx.clone();
-        let (shared, unconfirmed) = (Arc::clone(&shared), Arc::clone(&unconfirmed));
+        let (shared, pool) = (Arc::clone(&shared), Arc::clone(&pool));
         handles.push(
             std::thread::Builder::new()
                 .name(format!("rqd-launch-{i}"))
-                .spawn(move || launcher(&shared, &rx, &unconfirmed))?,
+                .spawn(move || launcher(&shared, &rx, &pool, i == 0))?,
         );
     }
     Ok((tx, handles))
 }
 
 /// The body of a launcher thread: runs until every sender is gone and the queue is empty (a
-/// drain, not a drop), retrying unconfirmed kills in between.
-fn launcher(shared: &Shared, rx: &Receiver<LaunchTask>, unconfirmed: &Unconfirmed) {
+/// drain, not a drop), retrying unconfirmed kills in between; the first thread also sweeps
+/// for bookings dead instances left behind.
+fn launcher(shared: &Shared, rx: &Receiver<LaunchTask>, pool: &Launchers, sweeper: bool) {
+    let unconfirmed = &pool.unconfirmed;
     loop {
         for u in unconfirmed.take_due(false) {
             retry_kill(shared, u, unconfirmed);
@@ -175,15 +199,33 @@ fn launcher(shared: &Shared, rx: &Receiver<LaunchTask>, unconfirmed: &Unconfirme
             // Past the shutdown grace there is no time to launch: undo instead, so no frame
             // is left RUNNING without a process.
             Ok(task) if shared.past_grace() => undo(shared, &task),
-            Ok(task) => launch_one(shared, task, unconfirmed),
-            Err(RecvTimeoutError::Timeout) => {}
+            Ok(task) => {
+                let proc = task.placement.proc.clone();
+                if launch_one(shared, task, unconfirmed) {
+                    let full = {
+                        let mut acked = pool.acked.lock();
+                        acked.push(proc);
+                        acked.len() >= ACK_BATCH
+                    };
+                    if full {
+                        flush_acked(shared, pool);
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                flush_acked(shared, pool);
+                if sweeper && sweep_due(pool) {
+                    sweep(shared);
+                }
+            }
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
+    flush_acked(shared, pool);
     // Shutdown: one last kill for each unconfirmed launch; what RQD still does not confirm
     // keeps its proc (safe: its cores stay taken) for Cuebot's host-report checks.
     for u in unconfirmed.take_due(true) {
-        if confirm_kill(shared, &u.task) {
+        if confirm_kill(shared, &u.task.placement) {
             undo(shared, &u.task);
         } else {
             log::error!(
@@ -202,7 +244,8 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) {
+/// Launches one booking; true when RQD accepted it.
+fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) -> bool {
     let config = shared.config.load();
     let endpoint = config.rqd_endpoint(&task.placement.host_name);
     let frame = rqd::run_frame(
@@ -217,7 +260,7 @@ fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) {
     let error = match result {
         Ok(()) => {
             metrics::RQD_LAUNCHES.with_label_values(&["ok"]).inc();
-            return;
+            return true;
         }
         Err(e) => e,
     };
@@ -230,10 +273,109 @@ fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) {
         task.placement.frame,
         task.placement.host_name
     );
-    if confirm_kill(shared, &task) {
+    if confirm_kill(shared, &task.placement) {
         undo(shared, &task);
     } else {
         unconfirmed.push(task, Duration::from_secs(1));
+    }
+    false
+}
+
+/// Forgets the pending-launch rows of the launches RQD accepted (kept for the next try if
+/// the database is away: a leftover row only costs a needless kill after a crash).
+fn flush_acked(shared: &Shared, pool: &Launchers) {
+    let procs = std::mem::take(&mut *pool.acked.lock());
+    if procs.is_empty() {
+        return;
+    }
+    let keys: Vec<&str> = procs.iter().map(String::as_str).collect();
+    let done = shared
+        .pool
+        .get()
+        .map_err(db::DbError::from)
+        .and_then(|mut c| db::launches::forget(&mut *c, &keys));
+    if let Err(e) = done {
+        metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+        pool.acked.lock().extend(procs);
+    }
+}
+
+fn sweep_due(pool: &Launchers) -> bool {
+    let mut next = pool.next_sweep.lock();
+    let now = Instant::now();
+    match *next {
+        Some(t) if t > now => false,
+        _ => {
+            *next = Some(now + SWEEP_INTERVAL);
+            true
+        }
+    }
+}
+
+/// Resolves the bookings of the shows this instance holds that a dead instance committed and
+/// never launched or undone: RQD is told to kill the frame and, once it answers, the booking
+/// is undone; a row whose proc is already gone is just dropped.
+fn sweep(shared: &Shared) {
+    let fence = shared.fence.load_full();
+    let Some(fence) = fence.as_ref() else {
+        return;
+    };
+    let shows: Vec<String> = fence.epochs.keys().cloned().collect();
+    if shows.is_empty() {
+        return;
+    }
+    let cfg = shared.config.load();
+    let min_age = cfg.rqd.timeout.as_secs_f64() * 2.0 + 1.0;
+    let lease = cfg.cluster.lease_duration.as_secs_f64();
+    let found = shared
+        .pool
+        .get()
+        .map_err(db::DbError::from)
+        .and_then(|mut c| db::launches::orphans(&mut *c, &shows, min_age, lease, 200));
+    let orphans = match found {
+        Ok(o) => o,
+        Err(e) => {
+            metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+            return;
+        }
+    };
+    for orphan in orphans {
+        let Some(placement) = orphan.placement else {
+            let forgot = shared
+                .pool
+                .get()
+                .map_err(db::DbError::from)
+                .and_then(|mut c| db::launches::forget(&mut *c, &[orphan.proc.as_str()]));
+            if forgot.is_ok() {
+                metrics::ORPHANED_LAUNCHES
+                    .with_label_values(&["gone"])
+                    .inc();
+            }
+            continue;
+        };
+        if !confirm_kill(shared, &placement) {
+            metrics::ORPHANED_LAUNCHES
+                .with_label_values(&["unconfirmed"])
+                .inc();
+            continue;
+        }
+        log::warn!(
+            "frame {} on {} was booked by an instance that died before launching it; undoing",
+            placement.frame,
+            placement.host_name
+        );
+        let charge = Charge {
+            show: placement.show.clone(),
+            alloc: placement.alloc.clone(),
+            folder: placement.folder.clone(),
+            job: placement.job.clone(),
+            cores: i64::from(placement.amount.cores),
+            gpus: i64::from(placement.amount.gpus),
+        };
+        undo_booking(shared, &placement, orphan.version, &charge);
+        metrics::ORPHANED_LAUNCHES
+            .with_label_values(&["undone"])
+            .inc();
     }
 }
 
@@ -246,7 +388,7 @@ fn retry_kill(shared: &Shared, u: Unsure, unconfirmed: &Unconfirmed) {
             .inc();
         return;
     }
-    if confirm_kill(shared, &u.task) {
+    if confirm_kill(shared, &u.task.placement) {
         undo(shared, &u.task);
     } else {
         let backoff = (u.backoff * 2).min(Duration::from_secs(30));
@@ -255,12 +397,12 @@ fn retry_kill(shared: &Shared, u: Unsure, unconfirmed: &Unconfirmed) {
 }
 
 /// Asks RQD to kill the frame; true when RQD answered (it killed it, or did not run it).
-fn confirm_kill(shared: &Shared, task: &LaunchTask) -> bool {
+fn confirm_kill(shared: &Shared, placement: &Placement) -> bool {
     let config = shared.config.load();
-    let endpoint = config.rqd_endpoint(&task.placement.host_name);
+    let endpoint = config.rqd_endpoint(&placement.host_name);
     match shared.rqd.kill(
         &endpoint,
-        &task.placement.frame,
+        &placement.frame,
         "Compensation: RQD launch failed after DB commit",
         config.rqd.timeout,
     ) {
@@ -269,8 +411,8 @@ fn confirm_kill(shared: &Shared, task: &LaunchTask) -> bool {
             metrics::RQD_KILLS_UNCONFIRMED.inc();
             log::warn!(
                 "kill of frame {} on {} unconfirmed ({e}); its proc stays until RQD answers",
-                task.placement.frame,
-                task.placement.host_name
+                placement.frame,
+                placement.host_name
             );
             false
         }

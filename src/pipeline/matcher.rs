@@ -530,6 +530,8 @@ impl Matcher<'_> {
             mem_reserved_min_kb: self.config.scheduler.mem_reserved_min_kb as i64,
             ping_timeout_secs: self.config.hosts.ping_timeout.as_secs_f64(),
             no_retry_exit_statuses: self.config.scheduler.no_retry_exit_statuses.clone(),
+            record_launches: (!self.config.rqd.dry_run)
+                .then(|| self.fence.as_ref().map(|f| f.instance)),
         };
         let inflight = self.inflight(&placements);
         let ticket = self.shared.index.begin_refresh();

@@ -21,6 +21,7 @@ fn options() -> BookOptions {
         mem_reserved_min_kb: 0,
         ping_timeout_secs: 60.0,
         no_retry_exit_statuses: Vec::new(),
+        record_launches: None,
     }
 }
 
@@ -518,4 +519,85 @@ fn a_configured_layer_delay_status_does_not_spend_a_retry() {
             retries
         );
     }
+}
+
+/// An instance dies (kill -9) between committing a booking and launching it: the holder of
+/// the show finds the booking in `stagehand.pending_launch`, has RQD kill the frame, and
+/// undoes the booking — before, such frames stayed RUNNING with procs forever.
+#[test]
+fn a_booking_its_dead_instance_never_launched_is_undone_by_the_next_holder() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    let farm = launching(2, &rqd);
+    let show = farm.seeded.shows[0].clone();
+    let (dead, me) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    let mut client = farm.client();
+    client
+        .execute(
+            "INSERT INTO stagehand.instance (pk_instance, str_name, str_host, int_pid, ts_heartbeat)
+             VALUES ($1, 'dead', 'h', 1, now() - interval '1 hour'), ($2, 'me', 'h', 2, now())",
+            &[&dead, &me],
+        )
+        .unwrap();
+    let placements = placements_for_all_frames(&mut client, &show);
+    let options = BookOptions {
+        record_launches: Some(Some(dead)),
+        ..options()
+    };
+    let booked = book_batch(
+        &mut client,
+        &placements,
+        &options,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(booked.booked(), 2);
+    client
+        .execute(
+            "UPDATE stagehand.pending_launch SET ts_booked = now() - interval '1 minute'",
+            &[],
+        )
+        .unwrap();
+    // This instance holds the show now; its launcher sweeps for orphans when idle.
+    farm.shared.fence.store(std::sync::Arc::new(Some(Fence {
+        instance: me,
+        lease_secs: 30.0,
+        epochs: [(show.clone(), 1)].into_iter().collect(),
+        bookable_after: Default::default(),
+    })));
+    assert!(
+        wait_until(|| count(&farm, "SELECT count(*) FROM proc") == 0),
+        "the orphaned bookings are undone"
+    );
+    assert_eq!(farm.frames_in("WAITING"), 2);
+    assert_eq!(rqd.kills().len(), 2, "RQD was told to kill each first");
+    assert_eq!(
+        count(&farm, "SELECT count(*) FROM stagehand.pending_launch"),
+        0
+    );
+    farm.assert_clean_audit();
+    rqd.stop();
+}
+
+/// A launch RQD accepted leaves no pending-launch row behind.
+#[test]
+fn launched_bookings_leave_no_pending_launch() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    let farm = launching(3, &rqd);
+    assert_eq!(farm.pass_all(), 3);
+    let farm = farm.settle_launches();
+    assert_eq!(rqd.launches().len(), 3);
+    assert_eq!(
+        count(&farm, "SELECT count(*) FROM stagehand.pending_launch"),
+        0
+    );
+    rqd.stop();
 }

@@ -216,6 +216,7 @@ fn a_frame_stolen_mid_batch_drops_alone() {
             mem_reserved_min_kb: 0,
             ping_timeout_secs: 3600.0,
             no_retry_exit_statuses: Vec::new(),
+            record_launches: None,
         },
         None,
         &Default::default(),

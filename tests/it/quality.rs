@@ -234,6 +234,7 @@ fn the_booking_transaction_enforces_a_reservation() {
         mem_reserved_min_kb: 0,
         ping_timeout_secs: 3600.0,
         no_retry_exit_statuses: Vec::new(),
+        record_launches: None,
     };
     // Unknown run time: refused.
     let mut unknown = smalls[0].clone();
