@@ -33,4 +33,5 @@ pub mod pipeline;
 pub mod reserve;
 pub mod rqd;
 pub mod service;
+#[cfg(feature = "sim")]
 pub mod sim;

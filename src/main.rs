@@ -4,7 +4,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use stagehand::{config::Config, db, service, sim};
+#[cfg(feature = "sim")]
+use stagehand::sim;
+use stagehand::{config::Config, db, service};
 
 /// A distributed frame scheduler for OpenCue render farms.
 #[derive(Parser, Debug)]
@@ -35,8 +37,10 @@ enum Command {
         config: PathBuf,
     },
     /// Run the live demo: a private PostgreSQL, a simulated farm and stagehand booking it.
+    #[cfg(feature = "sim")]
     Demo(sim::demo::DemoArgs),
     /// Run a benchmark workload and print its figures.
+    #[cfg(feature = "sim")]
     Bench(sim::bench::BenchArgs),
 }
 
@@ -46,7 +50,9 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::CheckConfig { config } => check_config(&config),
         Command::Migrate { config } => migrate(&config),
+        #[cfg(feature = "sim")]
         Command::Demo(args) => sim::demo::run(&args).map_err(anyhow::Error::from),
+        #[cfg(feature = "sim")]
         Command::Bench(args) => sim::bench::run(&args).map_err(anyhow::Error::from),
     };
     match result {
