@@ -89,8 +89,16 @@ fn endpoints_answer_and_readiness_follows_the_database() {
         "ready"
     );
 
-    let (code, metrics) = http_get(&addr, "/metrics").unwrap();
-    assert_eq!(code, 200);
+    // Ready comes before the first booking pass, and `scheduler_frames_dispatched_total` (by
+    // show) has no sample until a frame is booked: wait for the farm's 4 frames.
+    let mut metrics = String::new();
+    let booked = wait(Duration::from_secs(20), || {
+        let (code, text) = http_get(&addr, "/metrics").unwrap();
+        assert_eq!(code, 200);
+        metrics = text;
+        metric_sum(&metrics, "stagehand_frames_booked_total") >= 4.0
+    });
+    assert!(booked, "frames booked");
     for name in [
         "scheduler_frames_dispatched_total",
         "stagehand_frames_booked_total",
