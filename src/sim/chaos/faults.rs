@@ -5,8 +5,9 @@
 //! sent SIGHUP with a broken and with a valid configuration file.
 //!
 //! The schedule is drawn from the seed up front — every kind once in a seeded order, then
-//! random kinds until the window is full — so a seed replays the same faults in the same
-//! order with the same parameters; what they hit depends on timing.
+//! random kinds (restarts and kills less often) until the window is full — so a seed
+//! replays the same faults in the same order with the same parameters; what they hit
+//! depends on timing.
 
 use std::{
     collections::BTreeMap,
@@ -110,10 +111,7 @@ pub(crate) fn schedule(seed: u64, window: Duration) -> Vec<Planned> {
     let mut at = Duration::from_millis(rng.random_range(300..1_000));
     let mut i = 0;
     while i < kinds.len() || at < window {
-        let fault = kinds
-            .get(i)
-            .copied()
-            .unwrap_or_else(|| Fault::ALL[rng.random_range(0..Fault::ALL.len())]);
+        let fault = kinds.get(i).copied().unwrap_or_else(|| weighted(&mut rng));
         let lasting = match fault {
             // Sometimes longer than the lease (3 s), so the lease moves while it is frozen.
             Fault::Pause => Duration::from_millis(rng.random_range(1_000..4_500)),
@@ -126,6 +124,26 @@ pub(crate) fn schedule(seed: u64, window: Duration) -> Vec<Planned> {
         i += 1;
     }
     out
+}
+
+/// A random kind after the first round. Restarts and kills weigh less: each costs seconds
+/// of an unreachable database or a new process, and a long run made of them mostly measures
+/// the outage.
+fn weighted(rng: &mut StdRng) -> Fault {
+    let weight = |f: Fault| match f {
+        Fault::PgRestart => 1,
+        Fault::Kill9 | Fault::Pause => 2,
+        _ => 4,
+    };
+    let total: u32 = Fault::ALL.iter().map(|f| weight(*f)).sum();
+    let mut pick = rng.random_range(0..total);
+    for f in Fault::ALL {
+        if pick < weight(f) {
+            return f;
+        }
+        pick -= weight(f);
+    }
+    Fault::RqdSlow
 }
 
 /// Applies faults to a running soak.
