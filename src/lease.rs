@@ -24,7 +24,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use arc_swap::ArcSwap;
@@ -136,53 +136,49 @@ impl Leases {
         self.peers.lock().clone()
     }
 
-    /// The body of the `leases` thread.
+    /// The body of the `leases` thread: a round every `lease_renew_interval` until `stop`.
     pub fn run(&self, stop: Arc<AtomicBool>) {
-        let mut client: Option<postgres::Client> = None;
-        let mut next = Instant::now();
+        let mut session = crate::worker::Session::default();
         let mut schema_ready = false;
-        while !stop.load(Ordering::Acquire) {
-            if Instant::now() < next {
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-            let cfg = self.config.load_full();
-            next = Instant::now() + cfg.cluster.lease_renew_interval;
-            let conn = match client.as_mut() {
-                Some(c) if !c.is_closed() => c,
-                _ => match db::connect(&cfg.database) {
-                    Ok(c) => client.insert(c),
-                    Err(e) => {
-                        log::debug!("leases: no database connection: {e}");
-                        continue;
-                    }
-                },
-            };
-            // A lease row locked by a frozen peer's transaction must not hang this thread:
-            // give up after one round and try again at the next.
-            let lock_ms = cfg.cluster.lease_renew_interval.as_millis().max(50);
-            if let Err(e) = conn.batch_execute(&format!("SET lock_timeout = {lock_ms}")) {
-                log::debug!("leases: {e}");
-                client = None;
-                continue;
-            }
-            if !schema_ready {
-                match db::migrate::apply_own_migrations(conn) {
-                    Ok(_) => schema_ready = true,
-                    Err(e) => {
-                        log::error!("leases: cannot create stagehand's schema: {e}");
-                        continue;
-                    }
+        crate::worker::periodic(
+            &stop,
+            || false,
+            || {
+                let cfg = self.config.load_full();
+                if let Err(e) = self.step(&mut session, &mut schema_ready, &cfg) {
+                    metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                    log::warn!("lease round failed: {e}");
+                    session.after_error(&e);
                 }
-            }
-            if let Err(e) = self.round(conn, &cfg) {
-                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
-                log::warn!("lease round failed: {e}");
-                if e.retryable() {
-                    client = None;
-                }
-            }
+                cfg.cluster.lease_renew_interval
+            },
+        );
+    }
+
+    /// One round on this thread's session: connect, bound lock waits, create stagehand's
+    /// schema once, then [`Leases::round`].
+    fn step(
+        &self,
+        session: &mut crate::worker::Session,
+        schema_ready: &mut bool,
+        cfg: &Config,
+    ) -> Result<(), db::DbError> {
+        let conn = session.get(&cfg.database)?;
+        // A lease row locked by a frozen peer's transaction must not hang this thread:
+        // give up after one round and try again at the next.
+        let lock_ms = cfg.cluster.lease_renew_interval.as_millis().max(50);
+        if let Err(e) = conn.batch_execute(&format!("SET lock_timeout = {lock_ms}")) {
+            session.reset();
+            return Err(e.into());
         }
+        if !*schema_ready {
+            if let Err(e) = db::migrate::apply_own_migrations(conn) {
+                log::error!("leases: cannot create stagehand's schema: {e}");
+                return Ok(());
+            }
+            *schema_ready = true;
+        }
+        self.round(conn, cfg)
     }
 
     fn round(&self, conn: &mut postgres::Client, cfg: &Config) -> Result<(), db::DbError> {

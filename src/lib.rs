@@ -35,3 +35,4 @@ pub mod rqd;
 pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
+mod worker;

@@ -4,11 +4,8 @@
 //! charge is refused.
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::{Duration, Instant},
+    sync::{Arc, atomic::AtomicBool},
+    time::Instant,
 };
 
 use arc_swap::ArcSwap;
@@ -61,52 +58,42 @@ pub fn round(
     tables.map(|_| ())
 }
 
-/// The body of the `accounting` thread: runs [`round`] every `recompute_interval` until `stop`,
-/// over the tables of the shows `held` names (`None`: every managed show, when no lease
-/// keeper shares the shows out).
+/// The body of the `accounting` thread: runs [`round`] every `recompute_interval` (and at once
+/// when asked) until `stop`, over the tables of the shows `held` names (`None`: every managed
+/// show, when no lease keeper shares the shows out).
 pub fn run(
     config: Arc<ArcSwap<Config>>,
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
     held: impl Fn() -> Option<Vec<String>>,
 ) {
-    let mut client: Option<postgres::Client> = None;
+    let mut session = crate::worker::Session::default();
     let mut next_caps = Instant::now();
-    let mut next_round = Instant::now();
-    while !stop.load(Ordering::Acquire) {
-        let now = Instant::now();
-        if now < next_round && !ledger.take_resync_request() {
-            std::thread::sleep((next_round - now).min(Duration::from_millis(20)));
-            continue;
-        }
-        let cfg = config.load_full();
-        next_round = now + cfg.accounting.recompute_interval;
-        let conn = match client.as_mut() {
-            Some(c) if !c.is_closed() => c,
-            _ => match db::connect(&cfg.database) {
-                Ok(c) => client.insert(c),
+    crate::worker::periodic(
+        &stop,
+        || ledger.take_resync_request(),
+        || {
+            let cfg = config.load_full();
+            let now = Instant::now();
+            let conn = match session.get(&cfg.database) {
+                Ok(c) => c,
                 Err(e) => {
                     metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
                     log::warn!("accounting: cannot connect to the database: {e}");
-                    client = None;
-                    continue;
+                    return cfg.accounting.recompute_interval;
                 }
-            },
-        };
-        let read_caps = ledger.take_caps_request() || now >= next_caps;
-        match round(conn, &ledger, read_caps, held().as_deref()) {
-            Ok(()) => {
-                if read_caps {
-                    next_caps = now + cfg.accounting.caps_interval;
-                }
-            }
-            Err(e) => {
-                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
-                log::warn!("accounting recompute failed: {e}");
-                if e.retryable() {
-                    client = None;
+            };
+            let read_caps = ledger.take_caps_request() || now >= next_caps;
+            match round(conn, &ledger, read_caps, held().as_deref()) {
+                Ok(()) if read_caps => next_caps = now + cfg.accounting.caps_interval,
+                Ok(()) => {}
+                Err(e) => {
+                    metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                    log::warn!("accounting recompute failed: {e}");
+                    session.after_error(&e);
                 }
             }
-        }
-    }
+            cfg.accounting.recompute_interval
+        },
+    );
 }

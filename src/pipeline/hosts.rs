@@ -10,7 +10,7 @@ use std::{
         Arc,
         atomic::{AtomicBool, Ordering},
     },
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use crate::{db, index::HostRecord, metrics, pipeline::Shared, service::Health};
@@ -86,22 +86,19 @@ pub fn refresh_reservations(shared: &Shared) -> Result<(), db::DbError> {
     Ok(())
 }
 
-/// The body of the `host-refresh` thread.
+/// The body of the `host-refresh` thread: every `refresh_interval`, and at once when a
+/// booking found a host stale.
 pub fn run(shared: Arc<Shared>, health: Arc<Health>, stop: Arc<AtomicBool>) {
-    let mut next = Instant::now();
-    while !stop.load(Ordering::Acquire) {
-        let urgent = shared.refresh_hosts.swap(false, Ordering::AcqRel);
-        if !urgent && Instant::now() < next {
-            std::thread::sleep(Duration::from_millis(20));
-            continue;
-        }
-        next = Instant::now() + shared.config.load().hosts.refresh_interval;
-        match refresh(&shared).and_then(|n| refresh_reservations(&shared).map(|_| n)) {
+    crate::worker::periodic(
+        &stop,
+        || shared.refresh_hosts.swap(false, Ordering::AcqRel),
+        || match refresh(&shared).and_then(|n| refresh_reservations(&shared).map(|_| n)) {
             Ok(n) => {
                 metrics::HOST_REFRESHES.with_label_values(&["ok"]).inc();
                 metrics::INDEX_HOSTS.set(n as i64);
                 health.hosts_loaded.store(true, Ordering::Release);
                 health.db_ok.store(true, Ordering::Release);
+                shared.config.load().hosts.refresh_interval
             }
             Err(e) => {
                 metrics::HOST_REFRESHES.with_label_values(&["error"]).inc();
@@ -109,8 +106,8 @@ pub fn run(shared: Arc<Shared>, health: Arc<Health>, stop: Arc<AtomicBool>) {
                 health.db_ok.store(false, Ordering::Release);
                 log::warn!("host refresh failed: {e}");
                 // Retry sooner than a full interval while the database is away.
-                next = Instant::now() + Duration::from_millis(500);
+                Duration::from_millis(500)
             }
-        }
-    }
+        },
+    );
 }

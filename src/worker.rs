@@ -1,0 +1,97 @@
+//! The shape every timer-driven background thread shares: run a step, sleep until the step
+//! says the next one is due (or until someone asks for one early), stop promptly when told,
+//! and keep one database session that is re-opened after a connection error.
+//!
+//! The threads keep their own policy (what a step does, how soon it runs again after an
+//! error); this module only owns the loop, so stop flags, wake requests and reconnects
+//! behave the same in each of them.
+
+use std::{
+    sync::atomic::{AtomicBool, Ordering},
+    time::{Duration, Instant},
+};
+
+use crate::{config::DatabaseConfig, db};
+
+/// How long a sleeping worker goes without looking at its stop flag and wake request.
+const SLICE: Duration = Duration::from_millis(20);
+
+/// Runs `step` until `stop` is set. `step` returns how long to wait before it runs again;
+/// `wake` is polled while waiting and runs the next step at once when it returns true.
+pub(crate) fn periodic(
+    stop: &AtomicBool,
+    mut wake: impl FnMut() -> bool,
+    mut step: impl FnMut() -> Duration,
+) {
+    let mut next = Instant::now();
+    while !stop.load(Ordering::Acquire) {
+        let now = Instant::now();
+        // Asked every time, so a request made while a step was due is taken by that step.
+        let woken = wake();
+        if now < next && !woken {
+            std::thread::sleep((next - now).min(SLICE));
+            continue;
+        }
+        next = Instant::now() + step();
+    }
+}
+
+/// A worker's own database session (outside the pool), opened on first use and re-opened
+/// after an error that may have broken it.
+#[derive(Default)]
+pub(crate) struct Session {
+    client: Option<postgres::Client>,
+}
+
+impl Session {
+    /// The open session, connecting first if there is none (or it was closed).
+    pub(crate) fn get(
+        &mut self,
+        config: &DatabaseConfig,
+    ) -> Result<&mut postgres::Client, db::DbError> {
+        if self.client.as_ref().is_none_or(|c| c.is_closed()) {
+            self.client = Some(db::connect(config)?);
+        }
+        self.client
+            .as_mut()
+            .ok_or_else(|| db::DbError::Config("no session".into()))
+    }
+
+    /// Drops the session after `error` if it may have broken it (the next step reconnects).
+    pub(crate) fn after_error(&mut self, error: &db::DbError) {
+        if error.retryable() {
+            self.client = None;
+        }
+    }
+
+    /// Drops the session unconditionally (e.g. it could not be set up).
+    pub(crate) fn reset(&mut self) {
+        self.client = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    #[test]
+    fn periodic_runs_steps_until_stopped_and_wakes_early_on_request() {
+        let stop = AtomicBool::new(false);
+        let steps = AtomicUsize::new(0);
+        let wakes = AtomicUsize::new(0);
+        periodic(
+            &stop,
+            || wakes.fetch_add(1, Ordering::Relaxed) % 2 == 0,
+            || {
+                if steps.fetch_add(1, Ordering::Relaxed) == 3 {
+                    stop.store(true, Ordering::Release);
+                }
+                // A day: only the wake requests can bring the next steps.
+                Duration::from_secs(86_400)
+            },
+        );
+        assert_eq!(steps.load(Ordering::Relaxed), 4);
+    }
+}
