@@ -346,14 +346,9 @@ impl StandIn<'_> {
         show: &str,
         managed: bool,
     ) -> Result<(), postgres::Error> {
-        let update = |c: &mut Client| {
-            c.execute(
-                "UPDATE show SET b_scheduler_managed = $2 WHERE pk_show = $1",
-                &[&show, &managed],
-            )
-        };
+        const FLIP: &str = "UPDATE show SET b_scheduler_managed = $2 WHERE pk_show = $1";
         if !managed {
-            update(c)?;
+            c.execute(FLIP, &[&show, &managed])?;
             self.unmanaged.insert(show.to_owned(), Instant::now());
             self.did("flip to unmanaged");
             return Ok(());
@@ -375,7 +370,9 @@ impl StandIn<'_> {
             }
         }
         self.watch
-            .changing(c, "show flipped to managed", caps, update)?;
+            .changing(c, "show flipped to managed", caps, |tx| {
+                tx.execute(FLIP, &[&show, &managed])
+            })?;
         self.did("flip to managed");
         Ok(())
     }

@@ -110,14 +110,23 @@ impl Watch {
         client: &mut Client,
         why: &'static str,
         caps: Vec<Cap>,
-        change: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
+        change: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
     ) -> Result<T, postgres::Error> {
         let mut baselines = self.baselines.lock();
-        let out = change(client)?;
+        // The usage is measured in the changing transaction, after the change took the cap
+        // row's lock: bookings that respect the cap are either counted here or wait for the
+        // commit and then see the new cap. Measured after the commit instead, frames ending
+        // in between made the baseline lower than what samples of that moment saw.
+        let mut tx = client.transaction()?;
+        let out = change(&mut tx)?;
+        let mut usages = Vec::with_capacity(caps.len());
         for cap in caps {
-            // Unknown (the connection died after the commit): the first later sample sets it.
-            let usage = usage_of(client, &cap).unwrap_or(i64::MAX);
-            let recorded = Instant::now();
+            let usage = usage_of(&mut tx, &cap)?;
+            usages.push((cap, usage));
+        }
+        tx.commit()?;
+        let recorded = Instant::now();
+        for (cap, usage) in usages {
             baselines.insert(
                 cap,
                 Baseline {
@@ -201,7 +210,10 @@ impl Watch {
 }
 
 /// The current usage of `cap` (cores ×100, GPUs, or RUNNING frames).
-pub(crate) fn usage_of(client: &mut Client, cap: &Cap) -> Result<i64, postgres::Error> {
+pub(crate) fn usage_of(
+    client: &mut impl postgres::GenericClient,
+    cap: &Cap,
+) -> Result<i64, postgres::Error> {
     let (sql, key) = match cap {
         Cap::Burst(k) => (
             "SELECT coalesce(sum(p.int_cores_reserved), 0)::bigint FROM subscription s
