@@ -170,7 +170,7 @@ metrics! {
     /// `unconfirmed` (RQD did not answer; tried again later).
     ORPHANED_LAUNCHES: IntCounterVec = counter_vec(
         "stagehand_orphaned_launches_total",
-        "Bookings of dead instances resolved by the show's new holder",
+        "Bookings of instances taken for dead: resolved by the show's holder (undone, gone, unconfirmed) or found taken by their own launcher (swept_before_launch)",
         &["result"],
     );
     /// Hosts in the index.

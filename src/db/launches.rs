@@ -46,28 +46,77 @@ pub struct Orphan {
     pub version: i32,
 }
 
-/// Pending launches of `shows` older than `min_age_secs` whose instance has not heartbeat
-/// within `lease_secs` (or had none): at most `limit` of them.
-pub fn orphans(
+/// Claims the pending-launch rows of `procs` for launching, right before RQD is called:
+/// returns the procs claimed. A proc missing from the answer was taken by a sweeper (its
+/// instance looked dead): it must not be launched, the sweeper kills and undoes it.
+pub fn claim(conn: &mut impl GenericClient, procs: &[&str]) -> Result<Vec<String>, DbError> {
+    let rows = conn.query(
+        "UPDATE stagehand.pending_launch SET ts_launch = now()
+          WHERE pk_proc = ANY($1) AND NOT b_swept
+         RETURNING pk_proc",
+        &[&procs],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// How [`sweep`] picks the rows it takes.
+#[derive(Clone, Copy, Debug)]
+pub struct SweepRule {
+    /// The sweeping instance (it takes the rows over, so they outlive its own death).
+    pub me: Option<Uuid>,
+    /// A row must be this old before it counts (its booking may still be committing).
+    pub min_age_secs: f64,
+    /// A launcher claim younger than this may still be calling RQD: such rows are left.
+    pub claim_age_secs: f64,
+    /// An instance that has not heartbeat within this is taken for dead.
+    pub lease_secs: f64,
+    /// At most this many rows per sweep.
+    pub limit: i64,
+}
+
+/// Takes over the pending launches of `shows` whose instance is dead (no heartbeat within
+/// the lease, or none at all) and that no launcher may be sending right now, plus the rows
+/// this instance took before and has not resolved yet. The take is one UPDATE whose
+/// conditions PostgreSQL re-checks after a lock wait, so it and a launcher's [`claim`] never
+/// both win.
+pub fn sweep(
     conn: &mut impl GenericClient,
     shows: &[String],
-    min_age_secs: f64,
-    lease_secs: f64,
-    limit: i64,
+    rule: &SweepRule,
 ) -> Result<Vec<Orphan>, DbError> {
     let rows = conn.query(
-        "SELECT pl.pk_proc, pl.int_version, p.pk_frame, p.pk_layer, p.pk_job, p.pk_show, j.pk_folder,
+        "WITH cand AS (
+            SELECT pl.pk_proc FROM stagehand.pending_launch pl
+             WHERE pl.pk_show = ANY($1)
+               AND ((pl.b_swept AND pl.pk_instance IS NOT DISTINCT FROM $2)
+                    OR (pl.ts_booked < now() - make_interval(secs => $3)
+                        AND NOT EXISTS (SELECT 1 FROM stagehand.instance i
+                                         WHERE i.pk_instance = pl.pk_instance
+                                           AND i.ts_heartbeat > now() - make_interval(secs => $5))))
+             ORDER BY pl.b_swept, pl.ts_booked LIMIT $6
+         ), taken AS (
+            UPDATE stagehand.pending_launch pl SET b_swept = true, pk_instance = $2
+              FROM cand
+             WHERE pl.pk_proc = cand.pk_proc
+               AND ((pl.b_swept AND pl.pk_instance IS NOT DISTINCT FROM $2)
+                    OR pl.ts_launch IS NULL OR pl.ts_launch < now() - make_interval(secs => $4))
+            RETURNING pl.pk_proc, pl.int_version
+         )
+         SELECT t.pk_proc, t.int_version, p.pk_frame, p.pk_layer, p.pk_job, p.pk_show, j.pk_folder,
                 p.pk_host, h.str_name, h.pk_alloc, p.int_cores_reserved::bigint,
                 p.int_mem_reserved::bigint, p.int_gpus_reserved::bigint, p.int_gpu_mem_reserved::bigint
-           FROM stagehand.pending_launch pl
-           LEFT JOIN proc p ON p.pk_proc = pl.pk_proc
+           FROM taken t
+           LEFT JOIN proc p ON p.pk_proc = t.pk_proc
            LEFT JOIN host h ON h.pk_host = p.pk_host
-           LEFT JOIN job j ON j.pk_job = p.pk_job
-          WHERE pl.pk_show = ANY($1) AND pl.ts_booked < now() - make_interval(secs => $2)
-            AND NOT EXISTS (SELECT 1 FROM stagehand.instance i WHERE i.pk_instance = pl.pk_instance
-                             AND i.ts_heartbeat > now() - make_interval(secs => $3))
-          ORDER BY pl.ts_booked LIMIT $4",
-        &[&shows, &min_age_secs, &lease_secs, &limit],
+           LEFT JOIN job j ON j.pk_job = p.pk_job",
+        &[
+            &shows,
+            &rule.me,
+            &rule.min_age_secs,
+            &rule.claim_age_secs,
+            &rule.lease_secs,
+            &rule.limit,
+        ],
     )?;
     Ok(rows
         .iter()

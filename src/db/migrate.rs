@@ -42,6 +42,11 @@ pub const OWN_MIGRATIONS: &[(i32, &str, &str)] = &[
         "pending_launch",
         include_str!("../../sql/stagehand/V003__pending_launch.sql"),
     ),
+    (
+        4,
+        "launch_claim",
+        include_str!("../../sql/stagehand/V004__launch_claim.sql"),
+    ),
 ];
 
 /// Columns that must exist in a Cuebot database, by the migration that added them.

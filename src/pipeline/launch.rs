@@ -16,6 +16,12 @@
 //! the booking's own transaction) until RQD accepts it or it is undone, so a booking whose
 //! instance died in between is not stranded: the instance that holds the show next sweeps
 //! for such rows and resolves them the same way, kill first, undo once RQD answers.
+//!
+//! "Died" can only mean "stopped heartbeating": a frozen instance (SIGSTOP, a paused VM)
+//! looks the same and wakes up with the same bookings in its queue. So a launcher claims a
+//! booking's row right before calling RQD, and a sweeper takes only rows with no recent
+//! claim (V004); whichever comes second sees the other's mark and backs off, so a frame the
+//! sweeper undid is never launched by the instance that woke up.
 
 use std::{
     sync::Arc,
@@ -130,6 +136,8 @@ struct Unconfirmed(Mutex<Vec<Unsure>>);
 /// What the launcher threads share besides the queue.
 #[derive(Default)]
 struct Launchers {
+    /// How many launcher threads there are.
+    threads: usize,
     unconfirmed: Unconfirmed,
     /// Procs RQD accepted, whose pending-launch rows are deleted in bulk.
     acked: Mutex<Vec<String>>,
@@ -143,6 +151,14 @@ const ACK_BATCH: usize = 64;
 
 /// How often the holder of a show looks for bookings its dead predecessor never launched.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// At most this many launches are claimed by one statement.
+const CLAIM_BATCH: usize = 32;
+
+/// A launch claim older than this (by this process's monotonic clock, which counts a
+/// SIGSTOP too) is renewed before RQD is called; sweepers leave a row alone until its claim
+/// is older than this plus the RQD timeout (see V004).
+const CLAIM_BUDGET: Duration = Duration::from_secs(2);
 
 impl Unconfirmed {
     fn push(&self, task: LaunchTask, backoff: Duration) {
@@ -172,7 +188,10 @@ pub fn start(
     threads: usize,
 ) -> std::io::Result<(Sender<LaunchTask>, Vec<JoinHandle<()>>)> {
     let (tx, rx) = crossbeam_channel::bounded::<LaunchTask>(100_000);
-    let pool = Arc::new(Launchers::default());
+    let pool = Arc::new(Launchers {
+        threads: threads.max(1),
+        ..Launchers::default()
+    });
     let mut handles = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
         let rx: Receiver<LaunchTask> = rx.clone();
@@ -200,17 +219,12 @@ fn launcher(shared: &Shared, rx: &Receiver<LaunchTask>, pool: &Launchers, sweepe
             // is left RUNNING without a process.
             Ok(task) if shared.past_grace() => undo(shared, &task),
             Ok(task) => {
-                let proc = task.placement.proc.clone();
-                if launch_one(shared, task, unconfirmed) {
-                    let full = {
-                        let mut acked = pool.acked.lock();
-                        acked.push(proc);
-                        acked.len() >= ACK_BATCH
-                    };
-                    if full {
-                        flush_acked(shared, pool);
-                    }
-                }
+                // Take a fair share of what is queued, so one claim statement covers several
+                // launches without leaving the other launcher threads idle.
+                let extra = (rx.len() / pool.threads.max(1)).min(CLAIM_BATCH - 1);
+                let mut tasks = vec![task];
+                tasks.extend(rx.try_iter().take(extra));
+                launch_claimed(shared, pool, tasks);
             }
             Err(RecvTimeoutError::Timeout) => {
                 flush_acked(shared, pool);
@@ -242,6 +256,87 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// Claims `tasks` in the database and launches those still ours, renewing the claim of the
+/// rest whenever it is older than [`CLAIM_BUDGET`]; the ones a sweeper took are dropped.
+fn launch_claimed(shared: &Shared, pool: &Launchers, tasks: Vec<LaunchTask>) {
+    let mut todo = std::collections::VecDeque::from(claim(shared, tasks));
+    let mut claimed_at = Instant::now();
+    while let Some(task) = todo.pop_front() {
+        if shared.past_grace() {
+            undo(shared, &task);
+            continue;
+        }
+        if claimed_at.elapsed() > CLAIM_BUDGET {
+            todo.push_front(task);
+            let renewed = Instant::now();
+            todo = claim(shared, todo.into()).into();
+            claimed_at = renewed;
+            continue;
+        }
+        let proc = task.placement.proc.clone();
+        if launch_one(shared, task, &pool.unconfirmed) {
+            let full = {
+                let mut acked = pool.acked.lock();
+                acked.push(proc);
+                acked.len() >= ACK_BATCH
+            };
+            if full {
+                flush_acked(shared, pool);
+            }
+        }
+    }
+}
+
+/// Claims the pending-launch rows of `tasks` right before launching them (V004) and returns
+/// the tasks claimed. A task whose row a sweeper took (this instance looked dead to it: a
+/// freeze longer than the lease) is not launched — the sweeper kills and undoes it — and
+/// its charge is given back. While the database does not answer nothing is launched (an
+/// unclaimed launch could run a frame a sweeper already undid); past the grace the tasks
+/// are undone.
+fn claim(shared: &Shared, tasks: Vec<LaunchTask>) -> Vec<LaunchTask> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let keys: Vec<&str> = tasks.iter().map(|t| t.placement.proc.as_str()).collect();
+        let found = shared
+            .pool
+            .get()
+            .map_err(db::DbError::from)
+            .and_then(|mut c| db::launches::claim(&mut *c, &keys));
+        match found {
+            Ok(claimed) => {
+                let claimed: std::collections::HashSet<String> = claimed.into_iter().collect();
+                let (mine, swept): (Vec<_>, Vec<_>) = tasks
+                    .into_iter()
+                    .partition(|t| claimed.contains(&t.placement.proc));
+                for task in swept {
+                    metrics::ORPHANED_LAUNCHES
+                        .with_label_values(&["swept_before_launch"])
+                        .inc();
+                    log::warn!(
+                        "frame {} on {} was taken over by another instance before its launch \
+                         (this one looked dead); not launching it",
+                        task.placement.frame,
+                        task.placement.host_name
+                    );
+                    shared.ledger.release(&task.charge);
+                }
+                return mine;
+            }
+            Err(e) => {
+                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                if shared.past_grace() {
+                    for task in &tasks {
+                        undo(shared, task);
+                    }
+                    return Vec::new();
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 /// Launches one booking; true when RQD accepted it.
@@ -325,13 +420,18 @@ fn sweep(shared: &Shared) {
         return;
     }
     let cfg = shared.config.load();
-    let min_age = cfg.rqd.timeout.as_secs_f64() * 2.0 + 1.0;
-    let lease = cfg.cluster.lease_duration.as_secs_f64();
+    let rule = db::launches::SweepRule {
+        me: Some(fence.instance),
+        min_age_secs: cfg.rqd.timeout.as_secs_f64() * 2.0 + 1.0,
+        claim_age_secs: (CLAIM_BUDGET + cfg.rqd.timeout).as_secs_f64() + 2.0,
+        lease_secs: cfg.cluster.lease_duration.as_secs_f64(),
+        limit: 200,
+    };
     let found = shared
         .pool
         .get()
         .map_err(db::DbError::from)
-        .and_then(|mut c| db::launches::orphans(&mut *c, &shows, min_age, lease, 200));
+        .and_then(|mut c| db::launches::sweep(&mut *c, &shows, &rule));
     let orphans = match found {
         Ok(o) => o,
         Err(e) => {

@@ -601,3 +601,133 @@ fn launched_bookings_leave_no_pending_launch() {
     );
     rqd.stop();
 }
+
+/// Books every frame of the farm under `owner` (recorded as pending launch) and returns the
+/// procs.
+fn book_pending(farm: &Farm, owner: uuid::Uuid) -> Vec<String> {
+    let show = farm.seeded.shows[0].clone();
+    let mut client = farm.client();
+    let placements = placements_for_all_frames(&mut client, &show);
+    let options = BookOptions {
+        record_launches: Some(Some(owner)),
+        ..options()
+    };
+    let booked = book_batch(
+        &mut client,
+        &placements,
+        &options,
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(booked.booked(), placements.len());
+    client
+        .execute(
+            "UPDATE stagehand.pending_launch SET ts_booked = now() - interval '1 minute'",
+            &[],
+        )
+        .unwrap();
+    placements.into_iter().map(|p| p.proc).collect()
+}
+
+fn instances(farm: &Farm) -> (uuid::Uuid, uuid::Uuid) {
+    let (frozen, me) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    farm.client()
+        .execute(
+            "INSERT INTO stagehand.instance (pk_instance, str_name, str_host, int_pid, ts_heartbeat)
+             VALUES ($1, 'frozen', 'h', 1, now() - interval '1 hour'), ($2, 'me', 'h', 2, now())",
+            &[&frozen, &me],
+        )
+        .unwrap();
+    (frozen, me)
+}
+
+fn rule(me: uuid::Uuid) -> stagehand::db::launches::SweepRule {
+    stagehand::db::launches::SweepRule {
+        me: Some(me),
+        min_age_secs: 1.0,
+        claim_age_secs: 5.0,
+        lease_secs: 30.0,
+        limit: 1000,
+    }
+}
+
+/// Soak finding 5: an instance frozen (SIGSTOP) past its lease looks dead; the show's new
+/// holder takes its pending bookings over, and when the frozen one wakes its launcher must
+/// find them taken and not launch them (before V004 it launched frames that had been undone
+/// and booked again: they ran twice). A launcher claim, in turn, keeps sweepers off the row
+/// until the claim is older than a launch can take.
+#[test]
+fn a_frozen_instance_does_not_launch_what_a_sweeper_took_over() {
+    use stagehand::db::launches;
+    let farm = one_job_farm(4);
+    let (frozen, me) = instances(&farm);
+    let procs = book_pending(&farm, frozen);
+    let show = farm.seeded.shows[0].clone();
+    let keys: Vec<&str> = procs.iter().map(String::as_str).collect();
+    let mut client = farm.client();
+    // The frozen launcher claimed the first two right before freezing.
+    assert_eq!(launches::claim(&mut client, &keys[..2]).unwrap().len(), 2);
+    let taken = launches::sweep(&mut client, std::slice::from_ref(&show), &rule(me)).unwrap();
+    let mut taken: Vec<String> = taken.into_iter().map(|o| o.proc).collect();
+    taken.sort();
+    let mut rest = procs[2..].to_vec();
+    rest.sort();
+    assert_eq!(taken, rest, "claimed rows are left to their launcher");
+    // It wakes: the rows it had not claimed are no longer its to launch.
+    assert_eq!(launches::claim(&mut client, &keys).unwrap().len(), 2);
+    // Its claims age past what a launch can take (it froze again): now they are swept.
+    client
+        .execute(
+            "UPDATE stagehand.pending_launch SET ts_launch = now() - interval '1 minute'
+              WHERE ts_launch IS NOT NULL",
+            &[],
+        )
+        .unwrap();
+    let taken = launches::sweep(&mut client, std::slice::from_ref(&show), &rule(me)).unwrap();
+    assert_eq!(
+        taken.len(),
+        4,
+        "the old claims, and the sweeper's own unresolved rows"
+    );
+    assert!(launches::claim(&mut client, &keys).unwrap().is_empty());
+}
+
+/// The claim and the take race on one row: the launcher's claim holds the row lock,
+/// uncommitted, while the sweep's statement starts (its snapshot sees no claim) and queues on
+/// the lock. Once the claim commits the sweep must re-check the row and leave it; taking it
+/// on the statement's snapshot would let both win — the frame launched and undone.
+#[test]
+fn a_sweep_queued_behind_a_launch_claim_leaves_the_row() {
+    use stagehand::db::launches;
+    let farm = one_job_farm(2);
+    let (frozen, me) = instances(&farm);
+    let procs = book_pending(&farm, frozen);
+    let show = farm.seeded.shows[0].clone();
+    let mut launcher = farm.client();
+    let mut claim = launcher.transaction().unwrap();
+    assert_eq!(
+        launches::claim(&mut claim, &[procs[0].as_str()])
+            .unwrap()
+            .len(),
+        1
+    );
+    let swept = std::thread::scope(|s| {
+        let sweeper = s.spawn(|| {
+            let mut c = farm.client();
+            launches::sweep(&mut c, std::slice::from_ref(&show), &rule(me)).unwrap()
+        });
+        assert!(
+            wait_for_lock_waiters(&mut farm.client(), 1),
+            "the sweep waits"
+        );
+        claim.commit().unwrap();
+        sweeper.join().unwrap()
+    });
+    let swept: Vec<String> = swept.into_iter().map(|o| o.proc).collect();
+    assert_eq!(
+        swept,
+        vec![procs[1].clone()],
+        "only the unclaimed row is taken"
+    );
+}

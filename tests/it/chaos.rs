@@ -7,9 +7,6 @@ use std::{path::PathBuf, time::Duration};
 use stagehand::sim::chaos::{self, ChaosOptions, faults::Fault};
 
 #[test]
-#[ignore = "fails on a stagehand bug reported with the soak (issue 12): a show's next holder \
-            undoes a SIGSTOPped (not dead) instance's pending bookings without killing them on \
-            RQD, so frames that instance launched run twice once they are booked again"]
 fn a_seeded_soak_with_every_fault_finds_no_violation() {
     let opts = ChaosOptions {
         scale: 0.1,
