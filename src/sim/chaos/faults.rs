@@ -4,8 +4,8 @@
 //! an instance killed with SIGKILL (and replaced), frozen with SIGSTOP (then SIGCONT),
 //! sent SIGHUP with a broken and with a valid configuration file.
 //!
-//! The schedule is drawn from the seed up front — every kind once in a seeded order, then
-//! random kinds (restarts and kills less often) until the window is full — so a seed
+//! The schedule is drawn from the seed up front — rounds of every kind once, each round in
+//! a seeded order, until the window is full — so a seed
 //! replays the same faults in the same order with the same parameters; what they hit
 //! depends on timing.
 
@@ -102,16 +102,21 @@ pub(crate) struct Planned {
     pub(crate) lasting: Duration,
 }
 
-/// The schedule for `window`, drawn from `seed`.
+/// The schedule for `window`, drawn from `seed`: rounds of every kind once, each round in
+/// its own seeded order, until the window is full — so every kind is injected as often as
+/// any other (a 10-minute run holds about 30 rounds), and at least once however short the
+/// window.
 pub(crate) fn schedule(seed: u64, window: Duration) -> Vec<Planned> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xFA17_5EED);
-    let mut kinds = Fault::ALL.to_vec();
-    kinds.shuffle(&mut rng);
     let mut out = Vec::new();
     let mut at = Duration::from_millis(rng.random_range(300..1_000));
-    let mut i = 0;
-    while i < kinds.len() || at < window {
-        let fault = kinds.get(i).copied().unwrap_or_else(|| weighted(&mut rng));
+    let mut round: Vec<Fault> = Vec::new();
+    while !round.is_empty() || out.is_empty() || at < window {
+        if round.is_empty() {
+            round = Fault::ALL.to_vec();
+            round.shuffle(&mut rng);
+        }
+        let fault = round.pop().unwrap_or(Fault::RqdSlow);
         let lasting = match fault {
             // Sometimes longer than the lease (3 s), so the lease moves while it is frozen.
             Fault::Pause => Duration::from_millis(rng.random_range(1_000..4_500)),
@@ -121,29 +126,8 @@ pub(crate) fn schedule(seed: u64, window: Duration) -> Vec<Planned> {
         out.push(Planned { at, fault, lasting });
         // Roughly: the fault, its own overhead, and a gap.
         at += lasting + Duration::from_millis(rng.random_range(200..900));
-        i += 1;
     }
     out
-}
-
-/// A random kind after the first round. Restarts and kills weigh less: each costs seconds
-/// of an unreachable database or a new process, and a long run made of them mostly measures
-/// the outage.
-fn weighted(rng: &mut StdRng) -> Fault {
-    let weight = |f: Fault| match f {
-        Fault::PgRestart => 1,
-        Fault::Kill9 | Fault::Pause => 2,
-        _ => 4,
-    };
-    let total: u32 = Fault::ALL.iter().map(|f| weight(*f)).sum();
-    let mut pick = rng.random_range(0..total);
-    for f in Fault::ALL {
-        if pick < weight(f) {
-            return f;
-        }
-        pick -= weight(f);
-    }
-    Fault::RqdSlow
 }
 
 /// Applies faults to a running soak.
@@ -383,5 +367,30 @@ impl<'a> Injector<'a> {
             }
         }
         exited
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_comes_as_often_as_any_other() {
+        let plan = schedule(7, Duration::from_secs(600));
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for p in &plan {
+            *counts.entry(p.fault.label()).or_default() += 1;
+        }
+        assert_eq!(counts.len(), Fault::ALL.len());
+        let (min, max) = (counts.values().min(), counts.values().max());
+        assert_eq!(min, max, "{counts:?}");
+        assert!(*min.unwrap() >= 20, "{counts:?}");
+        assert_eq!(schedule(7, Duration::from_secs(600)).len(), plan.len(), "seeded");
+    }
+
+    #[test]
+    fn a_short_window_still_gets_every_kind_once() {
+        let plan = schedule(1, Duration::from_secs(1));
+        assert_eq!(plan.len(), Fault::ALL.len());
     }
 }
