@@ -41,7 +41,7 @@ use std::{
 use serde_json::{Value, json};
 use tiny_http::{Header, Request, Response, Server};
 
-use crate::{metrics, service::StatusHandle};
+use crate::{metrics, status::StatusHandle};
 
 /// How long one read of a client's socket may wait. A scraper sends its request at once, so
 /// 5 s is generous, and it is what an idle client can cost: a pool thread for this long.

@@ -23,6 +23,7 @@ pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod frameset;
+pub mod health;
 pub mod http;
 pub mod index;
 pub mod lease;
@@ -33,6 +34,7 @@ pub mod pipeline;
 pub mod reserve;
 pub mod rqd;
 pub mod service;
+pub mod status;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod worker;

@@ -27,6 +27,8 @@ use crate::{
     config::{Config, ConfigError},
     db, http, lease, metrics,
     pipeline::{self, Shared},
+    health::Health,
+    status::StatusHandle,
 };
 
 /// Why the service could not start.
@@ -63,49 +65,6 @@ pub fn init_logging(level: LevelFilter) {
     }
 }
 
-/// Liveness of the named long-running threads, for `/healthz`.
-#[derive(Default)]
-pub struct Health {
-    threads: parking_lot::Mutex<Vec<(String, Arc<AtomicBool>)>>,
-    /// Set when shutdown begins: `/readyz` answers 503 from then on.
-    pub stopping: AtomicBool,
-    /// Cleared when a database round trip fails, set when one succeeds.
-    pub db_ok: AtomicBool,
-    /// True once the first host refresh succeeded.
-    pub hosts_loaded: AtomicBool,
-    /// True once the first cluster load succeeded.
-    pub clusters_loaded: Arc<AtomicBool>,
-}
-
-impl Health {
-    fn register(&self, name: &str) -> Alive {
-        let flag = Arc::new(AtomicBool::new(true));
-        self.threads
-            .lock()
-            .push((name.to_owned(), Arc::clone(&flag)));
-        Alive(flag)
-    }
-
-    /// Names of registered threads that are no longer running.
-    pub fn dead_threads(&self) -> Vec<String> {
-        self.threads
-            .lock()
-            .iter()
-            .filter(|(_, a)| !a.load(Ordering::Acquire))
-            .map(|(n, _)| n.clone())
-            .collect()
-    }
-}
-
-/// Cleared when its thread ends, normally or by panic.
-struct Alive(Arc<AtomicBool>);
-
-impl Drop for Alive {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
-    }
-}
-
 /// A running stagehand.
 pub struct Service {
     shared: Arc<Shared>,
@@ -119,21 +78,6 @@ pub struct Service {
     lease: Option<Arc<lease::Leases>>,
     feed_stop: Arc<AtomicBool>,
     timers_stop: Arc<AtomicBool>,
-}
-
-/// What `status` pages and tests read of a running service.
-#[derive(Clone)]
-pub struct StatusHandle {
-    /// The pipeline's shared state.
-    pub shared: Arc<Shared>,
-    /// Thread liveness and readiness inputs.
-    pub health: Arc<Health>,
-    /// The feed's view of the clusters.
-    pub clusters: Arc<ArcSwap<Vec<ClusterStatus>>>,
-    /// Configuration generation (bumped by every applied reload).
-    pub generation: Arc<std::sync::atomic::AtomicU64>,
-    /// Leases, when multi-instance coordination runs.
-    pub leases: Option<Arc<lease::Leases>>,
 }
 
 fn spawn(
@@ -177,9 +121,11 @@ impl Service {
     fn idle(config: Config) -> Result<Service, ServiceError> {
         let config = Arc::new(ArcSwap::from_pointee(config));
         let pool = db::pool(&config.load().database)?;
-        let shared = Arc::new(Shared::new(Arc::clone(&config), pool));
+        let board = lease::LeaseBoard::new();
+        let shared = Arc::new(Shared::new(Arc::clone(&config), pool, board.view()));
+        let leases = lease::Leases::new(config, Arc::clone(&shared.ledger), board);
         Ok(Service {
-            lease: Some(lease::Leases::new(config, Arc::clone(&shared))),
+            lease: Some(leases),
             shared,
             health: Arc::new(Health::default()),
             cluster_status: Arc::new(ArcSwap::from_pointee(Vec::new())),
@@ -233,11 +179,11 @@ impl Service {
             Arc::clone(&shared.config),
             Arc::clone(&shared.ledger),
             Arc::clone(&self.timers_stop),
-            Arc::clone(shared),
+            shared.lease.clone(),
         );
         // Only the shows this instance holds (none before its first lease round).
         let held = move || {
-            let fence = view.fence.load();
+            let fence = view.fence();
             Some(
                 fence
                     .as_ref()

@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{db, index::HostRecord, metrics, pipeline::Shared, service::Health};
+use crate::{db, index::HostRecord, metrics, pipeline::Shared, health::Health};
 
 /// One refresh: read the eligible hosts and apply them to the index. Returns the host count.
 pub fn refresh(shared: &Shared) -> Result<usize, db::DbError> {
@@ -76,7 +76,7 @@ pub fn refresh_reservations(shared: &Shared) -> Result<(), db::DbError> {
     metrics::WIDE_RESERVATIONS.set(holds.len() as i64);
     shared.holds.replace(holds);
     // With several instances each counts only the shows it holds, so the gauges add up.
-    let fence = shared.fence.load_full();
+    let fence = shared.lease.fence();
     let shows: Option<Vec<String>> = fence
         .as_ref()
         .as_ref()

@@ -411,7 +411,7 @@ fn sweep_due(pool: &Launchers) -> bool {
 /// never launched or undone: RQD is told to kill the frame and, once it answers, the booking
 /// is undone; a row whose proc is already gone is just dropped.
 fn sweep(shared: &Shared) {
-    let fence = shared.fence.load_full();
+    let fence = shared.lease.fence();
     let Some(fence) = fence.as_ref() else {
         return;
     };

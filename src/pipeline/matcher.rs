@@ -87,7 +87,7 @@ fn run(
     let s = &config.scheduler;
     // The fence is captured now, with the may-book check: every batch of this pass commits
     // only under the lease epoch its counters were planned under.
-    let fence = match shared.fence.load_full().as_ref() {
+    let fence = match shared.lease.fence().as_ref() {
         None => None,
         Some(f) => match f.for_pass(&cluster.show, shared.ledger.resyncs()) {
             Some(f) => Some(f),
@@ -325,7 +325,7 @@ impl Matcher<'_> {
             floor: reserve::floor(&shape),
             os: if os.is_empty() { None } else { Some(os) },
             threadable: shape.threadable,
-            share: *self.shared.host_share.lock(),
+            share: self.shared.lease.host_share(),
         };
         let est_secs = layer.est_secs;
         let now = backfill::now_secs();

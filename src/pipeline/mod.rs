@@ -29,8 +29,9 @@ use crate::{
         feed::{PassOutcome, PassResult},
     },
     config::Config,
-    db::{self, booking::Fence},
+    db,
     index::HostIndex,
+    lease::LeaseView,
     metrics,
     rqd::RqdClients,
 };
@@ -57,11 +58,8 @@ pub struct Shared {
     pub grace_deadline: Mutex<Option<Instant>>,
     /// Ask the host refresher to run now (after a host lost its guard).
     pub refresh_hosts: AtomicBool,
-    /// The lease fence of this instance (multi-instance operation); `None` books unfenced.
-    pub fence: ArcSwap<Option<Fence>>,
-    /// `(n, k)`: this instance is k of n live instances (set by the lease keeper); the host
-    /// index prefers share k of the hosts.
-    pub host_share: parking_lot::Mutex<Option<(u32, u32)>>,
+    /// What the lease keeper publishes (the fence, the host share); read-only here.
+    pub lease: LeaseView,
     /// Jobs a booking thread is placing right now. A job's layers belong to several clusters
     /// (an ALLOC and a MANUAL tag); two threads planning the same job would only collide on
     /// its frames' guards and serialize on its `job_stat`/`layer_stat` rows. Shows have one
@@ -74,8 +72,9 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Builds the shared state around an existing pool and configuration.
-    pub fn new(config: Arc<ArcSwap<Config>>, pool: db::Pool) -> Shared {
+    /// Builds the shared state around an existing pool and configuration; `lease` is the
+    /// lease keeper's board ([`LeaseView::unfenced`] for a single instance).
+    pub fn new(config: Arc<ArcSwap<Config>>, pool: db::Pool, lease: LeaseView) -> Shared {
         Shared {
             config,
             pool,
@@ -87,9 +86,8 @@ impl Shared {
             stop: Arc::new(AtomicBool::new(false)),
             grace_deadline: Mutex::new(None),
             refresh_hosts: AtomicBool::new(false),
-            fence: ArcSwap::from_pointee(None),
+            lease,
             busy_jobs: dashmap::DashSet::new(),
-            host_share: parking_lot::Mutex::new(None),
             holds: crate::backfill::Holds::default(),
             waiting: waiting::WaitingReasons::default(),
         }

@@ -53,7 +53,7 @@ pub fn reserve(
         return Ok(None);
     }
     // Each reservation idles a host while it drains: a budget per instance (its shows).
-    let fence = shared.fence.load_full();
+    let fence = shared.lease.fence();
     let ours = holds
         .iter()
         .filter(|h| {

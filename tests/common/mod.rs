@@ -149,6 +149,9 @@ pub struct Farm {
     pub seeded: stagehand::sim::seed::Seeded,
     /// The pipeline state.
     pub shared: std::sync::Arc<stagehand::pipeline::Shared>,
+    /// The lease board the pipeline reads: a test publishes a fence here as a lease keeper
+    /// would.
+    pub lease: std::sync::Arc<stagehand::lease::LeaseBoard>,
     launch_tx: crossbeam_channel::Sender<stagehand::pipeline::launch::LaunchTask>,
     launchers: Vec<std::thread::JoinHandle<()>>,
 }
@@ -166,9 +169,11 @@ impl Farm {
         tweak(&mut config);
         let pool = stagehand::db::pool(&config.database).unwrap();
         let launch_threads = config.rqd.launch_threads;
+        let lease = stagehand::lease::LeaseBoard::new();
         let shared = std::sync::Arc::new(stagehand::pipeline::Shared::new(
             std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(config)),
             pool,
+            lease.view(),
         ));
         let (launch_tx, launchers) =
             stagehand::pipeline::launch::start(std::sync::Arc::clone(&shared), launch_threads)
@@ -177,6 +182,7 @@ impl Farm {
             db,
             seeded,
             shared,
+            lease,
             launch_tx,
             launchers,
         };

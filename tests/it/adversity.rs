@@ -362,13 +362,9 @@ fn a_pass_books_nothing_for_a_show_not_yet_bookable_under_its_lease() {
         epochs: [(show.clone(), 1)].into_iter().collect(),
         bookable_after: [(show.clone(), after)].into_iter().collect(),
     };
-    farm.shared
-        .fence
-        .store(std::sync::Arc::new(Some(fence(resyncs + 2))));
+    farm.lease.publish_fence(fence(resyncs + 2));
     assert_eq!(farm.pass_all(), 0, "claimed, counters not re-synced yet");
-    farm.shared
-        .fence
-        .store(std::sync::Arc::new(Some(fence(resyncs))));
+    farm.lease.publish_fence(fence(resyncs));
     assert_eq!(farm.pass_all(), 2);
 }
 
@@ -563,12 +559,12 @@ fn a_booking_its_dead_instance_never_launched_is_undone_by_the_next_holder() {
         )
         .unwrap();
     // This instance holds the show now; its launcher sweeps for orphans when idle.
-    farm.shared.fence.store(std::sync::Arc::new(Some(Fence {
+    farm.lease.publish_fence(Fence {
         instance: me,
         lease_secs: 30.0,
         epochs: [(show.clone(), 1)].into_iter().collect(),
         bookable_after: Default::default(),
-    })));
+    });
     assert!(
         wait_until(|| count(&farm, "SELECT count(*) FROM proc") == 0),
         "the orphaned bookings are undone"

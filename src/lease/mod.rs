@@ -19,7 +19,7 @@
 //! bookings. Shutdown releases every lease at once.
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -33,11 +33,16 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::{
+    accounting::Ledger,
     config::Config,
     db::{self, booking::Fence},
     metrics,
-    pipeline::Shared,
 };
+
+mod board;
+mod policy;
+
+pub use board::{LeaseBoard, LeaseView};
 
 /// A show this instance holds.
 #[derive(Clone, Debug, Serialize)]
@@ -70,7 +75,10 @@ pub struct Leases {
     pub instance: Uuid,
     name: String,
     config: Arc<ArcSwap<Config>>,
-    shared: Arc<Shared>,
+    /// The counters whose re-syncs make a newly claimed show bookable.
+    ledger: Arc<Ledger>,
+    /// Where the fence and the host share are published; this keeper is its only writer.
+    board: Arc<LeaseBoard>,
     held: Mutex<HashMap<String, Held>>,
     peers: Mutex<Vec<Peer>>,
     released: AtomicBool,
@@ -80,8 +88,12 @@ pub struct Leases {
 }
 
 impl Leases {
-    /// Creates the lease keeper with a new instance key.
-    pub fn new(config: Arc<ArcSwap<Config>>, shared: Arc<Shared>) -> Arc<Leases> {
+    /// Creates the lease keeper with a new instance key; it publishes on `board`.
+    pub fn new(
+        config: Arc<ArcSwap<Config>>,
+        ledger: Arc<Ledger>,
+        board: Arc<LeaseBoard>,
+    ) -> Arc<Leases> {
         let cfg = config.load();
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .unwrap_or_default()
@@ -100,7 +112,8 @@ impl Leases {
             instance: Uuid::new_v4(),
             name,
             config: Arc::clone(&config),
-            shared,
+            ledger,
+            board,
             held: Mutex::new(HashMap::new()),
             peers: Mutex::new(Vec::new()),
             released: AtomicBool::new(false),
@@ -116,7 +129,7 @@ impl Leases {
     /// True when this instance may book `show` now: the same rule each pass applies to the
     /// fence it captures ([`Fence::for_pass`]).
     pub fn may_book(&self, show: &str) -> bool {
-        let resyncs = self.shared.ledger.resyncs();
+        let resyncs = self.ledger.resyncs();
         self.held
             .lock()
             .get(show)
@@ -181,9 +194,36 @@ impl Leases {
         self.round(conn, cfg)
     }
 
+    /// One lease round: heartbeat, survey, claim, shed, then publish the holdings and the
+    /// fence the booking transactions check.
     fn round(&self, conn: &mut postgres::Client, cfg: &Config) -> Result<(), db::DbError> {
         let lease_secs = cfg.cluster.lease_duration.as_secs_f64();
         let renew_secs = cfg.cluster.lease_renew_interval.as_secs_f64();
+        self.heartbeat(conn)?;
+        let mut survey = self.survey(conn, lease_secs, renew_secs)?;
+        self.release_unmanaged(conn, &mut survey)?;
+        let plan = policy::claims(&survey);
+        let claimed = self.claim(conn, &plan.shows, lease_secs)?;
+        if !claimed.is_empty() {
+            *self.last_move.lock() = Instant::now();
+        }
+        let settled = self.last_move.lock().elapsed() >= cfg.cluster.lease_renew_interval * 3;
+        let shed = policy::shed(&survey, &claimed, plan.mine, settled);
+        if let Some(show) = &shed {
+            conn.execute(
+                "UPDATE stagehand.show_lease SET pk_instance = NULL WHERE pk_show = $1 AND pk_instance = $2",
+                &[show, &self.instance],
+            )?;
+            metrics::LEASE_EVENTS.with_label_values(&["shed"]).inc();
+            *self.last_move.lock() = Instant::now();
+        }
+        self.peers_from(conn, lease_secs)?;
+        self.publish(survey, claimed, shed.as_deref(), lease_secs);
+        Ok(())
+    }
+
+    /// Registers this instance or renews its heartbeat, which renews every lease it holds.
+    fn heartbeat(&self, conn: &mut postgres::Client) -> Result<(), db::DbError> {
         conn.execute(
             "INSERT INTO stagehand.instance (pk_instance, str_name, str_host, int_pid)
              VALUES ($1, $2, $3, $4)
@@ -195,55 +235,38 @@ impl Leases {
                 &(std::process::id() as i32),
             ],
         )?;
-        // What we hold: the heartbeat above renewed it; whatever is gone was taken from us.
-        let mut renewed: HashMap<String, i64> = conn
-            .query(
-                "SELECT pk_show, int_epoch FROM stagehand.show_lease WHERE pk_instance = $1",
-                &[&self.instance],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        // Waiting work per managed show, the live peers and the lease table.
-        let waiting: HashMap<String, i64> = conn
-            .query(
-                "SELECT sh.pk_show, coalesce(sum(js.int_waiting_count), 0)::bigint
-                   FROM show sh LEFT JOIN job j ON j.pk_show = sh.pk_show AND j.str_state = 'PENDING'
-                   LEFT JOIN job_stat js ON js.pk_job = j.pk_job
-                  WHERE sh.b_scheduler_managed AND sh.b_active GROUP BY sh.pk_show",
-                &[],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
-        // A show handed back to Cuebot (or deactivated) is let go at once: the booking
-        // transactions already refuse it, and holding it would only hide it from the balance.
-        let unmanaged: Vec<String> = renewed
-            .keys()
-            .filter(|s| !waiting.contains_key(*s))
-            .cloned()
-            .collect();
-        if !unmanaged.is_empty() {
-            conn.execute(
-                "UPDATE stagehand.show_lease SET pk_instance = NULL
-                  WHERE pk_instance = $1 AND pk_show = ANY($2)",
-                &[&self.instance, &unmanaged],
-            )?;
-            for show in &unmanaged {
-                renewed.remove(show);
-                log::info!("show {show} is no longer managed by stagehand; lease released");
-                metrics::LEASE_EVENTS
-                    .with_label_values(&["unmanaged"])
-                    .inc();
-            }
-        }
+        Ok(())
+    }
+
+    /// Reads what the policy needs: the shows held (whatever is gone was taken from us), the
+    /// waiting work per managed show, the live instances and the free shows.
+    fn survey(
+        &self,
+        conn: &mut postgres::Client,
+        lease_secs: f64,
+        renew_secs: f64,
+    ) -> Result<policy::Survey, db::DbError> {
+        let pairs = |rows: Vec<postgres::Row>| -> HashMap<String, i64> {
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect()
+        };
+        let renewed = pairs(conn.query(
+            "SELECT pk_show, int_epoch FROM stagehand.show_lease WHERE pk_instance = $1",
+            &[&self.instance],
+        )?);
+        let waiting = pairs(conn.query(
+            "SELECT sh.pk_show, coalesce(sum(js.int_waiting_count), 0)::bigint
+               FROM show sh LEFT JOIN job j ON j.pk_show = sh.pk_show AND j.str_state = 'PENDING'
+               LEFT JOIN job_stat js ON js.pk_job = j.pk_job
+              WHERE sh.b_scheduler_managed AND sh.b_active GROUP BY sh.pk_show",
+            &[],
+        )?);
         let live_instances: i64 = conn
             .query_one(
                 "SELECT count(*) FROM stagehand.instance WHERE ts_heartbeat > now() - make_interval(secs => $1)",
                 &[&lease_secs],
             )?
             .get(0);
-        let free: Vec<(String, bool)> = conn
+        let free = conn
             .query(
                 "SELECT sh.pk_show,
                         coalesce(i.ts_heartbeat < now() - make_interval(secs => $1::float8 + $2::float8), true)
@@ -259,33 +282,60 @@ impl Leases {
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
+        Ok(policy::Survey {
+            renewed,
+            waiting,
+            live_instances,
+            free,
+        })
+    }
 
-        let total: i64 = waiting.values().sum();
-        let fair = total as f64 / live_instances.max(1) as f64;
-        let mut mine: i64 = renewed
+    /// Lets go at once of held shows handed back to Cuebot (or deactivated): the booking
+    /// transactions already refuse them, and holding them would only hide them from the
+    /// balance.
+    fn release_unmanaged(
+        &self,
+        conn: &mut postgres::Client,
+        survey: &mut policy::Survey,
+    ) -> Result<(), db::DbError> {
+        let unmanaged: Vec<String> = survey
+            .renewed
             .keys()
-            .map(|s| waiting.get(s).copied().unwrap_or(0))
-            .sum();
-        let mut claims: Vec<String> = Vec::new();
-        let mut candidates: Vec<(String, bool, i64)> = free
-            .into_iter()
-            .map(|(s, stale)| {
-                let w = waiting.get(&s).copied().unwrap_or(0);
-                (s, stale, w)
-            })
+            .filter(|s| !survey.waiting.contains_key(*s))
+            .cloned()
             .collect();
-        candidates.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-        for (show, stale, w) in candidates {
-            // Claim while under the fair share; anything left unowned a whole round is claimed
-            // regardless so no show waits for a perfect balance.
-            if stale || renewed.is_empty() || (mine as f64) < fair || live_instances <= 1 {
-                claims.push(show);
-                mine += w;
-            }
+        if unmanaged.is_empty() {
+            return Ok(());
         }
-        let mut claimed: HashMap<String, i64> = HashMap::new();
-        if !claims.is_empty() {
-            for r in conn.query(
+        conn.execute(
+            "UPDATE stagehand.show_lease SET pk_instance = NULL
+              WHERE pk_instance = $1 AND pk_show = ANY($2)",
+            &[&self.instance, &unmanaged],
+        )?;
+        for show in &unmanaged {
+            survey.renewed.remove(show);
+            log::info!("show {show} is no longer managed by stagehand; lease released");
+            metrics::LEASE_EVENTS
+                .with_label_values(&["unmanaged"])
+                .inc();
+        }
+        Ok(())
+    }
+
+    /// Claims `shows` where they are still free (the condition is re-checked in the
+    /// statement: a peer may have claimed one since the survey); returns those won, with
+    /// their new epochs.
+    fn claim(
+        &self,
+        conn: &mut postgres::Client,
+        shows: &[String],
+        lease_secs: f64,
+    ) -> Result<HashMap<String, i64>, db::DbError> {
+        if shows.is_empty() {
+            return Ok(HashMap::new());
+        }
+        Ok(conn
+            .query(
                 "INSERT INTO stagehand.show_lease (pk_show, pk_instance, int_epoch, ts_claimed)
                  SELECT s, $1, 1, now() FROM unnest($2::text[]) AS s
                  ON CONFLICT (pk_show) DO UPDATE
@@ -295,53 +345,28 @@ impl Leases {
                                      WHERE i.pk_instance = stagehand.show_lease.pk_instance
                                        AND i.ts_heartbeat > now() - make_interval(secs => $3))
                  RETURNING pk_show, int_epoch",
-                &[&self.instance, &claims, &lease_secs],
-            )? {
-                claimed.insert(r.get(0), r.get(1));
-            }
-        }
-        if !claimed.is_empty() {
-            *self.last_move.lock() = Instant::now();
-        }
-        // Shed the smallest show while clearly above the fair share (hysteresis 25 %).
-        let mut shed: Option<String> = None;
-        let settled = self.last_move.lock().elapsed() >= cfg.cluster.lease_renew_interval * 3;
-        if live_instances > 1
-            && settled
-            && renewed.len() + claimed.len() > 1
-            && (mine as f64) > fair * 1.25 + 1.0
-        {
-            let mut owned: Vec<(&String, i64)> = renewed
-                .keys()
-                .chain(claimed.keys())
-                .map(|s| (s, waiting.get(s).copied().unwrap_or(0)))
-                .collect();
-            owned.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(b.0)));
-            if let Some((show, w)) = owned
-                .into_iter()
-                .find(|(_, w)| *w > 0 && (mine - w) as f64 >= fair * 0.75)
-            {
-                let _ = w;
-                shed = Some(show.clone());
-            }
-        }
-        if let Some(show) = &shed {
-            conn.execute(
-                "UPDATE stagehand.show_lease SET pk_instance = NULL WHERE pk_show = $1 AND pk_instance = $2",
-                &[show, &self.instance],
-            )?;
-            metrics::LEASE_EVENTS.with_label_values(&["shed"]).inc();
-            *self.last_move.lock() = Instant::now();
-        }
-        self.peers_from(conn, lease_secs)?;
+                &[&self.instance, &shows, &lease_secs],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
 
-        // Publish the new holdings and the fence the booking transactions check.
-        let resyncs = self.shared.ledger.resyncs();
+    /// Publishes the new holdings and the fence. A show keeps its claim-time re-sync count
+    /// while its epoch is unchanged; a new or re-won one waits for two re-syncs that began
+    /// after its claim, and one is requested now instead of at the recompute interval.
+    fn publish(
+        &self,
+        survey: policy::Survey,
+        claimed: HashMap<String, i64>,
+        shed: Option<&str>,
+        lease_secs: f64,
+    ) {
+        let resyncs = self.ledger.resyncs();
         let mut held = self.held.lock();
-        let before: HashSet<String> = held.keys().cloned().collect();
         let mut next: HashMap<String, Held> = HashMap::new();
-        for (show, epoch) in renewed.into_iter().chain(claimed) {
-            if shed.as_ref() == Some(&show) {
+        for (show, epoch) in survey.renewed.into_iter().chain(claimed) {
+            if shed == Some(show.as_str()) {
                 continue;
             }
             let claimed_resyncs = match held.get(&show) {
@@ -351,29 +376,25 @@ impl Leases {
                     resyncs
                 }
             };
-            let w = waiting.get(&show).copied().unwrap_or(0);
-            next.insert(
-                show.clone(),
-                Held {
-                    show,
-                    epoch,
-                    waiting: w,
-                    claimed_resyncs,
-                },
-            );
+            let waiting = survey.waiting.get(&show).copied().unwrap_or(0);
+            let h = Held {
+                show: show.clone(),
+                epoch,
+                waiting,
+                claimed_resyncs,
+            };
+            next.insert(show, h);
         }
-        for lost in before
-            .iter()
-            .filter(|s| !next.contains_key(*s) && shed.as_ref() != Some(*s))
+        for lost in held
+            .keys()
+            .filter(|s| !next.contains_key(*s) && shed != Some(s.as_str()))
         {
             log::warn!("lease of show {lost} was lost");
             metrics::LEASE_EVENTS.with_label_values(&["lost"]).inc();
         }
         metrics::LEASES_HELD.set(next.len() as i64);
-        // A show not yet bookable waits for a counter re-sync that began after its claim:
-        // ask for one now instead of waiting for the recompute interval.
         if next.values().any(|h| resyncs < h.claimed_resyncs + 2) {
-            self.shared.ledger.request_resync();
+            self.ledger.request_resync();
         }
         let fence = Fence {
             instance: self.instance,
@@ -387,9 +408,8 @@ impl Leases {
         *held = next;
         drop(held);
         if !self.released.load(Ordering::Acquire) {
-            self.shared.fence.store(Arc::new(Some(fence)));
+            self.board.publish_fence(fence);
         }
-        Ok(())
     }
 
     fn peers_from(&self, conn: &mut postgres::Client, lease_secs: f64) -> Result<(), db::DbError> {
@@ -403,10 +423,11 @@ impl Leases {
             .iter()
             .map(|r| r.get(0))
             .collect();
-        *self.shared.host_share.lock() = live
-            .iter()
-            .position(|i| *i == self.instance)
-            .map(|k| (live.len() as u32, k as u32));
+        self.board.publish_host_share(
+            live.iter()
+                .position(|i| *i == self.instance)
+                .map(|k| (live.len() as u32, k as u32)),
+        );
         let peers = conn
             .query(
                 "SELECT i.str_name, (SELECT count(*) FROM stagehand.show_lease l WHERE l.pk_instance = i.pk_instance),
