@@ -28,6 +28,7 @@ use std::{
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
+pub use crate::db::accounting::{Caps, Limits, Snapshot};
 use crate::metrics;
 
 /// A cap that refused a charge.
@@ -73,25 +74,6 @@ pub struct Charge {
     pub cores: i64,
     /// GPUs.
     pub gpus: i64,
-}
-
-/// A cap's limits: `None` for an unlimited dimension.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Limits {
-    /// Centicores.
-    pub cores: Option<i64>,
-    /// GPUs.
-    pub gpus: Option<i64>,
-}
-
-impl Limits {
-    /// Cuebot's convention: a value ≤ 0 means unlimited.
-    pub fn from_db(cores: i64, gpus: i64) -> Limits {
-        Limits {
-            cores: (cores > 0).then_some(cores),
-            gpus: (gpus > 0).then_some(gpus),
-        }
-    }
 }
 
 /// One vertex's state. `booked` = what the counter believes is booked (snapshot + carried);
@@ -561,30 +543,6 @@ impl Ledger {
                 .collect(),
         }
     }
-}
-
-/// Booked (centicores, GPUs) per vertex.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    /// Per (show, alloc).
-    pub subs: HashMap<(String, String), (i64, i64)>,
-    /// Per folder.
-    pub folders: HashMap<String, (i64, i64)>,
-    /// Per job.
-    pub jobs: HashMap<String, (i64, i64)>,
-}
-
-/// Caps as read from the database.
-#[derive(Clone, Debug, Default)]
-pub struct Caps {
-    /// Burst (centicores) per (show, alloc).
-    pub bursts: HashMap<(String, String), i64>,
-    /// Subscription size (centicores) per (show, alloc).
-    pub sizes: HashMap<(String, String), i64>,
-    /// Folder limits.
-    pub folders: HashMap<String, Limits>,
-    /// Job limits.
-    pub jobs: HashMap<String, Limits>,
 }
 
 #[cfg(test)]

@@ -9,13 +9,59 @@
 //! statement of the same transaction moves it back. Other sessions never see the moved cap.
 //! Rows are locked in key order before they are updated: the booking transaction holds the
 //! same cap rows FOR SHARE in key order ([`super::caps`]), so the two cannot deadlock.
+//!
+//! The row-shaped results ([`Snapshot`], [`Caps`], [`Limits`]) are defined here, where they
+//! are read, and re-exported by [`crate::accounting`], which consumes them: `db` depends on
+//! nothing above it.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::LazyLock};
 
 use postgres::Client;
 
 use super::DbError;
-use crate::accounting::{Caps, Limits, Snapshot};
+
+/// A cap's limits: `None` for an unlimited dimension.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// Centicores.
+    pub cores: Option<i64>,
+    /// GPUs.
+    pub gpus: Option<i64>,
+}
+
+impl Limits {
+    /// Cuebot's convention: a value ≤ 0 means unlimited.
+    pub fn from_db(cores: i64, gpus: i64) -> Limits {
+        Limits {
+            cores: (cores > 0).then_some(cores),
+            gpus: (gpus > 0).then_some(gpus),
+        }
+    }
+}
+
+/// Booked (centicores, GPUs) per vertex.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Per (show, alloc).
+    pub subs: HashMap<(String, String), (i64, i64)>,
+    /// Per folder.
+    pub folders: HashMap<String, (i64, i64)>,
+    /// Per job.
+    pub jobs: HashMap<String, (i64, i64)>,
+}
+
+/// Caps as read from the database.
+#[derive(Clone, Debug, Default)]
+pub struct Caps {
+    /// Burst (centicores) per (show, alloc).
+    pub bursts: HashMap<(String, String), i64>,
+    /// Subscription size (centicores) per (show, alloc).
+    pub sizes: HashMap<(String, String), i64>,
+    /// Folder limits.
+    pub folders: HashMap<String, Limits>,
+    /// Job limits.
+    pub jobs: HashMap<String, Limits>,
+}
 
 /// Rows written per table by one recompute.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -32,6 +78,8 @@ pub struct Written {
     pub subscription: u64,
 }
 
+/// The procs of jobs of the managed shows a recompute covers (`$1`, see [`HELD`]), as a
+/// `FROM … WHERE` fragment a caller may extend with `AND …`.
 const MANAGED_PROCS: &str =
     "proc p JOIN job j ON j.pk_job = p.pk_job JOIN show s ON s.pk_show = j.pk_show
                              WHERE s.b_scheduler_managed AND ($1::text[] IS NULL OR s.pk_show = ANY($1))";
@@ -41,10 +89,56 @@ const MANAGED_PROCS: &str =
 const HELD: &str = "($1::text[] IS NULL OR s.pk_show = ANY($1))";
 
 /// Rebuilds `int_cores`/`int_gpus` of the five resource tables from `proc`.
+///
+/// Layer, folder and point rows have no verify trigger and are rewritten by one statement
+/// each; job and subscription rows go through [`update_nudging_cap`], each in its own
+/// transaction so the moved cap is never visible outside it.
 pub fn recompute_tables(client: &mut Client, shows: Option<&[String]>) -> Result<Written, DbError> {
-    let layer_resource = client.execute(
-        &format!(
-            "WITH live AS (SELECT p.pk_layer, sum(p.int_cores_reserved)::bigint AS cores,
+    let layer_resource = client.execute(LAYER_RESOURCE_SQL.as_str(), &[&shows])?;
+    let folder_resource = client.execute(FOLDER_RESOURCE_SQL.as_str(), &[&shows])?;
+    let point = client.execute(POINT_SQL.as_str(), &[&shows])?;
+    // job_resource: verify_job_resources fires WHEN a max is unchanged AND its usage grows.
+    let job_resource = update_nudging_cap(client, &JOB_RESOURCE_SQL, RESTORE_JOB_MAX, shows)?;
+    // subscription: verify_subscription fires WHEN burst unchanged AND usage grows.
+    let subscription = update_nudging_cap(client, &SUBSCRIPTION_SQL, RESTORE_BURST, shows)?;
+    Ok(Written {
+        layer_resource,
+        job_resource,
+        folder_resource,
+        point,
+        subscription,
+    })
+}
+
+/// Runs `update` (an UPDATE that raises the cap by one on every row whose usage grew,
+/// `RETURNING pk, grew`) and then `restore` (`$1` the keys of those rows) in one transaction;
+/// returns the rows updated. The cap moves in the same statement as the usage so the verify
+/// trigger does not fire on a usage a lowered cap no longer allows, and moves back before the
+/// commit, so no other session ever sees it moved.
+fn update_nudging_cap(
+    client: &mut Client,
+    update: &str,
+    restore: &str,
+    shows: Option<&[String]>,
+) -> Result<u64, DbError> {
+    let mut tx = client.transaction()?;
+    let rows = tx.query(update, &[&shows])?;
+    let grew: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(1))
+        .map(|r| r.get(0))
+        .collect();
+    if !grew.is_empty() {
+        tx.execute(restore, &[&grew])?;
+    }
+    tx.commit()?;
+    Ok(rows.len() as u64)
+}
+
+/// `layer_resource` of unfinished jobs.
+static LAYER_RESOURCE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH live AS (SELECT p.pk_layer, sum(p.int_cores_reserved)::bigint AS cores,
                                   sum(p.int_gpus_reserved)::bigint AS gpus
                              FROM {MANAGED_PROCS} GROUP BY p.pk_layer),
                   target AS (SELECT lr.pk_layer_resource AS pk, coalesce(live.cores, 0) AS cores,
@@ -57,16 +151,13 @@ pub fn recompute_tables(client: &mut Client, shows: Option<&[String]>) -> Result
                                 AND (lr.int_cores <> coalesce(live.cores, 0) OR lr.int_gpus <> coalesce(live.gpus, 0)))
              UPDATE layer_resource lr SET int_cores = t.cores, int_gpus = t.gpus
                FROM target t WHERE lr.pk_layer_resource = t.pk"
-        ),
-        &[&shows],
-    )?;
-    let mut w = Written {
-        layer_resource,
-        ..Written::default()
-    };
-    w.folder_resource = client.execute(
-        &format!(
-            "WITH live AS (SELECT j.pk_folder, sum(p.int_cores_reserved)::bigint AS cores,
+    )
+});
+
+/// `folder_resource`, counting only procs of unfinished jobs; rows locked in key order.
+static FOLDER_RESOURCE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH live AS (SELECT j.pk_folder, sum(p.int_cores_reserved)::bigint AS cores,
                                   sum(p.int_gpus_reserved)::bigint AS gpus
                              FROM {MANAGED_PROCS} AND j.str_state <> 'FINISHED' GROUP BY j.pk_folder),
                   target AS (SELECT fr.pk_folder_resource AS pk, coalesce(live.cores, 0) AS cores,
@@ -80,12 +171,13 @@ pub fn recompute_tables(client: &mut Client, shows: Option<&[String]>) -> Result
                               ORDER BY fr.pk_folder_resource FOR UPDATE OF fr)
              UPDATE folder_resource fr SET int_cores = t.cores, int_gpus = t.gpus
                FROM target t WHERE fr.pk_folder_resource = t.pk"
-        ),
-        &[&shows],
-    )?;
-    w.point = client.execute(
-        &format!(
-            "WITH live AS (SELECT j.pk_dept, j.pk_show, sum(p.int_cores_reserved)::bigint AS cores,
+    )
+});
+
+/// `point` (department per show).
+static POINT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH live AS (SELECT j.pk_dept, j.pk_show, sum(p.int_cores_reserved)::bigint AS cores,
                                   sum(p.int_gpus_reserved)::bigint AS gpus
                              FROM {MANAGED_PROCS} GROUP BY j.pk_dept, j.pk_show),
                   target AS (SELECT pt.pk_point AS pk, coalesce(live.cores, 0) AS cores, coalesce(live.gpus, 0) AS gpus
@@ -96,15 +188,14 @@ pub fn recompute_tables(client: &mut Client, shows: Option<&[String]>) -> Result
                                 AND (pt.int_cores <> coalesce(live.cores, 0) OR pt.int_gpus <> coalesce(live.gpus, 0)))
              UPDATE point pt SET int_cores = t.cores, int_gpus = t.gpus
                FROM target t WHERE pt.pk_point = t.pk"
-        ),
-        &[&shows],
-    )?;
+    )
+});
 
-    // job_resource: verify_job_resources fires WHEN a max is unchanged AND its usage grows.
-    let mut tx = client.transaction()?;
-    let rows = tx.query(
-        &format!(
-            "WITH live AS (SELECT p.pk_job, sum(p.int_cores_reserved)::bigint AS cores,
+/// `job_resource` of unfinished jobs, the maxima nudged where the usage grows; rows locked
+/// in key order.
+static JOB_RESOURCE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH live AS (SELECT p.pk_job, sum(p.int_cores_reserved)::bigint AS cores,
                                   sum(p.int_gpus_reserved)::bigint AS gpus
                              FROM {MANAGED_PROCS} GROUP BY p.pk_job),
                   target AS (SELECT jr.pk_job_resource AS pk, coalesce(live.cores, 0) AS cores,
@@ -123,28 +214,18 @@ pub fn recompute_tables(client: &mut Client, shows: Option<&[String]>) -> Result
                     int_max_gpus = CASE WHEN t.grew THEN jr.int_max_gpus + 1 ELSE jr.int_max_gpus END
                FROM target t WHERE jr.pk_job_resource = t.pk
            RETURNING jr.pk_job_resource, t.grew"
-        ),
-        &[&shows],
-    )?;
-    w.job_resource = rows.len() as u64;
-    let grew: Vec<String> = rows
-        .iter()
-        .filter(|r| r.get::<_, bool>(1))
-        .map(|r| r.get(0))
-        .collect();
-    if !grew.is_empty() {
-        tx.execute(
-            "UPDATE job_resource SET int_max_cores = int_max_cores - 1, int_max_gpus = int_max_gpus - 1
-              WHERE pk_job_resource = ANY($1)",
-            &[&grew],
-        )?;
-    }
-    tx.commit()?;
+    )
+});
 
-    // subscription: verify_subscription fires WHEN burst unchanged AND usage grows.
-    let mut tx = client.transaction()?;
-    let rows = tx.query(
-        &format!(
+/// Moves the maxima [`JOB_RESOURCE_SQL`] nudged back.
+const RESTORE_JOB_MAX: &str =
+    "UPDATE job_resource SET int_max_cores = int_max_cores - 1, int_max_gpus = int_max_gpus - 1
+              WHERE pk_job_resource = ANY($1)";
+
+/// `subscription` (procs on hosts of its allocation, not local), the burst nudged where the
+/// cores grow; rows locked in key order.
+static SUBSCRIPTION_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
         "WITH live AS (SELECT j.pk_show, h.pk_alloc, sum(p.int_cores_reserved)::bigint AS cores,
                               sum(p.int_gpus_reserved)::bigint AS gpus
                          FROM proc p JOIN host h ON h.pk_host = p.pk_host JOIN job j ON j.pk_job = p.pk_job
@@ -164,24 +245,12 @@ pub fn recompute_tables(client: &mut Client, shows: Option<&[String]>) -> Result
                 int_burst = CASE WHEN t.grew THEN sub.int_burst + 1 ELSE sub.int_burst END
            FROM target t WHERE sub.pk_subscription = t.pk
        RETURNING sub.pk_subscription, t.grew"
-        ),
-        &[&shows],
-    )?;
-    w.subscription = rows.len() as u64;
-    let grew: Vec<String> = rows
-        .iter()
-        .filter(|r| r.get::<_, bool>(1))
-        .map(|r| r.get(0))
-        .collect();
-    if !grew.is_empty() {
-        tx.execute(
-            "UPDATE subscription SET int_burst = int_burst - 1 WHERE pk_subscription = ANY($1)",
-            &[&grew],
-        )?;
-    }
-    tx.commit()?;
-    Ok(w)
-}
+    )
+});
+
+/// Moves the bursts [`SUBSCRIPTION_SQL`] nudged back.
+const RESTORE_BURST: &str =
+    "UPDATE subscription SET int_burst = int_burst - 1 WHERE pk_subscription = ANY($1)";
 
 /// Booked centicores and GPUs per subscription, folder and job of managed shows, from `proc`.
 pub fn booked_snapshot(client: &mut Client) -> Result<Snapshot, DbError> {
