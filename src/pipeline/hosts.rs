@@ -13,7 +13,7 @@ use std::{
     time::Duration,
 };
 
-use crate::{db, index::HostRecord, metrics, pipeline::Shared, health::Health};
+use crate::{db, health::Health, index::HostRecord, metrics, pipeline::Shared};
 
 /// One refresh: read the eligible hosts and apply them to the index. Returns the host count.
 pub fn refresh(shared: &Shared) -> Result<usize, db::DbError> {

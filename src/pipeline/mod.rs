@@ -2,6 +2,7 @@
 //! — select jobs, layers and frames, match them to hosts, book them in guarded batches, hand
 //! them to the launchers — and the threads beside it (host refresher, launchers).
 
+mod batch;
 pub mod hosts;
 pub mod launch;
 pub mod matcher;

@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::Shared;
 use crate::{
-    backfill::{self, Hold, Running},
-    config::Config,
-    db::{self, reservations::NewHold},
-    index::Request,
+    backfill::{self, Hold, HoldMap, Running},
+    config::{Config, ReservationsConfig},
+    db::{self, booking::Fence, reservations::NewHold},
+    index::{Capable, Request},
     metrics,
 };
 
@@ -45,47 +45,15 @@ pub fn reserve(
 ) -> Result<Option<Hold>, db::DbError> {
     let cfg = &config.reservations;
     let holds = shared.holds.snapshot();
-    if !cfg.enabled
-        || wide.waited_secs < cfg.after.as_secs_f64()
-        || holds.holds_frame(wide.frame)
-        || shared.holds.declined(wide.layer)
-    {
-        return Ok(None);
-    }
-    // Each reservation idles a host while it drains: a budget per instance (its shows).
     let fence = shared.lease.fence();
-    let ours = holds
-        .iter()
-        .filter(|h| {
-            fence
-                .as_ref()
-                .as_ref()
-                .is_none_or(|f| f.epochs.contains_key(&h.show))
-        })
-        .count();
-    if ours >= cfg.max_reservations {
+    let instance = fence.as_ref().as_ref().map(|f| f.instance);
+    if !may_reserve(shared, cfg, &holds, wide, fence.as_ref().as_ref()) {
         return Ok(None);
     }
     let need = request.floor;
-    let capable = shared.index.capable_hosts(request, cfg.candidates * 4);
-    // A host that has the room now means something else holds the frame back (a cap, a
-    // fair-share yield): a reservation would only idle a host.
-    if capable.iter().any(|c| c.free.fits(&need)) {
+    let Some(candidates) = candidates(shared, cfg, &holds, allocs, wide, request) else {
         return Ok(None);
-    }
-    let candidates: Vec<_> = capable
-        .into_iter()
-        .filter(|c| {
-            allocs.contains(&c.alloc)
-                && holds.on_host(&c.id).is_none()
-                && shared.ledger.sub_headroom(wide.show, &c.alloc.to_string())
-                    >= i64::from(need.cores)
-        })
-        .take(cfg.candidates)
-        .collect();
-    if candidates.is_empty() {
-        return Ok(None);
-    }
+    };
     let ids: Vec<String> = candidates.iter().map(|c| c.id.to_string()).collect();
     let mut running: HashMap<String, Vec<Running>> = HashMap::new();
     for (host, r) in db::reservations::running_on(&mut **conn, &ids, i64::from(cfg.min_history))? {
@@ -108,22 +76,87 @@ pub fn reserve(
         shared.holds.decline(wide.layer, Instant::now() + cfg.after);
         return Ok(None);
     };
-    let taken = db::reservations::insert(
-        &mut **conn,
-        &NewHold {
-            host: host_id,
-            frame: wide.frame,
-            layer: wide.layer,
-            show: wide.show,
-            instance: fence.as_ref().as_ref().map(|f| f.instance),
-            need,
-            shadow_in_secs: shadow_in,
-            expires_in_secs: cfg.max_hold.as_secs_f64(),
-        },
-    )?;
-    let Some((shadow, expires)) = taken else {
-        return Ok(None); // another instance reserved the host or the frame first
+    let new = NewHold {
+        host: host_id,
+        frame: wide.frame,
+        layer: wide.layer,
+        show: wide.show,
+        instance,
+        need,
+        shadow_in_secs: shadow_in,
+        expires_in_secs: cfg.max_hold.as_secs_f64(),
     };
+    take(shared, conn, &new, host, wide)
+}
+
+/// The policy before any search: reservations on, the frame waited long enough, holds no
+/// reservation yet, its layer was not declined lately, and this instance is under its
+/// budget — each reservation idles a host while it drains, so the budget counts the
+/// reservations of the shows this instance holds.
+fn may_reserve(
+    shared: &Shared,
+    cfg: &ReservationsConfig,
+    holds: &HoldMap,
+    wide: &WideFrame<'_>,
+    fence: Option<&Fence>,
+) -> bool {
+    if !cfg.enabled
+        || wide.waited_secs < cfg.after.as_secs_f64()
+        || holds.holds_frame(wide.frame)
+        || shared.holds.declined(wide.layer)
+    {
+        return false;
+    }
+    let ours = holds
+        .iter()
+        .filter(|h| fence.is_none_or(|f| f.epochs.contains_key(&h.show)))
+        .count();
+    ours < cfg.max_reservations
+}
+
+/// The hosts that could hold the frame when idle, in the cluster's allocations, not
+/// reserved already and under the show's subscription headroom. `None` when there are none,
+/// or when one has the room now: then something else holds the frame back (a cap, a
+/// fair-share yield) and a reservation would only idle a host.
+fn candidates(
+    shared: &Shared,
+    cfg: &ReservationsConfig,
+    holds: &HoldMap,
+    allocs: &HashSet<Uuid>,
+    wide: &WideFrame<'_>,
+    request: &Request<'_>,
+) -> Option<Vec<Capable>> {
+    let need = request.floor;
+    let capable = shared.index.capable_hosts(request, cfg.candidates * 4);
+    if capable.iter().any(|c| c.free.fits(&need)) {
+        return None;
+    }
+    let candidates: Vec<Capable> = capable
+        .into_iter()
+        .filter(|c| {
+            allocs.contains(&c.alloc)
+                && holds.on_host(&c.id).is_none()
+                && shared.ledger.sub_headroom(wide.show, &c.alloc.to_string())
+                    >= i64::from(need.cores)
+        })
+        .take(cfg.candidates)
+        .collect();
+    (!candidates.is_empty()).then_some(candidates)
+}
+
+/// Inserts the reservation (another instance may have reserved the host or the frame
+/// first: then nothing) and publishes it to this instance's holds.
+fn take(
+    shared: &Shared,
+    conn: &mut db::Conn,
+    new: &NewHold<'_>,
+    host: &Capable,
+    wide: &WideFrame<'_>,
+) -> Result<Option<Hold>, db::DbError> {
+    let Some((shadow, expires)) = db::reservations::insert(&mut **conn, new)? else {
+        return Ok(None);
+    };
+    let need = new.need;
     let hold = Hold {
         host: host.id,
         host_name: host.name.clone(),
@@ -144,7 +177,7 @@ pub fn reserve(
         f64::from(need.cores) / 100.0,
         need.mem_kb / 1024,
         wide.waited_secs,
-        shadow_in,
+        new.shadow_in_secs,
     );
     shared.holds.add(hold.clone());
     Ok(Some(hold))
