@@ -14,14 +14,31 @@
 //! parser (`duration`), so no value can panic; every duration must be greater than zero and at
 //! most [`MAX_DURATION`], because the threads add them to `Instant::now()`.
 
-use std::{fs, net::SocketAddr, path::Path, time::Duration};
+use std::{fs, path::Path, time::Duration};
 
-use log::LevelFilter;
 use serde::{Deserialize, Serialize};
 
-use crate::index::Strategy;
-
+mod accounting;
+mod check;
+mod cluster;
+mod database;
 mod duration;
+mod hosts;
+mod http;
+mod reservations;
+mod rqd;
+mod scheduler;
+mod service;
+
+pub use accounting::AccountingConfig;
+pub use cluster::ClusterConfig;
+pub use database::DatabaseConfig;
+pub use hosts::HostsConfig;
+pub use http::HttpConfig;
+pub use reservations::ReservationsConfig;
+pub use rqd::RqdConfig;
+pub use scheduler::{JobOrder, SchedulerConfig};
+pub use service::ServiceConfig;
 
 /// The environment variable whose value, when set, replaces `[database] url`.
 pub const DATABASE_URL_ENV: &str = "STAGEHAND_DATABASE_URL";
@@ -89,318 +106,6 @@ pub struct Config {
     pub service: ServiceConfig,
 }
 
-/// `[database]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DatabaseConfig {
-    /// libpq-style connection string or `postgresql://` URL. Cold.
-    /// `STAGEHAND_DATABASE_URL` wins over this value.
-    pub url: String,
-    /// Connections in the pool. Cold.
-    pub pool_size: u32,
-    /// How long to wait for a connection (pool checkout and TCP connect). Cold.
-    #[serde(with = "duration")]
-    pub connect_timeout: Duration,
-    /// `statement_timeout` set on every connection. Cold.
-    #[serde(with = "duration")]
-    pub statement_timeout: Duration,
-    /// `idle_in_transaction_session_timeout` of every connection: a process frozen inside a
-    /// transaction (GC, SIGSTOP, VM pause) loses its session and its locks after this, so it
-    /// cannot block a lease takeover. Must be shorter than `cluster.lease_duration`. Cold.
-    #[serde(with = "duration")]
-    pub transaction_idle_timeout: Duration,
-}
-
-impl Default for DatabaseConfig {
-    fn default() -> Self {
-        DatabaseConfig {
-            url: "host=127.0.0.1 port=5432 user=cuebot dbname=cuebot".to_owned(),
-            pool_size: 12,
-            connect_timeout: Duration::from_secs(5),
-            statement_timeout: Duration::from_secs(30),
-            transaction_idle_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// `[scheduler]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SchedulerConfig {
-    /// Booking worker threads. Cold.
-    pub worker_threads: usize,
-    /// Only book in this facility (`facility.str_name`); empty means every facility.
-    pub facility: String,
-    /// Host tags never turned into clusters.
-    pub ignore_tags: Vec<String>,
-    /// How often the cluster set is reloaded from the database.
-    #[serde(with = "duration")]
-    pub cluster_reload_interval: Duration,
-    /// How often the cheap "which clusters have waiting work" scan runs.
-    #[serde(with = "duration")]
-    pub active_scan_interval: Duration,
-    /// Sleep of a cluster whose pass found no job.
-    #[serde(with = "duration")]
-    pub empty_sleep: Duration,
-    /// Sleep of a cluster whose pass found jobs but booked nothing.
-    #[serde(with = "duration")]
-    pub saturated_sleep: Duration,
-    /// Sleep of a cluster whose pass failed (database error).
-    #[serde(with = "duration")]
-    pub error_sleep: Duration,
-    /// Jobs considered per cluster pass.
-    pub max_jobs_per_pass: u32,
-    /// WAITING frames fetched per layer per pass.
-    pub frames_per_layer: u32,
-    /// Most frames committed in one booking transaction.
-    pub batch_size: usize,
-    /// MANUAL and HARDWARE tags per cluster.
-    pub manual_tags_chunk_size: usize,
-    /// HOSTNAME tags per cluster.
-    pub hostname_tags_chunk_size: usize,
-    /// Services (`layer.str_services` entries) whose frames take every idle core of a host.
-    pub selfish_services: Vec<String>,
-    /// When a frame would leave at most this much memory (KB) idle on an AUTO or VARIABLE
-    /// host, it takes every idle core instead of stranding them.
-    pub memory_stranded_threshold_kb: u64,
-    /// A frame without GPUs on a GPU host (only when no other host fits) leaves this many
-    /// cores idle per idle GPU, for GPU frames arriving later; 0 keeps none.
-    pub gpu_host_cores_per_gpu: u32,
-    /// Likewise memory (KB) per idle GPU.
-    pub gpu_host_mem_per_gpu_kb: u64,
-    /// Written to `proc.int_mem_used` at booking (KB), as Cuebot does.
-    pub mem_reserved_min_kb: u64,
-    /// Exit statuses that, like Cuebot's own (299, 301, …), do not count as a retry when the
-    /// frame books again: the statuses of Cuebot's `dispatcher.layer_delay.rules` (e.g. 330
-    /// for a license shortage), which Cuebot requeues without spending a retry.
-    pub no_retry_exit_statuses: Vec<i64>,
-    /// Host choice for a frame.
-    pub placement: Strategy,
-    /// Job order within a cluster pass.
-    pub job_order: JobOrder,
-}
-
-/// How jobs of a show are ordered in a pass.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum JobOrder {
-    /// Strictly by `job_resource.int_priority`, oldest first among equals (OpenCue's scheduler).
-    #[default]
-    Priority,
-    /// Oldest job first.
-    Fifo,
-    /// Cuebot's BALANCED: priority, plus up to 100 for a job below its minimum cores, plus one
-    /// per day of age — low-priority work keeps a share and never starves.
-    Balanced,
-}
-
-impl Default for SchedulerConfig {
-    fn default() -> Self {
-        SchedulerConfig {
-            worker_threads: 4,
-            facility: String::new(),
-            ignore_tags: Vec::new(),
-            cluster_reload_interval: Duration::from_secs(60),
-            active_scan_interval: Duration::from_secs(2),
-            empty_sleep: Duration::from_secs(30),
-            saturated_sleep: Duration::from_secs(3),
-            error_sleep: Duration::from_secs(5),
-            max_jobs_per_pass: 20,
-            frames_per_layer: 50,
-            batch_size: 200,
-            manual_tags_chunk_size: 50,
-            hostname_tags_chunk_size: 50,
-            selfish_services: Vec::new(),
-            memory_stranded_threshold_kb: 2 * 1024 * 1024,
-            gpu_host_cores_per_gpu: 2,
-            gpu_host_mem_per_gpu_kb: 8 * 1024 * 1024,
-            mem_reserved_min_kb: 250 * 1024,
-            no_retry_exit_statuses: Vec::new(),
-            placement: Strategy::default(),
-            job_order: JobOrder::default(),
-        }
-    }
-}
-
-/// `[hosts]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HostsConfig {
-    /// How often the host index is re-read from the database.
-    #[serde(with = "duration")]
-    pub refresh_interval: Duration,
-    /// A host whose `host_stat.ts_ping` is older than this is not booked.
-    #[serde(with = "duration")]
-    pub ping_timeout: Duration,
-}
-
-impl Default for HostsConfig {
-    fn default() -> Self {
-        HostsConfig {
-            refresh_interval: Duration::from_secs(10),
-            ping_timeout: Duration::from_secs(120),
-        }
-    }
-}
-
-/// `[rqd]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RqdConfig {
-    /// RQD's gRPC port.
-    pub port: u16,
-    /// Address template of a host's RQD: `{host}` is `host.str_name`, `{port}` is `port`.
-    /// Pointing every host at one address (`"127.0.0.1:{port}"`) sends a farm to a test RQD.
-    pub endpoint: String,
-    /// Book in the database but do not call RQD.
-    pub dry_run: bool,
-    /// Deadline of one RQD call.
-    #[serde(with = "duration")]
-    pub timeout: Duration,
-    /// Threads launching frames in parallel across hosts. Cold.
-    pub launch_threads: usize,
-    /// RunFrame soft memory limit as a multiple of the layer's minimum memory.
-    pub memory_soft_limit: f64,
-    /// RunFrame hard memory limit as a multiple of the layer's minimum memory.
-    pub memory_hard_limit: f64,
-}
-
-impl Default for RqdConfig {
-    fn default() -> Self {
-        RqdConfig {
-            port: 8444,
-            endpoint: "{host}:{port}".to_owned(),
-            dry_run: false,
-            timeout: Duration::from_secs(10),
-            launch_threads: 8,
-            memory_soft_limit: 1.6,
-            memory_hard_limit: 2.0,
-        }
-    }
-}
-
-/// `[accounting]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AccountingConfig {
-    /// Period of the bulk recompute of the resource tables and counters from `proc`.
-    #[serde(with = "duration")]
-    pub recompute_interval: Duration,
-    /// Period of the re-read of caps (bursts, folder and job maxima).
-    #[serde(with = "duration")]
-    pub caps_interval: Duration,
-}
-
-impl Default for AccountingConfig {
-    fn default() -> Self {
-        AccountingConfig {
-            recompute_interval: Duration::from_secs(3),
-            caps_interval: Duration::from_secs(30),
-        }
-    }
-}
-
-/// `[reservations]`: EASY-style host reservations so wide frames never starve.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ReservationsConfig {
-    /// Reserve hosts for frames that fit no host; off, a wide frame may wait forever while
-    /// narrow frames take every freed core.
-    pub enabled: bool,
-    /// A frame must have waited this long, fitting no host, before it reserves one.
-    #[serde(with = "duration")]
-    pub after: Duration,
-    /// Most hosts reserved at once by this instance's shows (each reservation idles a host
-    /// while it drains).
-    pub max_reservations: usize,
-    /// A reservation is dropped (and may be taken again) after this long.
-    #[serde(with = "duration")]
-    pub max_hold: Duration,
-    /// Successful frames a layer needs before its average run time counts as an estimate;
-    /// below that, `layer.int_timeout` is the estimate, and without one the layer's frames
-    /// never backfill a reserved host.
-    pub min_history: u32,
-    /// Hosts compared (by expected free time) when choosing the one to reserve.
-    pub candidates: usize,
-}
-
-impl Default for ReservationsConfig {
-    fn default() -> Self {
-        ReservationsConfig {
-            enabled: true,
-            after: Duration::from_secs(120),
-            max_reservations: 16,
-            max_hold: Duration::from_secs(4 * 3600),
-            min_history: 3,
-            candidates: 32,
-        }
-    }
-}
-
-/// `[cluster]`: several stagehand instances on one database.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClusterConfig {
-    /// This instance's name in the registry and logs; empty means the host name and pid.
-    pub instance_name: String,
-    /// How long a show lease lasts without renewal.
-    #[serde(with = "duration")]
-    pub lease_duration: Duration,
-    /// How often leases are renewed and rebalanced.
-    #[serde(with = "duration")]
-    pub lease_renew_interval: Duration,
-}
-
-impl Default for ClusterConfig {
-    fn default() -> Self {
-        ClusterConfig {
-            instance_name: String::new(),
-            lease_duration: Duration::from_secs(15),
-            lease_renew_interval: Duration::from_secs(3),
-        }
-    }
-}
-
-/// `[http]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address of /metrics, /healthz, /readyz, /status and /. Cold. Keep it internal.
-    pub listen: String,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: "127.0.0.1:9090".to_owned(),
-        }
-    }
-}
-
-/// `[service]`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ServiceConfig {
-    /// Log level (`error`, `warn`, `info`, `debug`, `trace`); `RUST_LOG` overrides it.
-    pub log_level: LevelFilter,
-    /// How long shutdown may take to drain in-flight bookings and launches.
-    #[serde(with = "duration")]
-    pub shutdown_grace: Duration,
-    /// Period of the info log line with frames booked, frames/s and rejections.
-    #[serde(with = "duration")]
-    pub heartbeat_interval: Duration,
-}
-
-impl Default for ServiceConfig {
-    fn default() -> Self {
-        ServiceConfig {
-            log_level: LevelFilter::Info,
-            shutdown_grace: Duration::from_secs(20),
-            heartbeat_interval: Duration::from_secs(60),
-        }
-    }
-}
-
 impl Config {
     /// Reads, parses and validates a file; `STAGEHAND_DATABASE_URL` replaces the URL.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -423,119 +128,18 @@ impl Config {
         toml::from_str(text).map_err(|e| parse_error(text, origin, &e))
     }
 
-    /// Checks ranges and consistency; the error names the key and the value.
+    /// Checks ranges and consistency; the error names the key and the value. Sections are
+    /// checked in file order after every duration, and the first rule broken is reported.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn invalid(key: &'static str, value: impl ToString, reason: &str) -> ConfigError {
-            ConfigError::Invalid {
-                key,
-                value: value.to_string(),
-                reason: reason.to_owned(),
-            }
-        }
         for (key, value) in self.durations() {
-            bounded(key, value)?;
+            check::bounded(key, value)?;
         }
-        let d = &self.database;
-        if d.url.trim().is_empty() {
-            return Err(invalid(
-                "database.url",
-                "\"\"",
-                "must name a database (or set STAGEHAND_DATABASE_URL)",
-            ));
-        }
-        if d.url.parse::<postgres::Config>().is_err() {
-            return Err(invalid(
-                "database.url",
-                "<hidden>",
-                "is not a valid PostgreSQL connection string",
-            ));
-        }
-        within("database.pool_size", d.pool_size as usize, 1..=1000)?;
-        if d.transaction_idle_timeout >= self.cluster.lease_duration {
-            return Err(invalid(
-                "database.transaction_idle_timeout",
-                humantime::format_duration(d.transaction_idle_timeout),
-                "must be shorter than cluster.lease_duration",
-            ));
-        }
-
-        let s = &self.scheduler;
-        within("scheduler.worker_threads", s.worker_threads, 1..=256)?;
-        for (key, value) in [
-            ("scheduler.max_jobs_per_pass", s.max_jobs_per_pass as usize),
-            ("scheduler.frames_per_layer", s.frames_per_layer as usize),
-            ("scheduler.batch_size", s.batch_size),
-            ("scheduler.manual_tags_chunk_size", s.manual_tags_chunk_size),
-            (
-                "scheduler.hostname_tags_chunk_size",
-                s.hostname_tags_chunk_size,
-            ),
-        ] {
-            within(key, value, 1..=100_000)?;
-        }
-        if let Err(reason) = s.placement.validate() {
-            return Err(invalid(
-                "scheduler.placement",
-                format!("{:?}", s.placement),
-                &reason,
-            ));
-        }
-
-        let v = &self.reservations;
-        within(
-            "reservations.max_reservations",
-            v.max_reservations,
-            1..=100_000,
-        )?;
-        within("reservations.candidates", v.candidates, 1..=10_000)?;
-
-        let r = &self.rqd;
-        if r.port == 0 {
-            return Err(invalid("rqd.port", r.port, "must be between 1 and 65535"));
-        }
-        if !r.endpoint.contains("{host}")
-            && !r.endpoint.contains("{port}")
-            && !r.endpoint.contains(':')
-        {
-            return Err(invalid(
-                "rqd.endpoint",
-                &r.endpoint,
-                "must be an address template such as \"{host}:{port}\"",
-            ));
-        }
-        within("rqd.launch_threads", r.launch_threads, 1..=1024)?;
-        if !(r.memory_soft_limit >= 1.0 && r.memory_soft_limit.is_finite()) {
-            return Err(invalid(
-                "rqd.memory_soft_limit",
-                r.memory_soft_limit,
-                "must be at least 1.0",
-            ));
-        }
-        if !(r.memory_hard_limit >= r.memory_soft_limit && r.memory_hard_limit.is_finite()) {
-            return Err(invalid(
-                "rqd.memory_hard_limit",
-                r.memory_hard_limit,
-                "must be at least rqd.memory_soft_limit",
-            ));
-        }
-
-        let c = &self.cluster;
-        if c.lease_renew_interval * 2 > c.lease_duration {
-            return Err(invalid(
-                "cluster.lease_renew_interval",
-                humantime::format_duration(c.lease_renew_interval),
-                "must be at most half of cluster.lease_duration",
-            ));
-        }
-
-        if self.http.listen.parse::<SocketAddr>().is_err() {
-            return Err(invalid(
-                "http.listen",
-                &self.http.listen,
-                "must be an address such as 127.0.0.1:9090",
-            ));
-        }
-        Ok(())
+        self.database.validate(self.cluster.lease_duration)?;
+        self.scheduler.validate()?;
+        self.reservations.validate()?;
+        self.rqd.validate()?;
+        self.cluster.validate()?;
+        self.http.validate()
     }
 
     /// Every duration key with its value, so that validation bounds each one.
@@ -614,41 +218,6 @@ impl Config {
             .replace("{host}", host_name)
             .replace("{port}", &self.rqd.port.to_string())
     }
-}
-
-fn within(
-    key: &'static str,
-    value: usize,
-    range: std::ops::RangeInclusive<usize>,
-) -> Result<(), ConfigError> {
-    if range.contains(&value) {
-        return Ok(());
-    }
-    Err(ConfigError::Invalid {
-        key,
-        value: value.to_string(),
-        reason: format!("must be between {} and {}", range.start(), range.end()),
-    })
-}
-
-/// A duration must be positive (a zero interval spins) and at most [`MAX_DURATION`] (timers
-/// add it to `Instant::now()`, which panics on overflow).
-fn bounded(key: &'static str, value: Duration) -> Result<(), ConfigError> {
-    let reason = if value.is_zero() {
-        "must be greater than zero".to_owned()
-    } else if value > MAX_DURATION {
-        format!(
-            "must be at most {}",
-            humantime::format_duration(MAX_DURATION)
-        )
-    } else {
-        return Ok(());
-    };
-    Err(ConfigError::Invalid {
-        key,
-        value: humantime::format_duration(value).to_string(),
-        reason,
-    })
 }
 
 /// Turns a TOML error into one line naming the file, line, section and key.

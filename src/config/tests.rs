@@ -187,3 +187,98 @@ fn durations_keep_humantime_syntax() {
         assert!(Config::parse(&text, "f").is_err(), "{value:?}");
     }
 }
+
+/// Every section's rules, each broken alone: the whole message is part of the interface
+/// (operators grep logs for it), so it must not drift when the validators move.
+#[test]
+fn each_rule_names_its_key_value_and_reason() {
+    for (text, expected) in [
+        (
+            "[database]\nurl = \" \"\n",
+            "database.url = \"\": must name a database (or set STAGEHAND_DATABASE_URL)",
+        ),
+        (
+            "[database]\nurl = \"host='unterminated\"\n",
+            "database.url = <hidden>: is not a valid PostgreSQL connection string",
+        ),
+        (
+            "[database]\npool_size = 0\n",
+            "database.pool_size = 0: must be between 1 and 1000",
+        ),
+        (
+            "[database]\ntransaction_idle_timeout = \"15s\"\n",
+            "database.transaction_idle_timeout = 15s: must be shorter than cluster.lease_duration",
+        ),
+        (
+            "[scheduler]\nbatch_size = 0\n",
+            "scheduler.batch_size = 0: must be between 1 and 100000",
+        ),
+        (
+            "[scheduler.placement]\nkind = \"scored\"\nmax_candidates = 0\n",
+            "scheduler.placement = Scored { max_candidates: 0, weights: Weights { cores: 1.0, \
+             mem: 1.0, gpus: 2.0, gpu_mem: 1.0, gpu_count_reservation: 2.0, \
+             gpu_mem_reservation: 2.0 } }: max_candidates must be between 1 and 100000",
+        ),
+        (
+            "[reservations]\nmax_reservations = 0\n",
+            "reservations.max_reservations = 0: must be between 1 and 100000",
+        ),
+        (
+            "[reservations]\ncandidates = 10001\n",
+            "reservations.candidates = 10001: must be between 1 and 10000",
+        ),
+        (
+            "[rqd]\nport = 0\n",
+            "rqd.port = 0: must be between 1 and 65535",
+        ),
+        (
+            "[rqd]\nendpoint = \"localhost\"\n",
+            "rqd.endpoint = localhost: must be an address template such as \"{host}:{port}\"",
+        ),
+        (
+            "[rqd]\nlaunch_threads = 0\n",
+            "rqd.launch_threads = 0: must be between 1 and 1024",
+        ),
+        (
+            "[rqd]\nmemory_soft_limit = 0.5\n",
+            "rqd.memory_soft_limit = 0.5: must be at least 1.0",
+        ),
+        (
+            "[rqd]\nmemory_hard_limit = 1.5\n",
+            "rqd.memory_hard_limit = 1.5: must be at least rqd.memory_soft_limit",
+        ),
+        (
+            "[cluster]\nlease_renew_interval = \"8s\"\n",
+            "cluster.lease_renew_interval = 8s: must be at most half of cluster.lease_duration",
+        ),
+        (
+            "[http]\nlisten = \"localhost:9090\"\n",
+            "http.listen = localhost:9090: must be an address such as 127.0.0.1:9090",
+        ),
+        (
+            "[hosts]\nping_timeout = \"0s\"\n",
+            "hosts.ping_timeout = 0s: must be greater than zero",
+        ),
+    ] {
+        let config = Config::parse(text, "f.toml").unwrap();
+        let err = config.validate().expect_err(text).to_string();
+        assert_eq!(err, expected, "{text}");
+    }
+}
+
+/// Sections are checked in order (durations first), so the first broken rule is reported.
+#[test]
+fn the_first_broken_rule_is_reported() {
+    let text = "[http]\nlisten = \"x\"\n[rqd]\nport = 0\n[scheduler]\nworker_threads = 0\n";
+    let err = Config::parse(text, "f").unwrap().validate().unwrap_err();
+    assert!(
+        err.to_string().starts_with("scheduler.worker_threads"),
+        "{err}"
+    );
+    let text = "[database]\npool_size = 0\n[service]\nshutdown_grace = \"0s\"\n";
+    let err = Config::parse(text, "f").unwrap().validate().unwrap_err();
+    assert!(
+        err.to_string().starts_with("service.shutdown_grace"),
+        "{err}"
+    );
+}
