@@ -8,20 +8,26 @@
 //! booked frame (`pg_stat_statements`, `pg_stat_database`); peak RSS of each stagehand
 //! process. Exits non-zero when the audit finds a violation.
 
+mod print;
+mod scenarios;
+
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::ExitCode,
     time::{Duration, Instant},
 };
 
 use super::{
     SimError,
-    farm::{SimFarm, progress},
+    farm::{Progress, SimFarm, progress},
     instances::{Instance, metric_sum},
     pg::{Durability, PgOptions},
+    seed::FarmSpec,
     workload::{self, Workload},
 };
-use crate::accounting::audit::audit;
+use crate::{accounting::audit::audit, config::Config};
+use print::{print_report, print_top_statements};
+use scenarios::{chaos, scenario};
 
 /// Options of `stagehand bench`.
 #[derive(Clone, Debug, clap::Args)]
@@ -97,7 +103,44 @@ pub struct BenchReport {
 
 /// Runs a benchmark and returns its report (also printed).
 pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
-    let (spec, launches) = match args.workload {
+    let (spec, launches) = workload_spec(args)?;
+    let pg = PgOptions {
+        durability: Durability::Default,
+        keep: args.keep,
+        max_connections: 300,
+    };
+    let farm = SimFarm::start(&spec, &pg, launches, 0)?;
+    let config = bench_config(&farm, args, launches);
+    let binary = match &args.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().map_err(SimError::Io)?,
+    };
+    let mut client = postgres::Client::connect(&farm.url, postgres::NoTls)?;
+    reset_statement_stats(&mut client);
+    let instances = spawn_instances(&mut client, &binary, &config, args.instances)?;
+    let mut report = BenchReport {
+        seeded: farm.seeded.frames,
+        ..BenchReport::default()
+    };
+    let run = watch_run(&mut client, args, &mut report)?;
+    collect_metrics(&instances, &mut report);
+    for inst in instances {
+        inst.stop(Duration::from_secs(30));
+    }
+    booking_window(&mut client, &mut report, launches, &run)?;
+    database_figures(&mut client, &mut report)?;
+    report.violations = audit(&mut client, None)?;
+    print_report(args, &report);
+    if args.top_statements > 0 {
+        print_top_statements(&mut client, args.top_statements);
+    }
+    Ok(report)
+}
+
+/// The farm of a (non-scenario) workload, and whether it launches for real (the others are
+/// dry runs).
+fn workload_spec(args: &BenchArgs) -> Result<(FarmSpec, bool), SimError> {
+    Ok(match args.workload {
         Workload::Drain => (
             workload::drain(args.scale, args.instances.max(1) * 2 - 1, args.seed),
             false,
@@ -118,27 +161,28 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
                 args.workload
             )));
         }
-    };
-    let pg = PgOptions {
-        durability: Durability::Default,
-        keep: args.keep,
-        max_connections: 300,
-    };
-    let farm = SimFarm::start(&spec, &pg, launches, 0)?;
+    })
+}
+
+/// The instances' configuration: the farm's, with the run's batching and policy switches.
+fn bench_config(farm: &SimFarm, args: &BenchArgs, launches: bool) -> Config {
     let mut config = farm.config(!launches);
     if args.per_frame {
         config.scheduler.batch_size = 1;
     }
     config.reservations.enabled = !args.no_reservations;
     config.service.log_level = log::LevelFilter::Warn;
-    let binary = match &args.binary {
-        Some(b) => b.clone(),
-        None => std::env::current_exe().map_err(SimError::Io)?,
-    };
-    let mut client = postgres::Client::connect(&farm.url, postgres::NoTls)?;
-    reset_statement_stats(&mut client);
-    let mut instances = Vec::new();
-    let several = args.instances > 1;
+    config
+}
+
+/// Starts `count` (at least one) instances named `bench-N`.
+fn spawn_instances(
+    client: &mut postgres::Client,
+    binary: &Path,
+    config: &Config,
+    count: usize,
+) -> Result<Vec<Instance>, SimError> {
+    let several = count > 1;
     if several {
         // Hold the work back until every instance has its share of the shows, so the
         // measurement is of N instances booking together, not of the first one alone.
@@ -147,37 +191,56 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
             &[],
         )?;
     }
-    for n in 0..args.instances.max(1) {
-        instances.push(Instance::spawn(&binary, &config, &format!("bench-{n}"))?);
+    let mut instances = Vec::new();
+    for n in 0..count.max(1) {
+        instances.push(Instance::spawn(binary, config, &format!("bench-{n}"))?);
     }
     if several {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let owners: i64 = client
-                .query_one("SELECT count(DISTINCT pk_instance) FROM stagehand.show_lease WHERE pk_instance IS NOT NULL", &[])?
-                .get(0);
-            if owners as usize >= args.instances {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_for_owners(client, count)?;
         client.execute(
             "UPDATE job SET b_paused = false WHERE str_state = 'PENDING'",
             &[],
         )?;
     }
+    Ok(instances)
+}
+
+/// Waits (30 s at most) until `count` instances hold show leases.
+fn wait_for_owners(client: &mut postgres::Client, count: usize) -> Result<(), SimError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let owners: i64 = client
+            .query_one("SELECT count(DISTINCT pk_instance) FROM stagehand.show_lease WHERE pk_instance IS NOT NULL", &[])?
+            .get(0);
+        if owners as usize >= count {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// When the measured run saw its first booking and when it ended.
+struct RunTimes {
+    first_booking: Option<Instant>,
+    end: Instant,
+}
+
+/// Polls progress every 50 ms until the workload is done (or `--duration` passes, 5 s at
+/// least), recording utilization milestones in `report`.
+fn watch_run(
+    client: &mut postgres::Client,
+    args: &BenchArgs,
+    report: &mut BenchReport,
+) -> Result<RunTimes, SimError> {
     let started = Instant::now();
-    let mut report = BenchReport {
-        seeded: farm.seeded.frames,
-        ..BenchReport::default()
-    };
     let thresholds = [0.5, 0.9, 0.99];
     let mut last_change = Instant::now();
     let mut last_booked = -1i64;
     let mut first_booking: Option<Instant> = None;
     loop {
         std::thread::sleep(Duration::from_millis(50));
-        let p = progress(&mut client)?;
+        let p = progress(client)?;
         report.peak_util = report.peak_util.max(p.utilization);
         for (i, t) in thresholds.iter().enumerate() {
             if report.time_to_util[i].is_none() && p.utilization >= *t {
@@ -193,25 +256,36 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
             last_change = Instant::now();
         }
         let elapsed = started.elapsed();
-        let done = match args.workload {
-            Workload::Drain => p.waiting == 0 || last_change.elapsed() > Duration::from_secs(20),
-            Workload::Saturation => last_change.elapsed() > Duration::from_secs(5),
-            Workload::Coldfill => {
-                p.utilization >= 0.99 && last_change.elapsed() > Duration::from_secs(1)
-            }
-            Workload::Steady
-            | Workload::Wide
-            | Workload::FairShare
-            | Workload::Stream
-            | Workload::Gpu
-            | Workload::Chaos => false,
-        };
-        if done || elapsed >= args.duration.max(Duration::from_secs(5)) {
+        if finished(args.workload, &p, last_change.elapsed())
+            || elapsed >= args.duration.max(Duration::from_secs(5))
+        {
             break;
         }
     }
-    let loop_end = Instant::now();
-    for inst in &instances {
+    Ok(RunTimes {
+        first_booking,
+        end: Instant::now(),
+    })
+}
+
+/// Whether `workload` is done, given its progress and how long bookings have not changed.
+fn finished(workload: Workload, p: &Progress, unchanged: Duration) -> bool {
+    match workload {
+        Workload::Drain => p.waiting == 0 || unchanged > Duration::from_secs(20),
+        Workload::Saturation => unchanged > Duration::from_secs(5),
+        Workload::Coldfill => p.utilization >= 0.99 && unchanged > Duration::from_secs(1),
+        Workload::Steady
+        | Workload::Wide
+        | Workload::FairShare
+        | Workload::Stream
+        | Workload::Gpu
+        | Workload::Chaos => false,
+    }
+}
+
+/// Peak RSS, frames booked and lost placements of every instance (from its metrics).
+fn collect_metrics(instances: &[Instance], report: &mut BenchReport) {
+    for inst in instances {
         report.peak_rss_mib.push(inst.peak_rss_mib());
         let metrics = inst.metrics();
         report
@@ -235,15 +309,22 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
                 }),
         );
     }
+    // Until here `wasted_pct` summed the lost placements.
     let attempts = report.booked as f64 + report.wasted_pct;
     report.wasted_pct = if attempts > 0.0 {
         report.wasted_pct / attempts * 100.0
     } else {
         0.0
     };
-    for inst in instances {
-        inst.stop(Duration::from_secs(30));
-    }
+}
+
+/// Frames booked, the booking window and frames/s over it.
+fn booking_window(
+    client: &mut postgres::Client,
+    report: &mut BenchReport,
+    launches: bool,
+    run: &RunTimes,
+) -> Result<(), SimError> {
     let window = client.query_one(
         "SELECT count(*)::bigint, coalesce(extract(epoch FROM max(ts_booked) - min(ts_booked)), 0)::float8 FROM proc",
         &[],
@@ -258,8 +339,9 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     if launches {
         // Completed frames' procs are gone: the window runs from the first booking seen to
         // the end of the run.
-        report.window_secs = first_booking
-            .map(|f| loop_end.saturating_duration_since(f).as_secs_f64())
+        report.window_secs = run
+            .first_booking
+            .map(|f| run.end.saturating_duration_since(f).as_secs_f64())
             .unwrap_or(0.0);
     }
     let counted = if launches {
@@ -272,6 +354,14 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     } else {
         0.0
     };
+    Ok(())
+}
+
+/// Wait percentiles, statements per frame and subscription usage, from the database.
+fn database_figures(
+    client: &mut postgres::Client,
+    report: &mut BenchReport,
+) -> Result<(), SimError> {
     let waits = client.query_one(
         "SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY w), 0)::float8,
                 coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY w), 0)::float8
@@ -281,7 +371,7 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     )?;
     report.wait_p50_p99 = (waits.get(0), waits.get(1));
     let frames = report.booked.max(1) as f64;
-    if let Some((statements, rows, pages)) = stagehand_statement_totals(&mut client) {
+    if let Some((statements, rows, pages)) = stagehand_statement_totals(client) {
         report.statements_per_frame = Some(statements as f64 / frames);
         report.rows_read_per_frame = Some(rows as f64 / frames);
         report.pages_per_frame = Some(pages as f64 / frames);
@@ -299,12 +389,7 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
         .iter()
         .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    report.violations = audit(&mut client, None)?;
-    print_report(args, &report);
-    if args.top_statements > 0 {
-        print_top_statements(&mut client, args.top_statements);
-    }
-    Ok(report)
+    Ok(())
 }
 
 fn reset_statement_stats(client: &mut postgres::Client) {
@@ -328,108 +413,6 @@ fn stagehand_statement_totals(client: &mut postgres::Client) -> Option<(i64, i64
     Some((r.get(0), r.get(1), r.get(2)))
 }
 
-fn print_top_statements(client: &mut postgres::Client, n: usize) {
-    let rows = client.query(
-        "SELECT calls, rows, round(total_exec_time::numeric, 1)::float8, shared_blks_hit + shared_blks_read,
-                regexp_replace(left(query, 160), '\\s+', ' ', 'g')
-           FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT $1",
-        &[&(n as i64)],
-    );
-    match rows {
-        Ok(rows) => {
-            println!("top statements (calls, rows, ms, blocks, text):");
-            for r in rows {
-                println!(
-                    "  {:>7} {:>9} {:>9.1} {:>10}  {}",
-                    r.get::<_, i64>(0),
-                    r.get::<_, i64>(1),
-                    r.get::<_, f64>(2),
-                    r.get::<_, i64>(3),
-                    r.get::<_, String>(4)
-                );
-            }
-        }
-        Err(e) => println!("top statements unavailable: {e}"),
-    }
-}
-
-fn print_report(args: &BenchArgs, r: &BenchReport) {
-    let fmt_t = |t: Option<f64>| t.map(|s| format!("{s:.2}s")).unwrap_or_else(|| "-".into());
-    println!(
-        "workload        : {:?} (scale {}, seed {:#x}, {} instance(s){})",
-        args.workload,
-        args.scale,
-        args.seed,
-        args.instances.max(1),
-        if args.per_frame {
-            ", one transaction per frame"
-        } else {
-            ""
-        }
-    );
-    println!("frames          : {} seeded, {} booked", r.seeded, r.booked);
-    println!(
-        "throughput      : {:.0} frames/s over a {:.2}s booking window",
-        r.frames_per_sec, r.window_secs
-    );
-    println!(
-        "utilization     : 50% {}  90% {}  99% {}  (peak {:.1}%)",
-        fmt_t(r.time_to_util[0]),
-        fmt_t(r.time_to_util[1]),
-        fmt_t(r.time_to_util[2]),
-        r.peak_util * 100.0
-    );
-    println!(
-        "eligible→booked : p50 {:.3}s  p99 {:.3}s",
-        r.wait_p50_p99.0, r.wait_p50_p99.1
-    );
-    println!(
-        "wasted attempts : {:.1}%{}",
-        r.wasted_pct,
-        if r.losses.is_empty() {
-            String::new()
-        } else {
-            format!("  ({})", r.losses.join(", "))
-        }
-    );
-    match (
-        r.statements_per_frame,
-        r.rows_read_per_frame,
-        r.pages_per_frame,
-    ) {
-        (Some(s), Some(rows), Some(pages)) => println!(
-            "database        : per booked frame {s:.2} statements, {rows:.1} rows read, {pages:.0} buffer pages (stagehand's role only)"
-        ),
-        _ => println!("database        : pg_stat_statements unavailable"),
-    }
-    println!(
-        "peak RSS        : {} MiB",
-        r.peak_rss_mib
-            .iter()
-            .map(|m| format!("{m:.1}"))
-            .collect::<Vec<_>>()
-            .join(" / ")
-    );
-    if r.per_instance.len() > 1 {
-        println!("per instance    : {:?} frames", r.per_instance);
-    }
-    if r.subscriptions.len() <= 12 {
-        let subs: Vec<String> = r
-            .subscriptions
-            .iter()
-            .map(|(n, b, burst)| format!("{n} {b}/{burst}"))
-            .collect();
-        println!("subscriptions   : {} (booked/burst cores)", subs.join(", "));
-    }
-    if r.violations.is_empty() {
-        println!("audit           : clean");
-    } else {
-        for v in &r.violations {
-            println!("audit violation : {v}");
-        }
-    }
-}
-
 /// `stagehand bench`: runs [`measure`]; exit 3 on audit violations.
 pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     crate::service::init_logging(log::LevelFilter::Warn);
@@ -441,98 +424,6 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     }
     let report = measure(args)?;
     Ok(if report.violations.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    })
-}
-
-/// The adversarial soak: `--seed` replays a fault schedule, `--duration` is how long faults
-/// are injected, `--instances` (three unless more are asked for) how many stagehands race.
-/// Exit 3 on any violation.
-fn chaos(args: &BenchArgs) -> Result<ExitCode, SimError> {
-    let opts = super::chaos::ChaosOptions {
-        scale: args.scale,
-        seed: args.seed,
-        duration: args.duration,
-        binary: match &args.binary {
-            Some(b) => b.clone(),
-            None => std::env::current_exe().map_err(SimError::Io)?,
-        },
-        instances: args.instances.max(3),
-        keep: args.keep,
-    };
-    let report = super::chaos::run(&opts)?;
-    super::chaos::print(&opts, &report);
-    Ok(if report.clean() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(3)
-    })
-}
-
-/// A scheduling-quality scenario at full scale (`--scale` below 1 runs the test scale), with
-/// its policy on and then off.
-fn scenario(args: &BenchArgs) -> Result<ExitCode, SimError> {
-    use super::scenario::{gpu, share, stream, wide};
-    let full = args.scale >= 1.0;
-    let mut violations: Vec<String> = Vec::new();
-    match args.workload {
-        Workload::Wide => {
-            let spec = if full {
-                wide::WideSpec::full()
-            } else {
-                wide::WideSpec::small()
-            };
-            for on in [true, false] {
-                let o = wide::wide_frame(&spec, on)?;
-                wide::print_wide(&spec, &o);
-                violations.extend(o.violations);
-                println!();
-            }
-        }
-        Workload::FairShare => {
-            let spec = if full {
-                share::ShareSpec::full()
-            } else {
-                share::ShareSpec::small()
-            };
-            let o = share::fair_share(&spec)?;
-            share::print_share(&spec, &o);
-            violations.extend(o.violations);
-        }
-        Workload::Stream => {
-            let spec = if full {
-                stream::StreamSpec::full()
-            } else {
-                stream::StreamSpec::small()
-            };
-            for order in [
-                crate::config::JobOrder::Balanced,
-                crate::config::JobOrder::Priority,
-            ] {
-                let o = stream::priority_stream(&spec, order)?;
-                stream::print_stream(&spec, &o);
-                violations.extend(o.violations);
-                println!();
-            }
-        }
-        Workload::Gpu => {
-            let spec = if full {
-                gpu::GpuSpec::full()
-            } else {
-                gpu::GpuSpec::small()
-            };
-            for cores in [2, 0] {
-                let o = gpu::gpu_flood(&spec, cores)?;
-                gpu::print_gpu(&spec, &o);
-                violations.extend(o.violations);
-                println!();
-            }
-        }
-        _ => unreachable!("not a scenario"),
-    }
-    Ok(if violations.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
