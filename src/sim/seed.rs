@@ -80,6 +80,24 @@ pub struct HostSpec {
     pub tags: Vec<(String, TagType)>,
 }
 
+impl HostSpec {
+    /// An open Linux host of `cores` cores and `mem_gb` GB in allocation `alloc`, no GPUs,
+    /// `Auto` thread mode, no tags beyond the allocation's.
+    pub fn linux(name: String, alloc: usize, cores: u32, mem_gb: u64) -> HostSpec {
+        HostSpec {
+            name,
+            alloc,
+            cores,
+            mem_kb: mem_gb * GB,
+            gpus: 0,
+            gpu_mem_kb: 0,
+            os: "linux".into(),
+            thread_mode: ThreadMode::Auto,
+            tags: Vec::new(),
+        }
+    }
+}
+
 /// A layer.
 #[derive(Clone, Debug)]
 pub struct LayerSpec {
@@ -136,6 +154,16 @@ impl LayerSpec {
             runtime_secs: 5.0,
         }
     }
+
+    /// Sets how long each frame runs, `millis`, both as the simulator's mean and in the
+    /// environment the fake RQD reads it from (it never sees the spec).
+    pub fn set_runtime_ms(&mut self, millis: u64) {
+        self.runtime_secs = millis as f64 / 1000.0;
+        self.env.push((
+            crate::sim::fake_rqd::RUNTIME_ENV.to_owned(),
+            millis.to_string(),
+        ));
+    }
 }
 
 /// A job.
@@ -159,6 +187,24 @@ pub struct JobSpec {
     pub env: Vec<(String, String)>,
     /// Layers in dispatch order.
     pub layers: Vec<LayerSpec>,
+}
+
+impl JobSpec {
+    /// A job of `layers` in show `show`: no core or GPU cap, a minimum of one core, any OS,
+    /// no environment.
+    pub fn simple(show: usize, name: String, priority: i32, layers: Vec<LayerSpec>) -> JobSpec {
+        JobSpec {
+            show,
+            name,
+            priority,
+            max_cores: 0,
+            min_cores: 1,
+            max_gpus: 0,
+            os: String::new(),
+            env: Vec::new(),
+            layers,
+        }
+    }
 }
 
 /// A whole farm.
@@ -199,17 +245,7 @@ impl FarmSpec {
                 folder_max_cores: 0,
             }],
             hosts: (0..hosts)
-                .map(|i| HostSpec {
-                    name: format!("host{i:03}"),
-                    alloc: 0,
-                    cores: host_cores,
-                    mem_kb: host_mem_gb * GB,
-                    gpus: 0,
-                    gpu_mem_kb: 0,
-                    os: "linux".into(),
-                    thread_mode: ThreadMode::Auto,
-                    tags: Vec::new(),
-                })
+                .map(|i| HostSpec::linux(format!("host{i:03}"), 0, host_cores, host_mem_gb))
                 .collect(),
             jobs: Vec::new(),
             limits: Vec::new(),

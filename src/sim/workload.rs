@@ -6,11 +6,8 @@
 
 use rand::{Rng, SeedableRng, rngs::SmallRng};
 
-use super::{
-    fake_rqd::RUNTIME_ENV,
-    seed::{AllocSpec, FarmSpec, GB, HostSpec, JobSpec, LayerSpec, ShowSpec, SubSpec},
-};
-use crate::model::{CORE, TagType, ThreadMode};
+use super::seed::{AllocSpec, FarmSpec, GB, HostSpec, JobSpec, LayerSpec, ShowSpec, SubSpec};
+use crate::model::{CORE, TagType};
 
 /// The named workloads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -62,23 +59,26 @@ fn allocs(n: usize) -> Vec<AllocSpec> {
         .collect()
 }
 
-fn host(name: String, alloc: usize, cores: u32, mem_gb: u64) -> HostSpec {
-    HostSpec {
-        name,
-        alloc,
-        cores,
-        mem_kb: mem_gb * GB,
-        gpus: 0,
-        gpu_mem_kb: 0,
-        os: "linux".into(),
-        thread_mode: ThreadMode::Auto,
-        tags: Vec::new(),
-    }
+/// One subscription of `size` and `burst` cores on each of the first `n` allocations.
+fn subs_on(n: usize, size: u32, burst: u32) -> Vec<SubSpec> {
+    (0..n).map(|alloc| SubSpec { alloc, size, burst }).collect()
 }
 
-fn runtime_env(layer: &mut LayerSpec, millis: u64) {
-    layer.runtime_secs = millis as f64 / 1000.0;
-    layer.env.push((RUNTIME_ENV.to_owned(), millis.to_string()));
+/// `tags` followed by the allocations' tags: what a stress-suite layer may ask for.
+fn with_alloc_tags(tags: &[String], allocs: &[AllocSpec]) -> Vec<String> {
+    tags.iter()
+        .cloned()
+        .chain(allocs.iter().map(|a| a.tag.clone()))
+        .collect()
+}
+
+/// A stress-suite layer: `cores` cores and `mem_gb` GB per frame, each running ten minutes.
+fn stress_layer(name: &str, range: &str, tags: &str, cores: u32, mem_gb: u64) -> LayerSpec {
+    let mut layer = LayerSpec::simple(name, range, tags);
+    layer.cores_min = i64::from(cores * CORE);
+    layer.mem_kb = mem_gb * GB;
+    layer.set_runtime_ms(600_000);
+    layer
 }
 
 /// The OpenCue stress suite's drain phase. `shows` > 1 spreads the jobs over several shows
@@ -87,69 +87,22 @@ pub fn drain(scale: f64, shows: usize, seed: u64) -> FarmSpec {
     let mut rng = SmallRng::seed_from_u64(seed);
     let tags: Vec<String> = (0..8).map(|i| format!("manual{i}")).collect();
     let allocs = allocs(3);
+    // Hosts are drawn before jobs: the seed's farm depends on that order.
     let hosts = (0..scaled(1200, scale))
-        .map(|i| {
-            let a = i % 3;
-            let mut h = host(
-                format!("drain{i:05}"),
-                a,
-                16 + 8 * rng.random_range(0..15),
-                rng.random_range(32..=256),
-            );
-            for _ in 0..rng.random_range(0..=2) {
-                let t = tags[rng.random_range(0..tags.len())].clone();
-                if !h.tags.iter().any(|(x, _)| *x == t) {
-                    h.tags.push((t, TagType::Manual));
-                }
-            }
-            h
-        })
+        .map(|i| drain_host(&mut rng, i, &tags))
         .collect();
     let shows = shows.max(1);
     let show_specs = (0..shows)
         .map(|s| ShowSpec {
             name: format!("drain{s}"),
             managed: true,
-            subs: (0..3)
-                .map(|a| SubSpec {
-                    alloc: a,
-                    size: 90_000,
-                    burst: 90_000,
-                })
-                .collect(),
+            subs: subs_on(3, 90_000, 90_000),
             folder_max_cores: 0,
         })
         .collect();
-    let all_tags: Vec<String> = tags
-        .iter()
-        .cloned()
-        .chain(allocs.iter().map(|a| a.tag.clone()))
-        .collect();
+    let all_tags = with_alloc_tags(&tags, &allocs);
     let jobs = (0..scaled(300, scale))
-        .map(|j| JobSpec {
-            show: j % shows,
-            name: format!("drain-job{j:04}"),
-            priority: rng.random_range(1..=200),
-            max_cores: 100_000,
-            min_cores: 1,
-            max_gpus: 0,
-            os: String::new(),
-            env: Vec::new(),
-            layers: (0..4)
-                .map(|l| {
-                    let n = rng.random_range(1..=3);
-                    let layer_tags: Vec<&str> = (0..n)
-                        .map(|_| all_tags[rng.random_range(0..all_tags.len())].as_str())
-                        .collect();
-                    let mut layer =
-                        LayerSpec::simple(&format!("layer{l}"), "1-5", &layer_tags.join(" | "));
-                    layer.cores_min = i64::from([1u32, 2, 4, 8][rng.random_range(0..4)] * CORE);
-                    layer.mem_kb = rng.random_range(2..=8) * GB;
-                    runtime_env(&mut layer, 600_000);
-                    layer
-                })
-                .collect(),
-        })
+        .map(|j| drain_job(&mut rng, j, shows, &all_tags))
         .collect();
     FarmSpec {
         facility: "local".into(),
@@ -161,6 +114,41 @@ pub fn drain(scale: f64, shows: usize, seed: u64) -> FarmSpec {
     }
 }
 
+/// Drain host `i`: 16–128 cores, 32–256 GB, up to two of the manual `tags`.
+fn drain_host(rng: &mut SmallRng, i: usize, tags: &[String]) -> HostSpec {
+    let cores = 16 + 8 * rng.random_range(0..15);
+    let mem_gb = rng.random_range(32..=256);
+    let mut h = HostSpec::linux(format!("drain{i:05}"), i % 3, cores, mem_gb);
+    for _ in 0..rng.random_range(0..=2) {
+        let t = tags[rng.random_range(0..tags.len())].clone();
+        if !h.tags.iter().any(|(x, _)| *x == t) {
+            h.tags.push((t, TagType::Manual));
+        }
+    }
+    h
+}
+
+/// Drain job `j`: four five-frame layers, each asking for one to three of `all_tags`.
+fn drain_job(rng: &mut SmallRng, j: usize, shows: usize, all_tags: &[String]) -> JobSpec {
+    let priority = rng.random_range(1..=200);
+    let layers = (0..4)
+        .map(|l| {
+            let n = rng.random_range(1..=3);
+            let layer_tags: Vec<&str> = (0..n)
+                .map(|_| all_tags[rng.random_range(0..all_tags.len())].as_str())
+                .collect();
+            let cores = [1u32, 2, 4, 8][rng.random_range(0..4)];
+            let mem_gb = rng.random_range(2..=8);
+            let tags = layer_tags.join(" | ");
+            stress_layer(&format!("layer{l}"), "1-5", &tags, cores, mem_gb)
+        })
+        .collect();
+    JobSpec {
+        max_cores: 100_000,
+        ..JobSpec::simple(j % shows, format!("drain-job{j:04}"), priority, layers)
+    }
+}
+
 /// The OpenCue stress suite's saturation phase: bursts of 150 cores per allocation, jobs
 /// capped at 20 cores; bookings must stop exactly at the bursts.
 pub fn saturation(scale: f64, seed: u64) -> FarmSpec {
@@ -169,16 +157,11 @@ pub fn saturation(scale: f64, seed: u64) -> FarmSpec {
     let allocs = allocs(3);
     let hosts = (0..scaled(400, scale))
         .map(|i| {
-            let mut h = host(
-                format!("sat{i:05}"),
-                i % 3,
-                [8, 16, 32][rng.random_range(0..3)],
-                rng.random_range(32..=64),
-            );
-            h.tags.push((
-                tags[rng.random_range(0..tags.len())].clone(),
-                TagType::Manual,
-            ));
+            let cores = [8, 16, 32][rng.random_range(0..3)];
+            let mem_gb = rng.random_range(32..=64);
+            let mut h = HostSpec::linux(format!("sat{i:05}"), i % 3, cores, mem_gb);
+            let tag = tags[rng.random_range(0..tags.len())].clone();
+            h.tags.push((tag, TagType::Manual));
             h
         })
         .collect();
@@ -186,40 +169,24 @@ pub fn saturation(scale: f64, seed: u64) -> FarmSpec {
     let shows = vec![ShowSpec {
         name: "saturation".into(),
         managed: true,
-        subs: (0..3)
-            .map(|a| SubSpec {
-                alloc: a,
-                size: burst,
-                burst,
-            })
-            .collect(),
+        subs: subs_on(3, burst, burst),
         folder_max_cores: 0,
     }];
-    let all_tags: Vec<String> = tags
-        .iter()
-        .cloned()
-        .chain(allocs.iter().map(|a| a.tag.clone()))
-        .collect();
+    let all_tags = with_alloc_tags(&tags, &allocs);
     let jobs = (0..scaled(150, scale))
-        .map(|j| JobSpec {
-            show: 0,
-            name: format!("sat-job{j:04}"),
-            priority: rng.random_range(1..=200),
-            max_cores: 20,
-            min_cores: 1,
-            max_gpus: 0,
-            os: String::new(),
-            env: Vec::new(),
-            layers: (0..2)
+        .map(|j| {
+            let priority = rng.random_range(1..=200);
+            let layers = (0..2)
                 .map(|l| {
                     let t = all_tags[rng.random_range(0..all_tags.len())].clone();
-                    let mut layer = LayerSpec::simple(&format!("layer{l}"), "1-10", &t);
-                    layer.cores_min = i64::from([2u32, 4][rng.random_range(0..2)] * CORE);
-                    layer.mem_kb = 2 * GB;
-                    runtime_env(&mut layer, 600_000);
-                    layer
+                    let cores = [2u32, 4][rng.random_range(0..2)];
+                    stress_layer(&format!("layer{l}"), "1-10", &t, cores, 2)
                 })
-                .collect(),
+                .collect();
+            JobSpec {
+                max_cores: 20,
+                ..JobSpec::simple(0, format!("sat-job{j:04}"), priority, layers)
+            }
         })
         .collect();
     FarmSpec {
@@ -246,7 +213,7 @@ pub fn coldfill(scale: f64, seed: u64, runtime_ms: u64) -> FarmSpec {
                 6..=7 => 48,
                 _ => 64,
             };
-            host(format!("cf{i:05}"), i % 3, cores, u64::from(cores) * 4)
+            HostSpec::linux(format!("cf{i:05}"), i % 3, cores, u64::from(cores) * 4)
         })
         .collect();
     let total_cores: u32 = hosts.iter().map(|h| h.cores).sum();
@@ -254,13 +221,7 @@ pub fn coldfill(scale: f64, seed: u64, runtime_ms: u64) -> FarmSpec {
         .map(|s| ShowSpec {
             name: format!("show{s}"),
             managed: true,
-            subs: (0..3)
-                .map(|a| SubSpec {
-                    alloc: a,
-                    size: total_cores,
-                    burst: total_cores,
-                })
-                .collect(),
+            subs: subs_on(3, total_cores, total_cores),
             folder_max_cores: 0,
         })
         .collect();
@@ -285,29 +246,20 @@ fn allocation_jobs(
     mut runtime_ms: impl FnMut(&mut SmallRng) -> u64,
 ) -> Vec<JobSpec> {
     (0..n)
-        .map(|j| JobSpec {
-            show: j % 3,
-            name: format!("{prefix}{j:05}"),
-            priority: rng.random_range(1..=100),
-            max_cores: 0,
-            min_cores: 1,
-            max_gpus: 0,
-            os: String::new(),
-            env: Vec::new(),
-            layers: (0..3)
+        .map(|j| {
+            let priority = rng.random_range(1..=100);
+            let layers = (0..3)
                 .map(|l| {
-                    let mut layer = LayerSpec::simple(
-                        &format!("layer{l}"),
-                        "1-40",
-                        &format!("alloc{}", (j + l) % 3),
-                    );
+                    let tag = format!("alloc{}", (j + l) % 3);
+                    let mut layer = LayerSpec::simple(&format!("layer{l}"), "1-40", &tag);
                     layer.cores_min = i64::from([1u32, 2, 4, 8][rng.random_range(0..4)] * CORE);
                     layer.mem_kb = 2 * GB;
                     let runtime = runtime_ms(rng);
-                    runtime_env(&mut layer, runtime);
+                    layer.set_runtime_ms(runtime);
                     layer
                 })
-                .collect(),
+                .collect();
+            JobSpec::simple(j % 3, format!("{prefix}{j:05}"), priority, layers)
         })
         .collect()
 }
@@ -332,170 +284,147 @@ pub fn steady(scale: f64, seed: u64, secs: u64) -> FarmSpec {
 /// `runtime_scale`).
 pub fn demo(hosts: usize, jobs: usize, seed: u64, runtime_scale: f64) -> FarmSpec {
     let mut rng = SmallRng::seed_from_u64(seed);
-    let scale = |ms: u64| ((ms as f64 * runtime_scale).round() as u64).max(1);
-    let allocs = vec![
-        AllocSpec {
-            name: "local.general".into(),
-            tag: "general".into(),
-        },
-        AllocSpec {
-            name: "local.desktop".into(),
-            tag: "desktop".into(),
-        },
-        AllocSpec {
-            name: "local.gpu".into(),
-            tag: "gpu".into(),
-        },
-    ];
-    let host_specs: Vec<HostSpec> = (0..hosts.max(3))
-        .map(|i| match i % 10 {
-            0 => {
-                let mut h = host(format!("gpu{i:03}"), 2, 32, 128);
-                h.gpus = 4;
-                h.gpu_mem_kb = 4 * 24 * GB;
-                h
-            }
-            1 | 2 => host(format!("desk{i:03}"), 1, 8, 32),
-            3..=5 => host(format!("render{i:03}"), 0, 16, 64),
-            _ => {
-                let mut h = host(format!("render{i:03}"), 0, 32, 128);
-                if i % 4 == 0 {
-                    h.tags.push(("sim".into(), TagType::Manual));
-                }
-                h
-            }
+    let allocs = ["general", "desktop", "gpu"]
+        .iter()
+        .map(|t| AllocSpec {
+            name: format!("local.{t}"),
+            tag: (*t).to_owned(),
         })
         .collect();
+    let host_specs: Vec<HostSpec> = (0..hosts.max(3)).map(demo_host).collect();
     let cores: u32 = host_specs.iter().map(|h| h.cores).sum();
-    let shows = vec![
-        ShowSpec {
-            name: "feature".into(),
-            managed: true,
-            subs: vec![
-                SubSpec {
-                    alloc: 0,
-                    size: cores / 2,
-                    burst: cores,
-                },
-                SubSpec {
-                    alloc: 1,
-                    size: cores / 8,
-                    burst: cores / 4,
-                },
-                SubSpec {
-                    alloc: 2,
-                    size: cores / 8,
-                    burst: cores / 4,
-                },
-            ],
-            folder_max_cores: 0,
-        },
-        ShowSpec {
-            name: "episodic".into(),
-            managed: true,
-            subs: vec![
-                SubSpec {
-                    alloc: 0,
-                    size: cores / 4,
-                    burst: cores / 2,
-                },
-                SubSpec {
-                    alloc: 1,
-                    size: cores / 8,
-                    burst: cores / 4,
-                },
-            ],
-            folder_max_cores: 0,
-        },
-        ShowSpec {
-            name: "commercial".into(),
-            managed: true,
-            subs: vec![
-                SubSpec {
-                    alloc: 0,
-                    size: cores / 8,
-                    burst: cores / 4,
-                },
-                SubSpec {
-                    alloc: 2,
-                    size: cores / 8,
-                    burst: cores / 4,
-                },
-            ],
-            folder_max_cores: 0,
-        },
-    ];
     let jobs = (0..jobs)
-        .map(|j| {
-            let show = j % 3;
-            let kind = rng.random_range(0..4);
-            let layers = match kind {
-                // Comp: many light one-core frames, chunked.
-                0 => {
-                    let mut l = LayerSpec::simple("comp", "1-120", "general | desktop");
-                    l.chunk = 5;
-                    l.threadable = false;
-                    l.mem_kb = 2 * GB;
-                    runtime_env(&mut l, scale(rng.random_range(2_000..6_000)));
-                    vec![l]
-                }
-                // Lighting: heavy threadable renders, then a light denoise.
-                1 => {
-                    let mut r = LayerSpec::simple("beauty", "1001-1048", "general");
-                    r.cores_min = 8 * i64::from(CORE);
-                    r.mem_kb = 24 * GB;
-                    runtime_env(&mut r, scale(rng.random_range(8_000..20_000)));
-                    let mut d = LayerSpec::simple("denoise", "1001-1048", "general");
-                    d.cores_min = 2 * i64::from(CORE);
-                    d.mem_kb = 4 * GB;
-                    runtime_env(&mut d, scale(rng.random_range(2_000..5_000)));
-                    vec![r, d]
-                }
-                // FX sims on the tagged hosts.
-                2 => {
-                    let mut s = LayerSpec::simple("sim", "1-24", "sim");
-                    s.cores_min = 16 * i64::from(CORE);
-                    s.mem_kb = 48 * GB;
-                    runtime_env(&mut s, scale(rng.random_range(10_000..25_000)));
-                    vec![s]
-                }
-                // GPU renders.
-                _ => {
-                    let mut g = LayerSpec::simple("gpu_render", "1-36", "gpu");
-                    g.cores_min = 4 * i64::from(CORE);
-                    g.gpus = 1;
-                    g.gpu_mem_kb = 12 * GB;
-                    g.mem_kb = 16 * GB;
-                    runtime_env(&mut g, scale(rng.random_range(5_000..15_000)));
-                    vec![g]
-                }
-            };
-            JobSpec {
-                show,
-                name: format!(
-                    "{}-sq{:02}-sh{:03}-{}",
-                    ["feat", "epi", "com"][show],
-                    j % 7,
-                    j,
-                    ["comp", "lgt", "fx", "gpu"][kind]
-                ),
-                priority: rng.random_range(50..=150),
-                max_cores: 0,
-                min_cores: 1,
-                max_gpus: 0,
-                os: String::new(),
-                env: vec![("SHOW_ROOT".into(), "/shows".into())],
-                layers,
-            }
-        })
+        .map(|j| demo_job(&mut rng, j, runtime_scale))
         .collect();
     FarmSpec {
         facility: "local".into(),
         allocs,
-        shows,
+        shows: demo_shows(cores),
         hosts: host_specs,
         jobs,
         limits: Vec::new(),
+    }
+}
+
+/// Demo host `i`: one in ten a 4-GPU host, two desktops, three mid-size render hosts, four
+/// large ones (some tagged `sim`).
+fn demo_host(i: usize) -> HostSpec {
+    match i % 10 {
+        0 => {
+            let mut h = HostSpec::linux(format!("gpu{i:03}"), 2, 32, 128);
+            h.gpus = 4;
+            h.gpu_mem_kb = 4 * 24 * GB;
+            h
+        }
+        1 | 2 => HostSpec::linux(format!("desk{i:03}"), 1, 8, 32),
+        3..=5 => HostSpec::linux(format!("render{i:03}"), 0, 16, 64),
+        _ => {
+            let mut h = HostSpec::linux(format!("render{i:03}"), 0, 32, 128);
+            if i % 4 == 0 {
+                h.tags.push(("sim".into(), TagType::Manual));
+            }
+            h
+        }
+    }
+}
+
+/// A subscription of `size` and `burst` cores to allocation `alloc`.
+fn sub(alloc: usize, size: u32, burst: u32) -> SubSpec {
+    SubSpec { alloc, size, burst }
+}
+
+/// The demo's three shows, subscribed in fractions of the farm's `cores`.
+fn demo_shows(cores: u32) -> Vec<ShowSpec> {
+    let show = |name: &str, subs: Vec<SubSpec>| ShowSpec {
+        name: name.into(),
+        managed: true,
+        subs,
+        folder_max_cores: 0,
+    };
+    let (eighth, quarter) = (cores / 8, cores / 4);
+    vec![
+        show(
+            "feature",
+            vec![
+                sub(0, cores / 2, cores),
+                sub(1, eighth, quarter),
+                sub(2, eighth, quarter),
+            ],
+        ),
+        show(
+            "episodic",
+            vec![sub(0, quarter, cores / 2), sub(1, eighth, quarter)],
+        ),
+        show(
+            "commercial",
+            vec![sub(0, eighth, quarter), sub(2, eighth, quarter)],
+        ),
+    ]
+}
+
+/// Demo job `j`: one of four kinds (comp, lighting, FX, GPU) in show `j % 3`.
+fn demo_job(rng: &mut SmallRng, j: usize, runtime_scale: f64) -> JobSpec {
+    let show = j % 3;
+    let kind = rng.random_range(0..4);
+    let layers = demo_layers(rng, kind, runtime_scale);
+    let name = format!(
+        "{}-sq{:02}-sh{:03}-{}",
+        ["feat", "epi", "com"][show],
+        j % 7,
+        j,
+        ["comp", "lgt", "fx", "gpu"][kind]
+    );
+    // Drawn after the layers, as the seeds' farms were first drawn.
+    let priority = rng.random_range(50..=150);
+    JobSpec {
+        env: vec![("SHOW_ROOT".into(), "/shows".into())],
+        ..JobSpec::simple(show, name, priority, layers)
+    }
+}
+
+/// The layers of a demo job of `kind`, runtimes drawn in milliseconds and scaled.
+fn demo_layers(rng: &mut SmallRng, kind: usize, runtime_scale: f64) -> Vec<LayerSpec> {
+    let scale = |ms: u64| ((ms as f64 * runtime_scale).round() as u64).max(1);
+    match kind {
+        // Comp: many light one-core frames, chunked.
+        0 => {
+            let mut l = LayerSpec::simple("comp", "1-120", "general | desktop");
+            l.chunk = 5;
+            l.threadable = false;
+            l.mem_kb = 2 * GB;
+            l.set_runtime_ms(scale(rng.random_range(2_000..6_000)));
+            vec![l]
+        }
+        // Lighting: heavy threadable renders, then a light denoise.
+        1 => {
+            let mut r = LayerSpec::simple("beauty", "1001-1048", "general");
+            r.cores_min = 8 * i64::from(CORE);
+            r.mem_kb = 24 * GB;
+            r.set_runtime_ms(scale(rng.random_range(8_000..20_000)));
+            let mut d = LayerSpec::simple("denoise", "1001-1048", "general");
+            d.cores_min = 2 * i64::from(CORE);
+            d.mem_kb = 4 * GB;
+            d.set_runtime_ms(scale(rng.random_range(2_000..5_000)));
+            vec![r, d]
+        }
+        // FX sims on the tagged hosts.
+        2 => {
+            let mut s = LayerSpec::simple("sim", "1-24", "sim");
+            s.cores_min = 16 * i64::from(CORE);
+            s.mem_kb = 48 * GB;
+            s.set_runtime_ms(scale(rng.random_range(10_000..25_000)));
+            vec![s]
+        }
+        // GPU renders.
+        _ => {
+            let mut g = LayerSpec::simple("gpu_render", "1-36", "gpu");
+            g.cores_min = 4 * i64::from(CORE);
+            g.gpus = 1;
+            g.gpu_mem_kb = 12 * GB;
+            g.mem_kb = 16 * GB;
+            g.set_runtime_ms(scale(rng.random_range(5_000..15_000)));
+            vec![g]
+        }
     }
 }
 

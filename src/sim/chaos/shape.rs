@@ -6,11 +6,8 @@
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::{
-    model::{CORE, TagType, ThreadMode},
-    sim::{
-        fake_rqd::RUNTIME_ENV,
-        seed::{AllocSpec, FarmSpec, GB, HostSpec, JobSpec, LayerSpec, ShowSpec, SubSpec},
-    },
+    model::{CORE, TagType},
+    sim::seed::{AllocSpec, FarmSpec, GB, HostSpec, JobSpec, LayerSpec, ShowSpec, SubSpec},
 };
 
 /// Shows the soak starts managed (stagehand books them) and unmanaged (the stand-in does).
@@ -18,32 +15,18 @@ pub(crate) const MANAGED: [&str; 4] = ["m0", "m1", "m2", "m3"];
 /// Shows Cuebot (the stand-in) books.
 pub(crate) const UNMANAGED: [&str; 2] = ["u0", "u1"];
 
-fn host(name: String, alloc: usize, cores: u32, mem_gb: u64) -> HostSpec {
-    HostSpec {
-        name,
-        alloc,
-        cores,
-        mem_kb: mem_gb * GB,
-        gpus: 0,
-        gpu_mem_kb: 0,
-        os: "linux".into(),
-        thread_mode: ThreadMode::Auto,
-        tags: Vec::new(),
-    }
-}
-
 fn hosts(n: usize) -> Vec<HostSpec> {
     (0..n)
         .map(|i| match i % 6 {
             0 => {
-                let mut h = host(format!("gpu{i:04}"), 2, 16, 64);
+                let mut h = HostSpec::linux(format!("gpu{i:04}"), 2, 16, 64);
                 h.gpus = 2;
                 h.gpu_mem_kb = 2 * 16 * GB;
                 h
             }
-            1 | 2 => host(format!("lite{i:04}"), 1, 8, 32),
+            1 | 2 => HostSpec::linux(format!("lite{i:04}"), 1, 8, 32),
             _ => {
-                let mut h = host(format!("render{i:04}"), 0, 16, 64);
+                let mut h = HostSpec::linux(format!("render{i:04}"), 0, 16, 64);
                 if i % 3 == 0 {
                     h.tags.push(("fast".into(), TagType::Manual));
                 }
@@ -101,9 +84,7 @@ fn layer(name: &str, frames: usize, tags: &str, cores: u32, rng: &mut StdRng) ->
     let mut l = LayerSpec::simple(name, &format!("1-{}", frames.max(1)), tags);
     l.cores_min = i64::from(cores * CORE);
     l.mem_kb = rng.random_range(1..=4) * GB;
-    let ms: u64 = rng.random_range(800..=3_000);
-    l.runtime_secs = ms as f64 / 1000.0;
-    l.env.push((RUNTIME_ENV.to_owned(), ms.to_string()));
+    l.set_runtime_ms(rng.random_range(800..=3_000));
     l
 }
 
@@ -112,15 +93,9 @@ fn layer(name: &str, frames: usize, tags: &str, cores: u32, rng: &mut StdRng) ->
 fn jobs_of(s: usize, frames: usize, rng: &mut StdRng) -> Vec<JobSpec> {
     let limit = s % 2; // shared across managed and unmanaged shows
     let job = |name: String, max_cores: i32, max_gpus: i32, layers: Vec<LayerSpec>| JobSpec {
-        show: s,
-        name,
-        priority: 100,
         max_cores,
-        min_cores: 1,
         max_gpus,
-        os: String::new(),
-        env: Vec::new(),
-        layers,
+        ..JobSpec::simple(s, name, 100, layers)
     };
     let mut out = vec![
         job(
