@@ -440,11 +440,8 @@ fn escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-fn page(status: &StatusHandle) -> String {
-    let doc = status_json(status);
-    let shared = &status.shared;
-    let per_second = shared.stats.per_second(120);
-    let peak = per_second.iter().copied().max().unwrap_or(0);
+/// The clusters table's rows (the first 200 clusters).
+fn cluster_rows(status: &StatusHandle) -> String {
     let mut rows = String::new();
     for c in status.clusters.load().iter().take(200) {
         rows.push_str(&format!(
@@ -465,6 +462,15 @@ fn page(status: &StatusHandle) -> String {
             },
         ));
     }
+    rows
+}
+
+/// The status page (`/`), server-rendered and refreshing itself.
+fn page(status: &StatusHandle) -> String {
+    let doc = status_json(status);
+    let per_second = status.shared.stats.per_second(120);
+    let peak = per_second.iter().copied().max().unwrap_or(0);
+    let rows = cluster_rows(status);
     let hosts = &doc["hosts"];
     let dispatch = &doc["dispatch"];
     format!(

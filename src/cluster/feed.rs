@@ -183,33 +183,9 @@ impl Feed {
         self.publish_status(true);
     }
 
+    /// Re-reads the cluster set; on failure the current set is kept.
     fn reload(&mut self, config: &Config) {
-        let loaded = (|| -> Result<Vec<Cluster>, db::DbError> {
-            let mut conn = self.ctx.pool.get()?;
-            let facility = if config.scheduler.facility.is_empty() {
-                None
-            } else {
-                match db::jobs::facility_id(&mut *conn, &config.scheduler.facility)? {
-                    Some(id) => Some(id),
-                    None => {
-                        log::error!(
-                            "facility {:?} does not exist; booking nothing",
-                            config.scheduler.facility
-                        );
-                        return Ok(Vec::new());
-                    }
-                }
-            };
-            let rows = db::jobs::cluster_tags(&mut *conn, facility.as_deref())?;
-            let subs = db::jobs::subscriptions(&mut *conn)?;
-            let options = BuildOptions {
-                ignore_tags: config.scheduler.ignore_tags.clone(),
-                manual_chunk: config.scheduler.manual_tags_chunk_size,
-                hostname_chunk: config.scheduler.hostname_tags_chunk_size,
-            };
-            Ok(build(&rows, &subs, &options))
-        })();
-        let clusters = match loaded {
+        let clusters = match self.load(config) {
             Ok(c) => c,
             Err(e) => {
                 metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
@@ -218,35 +194,67 @@ impl Feed {
             }
         };
         self.ctx.loaded.store(true, Ordering::Release);
+        self.replace(clusters);
+        self.count_clusters();
+    }
+
+    /// Reads the tags and subscriptions of the configured facility (every facility when
+    /// none is set; nothing when the named one does not exist) and builds the clusters.
+    fn load(&self, config: &Config) -> Result<Vec<Cluster>, db::DbError> {
+        let mut conn = self.ctx.pool.get()?;
+        let facility = if config.scheduler.facility.is_empty() {
+            None
+        } else {
+            let Some(id) = db::jobs::facility_id(&mut *conn, &config.scheduler.facility)? else {
+                log::error!(
+                    "facility {:?} does not exist; booking nothing",
+                    config.scheduler.facility
+                );
+                return Ok(Vec::new());
+            };
+            Some(id)
+        };
+        let rows = db::jobs::cluster_tags(&mut *conn, facility.as_deref())?;
+        let subs = db::jobs::subscriptions(&mut *conn)?;
+        let options = BuildOptions {
+            ignore_tags: config.scheduler.ignore_tags.clone(),
+            manual_chunk: config.scheduler.manual_tags_chunk_size,
+            hostname_chunk: config.scheduler.hostname_tags_chunk_size,
+        };
+        Ok(build(&rows, &subs, &options))
+    }
+
+    /// Installs the new set: a cluster that stays keeps its turn (state, sleep, last
+    /// outcome); a new one is ready now. Clusters that vanished but are still queued or
+    /// booking are simply forgotten: their outcome will find no turn and be ignored.
+    fn replace(&mut self, clusters: Vec<Cluster>) {
         let now = Instant::now();
         let mut next: HashMap<String, Turn> = HashMap::with_capacity(clusters.len());
         for cluster in clusters {
             let key = cluster.key.clone();
-            match self.turns.remove(&key) {
+            let turn = match self.turns.remove(&key) {
                 Some(mut turn) => {
                     turn.cluster = Arc::new(cluster);
-                    next.insert(key, turn);
+                    turn
                 }
-                None => {
-                    next.insert(
-                        key,
-                        Turn {
-                            cluster: Arc::new(cluster),
-                            ready_at: now,
-                            state: Place::Ready,
-                            waiting: -1,
-                            waiting_at_pass: -1,
-                            last_turn: None,
-                            sleep: None,
-                            capacity_gen: 0,
-                        },
-                    );
-                }
-            }
+                None => Turn {
+                    cluster: Arc::new(cluster),
+                    ready_at: now,
+                    state: Place::Ready,
+                    waiting: -1,
+                    waiting_at_pass: -1,
+                    last_turn: None,
+                    sleep: None,
+                    capacity_gen: 0,
+                },
+            };
+            next.insert(key, turn);
         }
-        // Clusters that vanished but are still queued or booking are simply forgotten: their
-        // outcome will find no turn and be ignored.
         self.turns = next;
+    }
+
+    /// Publishes the number of clusters per kind.
+    fn count_clusters(&self) {
         for kind in [
             TagType::Alloc,
             TagType::Manual,
@@ -286,6 +294,13 @@ impl Feed {
             }
         };
         self.scan_ok = true;
+        self.apply_scan(&active);
+        self.publish_hungry();
+    }
+
+    /// Sets each cluster's waiting count from the scan; new work for a cluster that found
+    /// none brings its turn forward to now instead of after its sleep.
+    fn apply_scan(&mut self, active: &HashMap<(String, String, String), i64>) {
         let now = Instant::now();
         let mut awake = 0;
         for turn in self.turns.values_mut() {
@@ -304,7 +319,6 @@ impl Feed {
             if waiting > 0 {
                 awake += 1;
             }
-            // New work for a cluster that found none: its turn comes now, not after the sleep.
             if turn.sleep == Some(Sleep::NoJobs)
                 && waiting > turn.waiting_at_pass
                 && turn.state == Place::Ready
@@ -314,18 +328,24 @@ impl Feed {
             }
         }
         metrics::CLUSTERS_ACTIVE.set(awake);
-        if let Some(ledger) = &self.ctx.ledger {
-            let mut hungry: HashMap<String, Vec<String>> = HashMap::new();
-            for turn in self.turns.values().filter(|t| t.waiting > 0) {
-                for alloc in &turn.cluster.allocs {
-                    let shows = hungry.entry(alloc.clone()).or_default();
-                    if !shows.contains(&turn.cluster.show) {
-                        shows.push(turn.cluster.show.clone());
-                    }
+    }
+
+    /// Tells the ledger which shows have waiting work on each allocation (fair share yields
+    /// only to a show that is hungry there).
+    fn publish_hungry(&self) {
+        let Some(ledger) = &self.ctx.ledger else {
+            return;
+        };
+        let mut hungry: HashMap<String, Vec<String>> = HashMap::new();
+        for turn in self.turns.values().filter(|t| t.waiting > 0) {
+            for alloc in &turn.cluster.allocs {
+                let shows = hungry.entry(alloc.clone()).or_default();
+                if !shows.contains(&turn.cluster.show) {
+                    shows.push(turn.cluster.show.clone());
                 }
             }
-            ledger.set_hungry(hungry);
         }
+        ledger.set_hungry(hungry);
     }
 
     fn settle(&mut self, outcome: PassOutcome, config: &Config) {

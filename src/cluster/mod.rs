@@ -45,15 +45,22 @@ pub struct BuildOptions {
     pub hostname_chunk: usize,
 }
 
+/// The allocations each (facility, show) may book: subscribed with a burst above zero.
+type ShowAllocs<'r> = HashMap<(&'r str, &'r str), BTreeSet<String>>;
+
+/// MANUAL, HARDWARE and HOSTNAME tags grouped per (facility, show, show name, kind).
+type TagGroups<'r> = BTreeMap<(&'r str, &'r str, &'r str, TagType), BTreeSet<&'r str>>;
+
 /// Builds the cluster set. Deterministic: the same rows give the same clusters in the same
-/// order, so a reload that changes nothing changes nothing.
+/// order, so a reload that changes nothing changes nothing. An ALLOC tag is a cluster of its
+/// own (when the show subscribes to that allocation); the other kinds are grouped per show
+/// and cut into chunks of the configured size.
 pub fn build(
     rows: &[ClusterTagRow],
     subs: &[SubscriptionRow],
     options: &BuildOptions,
 ) -> Vec<Cluster> {
-    // Allocations each (facility, show) may book: subscribed with a burst above zero.
-    let mut allocs: HashMap<(&str, &str), BTreeSet<String>> = HashMap::new();
+    let mut allocs: ShowAllocs<'_> = HashMap::new();
     for s in subs.iter().filter(|s| s.burst > 0) {
         allocs
             .entry((s.facility.as_str(), s.show.as_str()))
@@ -61,7 +68,7 @@ pub fn build(
             .insert(s.alloc.clone());
     }
     let mut clusters = Vec::new();
-    let mut groups: BTreeMap<(&str, &str, &str, TagType), BTreeSet<&str>> = BTreeMap::new();
+    let mut groups: TagGroups<'_> = BTreeMap::new();
     for row in rows {
         if options.ignore_tags.iter().any(|t| t == &row.tag) || row.tag.trim().is_empty() {
             continue;
@@ -70,34 +77,48 @@ pub fn build(
             continue;
         };
         match (row.tag_type, &row.alloc) {
-            (TagType::Alloc, Some(alloc)) => {
-                if !show_allocs.contains(alloc) {
-                    continue;
-                }
-                clusters.push(Cluster {
-                    key: format!("{}/{}/alloc/{}", row.facility, row.show, row.tag),
-                    facility: row.facility.clone(),
-                    show: row.show.clone(),
-                    show_name: row.show_name.clone(),
-                    kind: TagType::Alloc,
-                    tags: vec![row.tag.clone()],
-                    allocs: BTreeSet::from([alloc.clone()]),
-                });
+            (TagType::Alloc, Some(alloc)) if show_allocs.contains(alloc) => {
+                clusters.push(alloc_cluster(row, alloc));
             }
-            (TagType::Alloc, None) => {}
+            (TagType::Alloc, _) => {}
             (kind, _) => {
-                groups
-                    .entry((
-                        row.facility.as_str(),
-                        row.show.as_str(),
-                        row.show_name.as_str(),
-                        kind,
-                    ))
-                    .or_default()
-                    .insert(row.tag.as_str());
+                let key = (
+                    row.facility.as_str(),
+                    row.show.as_str(),
+                    row.show_name.as_str(),
+                    kind,
+                );
+                groups.entry(key).or_default().insert(row.tag.as_str());
             }
         }
     }
+    chunk_groups(groups, &allocs, options, &mut clusters);
+    clusters.sort_by(|a, b| a.key.cmp(&b.key));
+    clusters.dedup_by(|a, b| a.key == b.key);
+    clusters
+}
+
+/// The cluster of one ALLOC tag.
+fn alloc_cluster(row: &ClusterTagRow, alloc: &str) -> Cluster {
+    Cluster {
+        key: format!("{}/{}/alloc/{}", row.facility, row.show, row.tag),
+        facility: row.facility.clone(),
+        show: row.show.clone(),
+        show_name: row.show_name.clone(),
+        kind: TagType::Alloc,
+        tags: vec![row.tag.clone()],
+        allocs: BTreeSet::from([alloc.to_owned()]),
+    }
+}
+
+/// Cuts each group of tags into clusters of the configured chunk size, each booking on all
+/// the show's allocations.
+fn chunk_groups(
+    groups: TagGroups<'_>,
+    allocs: &ShowAllocs<'_>,
+    options: &BuildOptions,
+    clusters: &mut Vec<Cluster>,
+) {
     for ((facility, show, show_name, kind), tags) in groups {
         let chunk = if kind == TagType::Hostname {
             options.hostname_chunk
@@ -118,9 +139,6 @@ pub fn build(
             });
         }
     }
-    clusters.sort_by(|a, b| a.key.cmp(&b.key));
-    clusters.dedup_by(|a, b| a.key == b.key);
-    clusters
 }
 
 #[cfg(test)]

@@ -432,51 +432,51 @@ fn sweep(shared: &Shared) {
         .get()
         .map_err(db::DbError::from)
         .and_then(|mut c| db::launches::sweep(&mut *c, &shows, &rule));
-    let orphans = match found {
-        Ok(o) => o,
-        Err(e) => {
-            metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
-            return;
-        }
-    };
-    for orphan in orphans {
-        let Some(placement) = orphan.placement else {
-            let forgot = shared
-                .pool
-                .get()
-                .map_err(db::DbError::from)
-                .and_then(|mut c| db::launches::forget(&mut *c, &[orphan.proc.as_str()]));
-            if forgot.is_ok() {
-                metrics::ORPHANED_LAUNCHES
-                    .with_label_values(&["gone"])
-                    .inc();
-            }
-            continue;
-        };
-        if !confirm_kill(shared, &placement) {
-            metrics::ORPHANED_LAUNCHES
-                .with_label_values(&["unconfirmed"])
-                .inc();
-            continue;
-        }
-        log::warn!(
-            "frame {} on {} was booked by an instance that died before launching it; undoing",
-            placement.frame,
-            placement.host_name
-        );
-        let charge = Charge {
-            show: placement.show.clone(),
-            alloc: placement.alloc.clone(),
-            folder: placement.folder.clone(),
-            job: placement.job.clone(),
-            cores: i64::from(placement.amount.cores),
-            gpus: i64::from(placement.amount.gpus),
-        };
-        undo_booking(shared, &placement, orphan.version, &charge);
-        metrics::ORPHANED_LAUNCHES
-            .with_label_values(&["undone"])
-            .inc();
+    match found {
+        Ok(orphans) => orphans.into_iter().for_each(|o| resolve_orphan(shared, o)),
+        Err(e) => metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc(),
     }
+}
+
+/// One booking taken over from a dead instance: dropped when its proc is gone, else killed
+/// on RQD and undone once RQD answers (left for the next sweep while it does not).
+fn resolve_orphan(shared: &Shared, orphan: db::launches::Orphan) {
+    let Some(placement) = orphan.placement else {
+        let forgot = shared
+            .pool
+            .get()
+            .map_err(db::DbError::from)
+            .and_then(|mut c| db::launches::forget(&mut *c, &[orphan.proc.as_str()]));
+        if forgot.is_ok() {
+            metrics::ORPHANED_LAUNCHES
+                .with_label_values(&["gone"])
+                .inc();
+        }
+        return;
+    };
+    if !confirm_kill(shared, &placement) {
+        metrics::ORPHANED_LAUNCHES
+            .with_label_values(&["unconfirmed"])
+            .inc();
+        return;
+    }
+    log::warn!(
+        "frame {} on {} was booked by an instance that died before launching it; undoing",
+        placement.frame,
+        placement.host_name
+    );
+    let charge = Charge {
+        show: placement.show.clone(),
+        alloc: placement.alloc.clone(),
+        folder: placement.folder.clone(),
+        job: placement.job.clone(),
+        cores: i64::from(placement.amount.cores),
+        gpus: i64::from(placement.amount.gpus),
+    };
+    undo_booking(shared, &placement, orphan.version, &charge);
+    metrics::ORPHANED_LAUNCHES
+        .with_label_values(&["undone"])
+        .inc();
 }
 
 /// Another kill of an unconfirmed launch; undone once RQD confirms, else tried again later.
