@@ -1,5 +1,6 @@
-//! The booking transaction: many placements committed in one guarded transaction, and the
-//! compensation of a booking whose launch failed.
+//! The booking transaction: many placements committed in one guarded transaction. The host
+//! guard's SQL is in [`super::host_guard`]; the undo of a booking whose launch failed is in
+//! [`super::compensation`] (re-exported here).
 //!
 //! Every guard is re-checked inside the transaction, so a stale host index or a second writer
 //! (Cuebot, another instance) can cost a placement, never an over-booking:
@@ -22,11 +23,16 @@
 //! themselves, and stats-before-host is also the order of Cuebot's own booking and completion
 //! paths. Host rows, the most contended, are held only from the host update to the commit.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use postgres::{Client, Transaction};
 
-use super::{DbError, caps::InFlight, reservations::HOLD_BLOCKS};
+pub use super::compensation::{Compensation, compensate};
+use super::{
+    DbError,
+    caps::InFlight,
+    host_guard::{self, HostColumns, amounts},
+};
 use crate::model::Resources;
 
 /// Exit statuses that do not count as a retry when a frame is booked again (Cuebot's list:
@@ -167,6 +173,9 @@ pub struct BookOptions {
 }
 
 /// Commits as many of `placements` as pass their guards, in one transaction.
+///
+/// The steps run in the lock order of the module doc; each drops the placements that lose
+/// its guard, and the later (costlier, more contended) steps only see what is left.
 pub fn book_batch(
     client: &mut Client,
     placements: &[Placement],
@@ -174,215 +183,405 @@ pub fn book_batch(
     fence: Option<&Fence>,
     inflight: &InFlight,
 ) -> Result<BatchOutcome, DbError> {
-    let mut results: Vec<Option<Result<i32, GuardLoss>>> = vec![None; placements.len()];
     if placements.is_empty() {
         return Ok(BatchOutcome::default());
     }
+    let mut batch = Batch::new(placements);
     let mut tx = client.transaction()?;
-
-    // 0a. Managed: a show handed back to Cuebot is Cuebot's from that commit on. FOR SHARE
-    //     makes the flip wait for this batch (or this batch see the flip), never both book.
-    let unmanaged = unmanaged_shows(&mut tx, placements)?;
-    mark(
-        &mut results,
-        placements,
-        |p| unmanaged.contains(&p.show),
-        GuardLoss::Unmanaged,
-    );
-
-    // 0b. Fence: every show of the batch must still be ours at the planned epoch. Locking the
-    //    lease rows FOR SHARE keeps a takeover from committing between this check and ours.
+    guard_managed(&mut tx, &mut batch)?;
     if let Some(fence) = fence {
-        let lost = fenced_out_shows(&mut tx, placements, fence)?;
-        mark(
-            &mut results,
-            placements,
-            |p| lost.contains(&p.show),
-            GuardLoss::Fence,
-        );
+        guard_fence(&mut tx, &mut batch, fence)?;
     }
-
-    // 1. Stat rows the frame trigger will update, locked in key order before it runs.
-    //    Stats before hosts is also the order of Cuebot's own booking and completion.
-    let live = |results: &[Option<Result<i32, GuardLoss>>]| -> Vec<usize> {
-        (0..placements.len())
-            .filter(|&i| results[i].is_none())
-            .collect()
-    };
-    let idx = live(&results);
+    lock_batch_stats(&mut tx, &batch)?;
+    guard_limits(&mut tx, &mut batch)?;
+    guard_caps(&mut tx, &mut batch, inflight)?;
+    precheck_hosts(&mut tx, &mut batch, options)?;
+    start_frames_on_hosts(&mut tx, &mut batch, options)?;
+    let idx = batch.started_idx();
     if !idx.is_empty() {
-        let layers: BTreeSet<&str> = idx.iter().map(|&i| placements[i].layer.as_str()).collect();
-        let jobs: BTreeSet<&str> = idx.iter().map(|&i| placements[i].job.as_str()).collect();
-        let layers: Vec<&str> = layers.into_iter().collect();
-        let jobs: Vec<&str> = jobs.into_iter().collect();
-        lock_stat_rows(&mut tx, &layers, &jobs)?;
-    }
-
-    // 2. Layer limits: every limit of a frame must have room; rooms are consumed in order.
-    let idx = live(&results);
-    let limit_ids: BTreeSet<&str> = idx
-        .iter()
-        .flat_map(|&i| placements[i].limits.iter().map(String::as_str))
-        .collect();
-    if !limit_ids.is_empty() {
-        let ids: Vec<&str> = limit_ids.into_iter().collect();
-        let mut room = limit_room(&mut tx, &ids)?;
-        for &i in &idx {
-            let p = &placements[i];
-            let fits = p
-                .limits
-                .iter()
-                .all(|l| room.get(l).copied().unwrap_or(1) > 0);
-            if fits {
-                for l in &p.limits {
-                    if let Some(r) = room.get_mut(l) {
-                        *r -= 1;
-                    }
-                }
-            } else {
-                results[i] = Some(Err(GuardLoss::Limit));
-            }
-        }
-    }
-
-    // 2b. Caps: bursts and job/folder maxima as the database has them now.
-    let idx = live(&results);
-    let refused = super::caps::refused(&mut tx, placements, &idx, inflight)?;
-    for i in refused {
-        results[i] = Some(Err(GuardLoss::Cap));
-    }
-
-    // 3a. A cheap, unlocked look at the hosts first: a host another writer has filled would
-    //     otherwise cost a frame update (and its triggers) that is then rolled back.
-    let idx = live(&results);
-    let mut stale_hosts: Vec<(String, Resources)> = Vec::new();
-    if !idx.is_empty() {
-        let per_host = HostColumns::of(idx.iter().map(|&i| &placements[i]));
-        let (short, reserved) = read_short_hosts(&mut tx, &per_host, options, &mut stale_hosts)?;
-        mark(
-            &mut results,
-            placements,
-            |p| reserved.contains(&p.host),
-            GuardLoss::Reserved,
-        );
-        mark(
-            &mut results,
-            placements,
-            |p| short.contains(&p.host),
-            GuardLoss::HostCapacity,
-        );
-    }
-
-    // 3. Frames (version guard), then hosts (capacity guard, locked in key order, held only to
-    //    commit). A host that lost its guard rolls the frames back to the savepoint and the
-    //    batch is retried without that host's frames.
-    let mut started: HashMap<String, i32> = HashMap::new();
-    for _attempt in 0..4 {
-        let idx = live(&results);
-        if idx.is_empty() {
-            break;
-        }
-        let mut sp = tx.savepoint("frames")?;
-        started = start_frames(&mut sp, placements, &idx, options)?;
-        let winners: Vec<usize> = idx
-            .iter()
-            .copied()
-            .filter(|&i| started.contains_key(&placements[i].frame))
-            .collect();
-        let host_ok = decrement_hosts(&mut sp, placements, &winners, options)?;
-        let lost_hosts: BTreeSet<&str> = winners
-            .iter()
-            .map(|&i| placements[i].host.as_str())
-            .filter(|h| !host_ok.contains(*h))
-            .collect();
-        if lost_hosts.is_empty() {
-            sp.commit()?;
-            mark(
-                &mut results,
-                placements,
-                |p| !started.contains_key(&p.frame),
-                GuardLoss::Frame,
-            );
-            break;
-        }
-        drop(sp); // ROLLBACK TO SAVEPOINT: the frames are WAITING again.
-        started.clear();
-        let lost: Vec<&str> = lost_hosts.iter().copied().collect();
-        for r in tx.query(
-            "SELECT pk_host, int_cores_idle::bigint, int_mem_idle::bigint, int_gpus_idle::bigint, int_gpu_mem_idle::bigint
-               FROM host WHERE pk_host = ANY($1)",
-            &[&lost],
-        )? {
-            stale_hosts.push((r.get(0), idle_of(&r)));
-        }
-        mark(
-            &mut results,
-            placements,
-            |p| lost_hosts.contains(p.host.as_str()),
-            GuardLoss::HostCapacity,
-        );
-    }
-
-    // 4. Procs for the started frames.
-    let idx: Vec<usize> = (0..placements.len())
-        .filter(|&i| started.contains_key(&placements[i].frame))
-        .collect();
-    if !idx.is_empty() {
-        let col = |f: fn(&Placement) -> &str| -> Vec<&str> {
-            idx.iter().map(|&i| f(&placements[i])).collect()
-        };
-        let procs = col(|p| &p.proc);
-        let hosts = col(|p| &p.host);
-        let shows = col(|p| &p.show);
-        let layers = col(|p| &p.layer);
-        let jobs = col(|p| &p.job);
-        let frames = col(|p| &p.frame);
-        let (cores, mem, gpus, gpu_mem) = amounts(idx.iter().map(|&i| placements[i].amount));
-        let inserted = tx.execute(
-            "INSERT INTO proc (pk_proc, pk_host, pk_show, pk_layer, pk_job, pk_frame, int_cores_reserved,
-                               int_mem_reserved, int_mem_pre_reserved, int_mem_used, int_gpus_reserved,
-                               int_gpu_mem_reserved, int_gpu_mem_pre_reserved, int_gpu_mem_used, b_local)
-             SELECT b.pk_proc, b.pk_host, b.pk_show, b.pk_layer, b.pk_job, b.pk_frame, b.cores, b.mem, b.mem,
-                    $11, b.gpus, b.gpu_mem, b.gpu_mem, 0, false
-               FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                           $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])
-                    AS b(pk_proc, pk_host, pk_show, pk_layer, pk_job, pk_frame, cores, mem, gpus, gpu_mem)
-             ON CONFLICT (pk_frame) DO NOTHING",
-            &[&procs, &hosts, &shows, &layers, &jobs, &frames, &cores, &mem, &gpus, &gpu_mem, &options.mem_reserved_min_kb],
-        )?;
-        if inserted as usize != idx.len() {
+        let inserted = insert_procs(&mut tx, &batch, &idx, options)?;
+        if inserted != idx.len() {
             // Impossible while the frame guard holds (we hold the frame rows and checked for
             // procs); if it ever happens, commit nothing rather than a frame without a proc.
             tx.rollback()?;
             return Err(DbError::Schema(format!(
                 "{} of {} procs conflicted on pk_frame",
-                idx.len() - inserted as usize,
+                idx.len() - inserted,
                 idx.len()
             )));
         }
-        if let Some(owner) = &options.record_launches {
-            let versions: Vec<i32> = idx.iter().map(|&i| started[&placements[i].frame]).collect();
-            super::launches::record(&mut tx, &procs, &frames, &shows, &versions, *owner)?;
+        record_launches(&mut tx, &batch, &idx, options)?;
+    }
+    fulfil_reservations(&mut tx, &batch)?;
+    commit(tx, batch.outcome())
+}
+
+/// A batch while its guards run: per placement, the guard it lost (`None` while it is still
+/// in), the hosts found stale on the way and, once step 3 succeeded, the new version of every
+/// frame that moved to RUNNING.
+#[derive(Debug)]
+struct Batch<'p> {
+    placements: &'p [Placement],
+    lost: Vec<Option<GuardLoss>>,
+    stale_hosts: Vec<(String, Resources)>,
+    started: HashMap<String, i32>,
+}
+
+impl<'p> Batch<'p> {
+    fn new(placements: &'p [Placement]) -> Batch<'p> {
+        Batch {
+            placements,
+            lost: vec![None; placements.len()],
+            stale_hosts: Vec::new(),
+            started: HashMap::new(),
         }
     }
-    // 5. Reservations of wide frames that just booked are fulfilled.
-    let fulfilled: Vec<&str> = placements
+
+    /// Indices of the placements that have lost no guard yet, in batch order.
+    fn live(&self) -> Vec<usize> {
+        (0..self.placements.len())
+            .filter(|&i| self.lost[i].is_none())
+            .collect()
+    }
+
+    /// Drops every live placement for which `lost` holds; the first loss of a placement is
+    /// the one it reports.
+    fn mark(&mut self, lost: impl Fn(&Placement) -> bool, loss: GuardLoss) {
+        for (r, p) in self.lost.iter_mut().zip(self.placements) {
+            if r.is_none() && lost(p) {
+                *r = Some(loss);
+            }
+        }
+    }
+
+    /// Drops the placement `i`.
+    fn drop_out(&mut self, i: usize, loss: GuardLoss) {
+        self.lost[i] = Some(loss);
+    }
+
+    /// The distinct values of `key` over the live placements, sorted: the order their rows
+    /// are locked in.
+    fn live_keys(&self, key: fn(&Placement) -> &str) -> Vec<&'p str> {
+        let placements = self.placements;
+        let keys: BTreeSet<&'p str> = self.live().iter().map(|&i| key(&placements[i])).collect();
+        keys.into_iter().collect()
+    }
+
+    /// Indices of the placements whose frame started, in batch order.
+    fn started_idx(&self) -> Vec<usize> {
+        (0..self.placements.len())
+            .filter(|&i| self.started.contains_key(&self.placements[i].frame))
+            .collect()
+    }
+
+    /// The outcome: the loss of every placement that lost a guard, the new frame version of
+    /// the others (a frame that did not start lost the frame guard).
+    fn outcome(self) -> BatchOutcome {
+        let started = &self.started;
+        BatchOutcome {
+            results: self
+                .placements
+                .iter()
+                .zip(self.lost)
+                .map(|(p, lost)| match lost {
+                    Some(loss) => Err(loss),
+                    None => started.get(&p.frame).copied().ok_or(GuardLoss::Frame),
+                })
+                .collect(),
+            stale_hosts: self.stale_hosts,
+        }
+    }
+}
+
+/// Step 0a, managed: a show handed back to Cuebot is Cuebot's from that commit on. Its row
+/// is locked FOR SHARE, so the flip waits for this batch (or this batch sees the flip) and
+/// the two never both book; first, because nothing else of a show that is not ours matters.
+fn guard_managed(tx: &mut Transaction<'_>, batch: &mut Batch<'_>) -> Result<(), DbError> {
+    let unmanaged = unmanaged_shows(tx, batch.placements)?;
+    batch.mark(|p| unmanaged.contains(&p.show), GuardLoss::Unmanaged);
+    Ok(())
+}
+
+/// Step 0b, fence: every show of the batch must still be ours at the planned epoch, or a
+/// takeover by another instance would book beside us on counters that miss our bookings.
+/// The lease rows are locked FOR SHARE, which keeps a takeover from committing between this
+/// check and our commit; taken right after the show rows, before any row a booking changes.
+fn guard_fence(
+    tx: &mut Transaction<'_>,
+    batch: &mut Batch<'_>,
+    fence: &Fence,
+) -> Result<(), DbError> {
+    let lost = fenced_out_shows(tx, batch.placements, fence)?;
+    batch.mark(|p| lost.contains(&p.show), GuardLoss::Fence);
+    Ok(())
+}
+
+/// Step 1: the `layer_stat` and `job_stat` rows the frame trigger of step 3 will update,
+/// locked in key order before it runs, so two batches (or Cuebot) touching the same layers
+/// cannot deadlock in the trigger. Stats before hosts is also the order of Cuebot's own
+/// booking and completion; and the `job_stat` lock serializes the bookings of one job, which
+/// the job cap of step 2b relies on.
+fn lock_batch_stats(tx: &mut Transaction<'_>, batch: &Batch<'_>) -> Result<(), DbError> {
+    if batch.live().is_empty() {
+        return Ok(());
+    }
+    let layers = batch.live_keys(|p| &p.layer);
+    let jobs = batch.live_keys(|p| &p.job);
+    lock_stat_rows(tx, &layers, &jobs)
+}
+
+/// Step 2, layer limits: every limit of a frame must have room against the live running
+/// counts, or a limit shared with other layers (a license count) is exceeded. The limit rows
+/// are locked after the stats and counted after the lock ([`limit_room`]); rooms are consumed
+/// in batch order ([`take_limit_room`]).
+fn guard_limits(tx: &mut Transaction<'_>, batch: &mut Batch<'_>) -> Result<(), DbError> {
+    let idx = batch.live();
+    let placements = batch.placements;
+    let ids: BTreeSet<&str> = idx
         .iter()
-        .filter(|p| p.holds_reservation && started.contains_key(&p.frame))
+        .flat_map(|&i| placements[i].limits.iter().map(String::as_str))
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = ids.into_iter().collect();
+    let mut room = limit_room(tx, &ids)?;
+    for i in take_limit_room(&mut room, placements, &idx) {
+        batch.drop_out(i, GuardLoss::Limit);
+    }
+    Ok(())
+}
+
+/// The placements of `idx` (in order) that do not fit the limit rooms left by those before
+/// them; each that fits takes one from every room of its limits. A limit without a row has
+/// no room entry and never refuses (Cuebot books such frames too).
+fn take_limit_room(
+    room: &mut HashMap<String, i64>,
+    placements: &[Placement],
+    idx: &[usize],
+) -> Vec<usize> {
+    let mut refused = Vec::new();
+    for &i in idx {
+        let p = &placements[i];
+        let fits = p
+            .limits
+            .iter()
+            .all(|l| room.get(l).copied().unwrap_or(1) > 0);
+        if fits {
+            for l in &p.limits {
+                if let Some(r) = room.get_mut(l) {
+                    *r -= 1;
+                }
+            }
+        } else {
+            refused.push(i);
+        }
+    }
+    refused
+}
+
+/// Step 2b, caps: subscription bursts and job and folder maxima as the database has them
+/// now, so a cap an operator just lowered binds before the counters re-read it. The cap rows
+/// come after the limit rows and before frames and hosts, the order the recompute locks them
+/// in too ([`super::caps`]).
+fn guard_caps(
+    tx: &mut Transaction<'_>,
+    batch: &mut Batch<'_>,
+    inflight: &InFlight,
+) -> Result<(), DbError> {
+    let idx = batch.live();
+    for i in super::caps::refused(tx, batch.placements, &idx, inflight)? {
+        batch.drop_out(i, GuardLoss::Cap);
+    }
+    Ok(())
+}
+
+/// Step 3a: a cheap, unlocked look at the hosts. A host another writer has filled (or that
+/// a reservation now refuses) would otherwise cost a frame update, and its triggers, that
+/// step 3 then rolls back. Unlocked because it only saves work: step 3 re-checks under the
+/// lock.
+fn precheck_hosts(
+    tx: &mut Transaction<'_>,
+    batch: &mut Batch<'_>,
+    options: &BookOptions,
+) -> Result<(), DbError> {
+    let idx = batch.live();
+    if idx.is_empty() {
+        return Ok(());
+    }
+    let placements = batch.placements;
+    let per_host = HostColumns::of(idx.iter().map(|&i| &placements[i]));
+    let (short, reserved) = host_guard::read_short_hosts(
+        tx,
+        &per_host,
+        options.ping_timeout_secs,
+        &mut batch.stale_hosts,
+    )?;
+    batch.mark(|p| reserved.contains(&p.host), GuardLoss::Reserved);
+    batch.mark(|p| short.contains(&p.host), GuardLoss::HostCapacity);
+    Ok(())
+}
+
+/// Attempts of step 3 before the batch gives up on the frames still in.
+const START_ATTEMPTS: usize = 4;
+
+/// Step 3: frames (version guard: a frame another writer moved on since it was read is not
+/// booked twice), then hosts (capacity guard, locked in key order last, so the most contended
+/// rows are held the shortest, only to the commit). A host that lost its guard rolls the
+/// frames back to the savepoint and the batch is retried without that host's frames.
+fn start_frames_on_hosts(
+    tx: &mut Transaction<'_>,
+    batch: &mut Batch<'_>,
+    options: &BookOptions,
+) -> Result<(), DbError> {
+    for _attempt in 0..START_ATTEMPTS {
+        let idx = batch.live();
+        if idx.is_empty() {
+            break;
+        }
+        match try_start(tx, batch.placements, &idx, options)? {
+            Attempt::Started(started) => {
+                batch.mark(|p| !started.contains_key(&p.frame), GuardLoss::Frame);
+                batch.started = started;
+                break;
+            }
+            Attempt::HostsLost(lost_hosts) => {
+                let lost: Vec<&str> = lost_hosts.iter().copied().collect();
+                batch.stale_hosts.extend(host_guard::idle_now(tx, &lost)?);
+                batch.mark(
+                    |p| lost_hosts.contains(p.host.as_str()),
+                    GuardLoss::HostCapacity,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What one attempt of step 3 did.
+enum Attempt<'p> {
+    /// Every host of the frames that started had room: the new version per started frame.
+    Started(HashMap<String, i32>),
+    /// These hosts had no room; the attempt was rolled back.
+    HostsLost(BTreeSet<&'p str>),
+}
+
+/// One attempt of step 3 under a savepoint: starts the frames of `idx`, then takes the hosts
+/// of those that started. Kept only if every such host had room, so a frame never stays
+/// RUNNING on a host that was not charged.
+fn try_start<'p>(
+    tx: &mut Transaction<'_>,
+    placements: &'p [Placement],
+    idx: &[usize],
+    options: &BookOptions,
+) -> Result<Attempt<'p>, DbError> {
+    let mut sp = tx.savepoint("frames")?;
+    let started = start_frames(&mut sp, placements, idx, options)?;
+    let winners = idx
+        .iter()
+        .map(|&i| &placements[i])
+        .filter(|p| started.contains_key(&p.frame));
+    let per_host = HostColumns::of(winners.clone());
+    let host_ok = host_guard::decrement_hosts(&mut sp, &per_host, options.ping_timeout_secs)?;
+    let lost_hosts: BTreeSet<&'p str> = winners
+        .map(|p| p.host.as_str())
+        .filter(|h| !host_ok.contains(*h))
+        .collect();
+    if lost_hosts.is_empty() {
+        sp.commit()?;
+        Ok(Attempt::Started(started))
+    } else {
+        drop(sp); // ROLLBACK TO SAVEPOINT: the frames are WAITING again.
+        Ok(Attempt::HostsLost(lost_hosts))
+    }
+}
+
+/// Step 4: procs for the started frames (`idx`); returns how many were inserted. A proc per
+/// frame is what Cuebot counts as booked; `ON CONFLICT` so a second proc for a frame is
+/// counted, not raised, and the caller can refuse the whole batch.
+fn insert_procs(
+    tx: &mut Transaction<'_>,
+    batch: &Batch<'_>,
+    idx: &[usize],
+    options: &BookOptions,
+) -> Result<usize, DbError> {
+    let c = ProcColumns::of(batch.placements, idx);
+    let (cores, mem, gpus, gpu_mem) = &c.amounts;
+    let inserted = tx.execute(
+        "INSERT INTO proc (pk_proc, pk_host, pk_show, pk_layer, pk_job, pk_frame, int_cores_reserved,
+                           int_mem_reserved, int_mem_pre_reserved, int_mem_used, int_gpus_reserved,
+                           int_gpu_mem_reserved, int_gpu_mem_pre_reserved, int_gpu_mem_used, b_local)
+         SELECT b.pk_proc, b.pk_host, b.pk_show, b.pk_layer, b.pk_job, b.pk_frame, b.cores, b.mem, b.mem,
+                $11, b.gpus, b.gpu_mem, b.gpu_mem, 0, false
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                       $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])
+                AS b(pk_proc, pk_host, pk_show, pk_layer, pk_job, pk_frame, cores, mem, gpus, gpu_mem)
+         ON CONFLICT (pk_frame) DO NOTHING",
+        &[&c.procs, &c.hosts, &c.shows, &c.layers, &c.jobs, &c.frames, cores, mem, gpus, gpu_mem, &options.mem_reserved_min_kb],
+    )?;
+    Ok(inserted as usize)
+}
+
+/// Step 4b: the new procs recorded as pending launch in the same transaction, so a booking
+/// whose instance dies before RQD took it is found and undone ([`super::launches`]).
+fn record_launches(
+    tx: &mut Transaction<'_>,
+    batch: &Batch<'_>,
+    idx: &[usize],
+    options: &BookOptions,
+) -> Result<(), DbError> {
+    let Some(owner) = &options.record_launches else {
+        return Ok(());
+    };
+    let c = ProcColumns::of(batch.placements, idx);
+    let versions: Vec<i32> = c.frames.iter().map(|f| batch.started[*f]).collect();
+    super::launches::record(tx, &c.procs, &c.frames, &c.shows, &versions, *owner)
+}
+
+/// The columns of the proc rows of placements `idx`.
+struct ProcColumns<'p> {
+    procs: Vec<&'p str>,
+    hosts: Vec<&'p str>,
+    shows: Vec<&'p str>,
+    layers: Vec<&'p str>,
+    jobs: Vec<&'p str>,
+    frames: Vec<&'p str>,
+    amounts: host_guard::Columns,
+}
+
+impl<'p> ProcColumns<'p> {
+    fn of(placements: &'p [Placement], idx: &[usize]) -> ProcColumns<'p> {
+        let col = |f: fn(&Placement) -> &str| -> Vec<&'p str> {
+            idx.iter().map(|&i| f(&placements[i])).collect()
+        };
+        ProcColumns {
+            procs: col(|p| &p.proc),
+            hosts: col(|p| &p.host),
+            shows: col(|p| &p.show),
+            layers: col(|p| &p.layer),
+            jobs: col(|p| &p.job),
+            frames: col(|p| &p.frame),
+            amounts: amounts(idx.iter().map(|&i| placements[i].amount)),
+        }
+    }
+}
+
+/// Step 5: reservations of wide frames that just booked are fulfilled, in the booking's
+/// transaction, so a reservation never outlives (or is dropped before) its frame's booking.
+fn fulfil_reservations(tx: &mut Transaction<'_>, batch: &Batch<'_>) -> Result<(), DbError> {
+    let fulfilled: Vec<&str> = batch
+        .placements
+        .iter()
+        .filter(|p| p.holds_reservation && batch.started.contains_key(&p.frame))
         .map(|p| p.frame.as_str())
         .collect();
-    super::reservations::fulfil(&mut tx, &fulfilled)?;
-    let outcome = BatchOutcome {
-        results: placements
-            .iter()
-            .zip(results)
-            .map(|(p, r)| match r {
-                Some(Err(loss)) => Err(loss),
-                _ => started.get(&p.frame).copied().ok_or(GuardLoss::Frame),
-            })
-            .collect(),
-        stale_hosts,
-    };
+    super::reservations::fulfil(tx, &fulfilled)?;
+    Ok(())
+}
+
+/// Commits; a COMMIT whose answer was lost returns the outcome with the error, for
+/// [`committed`] to decide on a new connection.
+fn commit(tx: Transaction<'_>, outcome: BatchOutcome) -> Result<BatchOutcome, DbError> {
     match tx.commit() {
         Ok(()) => Ok(outcome),
         Err(e) if outcome_unknown(&e) => Err(DbError::CommitUnknown {
@@ -461,117 +660,6 @@ pub fn lock_stat_rows<C: postgres::GenericClient>(
     Ok(())
 }
 
-fn mark(
-    results: &mut [Option<Result<i32, GuardLoss>>],
-    placements: &[Placement],
-    lost: impl Fn(&Placement) -> bool,
-    loss: GuardLoss,
-) {
-    for (r, p) in results.iter_mut().zip(placements) {
-        if r.is_none() && lost(p) {
-            *r = Some(Err(loss));
-        }
-    }
-}
-
-/// The placements of a batch summed per host, as the columns of the host statements: the
-/// amounts, the longest expected run time (unknown if any is) and the reserved frame among
-/// them, if one is (its own reservation does not block it).
-struct HostColumns<'a> {
-    hosts: Vec<&'a str>,
-    allocs: Vec<&'a str>,
-    amounts: Columns,
-    est: Vec<Option<f64>>,
-    exempt: Vec<Option<&'a str>>,
-}
-
-impl<'a> HostColumns<'a> {
-    fn of(placements: impl Iterator<Item = &'a Placement>) -> HostColumns<'a> {
-        type Sum<'a> = (Resources, Option<f64>, Option<&'a str>, &'a str);
-        let mut per_host: BTreeMap<&'a str, Sum<'a>> = BTreeMap::new();
-        for p in placements {
-            let (sum, est, exempt, _) = per_host.entry(p.host.as_str()).or_insert((
-                Resources::ZERO,
-                Some(0.0),
-                None,
-                p.alloc.as_str(),
-            ));
-            *sum = sum.saturating_add(&p.amount);
-            *est = match (*est, p.est_secs) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                _ => None,
-            };
-            if p.holds_reservation {
-                *exempt = Some(p.frame.as_str());
-            }
-        }
-        HostColumns {
-            hosts: per_host.keys().copied().collect(),
-            allocs: per_host.values().map(|v| v.3).collect(),
-            amounts: amounts(per_host.values().map(|v| v.0)),
-            est: per_host.values().map(|v| v.1).collect(),
-            exempt: per_host.values().map(|v| v.2).collect(),
-        }
-    }
-}
-
-type Columns = (Vec<i64>, Vec<i64>, Vec<i64>, Vec<i64>);
-
-fn amounts(items: impl Iterator<Item = Resources>) -> Columns {
-    let mut c = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for a in items {
-        c.0.push(i64::from(a.cores));
-        c.1.push(a.mem_kb as i64);
-        c.2.push(i64::from(a.gpus));
-        c.3.push(a.gpu_mem_kb as i64);
-    }
-    c
-}
-
-fn idle_of(r: &postgres::Row) -> Resources {
-    let v = |i: usize| r.get::<_, i64>(i).max(0);
-    Resources {
-        cores: v(1).min(i64::from(u32::MAX)) as u32,
-        mem_kb: v(2) as u64,
-        gpus: v(3).min(i64::from(u32::MAX)) as u32,
-        gpu_mem_kb: v(4) as u64,
-    }
-}
-
-/// The hosts of `c` that no longer have room, and those whose reservation refuses the
-/// frames, read without locks; the current idle values of the short ones go to `stale`.
-fn read_short_hosts(
-    tx: &mut Transaction<'_>,
-    c: &HostColumns<'_>,
-    options: &BookOptions,
-    stale: &mut Vec<(String, Resources)>,
-) -> Result<(BTreeSet<String>, BTreeSet<String>), DbError> {
-    let (cores, mem, gpus, gpu_mem) = &c.amounts;
-    let rows = tx.query(
-        &format!(
-            "SELECT h.pk_host, h.int_cores_idle::bigint, h.int_mem_idle::bigint, h.int_gpus_idle::bigint,
-                    h.int_gpu_mem_idle::bigint,
-                    NOT ({HOST_TAKES})
-               FROM host h JOIN unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
-                                       $6::float8[], $7::text[], $8::text[])
-                    AS b(pk_host, cores, mem, gpus, gpu_mem, est, exempt, alloc) ON h.pk_host = b.pk_host
-              WHERE NOT ({HOST_TAKES}) OR {HOLD_BLOCKS}"
-        ),
-        &[&c.hosts, cores, mem, gpus, gpu_mem, &c.est, &c.exempt, &c.allocs, &options.ping_timeout_secs],
-    )?;
-    let (mut short, mut reserved) = (BTreeSet::new(), BTreeSet::new());
-    for r in rows {
-        let id: String = r.get(0);
-        if r.get::<_, bool>(5) {
-            stale.push((id.clone(), idle_of(&r)));
-            short.insert(id);
-        } else {
-            reserved.insert(id);
-        }
-    }
-    Ok((short, reserved))
-}
-
 /// Moves the frames of `idx` from WAITING to RUNNING under the version guard; returns the new
 /// version of each frame that moved.
 fn start_frames(
@@ -611,58 +699,13 @@ fn start_frames(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// Locks the hosts of `idx` in key order and takes each host's total in one guarded update;
-/// returns the hosts that had room (and are still OPEN).
-fn decrement_hosts(
-    tx: &mut Transaction<'_>,
-    placements: &[Placement],
-    idx: &[usize],
-    options: &BookOptions,
-) -> Result<BTreeSet<String>, DbError> {
-    let c = HostColumns::of(idx.iter().map(|&i| &placements[i]));
-    if c.hosts.is_empty() {
-        return Ok(BTreeSet::new());
-    }
-    tx.execute(
-        "SELECT 1 FROM host WHERE pk_host = ANY($1) ORDER BY pk_host FOR UPDATE",
-        &[&c.hosts],
-    )?;
-    let (cores, mem, gpus, gpu_mem) = &c.amounts;
-    // The reservation rule is checked here, under the host row lock, against the idle values
-    // this update consumes: another instance's stale index cannot slip past it.
-    let rows = tx.query(
-        &format!(
-            "UPDATE host h SET int_cores_idle = h.int_cores_idle - b.cores, int_mem_idle = h.int_mem_idle - b.mem,
-                    int_gpus_idle = h.int_gpus_idle - b.gpus, int_gpu_mem_idle = h.int_gpu_mem_idle - b.gpu_mem
-               FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
-                           $6::float8[], $7::text[], $8::text[])
-                    AS b(pk_host, cores, mem, gpus, gpu_mem, est, exempt, alloc)
-              WHERE h.pk_host = b.pk_host AND {HOST_TAKES} AND NOT {HOLD_BLOCKS}
-          RETURNING h.pk_host"
-        ),
-        &[&c.hosts, cores, mem, gpus, gpu_mem, &c.est, &c.exempt, &c.allocs, &options.ping_timeout_secs],
-    )?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
-}
-
-/// Whether host `h` can take the per-host batch row `b` (columns `cores, mem, gpus, gpu_mem,
-/// alloc`; `$9` the ping timeout in seconds), capacity and eligibility alike: OPEN, its RQD
-/// UP and reporting, still in the allocation charged, and the idle resources there. The same
-/// rules the host refresh reads hosts by, re-checked under the row lock.
-const HOST_TAKES: &str = "h.str_lock_state = 'OPEN' AND h.pk_alloc = b.alloc
-        AND h.int_cores_idle >= b.cores AND h.int_mem_idle >= b.mem
-        AND h.int_gpus_idle >= b.gpus AND h.int_gpu_mem_idle >= b.gpu_mem
-        AND EXISTS (SELECT 1 FROM host_stat hs WHERE hs.pk_host = h.pk_host AND hs.str_state = 'UP'
-                     AND hs.ts_ping > now() - make_interval(secs => $9::float8))";
-
-/// Step 0a: the shows of the batch no longer managed by stagehand, their rows locked FOR
+/// The shows of the batch no longer managed by stagehand, their rows locked FOR
 /// SHARE so a flip waits for this transaction.
 fn unmanaged_shows(
     tx: &mut Transaction<'_>,
     placements: &[Placement],
 ) -> Result<BTreeSet<String>, DbError> {
-    let shows: BTreeSet<&str> = placements.iter().map(|p| p.show.as_str()).collect();
-    let shows: Vec<&str> = shows.into_iter().collect();
+    let shows = batch_shows(placements);
     let managed: BTreeSet<String> = tx
         .query(
             "SELECT pk_show FROM show WHERE pk_show = ANY($1) AND b_scheduler_managed
@@ -679,14 +722,13 @@ fn unmanaged_shows(
         .collect())
 }
 
-/// Step 0b: the shows whose lease is not held by `fence.instance` at the planned epoch.
+/// The shows whose lease is not held by `fence.instance` at the planned epoch.
 fn fenced_out_shows(
     tx: &mut Transaction<'_>,
     placements: &[Placement],
     fence: &Fence,
 ) -> Result<BTreeSet<String>, DbError> {
-    let shows: BTreeSet<&str> = placements.iter().map(|p| p.show.as_str()).collect();
-    let shows: Vec<&str> = shows.into_iter().collect();
+    let shows = batch_shows(placements);
     let mut held: HashMap<String, i64> = HashMap::new();
     for r in tx.query(
         "SELECT l.pk_show, l.int_epoch FROM stagehand.show_lease l
@@ -705,71 +747,85 @@ fn fenced_out_shows(
         .collect())
 }
 
-/// What undoing a failed launch found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Compensation {
-    /// Proc deleted, host given what the proc held, frame back to WAITING; carries what the
-    /// proc held at the end (Cuebot may have raised its memory since the booking).
-    Undone(Resources),
-    /// The proc was already gone (Cuebot released it); nothing to undo.
-    AlreadyReleased,
-    /// The frame is no longer the one booked (another writer moved it on): nothing undone,
-    /// the proc is left to whoever owns the frame now.
-    FrameMoved,
+/// The distinct shows of a batch, sorted: the order their rows are locked in.
+fn batch_shows(placements: &[Placement]) -> Vec<&str> {
+    let shows: BTreeSet<&str> = placements.iter().map(|p| p.show.as_str()).collect();
+    shows.into_iter().collect()
 }
 
-/// Undoes one committed booking whose launch failed: deletes the proc, gives the host back
-/// what the proc holds now (never above its totals) and puts the frame back to WAITING with
-/// exit status 299, guarded by the version the booking produced. If the frame moved on, the
-/// whole undo rolls back: a RUNNING frame never loses its proc.
-pub fn compensate(
-    client: &mut Client,
-    p: &Placement,
-    booked_version: i32,
-) -> Result<Compensation, DbError> {
-    let mut tx = client.transaction()?;
-    // The booking's lock order: stats (the frame trigger updates them), then hosts.
-    lock_stat_rows(&mut tx, &[p.layer.as_str()], &[p.job.as_str()])?;
-    let Some(held) = tx.query_opt(
-        "DELETE FROM proc WHERE pk_proc = $1
-         RETURNING pk_host, int_cores_reserved::bigint, int_mem_reserved::bigint,
-                   int_gpus_reserved::bigint, int_gpu_mem_reserved::bigint",
-        &[&p.proc],
-    )?
-    else {
-        super::launches::forget(&mut tx, &[p.proc.as_str()])?;
-        tx.commit()?;
-        return Ok(Compensation::AlreadyReleased);
-    };
-    let moved = tx.execute(
-        "UPDATE frame SET str_state = 'WAITING', int_exit_status = 299, ts_stopped = now(), ts_updated = now(),
-                int_version = int_version + 1
-          WHERE pk_frame = $1 AND str_state = 'RUNNING' AND int_version = $2",
-        &[&p.frame, &booked_version],
-    )?;
-    if moved == 0 {
-        tx.rollback()?;
-        // Whoever moved the frame owns its proc now: nothing of this booking is pending.
-        super::launches::forget(client, &[p.proc.as_str()])?;
-        return Ok(Compensation::FrameMoved);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(frame: &str, show: &str, host: &str, limits: &[&str]) -> Placement {
+        Placement {
+            frame: frame.into(),
+            version: 0,
+            layer: format!("l-{frame}"),
+            job: "j".into(),
+            show: show.into(),
+            folder: "f".into(),
+            host: host.into(),
+            host_name: host.into(),
+            alloc: "a".into(),
+            proc: format!("p-{frame}"),
+            amount: Resources::ZERO,
+            limits: limits.iter().map(|l| (*l).to_owned()).collect(),
+            est_secs: None,
+            holds_reservation: false,
+        }
     }
-    let amount = idle_of(&held);
-    let host: String = held.get(0);
-    tx.execute(
-        "UPDATE host SET int_cores_idle = least(int_cores, int_cores_idle + $2),
-                int_mem_idle = least(int_mem, int_mem_idle + $3),
-                int_gpus_idle = least(int_gpus, int_gpus_idle + $4),
-                int_gpu_mem_idle = least(int_gpu_mem, int_gpu_mem_idle + $5)
-          WHERE pk_host = $1",
-        &[
-            &host,
-            &i64::from(amount.cores),
-            &(amount.mem_kb as i64),
-            &i64::from(amount.gpus),
-            &(amount.gpu_mem_kb as i64),
-        ],
-    )?;
-    super::launches::forget(&mut tx, &[p.proc.as_str()])?;
-    tx.commit()?;
-    Ok(Compensation::Undone(amount))
+
+    #[test]
+    fn limit_rooms_are_consumed_in_batch_order() {
+        let ps = [
+            placement("f1", "s", "h", &["lic"]),
+            placement("f2", "s", "h", &["lic", "other"]),
+            placement("f3", "s", "h", &["lic"]),
+            placement("f4", "s", "h", &["unknown"]),
+            placement("f5", "s", "h", &[]),
+        ];
+        let mut room = HashMap::from([("lic".to_owned(), 2), ("other".to_owned(), 0)]);
+        // f2 is refused by `other` and so takes nothing of `lic`: f3 still fits.
+        assert_eq!(take_limit_room(&mut room, &ps, &[0, 1, 2, 3, 4]), [1]);
+        assert_eq!(room["lic"], 0);
+        assert_eq!(take_limit_room(&mut room, &ps, &[2]), [2]);
+    }
+
+    #[test]
+    fn the_first_loss_is_the_one_reported() {
+        let ps = [
+            placement("f1", "gone", "h1", &[]),
+            placement("f2", "s", "h1", &[]),
+            placement("f3", "s", "h2", &[]),
+            placement("f4", "s", "h3", &[]),
+        ];
+        let mut batch = Batch::new(&ps);
+        batch.mark(|p| p.show == "gone", GuardLoss::Unmanaged);
+        batch.mark(|p| p.host == "h1", GuardLoss::HostCapacity);
+        assert_eq!(batch.live(), [2, 3]);
+        assert_eq!(batch.live_keys(|p| &p.show), ["s"]);
+        batch.started = HashMap::from([("f3".to_owned(), 7), ("f1".to_owned(), 9)]);
+        assert_eq!(batch.started_idx(), [0, 2]);
+        let outcome = batch.outcome();
+        assert_eq!(
+            outcome.results,
+            [
+                Err(GuardLoss::Unmanaged),
+                Err(GuardLoss::HostCapacity),
+                Ok(7),
+                Err(GuardLoss::Frame),
+            ]
+        );
+    }
+
+    #[test]
+    fn shows_are_distinct_and_sorted() {
+        let ps = [
+            placement("f1", "b", "h", &[]),
+            placement("f2", "a", "h", &[]),
+            placement("f3", "b", "h", &[]),
+        ];
+        assert_eq!(batch_shows(&ps), ["a", "b"]);
+    }
 }

@@ -5,6 +5,8 @@
 pub mod accounting;
 pub mod booking;
 pub mod caps;
+mod compensation;
+mod host_guard;
 pub mod hosts;
 pub mod jobs;
 pub mod launches;
@@ -19,7 +21,7 @@ use std::{
 use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 
-use crate::config::DatabaseConfig;
+use crate::{config::DatabaseConfig, model::Resources};
 
 /// The connection pool shared by the worker threads.
 pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
@@ -132,6 +134,20 @@ pub fn pool(db: &DatabaseConfig) -> Result<Pool, DbError> {
 /// Opens one connection outside the pool (migrations, the recompute thread's own session).
 pub fn connect(db: &DatabaseConfig) -> Result<postgres::Client, DbError> {
     Ok(connection_config(db)?.connect(NoTls)?)
+}
+
+/// Resources from four bigint columns of `row` starting at `first` (cores, mem, gpus,
+/// gpu_mem), as the host and proc tables hold them. A NULL (an outer join found no row) or a
+/// negative value (a host Cuebot over-booked) reads as 0, and cores and GPUs saturate, so a
+/// bad row can never wrap into a huge amount.
+fn resources_at(row: &postgres::Row, first: usize) -> Resources {
+    let v = |i: usize| row.get::<_, Option<i64>>(first + i).unwrap_or(0).max(0);
+    Resources {
+        cores: v(0).min(i64::from(u32::MAX)) as u32,
+        mem_kb: v(1) as u64,
+        gpus: v(2).min(i64::from(u32::MAX)) as u32,
+        gpu_mem_kb: v(3) as u64,
+    }
 }
 
 /// Logs connection errors at most once per ten seconds: r2d2's default handler logs every

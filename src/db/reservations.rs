@@ -1,7 +1,7 @@
 //! Reservation SQL (`stagehand.host_reservation`): read and tidy the table, the running frames
 //! of candidate hosts with their expected remaining time, and taking a reservation.
 //!
-//! The rule the booking transaction enforces with this table is in `db::booking`
+//! The rule the booking transaction enforces with this table is in `db::host_guard`
 //! ([`HOLD_BLOCKS`]); the policy around it is in [`crate::backfill`].
 
 use postgres::GenericClient;
