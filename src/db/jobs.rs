@@ -309,7 +309,27 @@ pub fn layers_with_frames(
     min_history: i64,
 ) -> Result<Vec<LayerWork>, DbError> {
     let rows = conn.query(
-        concat!(
+        LAYERS_WITH_FRAMES,
+        &[&jobs, &tags, &frames_per_layer, &min_history],
+    )?;
+    let mut layers: Vec<LayerWork> = Vec::new();
+    for r in &rows {
+        // One row per frame, a layer's frames adjacent: a new layer starts a new entry.
+        let layer_id: &str = r.get(1);
+        if layers.last().is_none_or(|l| l.id != layer_id) {
+            layers.push(layer_of(r));
+        }
+        if let Some(layer) = layers.last_mut() {
+            layer.frames.push(frame_of(r));
+        }
+    }
+    Ok(layers)
+}
+
+/// The statement of [`layers_with_frames`]: a layer's columns (0–14, 20, 21) repeated on
+/// each of its frames' rows (15–19). `$1` jobs, `$2` tags, `$3` frames per layer, `$4` the
+/// minimum history for an estimate.
+const LAYERS_WITH_FRAMES: &str = concat!(
         "SELECT l.pk_job, l.pk_layer, l.str_name, l.str_cmd, l.str_range, l.int_chunk_size::bigint,
                 l.int_cores_min::bigint, l.int_cores_max::bigint, l.int_mem_min::bigint,
                 l.int_gpus_min::bigint, l.int_gpu_mem_min::bigint, l.b_threadable, l.str_tags,
@@ -332,50 +352,50 @@ pub fn layers_with_frames(
           WHERE l.pk_job = ANY($1) AND ls.int_waiting_count > 0
             AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $2::text[]
             AND (l.ts_start_after IS NULL OR l.ts_start_after <= now())
-          ORDER BY l.pk_job, l.int_dispatch_order, l.pk_layer, f.int_dispatch_order, f.int_layer_order"),
-        &[&jobs, &tags, &frames_per_layer, &min_history],
-    )?;
-    let mut layers: Vec<LayerWork> = Vec::new();
-    for r in &rows {
-        let layer_id: String = r.get(1);
-        if layers.last().map(|l| l.id != layer_id).unwrap_or(true) {
-            layers.push(LayerWork {
-                job: r.get(0),
-                id: layer_id,
-                name: r.get(2),
-                command: r.get(3),
-                range: r.get(4),
-                chunk_size: r.get(5),
-                cores_min: r.get(6),
-                cores_max: r.get(7),
-                mem_min: r.get(8),
-                gpus_min: r.get(9),
-                gpu_mem_min: r.get(10),
-                threadable: r.get(11),
-                tags: split_tags(r.get::<_, &str>(12)).collect(),
-                services: r
-                    .get::<_, &str>(13)
-                    .split(',')
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-                    .collect(),
-                limits: r.get(14),
-                waiting: r.get(20),
-                est_secs: r.get(21),
-                frames: Vec::new(),
-            });
-        }
-        if let Some(layer) = layers.last_mut() {
-            layer.frames.push(FrameWork {
-                id: r.get(15),
-                name: r.get(16),
-                number: r.get(17),
-                version: r.get(18),
-                waited_secs: r.get(19),
-            });
-        }
+          ORDER BY l.pk_job, l.int_dispatch_order, l.pk_layer, f.int_dispatch_order, f.int_layer_order");
+
+/// The layer of a [`LAYERS_WITH_FRAMES`] row, without its frames.
+fn layer_of(r: &postgres::Row) -> LayerWork {
+    LayerWork {
+        job: r.get(0),
+        id: r.get(1),
+        name: r.get(2),
+        command: r.get(3),
+        range: r.get(4),
+        chunk_size: r.get(5),
+        cores_min: r.get(6),
+        cores_max: r.get(7),
+        mem_min: r.get(8),
+        gpus_min: r.get(9),
+        gpu_mem_min: r.get(10),
+        threadable: r.get(11),
+        tags: split_tags(r.get::<_, &str>(12)).collect(),
+        services: split_services(r.get(13)),
+        limits: r.get(14),
+        waiting: r.get(20),
+        est_secs: r.get(21),
+        frames: Vec::new(),
     }
-    Ok(layers)
+}
+
+/// The frame of a [`LAYERS_WITH_FRAMES`] row.
+fn frame_of(r: &postgres::Row) -> FrameWork {
+    FrameWork {
+        id: r.get(15),
+        name: r.get(16),
+        number: r.get(17),
+        version: r.get(18),
+        waited_secs: r.get(19),
+    }
+}
+
+/// `layer.str_services` split on commas, blanks dropped.
+fn split_services(services: &str) -> Vec<String> {
+    services
+        .split(',')
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// WAITING frames of pending jobs of managed shows (of `shows` when given) whose layer's

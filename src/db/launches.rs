@@ -5,8 +5,7 @@
 use postgres::GenericClient;
 use uuid::Uuid;
 
-use super::{DbError, booking::Placement};
-use crate::model::Resources;
+use super::{DbError, booking::Placement, resources_at};
 
 /// Records the booked procs as pending launch, in the booking's transaction.
 pub(super) fn record(
@@ -85,7 +84,24 @@ pub fn sweep(
     rule: &SweepRule,
 ) -> Result<Vec<Orphan>, DbError> {
     let rows = conn.query(
-        "WITH cand AS (
+        SWEEP,
+        &[
+            &shows,
+            &rule.me,
+            &rule.min_age_secs,
+            &rule.claim_age_secs,
+            &rule.lease_secs,
+            &rule.limit,
+        ],
+    )?;
+    Ok(rows.iter().map(orphan_of).collect())
+}
+
+/// The statement of [`sweep`]: `$1` shows, `$2` the sweeping instance, `$3` the minimum age,
+/// `$4` the claim age, `$5` the lease, `$6` the row limit. `cand` picks without locks; the
+/// UPDATE of `taken` re-checks, on the row version it locks, that no launcher claimed the row
+/// recently, so a claim committed in between wins.
+const SWEEP: &str = "WITH cand AS (
             SELECT pl.pk_proc FROM stagehand.pending_launch pl
              WHERE pl.pk_show = ANY($1)
                AND ((pl.b_swept AND pl.pk_instance IS NOT DISTINCT FROM $2)
@@ -108,46 +124,30 @@ pub fn sweep(
            FROM taken t
            LEFT JOIN proc p ON p.pk_proc = t.pk_proc
            LEFT JOIN host h ON h.pk_host = p.pk_host
-           LEFT JOIN job j ON j.pk_job = p.pk_job",
-        &[
-            &shows,
-            &rule.me,
-            &rule.min_age_secs,
-            &rule.claim_age_secs,
-            &rule.lease_secs,
-            &rule.limit,
-        ],
-    )?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let n = |i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0).max(0);
-            let placement = r.get::<_, Option<String>>(2).map(|frame| Placement {
-                frame,
-                version: r.get(1),
-                layer: r.get(3),
-                job: r.get(4),
-                show: r.get(5),
-                folder: r.get::<_, Option<String>>(6).unwrap_or_default(),
-                host: r.get::<_, Option<String>>(7).unwrap_or_default(),
-                host_name: r.get::<_, Option<String>>(8).unwrap_or_default(),
-                alloc: r.get::<_, Option<String>>(9).unwrap_or_default(),
-                proc: r.get(0),
-                amount: Resources {
-                    cores: n(10).min(i64::from(u32::MAX)) as u32,
-                    mem_kb: n(11) as u64,
-                    gpus: n(12).min(i64::from(u32::MAX)) as u32,
-                    gpu_mem_kb: n(13) as u64,
-                },
-                limits: Vec::new(),
-                est_secs: None,
-                holds_reservation: false,
-            });
-            Orphan {
-                placement,
-                proc: r.get(0),
-                version: r.get(1),
-            }
-        })
-        .collect())
+           LEFT JOIN job j ON j.pk_job = p.pk_job";
+
+/// The orphan of a [`SWEEP`] row; a proc Cuebot already released leaves only the key and
+/// version (the outer joins found nothing).
+fn orphan_of(r: &postgres::Row) -> Orphan {
+    let placement = r.get::<_, Option<String>>(2).map(|frame| Placement {
+        frame,
+        version: r.get(1),
+        layer: r.get(3),
+        job: r.get(4),
+        show: r.get(5),
+        folder: r.get::<_, Option<String>>(6).unwrap_or_default(),
+        host: r.get::<_, Option<String>>(7).unwrap_or_default(),
+        host_name: r.get::<_, Option<String>>(8).unwrap_or_default(),
+        alloc: r.get::<_, Option<String>>(9).unwrap_or_default(),
+        proc: r.get(0),
+        amount: resources_at(r, 10),
+        limits: Vec::new(),
+        est_secs: None,
+        holds_reservation: false,
+    });
+    Orphan {
+        placement,
+        proc: r.get(0),
+        version: r.get(1),
+    }
 }
