@@ -123,6 +123,21 @@ pub fn amount_for(
     job_remaining: Option<u32>,
     rules: &Rules,
 ) -> Result<Resources, Refusal> {
+    fits_besides_cores(layer, host)?;
+    let cores = cores_wanted(layer, host, rules);
+    let cores = within_job_cap(layer, host, cores, job_remaining)?;
+    check_cores(cores, host)?;
+    Ok(Resources {
+        cores: cores as u32,
+        mem_kb: layer.mem_min_kb,
+        gpus: layer.gpus_min,
+        gpu_mem_kb: layer.gpu_mem_min_kb,
+    })
+}
+
+/// Rule 3's thread-mode gate and rule 5's memory and GPU checks: everything but cores, which
+/// depend on what fits here. Memory is checked first because [`cores_wanted`] subtracts it.
+fn fits_besides_cores(layer: &LayerShape, host: &HostShape) -> Result<(), Refusal> {
     if host.thread_mode == ThreadMode::All && !layer.threadable {
         return Err(Refusal::ThreadModeAll);
     }
@@ -135,76 +150,97 @@ pub fn amount_for(
     if host.free.gpu_mem_kb < layer.gpu_mem_min_kb {
         return Err(Refusal::GpuMemory);
     }
-    let total = u64::from(host.total.cores);
-    let idle = u64::from(host.free.cores);
+    Ok(())
+}
+
+/// Rules 1 to 3 and the `cores_max` cap of rule 4, in centicores: what the frame would take
+/// on this host before the job's own allowance is applied.
+fn cores_wanted(layer: &LayerShape, host: &HostShape, rules: &Rules) -> u64 {
+    if !layer.threadable {
+        return u64::from(CORE);
+    }
     let cap = if layer.cores_max > 0 {
         round_up_to_core(layer.cores_max as u64)
     } else {
         u64::MAX
     };
-    let cores: u64 = if !layer.threadable {
-        u64::from(CORE)
-    } else {
-        let requested = match layer.cores_min {
-            m if m > 0 => round_up_to_core(m as u64),
-            0 => total,
-            m => total.saturating_sub(round_up_to_core(u64::from(m.unsigned_abs()))),
-        };
-        let wanted = match host.thread_mode {
-            ThreadMode::All => idle.min(cap),
-            ThreadMode::Variable if requested <= 2 * u64::from(CORE) => 2 * u64::from(CORE),
-            ThreadMode::Auto | ThreadMode::Variable => {
-                let leftover = host.free.mem_kb - layer.mem_min_kb;
-                if layer.selfish || leftover <= rules.memory_stranded_threshold_kb {
-                    idle
-                } else {
-                    // Cores in proportion to the memory taken, so memory and cores run out
-                    // together: mem per core = total_mem / total_cores (rounded).
-                    let total_cores = (total / u64::from(CORE)).max(1);
-                    let mem_per_core = (host.total.mem_kb as f64 / total_cores as f64)
-                        .round()
-                        .max(1.0) as u64;
-                    let balanced = (layer.mem_min_kb / mem_per_core) * u64::from(CORE);
-                    balanced.max(requested)
-                }
-            }
-        };
-        wanted.min(cap)
+    let idle = u64::from(host.free.cores);
+    let requested = requested_cores(layer, u64::from(host.total.cores));
+    let wanted = match host.thread_mode {
+        ThreadMode::All => idle.min(cap),
+        ThreadMode::Variable if requested <= 2 * u64::from(CORE) => 2 * u64::from(CORE),
+        ThreadMode::Auto | ThreadMode::Variable => balanced_cores(layer, host, requested, rules),
     };
-    let cores = match job_remaining {
-        Some(remaining) if u64::from(remaining) < u64::from(CORE) => return Err(Refusal::JobCap),
-        Some(remaining) => {
-            let remaining = u64::from(remaining) / u64::from(CORE) * u64::from(CORE);
-            // A frame that needs more than the job has left waits; an elastic one shrinks.
-            if !layer.threadable || host.thread_mode != ThreadMode::All {
-                let minimum = if layer.threadable && layer.cores_min > 0 {
-                    round_up_to_core(layer.cores_min as u64)
-                } else {
-                    u64::from(CORE)
-                };
-                if remaining < minimum {
-                    return Err(Refusal::JobCap);
-                }
-            }
-            cores.min(remaining)
+    wanted.min(cap)
+}
+
+/// Rule 2: the cores a threadable layer asks for on a host of `total` centicores.
+fn requested_cores(layer: &LayerShape, total: u64) -> u64 {
+    match layer.cores_min {
+        m if m > 0 => round_up_to_core(m as u64),
+        0 => total,
+        m => total.saturating_sub(round_up_to_core(u64::from(m.unsigned_abs()))),
+    }
+}
+
+/// Rule 3 for AUTO (and VARIABLE above 2 cores): every idle core when the frame is selfish
+/// or would strand the host's memory, else cores in proportion to the memory it takes (at
+/// least `requested`). The caller has checked that the memory fits.
+fn balanced_cores(layer: &LayerShape, host: &HostShape, requested: u64, rules: &Rules) -> u64 {
+    let leftover = host.free.mem_kb - layer.mem_min_kb;
+    if layer.selfish || leftover <= rules.memory_stranded_threshold_kb {
+        return u64::from(host.free.cores);
+    }
+    // Cores in proportion to the memory taken, so memory and cores run out together: mem per
+    // core = total_mem / total_cores (rounded).
+    let total_cores = (u64::from(host.total.cores) / u64::from(CORE)).max(1);
+    let mem_per_core = (host.total.mem_kb as f64 / total_cores as f64)
+        .round()
+        .max(1.0) as u64;
+    let balanced = (layer.mem_min_kb / mem_per_core) * u64::from(CORE);
+    balanced.max(requested)
+}
+
+/// Rule 4's job cap: `cores` trimmed to the whole cores the job may still take. A frame that
+/// needs more than the job has left waits; an elastic one (on an ALL host) shrinks.
+fn within_job_cap(
+    layer: &LayerShape,
+    host: &HostShape,
+    cores: u64,
+    job_remaining: Option<u32>,
+) -> Result<u64, Refusal> {
+    let Some(remaining) = job_remaining else {
+        return Ok(cores);
+    };
+    if u64::from(remaining) < u64::from(CORE) {
+        return Err(Refusal::JobCap);
+    }
+    let remaining = u64::from(remaining) / u64::from(CORE) * u64::from(CORE);
+    if !layer.threadable || host.thread_mode != ThreadMode::All {
+        let minimum = if layer.threadable && layer.cores_min > 0 {
+            round_up_to_core(layer.cores_min as u64)
+        } else {
+            u64::from(CORE)
+        };
+        if remaining < minimum {
+            return Err(Refusal::JobCap);
         }
-        None => cores,
-    };
+    }
+    Ok(cores.min(remaining))
+}
+
+/// Rule 5 for cores: something to take, and no more than the host has or has idle.
+fn check_cores(cores: u64, host: &HostShape) -> Result<(), Refusal> {
     if cores == 0 {
         return Err(Refusal::NoCores);
     }
-    if cores > total {
+    if cores > u64::from(host.total.cores) {
         return Err(Refusal::ExceedsTotal);
     }
-    if cores > idle {
+    if cores > u64::from(host.free.cores) {
         return Err(Refusal::ExceedsFree);
     }
-    Ok(Resources {
-        cores: cores as u32,
-        mem_kb: layer.mem_min_kb,
-        gpus: layer.gpus_min,
-        gpu_mem_kb: layer.gpu_mem_min_kb,
-    })
+    Ok(())
 }
 
 /// GPU protection beyond "last resort": a frame that takes no GPU may use a GPU host (the
