@@ -423,110 +423,130 @@ impl HostIndex {
 
     /// Finds a host for `request` under `strategy` and reserves on it what `size` says (the
     /// callback decides the exact amount for a candidate, or vetoes it with `None`).
+    ///
+    /// Saturation reserves the first fitting host of our share as it is found; scored
+    /// gathers up to `max_candidates` of them first. Either way the hosts set aside (other
+    /// instances' shares, GPU hosts for non-GPU work) are tried last, best first.
     pub fn place(
         &self,
         request: &Request<'_>,
         strategy: &Strategy,
         mut size: impl FnMut(&HostView<'_>) -> Option<Resources>,
     ) -> Option<Reservation> {
-        let floor = request.floor;
-        let mem_floor = (floor.mem_kb / GB) as u32;
-        let scored = match strategy {
-            Strategy::Scored {
-                max_candidates,
-                weights,
-            } => Some((*max_candidates, *weights)),
-            Strategy::Saturation { .. } => None,
-        };
-        let mut seen: HashSet<Uuid> = HashSet::new();
-        let mut candidates: Vec<(f64, Arc<Slot>, Resources)> = Vec::new();
-        // Non-GPU work on GPU hosts only when nothing else fits (GPU protection); hosts of other
-        // instances' shares only when nothing of ours fits.
-        let mut gpu_hosts: Vec<(f64, Arc<Slot>, Resources)> = Vec::new();
-        let mut others: Vec<(f64, Arc<Slot>, Resources)> = Vec::new();
+        let mut search = Search::new(request, strategy);
         for tag in request.tags {
             let Some(view) = self.inner.existing_view(tag) else {
                 continue;
             };
-            let mut examined = 0;
-            let mut cursor: Option<Key> = None;
-            'scan: while examined < MAX_SCAN {
-                let (batch, last) = next_batch(&view, strategy, floor.cores, mem_floor, cursor);
-                let Some(last) = last else { break };
-                cursor = Some(last);
-                examined += BATCH - batch.len();
-                for (_, _, salted) in batch {
-                    examined += 1;
-                    let id = Uuid::from_u128(salted.as_u128() ^ self.inner.salt);
-                    if !seen.insert(id) {
-                        continue;
-                    }
-                    let Some(slot) = self.inner.hosts.get(&id).map(|e| Arc::clone(e.value()))
-                    else {
-                        continue;
-                    };
-                    let free = slot.free();
-                    if !free.fits(&floor) || !request.accepts(&slot) {
-                        continue;
-                    }
-                    let view = HostView {
-                        id,
-                        name: &slot.name,
-                        alloc: slot.alloc,
-                        os: &slot.os,
-                        thread_mode: slot.thread_mode,
-                        total: slot.total,
-                        free,
-                    };
-                    let Some(amount) = size(&view) else { continue };
-                    let score = scored
-                        .map(|(_, w)| strategy::score(&free, &amount, &w))
-                        .unwrap_or(0.0);
-                    if amount.gpus == 0 && slot.total.gpus > 0 {
-                        gpu_hosts.push((score, slot, amount));
-                        continue;
-                    }
-                    if let Some((n, k)) = request.share.filter(|(n, _)| *n > 1) {
-                        if (id.as_u128() % u128::from(n)) as u32 != k {
-                            if others.len() < MAX_SCAN {
-                                others.push((score, slot, amount));
-                            }
-                            continue;
-                        }
-                    }
-                    match scored {
-                        None => {
-                            if let Some(r) = self.take(slot, amount) {
-                                return Some(r);
-                            }
-                        }
-                        Some((max, _)) => {
-                            candidates.push((score, slot, amount));
-                            if candidates.len() >= max {
-                                break 'scan;
-                            }
+            if let Some(reservation) = self.scan_tag(&view, &mut search, &mut size) {
+                return Some(reservation);
+            }
+            if search.is_full() {
+                break;
+            }
+        }
+        self.take_best(search)
+    }
+
+    /// Walks one tag's view from the request's floor, at most [`MAX_SCAN`] entries, offering
+    /// each new fitting host to `search`. Returns the reservation when saturation took a host;
+    /// `None` when the view is exhausted or the scored search has all the candidates it wants.
+    fn scan_tag(
+        &self,
+        view: &TagView,
+        search: &mut Search<'_, '_>,
+        size: &mut impl FnMut(&HostView<'_>) -> Option<Resources>,
+    ) -> Option<Reservation> {
+        let floor_cores = search.request.floor.cores;
+        let mut examined = 0;
+        let mut cursor: Option<Key> = None;
+        while examined < MAX_SCAN {
+            let (batch, last) =
+                next_batch(view, search.strategy, floor_cores, search.mem_floor, cursor);
+            let last = last?;
+            cursor = Some(last);
+            // Keys dropped by the memory filter count as examined too.
+            examined += BATCH - batch.len();
+            for (_, _, salted) in batch {
+                examined += 1;
+                let Some(candidate) = self.candidate(search, salted, size) else {
+                    continue;
+                };
+                match search.offer(candidate) {
+                    Offer::Kept => {}
+                    Offer::Full => return None,
+                    Offer::TakeNow(c) => {
+                        // Lost the CAS race: keep walking, the next host may fit.
+                        if let Some(r) = self.take(c.slot, c.amount) {
+                            return Some(r);
                         }
                     }
                 }
             }
-            if scored
-                .map(|(max, _)| candidates.len() >= max)
-                .unwrap_or(false)
-            {
-                break;
-            }
         }
-        candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
+        None
+    }
+
+    /// The host behind a view key as a candidate: not seen before in this search, still
+    /// indexed, fitting the floor, OS and thread mode, and not vetoed by `size`. The view
+    /// handed to `size` borrows the slot's name and OS: nothing is copied per host.
+    fn candidate(
+        &self,
+        search: &mut Search<'_, '_>,
+        salted: Uuid,
+        size: &mut impl FnMut(&HostView<'_>) -> Option<Resources>,
+    ) -> Option<Candidate> {
+        let id = Uuid::from_u128(salted.as_u128() ^ self.inner.salt);
+        // A host listed under several of the request's tags is judged once.
+        if !search.seen.insert(id) {
+            return None;
+        }
+        let slot = self.inner.hosts.get(&id).map(|e| Arc::clone(e.value()))?;
+        let free = slot.free();
+        if !free.fits(&search.request.floor) || !search.request.accepts(&slot) {
+            return None;
+        }
+        let view = HostView {
+            id,
+            name: &slot.name,
+            alloc: slot.alloc,
+            os: &slot.os,
+            thread_mode: slot.thread_mode,
+            total: slot.total,
+            free,
+        };
+        let amount = size(&view)?;
+        let score = search
+            .scored
+            .map(|(_, w)| strategy::score(&free, &amount, &w))
+            .unwrap_or(0.0);
+        Some(Candidate {
+            score,
+            slot,
+            amount,
+        })
+    }
+
+    /// Reserves on the best gathered candidate that still fits: ours first, then other
+    /// instances' shares, then GPU hosts for non-GPU work, each tier by score (stable, so
+    /// saturation keeps the order the hosts were found in).
+    fn take_best(&self, search: Search<'_, '_>) -> Option<Reservation> {
+        let Search {
+            scored,
+            mut ours,
+            mut others,
+            mut gpu_hosts,
+            ..
+        } = search;
+        ours.sort_by(|a, b| a.score.total_cmp(&b.score));
         if scored.is_some() {
-            others.sort_by(|a, b| a.0.total_cmp(&b.0));
+            others.sort_by(|a, b| a.score.total_cmp(&b.score));
         }
-        gpu_hosts.sort_by(|a, b| a.0.total_cmp(&b.0));
-        // Ours first, then other instances' shares, then GPU hosts for non-GPU work.
-        candidates
-            .into_iter()
+        gpu_hosts.sort_by(|a, b| a.score.total_cmp(&b.score));
+        ours.into_iter()
             .chain(others)
             .chain(gpu_hosts)
-            .find_map(|(_, slot, amount)| self.take(slot, amount))
+            .find_map(|c| self.take(c.slot, c.amount))
     }
 
     /// Hosts that could take `request` if they were idle (their capacity fits the floor; tags,
@@ -603,6 +623,96 @@ impl HostIndex {
                 + s.tags.len() * 2 * std::mem::size_of::<Key>();
         }
         bytes / hosts
+    }
+}
+
+/// A fitting host, the amount the caller would take on it, and its score (lower is better;
+/// always 0 under saturation).
+struct Candidate {
+    score: f64,
+    slot: Arc<Slot>,
+    amount: Resources,
+}
+
+/// What [`Search::offer`] did with a candidate.
+enum Offer {
+    /// Saturation: reserve on it now (first fit).
+    TakeNow(Candidate),
+    /// Kept for later (scored, or set aside as a last resort).
+    Kept,
+    /// Kept, and the scored search now has all the candidates it wants.
+    Full,
+}
+
+/// The state of one [`HostIndex::place`]: the request, the hosts already judged, and the
+/// candidates gathered in three tiers of preference.
+struct Search<'r, 'a> {
+    request: &'r Request<'a>,
+    strategy: &'r Strategy,
+    /// The request's memory floor in the views' GB buckets.
+    mem_floor: u32,
+    /// `(max_candidates, weights)` of the scored strategy; `None` under saturation.
+    scored: Option<(usize, Weights)>,
+    seen: HashSet<Uuid>,
+    /// Hosts of our share (scored only: saturation takes them at once).
+    ours: Vec<Candidate>,
+    /// Hosts of other instances' shares, used only when none of ours fits.
+    others: Vec<Candidate>,
+    /// GPU hosts for non-GPU work, used only when nothing else fits (GPU protection).
+    gpu_hosts: Vec<Candidate>,
+}
+
+impl<'r, 'a> Search<'r, 'a> {
+    fn new(request: &'r Request<'a>, strategy: &'r Strategy) -> Self {
+        let scored = match strategy {
+            Strategy::Scored {
+                max_candidates,
+                weights,
+            } => Some((*max_candidates, *weights)),
+            Strategy::Saturation { .. } => None,
+        };
+        Search {
+            request,
+            strategy,
+            mem_floor: (request.floor.mem_kb / GB) as u32,
+            scored,
+            seen: HashSet::new(),
+            ours: Vec::new(),
+            others: Vec::new(),
+            gpu_hosts: Vec::new(),
+        }
+    }
+
+    /// True when the scored search has gathered `max_candidates` of our hosts.
+    fn is_full(&self) -> bool {
+        self.scored
+            .map(|(max, _)| self.ours.len() >= max)
+            .unwrap_or(false)
+    }
+
+    /// Sorts a candidate into its tier, or hands it back to be reserved at once.
+    fn offer(&mut self, candidate: Candidate) -> Offer {
+        if candidate.amount.gpus == 0 && candidate.slot.total.gpus > 0 {
+            self.gpu_hosts.push(candidate);
+            return Offer::Kept;
+        }
+        if let Some((n, k)) = self.request.share.filter(|(n, _)| *n > 1) {
+            if (candidate.slot.id.as_u128() % u128::from(n)) as u32 != k {
+                if self.others.len() < MAX_SCAN {
+                    self.others.push(candidate);
+                }
+                return Offer::Kept;
+            }
+        }
+        let Some((max, _)) = self.scored else {
+            return Offer::TakeNow(candidate);
+        };
+        self.ours.push(candidate);
+        if self.ours.len() >= max {
+            Offer::Full
+        } else {
+            Offer::Kept
+        }
     }
 }
 
