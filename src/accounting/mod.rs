@@ -86,6 +86,50 @@ struct Tally {
     limits: Option<Limits>,
 }
 
+impl Tally {
+    /// Books a charge that passed its checks: booked and in flight until it commits.
+    fn take(&mut self, cores: i64, gpus: i64) {
+        self.booked.0 += cores;
+        self.booked.1 += gpus;
+        self.inflight.0 += cores;
+        self.inflight.1 += gpus;
+    }
+}
+
+/// The first cap of the subscription `s`, folder `f` and job `j` that `charge` would take
+/// past its limit, or `None` when every cap has room. The subscription fails closed: unseeded
+/// counters, or a burst never read, refuse with limit -1. Checked in a fixed order (burst,
+/// folder and job cores, folder and job GPUs) so a refusal always names the same cap; a
+/// dimension the charge does not use (adds 0) never refuses, even over a lowered cap.
+fn refusal(seeded: bool, s: &Tally, f: &Tally, j: &Tally, charge: &Charge) -> Option<Rejection> {
+    let burst = match (seeded, s.limits.and_then(|l| l.cores)) {
+        (true, Some(burst)) => burst,
+        _ => {
+            return Some(Rejection {
+                cap: Cap::Subscription,
+                current: s.booked.0,
+                limit: -1,
+            });
+        }
+    };
+    let (fl, jl) = (f.limits.unwrap_or_default(), j.limits.unwrap_or_default());
+    let checks = [
+        (Cap::Subscription, s.booked.0, charge.cores, Some(burst)),
+        (Cap::Folder, f.booked.0, charge.cores, fl.cores),
+        (Cap::Job, j.booked.0, charge.cores, jl.cores),
+        (Cap::FolderGpus, f.booked.1, charge.gpus, fl.gpus),
+        (Cap::JobGpus, j.booked.1, charge.gpus, jl.gpus),
+    ];
+    checks.into_iter().find_map(|(cap, current, add, limit)| {
+        let limit = limit?;
+        (add > 0 && current + add > limit).then_some(Rejection {
+            cap,
+            current,
+            limit,
+        })
+    })
+}
+
 type Vertex = Arc<Mutex<Tally>>;
 
 /// The counters and caps of every vertex.
@@ -305,59 +349,11 @@ impl Ledger {
         let mut s = sub.lock();
         let mut f = folder.lock();
         let mut j = job.lock();
-        let burst = match (self.is_seeded(), s.limits.and_then(|l| l.cores)) {
-            (true, Some(burst)) => burst,
-            _ => {
-                return Err(self.reject(Rejection {
-                    cap: Cap::Subscription,
-                    current: s.booked.0,
-                    limit: -1,
-                }));
-            }
-        };
-        let checks = [
-            (Cap::Subscription, s.booked.0, charge.cores, Some(burst)),
-            (
-                Cap::Folder,
-                f.booked.0,
-                charge.cores,
-                f.limits.and_then(|l| l.cores),
-            ),
-            (
-                Cap::Job,
-                j.booked.0,
-                charge.cores,
-                j.limits.and_then(|l| l.cores),
-            ),
-            (
-                Cap::FolderGpus,
-                f.booked.1,
-                charge.gpus,
-                f.limits.and_then(|l| l.gpus),
-            ),
-            (
-                Cap::JobGpus,
-                j.booked.1,
-                charge.gpus,
-                j.limits.and_then(|l| l.gpus),
-            ),
-        ];
-        for (cap, current, add, limit) in checks {
-            if let Some(limit) = limit {
-                if add > 0 && current + add > limit {
-                    return Err(self.reject(Rejection {
-                        cap,
-                        current,
-                        limit,
-                    }));
-                }
-            }
+        if let Some(r) = refusal(self.is_seeded(), &s, &f, &j, charge) {
+            return Err(self.reject(r));
         }
         for t in [&mut *s, &mut *f, &mut *j] {
-            t.booked.0 += charge.cores;
-            t.booked.1 += charge.gpus;
-            t.inflight.0 += charge.cores;
-            t.inflight.1 += charge.gpus;
+            t.take(charge.cores, charge.gpus);
         }
         drop((s, f, j));
         Ok(Ticket {

@@ -173,3 +173,39 @@ fn concurrent_charges_never_exceed_the_burst() {
     let won: i64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
     assert_eq!(won, 100);
 }
+
+#[test]
+fn refusal_names_the_first_full_cap_and_ignores_unused_dimensions() {
+    let tally = |booked: (i64, i64), cores: Option<i64>, gpus: Option<i64>| Tally {
+        booked,
+        limits: Some(Limits { cores, gpus }),
+        ..Tally::default()
+    };
+    let sub = tally((0, 0), Some(1000), None);
+    let folder = tally((500, 1), Some(500), Some(1));
+    let job = tally((500, 1), Some(500), Some(1));
+    let gpus = Charge {
+        gpus: 1,
+        ..charge(0)
+    };
+    // Folder before job, cores before GPUs.
+    let r = refusal(true, &sub, &folder, &job, &charge(100)).map(|r| (r.cap, r.limit));
+    assert_eq!(r, Some((Cap::Folder, 500)));
+    let r = refusal(true, &sub, &folder, &job, &gpus).map(|r| r.cap);
+    assert_eq!(r, Some(Cap::FolderGpus));
+    // A charge of 0 in a dimension never refuses there, even over a lowered cap.
+    let roomy = tally((0, 0), Some(500), Some(1));
+    let gpus_over = tally((0, 5), Some(500), Some(1));
+    assert_eq!(refusal(true, &sub, &gpus_over, &roomy, &charge(100)), None);
+    assert_eq!(refusal(true, &sub, &roomy, &roomy, &gpus), None);
+    // Fail closed: unseeded counters, or a subscription without a burst.
+    assert_eq!(
+        refusal(false, &sub, &roomy, &roomy, &gpus).map(|r| r.limit),
+        Some(-1)
+    );
+    let unread = Tally::default();
+    assert_eq!(
+        refusal(true, &unread, &roomy, &roomy, &gpus).map(|r| r.cap),
+        Some(Cap::Subscription)
+    );
+}
