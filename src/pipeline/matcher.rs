@@ -85,7 +85,7 @@ fn run(
         allocs: cluster
             .allocs
             .iter()
-            .filter_map(|a| Uuid::parse_str(a).ok())
+            .filter_map(|a| Some((Uuid::parse_str(a).ok()?, a.clone())))
             .collect(),
         full_allocs: HashSet::new(),
         holds: shared.holds.snapshot(),
@@ -235,7 +235,9 @@ struct Matcher<'a> {
     shared: &'a Shared,
     config: &'a Config,
     cluster: &'a Cluster,
-    allocs: HashSet<Uuid>,
+    /// The cluster's allocations, by id, with their key as the ledger spells it (so a
+    /// candidate host's allocation is looked up without formatting its id).
+    allocs: HashMap<Uuid, String>,
     /// Allocations whose subscription refused a charge this pass.
     full_allocs: HashSet<Uuid>,
     /// Hosts reserved for wide frames, as of the start of the pass.
@@ -483,9 +485,9 @@ impl Matcher<'_> {
         job_remaining: Option<u32>,
         now: f64,
     ) -> Result<Resources, Option<Reason>> {
-        if !self.allocs.contains(&host.alloc) {
+        let Some(alloc) = self.allocs.get(&host.alloc) else {
             return Err(None);
-        }
+        };
         if self.full_allocs.contains(&host.alloc) {
             return Err(Some(Reason::Subscription));
         }
@@ -505,9 +507,8 @@ impl Matcher<'_> {
             }
         }
         let (ledger, show) = (&self.shared.ledger, &plan.job.show);
-        let alloc = host.alloc.to_string();
         let cores = i64::from(amount.cores);
-        if ledger.sub_headroom(show, &alloc) < cores || ledger.should_yield(show, &alloc, cores) {
+        if ledger.sub_headroom(show, alloc) < cores || ledger.should_yield(show, alloc, cores) {
             return Err(Some(Reason::Subscription));
         }
         Ok(amount)

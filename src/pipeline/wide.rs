@@ -2,10 +2,7 @@
 //! [`crate::backfill`]): among the hosts that could hold the frame when idle, reserve the one
 //! expected to have room soonest.
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::Instant,
-};
+use std::{collections::HashMap, time::Instant};
 
 use uuid::Uuid;
 
@@ -39,7 +36,7 @@ pub fn reserve(
     shared: &Shared,
     conn: &mut db::Conn,
     config: &Config,
-    allocs: &HashSet<Uuid>,
+    allocs: &HashMap<Uuid, String>,
     wide: &WideFrame<'_>,
     request: &Request<'_>,
 ) -> Result<Option<Hold>, db::DbError> {
@@ -122,7 +119,7 @@ fn candidates(
     shared: &Shared,
     cfg: &ReservationsConfig,
     holds: &HoldMap,
-    allocs: &HashSet<Uuid>,
+    allocs: &HashMap<Uuid, String>,
     wide: &WideFrame<'_>,
     request: &Request<'_>,
 ) -> Option<Vec<Capable>> {
@@ -134,10 +131,10 @@ fn candidates(
     let candidates: Vec<Capable> = capable
         .into_iter()
         .filter(|c| {
-            allocs.contains(&c.alloc)
-                && holds.on_host(&c.id).is_none()
-                && shared.ledger.sub_headroom(wide.show, &c.alloc.to_string())
-                    >= i64::from(need.cores)
+            allocs.get(&c.alloc).is_some_and(|alloc| {
+                holds.on_host(&c.id).is_none()
+                    && shared.ledger.sub_headroom(wide.show, alloc) >= i64::from(need.cores)
+            })
         })
         .take(cfg.candidates)
         .collect();
