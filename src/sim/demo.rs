@@ -98,17 +98,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoSummary, SimError> {
         true,
         args.failure_per_mille,
     )?;
-    let mut config = farm.config(false);
-    config.http.listen = args.listen.clone();
-    let service = match Service::start(config.clone()) {
-        Ok(s) => s,
-        Err(e) => {
-            // The status port may be taken: fall back to any free port rather than fail.
-            log::warn!("{e}; using a free port for the status page");
-            config.http.listen = "127.0.0.1:0".into();
-            Service::start(config)?
-        }
-    };
+    let service = start_service(&farm, args)?;
     println!(
         "stagehand is booking {} frames on {} hosts",
         farm.seeded.frames, args.hosts
@@ -118,40 +108,14 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoSummary, SimError> {
         service.http_address()
     );
     let mut client = postgres::Client::connect(&farm.url, postgres::NoTls)?;
-    let live = std::io::stdout().is_terminal() && !args.quiet;
     let started = Instant::now();
-    let mut last_line = Instant::now() - Duration::from_secs(10);
-    let total = farm.seeded.frames as i64;
-    loop {
-        std::thread::sleep(Duration::from_millis(250));
-        let p = progress(&mut client)?;
-        let rate = service.shared().stats.rate(5);
-        let line = format!(
-            "{:>5.0}s  done {:>6}/{}  running {:>5}  waiting {:>6}  dead {:>3}  farm {:>5.1}% busy  {:>7.1} frames/s booked",
-            started.elapsed().as_secs_f64(),
-            p.done,
-            total,
-            p.running,
-            p.waiting,
-            p.dead,
-            p.utilization * 100.0,
-            rate
-        );
-        if live {
-            print!("\r{line}");
-            let _ = std::io::stdout().flush();
-        } else if last_line.elapsed() >= Duration::from_secs(5) {
-            println!("{line}");
-            last_line = Instant::now();
-        }
-        let finished = p.waiting == 0 && p.running == 0;
-        if finished || interrupted.load(Ordering::Acquire) || started.elapsed() >= args.duration {
-            break;
-        }
-    }
-    if live {
-        println!();
-    }
+    show_progress(
+        &mut client,
+        &service,
+        args,
+        &interrupted,
+        farm.seeded.frames,
+    )?;
     let (booked, rejected, failures) = service.shared().stats.totals();
     let clean = service.shutdown(Duration::from_secs(15));
     let p = progress(&mut client)?;
@@ -179,4 +143,64 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoSummary, SimError> {
         seeded: farm.seeded.frames,
         violations,
     })
+}
+
+/// Starts stagehand in-process on the farm, its status page on `--listen`.
+fn start_service(farm: &SimFarm, args: &DemoArgs) -> Result<Service, SimError> {
+    let mut config = farm.config(false);
+    config.http.listen = args.listen.clone();
+    Ok(match Service::start(config.clone()) {
+        Ok(s) => s,
+        Err(e) => {
+            // The status port may be taken: fall back to any free port rather than fail.
+            log::warn!("{e}; using a free port for the status page");
+            config.http.listen = "127.0.0.1:0".into();
+            Service::start(config)?
+        }
+    })
+}
+
+/// Prints progress (a live line on a terminal, a line every 5 s otherwise) until every
+/// frame is done, the run is interrupted or `--duration` passes.
+fn show_progress(
+    client: &mut postgres::Client,
+    service: &Service,
+    args: &DemoArgs,
+    interrupted: &AtomicBool,
+    total: usize,
+) -> Result<(), SimError> {
+    let live = std::io::stdout().is_terminal() && !args.quiet;
+    let started = Instant::now();
+    let mut last_line = Instant::now() - Duration::from_secs(10);
+    loop {
+        std::thread::sleep(Duration::from_millis(250));
+        let p = progress(client)?;
+        let rate = service.shared().stats.rate(5);
+        let line = format!(
+            "{:>5.0}s  done {:>6}/{}  running {:>5}  waiting {:>6}  dead {:>3}  farm {:>5.1}% busy  {:>7.1} frames/s booked",
+            started.elapsed().as_secs_f64(),
+            p.done,
+            total,
+            p.running,
+            p.waiting,
+            p.dead,
+            p.utilization * 100.0,
+            rate
+        );
+        if live {
+            print!("\r{line}");
+            let _ = std::io::stdout().flush();
+        } else if last_line.elapsed() >= Duration::from_secs(5) {
+            println!("{line}");
+            last_line = Instant::now();
+        }
+        let finished = p.waiting == 0 && p.running == 0;
+        if finished || interrupted.load(Ordering::Acquire) || started.elapsed() >= args.duration {
+            break;
+        }
+    }
+    if live {
+        println!();
+    }
+    Ok(())
 }

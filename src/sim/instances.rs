@@ -48,8 +48,12 @@ pub fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
 pub fn metric_sum(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
+        // The name must end there: a space before the value, or the labels' brace.
         .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ' | b'{'))
+            l.starts_with(name)
+                && l.as_bytes()
+                    .get(name.len())
+                    .is_some_and(|b| b" {".contains(b))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()

@@ -98,7 +98,7 @@ impl PgCluster {
         let bin = find_bindir().ok_or(PgError::NoBinaries)?;
         let run_as = unprivileged_user()?;
         let dir = make_temp_dir()?;
-        let mut cluster = PgCluster {
+        let cluster = PgCluster {
             dir,
             bin,
             port: 0,
@@ -110,8 +110,14 @@ impl PgCluster {
             chown(&cluster.dir, uid, gid)?;
         }
         let data = cluster.dir.join("data");
-        cluster.tool("initdb", |c| {
-            c.arg("-D").arg(&data).args([
+        cluster.init(&data, options)?;
+        cluster.listen(&data)
+    }
+
+    /// `initdb` into `data`, then the server settings appended to its `postgresql.conf`.
+    fn init(&self, data: &Path, options: &PgOptions) -> Result<(), PgError> {
+        self.tool("initdb", |c| {
+            c.arg("-D").arg(data).args([
                 "-U",
                 "postgres",
                 "--auth=trust",
@@ -125,10 +131,10 @@ impl PgCluster {
             "listen_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\nmax_connections = {}\n\
              shared_buffers = 256MB\nlog_min_messages = warning\nlog_line_prefix = '%m [%p] '\n\
              max_wal_size = 2GB\ntimezone = 'UTC'\n",
-            cluster.dir.display(),
+            self.dir.display(),
             options.max_connections
         );
-        if cluster.has_pg_stat_statements() {
+        if self.has_pg_stat_statements() {
             // Lets the benchmarks count statements per booked frame.
             conf.push_str(
                 "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = top\n",
@@ -137,25 +143,29 @@ impl PgCluster {
         if options.durability == Durability::Fast {
             conf.push_str("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n");
         }
-        append(&data.join("postgresql.conf"), &conf)?;
+        append(&data.join("postgresql.conf"), &conf)
+    }
 
+    /// Starts the server of `data` on a free port and waits until it accepts connections.
+    fn listen(mut self, data: &Path) -> Result<PgCluster, PgError> {
         // A free port can be taken between probing and binding; try a few.
         let mut last_error = None;
         for _ in 0..5 {
-            cluster.port = free_port()?;
-            let log = cluster.dir.join("server.log");
-            match cluster.tool("pg_ctl", |c| {
+            self.port = free_port()?;
+            let log = self.dir.join("server.log");
+            let port = self.port;
+            match self.tool("pg_ctl", |c| {
                 c.arg("-D")
-                    .arg(&data)
+                    .arg(data)
                     .arg("-l")
                     .arg(&log)
                     .args(["-w", "-t", "30", "-o"]);
-                c.arg(format!("-p {}", cluster.port)).arg("start");
+                c.arg(format!("-p {port}")).arg("start");
             }) {
                 Ok(()) => {
-                    cluster.stopped = false;
-                    cluster.wait_ready(Duration::from_secs(30))?;
-                    return Ok(cluster);
+                    self.stopped = false;
+                    self.wait_ready(Duration::from_secs(30))?;
+                    return Ok(self);
                 }
                 Err(e) => last_error = Some(e),
             }

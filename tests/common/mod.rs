@@ -305,16 +305,53 @@ pub fn job(
     name: &str,
     layers: Vec<stagehand::sim::seed::LayerSpec>,
 ) -> stagehand::sim::seed::JobSpec {
-    stagehand::sim::seed::JobSpec {
-        show: 0,
-        name: name.into(),
-        priority: 100,
-        max_cores: 0,
-        min_cores: 1,
-        max_gpus: 0,
-        os: String::new(),
-        env: Vec::new(),
-        layers,
+    stagehand::sim::seed::JobSpec::simple(0, name.into(), 100, layers)
+}
+
+/// The keys of a frame to place.
+struct FrameKeys {
+    frame: String,
+    version: i32,
+    layer: String,
+    job: String,
+    folder: String,
+}
+
+/// The keys of the host a placement goes on.
+struct HostKeys {
+    host: String,
+    host_name: String,
+    alloc: String,
+}
+
+/// A placement of one core and 1 GB for `frame` on `host`, charged to `show`, under
+/// `limits`, with a new proc key: what the tests that call `book_batch` directly book.
+fn one_core_placement(
+    frame: FrameKeys,
+    show: &str,
+    host: HostKeys,
+    limits: Vec<String>,
+) -> stagehand::db::booking::Placement {
+    stagehand::db::booking::Placement {
+        frame: frame.frame,
+        version: frame.version,
+        layer: frame.layer,
+        job: frame.job,
+        show: show.to_owned(),
+        folder: frame.folder,
+        host: host.host,
+        host_name: host.host_name,
+        alloc: host.alloc,
+        proc: uuid::Uuid::new_v4().to_string(),
+        amount: stagehand::model::Resources {
+            cores: stagehand::model::CORE,
+            mem_kb: stagehand::sim::seed::GB,
+            gpus: 0,
+            gpu_mem_kb: 0,
+        },
+        limits,
+        est_secs: None,
+        holds_reservation: false,
     }
 }
 
@@ -338,26 +375,20 @@ pub fn placements_for_all_frames(
         )
         .unwrap()
         .iter()
-        .map(|r| stagehand::db::booking::Placement {
-            frame: r.get(0),
-            version: r.get(3),
-            layer: r.get(1),
-            job: r.get(2),
-            show: show.to_owned(),
-            folder: r.get(4),
-            host: host.get(0),
-            host_name: host.get(1),
-            alloc: host.get(2),
-            proc: uuid::Uuid::new_v4().to_string(),
-            amount: stagehand::model::Resources {
-                cores: stagehand::model::CORE,
-                mem_kb: stagehand::sim::seed::GB,
-                gpus: 0,
-                gpu_mem_kb: 0,
-            },
-            limits: Vec::new(),
-            est_secs: None,
-            holds_reservation: false,
+        .map(|r| {
+            let frame = FrameKeys {
+                frame: r.get(0),
+                version: r.get(3),
+                layer: r.get(1),
+                job: r.get(2),
+                folder: r.get(4),
+            };
+            let host = HostKeys {
+                host: host.get(0),
+                host_name: host.get(1),
+                alloc: host.get(2),
+            };
+            one_core_placement(frame, show, host, Vec::new())
         })
         .collect()
 }
@@ -388,26 +419,20 @@ pub fn placements_of_job(
         )
         .unwrap()
         .iter()
-        .map(|r| stagehand::db::booking::Placement {
-            frame: r.get(0),
-            version: r.get(2),
-            layer: r.get(1),
-            job: job.to_owned(),
-            show: show.to_owned(),
-            folder: r.get(4),
-            host: host.to_owned(),
-            host_name: host_name.clone(),
-            alloc: alloc.clone(),
-            proc: uuid::Uuid::new_v4().to_string(),
-            amount: stagehand::model::Resources {
-                cores: stagehand::model::CORE,
-                mem_kb: stagehand::sim::seed::GB,
-                gpus: 0,
-                gpu_mem_kb: 0,
-            },
-            limits: r.get(3),
-            est_secs: None,
-            holds_reservation: false,
+        .map(|r| {
+            let frame = FrameKeys {
+                frame: r.get(0),
+                version: r.get(2),
+                layer: r.get(1),
+                job: job.to_owned(),
+                folder: r.get(4),
+            };
+            let host = HostKeys {
+                host: host.to_owned(),
+                host_name: host_name.clone(),
+                alloc: alloc.clone(),
+            };
+            one_core_placement(frame, show, host, r.get(3))
         })
         .collect()
 }

@@ -22,6 +22,62 @@ fn stat_locked(tx: &mut postgres::Transaction<'_>, layer: &str, job: &str) -> bo
     lock_stat_rows(tx, &[layer], &[job]).is_ok()
 }
 
+/// How [`release_killed`] ended.
+enum Released {
+    /// Proc deleted, frame stopped, host given back.
+    Done,
+    /// The frame's stat rows were locked by another writer: nothing done (rolled back).
+    StatsBusy,
+    /// The proc was released by someone else first.
+    AlreadyGone,
+}
+
+/// Cuebot's release of a killed proc in one transaction: the proc deleted, its frame set to
+/// `state`, the host's idle resources given back.
+fn release_killed(
+    c: &mut Client,
+    proc: &str,
+    frame: &str,
+    layer: &str,
+    job: &str,
+    state: &str,
+) -> Result<Released, postgres::Error> {
+    let mut tx = c.transaction()?;
+    if !stat_locked(&mut tx, layer, job) {
+        return Ok(Released::StatsBusy);
+    }
+    let Some(p) = tx.query_opt(
+        "DELETE FROM proc WHERE pk_proc = $1 RETURNING pk_host, int_cores_reserved, int_mem_reserved,
+                int_gpus_reserved::bigint, int_gpu_mem_reserved",
+        &[&proc],
+    )?
+    else {
+        return Ok(Released::AlreadyGone);
+    };
+    tx.execute(
+        "UPDATE frame SET str_state = $2, int_exit_status = 301, ts_stopped = now(), ts_updated = now(),
+                int_version = coalesce(int_version, 0) + 1
+          WHERE pk_frame = $1 AND str_state = 'RUNNING'",
+        &[&frame, &state],
+    )?;
+    let host: String = p.get(0);
+    tx.execute("SELECT 1 FROM host WHERE pk_host = $1 FOR UPDATE", &[&host])?;
+    tx.execute(
+        "UPDATE host SET int_cores_idle = int_cores_idle + $2, int_mem_idle = int_mem_idle + $3,
+                int_gpus_idle = int_gpus_idle + $4, int_gpu_mem_idle = int_gpu_mem_idle + $5
+          WHERE pk_host = $1",
+        &[
+            &host,
+            &p.get::<_, i64>(1),
+            &p.get::<_, i64>(2),
+            &p.get::<_, i64>(3),
+            &p.get::<_, i64>(4),
+        ],
+    )?;
+    tx.commit()?;
+    Ok(Released::Done)
+}
+
 impl StandIn<'_> {
     /// Kills a running frame (back to WAITING, or EATEN when `eat`): through the fake RQD
     /// first when stagehand launched it there, and only once RQD has killed it.
@@ -50,40 +106,14 @@ impl StandIn<'_> {
             }
         }
         let state = if eat { "EATEN" } else { "WAITING" };
-        let mut tx = c.transaction()?;
-        if !stat_locked(&mut tx, &layer, &job) {
-            return Ok(());
+        match release_killed(c, &proc, &frame, &layer, &job, state)? {
+            Released::Done => {}
+            Released::StatsBusy => return Ok(()),
+            Released::AlreadyGone => {
+                self.did("kill: already released");
+                return Ok(());
+            }
         }
-        let Some(p) = tx.query_opt(
-            "DELETE FROM proc WHERE pk_proc = $1 RETURNING pk_host, int_cores_reserved, int_mem_reserved,
-                    int_gpus_reserved::bigint, int_gpu_mem_reserved",
-            &[&proc],
-        )?
-        else {
-            self.did("kill: already released");
-            return Ok(());
-        };
-        tx.execute(
-            "UPDATE frame SET str_state = $2, int_exit_status = 301, ts_stopped = now(), ts_updated = now(),
-                    int_version = coalesce(int_version, 0) + 1
-              WHERE pk_frame = $1 AND str_state = 'RUNNING'",
-            &[&frame, &state],
-        )?;
-        let host: String = p.get(0);
-        tx.execute("SELECT 1 FROM host WHERE pk_host = $1 FOR UPDATE", &[&host])?;
-        tx.execute(
-            "UPDATE host SET int_cores_idle = int_cores_idle + $2, int_mem_idle = int_mem_idle + $3,
-                    int_gpus_idle = int_gpus_idle + $4, int_gpu_mem_idle = int_gpu_mem_idle + $5
-              WHERE pk_host = $1",
-            &[
-                &host,
-                &p.get::<_, i64>(1),
-                &p.get::<_, i64>(2),
-                &p.get::<_, i64>(3),
-                &p.get::<_, i64>(4),
-            ],
-        )?;
-        tx.commit()?;
         if own {
             self.watch.standin_procs.lock().remove(&proc);
             self.own.retain(|(p, _, _)| *p != proc);

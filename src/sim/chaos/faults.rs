@@ -385,7 +385,11 @@ mod tests {
         let (min, max) = (counts.values().min(), counts.values().max());
         assert_eq!(min, max, "{counts:?}");
         assert!(*min.unwrap() >= 20, "{counts:?}");
-        assert_eq!(schedule(7, Duration::from_secs(600)).len(), plan.len(), "seeded");
+        assert_eq!(
+            schedule(7, Duration::from_secs(600)).len(),
+            plan.len(),
+            "seeded"
+        );
     }
 
     #[test]

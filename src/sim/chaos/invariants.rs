@@ -250,9 +250,24 @@ pub(crate) fn usage_of(
     Ok(client.query_one(sql, &[key])?.get(0))
 }
 
+/// A cap's sample: (cap, max, usage, what it is).
+type CapSample = (Cap, i64, i64, String);
+
 /// Caps of managed shows: (cap, max, usage, rows) for subscriptions, jobs and folders.
-fn caps_sample(tx: &mut Transaction<'_>) -> Result<Vec<(Cap, i64, i64, String)>, postgres::Error> {
+fn caps_sample(tx: &mut Transaction<'_>) -> Result<Vec<CapSample>, postgres::Error> {
     let mut out = Vec::new();
+    subscription_caps(tx, &mut out)?;
+    job_caps(tx, &mut out)?;
+    folder_caps(tx, &mut out)?;
+    limit_caps(tx, &mut out)?;
+    Ok(out)
+}
+
+/// Bursts of managed shows' subscriptions.
+fn subscription_caps(
+    tx: &mut Transaction<'_>,
+    out: &mut Vec<CapSample>,
+) -> Result<(), postgres::Error> {
     for r in tx.query(
         "SELECT s.pk_subscription, sh.str_name || '/' || a.str_name, s.int_burst::bigint,
                 coalesce((SELECT sum(p.int_cores_reserved) FROM proc p JOIN host h ON h.pk_host = p.pk_host
@@ -264,6 +279,11 @@ fn caps_sample(tx: &mut Transaction<'_>) -> Result<Vec<(Cap, i64, i64, String)>,
         let what = format!("subscription {} (cores x100)", r.get::<_, String>(1));
         out.push((Cap::Burst(r.get(0)), r.get(2), r.get(3), what));
     }
+    Ok(())
+}
+
+/// Core and GPU caps of managed shows' jobs.
+fn job_caps(tx: &mut Transaction<'_>, out: &mut Vec<CapSample>) -> Result<(), postgres::Error> {
     for r in tx.query(
         "SELECT j.pk_job, j.str_name, jr.int_max_cores::bigint, jr.int_max_gpus::bigint,
                 coalesce(sum(p.int_cores_reserved), 0)::bigint, coalesce(sum(p.int_gpus_reserved), 0)::bigint
@@ -282,6 +302,11 @@ fn caps_sample(tx: &mut Transaction<'_>) -> Result<Vec<(Cap, i64, i64, String)>,
             out.push((Cap::JobGpus(id), r.get(3), r.get(5), format!("job {name} GPUs")));
         }
     }
+    Ok(())
+}
+
+/// Core and GPU caps of managed shows' folders.
+fn folder_caps(tx: &mut Transaction<'_>, out: &mut Vec<CapSample>) -> Result<(), postgres::Error> {
     for r in tx.query(
         "SELECT f.pk_folder, f.str_name, fr.int_max_cores::bigint, fr.int_max_gpus::bigint,
                 coalesce(sum(p.int_cores_reserved), 0)::bigint, coalesce(sum(p.int_gpus_reserved), 0)::bigint
@@ -301,6 +326,11 @@ fn caps_sample(tx: &mut Transaction<'_>) -> Result<Vec<(Cap, i64, i64, String)>,
             out.push((Cap::FolderGpus(id), r.get(3), r.get(5), what));
         }
     }
+    Ok(())
+}
+
+/// Layer limits (of every show: a limit is shared).
+fn limit_caps(tx: &mut Transaction<'_>, out: &mut Vec<CapSample>) -> Result<(), postgres::Error> {
     for r in tx.query(
         "SELECT lr.pk_limit_record, lr.str_name, coalesce(lr.int_max_value, 0)::bigint,
                 (SELECT count(*) FROM layer_limit ll JOIN frame f ON f.pk_layer = ll.pk_layer
@@ -314,7 +344,7 @@ fn caps_sample(tx: &mut Transaction<'_>) -> Result<Vec<(Cap, i64, i64, String)>,
         );
         out.push((Cap::Limit(r.get(0)), r.get(2), r.get(3), what));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Hosts whose idle values leave [0, total] or differ from total minus their procs.

@@ -23,6 +23,7 @@ use std::{
 
 use super::{
     SimError,
+    fake_rqd::RqdHandle,
     farm::SimFarm,
     instances::Instance,
     pg::{Durability, PgOptions},
@@ -222,16 +223,28 @@ pub fn run(opts: &ChaosOptions) -> Result<ChaosReport, SimError> {
         report.samples = sampler.join().unwrap_or_default();
         Ok(())
     })?;
-    let mut client = postgres::Client::connect(&farm.url, postgres::NoTls)?;
-    report.audit = audit(&mut client, None)?;
-    report.launches = handle.launch_count();
-    report.completed = handle.completed();
-    report.checks = watch.checks();
-    report.violations = watch.violations();
+    conclude(&farm.url, &handle, &watch, &mut report)?;
     for i in instances {
         i.stop(Duration::from_secs(15));
     }
     Ok(report)
+}
+
+/// The report's final figures: the strict audit, the fake RQD's counts, the checks made and
+/// the violations found.
+fn conclude(
+    url: &str,
+    rqd: &RqdHandle,
+    watch: &invariants::Watch,
+    report: &mut ChaosReport,
+) -> Result<(), SimError> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    report.audit = audit(&mut client, None)?;
+    report.launches = rqd.launch_count();
+    report.completed = rqd.completed();
+    report.checks = watch.checks();
+    report.violations = watch.violations();
+    Ok(())
 }
 
 /// Stops the stand-in's new work and waits (30 s at most) until its own frames are done.

@@ -173,12 +173,12 @@ impl<'a> StandIn<'a> {
             .collect()
     }
 
-    /// Books one WAITING frame of an unmanaged show, as Cuebot's dispatcher does.
-    fn book(&mut self, c: &mut Client) -> Result<(), postgres::Error> {
-        let shows = self.bookable();
-        if shows.is_empty() {
-            return Ok(());
-        }
+    /// A random WAITING frame of `shows` (of 40), with the tags its layer asks for.
+    fn pick_frame(
+        &mut self,
+        c: &mut Client,
+        shows: &[String],
+    ) -> Result<Option<(Need, Vec<String>)>, postgres::Error> {
         let frames = c.query(
             "SELECT f.pk_frame, coalesce(f.int_version, 0), f.pk_layer, f.pk_job, j.pk_show, j.pk_folder, l.int_cores_min::bigint,
                     l.int_mem_min::bigint, l.int_gpus_min::bigint, l.int_gpu_mem_min::bigint, l.str_tags
@@ -188,7 +188,7 @@ impl<'a> StandIn<'a> {
             &[&shows],
         )?;
         if frames.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let f = &frames[self.rng.random_range(0..frames.len())];
         let need = Need {
@@ -206,6 +206,18 @@ impl<'a> StandIn<'a> {
             .map(|t| t.trim().to_owned())
             .filter(|t| !t.is_empty())
             .collect();
+        Ok(Some((need, tags)))
+    }
+
+    /// Books one WAITING frame of an unmanaged show, as Cuebot's dispatcher does.
+    fn book(&mut self, c: &mut Client) -> Result<(), postgres::Error> {
+        let shows = self.bookable();
+        if shows.is_empty() {
+            return Ok(());
+        }
+        let Some((need, tags)) = self.pick_frame(c, &shows)? else {
+            return Ok(());
+        };
         let host = c.query_opt(
             "SELECT h.pk_host, h.str_name, h.pk_alloc FROM host h
                JOIN subscription s ON s.pk_alloc = h.pk_alloc AND s.pk_show = $1

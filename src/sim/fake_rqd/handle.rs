@@ -25,22 +25,22 @@ pub struct RqdHandle {
 }
 
 impl RqdHandle {
-    /// As [`FakeRqd::set_behaviour`](super::FakeRqd::set_behaviour).
+    /// Changes how launches are answered.
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         *self.behaviour.lock() = behaviour;
     }
 
-    /// As [`FakeRqd::set_refuse_kills`](super::FakeRqd::set_refuse_kills).
+    /// Makes `KillRunningFrame` fail (UNAVAILABLE) without killing, or work again.
     pub fn set_refuse_kills(&self, refuse: bool) {
         self.record.lock().refuse_kills = refuse;
     }
 
-    /// As [`FakeRqd::running`](super::FakeRqd::running).
+    /// Frames running now, with the procs running each.
     pub fn running(&self) -> HashMap<String, Vec<String>> {
         self.record.lock().running.clone()
     }
 
-    /// As [`FakeRqd::double_runs`](super::FakeRqd::double_runs).
+    /// Every launch that arrived while another proc still ran the same frame.
     pub fn double_runs(&self) -> Vec<DoubleRun> {
         self.record.lock().double_runs.clone()
     }
@@ -98,13 +98,7 @@ impl RqdHandle {
     /// Cuebot's kill through RQD, in process (the chaos stand-in's kills): the frame stops
     /// running unless kills are refused; returns whether it was killed.
     pub fn kill_frame(&self, frame: &str, message: &str) -> bool {
-        let mut record = self.record.lock();
-        record.kills.push((frame.to_owned(), message.to_owned()));
-        if record.refuse_kills {
-            return false;
-        }
-        record.running.remove(frame);
-        true
+        self.record.lock().kill(frame, message)
     }
 
     /// Procs whose completion is still to come (running, their report in flight, or being

@@ -110,6 +110,18 @@ impl Record {
         procs.push(frame.resource_id.clone());
     }
 
+    /// A kill of `frame` arrived: recorded, and the frame stops running unless kills are
+    /// refused. Returns whether it was killed.
+    fn kill(&mut self, frame: &str, message: &str) -> bool {
+        self.kills.push((frame.to_owned(), message.to_owned()));
+        if self.refuse_kills {
+            return false;
+        }
+        // RQD kills the frame if it runs it and answers OK either way.
+        self.running.remove(frame);
+        true
+    }
+
     /// `proc` of `frame` stopped running (it completed, or was killed).
     fn stop(&mut self, frame: &str, proc: &str) {
         if let Some(procs) = self.running.get_mut(frame) {
@@ -207,17 +219,7 @@ impl RqdInterface for Service {
         req: RqdStaticKillRunningFrameRequest,
         sink: UnarySink<RqdStaticKillRunningFrameResponse>,
     ) {
-        let refused = {
-            let mut record = self.record.lock();
-            record
-                .kills
-                .push((req.frame_id.clone(), req.message.clone()));
-            if !record.refuse_kills {
-                // RQD kills the frame if it runs it and answers OK either way.
-                record.running.remove(&req.frame_id);
-            }
-            record.refuse_kills
-        };
+        let refused = !self.record.lock().kill(&req.frame_id, &req.message);
         ctx.spawn(async move {
             let _ = if refused {
                 sink.fail(RpcStatus::with_message(
@@ -262,16 +264,14 @@ impl Service {
     }
 }
 
-/// A running fake RQD fleet.
+/// A running fake RQD fleet. Its accessors are the [`RqdHandle`]'s, which holds everything
+/// but the server itself.
 pub struct FakeRqd {
     server: grpcio::Server,
     port: u16,
-    record: Arc<Mutex<Record>>,
-    behaviour: Arc<Mutex<Behaviour>>,
+    shared: RqdHandle,
     stop: Arc<AtomicBool>,
     completer: Option<JoinHandle<()>>,
-    completed: Arc<AtomicU64>,
-    queue: Option<Arc<CompletionQueue>>,
 }
 
 /// Options of the simulated fleet.
@@ -337,12 +337,14 @@ impl FakeRqd {
         Ok(FakeRqd {
             server,
             port,
-            record,
-            behaviour,
+            shared: RqdHandle {
+                record,
+                behaviour,
+                queue: completions_handle,
+                completed,
+            },
             stop,
             completer,
-            completed,
-            queue: completions_handle,
         })
     }
 
@@ -353,52 +355,47 @@ impl FakeRqd {
 
     /// Changes how launches are answered.
     pub fn set_behaviour(&self, behaviour: Behaviour) {
-        *self.behaviour.lock() = behaviour;
+        self.shared.set_behaviour(behaviour);
     }
 
     /// Every launch received so far.
     pub fn launches(&self) -> Vec<RunFrame> {
-        self.record.lock().launches.clone()
+        self.shared.record.lock().launches.clone()
     }
 
     /// Number of launches received.
     pub fn launch_count(&self) -> usize {
-        self.record.lock().launches.len()
+        self.shared.launch_count()
     }
 
     /// Makes `KillRunningFrame` fail (UNAVAILABLE) without killing, or work again.
     pub fn set_refuse_kills(&self, refuse: bool) {
-        self.record.lock().refuse_kills = refuse;
+        self.shared.set_refuse_kills(refuse);
     }
 
     /// Frames running now, with the procs running each.
     pub fn running(&self) -> HashMap<String, Vec<String>> {
-        self.record.lock().running.clone()
+        self.shared.running()
     }
 
     /// Every launch that arrived while another proc still ran the same frame.
     pub fn double_runs(&self) -> Vec<DoubleRun> {
-        self.record.lock().double_runs.clone()
+        self.shared.double_runs()
     }
 
     /// Every kill received: (frame id, message).
     pub fn kills(&self) -> Vec<(String, String)> {
-        self.record.lock().kills.clone()
+        self.shared.record.lock().kills.clone()
     }
 
     /// A handle other threads can share (the server itself is not `Sync`).
     pub fn handle(&self) -> RqdHandle {
-        RqdHandle {
-            record: Arc::clone(&self.record),
-            behaviour: Arc::clone(&self.behaviour),
-            queue: self.queue.clone(),
-            completed: Arc::clone(&self.completed),
-        }
+        self.shared.clone()
     }
 
     /// Frames completed in the database so far.
     pub fn completed(&self) -> u64 {
-        self.completed.load(Ordering::Relaxed)
+        self.shared.completed()
     }
 
     /// Stops the completer and the server.

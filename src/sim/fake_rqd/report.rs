@@ -14,6 +14,14 @@ use parking_lot::Mutex;
 
 use super::{Completion, CompletionQueue, PING_INTERVAL, Record};
 
+/// The completer's state: its connection (re-made when lost) and when the hosts next ping.
+struct Reporter<'a> {
+    url: &'a str,
+    client: Option<postgres::Client>,
+    next_ping: Instant,
+}
+
+/// The completer thread: pings for the hosts, and completes each frame once it is due.
 pub(super) fn complete_loop(
     url: &str,
     queue: &CompletionQueue,
@@ -21,40 +29,26 @@ pub(super) fn complete_loop(
     completed: &AtomicU64,
     record: &Mutex<Record>,
 ) {
-    let mut client: Option<postgres::Client> = None;
-    let mut next_ping = Instant::now();
+    let mut reporter = Reporter {
+        url,
+        client: None,
+        next_ping: Instant::now(),
+    };
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
-        // Every RQD reports in periodically and Cuebot stamps host_stat.ts_ping; without it
-        // the farm would go stale (`[hosts] ping_timeout`) in any run longer than that.
-        if now >= next_ping {
-            if let Some(c) = client.as_mut().filter(|c| !c.is_closed()) {
-                if let Err(e) = c.execute("UPDATE host_stat SET ts_ping = now()", &[]) {
-                    log::warn!("fake RQD: host report failed: {e}");
-                }
-            } else if let Ok(c) = connect_reporter(url) {
-                client = Some(c);
-                continue;
-            }
-            next_ping = now + PING_INTERVAL;
+        if reporter.ping(now) {
+            // Just connected: ping with the new connection first.
+            continue;
         }
-        let mut due = Vec::new();
-        {
-            let mut q = queue.lock();
-            while q.peek().map(|Reverse((t, _))| *t <= now).unwrap_or(false) {
-                if let Some(Reverse((_, c))) = q.pop() {
-                    due.push(c);
-                }
-            }
-        }
+        let due = take_due(queue, now);
         if due.is_empty() {
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
-        let conn = match client.as_mut() {
+        let conn = match reporter.client.as_mut() {
             Some(c) if !c.is_closed() => c,
             _ => match connect_reporter(url) {
-                Ok(c) => client.insert(c),
+                Ok(c) => reporter.client.insert(c),
                 Err(e) => {
                     log::warn!("fake RQD: database unreachable, retrying completions: {e}");
                     requeue(queue, due);
@@ -63,22 +57,7 @@ pub(super) fn complete_loop(
                 }
             },
         };
-        {
-            // The processes exit before RQD reports them (and whether or not Cuebot still
-            // knows their procs): a frame the report makes WAITING again is no longer running.
-            let mut record = record.lock();
-            for c in &due {
-                record.stop(&c.frame, &c.proc);
-            }
-            record.reporting = due.iter().map(|c| c.proc.clone()).collect();
-            record.reporting_since = Some(Instant::now());
-        }
-        let outcome = complete(conn, &due);
-        {
-            let mut record = record.lock();
-            record.reporting.clear();
-            record.reporting_since = None;
-        }
+        let outcome = report(conn, &due, record);
         match outcome {
             Ok(deleted) => {
                 completed.fetch_add(deleted.len() as u64, Ordering::Relaxed);
@@ -92,12 +71,68 @@ pub(super) fn complete_loop(
                     "fake RQD: completing {} frames failed, retrying: {e}",
                     due.len()
                 );
-                client = None;
+                reporter.client = None;
                 requeue(queue, due);
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
     }
+}
+
+impl Reporter<'_> {
+    /// Every RQD reports in periodically and Cuebot stamps host_stat.ts_ping; without it the
+    /// farm would go stale (`[hosts] ping_timeout`) in any run longer than that. True when
+    /// it has just connected instead (the ping is still to do).
+    fn ping(&mut self, now: Instant) -> bool {
+        if now < self.next_ping {
+            return false;
+        }
+        if let Some(c) = self.client.as_mut().filter(|c| !c.is_closed()) {
+            if let Err(e) = c.execute("UPDATE host_stat SET ts_ping = now()", &[]) {
+                log::warn!("fake RQD: host report failed: {e}");
+            }
+        } else if let Ok(c) = connect_reporter(self.url) {
+            self.client = Some(c);
+            return true;
+        }
+        self.next_ping = now + PING_INTERVAL;
+        false
+    }
+}
+
+/// Takes every completion due by `now` off the queue.
+fn take_due(queue: &CompletionQueue, now: Instant) -> Vec<Completion> {
+    let mut due = Vec::new();
+    let mut q = queue.lock();
+    while q.peek().map(|Reverse((t, _))| *t <= now).unwrap_or(false) {
+        if let Some(Reverse((_, c))) = q.pop() {
+            due.push(c);
+        }
+    }
+    due
+}
+
+/// Completes `due` in the database, with the record showing the report in flight.
+fn report(
+    conn: &mut postgres::Client,
+    due: &[Completion],
+    record: &Mutex<Record>,
+) -> Result<Vec<String>, crate::db::DbError> {
+    {
+        // The processes exit before RQD reports them (and whether or not Cuebot still
+        // knows their procs): a frame the report makes WAITING again is no longer running.
+        let mut record = record.lock();
+        for c in due {
+            record.stop(&c.frame, &c.proc);
+        }
+        record.reporting = due.iter().map(|c| c.proc.clone()).collect();
+        record.reporting_since = Some(Instant::now());
+    }
+    let outcome = complete(conn, due);
+    let mut record = record.lock();
+    record.reporting.clear();
+    record.reporting_since = None;
+    outcome
 }
 
 /// The completer's connection, named so a stuck report can be found in pg_stat_activity.
@@ -144,6 +179,37 @@ fn complete(
     // Stats first (the booking's lock order), for the procs as they look now; then only what
     // this transaction really deletes is completed and given back, as Cuebot's
     // deleteVirtualProc does: a proc another writer released meanwhile is not returned twice.
+    lock_stats_of(&mut tx, &procs)?;
+    let rows = tx.query(
+        "DELETE FROM proc p WHERE p.pk_proc = ANY($1)
+         RETURNING p.pk_proc, p.pk_host, p.pk_frame, p.pk_layer, p.pk_job, p.int_cores_reserved,
+                   p.int_mem_reserved, p.int_gpus_reserved, p.int_gpu_mem_reserved",
+        &[&procs],
+    )?;
+    if rows.is_empty() {
+        tx.commit()?;
+        return Ok(Vec::new());
+    }
+    let released = Released::from_rows(&rows, due);
+    finish_frames(&mut tx, &released.ok_frames, &released.failed_frames)?;
+    give_back(&mut tx, &released.per_host)?;
+    tx.execute(
+        "UPDATE job j SET str_state = 'FINISHED', ts_stopped = now()
+           FROM job_stat js
+          WHERE js.pk_job = j.pk_job AND j.pk_job = ANY($1) AND j.str_state = 'PENDING'
+            AND js.int_waiting_count = 0 AND js.int_running_count = 0 AND js.int_depend_count = 0
+            AND js.int_dead_count = 0",
+        &[&released.jobs],
+    )?;
+    tx.commit()?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Locks the `layer_stat` and `job_stat` rows of `procs`, in the booking's order.
+fn lock_stats_of(
+    tx: &mut postgres::Transaction<'_>,
+    procs: &[&str],
+) -> Result<(), crate::db::DbError> {
     let keys = tx.query(
         "SELECT DISTINCT pk_layer, pk_job FROM proc WHERE pk_proc = ANY($1)",
         &[&procs],
@@ -156,38 +222,55 @@ fn complete(
     stat_jobs.dedup();
     let layer_keys: Vec<&str> = stat_layers.iter().map(String::as_str).collect();
     let job_keys: Vec<&str> = stat_jobs.iter().map(String::as_str).collect();
-    crate::db::booking::lock_stat_rows(&mut tx, &layer_keys, &job_keys)?;
-    let rows = tx.query(
-        "DELETE FROM proc p WHERE p.pk_proc = ANY($1)
-         RETURNING p.pk_proc, p.pk_host, p.pk_frame, p.pk_layer, p.pk_job, p.int_cores_reserved,
-                   p.int_mem_reserved, p.int_gpus_reserved, p.int_gpu_mem_reserved",
-        &[&procs],
-    )?;
-    if rows.is_empty() {
-        tx.commit()?;
-        return Ok(Vec::new());
-    }
-    let mut per_host: BTreeMap<String, (i64, i64, i64, i64)> = BTreeMap::new();
-    let mut jobs: Vec<String> = Vec::new();
-    let (mut ok_frames, mut failed_frames) = (Vec::new(), Vec::new());
-    for r in &rows {
-        let e = per_host.entry(r.get(1)).or_default();
-        e.0 += r.get::<_, i64>(5);
-        e.1 += r.get::<_, i64>(6);
-        e.2 += i64::from(r.get::<_, i32>(7));
-        e.3 += r.get::<_, i64>(8);
-        jobs.push(r.get(4));
-        let frame: String = r.get(2);
-        let failed = due.iter().any(|c| c.frame == frame && c.failed);
-        if failed {
-            failed_frames.push(frame)
-        } else {
-            ok_frames.push(frame)
+    crate::db::booking::lock_stat_rows(tx, &layer_keys, &job_keys)?;
+    Ok(())
+}
+
+/// What the deleted procs held: resources per host (cores, memory, GPUs, GPU memory), their
+/// jobs, and their frames split by outcome.
+struct Released {
+    per_host: BTreeMap<String, (i64, i64, i64, i64)>,
+    jobs: Vec<String>,
+    ok_frames: Vec<String>,
+    failed_frames: Vec<String>,
+}
+
+impl Released {
+    /// From the `DELETE … RETURNING` rows; a frame fails when its completion says so.
+    fn from_rows(rows: &[postgres::Row], due: &[Completion]) -> Released {
+        let mut out = Released {
+            per_host: BTreeMap::new(),
+            jobs: Vec::new(),
+            ok_frames: Vec::new(),
+            failed_frames: Vec::new(),
+        };
+        for r in rows {
+            let e = out.per_host.entry(r.get(1)).or_default();
+            e.0 += r.get::<_, i64>(5);
+            e.1 += r.get::<_, i64>(6);
+            e.2 += i64::from(r.get::<_, i32>(7));
+            e.3 += r.get::<_, i64>(8);
+            out.jobs.push(r.get(4));
+            let frame: String = r.get(2);
+            let failed = due.iter().any(|c| c.frame == frame && c.failed);
+            if failed {
+                out.failed_frames.push(frame)
+            } else {
+                out.ok_frames.push(frame)
+            }
         }
+        out.jobs.sort();
+        out.jobs.dedup();
+        out
     }
-    jobs.sort();
-    jobs.dedup();
-    let hosts: Vec<&String> = per_host.keys().collect();
+}
+
+/// Records the successful frames' run times, then sets every frame's new state.
+fn finish_frames(
+    tx: &mut postgres::Transaction<'_>,
+    ok_frames: &[String],
+    failed_frames: &[String],
+) -> Result<(), crate::db::DbError> {
     // Cuebot's usage counters of a successful frame (run time in whole seconds, at least 1):
     // the layer history the reservation policy estimates run times from.
     tx.execute(
@@ -222,6 +305,16 @@ fn complete(
             &[&failed_frames],
         )?;
     }
+    Ok(())
+}
+
+/// Gives the released resources back to their hosts' idle values (never above the totals),
+/// the hosts locked in key order.
+fn give_back(
+    tx: &mut postgres::Transaction<'_>,
+    per_host: &BTreeMap<String, (i64, i64, i64, i64)>,
+) -> Result<(), crate::db::DbError> {
+    let hosts: Vec<&String> = per_host.keys().collect();
     tx.execute(
         "SELECT 1 FROM host WHERE pk_host = ANY($1) ORDER BY pk_host FOR UPDATE",
         &[&hosts],
@@ -239,14 +332,5 @@ fn complete(
           WHERE h.pk_host = t.id",
         &[&hosts, &cores, &mem, &gpus, &gpu_mem],
     )?;
-    tx.execute(
-        "UPDATE job j SET str_state = 'FINISHED', ts_stopped = now()
-           FROM job_stat js
-          WHERE js.pk_job = j.pk_job AND j.pk_job = ANY($1) AND j.str_state = 'PENDING'
-            AND js.int_waiting_count = 0 AND js.int_running_count = 0 AND js.int_depend_count = 0
-            AND js.int_dead_count = 0",
-        &[&jobs],
-    )?;
-    tx.commit()?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(())
 }
