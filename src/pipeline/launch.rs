@@ -133,11 +133,16 @@ struct Unsure {
 #[derive(Default)]
 struct Unconfirmed(Mutex<Vec<Unsure>>);
 
+/// A launch whose pending row was claimed at `at` (this process's monotonic clock).
+struct Claimed {
+    task: LaunchTask,
+    at: Instant,
+}
+
 /// What the launcher threads share besides the queue.
-#[derive(Default)]
 struct Launchers {
-    /// How many launcher threads there are.
-    threads: usize,
+    /// Launches claimed together by one thread, for any thread to launch.
+    claimed: (Sender<Claimed>, Receiver<Claimed>),
     unconfirmed: Unconfirmed,
     /// Procs RQD accepted, whose pending-launch rows are deleted in bulk.
     acked: Mutex<Vec<String>>,
@@ -189,8 +194,10 @@ pub fn start(
 ) -> std::io::Result<(Sender<LaunchTask>, Vec<JoinHandle<()>>)> {
     let (tx, rx) = crossbeam_channel::bounded::<LaunchTask>(100_000);
     let pool = Arc::new(Launchers {
-        threads: threads.max(1),
-        ..Launchers::default()
+        claimed: crossbeam_channel::unbounded(),
+        unconfirmed: Unconfirmed::default(),
+        acked: Mutex::default(),
+        next_sweep: Mutex::default(),
     });
     let mut handles = Vec::with_capacity(threads);
     for i in 0..threads.max(1) {
@@ -214,25 +221,28 @@ fn launcher(shared: &Shared, rx: &Receiver<LaunchTask>, pool: &Launchers, sweepe
         for u in unconfirmed.take_due(false) {
             retry_kill(shared, u, unconfirmed);
         }
+        // Launches another thread claimed come first: their claims are ageing.
+        if let Ok(claimed) = pool.claimed.1.try_recv() {
+            launch_claimed(shared, pool, claimed);
+            continue;
+        }
         match rx.recv_timeout(Duration::from_millis(100)) {
             // Past the shutdown grace there is no time to launch: undo instead, so no frame
             // is left RUNNING without a process.
             Ok(task) if shared.past_grace() => undo(shared, &task),
-            Ok(task) => {
-                // Take a fair share of what is queued, so one claim statement covers several
-                // launches without leaving the other launcher threads idle.
-                let extra = (rx.len() / pool.threads.max(1)).min(CLAIM_BATCH - 1);
-                let mut tasks = vec![task];
-                tasks.extend(rx.try_iter().take(extra));
-                launch_claimed(shared, pool, tasks);
-            }
+            Ok(task) => claim_queued(shared, pool, rx, task),
             Err(RecvTimeoutError::Timeout) => {
                 flush_acked(shared, pool);
                 if sweeper && sweep_due(pool) {
                     sweep(shared);
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Disconnected) => {
+                while let Ok(claimed) = pool.claimed.1.try_recv() {
+                    launch_claimed(shared, pool, claimed);
+                }
+                break;
+            }
         }
     }
     flush_acked(shared, pool);
@@ -258,33 +268,49 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Claims `tasks` in the database and launches those still ours, renewing the claim of the
-/// rest whenever it is older than [`CLAIM_BUDGET`]; the ones a sweeper took are dropped.
-fn launch_claimed(shared: &Shared, pool: &Launchers, tasks: Vec<LaunchTask>) {
-    let mut todo = std::collections::VecDeque::from(claim(shared, tasks));
-    let mut claimed_at = Instant::now();
-    while let Some(task) = todo.pop_front() {
-        if shared.past_grace() {
-            undo(shared, &task);
-            continue;
+/// Claims `first` and what else is queued (up to [`CLAIM_BATCH`]) in one statement, queues
+/// the claimed ones for every launcher thread and launches one itself.
+fn claim_queued(shared: &Shared, pool: &Launchers, rx: &Receiver<LaunchTask>, first: LaunchTask) {
+    let mut tasks = vec![first];
+    tasks.extend(rx.try_iter().take(CLAIM_BATCH - 1));
+    let (claimed, at) = claim(shared, tasks);
+    let mut claimed = claimed.into_iter();
+    let mine = claimed.next();
+    for task in claimed {
+        // The channel lives as long as the pool: a send cannot fail.
+        let _ = pool.claimed.0.send(Claimed { task, at });
+    }
+    if let Some(task) = mine {
+        launch_claimed(shared, pool, Claimed { task, at });
+    }
+}
+
+/// Launches a claimed task, renewing its claim first when it is older than
+/// [`CLAIM_BUDGET`] (dropped if a sweeper took it meanwhile); past the shutdown grace the
+/// booking is undone instead.
+fn launch_claimed(shared: &Shared, pool: &Launchers, claimed: Claimed) {
+    if shared.past_grace() {
+        undo(shared, &claimed.task);
+        return;
+    }
+    let task = if claimed.at.elapsed() > CLAIM_BUDGET {
+        let (mut renewed, _) = claim(shared, vec![claimed.task]);
+        match renewed.pop() {
+            Some(task) => task,
+            None => return,
         }
-        if claimed_at.elapsed() > CLAIM_BUDGET {
-            todo.push_front(task);
-            let renewed = Instant::now();
-            todo = claim(shared, todo.into()).into();
-            claimed_at = renewed;
-            continue;
-        }
-        let proc = task.placement.proc.clone();
-        if launch_one(shared, task, &pool.unconfirmed) {
-            let full = {
-                let mut acked = pool.acked.lock();
-                acked.push(proc);
-                acked.len() >= ACK_BATCH
-            };
-            if full {
-                flush_acked(shared, pool);
-            }
+    } else {
+        claimed.task
+    };
+    let proc = task.placement.proc.clone();
+    if launch_one(shared, task, &pool.unconfirmed) {
+        let full = {
+            let mut acked = pool.acked.lock();
+            acked.push(proc);
+            acked.len() >= ACK_BATCH
+        };
+        if full {
+            flush_acked(shared, pool);
         }
     }
 }
@@ -294,10 +320,13 @@ fn launch_claimed(shared: &Shared, pool: &Launchers, tasks: Vec<LaunchTask>) {
 /// freeze longer than the lease) is not launched — the sweeper kills and undoes it — and
 /// its charge is given back. While the database does not answer nothing is launched (an
 /// unclaimed launch could run a frame a sweeper already undid); past the grace the tasks
-/// are undone.
-fn claim(shared: &Shared, tasks: Vec<LaunchTask>) -> Vec<LaunchTask> {
+/// are undone. Also returns when the claim was made, by this process's clock, taken before
+/// the statement went out: the claim can only be younger than that, so a freeze after the
+/// statement counts against the budget instead of resetting it.
+fn claim(shared: &Shared, tasks: Vec<LaunchTask>) -> (Vec<LaunchTask>, Instant) {
     let mut delay = Duration::from_millis(100);
     loop {
+        let at = Instant::now();
         let keys: Vec<&str> = tasks.iter().map(|t| t.placement.proc.as_str()).collect();
         let found = shared
             .pool
@@ -322,7 +351,7 @@ fn claim(shared: &Shared, tasks: Vec<LaunchTask>) -> Vec<LaunchTask> {
                     );
                     shared.ledger.release(&task.charge);
                 }
-                return mine;
+                return (mine, at);
             }
             Err(e) => {
                 metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
@@ -330,7 +359,7 @@ fn claim(shared: &Shared, tasks: Vec<LaunchTask>) -> Vec<LaunchTask> {
                     for task in &tasks {
                         undo(shared, task);
                     }
-                    return Vec::new();
+                    return (Vec::new(), at);
                 }
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(2));
