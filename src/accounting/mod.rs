@@ -211,7 +211,7 @@ impl Drop for Ticket {
 /// Keeps a job's vertex, and so its cap, in the ledger while held (see
 /// [`Ledger::set_job_limits`]).
 #[must_use = "a cap nobody pins can be forgotten by the next re-sync"]
-pub struct CapPin(#[allow(dead_code)] Vertex);
+pub(crate) struct CapPin(#[allow(dead_code)] Vertex);
 
 /// A refused charge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -231,7 +231,7 @@ impl Ledger {
     }
 
     /// True once counters and caps were loaded from the database.
-    pub fn is_seeded(&self) -> bool {
+    pub(crate) fn is_seeded(&self) -> bool {
         self.seeded.load(Ordering::Acquire)
     }
 
@@ -244,14 +244,14 @@ impl Ledger {
     /// while the returned [`CapPin`] lives, a re-sync cannot forget the job (and its cap)
     /// even if nothing of it is booked yet. A pass holds the pins of its jobs to its end, so a
     /// job whose first frame is charged after a re-sync is still capped.
-    pub fn set_job_limits(&self, job: &str, limits: Limits) -> CapPin {
+    pub(crate) fn set_job_limits(&self, job: &str, limits: Limits) -> CapPin {
         let v = vertex(&self.jobs, &job.to_owned());
         v.lock().limits = Some(limits);
         CapPin(v)
     }
 
     /// Sets the cap of a folder.
-    pub fn set_folder_limits(&self, folder: &str, limits: Limits) {
+    pub(crate) fn set_folder_limits(&self, folder: &str, limits: Limits) {
         vertex(&self.folders, &folder.to_owned()).lock().limits = Some(limits);
     }
 
@@ -266,35 +266,31 @@ impl Ledger {
     }
 
     /// Cores (centicores) the subscription can still take: 0 when unknown or full.
-    pub fn sub_headroom(&self, show: &str, alloc: &str) -> i64 {
-        match self
-            .subs
+    pub(crate) fn sub_headroom(&self, show: &str, alloc: &str) -> i64 {
+        self.with_sub(show, alloc, |t| match t.limits.and_then(|l| l.cores) {
+            Some(burst) if self.is_seeded() => (burst - t.booked.0).max(0),
+            _ => 0,
+        })
+        .unwrap_or(0)
+    }
+
+    /// `f` of the subscription's tally, `None` when the subscription is unknown. The vertex is
+    /// cloned out of the map before it is locked, so no shard guard is held under its lock.
+    fn with_sub<T>(&self, show: &str, alloc: &str, f: impl FnOnce(&Tally) -> T) -> Option<T> {
+        self.subs
             .get(&(show.to_owned(), alloc.to_owned()))
             .map(|v| Arc::clone(v.value()))
-        {
-            Some(v) => {
-                let t = v.lock();
-                match t.limits.and_then(|l| l.cores) {
-                    Some(burst) if self.is_seeded() => (burst - t.booked.0).max(0),
-                    _ => 0,
-                }
-            }
-            None => 0,
-        }
+            .map(|v| f(&v.lock()))
     }
 
     /// Records which shows have waiting work on which allocations.
-    pub fn set_hungry(&self, hungry: HashMap<String, Vec<String>>) {
+    pub(crate) fn set_hungry(&self, hungry: HashMap<String, Vec<String>>) {
         *self.hungry.lock() = hungry;
     }
 
     /// Centicores booked by `show` on `alloc` (0 when unknown).
     pub fn sub_booked(&self, show: &str, alloc: &str) -> i64 {
-        self.subs
-            .get(&(show.to_owned(), alloc.to_owned()))
-            .map(|v| Arc::clone(v.value()))
-            .map(|v| v.lock().booked.0)
-            .unwrap_or(0)
+        self.with_sub(show, alloc, |t| t.booked.0).unwrap_or(0)
     }
 
     /// Fair share across shows: true when `show` booking `cores` more on `alloc` would take it
@@ -304,7 +300,7 @@ impl Ledger {
     /// sizes the one further ahead yields, so the split converges to the sizes even while the
     /// counters lag completions (they lag in proportion to what each show runs). A show with
     /// size 0 has no share to defend: it yields to any hungry show with one.
-    pub fn should_yield(&self, show: &str, alloc: &str, cores: i64) -> bool {
+    pub(crate) fn should_yield(&self, show: &str, alloc: &str, cores: i64) -> bool {
         let size = |s: &str| {
             self.sizes
                 .get(&(s.to_owned(), alloc.to_owned()))
@@ -332,7 +328,7 @@ impl Ledger {
     }
 
     /// Centicores a job can still take (`None` = unlimited).
-    pub fn job_headroom(&self, job: &str) -> Option<i64> {
+    pub(crate) fn job_headroom(&self, job: &str) -> Option<i64> {
         let v = self.jobs.get(job).map(|v| Arc::clone(v.value()))?;
         let t = v.lock();
         t.limits
@@ -396,7 +392,7 @@ impl Ledger {
 
     /// Starts a re-sync: commits from now on land in the new epoch's bucket, which the
     /// overwrite keeps (they may be missing from the snapshot about to be read).
-    pub fn begin_resync(&self) -> u64 {
+    pub(crate) fn begin_resync(&self) -> u64 {
         self.epoch.fetch_add(1, Ordering::AcqRel) + 1
     }
 
@@ -454,16 +450,12 @@ impl Ledger {
 
     /// Centicores charged under the subscription and not committed yet (every batch in
     /// flight), for the booking transaction's cap guard.
-    pub fn inflight_sub(&self, show: &str, alloc: &str) -> i64 {
-        self.subs
-            .get(&(show.to_owned(), alloc.to_owned()))
-            .map(|v| Arc::clone(v.value()))
-            .map(|v| v.lock().inflight.0)
-            .unwrap_or(0)
+    pub(crate) fn inflight_sub(&self, show: &str, alloc: &str) -> i64 {
+        self.with_sub(show, alloc, |t| t.inflight.0).unwrap_or(0)
     }
 
     /// (centicores, GPUs) charged under the folder and not committed yet.
-    pub fn inflight_folder(&self, folder: &str) -> (i64, i64) {
+    pub(crate) fn inflight_folder(&self, folder: &str) -> (i64, i64) {
         self.folders
             .get(folder)
             .map(|v| Arc::clone(v.value()))
@@ -473,23 +465,23 @@ impl Ledger {
 
     /// Asks the next recompute round to re-read the caps (and to run soon): a booking found
     /// the database's cap lower than the one the counters check.
-    pub fn request_caps(&self) {
+    pub(crate) fn request_caps(&self) {
         self.caps_wanted.store(true, Ordering::Release);
         self.request_resync();
     }
 
     /// Takes a pending caps request.
-    pub fn take_caps_request(&self) -> bool {
+    pub(crate) fn take_caps_request(&self) -> bool {
         self.caps_wanted.swap(false, Ordering::AcqRel)
     }
 
     /// Asks the recompute thread for a round as soon as possible.
-    pub fn request_resync(&self) {
+    pub(crate) fn request_resync(&self) {
         self.wake.store(true, Ordering::Release);
     }
 
     /// Takes a pending resync request.
-    pub fn take_resync_request(&self) -> bool {
+    pub(crate) fn take_resync_request(&self) -> bool {
         self.wake.swap(false, Ordering::AcqRel)
     }
 
@@ -499,7 +491,7 @@ impl Ledger {
     }
 
     /// Replaces the subscription bursts and folder caps (job caps come with each pass).
-    pub fn set_caps(&self, caps: &Caps) {
+    pub(crate) fn set_caps(&self, caps: &Caps) {
         for ((show, alloc), burst) in &caps.bursts {
             self.set_burst(show, alloc, *burst);
         }
@@ -515,7 +507,7 @@ impl Ledger {
     }
 
     /// Marks the ledger usable: called once counters and caps were loaded.
-    pub fn mark_seeded(&self) {
+    pub(crate) fn mark_seeded(&self) {
         self.seeded.store(true, Ordering::Release);
     }
 

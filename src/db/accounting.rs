@@ -31,7 +31,7 @@ pub struct Limits {
 
 impl Limits {
     /// Cuebot's convention: a value ≤ 0 means unlimited.
-    pub fn from_db(cores: i64, gpus: i64) -> Limits {
+    pub(crate) fn from_db(cores: i64, gpus: i64) -> Limits {
         Limits {
             cores: (cores > 0).then_some(cores),
             gpus: (gpus > 0).then_some(gpus),
@@ -253,7 +253,7 @@ const RESTORE_BURST: &str =
     "UPDATE subscription SET int_burst = int_burst - 1 WHERE pk_subscription = ANY($1)";
 
 /// Booked centicores and GPUs per subscription, folder and job of managed shows, from `proc`.
-pub fn booked_snapshot(client: &mut Client) -> Result<Snapshot, DbError> {
+pub(crate) fn booked_snapshot(client: &mut Client) -> Result<Snapshot, DbError> {
     let rows = client.query(
         "SELECT j.pk_show, h.pk_alloc, j.pk_folder, p.pk_job,
                 sum(p.int_cores_reserved)::bigint, sum(p.int_gpus_reserved)::bigint
@@ -311,7 +311,7 @@ pub fn caps(client: &mut Client) -> Result<Caps, DbError> {
 }
 
 /// Folder caps of the given folders (read with each pass, so new folders are never unbounded).
-pub fn folder_limits(
+pub(crate) fn folder_limits(
     client: &mut impl postgres::GenericClient,
     folders: &[String],
 ) -> Result<HashMap<String, Limits>, DbError> {

@@ -37,7 +37,7 @@ use crate::model::Resources;
 
 /// Exit statuses that do not count as a retry when a frame is booked again (Cuebot's list:
 /// skip-retry, failed launch, 299 launch compensation, 301/302 kill codes, 399, never run).
-pub const NO_RETRY_EXIT_STATUS: [i64; 7] = [286, 256, 299, 301, 302, 399, -1];
+pub(crate) const NO_RETRY_EXIT_STATUS: [i64; 7] = [286, 256, 299, 301, 302, 399, -1];
 
 /// One frame placed on one host, ready to commit.
 #[derive(Clone, Debug)]
@@ -128,7 +128,7 @@ impl Fence {
     /// show, at the epoch held now, and only once `resyncs` re-syncs have completed since its
     /// claim (`None`: not bookable now). Planning under one epoch and checking another at
     /// flush would let a show lost and re-claimed mid-pass book on counters of the old lease.
-    pub fn for_pass(&self, show: &str, resyncs: u64) -> Option<Fence> {
+    pub(crate) fn for_pass(&self, show: &str, resyncs: u64) -> Option<Fence> {
         let epoch = *self.epochs.get(show)?;
         let after = self.bookable_after.get(show).copied().unwrap_or(0);
         (resyncs >= after).then(|| Fence {
@@ -644,7 +644,7 @@ fn limit_room(tx: &mut Transaction<'_>, ids: &[&str]) -> Result<HashMap<String, 
 /// Locks the `layer_stat` and `job_stat` rows Cuebot's frame trigger will update, in key
 /// order, before any frame changes state. Every writer of frame states that shares hosts with
 /// stagehand should take them this way (stats, then hosts) so none of them can deadlock.
-pub fn lock_stat_rows<C: postgres::GenericClient>(
+pub(crate) fn lock_stat_rows<C: postgres::GenericClient>(
     tx: &mut C,
     layers: &[&str],
     jobs: &[&str],

@@ -14,7 +14,7 @@ use crate::model::{Resources, ThreadMode};
 
 /// One eligible host as the database has it.
 #[derive(Clone, Debug)]
-pub struct HostRow {
+pub(crate) struct HostRow {
     /// `host.pk_host`.
     pub id: String,
     /// `host.str_name`.
@@ -38,7 +38,7 @@ fn non_negative(v: i64) -> u64 {
 }
 
 /// Every eligible host (of one facility when given).
-pub fn eligible_hosts(
+pub(crate) fn eligible_hosts(
     conn: &mut impl GenericClient,
     facility: Option<&str>,
     ping_timeout: Duration,

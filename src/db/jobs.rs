@@ -44,7 +44,7 @@ pub struct SubscriptionRow {
 }
 
 /// Resolves a facility name to its key.
-pub fn facility_id(conn: &mut impl GenericClient, name: &str) -> Result<Option<String>, DbError> {
+pub(crate) fn facility_id(conn: &mut impl GenericClient, name: &str) -> Result<Option<String>, DbError> {
     Ok(conn
         .query_opt(
             "SELECT pk_facility FROM facility WHERE str_name = $1",
@@ -117,7 +117,7 @@ pub fn subscriptions(conn: &mut impl GenericClient) -> Result<Vec<SubscriptionRo
 
 /// Waiting frames per (show, facility, tag) of managed shows: the awake gate. A superset of
 /// what the per-cluster job query can return, so no cluster with work is ever left asleep.
-pub fn active_tags(
+pub(crate) fn active_tags(
     conn: &mut impl GenericClient,
 ) -> Result<HashMap<(String, String, String), i64>, DbError> {
     let rows = conn.query(
@@ -195,7 +195,7 @@ pub struct PendingJob {
 
 /// Pending jobs of a show in a facility with a waiting layer whose tags overlap `tags`,
 /// highest priority first, oldest first among equals.
-pub fn pending_jobs(
+pub(crate) fn pending_jobs(
     conn: &mut impl GenericClient,
     show: &str,
     facility: &str,
@@ -301,7 +301,7 @@ pub struct FrameWork {
 /// Layers of `jobs` with waiting frames whose tags overlap `tags` and whose start-after time
 /// has passed, with up to `frames_per_layer` WAITING frames each, in layer dispatch order
 /// then frame dispatch order.
-pub fn layers_with_frames(
+pub(crate) fn layers_with_frames(
     conn: &mut impl GenericClient,
     jobs: &[String],
     tags: &[String],
@@ -400,7 +400,7 @@ fn split_services(services: &str) -> Vec<String> {
 
 /// WAITING frames of pending jobs of managed shows (of `shows` when given) whose layer's
 /// start-after time has not come.
-pub fn start_after_waiting(
+pub(crate) fn start_after_waiting(
     conn: &mut impl GenericClient,
     shows: Option<&[String]>,
 ) -> Result<i64, DbError> {
@@ -420,35 +420,38 @@ pub fn start_after_waiting(
 }
 
 /// Environment of jobs and layers: `(job_env by job, layer_env by layer)`.
-pub type Envs = (
+pub(crate) type Envs = (
     HashMap<String, Vec<(String, String)>>,
     HashMap<String, Vec<(String, String)>>,
 );
 
 /// Reads `job_env` and `layer_env` for the given jobs (only what a launch needs). Cuebot's
 /// env columns are nullable: rows without a key are skipped, a missing value reads as empty.
-pub fn envs(conn: &mut impl GenericClient, jobs: &[String]) -> Result<Envs, DbError> {
-    let mut job_env: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for r in conn.query(
+pub(crate) fn envs(conn: &mut impl GenericClient, jobs: &[String]) -> Result<Envs, DbError> {
+    let job_env = env_by_key(
+        conn,
         "SELECT pk_job, str_key, coalesce(str_value, '') FROM job_env
           WHERE pk_job = ANY($1) AND str_key IS NOT NULL ORDER BY pk_job_env",
-        &[&jobs],
-    )? {
-        job_env
-            .entry(r.get(0))
-            .or_default()
-            .push((r.get(1), r.get(2)));
-    }
-    let mut layer_env: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for r in conn.query(
+        jobs,
+    )?;
+    let layer_env = env_by_key(
+        conn,
         "SELECT pk_layer, str_key, coalesce(str_value, '') FROM layer_env
           WHERE pk_job = ANY($1) AND pk_layer IS NOT NULL AND str_key IS NOT NULL ORDER BY pk_layer_env",
-        &[&jobs],
-    )? {
-        layer_env
-            .entry(r.get(0))
-            .or_default()
-            .push((r.get(1), r.get(2)));
-    }
+        jobs,
+    )?;
     Ok((job_env, layer_env))
+}
+
+/// The `(owner, key, value)` rows of `sql` (`$1` the jobs) grouped by owner, in row order.
+fn env_by_key(
+    conn: &mut impl GenericClient,
+    sql: &str,
+    jobs: &[String],
+) -> Result<HashMap<String, Vec<(String, String)>>, DbError> {
+    let mut env: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for r in conn.query(sql, &[&jobs])? {
+        env.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
+    }
+    Ok(env)
 }

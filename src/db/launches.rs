@@ -27,7 +27,7 @@ pub(super) fn record(
 }
 
 /// Forgets the pending launches of `procs` (launched, or undone).
-pub fn forget(conn: &mut impl GenericClient, procs: &[&str]) -> Result<u64, DbError> {
+pub(crate) fn forget(conn: &mut impl GenericClient, procs: &[&str]) -> Result<u64, DbError> {
     Ok(conn.execute(
         "DELETE FROM stagehand.pending_launch WHERE pk_proc = ANY($1)",
         &[&procs],

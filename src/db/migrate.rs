@@ -10,7 +10,7 @@ use postgres::Client;
 use super::DbError;
 
 /// The OpenCue-compatible schema (Cuebot migrations V1–V47, the subset stagehand touches).
-pub const COMPAT_SCHEMA: &[(&str, &str)] = &[
+pub(crate) const COMPAT_SCHEMA: &[(&str, &str)] = &[
     (
         "opencue/001_tables.sql",
         include_str!("../../sql/opencue/001_tables.sql"),
@@ -26,7 +26,7 @@ pub const COMPAT_SCHEMA: &[(&str, &str)] = &[
 ];
 
 /// stagehand's own migrations, in order: (version, name, SQL).
-pub const OWN_MIGRATIONS: &[(i32, &str, &str)] = &[
+pub(crate) const OWN_MIGRATIONS: &[(i32, &str, &str)] = &[
     (
         1,
         "stagehand_schema",
@@ -82,7 +82,7 @@ pub fn migrate(client: &mut Client) -> Result<MigrationReport, DbError> {
 
 /// Applies every compatibility file. Each is idempotent, so this may run on a database that
 /// already has them; never run it on a Cuebot database (it would replace Cuebot's functions).
-pub fn apply_compat_schema(client: &mut Client) -> Result<(), DbError> {
+pub(crate) fn apply_compat_schema(client: &mut Client) -> Result<(), DbError> {
     for (name, sql) in COMPAT_SCHEMA {
         client
             .batch_execute(sql)
@@ -100,7 +100,7 @@ pub fn apply_all(client: &mut Client) -> Result<(), DbError> {
 
 /// Applies stagehand's migrations not yet recorded, each in its own transaction, under an
 /// advisory lock so instances starting together do not race.
-pub fn apply_own_migrations(client: &mut Client) -> Result<Vec<i32>, DbError> {
+pub(crate) fn apply_own_migrations(client: &mut Client) -> Result<Vec<i32>, DbError> {
     let mut applied = Vec::new();
     let mut tx = client.transaction()?;
     // Transaction-scoped: released at commit, so a crashed migrator never holds it.
@@ -135,7 +135,7 @@ pub fn apply_own_migrations(client: &mut Client) -> Result<Vec<i32>, DbError> {
 }
 
 /// Fails with a clear message when a Cuebot database predates a column stagehand needs.
-pub fn check_cuebot_schema(client: &mut Client) -> Result<(), DbError> {
+pub(crate) fn check_cuebot_schema(client: &mut Client) -> Result<(), DbError> {
     for (table, column, migration) in REQUIRED_COLUMNS {
         let found = client.query_opt(
             "SELECT 1 FROM information_schema.columns
@@ -160,7 +160,7 @@ fn has_table(client: &mut Client, schema: &str, table: &str) -> Result<bool, DbE
 }
 
 /// The server's message of a failed statement, which `postgres::Error`'s Display hides.
-pub fn describe(e: &postgres::Error) -> String {
+pub(crate) fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => match db.detail() {
             Some(detail) => format!("{} ({}): {detail}", db.message(), db.code().code()),

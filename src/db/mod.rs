@@ -27,7 +27,7 @@ use crate::{config::DatabaseConfig, model::Resources};
 pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
 /// A connection checked out of the [`Pool`].
-pub type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+pub(crate) type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 
 /// A failed database operation.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +58,7 @@ pub enum DbError {
 impl DbError {
     /// True when trying again later can succeed: connection loss, timeouts, serialization
     /// failures and deadlocks. Constraint violations and schema problems are not retryable.
-    pub fn retryable(&self) -> bool {
+    pub(crate) fn retryable(&self) -> bool {
         match self {
             DbError::Pool(_) | DbError::CommitUnknown { .. } => true,
             DbError::Postgres(e) => match e.code() {
@@ -96,7 +96,7 @@ impl DbError {
 
 /// The connection settings of `[database]`: timeouts, keepalives and a statement timeout
 /// applied to every connection, so a stuck database cannot hang a worker forever.
-pub fn connection_config(db: &DatabaseConfig) -> Result<postgres::Config, DbError> {
+pub(crate) fn connection_config(db: &DatabaseConfig) -> Result<postgres::Config, DbError> {
     let mut config: postgres::Config = db
         .url
         .parse()

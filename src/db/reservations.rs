@@ -34,7 +34,7 @@ pub(crate) use runtime_estimate;
 /// `cores, mem, gpus, gpu_mem, est, exempt`): it is live, not for the frame being booked,
 /// the update would eat into the reserved room, and the frames are not expected to end
 /// before the shadow time (an unknown estimate never is).
-pub const HOLD_BLOCKS: &str = "EXISTS (SELECT 1 FROM stagehand.host_reservation r
+pub(crate) const HOLD_BLOCKS: &str = "EXISTS (SELECT 1 FROM stagehand.host_reservation r
         WHERE r.pk_host = h.pk_host AND r.pk_frame IS DISTINCT FROM b.exempt AND r.ts_expires > now()
           AND (h.int_cores_idle - b.cores < r.int_cores OR h.int_mem_idle - b.mem < r.int_mem
                OR h.int_gpus_idle - b.gpus < r.int_gpus OR h.int_gpu_mem_idle - b.gpu_mem < r.int_gpu_mem)
@@ -91,7 +91,7 @@ fn resources(cores: i64, mem: i64, gpus: i64, gpu_mem: i64) -> Resources {
 }
 
 /// The frames running on `hosts` with their expected remaining time, per host.
-pub fn running_on(
+pub(crate) fn running_on(
     conn: &mut impl GenericClient,
     hosts: &[String],
     min_history: i64,
@@ -179,7 +179,7 @@ pub fn insert(
 }
 
 /// Drops the reservations of frames that just booked (inside their booking transaction).
-pub fn fulfil(conn: &mut impl GenericClient, frames: &[&str]) -> Result<u64, DbError> {
+pub(crate) fn fulfil(conn: &mut impl GenericClient, frames: &[&str]) -> Result<u64, DbError> {
     if frames.is_empty() {
         return Ok(0);
     }
