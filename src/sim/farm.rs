@@ -103,7 +103,7 @@ impl Drop for SimFarm {
 
 /// Progress of a farm, read from the database.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Frames SUCCEEDED (or EATEN).
     pub done: i64,
     /// Frames RUNNING.
@@ -117,7 +117,7 @@ pub struct Progress {
 }
 
 /// Reads frame counts and core utilization.
-pub fn progress(client: &mut postgres::Client) -> Result<Progress, postgres::Error> {
+pub(crate) fn progress(client: &mut postgres::Client) -> Result<Progress, postgres::Error> {
     let r = client.query_one(
         "SELECT coalesce(sum(int_succeeded_count + int_eaten_count), 0)::bigint,
                 coalesce(sum(int_running_count), 0)::bigint, coalesce(sum(int_waiting_count), 0)::bigint,

@@ -91,7 +91,7 @@ impl Instance {
     }
 
     /// The configuration file it runs with (rewrite it and send SIGHUP to reload).
-    pub fn config_path(&self) -> &Path {
+    pub(crate) fn config_path(&self) -> &Path {
         &self.config_path
     }
 
@@ -101,7 +101,7 @@ impl Instance {
     }
 
     /// The process id.
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -128,7 +128,7 @@ impl Instance {
     }
 
     /// Peak resident memory so far, MiB.
-    pub fn peak_rss_mib(&self) -> f64 {
+    pub(crate) fn peak_rss_mib(&self) -> f64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
             .ok()
             .and_then(|s| {

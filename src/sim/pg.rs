@@ -174,7 +174,7 @@ impl PgCluster {
     }
 
     /// True when the server has the `pg_stat_statements` module (loaded at start).
-    pub fn has_pg_stat_statements(&self) -> bool {
+    pub(crate) fn has_pg_stat_statements(&self) -> bool {
         self.bin
             .parent()
             .map(|p| p.join("lib/pg_stat_statements.so").exists())
@@ -302,7 +302,7 @@ impl Drop for PgCluster {
 
 /// The server binaries: `$STAGEHAND_PG_BIN`, the newest `/usr/lib/postgresql/N/bin`, or
 /// `pg_config --bindir`.
-pub fn find_bindir() -> Option<PathBuf> {
+pub(crate) fn find_bindir() -> Option<PathBuf> {
     if let Ok(dir) = std::env::var("STAGEHAND_PG_BIN") {
         let dir = PathBuf::from(dir);
         return dir.join("initdb").exists().then_some(dir);

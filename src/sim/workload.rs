@@ -38,7 +38,7 @@ pub enum Workload {
 
 impl Workload {
     /// True for the scheduling-quality scenarios (`sim::scenario`), which run in-process.
-    pub fn is_scenario(self) -> bool {
+    pub(crate) fn is_scenario(self) -> bool {
         matches!(
             self,
             Workload::Wide | Workload::FairShare | Workload::Stream | Workload::Gpu
@@ -201,7 +201,7 @@ pub fn saturation(scale: f64, seed: u64) -> FarmSpec {
 
 /// Maestro's simulator farm: 1,553 hosts, about 57,000 cores, and more than enough long
 /// frames to fill it. `runtime_ms` is how long each frame runs.
-pub fn coldfill(scale: f64, seed: u64, runtime_ms: u64) -> FarmSpec {
+pub(crate) fn coldfill(scale: f64, seed: u64, runtime_ms: u64) -> FarmSpec {
     let mut rng = SmallRng::seed_from_u64(seed);
     let allocs = allocs(3);
     // 16/32/48/64-core hosts weighted to average ~36.7 cores: 1,553 hosts ≈ 57,000 cores.

@@ -46,7 +46,7 @@ impl RqdHandle {
     }
 
     /// The `resource_id` (proc) of every launch received so far.
-    pub fn launched_procs(&self) -> std::collections::HashSet<String> {
+    pub(crate) fn launched_procs(&self) -> std::collections::HashSet<String> {
         let record = self.record.lock();
         record
             .launches
@@ -75,7 +75,7 @@ impl RqdHandle {
 
     /// Procs whose launch was refused, and procs that ended on RQD while the database had
     /// no such proc.
-    pub fn refused_and_unknown(
+    pub(crate) fn refused_and_unknown(
         &self,
     ) -> (
         std::collections::HashSet<String>,
@@ -86,7 +86,7 @@ impl RqdHandle {
     }
 
     /// Procs whose launch arrived after the client's deadline had passed.
-    pub fn late_launches(&self) -> std::collections::HashSet<String> {
+    pub(crate) fn late_launches(&self) -> std::collections::HashSet<String> {
         self.record.lock().late.clone()
     }
 
@@ -97,13 +97,13 @@ impl RqdHandle {
 
     /// Cuebot's kill through RQD, in process (the chaos stand-in's kills): the frame stops
     /// running unless kills are refused; returns whether it was killed.
-    pub fn kill_frame(&self, frame: &str, message: &str) -> bool {
+    pub(crate) fn kill_frame(&self, frame: &str, message: &str) -> bool {
         self.record.lock().kill(frame, message)
     }
 
     /// Procs whose completion is still to come (running, their report in flight, or being
     /// retried).
-    pub fn pending_procs(&self) -> std::collections::HashSet<String> {
+    pub(crate) fn pending_procs(&self) -> std::collections::HashSet<String> {
         let mut procs: std::collections::HashSet<String> = self
             .queue
             .as_ref()

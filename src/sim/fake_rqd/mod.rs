@@ -36,7 +36,7 @@ mod report;
 
 pub use handle::RqdHandle;
 use report::complete_loop;
-pub use report::complete_procs;
+pub(crate) use report::complete_procs;
 
 /// The layer environment key the simulator reads a frame's runtime from (milliseconds).
 pub const RUNTIME_ENV: &str = "SIM_RUNTIME_MS";
@@ -389,7 +389,7 @@ impl FakeRqd {
     }
 
     /// A handle other threads can share (the server itself is not `Sync`).
-    pub fn handle(&self) -> RqdHandle {
+    pub(crate) fn handle(&self) -> RqdHandle {
         self.shared.clone()
     }
 

@@ -153,7 +153,7 @@ fn requeue(queue: &CompletionQueue, items: Vec<Completion>) {
 /// Cuebot's completion of `procs` — (proc, frame, failed) — as the fleet completes its own
 /// (the chaos stand-in completes and fails the frames it booked with it); returns the procs
 /// found.
-pub fn complete_procs(
+pub(crate) fn complete_procs(
     client: &mut postgres::Client,
     procs: &[(String, String, bool)],
 ) -> Result<u64, crate::db::DbError> {

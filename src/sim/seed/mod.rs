@@ -157,7 +157,7 @@ impl LayerSpec {
 
     /// Sets how long each frame runs, `millis`, both as the simulator's mean and in the
     /// environment the fake RQD reads it from (it never sees the spec).
-    pub fn set_runtime_ms(&mut self, millis: u64) {
+    pub(crate) fn set_runtime_ms(&mut self, millis: u64) {
         self.runtime_secs = millis as f64 / 1000.0;
         self.env.push((
             crate::sim::fake_rqd::RUNTIME_ENV.to_owned(),
