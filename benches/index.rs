@@ -21,6 +21,7 @@ const HOSTS: usize = 100_000;
 const TAGS: usize = 1_000;
 const GB: u64 = 1024 * 1024;
 
+/// This process's resident memory (KB), 0 where `/proc` is not there.
 fn rss_kb() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -32,6 +33,8 @@ fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// A seeded farm of [`HOSTS`] idle hosts of 8 to 64 cores, each with 3 of [`TAGS`] tags, and
+/// the tag names.
 fn build() -> (HostIndex, Vec<String>) {
     let mut rng = SmallRng::seed_from_u64(7);
     let tags: Vec<String> = (0..TAGS).map(|i| format!("tag{i:04}")).collect();
@@ -65,25 +68,36 @@ fn build() -> (HostIndex, Vec<String>) {
     (index, tags)
 }
 
+/// A frame of `cores` whole cores and 2 GB: what every placement of the benchmark asks for.
+fn frame(cores: u32) -> Resources {
+    Resources {
+        cores: cores * CORE,
+        mem_kb: 2 * GB,
+        gpus: 0,
+        gpu_mem_kb: 0,
+    }
+}
+
+/// A request for exactly `amount` on hosts with one of `tags`.
+fn request(tags: &[String], amount: Resources) -> Request<'_> {
+    Request {
+        tags,
+        floor: amount,
+        os: None,
+        threadable: true,
+        share: None,
+    }
+}
+
+/// Nanoseconds of `n` random placements (each reserved and released at once) on random tags.
 fn placement_latencies(index: &HostIndex, tags: &[String], n: usize, seed: u64) -> Vec<u64> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let strategy = Strategy::default();
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let tag = [tags[rng.random_range(0..tags.len())].clone()];
-        let amount = Resources {
-            cores: [1u32, 2, 4, 8][rng.random_range(0..4)] * CORE,
-            mem_kb: 2 * GB,
-            gpus: 0,
-            gpu_mem_kb: 0,
-        };
-        let request = Request {
-            tags: &tag,
-            floor: amount,
-            os: None,
-            threadable: true,
-            share: None,
-        };
+        let amount = frame([1u32, 2, 4, 8][rng.random_range(0..4)]);
+        let request = request(&tag, amount);
         let t = Instant::now();
         let r = index.place(&request, &strategy, |_| Some(amount));
         drop(r);
@@ -92,11 +106,13 @@ fn placement_latencies(index: &HostIndex, tags: &[String], n: usize, seed: u64) 
     out
 }
 
+/// The `p` quantile of sorted nanoseconds, in microseconds.
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p) as usize] as f64 / 1000.0
 }
 
-fn bench(c: &mut Criterion) {
+/// Builds the index and prints its memory per host, measured and estimated.
+fn build_and_report_memory() -> (HostIndex, Vec<String>) {
     let before = rss_kb();
     let (index, tags) = build();
     let after = rss_kb();
@@ -105,47 +121,48 @@ fn bench(c: &mut Criterion) {
         (after.saturating_sub(before) * 1024) as f64 / HOSTS as f64,
         index.approx_bytes_per_host()
     );
+    (index, tags)
+}
+
+/// Prints p50, p99 and p99.9 of placements made by `threads` threads at once (a barrier
+/// starts them together, so the second thread really contends).
+fn report_latencies(index: &Arc<HostIndex>, tags: &[String], threads: usize) {
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (index, tags, barrier) = (Arc::clone(index), tags.to_vec(), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                placement_latencies(&index, &tags, 200_000, t as u64)
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    all.sort_unstable();
+    println!(
+        "index: search + reserve + release, {threads} thread(s): p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs ({} placements)",
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        percentile(&all, 0.999),
+        all.len()
+    );
+}
+
+/// Prints the memory and latency figures, then lets criterion time one placement of each
+/// strategy on one tag.
+fn bench(c: &mut Criterion) {
+    let (index, tags) = build_and_report_memory();
     let index = Arc::new(index);
     for threads in [1usize, 2] {
-        let barrier = Arc::new(Barrier::new(threads));
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                let (index, tags, barrier) =
-                    (Arc::clone(&index), tags.clone(), Arc::clone(&barrier));
-                std::thread::spawn(move || {
-                    barrier.wait();
-                    placement_latencies(&index, &tags, 200_000, t as u64)
-                })
-            })
-            .collect();
-        let mut all: Vec<u64> = handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect();
-        all.sort_unstable();
-        println!(
-            "index: search + reserve + release, {threads} thread(s): p50 {:.2} µs, p99 {:.2} µs, p99.9 {:.2} µs ({} placements)",
-            percentile(&all, 0.5),
-            percentile(&all, 0.99),
-            percentile(&all, 0.999),
-            all.len()
-        );
+        report_latencies(&index, &tags, threads);
     }
-    let strategy = Strategy::default();
     let tag = [tags[0].clone()];
-    let amount = Resources {
-        cores: 2 * CORE,
-        mem_kb: 2 * GB,
-        gpus: 0,
-        gpu_mem_kb: 0,
-    };
-    let request = Request {
-        tags: &tag,
-        floor: amount,
-        os: None,
-        threadable: true,
-        share: None,
-    };
+    let amount = frame(2);
+    let request = request(&tag, amount);
+    let strategy = Strategy::default();
     c.bench_function("place+release (100k hosts, 1k tags)", |b| {
         b.iter(|| drop(index.place(&request, &strategy, |_| Some(amount))))
     });
