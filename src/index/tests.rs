@@ -59,6 +59,13 @@ fn tags(t: &[&str]) -> Vec<String> {
     t.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// True when one core can be placed (and is at once released) for `request`.
+fn places_one_core(index: &HostIndex, request: &Request<'_>) -> bool {
+    index
+        .place(request, &Strategy::default(), exact(1))
+        .is_some()
+}
+
 #[test]
 fn best_fit_picks_the_tightest_and_worst_fit_the_emptiest() {
     let index = HostIndex::with_salt(0);
@@ -220,16 +227,8 @@ fn hosts_leave_when_no_longer_read_and_retags_move_them() {
     );
     load(&index, vec![rec(1, 8, 32, 0, &["b"])]);
     assert_eq!(index.len(), 1);
-    assert!(
-        index
-            .place(&request(&tags(&["a"]), 1), &Strategy::default(), exact(1))
-            .is_none()
-    );
-    assert!(
-        index
-            .place(&request(&tags(&["b"]), 1), &Strategy::default(), exact(1))
-            .is_some()
-    );
+    assert!(!places_one_core(&index, &request(&tags(&["a"]), 1)));
+    assert!(places_one_core(&index, &request(&tags(&["b"]), 1)));
 }
 
 #[test]
@@ -244,29 +243,17 @@ fn thread_mode_all_and_os_filters() {
         threadable: false,
         ..request(&t, 1)
     };
-    assert!(
-        index
-            .place(&non_threadable, &Strategy::default(), exact(1))
-            .is_none()
-    );
+    assert!(!places_one_core(&index, &non_threadable));
     let wrong_os = Request {
         os: Some("linux"),
         ..request(&t, 1)
     };
-    assert!(
-        index
-            .place(&wrong_os, &Strategy::default(), exact(1))
-            .is_none()
-    );
+    assert!(!places_one_core(&index, &wrong_os));
     let right_os = Request {
         os: Some("rocky9"),
         ..request(&t, 1)
     };
-    assert!(
-        index
-            .place(&right_os, &Strategy::default(), exact(1))
-            .is_some()
-    );
+    assert!(places_one_core(&index, &right_os));
 }
 
 /// RQD in docker mode reports every OS it can run, comma-separated; Cuebot matches the job's
@@ -287,17 +274,17 @@ fn a_host_reporting_several_oses_matches_each_of_them() {
         os: Some("rocky9"),
         ..request(&t, 1)
     };
-    assert!(
-        index
-            .place(&rocky, &Strategy::default(), exact(1))
-            .is_some()
-    );
+    assert!(places_one_core(&index, &rocky));
 }
 
+/// One step of a thread in [`concurrent_ops_stay_in_bounds`]: host and cores.
 #[derive(Clone, Debug)]
 enum Op {
+    /// Reserve and keep the reservation (released a few steps later, uncommitted).
     Reserve(u8, u8),
+    /// Reserve and commit, as a booking transaction would.
     Commit(u8, u8),
+    /// Read the "database" and apply it as a full refresh.
     Refresh,
 }
 
@@ -307,6 +294,54 @@ fn op() -> impl proptest::strategy::Strategy<Value = Op> {
         (0u8..4, 1u8..6).prop_map(|(h, c)| Op::Commit(h, c)),
         Just(Op::Refresh),
     ]
+}
+
+/// The "database" of the property test: what committed reservations took, per host.
+type Booked = parking_lot::Mutex<[u32; 4]>;
+
+/// The hosts as the database shows them: `base` less what was booked on each.
+fn records_after(base: &[HostRecord], booked: &[u32; 4]) -> Vec<HostRecord> {
+    base.iter()
+        .zip(booked)
+        .map(|(r, taken)| {
+            let mut r = r.clone();
+            r.idle.cores -= taken;
+            r
+        })
+        .collect()
+}
+
+/// Applies one [`Op`] of one thread; `held` are that thread's live reservations.
+fn apply(
+    op: Op,
+    index: &HostIndex,
+    base: &[HostRecord],
+    booked: &Booked,
+    held: &mut Vec<Reservation>,
+) {
+    match op {
+        Op::Reserve(h, c) => {
+            let id = Uuid::from_u128(u128::from(h));
+            if let Some(r) = index.reserve_on(&id, cores(u32::from(c))) {
+                held.push(r);
+            }
+        }
+        Op::Commit(h, c) => {
+            let id = Uuid::from_u128(u128::from(h));
+            // Commit while holding the "database" lock, as a transaction would.
+            let mut db = booked.lock();
+            if let Some(r) = index.reserve_on(&id, cores(u32::from(c))) {
+                db[h as usize] += u32::from(c) * CORE;
+                r.commit();
+            }
+        }
+        Op::Refresh => {
+            // The ticket is taken before the read, as the refresher does.
+            let ticket = index.begin_refresh();
+            let records = records_after(base, &booked.lock());
+            index.apply_refresh(ticket, records);
+        }
+    }
 }
 
 proptest! {
@@ -320,41 +355,13 @@ proptest! {
         let index = Arc::new(HostIndex::with_salt(0));
         let base: Vec<HostRecord> = (0..4).map(|n| rec(n, 8, 32, 0, &["a"])).collect();
         load(&index, base.clone());
-        // The "database": what committed reservations took, per host.
-        let booked = Arc::new(parking_lot::Mutex::new([0u32; 4]));
+        let booked = Arc::new(Booked::default());
         let handles: Vec<_> = ops.into_iter().map(|ops| {
             let (index, base, booked) = (Arc::clone(&index), base.clone(), Arc::clone(&booked));
             std::thread::spawn(move || {
                 let mut held = Vec::new();
                 for op in ops {
-                    match op {
-                        Op::Reserve(h, c) => {
-                            if let Some(r) = index.reserve_on(&Uuid::from_u128(u128::from(h)), cores(u32::from(c))) {
-                                held.push(r);
-                            }
-                        }
-                        Op::Commit(h, c) => {
-                            let id = Uuid::from_u128(u128::from(h));
-                            // Commit while holding the "database" lock, as a transaction would.
-                            let mut db = booked.lock();
-                            if let Some(r) = index.reserve_on(&id, cores(u32::from(c))) {
-                                db[h as usize] += u32::from(c) * CORE;
-                                r.commit();
-                            }
-                        }
-                        Op::Refresh => {
-                            let ticket = index.begin_refresh();
-                            let records: Vec<HostRecord> = {
-                                let db = booked.lock();
-                                base.iter().enumerate().map(|(i, r)| {
-                                    let mut r = r.clone();
-                                    r.idle.cores -= db[i];
-                                    r
-                                }).collect()
-                            };
-                            index.apply_refresh(ticket, records);
-                        }
-                    }
+                    apply(op, &index, &base, &booked, &mut held);
                     for h in 0..4u128 {
                         let free = index.free(&Uuid::from_u128(h)).unwrap();
                         assert!(free.cores <= 800, "free above capacity: {free:?}");
@@ -369,12 +376,7 @@ proptest! {
             h.join().unwrap();
         }
         let db = *booked.lock();
-        let records: Vec<HostRecord> = base.iter().enumerate().map(|(i, r)| {
-            let mut r = r.clone();
-            r.idle.cores -= db[i];
-            r
-        }).collect();
-        load(&index, records);
+        load(&index, records_after(&base, &db));
         for (i, taken) in db.iter().enumerate() {
             let free = index.free(&Uuid::from_u128(i as u128)).unwrap();
             prop_assert_eq!(free.cores, 800 - taken);
