@@ -53,7 +53,7 @@ impl Hold {
     /// May `frame`, expected to run `est_secs` (unknown: `None`), take `amount` of a host with
     /// `free` room at time `now`? Yes for the reserved frame itself, for a taking that leaves
     /// the reserved room free, and for a frame expected to end before the shadow time.
-    pub fn admits(
+    pub(crate) fn admits(
         &self,
         frame: &str,
         free: &Resources,
@@ -97,18 +97,20 @@ pub struct HoldStatus {
 /// The reservations known at one moment.
 #[derive(Debug, Default)]
 pub struct HoldMap {
+    /// At most one reservation per host…
     by_host: HashMap<Uuid, Arc<Hold>>,
+    /// …and per frame (its host), for the matcher's "is this frame waiting on a host" test.
     by_frame: HashMap<String, Uuid>,
 }
 
 impl HoldMap {
     /// The reservation on `host`, if any.
-    pub fn on_host(&self, host: &Uuid) -> Option<&Hold> {
+    pub(crate) fn on_host(&self, host: &Uuid) -> Option<&Hold> {
         self.by_host.get(host).map(|h| h.as_ref())
     }
 
     /// True when `frame` holds a reservation.
-    pub fn holds_frame(&self, frame: &str) -> bool {
+    pub(crate) fn holds_frame(&self, frame: &str) -> bool {
         self.by_frame.contains_key(frame)
     }
 
@@ -123,7 +125,7 @@ impl HoldMap {
     }
 
     /// Every reservation as `/status` shows it, by host name.
-    pub fn status(&self) -> Vec<HoldStatus> {
+    pub(crate) fn status(&self) -> Vec<HoldStatus> {
         let now = now_secs();
         self.list()
             .into_iter()
@@ -142,17 +144,18 @@ impl HoldMap {
     }
 
     /// Every reservation, in no order.
-    pub fn iter(&self) -> impl Iterator<Item = &Hold> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Hold> {
         self.by_host.values().map(|h| h.as_ref())
     }
 
     /// Every reservation, by host name.
-    pub fn list(&self) -> Vec<Hold> {
+    pub(crate) fn list(&self) -> Vec<Hold> {
         let mut v: Vec<Hold> = self.iter().cloned().collect();
         v.sort_by(|a, b| a.host_name.cmp(&b.host_name));
         v
     }
 
+    /// The map of `holds`; of two for the same host or frame, the later wins.
     fn from_holds(holds: impl IntoIterator<Item = Arc<Hold>>) -> HoldMap {
         let mut map = HoldMap::default();
         for h in holds {
@@ -173,6 +176,7 @@ impl HoldMap {
 /// snapshot per pass.
 #[derive(Default)]
 pub struct Holds {
+    /// Swapped whole, so readers never lock and a pass sees one consistent set.
     map: ArcSwap<HoldMap>,
     /// Layers found not to need a reservation, until when: their frames are no wider than
     /// what runs on the hosts, so each completion frees room for one (the farm is just full).
@@ -181,19 +185,19 @@ pub struct Holds {
 
 impl Holds {
     /// The current snapshot.
-    pub fn snapshot(&self) -> Arc<HoldMap> {
+    pub(crate) fn snapshot(&self) -> Arc<HoldMap> {
         self.map.load_full()
     }
 
     /// Replaces everything with a fresh read of the table.
-    pub fn replace(&self, holds: Vec<Hold>) {
+    pub(crate) fn replace(&self, holds: Vec<Hold>) {
         self.map.store(Arc::new(HoldMap::from_holds(
             holds.into_iter().map(Arc::new),
         )));
     }
 
     /// Adds one reservation just written to the table.
-    pub fn add(&self, hold: Hold) {
+    pub(crate) fn add(&self, hold: Hold) {
         let hold = Arc::new(hold);
         self.map.rcu(|m| {
             let mut all = m.keeping(|h| h.host != hold.host && h.frame != hold.frame);
@@ -203,7 +207,7 @@ impl Holds {
     }
 
     /// Remembers until `until` that `layer` needs no reservation.
-    pub fn decline(&self, layer: &str, until: Instant) {
+    pub(crate) fn decline(&self, layer: &str, until: Instant) {
         let mut d = self.declined.lock();
         let now = Instant::now();
         d.retain(|_, t| *t > now);
@@ -211,7 +215,7 @@ impl Holds {
     }
 
     /// True while `layer` is known to need no reservation.
-    pub fn declined(&self, layer: &str) -> bool {
+    pub(crate) fn declined(&self, layer: &str) -> bool {
         self.declined
             .lock()
             .get(layer)
@@ -219,7 +223,7 @@ impl Holds {
     }
 
     /// Forgets the reservation of `frame` (it booked).
-    pub fn fulfilled(&self, frame: &str) {
+    pub(crate) fn fulfilled(&self, frame: &str) {
         self.map
             .rcu(|m| HoldMap::from_holds(m.keeping(|h| h.frame != frame)));
     }
@@ -239,14 +243,14 @@ pub struct Running {
 /// is narrower than it in some dimension, so room can free in pieces too small for it that
 /// narrow frames take. A host running only frames at least as wide frees enough with any one
 /// completion, and a reservation would only idle it.
-pub fn can_starve(need: &Resources, running: &[Running]) -> bool {
+pub(crate) fn can_starve(need: &Resources, running: &[Running]) -> bool {
     running.iter().any(|r| !r.amount.fits(need))
 }
 
 /// Seconds from now until a host with `free` room and `running` frames has `need` free, if
 /// it ever will (its capacity may be too small). Frames without an estimate count as ending
 /// now: that shortens the shadow, which narrows backfill and never delays the wide frame.
-pub fn shadow_secs(free: Resources, need: &Resources, running: &[Running]) -> Option<f64> {
+pub(crate) fn shadow_secs(free: Resources, need: &Resources, running: &[Running]) -> Option<f64> {
     if free.fits(need) {
         return Some(0.0);
     }
@@ -267,12 +271,12 @@ pub fn shadow_secs(free: Resources, need: &Resources, running: &[Running]) -> Op
 
 /// Expected seconds left of a frame that ran `elapsed` of an `estimate`; overdue frames are
 /// expected to end at once.
-pub fn remaining(estimate: Option<f64>, elapsed: f64) -> Option<f64> {
+pub(crate) fn remaining(estimate: Option<f64>, elapsed: f64) -> Option<f64> {
     estimate.map(|e| (e - elapsed).max(0.0))
 }
 
 /// Now, in Unix seconds.
-pub fn now_secs() -> f64 {
+pub(crate) fn now_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
@@ -281,6 +285,8 @@ pub fn now_secs() -> f64 {
 
 #[cfg(test)]
 mod tests {
+    //! Unit tests of admission, shadow times and the snapshot.
+
     use super::*;
 
     fn cores(n: u32) -> Resources {

@@ -41,7 +41,7 @@ pub use scheduler::{JobOrder, SchedulerConfig};
 pub use service::ServiceConfig;
 
 /// The environment variable whose value, when set, replaces `[database] url`.
-pub const DATABASE_URL_ENV: &str = "STAGEHAND_DATABASE_URL";
+pub(crate) const DATABASE_URL_ENV: &str = "STAGEHAND_DATABASE_URL";
 
 /// The longest any duration key may be: far beyond any sensible interval or timeout, and far
 /// below what `Instant + Duration` overflows at.
@@ -202,7 +202,7 @@ impl Config {
     }
 
     /// `new` with every cold key reset to this configuration's value: what a reload applies.
-    pub fn with_cold_keys_of(&self, mut new: Config) -> Config {
+    pub(crate) fn with_cold_keys_of(&self, mut new: Config) -> Config {
         new.database = self.database.clone();
         new.scheduler.worker_threads = self.scheduler.worker_threads;
         new.rqd.launch_threads = self.rqd.launch_threads;
@@ -212,7 +212,7 @@ impl Config {
     }
 
     /// The RQD address of a host, from the `[rqd] endpoint` template.
-    pub fn rqd_endpoint(&self, host_name: &str) -> String {
+    pub(crate) fn rqd_endpoint(&self, host_name: &str) -> String {
         self.rqd
             .endpoint
             .replace("{host}", host_name)

@@ -21,7 +21,7 @@ use crate::model::{CORE, Resources, ThreadMode};
 
 /// What a layer asks of a host.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct LayerShape {
+pub(crate) struct LayerShape {
     /// `layer.int_cores_min` (centicores; 0 = whole host; < 0 = all but that many).
     pub cores_min: i32,
     /// `layer.int_cores_max` (centicores; ≤ 0 = unlimited).
@@ -40,7 +40,7 @@ pub struct LayerShape {
 
 /// Tunables of the rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rules {
+pub(crate) struct Rules {
     /// Leaving at most this much memory (KB) idle takes every idle core instead.
     pub memory_stranded_threshold_kb: u64,
 }
@@ -55,7 +55,7 @@ impl Default for Rules {
 
 /// A candidate host as the rules see it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct HostShape {
+pub(crate) struct HostShape {
     /// `host.int_thread_mode`.
     pub thread_mode: ThreadMode,
     /// Capacity.
@@ -66,7 +66,7 @@ pub struct HostShape {
 
 /// Why a host cannot take a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The computed core count is zero (e.g. "all but N" on a host with ≤ N cores).
     #[error("no cores to reserve")]
     NoCores,
@@ -93,12 +93,13 @@ pub enum Refusal {
     JobCap,
 }
 
+/// Centicores rounded up to whole cores (a fractional request takes a whole core).
 fn round_up_to_core(centicores: u64) -> u64 {
     centicores.div_ceil(u64::from(CORE)) * u64::from(CORE)
 }
 
 /// The smallest amount any host could be asked for: the search floor of the host index.
-pub fn floor(layer: &LayerShape) -> Resources {
+pub(crate) fn floor(layer: &LayerShape) -> Resources {
     let cores = if !layer.threadable {
         CORE
     } else if layer.cores_min > 0 {
@@ -117,7 +118,7 @@ pub fn floor(layer: &LayerShape) -> Resources {
 
 /// What `layer` takes on `host`, or why it cannot go there. `job_remaining` is the job's
 /// remaining core allowance in centicores (`None` = unlimited).
-pub fn amount_for(
+pub(crate) fn amount_for(
     layer: &LayerShape,
     host: &HostShape,
     job_remaining: Option<u32>,
@@ -246,7 +247,7 @@ fn check_cores(cores: u64, host: &HostShape) -> Result<(), Refusal> {
 /// GPU protection beyond "last resort": a frame that takes no GPU may use a GPU host (the
 /// host index offers one only when no other host fits) only if it leaves `per_gpu` of room
 /// for every idle GPU, so GPU work arriving later finds a place at once.
-pub fn leaves_gpu_room(free: &Resources, amount: &Resources, per_gpu: &Resources) -> bool {
+pub(crate) fn leaves_gpu_room(free: &Resources, amount: &Resources, per_gpu: &Resources) -> bool {
     if amount.gpus > 0 || free.gpus == 0 {
         return true;
     }
@@ -261,6 +262,8 @@ pub fn leaves_gpu_room(free: &Resources, amount: &Resources, per_gpu: &Resources
 
 #[cfg(test)]
 mod tests {
+    //! Unit tests of the sizing rules, as a table.
+
     use super::*;
 
     #[test]

@@ -24,7 +24,7 @@
 //! never shows more free capacity than the database minus live reservations.
 
 mod slot;
-pub mod strategy;
+pub(crate) mod strategy;
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -38,14 +38,16 @@ use dashmap::DashMap;
 use parking_lot::RwLock;
 use uuid::Uuid;
 
-pub use slot::Slot;
+use slot::Slot;
 pub use strategy::{Strategy, Weights};
 
 use crate::model::{Resources, ThreadMode};
 
 /// Most hosts a single search examines per tag before giving up.
 pub const MAX_SCAN: usize = 4096;
+/// View keys copied per read-lock of a tag view: short enough to keep writers waiting little.
 const BATCH: usize = 64;
+/// KB per GB: the views bucket free memory by whole GB.
 const GB: u64 = 1024 * 1024;
 
 /// A host as read from the database.
@@ -90,7 +92,7 @@ pub struct HostView<'a> {
 
 /// A host able to take a request once idle (see [`HostIndex::capable_hosts`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Capable {
+pub(crate) struct Capable {
     /// `host.pk_host`.
     pub id: Uuid,
     /// `host.str_name`.
@@ -108,7 +110,7 @@ pub struct Capable {
 pub struct Request<'a> {
     /// Tags to search (any of them), in order of preference.
     pub tags: &'a [String],
-    /// The least any host could be asked for (see [`crate::reserve::floor`]).
+    /// The least any host could be asked for (the crate's `reserve::floor`).
     pub floor: Resources,
     /// Required OS; `None` accepts any.
     pub os: Option<&'a str>,
@@ -126,7 +128,7 @@ pub struct RefreshTicket(u64);
 
 /// Totals for metrics and `/status`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Hosts indexed.
     pub hosts: usize,
     /// Live uncommitted reservations.
@@ -137,18 +139,26 @@ pub struct Totals {
     pub free: Resources,
 }
 
+/// A view entry: (free cores, free memory in GB, host id XOR the salt).
 type Key = (u32, u32, Uuid);
 
+/// The hosts of one tag, ordered for the search.
 #[derive(Default)]
 struct TagView {
+    /// Ordered by free cores, then memory, then salted id.
     set: RwLock<BTreeSet<Key>>,
 }
 
+/// What the index and its reservations share.
 #[derive(Default)]
 struct Inner {
+    /// Every host by id: the authority for free resources.
     hosts: DashMap<Uuid, Arc<Slot>>,
+    /// The search views by tag (the key doubles as the interned tag).
     views: DashMap<Arc<str>, Arc<TagView>>,
+    /// Sequence of committed reservations, for refresh tickets.
     commit_seq: AtomicU64,
+    /// Live uncommitted reservations (metrics).
     live: AtomicI64,
     /// XORed into host ids in view keys: hosts with equal free resources are ordered
     /// differently in every process, so several instances packing the same farm prefer
@@ -159,9 +169,11 @@ struct Inner {
 /// The sharded concurrent host index.
 #[derive(Default)]
 pub struct HostIndex {
+    /// Shared with every [`Reservation`], which gives back into it on drop.
     inner: Arc<Inner>,
 }
 
+/// The (cores, memory GB) part of a slot's view key, from its free resources now.
 fn key_of(slot: &Slot) -> (u32, u32) {
     let free = slot.free();
     (
@@ -173,7 +185,7 @@ fn key_of(slot: &Slot) -> (u32, u32) {
 /// True when a host reporting `host_os` (`host_stat.str_os`, a comma list on hosts that run
 /// several, e.g. RQD's docker mode: `centos7,rocky9`) can run a job asking for `job_os`:
 /// any entry matches, as in Cuebot's dispatcher.
-pub fn os_matches(host_os: &str, job_os: &str) -> bool {
+pub(crate) fn os_matches(host_os: &str, job_os: &str) -> bool {
     host_os.split(',').any(|o| o.trim() == job_os)
 }
 
@@ -191,6 +203,7 @@ impl Inner {
         self.views.get(tag).map(|v| Arc::clone(v.value()))
     }
 
+    /// The view of `tag`, created when the first host with that tag is listed.
     fn view(&self, tag: &Arc<str>) -> Arc<TagView> {
         if let Some(v) = self.views.get(tag) {
             return Arc::clone(v.value());
@@ -198,6 +211,7 @@ impl Inner {
         Arc::clone(self.views.entry(Arc::clone(tag)).or_default().value())
     }
 
+    /// The shared copy of a tag name, so that 100,000 hosts with one tag hold one string.
     fn intern(&self, tag: &str) -> Arc<str> {
         match self.views.get(tag) {
             Some(e) => Arc::clone(e.key()),
@@ -227,6 +241,7 @@ impl Inner {
         *position = Some(now);
     }
 
+    /// Takes a slot out of every view for good (it left the index or was replaced).
     fn unlist(&self, slot: &Slot) {
         let mut position = slot.position.lock();
         slot.removed.store(true, Ordering::Release);
@@ -243,36 +258,40 @@ impl Inner {
 /// them back.
 #[must_use = "dropping a reservation releases it"]
 pub struct Reservation {
+    /// The index it is counted in.
     inner: Arc<Inner>,
+    /// The host; kept alive even if the host leaves the index meanwhile.
     slot: Arc<Slot>,
+    /// What was taken.
     amount: Resources,
+    /// Committed: dropping it gives nothing back.
     done: bool,
 }
 
 impl Reservation {
     /// The host.
-    pub fn host_id(&self) -> Uuid {
+    pub(crate) fn host_id(&self) -> Uuid {
         self.slot.id
     }
 
     /// The host's name.
-    pub fn host_name(&self) -> &str {
+    pub(crate) fn host_name(&self) -> &str {
         &self.slot.name
     }
 
     /// The host's allocation.
-    pub fn alloc(&self) -> Uuid {
+    pub(crate) fn alloc(&self) -> Uuid {
         self.slot.alloc
     }
 
     /// What is reserved.
-    pub fn amount(&self) -> Resources {
+    pub(crate) fn amount(&self) -> Resources {
         self.amount
     }
 
     /// The booking committed in the database: the resources stay taken (the next refresh
     /// reads them as booked).
-    pub fn commit(mut self) {
+    pub(crate) fn commit(mut self) {
         let seq = self.inner.commit_seq.fetch_add(1, Ordering::SeqCst) + 1;
         self.slot.commit(&self.amount, seq);
         self.inner.live.fetch_sub(1, Ordering::AcqRel);
@@ -297,7 +316,7 @@ impl HostIndex {
     }
 
     /// An empty index with a given tie-break order (0 = by host id; tests).
-    pub fn with_salt(salt: u128) -> HostIndex {
+    pub(crate) fn with_salt(salt: u128) -> HostIndex {
         HostIndex {
             inner: Arc::new(Inner {
                 salt,
@@ -347,7 +366,7 @@ impl HostIndex {
     }
 
     /// Upserts one host read under `ticket`.
-    pub fn upsert(&self, ticket: RefreshTicket, r: HostRecord) {
+    pub(crate) fn upsert(&self, ticket: RefreshTicket, r: HostRecord) {
         let existing = self.inner.hosts.get(&r.id).map(|e| Arc::clone(e.value()));
         if let Some(slot) = &existing {
             if slot.same_shape(&r.name, r.alloc, &r.os, r.thread_mode, &r.tags, &r.total) {
@@ -379,7 +398,7 @@ impl HostIndex {
 
     /// Applies a fresh database read of one host's idle resources (after a booking found it
     /// fuller than the index thought), under the same protocol as a full refresh.
-    pub fn refresh_host(&self, ticket: RefreshTicket, id: &Uuid, idle: Resources) {
+    pub(crate) fn refresh_host(&self, ticket: RefreshTicket, id: &Uuid, idle: Resources) {
         if let Some(slot) = self.inner.hosts.get(id).map(|e| Arc::clone(e.value())) {
             slot.refresh(&idle, ticket.0);
             self.inner.reposition(&slot);
@@ -387,14 +406,14 @@ impl HostIndex {
     }
 
     /// Removes a host (no longer eligible). Its outstanding reservations still drop cleanly.
-    pub fn remove(&self, id: &Uuid) {
+    pub(crate) fn remove(&self, id: &Uuid) {
         if let Some((_, slot)) = self.inner.hosts.remove(id) {
             self.inner.unlist(&slot);
         }
     }
 
     /// Gives back capacity after a committed booking was undone in the database.
-    pub fn credit(&self, id: &Uuid, amount: Resources) {
+    pub(crate) fn credit(&self, id: &Uuid, amount: Resources) {
         if let Some(slot) = self.inner.hosts.get(id).map(|e| Arc::clone(e.value())) {
             slot.credit(&amount);
             self.inner.reposition(&slot);
@@ -407,6 +426,8 @@ impl HostIndex {
         self.take(slot, amount)
     }
 
+    /// The reserve step: one CAS on the slot's free word, then the view moves to the new
+    /// free values. `None` when another thread took the room first.
     fn take(&self, slot: Arc<Slot>, amount: Resources) -> Option<Reservation> {
         if !slot.try_take(&amount) {
             return None;
@@ -552,7 +573,7 @@ impl HostIndex {
     /// Hosts that could take `request` if they were idle (their capacity fits the floor; tags,
     /// OS and thread mode match), fullest-free first, at most `limit`. Used only to choose a
     /// host to reserve for a wide frame, so it may walk up to `limit × 64` view entries.
-    pub fn capable_hosts(&self, request: &Request<'_>, limit: usize) -> Vec<Capable> {
+    pub(crate) fn capable_hosts(&self, request: &Request<'_>, limit: usize) -> Vec<Capable> {
         let floor = request.floor;
         let mut seen: HashSet<Uuid> = HashSet::new();
         let mut out: Vec<Capable> = Vec::new();
@@ -596,7 +617,7 @@ impl HostIndex {
     }
 
     /// Capacity, free resources and reservations of the whole index.
-    pub fn totals(&self) -> Totals {
+    pub(crate) fn totals(&self) -> Totals {
         let mut t = Totals {
             reservations: self.inner.live.load(Ordering::Acquire),
             ..Totals::default()
@@ -629,8 +650,11 @@ impl HostIndex {
 /// A fitting host, the amount the caller would take on it, and its score (lower is better;
 /// always 0 under saturation).
 struct Candidate {
+    /// Stranding score (see [`strategy::score`]).
     score: f64,
+    /// The host.
     slot: Arc<Slot>,
+    /// What the caller's `size` would take on it.
     amount: Resources,
 }
 
@@ -647,12 +671,15 @@ enum Offer {
 /// The state of one [`HostIndex::place`]: the request, the hosts already judged, and the
 /// candidates gathered in three tiers of preference.
 struct Search<'r, 'a> {
+    /// What is asked.
     request: &'r Request<'a>,
+    /// How hosts are ordered and chosen.
     strategy: &'r Strategy,
     /// The request's memory floor in the views' GB buckets.
     mem_floor: u32,
     /// `(max_candidates, weights)` of the scored strategy; `None` under saturation.
     scored: Option<(usize, Weights)>,
+    /// Hosts already judged (a host with several of the request's tags is met again).
     seen: HashSet<Uuid>,
     /// Hosts of our share (scored only: saturation takes them at once).
     ours: Vec<Candidate>,
@@ -663,6 +690,7 @@ struct Search<'r, 'a> {
 }
 
 impl<'r, 'a> Search<'r, 'a> {
+    /// An empty search for `request` under `strategy`.
     fn new(request: &'r Request<'a>, strategy: &'r Strategy) -> Self {
         let scored = match strategy {
             Strategy::Scored {

@@ -21,10 +21,11 @@ use uuid::Uuid;
 
 use crate::model::{Resources, ThreadMode};
 
+/// The largest memory (and GPU memory) value a 40-bit field holds, in KB.
 const MEM_MAX: u64 = (1 << 40) - 1;
 
 /// Packs resources into one word, clamping each dimension to its field.
-pub fn pack(r: &Resources) -> u128 {
+pub(super) fn pack(r: &Resources) -> u128 {
     (r.cores as u128)
         | ((r.gpus.min(0xFFFF) as u128) << 32)
         | ((r.mem_kb.min(MEM_MAX) as u128) << 48)
@@ -32,7 +33,7 @@ pub fn pack(r: &Resources) -> u128 {
 }
 
 /// The inverse of [`pack`].
-pub fn unpack(w: u128) -> Resources {
+pub(super) fn unpack(w: u128) -> Resources {
     Resources {
         cores: (w & 0xFFFF_FFFF) as u32,
         gpus: ((w >> 32) & 0xFFFF) as u32,
@@ -42,28 +43,31 @@ pub fn unpack(w: u128) -> Resources {
 }
 
 /// Clamps a database value into what the packing can hold.
-pub fn clamp(r: &Resources) -> Resources {
+pub(super) fn clamp(r: &Resources) -> Resources {
     unpack(pack(r))
 }
 
 /// A host in the index.
-pub struct Slot {
+pub(super) struct Slot {
     /// `host.pk_host`.
-    pub id: Uuid,
+    pub(super) id: Uuid,
     /// `host.str_name`.
-    pub name: Box<str>,
+    pub(super) name: Box<str>,
     /// `host.pk_alloc`.
-    pub alloc: Uuid,
+    pub(super) alloc: Uuid,
     /// `host_stat.str_os`.
-    pub os: Box<str>,
+    pub(super) os: Box<str>,
     /// `host.int_thread_mode`.
-    pub thread_mode: ThreadMode,
+    pub(super) thread_mode: ThreadMode,
     /// Tags, interned.
-    pub tags: Box<[Arc<str>]>,
+    pub(super) tags: Box<[Arc<str>]>,
     /// Capacity (clamped to the packing).
-    pub total: Resources,
+    pub(super) total: Resources,
+    /// Free resources, packed: the word every reservation CASes.
     free: AtomicU128,
+    /// Sum of live uncommitted reservations, packed (see the module doc).
     pending: AtomicU128,
+    /// Commit sequence of the last committed reservation, against refresh tickets.
     last_commit: AtomicU64,
     /// The (cores, memory bucket) under which the tag views currently list this slot.
     pub(super) position: Mutex<Option<(u32, u32)>>,
@@ -74,7 +78,7 @@ pub struct Slot {
 impl Slot {
     /// A slot with `idle` free and nothing pending.
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(super) fn new(
         id: Uuid,
         name: &str,
         alloc: Uuid,
@@ -102,12 +106,12 @@ impl Slot {
     }
 
     /// Free resources now.
-    pub fn free(&self) -> Resources {
+    pub(super) fn free(&self) -> Resources {
         unpack(self.free.load(Ordering::Acquire))
     }
 
     /// Live uncommitted reservations.
-    pub fn pending(&self) -> Resources {
+    pub(super) fn pending(&self) -> Resources {
         unpack(self.pending.load(Ordering::Acquire))
     }
 
@@ -130,16 +134,12 @@ impl Slot {
     /// Gives an uncommitted reservation back: free first, pending second, so a refresh in
     /// between under-counts (safe) rather than over-counts.
     pub(super) fn give_back(&self, amount: &Resources) {
-        let total = self.total;
-        let _ = self
-            .free
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |w| {
-                Some(pack(&unpack(w).saturating_add(amount).min(&total)))
-            });
+        self.credit(amount);
         sub(&self.pending, amount);
     }
 
-    /// Adds capacity back after a committed booking was undone in the database.
+    /// Adds capacity back after a committed booking was undone in the database, never past
+    /// the host's capacity (a refresh may already have counted it free).
     pub(super) fn credit(&self, amount: &Resources) {
         let total = self.total;
         let _ = self
@@ -174,7 +174,7 @@ impl Slot {
     }
 
     /// True when the description (not the free values) differs from `other`.
-    pub fn same_shape(
+    pub(super) fn same_shape(
         &self,
         name: &str,
         alloc: Uuid,
@@ -193,12 +193,14 @@ impl Slot {
     }
 }
 
+/// Adds `amount` to a packed cell (saturating; SeqCst like the refresh that reads it).
 fn add(cell: &AtomicU128, amount: &Resources) {
     let _ = cell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
         Some(pack(&unpack(w).saturating_add(amount)))
     });
 }
 
+/// Subtracts `amount` from a packed cell (saturating at zero).
 fn sub(cell: &AtomicU128, amount: &Resources) {
     let _ = cell.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |w| {
         Some(pack(&unpack(w).saturating_sub(amount)))
@@ -207,6 +209,8 @@ fn sub(cell: &AtomicU128, amount: &Resources) {
 
 #[cfg(test)]
 mod tests {
+    //! Unit tests of the packing.
+
     use super::*;
 
     #[test]

@@ -76,7 +76,7 @@ impl Default for Strategy {
 
 impl Strategy {
     /// Checks the values; the message says what is wrong.
-    pub fn validate(&self) -> Result<(), String> {
+    pub(crate) fn validate(&self) -> Result<(), String> {
         match self {
             Strategy::Saturation { .. } => Ok(()),
             Strategy::Scored {
@@ -103,7 +103,7 @@ impl Strategy {
     }
 
     /// True when cores are searched in ascending order (best-fit).
-    pub fn cores_ascending(&self) -> bool {
+    pub(crate) fn cores_ascending(&self) -> bool {
         match self {
             Strategy::Saturation {
                 core_saturation, ..
@@ -113,7 +113,7 @@ impl Strategy {
     }
 
     /// True when, among equal cores, less free memory comes first (best-fit).
-    pub fn memory_ascending(&self) -> bool {
+    pub(crate) fn memory_ascending(&self) -> bool {
         match self {
             Strategy::Saturation {
                 memory_saturation, ..
@@ -126,7 +126,7 @@ impl Strategy {
 /// The stranding score of putting `amount` on a host with `free` (lower is better). Each
 /// term is the part of a resource left over after packing as many more such frames as fit,
 /// relative to the frame's own size (E-PVM with OpenCue's "W3" normalisation).
-pub fn score(free: &Resources, amount: &Resources, w: &Weights) -> f64 {
+pub(crate) fn score(free: &Resources, amount: &Resources, w: &Weights) -> f64 {
     let left = free.saturating_sub(amount);
     let dims: [(f64, f64); 4] = [
         (f64::from(left.cores), f64::from(amount.cores.max(CORE))),
@@ -153,45 +153,33 @@ pub fn score(free: &Resources, amount: &Resources, w: &Weights) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    //! Unit tests of the scores and the strategy's configuration form.
+
     use super::*;
+
+    const GB: u64 = 1024 * 1024;
+
+    /// `cores` whole cores, `mem_gb` GB, and `gpus` GPUs of 8 GB each.
+    fn res(cores: u32, mem_gb: u64, gpus: u32) -> Resources {
+        Resources {
+            cores: cores * CORE,
+            mem_kb: mem_gb * GB,
+            gpus,
+            gpu_mem_kb: u64::from(gpus) * 8 * GB,
+        }
+    }
 
     #[test]
     fn gpu_hosts_score_worse_for_cpu_work() {
         let w = Weights::default();
-        let frame = Resources {
-            cores: 100,
-            mem_kb: 1024 * 1024,
-            gpus: 0,
-            gpu_mem_kb: 0,
-        };
-        let cpu = Resources {
-            cores: 800,
-            mem_kb: 8 * 1024 * 1024,
-            gpus: 0,
-            gpu_mem_kb: 0,
-        };
-        let gpu = Resources {
-            gpus: 2,
-            gpu_mem_kb: 16 * 1024 * 1024,
-            ..cpu
-        };
+        let frame = res(1, 1, 0);
+        let (cpu, gpu) = (res(8, 8, 0), res(8, 8, 2));
         assert!(score(&cpu, &frame, &w) < score(&gpu, &frame, &w));
     }
 
     #[test]
     fn a_perfect_fit_scores_zero() {
-        let frame = Resources {
-            cores: 400,
-            mem_kb: 4 * 1024 * 1024,
-            gpus: 0,
-            gpu_mem_kb: 0,
-        };
-        let host = Resources {
-            cores: 800,
-            mem_kb: 8 * 1024 * 1024,
-            gpus: 0,
-            gpu_mem_kb: 0,
-        };
+        let (frame, host) = (res(4, 4, 0), res(8, 8, 0));
         assert_eq!(score(&host, &frame, &Weights::default()), 0.0);
     }
 
