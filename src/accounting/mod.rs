@@ -130,6 +130,7 @@ fn refusal(seeded: bool, s: &Tally, f: &Tally, j: &Tally, charge: &Charge) -> Op
     })
 }
 
+/// A vertex's tally, shared by the map and the tickets charged under it.
 type Vertex = Arc<Mutex<Tally>>;
 
 /// The counters and caps of every vertex.
@@ -155,6 +156,7 @@ pub struct Ledger {
     hungry: Mutex<HashMap<String, Vec<String>>>,
 }
 
+/// The vertex of `key` in `map`, created empty if it is new.
 fn vertex<K: Eq + Hash + Clone>(map: &DashMap<K, Vertex>, key: &K) -> Vertex {
     // Clone the Arc out and drop the shard guard before locking the vertex.
     if let Some(v) = map.get(key) {
@@ -361,6 +363,7 @@ impl Ledger {
         })
     }
 
+    /// Counts a refusal in OpenCue's metric and passes it on.
     fn reject(&self, r: Rejection) -> Rejection {
         metrics::LIMIT_EXCEEDED
             .with_label_values(&[r.cap.label()])

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use postgres::GenericClient;
 
-use super::DbError;
+use super::{DbError, resources_at};
 use crate::model::{Resources, ThreadMode};
 
 /// One eligible host as the database has it.
@@ -31,10 +31,6 @@ pub(crate) struct HostRow {
     pub total: Resources,
     /// Idle resources.
     pub idle: Resources,
-}
-
-fn non_negative(v: i64) -> u64 {
-    v.max(0) as u64
 }
 
 /// Every eligible host (of one facility when given).
@@ -67,18 +63,8 @@ pub(crate) fn eligible_hosts(
             os: r.get(3),
             thread_mode: ThreadMode::from_db(r.get(4)),
             tags: r.get(5),
-            total: Resources {
-                cores: non_negative(r.get(6)).min(u64::from(u32::MAX)) as u32,
-                mem_kb: non_negative(r.get(7)),
-                gpus: non_negative(r.get(8)).min(u64::from(u32::MAX)) as u32,
-                gpu_mem_kb: non_negative(r.get(9)),
-            },
-            idle: Resources {
-                cores: non_negative(r.get(10)).min(u64::from(u32::MAX)) as u32,
-                mem_kb: non_negative(r.get(11)),
-                gpus: non_negative(r.get(12)).min(u64::from(u32::MAX)) as u32,
-                gpu_mem_kb: non_negative(r.get(13)),
-            },
+            total: resources_at(r, 6),
+            idle: resources_at(r, 10),
         })
         .collect())
 }

@@ -7,7 +7,7 @@
 use postgres::GenericClient;
 use uuid::Uuid;
 
-use super::DbError;
+use super::{DbError, resources_at};
 use crate::{
     backfill::{Hold, Running, remaining},
     model::Resources,
@@ -72,22 +72,13 @@ pub fn load(conn: &mut impl GenericClient) -> Result<(Vec<Hold>, u64), DbError> 
                 frame: r.get(2),
                 layer: r.get(3),
                 show: r.get(4),
-                need: resources(r.get(5), r.get(6), r.get(7), r.get(8)),
+                need: resources_at(r, 5),
                 shadow: r.get(9),
                 expires: r.get(10),
             })
         })
         .collect();
     Ok((holds, dropped))
-}
-
-fn resources(cores: i64, mem: i64, gpus: i64, gpu_mem: i64) -> Resources {
-    Resources {
-        cores: cores.clamp(0, i64::from(u32::MAX)) as u32,
-        mem_kb: mem.max(0) as u64,
-        gpus: gpus.clamp(0, i64::from(u32::MAX)) as u32,
-        gpu_mem_kb: gpu_mem.max(0) as u64,
-    }
 }
 
 /// The frames running on `hosts` with their expected remaining time, per host.
@@ -117,7 +108,7 @@ pub(crate) fn running_on(
             (
                 r.get(0),
                 Running {
-                    amount: resources(r.get(1), r.get(2), r.get(3), r.get(4)),
+                    amount: resources_at(r, 1),
                     remaining_secs: remaining(estimate, r.get(5)),
                 },
             )
