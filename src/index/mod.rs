@@ -80,6 +80,9 @@ pub struct HostView<'a> {
     pub name: &'a str,
     /// `host.pk_alloc`.
     pub alloc: Uuid,
+    /// `alloc` as text (hyphenated, as `Uuid::to_string` writes it), rendered once per
+    /// allocation: use it for string-keyed lookups instead of formatting `alloc` per host.
+    pub alloc_key: &'a str,
     /// `host_stat.str_os`.
     pub os: &'a str,
     /// Thread mode.
@@ -156,6 +159,8 @@ struct Inner {
     hosts: DashMap<Uuid, Arc<Slot>>,
     /// The search views by tag (the key doubles as the interned tag).
     views: DashMap<Arc<str>, Arc<TagView>>,
+    /// Allocation ids as text, one copy per allocation (a farm has few; never pruned).
+    alloc_keys: DashMap<Uuid, Arc<str>>,
     /// Sequence of committed reservations, for refresh tickets.
     commit_seq: AtomicU64,
     /// Live uncommitted reservations (metrics).
@@ -217,6 +222,18 @@ impl Inner {
             Some(e) => Arc::clone(e.key()),
             None => Arc::from(tag),
         }
+    }
+
+    /// The shared text of an allocation id (see [`HostView::alloc_key`]).
+    fn alloc_key(&self, alloc: Uuid) -> Arc<str> {
+        if let Some(k) = self.alloc_keys.get(&alloc) {
+            return Arc::clone(k.value());
+        }
+        let key = self
+            .alloc_keys
+            .entry(alloc)
+            .or_insert_with(|| Arc::from(alloc.to_string()));
+        Arc::clone(key.value())
     }
 
     /// Moves a slot to the view position of its current free values.
@@ -383,6 +400,7 @@ impl HostIndex {
             r.id,
             &r.name,
             r.alloc,
+            self.inner.alloc_key(r.alloc),
             &r.os,
             r.thread_mode,
             tags,
@@ -531,6 +549,7 @@ impl HostIndex {
             id,
             name: &slot.name,
             alloc: slot.alloc,
+            alloc_key: &slot.alloc_key,
             os: &slot.os,
             thread_mode: slot.thread_mode,
             total: slot.total,

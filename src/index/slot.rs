@@ -55,6 +55,9 @@ pub(super) struct Slot {
     pub(super) name: Box<str>,
     /// `host.pk_alloc`.
     pub(super) alloc: Uuid,
+    /// `alloc` as text, shared by every host of the allocation: the key the caps ledger
+    /// uses, so a placement callback need not format the id for every candidate.
+    pub(super) alloc_key: Arc<str>,
     /// `host_stat.str_os`.
     pub(super) os: Box<str>,
     /// `host.int_thread_mode`.
@@ -82,6 +85,7 @@ impl Slot {
         id: Uuid,
         name: &str,
         alloc: Uuid,
+        alloc_key: Arc<str>,
         os: &str,
         thread_mode: ThreadMode,
         tags: Box<[Arc<str>]>,
@@ -93,6 +97,7 @@ impl Slot {
             id,
             name: name.into(),
             alloc,
+            alloc_key,
             os: os.into(),
             thread_mode,
             tags,

@@ -419,3 +419,24 @@ fn hosts_of_other_shares_are_used_when_none_of_ours_fits() {
         Uuid::from_u128(3)
     );
 }
+
+/// The allocation's text is what `Uuid::to_string` writes, and one copy serves every host of
+/// the allocation (no formatting per candidate).
+#[test]
+fn host_views_carry_the_allocation_as_shared_text() {
+    let index = HostIndex::with_salt(0);
+    load(
+        &index,
+        vec![rec(1, 8, 32, 0, &["a"]), rec(2, 8, 32, 0, &["a"])],
+    );
+    let t = tags(&["a"]);
+    let mut seen = Vec::new();
+    let none = index.place(&request(&t, 1), &Strategy::default(), |h| {
+        assert_eq!(h.alloc_key, h.alloc.to_string());
+        seen.push(h.alloc_key.as_ptr());
+        None
+    });
+    assert!(none.is_none());
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0], seen[1], "one shared copy");
+}
