@@ -60,6 +60,10 @@ pub(super) fn refused(
     let keys = Keys::of(placements, live);
     lock(tx, &keys)?;
     let mut rooms = read_rooms(tx, &keys)?;
+    let tight = tight_subs(&rooms, placements, live, inflight);
+    if !tight.is_empty() {
+        exact_subs(tx, &tight, &mut rooms)?;
+    }
     subtract_others(&mut rooms, placements, inflight);
     for &i in live {
         let p = &placements[i];
@@ -139,11 +143,19 @@ fn lock(tx: &mut Transaction<'_>, k: &Keys<'_>) -> Result<(), DbError> {
 /// a subscription that does not exist has room 0.
 fn read_rooms(tx: &mut Transaction<'_>, k: &Keys<'_>) -> Result<HashMap<String, Room>, DbError> {
     let rows = tx.query(
-        "SELECT 's/' || b.show || '/' || b.alloc, coalesce(s.int_burst, 0)::bigint, -1::bigint,
-                coalesce((SELECT sum(p.int_cores_reserved) FROM proc p JOIN host h ON h.pk_host = p.pk_host
-                           WHERE p.pk_show = b.show AND h.pk_alloc = b.alloc AND NOT p.b_local), 0)::bigint, 0::bigint
+        // A subscription's usage is first bounded by what is in use on its allocation's hosts
+        // (int_cores - int_cores_idle, which every writer keeps equal to the host's procs in
+        // the same transaction, and which the host guard trusts already): a few hundred host
+        // rows instead of every proc of the show. Where the bound leaves too little room the
+        // exact count follows ([`exact_subs`]).
+        "WITH used AS (
+            SELECT h.pk_alloc, sum(greatest(h.int_cores - h.int_cores_idle, 0))::bigint AS cores
+              FROM host h WHERE h.pk_alloc = ANY($2) GROUP BY h.pk_alloc)
+         SELECT 's/' || b.show || '/' || b.alloc, coalesce(s.int_burst, 0)::bigint, -1::bigint,
+                coalesce(u.cores, 0)::bigint, 0::bigint
            FROM unnest($1::text[], $2::text[]) AS b(show, alloc)
            LEFT JOIN subscription s ON s.pk_show = b.show AND s.pk_alloc = b.alloc
+           LEFT JOIN used u ON u.pk_alloc = b.alloc
          UNION ALL
          SELECT 'j/' || jr.pk_job, jr.int_max_cores::bigint, jr.int_max_gpus::bigint,
                 coalesce(sum(p.int_cores_reserved), 0)::bigint, coalesce(sum(p.int_gpus_reserved), 0)::bigint
@@ -152,11 +164,11 @@ fn read_rooms(tx: &mut Transaction<'_>, k: &Keys<'_>) -> Result<HashMap<String, 
           GROUP BY jr.pk_job, jr.int_max_cores, jr.int_max_gpus
          UNION ALL
          SELECT 'f/' || fr.pk_folder, fr.int_max_cores::bigint, fr.int_max_gpus::bigint,
-                coalesce((SELECT sum(p.int_cores_reserved) FROM proc p JOIN job j ON j.pk_job = p.pk_job
-                           WHERE j.pk_folder = fr.pk_folder), 0)::bigint,
-                coalesce((SELECT sum(p.int_gpus_reserved) FROM proc p JOIN job j ON j.pk_job = p.pk_job
-                           WHERE j.pk_folder = fr.pk_folder), 0)::bigint
+                coalesce(fu.cores, 0)::bigint, coalesce(fu.gpus, 0)::bigint
            FROM folder_resource fr
+           LEFT JOIN LATERAL (SELECT sum(p.int_cores_reserved) AS cores, sum(p.int_gpus_reserved) AS gpus
+                                FROM proc p JOIN job j ON j.pk_job = p.pk_job
+                               WHERE j.pk_folder = fr.pk_folder) fu ON true
           WHERE fr.pk_folder = ANY($4) AND (fr.int_max_cores > 0 OR fr.int_max_gpus > 0)",
         &[&k.sub_shows, &k.sub_allocs, &k.jobs, &k.folders],
     )?;
@@ -175,6 +187,66 @@ fn read_rooms(tx: &mut Transaction<'_>, k: &Keys<'_>) -> Result<HashMap<String, 
             (key, room)
         })
         .collect())
+}
+
+/// The subscriptions whose bounded room is less than what this instance wants under them
+/// (this batch and the other batches in flight): those need the exact count.
+fn tight_subs<'p>(
+    rooms: &HashMap<String, Room>,
+    placements: &'p [Placement],
+    live: &[usize],
+    inflight: &InFlight,
+) -> Vec<(&'p str, &'p str)> {
+    let mut own: HashMap<(&str, &str), i64> = HashMap::new();
+    for &i in live {
+        let p = &placements[i];
+        *own.entry((&p.show, &p.alloc)).or_default() += i64::from(p.amount.cores);
+    }
+    let mut tight: Vec<(&str, &str)> = own
+        .into_iter()
+        .filter(|((show, alloc), own)| {
+            let all = inflight
+                .subs
+                .get(&((*show).to_owned(), (*alloc).to_owned()))
+                .copied()
+                .unwrap_or(*own)
+                .max(*own);
+            let room = rooms
+                .get(&format!("s/{show}/{alloc}"))
+                .and_then(|r| r.cores);
+            room.is_some_and(|room| room < all)
+        })
+        .map(|(key, _)| key)
+        .collect();
+    tight.sort_unstable();
+    tight
+}
+
+/// Replaces the bounded room of `subs` by the exact one: the burst less what the show's
+/// committed procs on the allocation's hosts hold (local dispatch does not count).
+fn exact_subs(
+    tx: &mut Transaction<'_>,
+    subs: &[(&str, &str)],
+    rooms: &mut HashMap<String, Room>,
+) -> Result<(), DbError> {
+    let shows: Vec<&str> = subs.iter().map(|s| s.0).collect();
+    let allocs: Vec<&str> = subs.iter().map(|s| s.1).collect();
+    let rows = tx.query(
+        "SELECT b.show, b.alloc, coalesce(s.int_burst, 0)::bigint,
+                coalesce((SELECT sum(p.int_cores_reserved) FROM proc p JOIN host h ON h.pk_host = p.pk_host
+                           WHERE p.pk_show = b.show AND h.pk_alloc = b.alloc AND NOT p.b_local), 0)::bigint
+           FROM unnest($1::text[], $2::text[]) AS b(show, alloc)
+           LEFT JOIN subscription s ON s.pk_show = b.show AND s.pk_alloc = b.alloc",
+        &[&shows, &allocs],
+    )?;
+    for r in &rows {
+        let (show, alloc): (String, String) = (r.get(0), r.get(1));
+        let (burst, used): (i64, i64) = (r.get(2), r.get(3));
+        if let Some(room) = rooms.get_mut(&format!("s/{show}/{alloc}")) {
+            room.cores = Some(burst - used);
+        }
+    }
+    Ok(())
 }
 
 /// Leaves room for the other batches in flight under shared caps: what this instance has

@@ -727,3 +727,29 @@ fn a_sweep_queued_behind_a_launch_claim_leaves_the_row() {
         "only the unclaimed row is taken"
     );
 }
+
+/// The burst check first bounds a subscription's usage by what is busy on its allocation's
+/// hosts, whichever show it belongs to; where that bound leaves too little room it counts
+/// the show's own procs. Here another writer keeps one host busy: the bound (8 cores) says
+/// the 2-core burst is full, the exact count (0) says it is empty, and 2 frames book.
+#[test]
+fn a_burst_bound_by_other_shows_busy_hosts_falls_back_to_the_exact_count() {
+    let spec = small_farm(
+        2,
+        8,
+        32,
+        &[],
+        vec![job("j", vec![LayerSpec::simple("l", "1-6", "general")])],
+    );
+    let farm = Farm::new(&spec, |_| {});
+    farm.client()
+        .batch_execute(
+            "UPDATE subscription SET int_burst = 200;
+             UPDATE host SET int_cores_idle = 0
+              WHERE pk_host = (SELECT pk_host FROM host ORDER BY str_name LIMIT 1)",
+        )
+        .unwrap();
+    farm.refresh();
+    farm.pass_all();
+    assert_eq!(farm.frames_in("RUNNING"), 2);
+}
