@@ -50,4 +50,3 @@ impl Drop for Alive {
         self.0.store(false, Ordering::Release);
     }
 }
-

@@ -34,7 +34,7 @@ pub mod pipeline;
 pub mod reserve;
 pub mod rqd;
 pub mod service;
-pub mod status;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod status;
 mod worker;

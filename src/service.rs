@@ -25,9 +25,10 @@ use crate::{
     accounting,
     cluster::feed::{ClusterStatus, Feed, FeedContext},
     config::{Config, ConfigError},
-    db, http, lease, metrics,
-    pipeline::{self, Shared},
+    db,
     health::Health,
+    http, lease, metrics,
+    pipeline::{self, Shared},
     status::StatusHandle,
 };
 

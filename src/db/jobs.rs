@@ -44,7 +44,10 @@ pub struct SubscriptionRow {
 }
 
 /// Resolves a facility name to its key.
-pub(crate) fn facility_id(conn: &mut impl GenericClient, name: &str) -> Result<Option<String>, DbError> {
+pub(crate) fn facility_id(
+    conn: &mut impl GenericClient,
+    name: &str,
+) -> Result<Option<String>, DbError> {
     Ok(conn
         .query_opt(
             "SELECT pk_facility FROM facility WHERE str_name = $1",
