@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! config ─► cluster (feed + queue) ─► db::jobs (jobs, layers, frames)
-//!        ─► index + reserve (matching, atomic reservations), backfill (hosts reserved for
+//!        ─► index + sizing (matching, atomic earmarks), backfill (hosts reserved for
 //!           wide frames) ─► db::booking (guarded batches)
 //!        ─► rqd (launch over gRPC, compensation)
 //! accounting (caps, recompute thread, audit), lease (multi-instance ownership) and
@@ -31,10 +31,10 @@ pub mod metrics;
 pub mod model;
 pub mod pb;
 pub mod pipeline;
-pub mod reserve;
 pub mod rqd;
 pub mod service;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod sizing;
 pub mod status;
 mod worker;

@@ -1,9 +1,11 @@
 //! The host index: every eligible host with its free cores, memory, GPUs and GPU memory in
 //! one atomic word, sharded in a `DashMap`, with an ordered view per tag for candidate search.
 //!
-//! **Reservations.** Taking resources is a compare-and-swap that succeeds only when every
-//! dimension fits, so two threads can never both win a host's last cores. A [`Reservation`]
-//! is an RAII value: dropped without [`Reservation::commit`] it gives its resources back.
+//! **Earmarks.** Taking resources is a compare-and-swap that succeeds only when every
+//! dimension fits, so two threads can never both win a host's last cores. An [`Earmark`]
+//! (what a placement took in memory, until its batch commits) is an RAII value: dropped
+//! without [`Earmark::commit`] it gives its resources back. ("Reservation" is kept for the
+//! wide-frame host reservations of `backfill`; the sizing rules are in `sizing`.)
 //! There is no global lock on this path: the CAS is per host, and moving a host in the tag
 //! views takes that host's position lock and then each of its tags' view locks (always in
 //! that order), briefly.
@@ -113,7 +115,7 @@ pub(crate) struct Capable {
 pub struct Request<'a> {
     /// Tags to search (any of them), in order of preference.
     pub tags: &'a [String],
-    /// The least any host could be asked for (the crate's `reserve::floor`).
+    /// The least any host could be asked for (the crate's `sizing::floor`).
     pub floor: Resources,
     /// Required OS; `None` accepts any.
     pub os: Option<&'a str>,
@@ -174,7 +176,7 @@ struct Inner {
 /// The sharded concurrent host index.
 #[derive(Default)]
 pub struct HostIndex {
-    /// Shared with every [`Reservation`], which gives back into it on drop.
+    /// Shared with every [`Earmark`], which gives back into it on drop.
     inner: Arc<Inner>,
 }
 
@@ -271,10 +273,10 @@ impl Inner {
     }
 }
 
-/// A reservation of resources on one host. Dropped without [`Reservation::commit`], it gives
-/// them back.
-#[must_use = "dropping a reservation releases it"]
-pub struct Reservation {
+/// Resources earmarked on one host for a placement until its batch commits. Dropped without
+/// [`Earmark::commit`], it gives them back.
+#[must_use = "dropping an earmark releases it"]
+pub struct Earmark {
     /// The index it is counted in.
     inner: Arc<Inner>,
     /// The host; kept alive even if the host leaves the index meanwhile.
@@ -285,7 +287,7 @@ pub struct Reservation {
     done: bool,
 }
 
-impl Reservation {
+impl Earmark {
     /// The host.
     pub(crate) fn host_id(&self) -> Uuid {
         self.slot.id
@@ -316,7 +318,7 @@ impl Reservation {
     }
 }
 
-impl Drop for Reservation {
+impl Drop for Earmark {
     fn drop(&mut self) {
         if !self.done {
             self.slot.give_back(&self.amount);
@@ -439,20 +441,20 @@ impl HostIndex {
     }
 
     /// Reserves `amount` on one host, if it fits.
-    pub fn reserve_on(&self, id: &Uuid, amount: Resources) -> Option<Reservation> {
+    pub fn reserve_on(&self, id: &Uuid, amount: Resources) -> Option<Earmark> {
         let slot = self.inner.hosts.get(id).map(|e| Arc::clone(e.value()))?;
         self.take(slot, amount)
     }
 
     /// The reserve step: one CAS on the slot's free word, then the view moves to the new
     /// free values. `None` when another thread took the room first.
-    fn take(&self, slot: Arc<Slot>, amount: Resources) -> Option<Reservation> {
+    fn take(&self, slot: Arc<Slot>, amount: Resources) -> Option<Earmark> {
         if !slot.try_take(&amount) {
             return None;
         }
         self.inner.live.fetch_add(1, Ordering::AcqRel);
         self.inner.reposition(&slot);
-        Some(Reservation {
+        Some(Earmark {
             inner: Arc::clone(&self.inner),
             slot,
             amount,
@@ -471,7 +473,7 @@ impl HostIndex {
         request: &Request<'_>,
         strategy: &Strategy,
         mut size: impl FnMut(&HostView<'_>) -> Option<Resources>,
-    ) -> Option<Reservation> {
+    ) -> Option<Earmark> {
         let mut search = Search::new(request, strategy);
         for tag in request.tags {
             let Some(view) = self.inner.existing_view(tag) else {
@@ -495,7 +497,7 @@ impl HostIndex {
         view: &TagView,
         search: &mut Search<'_, '_>,
         size: &mut impl FnMut(&HostView<'_>) -> Option<Resources>,
-    ) -> Option<Reservation> {
+    ) -> Option<Earmark> {
         let floor_cores = search.request.floor.cores;
         let mut examined = 0;
         let mut cursor: Option<Key> = None;
@@ -570,7 +572,7 @@ impl HostIndex {
     /// Reserves on the best gathered candidate that still fits: ours first, then other
     /// instances' shares, then GPU hosts for non-GPU work, each tier by score (stable, so
     /// saturation keeps the order the hosts were found in).
-    fn take_best(&self, search: Search<'_, '_>) -> Option<Reservation> {
+    fn take_best(&self, search: Search<'_, '_>) -> Option<Earmark> {
         let Search {
             scored,
             mut ours,

@@ -312,13 +312,7 @@ fn records_after(base: &[HostRecord], booked: &[u32; 4]) -> Vec<HostRecord> {
 }
 
 /// Applies one [`Op`] of one thread; `held` are that thread's live reservations.
-fn apply(
-    op: Op,
-    index: &HostIndex,
-    base: &[HostRecord],
-    booked: &Booked,
-    held: &mut Vec<Reservation>,
-) {
+fn apply(op: Op, index: &HostIndex, base: &[HostRecord], booked: &Booked, held: &mut Vec<Earmark>) {
     match op {
         Op::Reserve(h, c) => {
             let id = Uuid::from_u128(u128::from(h));

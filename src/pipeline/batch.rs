@@ -2,7 +2,7 @@
 //! through [`db::booking::book_batch`], and what follows each frame's result — the launch
 //! of a booked one, the give-back of one that lost a guard.
 //!
-//! Every planned frame holds its host reservation and its cap charge as RAII values: a batch
+//! Every planned frame holds its host earmark and its cap charge as RAII values: a batch
 //! dropped on an error gives both back, so nothing leaks.
 
 use std::{sync::atomic::Ordering, time::Instant};
@@ -19,7 +19,7 @@ use crate::{
         booking::{BatchOutcome, BookOptions, Fence, GuardLoss, Placement},
         caps::InFlight,
     },
-    index::Reservation,
+    index::Earmark,
     metrics,
     rqd::FrameLaunch,
 };
@@ -27,7 +27,7 @@ use crate::{
 /// A frame placed and charged, waiting for its batch to commit.
 pub(super) struct Planned {
     pub(super) placement: Placement,
-    pub(super) reservation: Reservation,
+    pub(super) earmark: Earmark,
     pub(super) ticket: Ticket,
     pub(super) charge: Charge,
     pub(super) launch: Option<FrameLaunch>,
@@ -54,7 +54,7 @@ pub(super) struct Committer<'a> {
 
 impl Committer<'_> {
     /// Commits `batch`; returns each frame's layer and result, in order. On an error every
-    /// reservation and charge of the batch is given back (unless the outcome is unknown and
+    /// earmark and charge of the batch is given back (unless the outcome is unknown and
     /// the database gone at shutdown: then they are kept, as over-counting is safe).
     pub(super) fn commit(
         &self,
@@ -80,7 +80,7 @@ impl Committer<'_> {
             }
             Err(e) => {
                 metrics::BATCHES.with_label_values(&["error"]).inc();
-                return Err(e); // `batch` drops here: every reservation and charge is released.
+                return Err(e); // `batch` drops here: every earmark and charge is released.
             }
         };
         metrics::BATCH_SECONDS.observe(started.elapsed().as_secs_f64());
@@ -150,14 +150,14 @@ impl Committer<'_> {
     fn booked(&self, planned: Planned, version: i32) {
         let Planned {
             placement,
-            reservation,
+            earmark,
             ticket,
             charge,
             launch,
             waited_secs,
             show_name,
         } = planned;
-        reservation.commit();
+        earmark.commit();
         ticket.commit();
         if placement.holds_reservation {
             self.shared.holds.fulfilled(&placement.frame);
@@ -186,7 +186,7 @@ impl Committer<'_> {
         }
     }
 
-    /// A frame that lost a guard (its reservation and charge are given back as it drops):
+    /// A frame that lost a guard (its earmark and charge are given back as it drops):
     /// counts it, asks for what the loss says is stale, and names why its layer waits.
     fn lost(&self, loss: GuardLoss) -> Option<Reason> {
         metrics::GUARD_LOSSES
@@ -198,7 +198,7 @@ impl Committer<'_> {
                 self.shared.refresh_hosts.store(true, Ordering::Release);
                 None
             }
-            // A reservation this instance did not know yet: re-read them.
+            // A wide-frame reservation this instance did not know yet: re-read them.
             GuardLoss::Reserved => {
                 self.shared.refresh_hosts.store(true, Ordering::Release);
                 Some(Reason::Reserved)
@@ -222,7 +222,7 @@ impl Committer<'_> {
 /// at shutdown (over-counting is safe; the re-sync corrects it).
 fn keep_all(batch: Vec<Planned>) {
     for planned in batch {
-        planned.reservation.commit();
+        planned.earmark.commit();
         planned.ticket.commit();
     }
 }

@@ -1,9 +1,9 @@
 //! One cluster pass: select pending jobs, their layers and WAITING frames; place each frame on
-//! a host through the index (atomic reservation) and the ledger (atomic cap charge); commit
+//! a host through the index (atomic earmark) and the ledger (atomic cap charge); commit
 //! the placements in guarded batches ([`super::batch`]); hand the committed frames to the
 //! launchers.
 //!
-//! Every path that does not commit gives its reservation and its charge back (both are RAII
+//! Every path that does not commit gives its earmark and its charge back (both are RAII
 //! values dropped on the way out), so nothing leaks on an error, a lost guard or a panic.
 
 use std::{
@@ -33,10 +33,10 @@ use crate::{
         jobs::{FrameWork, LayerWork, PendingJob},
     },
     frameset::FrameSet,
-    index::{HostView, Request, Reservation},
+    index::{Earmark, HostView, Request},
     metrics,
     model::Resources,
-    reserve::{self, HostShape, LayerShape, Rules},
+    sizing::{self, HostShape, LayerShape, Rules},
 };
 
 /// Runs one pass over `cluster`.
@@ -273,7 +273,7 @@ impl LayerPlan<'_> {
         let os = self.job.os.trim();
         Request {
             tags: &self.tags,
-            floor: reserve::floor(&self.shape),
+            floor: sizing::floor(&self.shape),
             os: if os.is_empty() { None } else { Some(os) },
             threadable: self.shape.threadable,
             share: self.share,
@@ -416,12 +416,12 @@ impl Matcher<'_> {
     fn layer(&mut self, plan: &LayerPlan<'_>) -> Result<Option<Stop>, db::DbError> {
         let request = plan.request();
         for frame in &plan.layer.frames {
-            let reservation = match self.place(plan, &request, frame) {
+            let earmark = match self.place(plan, &request, frame) {
                 Ok(r) => r,
                 Err(veto) => return self.no_host(plan, &request, frame, veto).map(Some),
             };
-            // A refused charge drops the reservation with it.
-            let (ticket, charge) = match self.charge(plan, frame, &reservation) {
+            // A refused charge drops the earmark with it.
+            let (ticket, charge) = match self.charge(plan, frame, &earmark) {
                 Ok(charged) => charged,
                 Err(Cap::Subscription) => continue,
                 Err(_) => return Ok(Some(Stop::JobCapped)),
@@ -429,7 +429,7 @@ impl Matcher<'_> {
             metrics::CHECKOUT_OUTCOME
                 .with_label_values(&["booked"])
                 .inc();
-            if !self.plan_frame(plan, frame, reservation, ticket, charge) {
+            if !self.plan_frame(plan, frame, earmark, ticket, charge) {
                 // A frame we cannot describe to RQD is not booked; it stays WAITING.
                 continue;
             }
@@ -447,7 +447,7 @@ impl Matcher<'_> {
         plan: &LayerPlan<'_>,
         request: &Request<'_>,
         frame: &FrameWork,
-    ) -> Result<Reservation, Option<Reason>> {
+    ) -> Result<Earmark, Option<Reason>> {
         let job_remaining = self
             .shared
             .ledger
@@ -497,8 +497,8 @@ impl Matcher<'_> {
             free: host.free,
         };
         let amount =
-            reserve::amount_for(&plan.shape, &on, job_remaining, &plan.rules).map_err(|_| None)?;
-        if !reserve::leaves_gpu_room(&host.free, &amount, &plan.gpu_room) {
+            sizing::amount_for(&plan.shape, &on, job_remaining, &plan.rules).map_err(|_| None)?;
+        if !sizing::leaves_gpu_room(&host.free, &amount, &plan.gpu_room) {
             return Err(None);
         }
         if let Some(hold) = self.holds.on_host(&host.id) {
@@ -571,12 +571,12 @@ impl Matcher<'_> {
         &mut self,
         plan: &LayerPlan<'_>,
         frame: &FrameWork,
-        reservation: &Reservation,
+        earmark: &Earmark,
     ) -> Result<(Ticket, Charge), Cap> {
-        let amount = reservation.amount();
+        let amount = earmark.amount();
         let charge = Charge {
             show: plan.job.show.clone(),
-            alloc: reservation.alloc().to_string(),
+            alloc: earmark.alloc().to_string(),
             folder: plan.job.folder.clone(),
             job: plan.job.id.clone(),
             cores: i64::from(amount.cores),
@@ -595,7 +595,7 @@ impl Matcher<'_> {
                     rejection.limit
                 );
                 if rejection.cap == Cap::Subscription {
-                    self.full_allocs.insert(reservation.alloc());
+                    self.full_allocs.insert(earmark.alloc());
                 }
                 Err(rejection.cap)
             }
@@ -608,12 +608,12 @@ impl Matcher<'_> {
         &mut self,
         plan: &LayerPlan<'_>,
         frame: &FrameWork,
-        reservation: Reservation,
+        earmark: Earmark,
         ticket: Ticket,
         charge: Charge,
     ) -> bool {
         let (job, layer) = (plan.job, plan.layer);
-        let amount = reservation.amount();
+        let amount = earmark.amount();
         let proc = Uuid::new_v4().to_string();
         let launch = plan.frame_set.as_ref().and_then(|frames| {
             LayerLaunch {
@@ -635,9 +635,9 @@ impl Matcher<'_> {
             job: job.id.clone(),
             show: job.show.clone(),
             folder: job.folder.clone(),
-            host: reservation.host_id().to_string(),
-            host_name: reservation.host_name().to_owned(),
-            alloc: reservation.alloc().to_string(),
+            host: earmark.host_id().to_string(),
+            host_name: earmark.host_name().to_owned(),
+            alloc: earmark.alloc().to_string(),
             proc,
             amount,
             limits: layer.limits.clone(),
@@ -646,7 +646,7 @@ impl Matcher<'_> {
         };
         self.batch.push(Planned {
             placement,
-            reservation,
+            earmark,
             ticket,
             charge,
             launch,

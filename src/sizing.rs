@@ -1,4 +1,4 @@
-//! The core, memory and GPU reservation rules: how much of a host one frame takes.
+//! The core, memory and GPU sizing rules: how much of a host one frame takes.
 //!
 //! One pure function, [`amount_for`], in database units (centicores, KB). The rules are
 //! OpenCue's (inventory §4.5) with three fixes: a negative `int_cores_min` ("all but N cores")
