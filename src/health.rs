@@ -32,7 +32,7 @@ impl Health {
     }
 
     /// Names of registered threads that are no longer running.
-    pub fn dead_threads(&self) -> Vec<String> {
+    pub(crate) fn dead_threads(&self) -> Vec<String> {
         self.threads
             .lock()
             .iter()

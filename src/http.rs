@@ -362,7 +362,7 @@ fn update_gauges(status: &StatusHandle) {
 }
 
 /// The `/status` document.
-pub fn status_json(status: &StatusHandle) -> Value {
+pub(crate) fn status_json(status: &StatusHandle) -> Value {
     let shared = &status.shared;
     let config = shared.config.load();
     let totals = shared.index.totals();

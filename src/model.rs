@@ -41,7 +41,7 @@ impl Resources {
     }
 
     /// `self - other`, or `None` when any dimension would go negative.
-    pub fn checked_sub(&self, other: &Resources) -> Option<Resources> {
+    pub(crate) fn checked_sub(&self, other: &Resources) -> Option<Resources> {
         Some(Resources {
             cores: self.cores.checked_sub(other.cores)?,
             mem_kb: self.mem_kb.checked_sub(other.mem_kb)?,
@@ -61,7 +61,7 @@ impl Resources {
     }
 
     /// `self + other`, saturating at each type's maximum.
-    pub fn saturating_add(&self, other: &Resources) -> Resources {
+    pub(crate) fn saturating_add(&self, other: &Resources) -> Resources {
         Resources {
             cores: self.cores.saturating_add(other.cores),
             mem_kb: self.mem_kb.saturating_add(other.mem_kb),
@@ -165,7 +165,7 @@ impl TagType {
 
 /// Splits a `|`-separated tag string (`layer.str_tags`), tolerating whitespace around and
 /// inside names the way OpenCue's SQL does (`REPLACE(str_tags, ' ', '')`), dropping empties.
-pub fn split_tags(tags: &str) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn split_tags(tags: &str) -> impl Iterator<Item = String> + '_ {
     tags.split('|')
         .map(|t| t.chars().filter(|c| !c.is_whitespace()).collect::<String>())
         .filter(|t| !t.is_empty())

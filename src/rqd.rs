@@ -77,7 +77,7 @@ impl RqdError {
 
     /// True for the codes OpenCue retries once (after dropping the cached channel):
     /// unavailable, deadline exceeded, aborted, internal, unknown, unauthenticated, permission.
-    pub fn retryable(&self) -> bool {
+    pub(crate) fn retryable(&self) -> bool {
         match self {
             RqdError::Unavailable { .. } | RqdError::Timeout { .. } => true,
             RqdError::Rejected { code, .. } => [
@@ -261,7 +261,7 @@ pub struct FrameLaunch {
 }
 
 /// Builds the `RunFrame` RQD receives. `soft` and `hard` are the memory-limit multipliers.
-pub fn run_frame(f: &FrameLaunch, soft: f64, hard: f64, now_ms: i64) -> RunFrame {
+pub(crate) fn run_frame(f: &FrameLaunch, soft: f64, hard: f64, now_ms: i64) -> RunFrame {
     let mut rf = RunFrame::new();
     rf.resource_id = f.proc.clone();
     rf.job_id = f.job_id.clone();
@@ -293,7 +293,7 @@ pub fn run_frame(f: &FrameLaunch, soft: f64, hard: f64, now_ms: i64) -> RunFrame
 
 /// The command with OpenCue's tokens replaced, in OpenCue's order (`#FRAME#` last, so it does
 /// not clobber the longer `#FRAME_*#` tokens).
-pub fn replace_tokens(f: &FrameLaunch) -> String {
+pub(crate) fn replace_tokens(f: &FrameLaunch) -> String {
     f.command
         .replace("#ZFRAME#", &format!("{:04}", f.frame_number))
         .replace("#IFRAME#", &f.frame_number.to_string())

@@ -36,7 +36,7 @@ impl LeaseBoard {
     }
 
     /// Publishes this instance's place among the live ones: `(n, k)`, k of n.
-    pub fn publish_host_share(&self, share: Option<(u32, u32)>) {
+    pub(crate) fn publish_host_share(&self, share: Option<(u32, u32)>) {
         *self.host_share.lock() = share;
     }
 }
@@ -57,7 +57,7 @@ impl LeaseView {
     }
 
     /// `(n, k)`: this instance is k of n live instances; the host index prefers share k.
-    pub fn host_share(&self) -> Option<(u32, u32)> {
+    pub(crate) fn host_share(&self) -> Option<(u32, u32)> {
         *self.0.host_share.lock()
     }
 }

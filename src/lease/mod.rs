@@ -128,7 +128,7 @@ impl Leases {
 
     /// True when this instance may book `show` now: the same rule each pass applies to the
     /// fence it captures ([`Fence::for_pass`]).
-    pub fn may_book(&self, show: &str) -> bool {
+    pub(crate) fn may_book(&self, show: &str) -> bool {
         let resyncs = self.ledger.resyncs();
         self.held
             .lock()
@@ -145,7 +145,7 @@ impl Leases {
     }
 
     /// Peers seen at the last round, for `/status`.
-    pub fn peers(&self) -> Vec<Peer> {
+    pub(crate) fn peers(&self) -> Vec<Peer> {
         self.peers.lock().clone()
     }
 
@@ -445,7 +445,7 @@ impl Leases {
     }
 
     /// Hands every show over at once (shutdown) and leaves the registry.
-    pub fn release_all(&self) {
+    pub(crate) fn release_all(&self) {
         self.released.store(true, Ordering::Release);
         let cfg = self.config.load();
         match db::connect(&cfg.database) {

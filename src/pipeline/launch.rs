@@ -47,7 +47,7 @@ use crate::{
 };
 
 /// What a layer's frames share in the `RunFrame` RQD receives.
-pub struct LayerLaunch<'a> {
+pub(crate) struct LayerLaunch<'a> {
     /// The job.
     pub job: &'a PendingJob,
     /// The layer.
@@ -63,7 +63,7 @@ pub struct LayerLaunch<'a> {
 impl LayerLaunch<'_> {
     /// The launch of `frame`'s chunk as proc `proc`, or `None`
     /// (logged and counted) when the chunk cannot be built from the layer's range.
-    pub fn describe(
+    pub(crate) fn describe(
         &self,
         frame: &FrameWork,
         proc: &str,

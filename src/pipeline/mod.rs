@@ -95,12 +95,12 @@ impl Shared {
     }
 
     /// Records that free capacity grew (a release, a refresh that found more idle).
-    pub fn capacity_freed(&self) {
+    pub(crate) fn capacity_freed(&self) {
         self.capacity_gen.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Claims a job for this pass; `None` when another booking thread has it.
-    pub fn claim_job(&self, job: &str) -> Option<JobClaim<'_>> {
+    pub(crate) fn claim_job(&self, job: &str) -> Option<JobClaim<'_>> {
         self.busy_jobs.insert(job.to_owned()).then(|| JobClaim {
             shared: self,
             job: job.to_owned(),
@@ -108,7 +108,7 @@ impl Shared {
     }
 
     /// True once shutdown began and its grace period is over.
-    pub fn past_grace(&self) -> bool {
+    pub(crate) fn past_grace(&self) -> bool {
         self.grace_deadline
             .lock()
             .map(|d| Instant::now() >= d)
@@ -117,7 +117,7 @@ impl Shared {
 }
 
 /// A job claimed by one booking thread; released on drop.
-pub struct JobClaim<'a> {
+pub(crate) struct JobClaim<'a> {
     shared: &'a Shared,
     job: String,
 }

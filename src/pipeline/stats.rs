@@ -77,7 +77,7 @@ impl DispatchStats {
     }
 
     /// Records a failed launch.
-    pub fn launch_failed(&self) {
+    pub(crate) fn launch_failed(&self) {
         self.launch_failures.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -91,7 +91,7 @@ impl DispatchStats {
     }
 
     /// Frames booked per second for the last `seconds` complete seconds, oldest first.
-    pub fn per_second(&self, seconds: usize) -> Vec<u32> {
+    pub(crate) fn per_second(&self, seconds: usize) -> Vec<u32> {
         let seconds = seconds.min(WINDOW - 1);
         let mut h = self.history.lock();
         h.advance(unix_now());
@@ -111,7 +111,7 @@ impl DispatchStats {
     }
 
     /// Seconds since start.
-    pub fn uptime_secs(&self) -> u64 {
+    pub(crate) fn uptime_secs(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
 }

@@ -17,7 +17,7 @@ use dashmap::DashMap;
 use serde::Serialize;
 
 /// An entry not refreshed for this long no longer counts.
-pub const STALE_AFTER: Duration = Duration::from_secs(120);
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(120);
 
 /// Why a layer's frames are not booked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -81,7 +81,7 @@ pub struct WaitingReasons {
 
 impl WaitingReasons {
     /// Records that `frames` WAITING frames of `layer` were left for `reason`.
-    pub fn record(&self, layer: &str, reason: Reason, frames: i64) {
+    pub(crate) fn record(&self, layer: &str, reason: Reason, frames: i64) {
         if frames <= 0 {
             self.layers.remove(layer);
             return;
@@ -97,12 +97,12 @@ impl WaitingReasons {
     }
 
     /// Records that a pass booked everything it could see of `layer`.
-    pub fn clear(&self, layer: &str) {
+    pub(crate) fn clear(&self, layer: &str) {
         self.layers.remove(layer);
     }
 
     /// Sets the WAITING frames of this instance's shows held back by start-after times.
-    pub fn set_start_after(&self, frames: i64) {
+    pub(crate) fn set_start_after(&self, frames: i64) {
         self.start_after.store(frames, Ordering::Relaxed);
     }
 

@@ -16,7 +16,7 @@ use crate::{
 };
 
 /// The frame asking for a reservation.
-pub struct WideFrame<'a> {
+pub(crate) struct WideFrame<'a> {
     /// `frame.pk_frame`.
     pub frame: &'a str,
     /// `frame.str_name`, for the log.
@@ -32,7 +32,7 @@ pub struct WideFrame<'a> {
 /// Reserves a host for `wide` (whose host search `request` just found nothing) when the
 /// policy allows: reservations on, waited long enough, not already holding one, under this
 /// instance's reservation budget, and room is really what it lacks. Returns the reservation.
-pub fn reserve(
+pub(crate) fn reserve(
     shared: &Shared,
     conn: &mut db::Conn,
     config: &Config,
