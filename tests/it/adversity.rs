@@ -529,35 +529,8 @@ fn a_booking_its_dead_instance_never_launched_is_undone_by_the_next_holder() {
     .unwrap();
     let farm = launching(2, &rqd);
     let show = farm.seeded.shows[0].clone();
-    let (dead, me) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-    let mut client = farm.client();
-    client
-        .execute(
-            "INSERT INTO stagehand.instance (pk_instance, str_name, str_host, int_pid, ts_heartbeat)
-             VALUES ($1, 'dead', 'h', 1, now() - interval '1 hour'), ($2, 'me', 'h', 2, now())",
-            &[&dead, &me],
-        )
-        .unwrap();
-    let placements = placements_for_all_frames(&mut client, &show);
-    let options = BookOptions {
-        record_launches: Some(Some(dead)),
-        ..options()
-    };
-    let booked = book_batch(
-        &mut client,
-        &placements,
-        &options,
-        None,
-        &Default::default(),
-    )
-    .unwrap();
-    assert_eq!(booked.booked(), 2);
-    client
-        .execute(
-            "UPDATE stagehand.pending_launch SET ts_booked = now() - interval '1 minute'",
-            &[],
-        )
-        .unwrap();
+    let (dead, me) = instances(&farm);
+    book_pending(&farm, dead);
     // This instance holds the show now; its launcher sweeps for orphans when idle.
     farm.lease.publish_fence(Fence {
         instance: me,
