@@ -21,7 +21,11 @@
 //! looks the same and wakes up with the same bookings in its queue. So a launcher claims a
 //! booking's row right before calling RQD, and a sweeper takes only rows with no recent
 //! claim (V004); whichever comes second sees the other's mark and backs off, so a frame the
-//! sweeper undid is never launched by the instance that woke up.
+//! sweeper undid is not launched by the instance that woke up. A claim is trusted for
+//! [`CLAIM_BUDGET`] by this process's monotonic clock (which counts a freeze) and sweepers
+//! wait that plus the RQD timeout; what is left is a freeze in the few instructions between
+//! the budget check and the request leaving the socket — RQD takes no fencing token, so no
+//! scheduler can close that window entirely.
 
 use std::{
     sync::Arc,
