@@ -33,7 +33,12 @@ use super::{
     caps::InFlight,
     host_guard::{self, HostColumns, amounts},
 };
+
+mod guards;
+
 use crate::model::Resources;
+pub(crate) use guards::lock_stat_rows;
+use guards::{guard_caps, guard_fence, guard_limits, guard_managed, lock_batch_stats};
 
 /// Exit statuses that do not count as a retry when a frame is booked again (Cuebot's list:
 /// skip-retry, failed launch, 299 launch compensation, 301/302 kill codes, 399, never run).
@@ -293,109 +298,6 @@ impl<'p> Batch<'p> {
     }
 }
 
-/// Step 0a, managed: a show handed back to Cuebot is Cuebot's from that commit on. Its row
-/// is locked FOR SHARE, so the flip waits for this batch (or this batch sees the flip) and
-/// the two never both book; first, because nothing else of a show that is not ours matters.
-fn guard_managed(tx: &mut Transaction<'_>, batch: &mut Batch<'_>) -> Result<(), DbError> {
-    let unmanaged = unmanaged_shows(tx, batch.placements)?;
-    batch.mark(|p| unmanaged.contains(&p.show), GuardLoss::Unmanaged);
-    Ok(())
-}
-
-/// Step 0b, fence: every show of the batch must still be ours at the planned epoch, or a
-/// takeover by another instance would book beside us on counters that miss our bookings.
-/// The lease rows are locked FOR SHARE, which keeps a takeover from committing between this
-/// check and our commit; taken right after the show rows, before any row a booking changes.
-fn guard_fence(
-    tx: &mut Transaction<'_>,
-    batch: &mut Batch<'_>,
-    fence: &Fence,
-) -> Result<(), DbError> {
-    let lost = fenced_out_shows(tx, batch.placements, fence)?;
-    batch.mark(|p| lost.contains(&p.show), GuardLoss::Fence);
-    Ok(())
-}
-
-/// Step 1: the `layer_stat` and `job_stat` rows the frame trigger of step 3 will update,
-/// locked in key order before it runs, so two batches (or Cuebot) touching the same layers
-/// cannot deadlock in the trigger. Stats before hosts is also the order of Cuebot's own
-/// booking and completion; and the `job_stat` lock serializes the bookings of one job, which
-/// the job cap of step 2b relies on.
-fn lock_batch_stats(tx: &mut Transaction<'_>, batch: &Batch<'_>) -> Result<(), DbError> {
-    if batch.live().is_empty() {
-        return Ok(());
-    }
-    let layers = batch.live_keys(|p| &p.layer);
-    let jobs = batch.live_keys(|p| &p.job);
-    lock_stat_rows(tx, &layers, &jobs)
-}
-
-/// Step 2, layer limits: every limit of a frame must have room against the live running
-/// counts, or a limit shared with other layers (a license count) is exceeded. The limit rows
-/// are locked after the stats and counted after the lock ([`limit_room`]); rooms are consumed
-/// in batch order ([`take_limit_room`]).
-fn guard_limits(tx: &mut Transaction<'_>, batch: &mut Batch<'_>) -> Result<(), DbError> {
-    let idx = batch.live();
-    let placements = batch.placements;
-    let ids: BTreeSet<&str> = idx
-        .iter()
-        .flat_map(|&i| placements[i].limits.iter().map(String::as_str))
-        .collect();
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<&str> = ids.into_iter().collect();
-    let mut room = limit_room(tx, &ids)?;
-    for i in take_limit_room(&mut room, placements, &idx) {
-        batch.drop_out(i, GuardLoss::Limit);
-    }
-    Ok(())
-}
-
-/// The placements of `idx` (in order) that do not fit the limit rooms left by those before
-/// them; each that fits takes one from every room of its limits. A limit without a row has
-/// no room entry and never refuses (Cuebot books such frames too).
-fn take_limit_room(
-    room: &mut HashMap<String, i64>,
-    placements: &[Placement],
-    idx: &[usize],
-) -> Vec<usize> {
-    let mut refused = Vec::new();
-    for &i in idx {
-        let p = &placements[i];
-        let fits = p
-            .limits
-            .iter()
-            .all(|l| room.get(l).copied().unwrap_or(1) > 0);
-        if fits {
-            for l in &p.limits {
-                if let Some(r) = room.get_mut(l) {
-                    *r -= 1;
-                }
-            }
-        } else {
-            refused.push(i);
-        }
-    }
-    refused
-}
-
-/// Step 2b, caps: subscription bursts and job and folder maxima as the database has them
-/// now, so a cap an operator just lowered binds before the counters re-read it. The cap rows
-/// come after the limit rows and before frames and hosts, the order the recompute locks them
-/// in too ([`super::caps`]).
-fn guard_caps(
-    tx: &mut Transaction<'_>,
-    batch: &mut Batch<'_>,
-    inflight: &InFlight,
-) -> Result<(), DbError> {
-    let idx = batch.live();
-    for i in super::caps::refused(tx, batch.placements, &idx, inflight)? {
-        batch.drop_out(i, GuardLoss::Cap);
-    }
-    Ok(())
-}
-
 /// Step 3a: a cheap, unlocked look at the hosts. A host another writer has filled (or that
 /// a reservation now refuses) would otherwise cost a frame update, and its triggers, that
 /// step 3 then rolls back. Unlocked because it only saves work: step 3 re-checks under the
@@ -615,51 +517,6 @@ pub fn committed(client: &mut Client, procs: &[&str]) -> Result<bool, DbError> {
     Ok(found > 0)
 }
 
-/// Room left under each limit of `ids`, with the limit rows locked until commit.
-///
-/// Lock first, then count in a new statement: in READ COMMITTED a count in the locking
-/// statement (a subquery in its select list) is evaluated on that statement's snapshot, taken
-/// before the lock wait, so batches queued behind one another would all count the running
-/// frames as they were before the first of them committed.
-fn limit_room(tx: &mut Transaction<'_>, ids: &[&str]) -> Result<HashMap<String, i64>, DbError> {
-    tx.execute(
-        "SELECT 1 FROM limit_record WHERE pk_limit_record = ANY($1)
-          ORDER BY pk_limit_record FOR UPDATE",
-        &[&ids],
-    )?;
-    let rows = tx.query(
-        "SELECT lr.pk_limit_record::text, coalesce(lr.int_max_value, 0)::bigint,
-                coalesce((SELECT sum(ls.int_running_count) FROM layer_limit ll
-                           JOIN layer_stat ls ON ls.pk_layer = ll.pk_layer
-                          WHERE ll.pk_limit_record = lr.pk_limit_record), 0)::bigint
-           FROM limit_record lr WHERE lr.pk_limit_record = ANY($1)",
-        &[&ids],
-    )?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get::<_, i64>(1) - r.get::<_, i64>(2)))
-        .collect())
-}
-
-/// Locks the `layer_stat` and `job_stat` rows Cuebot's frame trigger will update, in key
-/// order, before any frame changes state. Every writer of frame states that shares hosts with
-/// stagehand should take them this way (stats, then hosts) so none of them can deadlock.
-pub(crate) fn lock_stat_rows<C: postgres::GenericClient>(
-    tx: &mut C,
-    layers: &[&str],
-    jobs: &[&str],
-) -> Result<(), DbError> {
-    tx.execute(
-        "SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer FOR UPDATE",
-        &[&layers],
-    )?;
-    tx.execute(
-        "SELECT 1 FROM job_stat WHERE pk_job = ANY($1) ORDER BY pk_job FOR UPDATE",
-        &[&jobs],
-    )?;
-    Ok(())
-}
-
 /// Moves the frames of `idx` from WAITING to RUNNING under the version guard; returns the new
 /// version of each frame that moved.
 fn start_frames(
@@ -699,63 +556,12 @@ fn start_frames(
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// The shows of the batch no longer managed by stagehand, their rows locked FOR
-/// SHARE so a flip waits for this transaction.
-fn unmanaged_shows(
-    tx: &mut Transaction<'_>,
-    placements: &[Placement],
-) -> Result<BTreeSet<String>, DbError> {
-    let shows = batch_shows(placements);
-    let managed: BTreeSet<String> = tx
-        .query(
-            "SELECT pk_show FROM show WHERE pk_show = ANY($1) AND b_scheduler_managed
-              ORDER BY pk_show FOR SHARE",
-            &[&shows],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    Ok(shows
-        .into_iter()
-        .filter(|s| !managed.contains(*s))
-        .map(str::to_owned)
-        .collect())
-}
-
-/// The shows whose lease is not held by `fence.instance` at the planned epoch.
-fn fenced_out_shows(
-    tx: &mut Transaction<'_>,
-    placements: &[Placement],
-    fence: &Fence,
-) -> Result<BTreeSet<String>, DbError> {
-    let shows = batch_shows(placements);
-    let mut held: HashMap<String, i64> = HashMap::new();
-    for r in tx.query(
-        "SELECT l.pk_show, l.int_epoch FROM stagehand.show_lease l
-           JOIN stagehand.instance i ON i.pk_instance = l.pk_instance
-          WHERE l.pk_show = ANY($1) AND l.pk_instance = $2
-            AND i.ts_heartbeat > now() - make_interval(secs => $3)
-          ORDER BY l.pk_show FOR SHARE OF l",
-        &[&shows, &fence.instance, &fence.lease_secs],
-    )? {
-        held.insert(r.get(0), r.get(1));
-    }
-    Ok(shows
-        .into_iter()
-        .filter(|s| !held.contains_key(*s) || held.get(*s) != fence.epochs.get(*s))
-        .map(str::to_owned)
-        .collect())
-}
-
-/// The distinct shows of a batch, sorted: the order their rows are locked in.
-fn batch_shows(placements: &[Placement]) -> Vec<&str> {
-    let shows: BTreeSet<&str> = placements.iter().map(|p| p.show.as_str()).collect();
-    shows.into_iter().collect()
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        guards::{batch_shows, take_limit_room},
+        *,
+    };
 
     fn placement(frame: &str, show: &str, host: &str, limits: &[&str]) -> Placement {
         Placement {
