@@ -1,0 +1,334 @@
+//! Candidate search and placement on the [`HostIndex`]: walk the tag views from the request's
+//! floor, offer each fitting host to the caller's sizing callback, keep the best (or the
+//! first, under saturation) and take it with one CAS; hosts set aside (other instances'
+//! shares, GPU hosts for non-GPU work) are tried last.
+
+use std::{collections::HashSet, sync::Arc};
+
+use uuid::Uuid;
+
+use super::{
+    BATCH, Capable, Earmark, GB, HostIndex, HostView, Key, MAX_SCAN, Request, Slot, Strategy,
+    TagView, Weights, strategy,
+};
+use crate::model::Resources;
+
+impl HostIndex {
+    /// Finds a host for `request` under `strategy` and reserves on it what `size` says (the
+    /// callback decides the exact amount for a candidate, or vetoes it with `None`).
+    ///
+    /// Saturation reserves the first fitting host of our share as it is found; scored
+    /// gathers up to `max_candidates` of them first. Either way the hosts set aside (other
+    /// instances' shares, GPU hosts for non-GPU work) are tried last, best first.
+    pub fn place(
+        &self,
+        request: &Request<'_>,
+        strategy: &Strategy,
+        mut size: impl FnMut(&HostView<'_>) -> Option<Resources>,
+    ) -> Option<Earmark> {
+        let mut search = Search::new(request, strategy);
+        for tag in request.tags {
+            let Some(view) = self.inner.existing_view(tag) else {
+                continue;
+            };
+            if let Some(reservation) = self.scan_tag(&view, &mut search, &mut size) {
+                return Some(reservation);
+            }
+            if search.is_full() {
+                break;
+            }
+        }
+        self.take_best(search)
+    }
+
+    /// Walks one tag's view from the request's floor, at most [`MAX_SCAN`] entries, offering
+    /// each new fitting host to `search`. Returns the reservation when saturation took a host;
+    /// `None` when the view is exhausted or the scored search has all the candidates it wants.
+    fn scan_tag(
+        &self,
+        view: &TagView,
+        search: &mut Search<'_, '_>,
+        size: &mut impl FnMut(&HostView<'_>) -> Option<Resources>,
+    ) -> Option<Earmark> {
+        let floor_cores = search.request.floor.cores;
+        let mut examined = 0;
+        let mut cursor: Option<Key> = None;
+        while examined < MAX_SCAN {
+            let (batch, last) =
+                next_batch(view, search.strategy, floor_cores, search.mem_floor, cursor);
+            let last = last?;
+            cursor = Some(last);
+            // Keys dropped by the memory filter count as examined too.
+            examined += BATCH - batch.len();
+            for (_, _, salted) in batch {
+                examined += 1;
+                let Some(candidate) = self.candidate(search, salted, size) else {
+                    continue;
+                };
+                match search.offer(candidate) {
+                    Offer::Kept => {}
+                    Offer::Full => return None,
+                    Offer::TakeNow(c) => {
+                        // Lost the CAS race: keep walking, the next host may fit.
+                        if let Some(r) = self.take(c.slot, c.amount) {
+                            return Some(r);
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The host behind a view key as a candidate: not seen before in this search, still
+    /// indexed, fitting the floor, OS and thread mode, and not vetoed by `size`. The view
+    /// handed to `size` borrows the slot's name and OS: nothing is copied per host.
+    fn candidate(
+        &self,
+        search: &mut Search<'_, '_>,
+        salted: Uuid,
+        size: &mut impl FnMut(&HostView<'_>) -> Option<Resources>,
+    ) -> Option<Candidate> {
+        let id = Uuid::from_u128(salted.as_u128() ^ self.inner.salt);
+        // A host listed under several of the request's tags is judged once.
+        if !search.seen.insert(id) {
+            return None;
+        }
+        let slot = self.inner.hosts.get(&id).map(|e| Arc::clone(e.value()))?;
+        let free = slot.free();
+        if !free.fits(&search.request.floor) || !search.request.accepts(&slot) {
+            return None;
+        }
+        let view = HostView {
+            id,
+            name: &slot.name,
+            alloc: slot.alloc,
+            alloc_key: &slot.alloc_key,
+            os: &slot.os,
+            thread_mode: slot.thread_mode,
+            total: slot.total,
+            free,
+        };
+        let amount = size(&view)?;
+        let score = search
+            .scored
+            .map(|(_, w)| strategy::score(&free, &amount, &w))
+            .unwrap_or(0.0);
+        Some(Candidate {
+            score,
+            slot,
+            amount,
+        })
+    }
+
+    /// Reserves on the best gathered candidate that still fits: ours first, then other
+    /// instances' shares, then GPU hosts for non-GPU work, each tier by score (stable, so
+    /// saturation keeps the order the hosts were found in).
+    fn take_best(&self, search: Search<'_, '_>) -> Option<Earmark> {
+        let Search {
+            scored,
+            mut ours,
+            mut others,
+            mut gpu_hosts,
+            ..
+        } = search;
+        ours.sort_by(|a, b| a.score.total_cmp(&b.score));
+        if scored.is_some() {
+            others.sort_by(|a, b| a.score.total_cmp(&b.score));
+        }
+        gpu_hosts.sort_by(|a, b| a.score.total_cmp(&b.score));
+        ours.into_iter()
+            .chain(others)
+            .chain(gpu_hosts)
+            .find_map(|c| self.take(c.slot, c.amount))
+    }
+
+    /// Hosts that could take `request` if they were idle (their capacity fits the floor; tags,
+    /// OS and thread mode match), fullest-free first, at most `limit`. Used only to choose a
+    /// host to reserve for a wide frame, so it may walk up to `limit × 64` view entries.
+    pub(crate) fn capable_hosts(&self, request: &Request<'_>, limit: usize) -> Vec<Capable> {
+        let floor = request.floor;
+        let mut seen: HashSet<Uuid> = HashSet::new();
+        let mut out: Vec<Capable> = Vec::new();
+        for tag in request.tags {
+            let Some(view) = self.inner.existing_view(tag) else {
+                continue;
+            };
+            // Copy the keys, then release the view lock before touching the host map.
+            let keys: Vec<Key> = view
+                .set
+                .read()
+                .iter()
+                .rev()
+                .take(limit.saturating_mul(64))
+                .copied()
+                .collect();
+            for (_, _, salted) in keys {
+                let id = Uuid::from_u128(salted.as_u128() ^ self.inner.salt);
+                if !seen.insert(id) {
+                    continue;
+                }
+                let Some(slot) = self.inner.hosts.get(&id).map(|e| Arc::clone(e.value())) else {
+                    continue;
+                };
+                if !slot.total.fits(&floor) || !request.accepts(&slot) {
+                    continue;
+                }
+                out.push(Capable {
+                    id,
+                    name: slot.name.to_string(),
+                    alloc: slot.alloc,
+                    total: slot.total,
+                    free: slot.free(),
+                });
+                if out.len() >= limit {
+                    return out;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A fitting host, the amount the caller would take on it, and its score (lower is better;
+/// always 0 under saturation).
+struct Candidate {
+    /// Stranding score (see [`strategy::score`]).
+    score: f64,
+    /// The host.
+    slot: Arc<Slot>,
+    /// What the caller's `size` would take on it.
+    amount: Resources,
+}
+
+/// What [`Search::offer`] did with a candidate.
+enum Offer {
+    /// Saturation: reserve on it now (first fit).
+    TakeNow(Candidate),
+    /// Kept for later (scored, or set aside as a last resort).
+    Kept,
+    /// Kept, and the scored search now has all the candidates it wants.
+    Full,
+}
+
+/// The state of one [`HostIndex::place`]: the request, the hosts already judged, and the
+/// candidates gathered in three tiers of preference.
+struct Search<'r, 'a> {
+    /// What is asked.
+    request: &'r Request<'a>,
+    /// How hosts are ordered and chosen.
+    strategy: &'r Strategy,
+    /// The request's memory floor in the views' GB buckets.
+    mem_floor: u32,
+    /// `(max_candidates, weights)` of the scored strategy; `None` under saturation.
+    scored: Option<(usize, Weights)>,
+    /// Hosts already judged (a host with several of the request's tags is met again).
+    seen: HashSet<Uuid>,
+    /// Hosts of our share (scored only: saturation takes them at once).
+    ours: Vec<Candidate>,
+    /// Hosts of other instances' shares, used only when none of ours fits.
+    others: Vec<Candidate>,
+    /// GPU hosts for non-GPU work, used only when nothing else fits (GPU protection).
+    gpu_hosts: Vec<Candidate>,
+}
+
+impl<'r, 'a> Search<'r, 'a> {
+    /// An empty search for `request` under `strategy`.
+    fn new(request: &'r Request<'a>, strategy: &'r Strategy) -> Self {
+        let scored = match strategy {
+            Strategy::Scored {
+                max_candidates,
+                weights,
+            } => Some((*max_candidates, *weights)),
+            Strategy::Saturation { .. } => None,
+        };
+        Search {
+            request,
+            strategy,
+            mem_floor: (request.floor.mem_kb / GB) as u32,
+            scored,
+            seen: HashSet::new(),
+            ours: Vec::new(),
+            others: Vec::new(),
+            gpu_hosts: Vec::new(),
+        }
+    }
+
+    /// True when the scored search has gathered `max_candidates` of our hosts.
+    fn is_full(&self) -> bool {
+        self.scored
+            .map(|(max, _)| self.ours.len() >= max)
+            .unwrap_or(false)
+    }
+
+    /// Sorts a candidate into its tier, or hands it back to be reserved at once.
+    fn offer(&mut self, candidate: Candidate) -> Offer {
+        if candidate.amount.gpus == 0 && candidate.slot.total.gpus > 0 {
+            self.gpu_hosts.push(candidate);
+            return Offer::Kept;
+        }
+        if let Some((n, k)) = self.request.share.filter(|(n, _)| *n > 1) {
+            if (candidate.slot.id.as_u128() % u128::from(n)) as u32 != k {
+                if self.others.len() < MAX_SCAN {
+                    self.others.push(candidate);
+                }
+                return Offer::Kept;
+            }
+        }
+        let Some((max, _)) = self.scored else {
+            return Offer::TakeNow(candidate);
+        };
+        self.ours.push(candidate);
+        if self.ours.len() >= max {
+            Offer::Full
+        } else {
+            Offer::Kept
+        }
+    }
+}
+
+/// The next keys at or past `cursor` in the strategy's order, restricted to hosts with at
+/// least `min_cores` free and `mem_floor` GB, and the last key scanned (the next cursor).
+/// The view's read lock is held only for the copy.
+fn next_batch(
+    view: &TagView,
+    strategy: &Strategy,
+    min_cores: u32,
+    mem_floor: u32,
+    cursor: Option<Key>,
+) -> (Vec<Key>, Option<Key>) {
+    use std::ops::Bound::{Excluded, Included, Unbounded};
+    let set = view.set.read();
+    let scanned: Vec<Key> = if strategy.cores_ascending() {
+        let start = match cursor {
+            Some(c) => Excluded(c),
+            None => Included((min_cores, 0, Uuid::nil())),
+        };
+        set.range((start, Unbounded)).take(BATCH).copied().collect()
+    } else {
+        let end = match cursor {
+            Some(c) => Excluded(c),
+            None => Unbounded,
+        };
+        set.range((Included((min_cores, 0, Uuid::nil())), end))
+            .rev()
+            .take(BATCH)
+            .copied()
+            .collect()
+    };
+    drop(set);
+    let last = scanned.last().copied();
+    let mut out: Vec<Key> = scanned.into_iter().filter(|k| k.1 >= mem_floor).collect();
+    // Cores order comes from the view; the memory axis reorders hosts with equal cores.
+    let (cores_up, mem_up) = (strategy.cores_ascending(), strategy.memory_ascending());
+    out.sort_by(|a, b| {
+        let c = if cores_up {
+            a.0.cmp(&b.0)
+        } else {
+            b.0.cmp(&a.0)
+        };
+        let m = if mem_up { a.1.cmp(&b.1) } else { b.1.cmp(&a.1) };
+        c.then(m).then(a.2.cmp(&b.2))
+    });
+    (out, last)
+}
