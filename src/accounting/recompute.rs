@@ -25,7 +25,7 @@ pub fn round(
     // The tables are for Cuebot and the UI; the counters are what caps lean on. A failed
     // table update (a lock timeout against Cuebot, say) must not also skip the re-sync:
     // its error is returned only after the counters are done.
-    let tables = db::accounting::recompute_tables(client, shows);
+    let tables = db::recompute::recompute_tables(client, shows);
     if let Ok(written) = &tables {
         for (table, n) in [
             ("layer_resource", written.layer_resource),

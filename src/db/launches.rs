@@ -7,7 +7,10 @@ use uuid::Uuid;
 
 use super::{DbError, booking::Placement, resources_at};
 
-/// Records the booked procs as pending launch, in the booking's transaction.
+/// Records the booked procs as pending launch, in the booking's transaction, already claimed
+/// for launching by the booking instance (`ts_launch` = the transaction's start): a launcher
+/// that calls RQD within the claim budget of a moment taken before that transaction began
+/// needs no claim statement of its own (see `pipeline::launch`).
 pub(super) fn record(
     tx: &mut impl GenericClient,
     procs: &[&str],
@@ -17,8 +20,8 @@ pub(super) fn record(
     owner: Option<Uuid>,
 ) -> Result<(), DbError> {
     tx.execute(
-        "INSERT INTO stagehand.pending_launch (pk_proc, pk_frame, pk_show, int_version, pk_instance)
-         SELECT b.p, b.f, b.s, b.v, $5 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
+        "INSERT INTO stagehand.pending_launch (pk_proc, pk_frame, pk_show, int_version, pk_instance, ts_launch)
+         SELECT b.p, b.f, b.s, b.v, $5, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
              AS b(p, f, s, v)
          ON CONFLICT (pk_proc) DO NOTHING",
         &[&procs, &frames, &shows, &versions, &owner],

@@ -11,6 +11,7 @@ pub mod hosts;
 pub mod jobs;
 pub mod launches;
 pub mod migrate;
+pub mod recompute;
 pub mod reservations;
 
 use std::{

@@ -100,7 +100,7 @@ impl Committer<'_> {
                 let layer = planned.placement.layer.clone();
                 let result = match result {
                     Ok(version) => {
-                        self.booked(planned, version);
+                        self.booked(planned, version, started);
                         FrameResult::Booked
                     }
                     Err(loss) => FrameResult::Lost(self.lost(loss)),
@@ -147,7 +147,9 @@ impl Committer<'_> {
     }
 
     /// A frame committed: its hold and charge become permanent and it goes to the launchers.
-    fn booked(&self, planned: Planned, version: i32) {
+    /// `began` is a moment before the booking's transaction began: its pending-launch row
+    /// was written claimed at that transaction's start, so the claim is at most that old.
+    fn booked(&self, planned: Planned, version: i32, began: Instant) {
         let Planned {
             placement,
             earmark,
@@ -177,6 +179,7 @@ impl Committer<'_> {
             version,
             launch,
             charge,
+            claimed_before: Some(began),
         };
         if let Err(refused) = self.launches.send(task) {
             // No launcher will take it: undo it here, never leave a committed frame RUNNING

@@ -18,10 +18,13 @@
 //! for such rows and resolves them the same way, kill first, undo once RQD answers.
 //!
 //! "Died" can only mean "stopped heartbeating": a frozen instance (SIGSTOP, a paused VM)
-//! looks the same and wakes up with the same bookings in its queue. So a launcher claims a
-//! booking's row right before calling RQD, and a sweeper takes only rows with no recent
-//! claim (V004); whichever comes second sees the other's mark and backs off, so a frame the
-//! sweeper undid is not launched by the instance that woke up. A claim is trusted for
+//! looks the same and wakes up with the same bookings in its queue. So a booking's row is
+//! claimed for launching (V004) — written claimed by the booking transaction itself, and
+//! claimed again by the launcher only when the task waited past the budget — and a sweeper
+//! takes only rows with no recent claim; whichever comes second sees the other's mark and
+//! backs off, so a frame the sweeper undid is not launched by the instance that woke up.
+//! Writing the claim with the booking keeps a statement and a row update per frame off the
+//! launch path (a cold fill books and launches some 15,000 frames). A claim is trusted for
 //! [`CLAIM_BUDGET`] by this process's monotonic clock (which counts a freeze) and sweepers
 //! wait that plus the RQD timeout; what is left is a freeze in the few instructions between
 //! the budget check and the request leaving the socket — RQD takes no fencing token, so no
@@ -124,6 +127,10 @@ pub struct LaunchTask {
     pub launch: FrameLaunch,
     /// The cap charge to give back on failure.
     pub charge: Charge,
+    /// When the booking's transaction had not begun yet (this process's monotonic clock): its
+    /// pending row was written claimed, so the claim is at most this old (`None`: not
+    /// recorded claimed; the launcher claims it first).
+    pub claimed_before: Option<Instant>,
 }
 
 /// A failed launch whose kill RQD has not confirmed yet: retried at `due`.
@@ -274,18 +281,36 @@ fn now_ms() -> i64 {
 
 /// Claims `first` and what else is queued (up to [`CLAIM_BATCH`]) in one statement, queues
 /// the claimed ones for every launcher thread and launches one itself.
+///
+/// A task whose booking wrote its row claimed and is still within [`CLAIM_BUDGET`] of it
+/// needs no statement: the common case, which keeps the claim off the booking's critical
+/// path. Only tasks that waited longer (a long queue, a freeze) are claimed again here.
 fn claim_queued(shared: &Shared, pool: &Launchers, rx: &Receiver<LaunchTask>, first: LaunchTask) {
     let mut tasks = vec![first];
     tasks.extend(rx.try_iter().take(CLAIM_BATCH - 1));
-    let (claimed, at) = claim(shared, tasks);
+    let (fresh, stale): (Vec<LaunchTask>, Vec<LaunchTask>) = tasks.into_iter().partition(|t| {
+        t.claimed_before
+            .is_some_and(|at| at.elapsed() <= CLAIM_BUDGET)
+    });
+    let mut claimed: Vec<Claimed> = fresh
+        .into_iter()
+        .map(|task| {
+            let at = task.claimed_before.unwrap_or_else(Instant::now);
+            Claimed { task, at }
+        })
+        .collect();
+    if !stale.is_empty() {
+        let (renewed, at) = claim(shared, stale);
+        claimed.extend(renewed.into_iter().map(|task| Claimed { task, at }));
+    }
     let mut claimed = claimed.into_iter();
     let mine = claimed.next();
-    for task in claimed {
+    for c in claimed {
         // The channel lives as long as the pool: a send cannot fail.
-        let _ = pool.claimed.0.send(Claimed { task, at });
+        let _ = pool.claimed.0.send(c);
     }
-    if let Some(task) = mine {
-        launch_claimed(shared, pool, Claimed { task, at });
+    if let Some(c) = mine {
+        launch_claimed(shared, pool, c);
     }
 }
 

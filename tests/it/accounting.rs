@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use stagehand::{
     accounting::{Cap, Charge, Ledger, audit::audit, recompute},
-    db::accounting::{Written, recompute_tables},
+    db::recompute::{Written, recompute_tables},
     model::{CORE, TagType},
     sim::seed::{GB, LayerSpec, ShowSpec, SubSpec},
 };
@@ -339,4 +339,83 @@ fn saturation_workload_ends_at_exactly_the_bursts() {
         );
     }
     farm.assert_clean_audit();
+}
+
+/// A booking holds its cap rows FOR SHARE until it commits, and during a fill the bookings of
+/// several threads overlap on the same rows. The recompute must never hold one cap row while
+/// it waits for another, or every booking of the rows it holds queues behind it: here a
+/// booking in flight holds the second job's row; the recompute must still write the first
+/// job's row at once (and leave it free for the next booking), give up on the held one within
+/// its budget, and write that one on the next round, after the booking committed.
+#[test]
+fn a_recompute_never_holds_a_cap_row_while_it_waits_for_another() {
+    let spec = small_farm(
+        2,
+        8,
+        32,
+        &[],
+        vec![
+            job("a", vec![LayerSpec::simple("l", "1-4", "general")]),
+            job("b", vec![LayerSpec::simple("l", "1-4", "general")]),
+        ],
+    );
+    let farm = Farm::new(&spec, |_| {});
+    assert!(farm.drain() >= 2);
+    let mut client = farm.client();
+    let keys: Vec<String> = client
+        .query(
+            "SELECT jr.pk_job_resource FROM job_resource jr
+              WHERE EXISTS (SELECT 1 FROM proc p WHERE p.pk_job = jr.pk_job)
+              ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(keys.len(), 2, "both jobs booked");
+    client
+        .execute("UPDATE job_resource SET int_cores = 0", &[])
+        .unwrap();
+    // A booking in flight: the second row (in key order) share-locked, not committed.
+    let mut booking = farm.client();
+    let mut in_flight = booking.transaction().unwrap();
+    in_flight
+        .execute(
+            "SELECT 1 FROM job_resource WHERE pk_job_resource = $1 FOR SHARE",
+            &[&keys[1]],
+        )
+        .unwrap();
+    let mut recompute_client = farm.client();
+    let recompute = std::thread::spawn(move || recompute_tables(&mut recompute_client, None));
+    let written = recompute.join().unwrap().unwrap();
+    assert_eq!(
+        written.job_resource, 1,
+        "the free row written, the held one left"
+    );
+    // Another booking takes the first row at once: the recompute holds nothing.
+    let mut next = farm.client();
+    let mut tx = next.transaction().unwrap();
+    tx.batch_execute("SET LOCAL lock_timeout = 1000").unwrap();
+    tx.execute(
+        "SELECT 1 FROM job_resource WHERE pk_job_resource = $1 FOR SHARE",
+        &[&keys[0]],
+    )
+    .expect("the first row is free once the recompute returned");
+    tx.commit().unwrap();
+    in_flight.commit().unwrap();
+    let written = recompute_tables(&mut client, None).unwrap();
+    assert_eq!(
+        written.job_resource, 1,
+        "the row held before is written now"
+    );
+    let stale: i64 = client
+        .query_one(
+            "SELECT count(*) FROM job_resource jr WHERE jr.int_cores <>
+                (SELECT coalesce(sum(p.int_cores_reserved), 0) FROM proc p WHERE p.pk_job = jr.pk_job)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(stale, 0, "every job's usage exact");
 }

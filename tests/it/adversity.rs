@@ -571,8 +571,9 @@ fn launched_bookings_leave_no_pending_launch() {
     rqd.stop();
 }
 
-/// Books every frame of the farm under `owner` (recorded as pending launch) and returns the
-/// procs.
+/// Books every frame of the farm under `owner` (recorded as pending launch, claimed by the
+/// booking) and returns the procs, the booking and its claim aged a minute: as an instance
+/// frozen since it booked them leaves them.
 fn book_pending(farm: &Farm, owner: uuid::Uuid) -> Vec<String> {
     let show = farm.seeded.shows[0].clone();
     let mut client = farm.client();
@@ -592,7 +593,8 @@ fn book_pending(farm: &Farm, owner: uuid::Uuid) -> Vec<String> {
     assert_eq!(booked.booked(), placements.len());
     client
         .execute(
-            "UPDATE stagehand.pending_launch SET ts_booked = now() - interval '1 minute'",
+            "UPDATE stagehand.pending_launch
+                SET ts_booked = now() - interval '1 minute', ts_launch = ts_launch - interval '1 minute'",
             &[],
         )
         .unwrap();
@@ -660,6 +662,41 @@ fn a_frozen_instance_does_not_launch_what_a_sweeper_took_over() {
         "the old claims, and the sweeper's own unresolved rows"
     );
     assert!(launches::claim(&mut client, &keys).unwrap().is_empty());
+}
+
+/// A booking writes its pending row already claimed, so its launcher needs no claim statement
+/// while the claim is young — and a sweeper that takes its instance for dead (a heartbeat
+/// missed for a lease, an instance frozen right after the commit) still leaves the row until
+/// that claim is older than a launch can take.
+#[test]
+fn a_booking_claims_its_pending_rows_in_its_own_transaction() {
+    use stagehand::db::launches;
+    let farm = one_job_farm(2);
+    let (frozen, me) = instances(&farm);
+    let _procs = book_pending(&farm, frozen);
+    let show = farm.seeded.shows[0].clone();
+    let mut client = farm.client();
+    client
+        .execute(
+            "UPDATE stagehand.pending_launch SET ts_launch = now() - interval '1 second'",
+            &[],
+        )
+        .unwrap();
+    let unclaimed = count(
+        &farm,
+        "SELECT count(*) FROM stagehand.pending_launch WHERE ts_launch IS NULL",
+    );
+    assert_eq!(unclaimed, 0, "every row is written claimed");
+    let taken = launches::sweep(&mut client, std::slice::from_ref(&show), &rule(me)).unwrap();
+    assert!(taken.is_empty(), "a young booking claim keeps sweepers off");
+    client
+        .execute(
+            "UPDATE stagehand.pending_launch SET ts_launch = now() - interval '1 minute'",
+            &[],
+        )
+        .unwrap();
+    let taken = launches::sweep(&mut client, std::slice::from_ref(&show), &rule(me)).unwrap();
+    assert_eq!(taken.len(), 2, "an old one does not");
 }
 
 /// The claim and the take race on one row: the launcher's claim holds the row lock,

@@ -1,0 +1,336 @@
+//! The bulk recompute of Cuebot's resource tables (`layer_resource`, `folder_resource`,
+//! `point`, `job_resource`, `subscription`) from `proc`, for the shows an instance holds.
+//!
+//! Only rows of scheduler-managed shows are touched, and only rows whose value changed are
+//! written (no table-wide churn, no row-by-row loops over unchanged rows).
+//!
+//! **The cap rows never make a booking wait.** A booking holds the `folder_resource`,
+//! `job_resource` and `subscription` rows of its batch FOR SHARE from its cap guard to its
+//! commit ([`super::caps`]), and with several booking threads those share locks overlap almost
+//! without a gap during a fill. A recompute that locked its rows in one statement, waiting,
+//! would hold the first rows while it waited for the next — and every booking of those first
+//! rows would queue behind it (a cold fill lost a sixth of its rate so). So the rows of these
+//! three tables are found without locks, then locked `SKIP LOCKED` (a row a booking holds now
+//! is left for a later round), and their usage is counted in a new statement after the lock —
+//! when every booking that had charged them has committed, so the count is exact. What is
+//! still held after a few rounds is waited for one row at a time under a short lock timeout,
+//! holding nothing else, and otherwise left for the next recompute.
+//!
+//! Cuebot's verify triggers on `job_resource` and `subscription` fire only when the cap column
+//! is unchanged and the usage grows; a recomputed usage may legitimately exceed a cap (an
+//! operator lowered it), so the update moves the cap by one in the same statement — the trigger
+//! does not fire — and a second statement of the same transaction moves it back. Other
+//! sessions never see the moved cap.
+
+use std::{
+    sync::LazyLock,
+    thread,
+    time::{Duration, Instant},
+};
+
+use postgres::{Client, error::SqlState};
+
+use super::DbError;
+
+/// Rows written per table by one recompute.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Written {
+    /// `layer_resource` rows.
+    pub layer_resource: u64,
+    /// `job_resource` rows.
+    pub job_resource: u64,
+    /// `folder_resource` rows.
+    pub folder_resource: u64,
+    /// `point` rows.
+    pub point: u64,
+    /// `subscription` rows.
+    pub subscription: u64,
+}
+
+/// Rebuilds `int_cores`/`int_gpus` of the five resource tables from `proc`, for `shows`
+/// (`None`: every managed show).
+///
+/// Layer and point rows are never locked by a booking and are rewritten by one statement
+/// each; folder, job and subscription rows go through [`rewrite_shared`].
+pub fn recompute_tables(client: &mut Client, shows: Option<&[String]>) -> Result<Written, DbError> {
+    let layer_resource = client.execute(LAYER_RESOURCE_SQL.as_str(), &[&shows])?;
+    let folder_resource = rewrite_shared(client, &FOLDER, shows)?;
+    let point = client.execute(POINT_SQL.as_str(), &[&shows])?;
+    let job_resource = rewrite_shared(client, &JOB, shows)?;
+    let subscription = rewrite_shared(client, &SUBSCRIPTION, shows)?;
+    Ok(Written {
+        layer_resource,
+        job_resource,
+        folder_resource,
+        point,
+        subscription,
+    })
+}
+
+/// A resource table whose rows bookings hold FOR SHARE (see the module doc).
+struct SharedTable {
+    /// The key column.
+    key: &'static str,
+    /// The table.
+    table: &'static str,
+    /// Unlocked: the keys of the rows of the shows `$1` whose usage differs from `proc`.
+    stale: LazyLock<String>,
+    /// `$1` the keys locked: rewrites their usage from `proc`, the cap nudged where the usage
+    /// grows; `RETURNING key, grew`.
+    update: &'static str,
+    /// `$1` the keys nudged: moves their cap back (`None`: the table has no verify trigger).
+    restore: Option<&'static str>,
+}
+
+/// Rounds of `SKIP LOCKED` before the rows still held are waited for one by one.
+const SKIP_ROUNDS: usize = 3;
+/// Pause between those rounds: about one booking batch.
+const ROUND_PAUSE: Duration = Duration::from_millis(20);
+/// What the one-by-one waits of one table may take in all; the rest waits for the next
+/// recompute.
+const WAIT_BUDGET: Duration = Duration::from_millis(250);
+
+/// Rewrites the stale rows of `t` without ever holding one row while waiting for another;
+/// returns the rows written.
+fn rewrite_shared(
+    client: &mut Client,
+    t: &SharedTable,
+    shows: Option<&[String]>,
+) -> Result<u64, DbError> {
+    let mut pending: Vec<String> = client
+        .query(t.stale.as_str(), &[&shows])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut written = 0;
+    let skip_locked = lock_sql(t, "SKIP LOCKED");
+    for round in 0..SKIP_ROUNDS {
+        if pending.is_empty() {
+            return Ok(written);
+        }
+        if round > 0 {
+            thread::sleep(ROUND_PAUSE);
+        }
+        let (locked, n) = lock_and_rewrite(client, t, &skip_locked, &pending, None)?;
+        written += n;
+        pending.retain(|k| !locked.contains(k));
+    }
+    let waiting = lock_sql(t, "");
+    let deadline = Instant::now() + WAIT_BUDGET;
+    for key in pending {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let keys = [key];
+        written += lock_and_rewrite(client, t, &waiting, &keys, Some(left))?.1;
+    }
+    Ok(written)
+}
+
+/// The statement that locks the rows `$1` of `t` for the update, in key order.
+fn lock_sql(t: &SharedTable, wait: &str) -> String {
+    format!(
+        "SELECT {key} FROM {table} WHERE {key} = ANY($1) ORDER BY {key} FOR NO KEY UPDATE {wait}",
+        key = t.key,
+        table = t.table,
+    )
+}
+
+/// One transaction: locks what `lock` gets of `keys` (waiting at most `timeout`, if given),
+/// rewrites those rows, moves back the caps it nudged, commits. Returns the keys locked and
+/// the rows written; a lock timeout is not an error (nothing locked, nothing written).
+fn lock_and_rewrite(
+    client: &mut Client,
+    t: &SharedTable,
+    lock: &str,
+    keys: &[String],
+    timeout: Option<Duration>,
+) -> Result<(Vec<String>, u64), DbError> {
+    let mut tx = client.transaction()?;
+    if let Some(timeout) = timeout {
+        let ms = timeout.as_millis().max(1);
+        tx.batch_execute(&format!("SET LOCAL lock_timeout = {ms}"))?;
+    }
+    let locked: Vec<String> = match tx.query(lock, &[&keys]) {
+        Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
+        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+            tx.rollback()?;
+            return Ok((Vec::new(), 0));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if locked.is_empty() {
+        tx.rollback()?;
+        return Ok((locked, 0));
+    }
+    // A new statement after the lock: its snapshot has every booking that charged these rows.
+    let rows = tx.query(t.update, &[&locked])?;
+    let grew: Vec<String> = rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(1))
+        .map(|r| r.get(0))
+        .collect();
+    if let (Some(restore), false) = (t.restore, grew.is_empty()) {
+        tx.execute(restore, &[&grew])?;
+    }
+    tx.commit()?;
+    Ok((locked, rows.len() as u64))
+}
+
+/// The procs of jobs of the managed shows a recompute covers (`$1`, see [`HELD`]), as a
+/// `FROM … WHERE` fragment a caller may extend with `AND …`.
+const MANAGED_PROCS: &str =
+    "proc p JOIN job j ON j.pk_job = p.pk_job JOIN show s ON s.pk_show = j.pk_show
+                             WHERE s.b_scheduler_managed AND ($1::text[] IS NULL OR s.pk_show = ANY($1))";
+
+/// The shows a recompute covers (`$1`, NULL for all managed shows): with several instances
+/// each rewrites only the rows of the shows it holds, so two never race on the same rows.
+const HELD: &str = "($1::text[] IS NULL OR s.pk_show = ANY($1))";
+
+/// `layer_resource` of unfinished jobs.
+static LAYER_RESOURCE_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH live AS (SELECT p.pk_layer, sum(p.int_cores_reserved)::bigint AS cores,
+                                  sum(p.int_gpus_reserved)::bigint AS gpus
+                             FROM {MANAGED_PROCS} GROUP BY p.pk_layer),
+                  target AS (SELECT lr.pk_layer_resource AS pk, coalesce(live.cores, 0) AS cores,
+                                    coalesce(live.gpus, 0) AS gpus
+                               FROM layer_resource lr
+                               JOIN job j ON j.pk_job = lr.pk_job
+                               JOIN show s ON s.pk_show = j.pk_show
+                               LEFT JOIN live ON live.pk_layer = lr.pk_layer
+                              WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED' AND {HELD}
+                                AND (lr.int_cores <> coalesce(live.cores, 0) OR lr.int_gpus <> coalesce(live.gpus, 0)))
+             UPDATE layer_resource lr SET int_cores = t.cores, int_gpus = t.gpus
+               FROM target t WHERE lr.pk_layer_resource = t.pk"
+    )
+});
+
+/// `point` (department per show).
+static POINT_SQL: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "WITH live AS (SELECT j.pk_dept, j.pk_show, sum(p.int_cores_reserved)::bigint AS cores,
+                                  sum(p.int_gpus_reserved)::bigint AS gpus
+                             FROM {MANAGED_PROCS} GROUP BY j.pk_dept, j.pk_show),
+                  target AS (SELECT pt.pk_point AS pk, coalesce(live.cores, 0) AS cores, coalesce(live.gpus, 0) AS gpus
+                               FROM point pt
+                               JOIN show s ON s.pk_show = pt.pk_show
+                               LEFT JOIN live ON live.pk_dept = pt.pk_dept AND live.pk_show = pt.pk_show
+                              WHERE s.b_scheduler_managed AND {HELD}
+                                AND (pt.int_cores <> coalesce(live.cores, 0) OR pt.int_gpus <> coalesce(live.gpus, 0)))
+             UPDATE point pt SET int_cores = t.cores, int_gpus = t.gpus
+               FROM target t WHERE pt.pk_point = t.pk"
+    )
+});
+
+/// `folder_resource`, counting only procs of unfinished jobs.
+static FOLDER: SharedTable = SharedTable {
+    key: "pk_folder_resource",
+    table: "folder_resource",
+    stale: LazyLock::new(|| {
+        format!(
+            "WITH live AS (SELECT j.pk_folder, sum(p.int_cores_reserved)::bigint AS cores,
+                                  sum(p.int_gpus_reserved)::bigint AS gpus
+                             FROM {MANAGED_PROCS} AND j.str_state <> 'FINISHED' GROUP BY j.pk_folder)
+             SELECT fr.pk_folder_resource FROM folder_resource fr
+               JOIN folder f ON f.pk_folder = fr.pk_folder
+               JOIN show s ON s.pk_show = f.pk_show
+               LEFT JOIN live ON live.pk_folder = fr.pk_folder
+              WHERE s.b_scheduler_managed AND {HELD}
+                AND (fr.int_cores <> coalesce(live.cores, 0) OR fr.int_gpus <> coalesce(live.gpus, 0))"
+        )
+    }),
+    update: "WITH live AS (SELECT fr.pk_folder_resource AS pk,
+                                  coalesce(sum(p.int_cores_reserved), 0)::bigint AS cores,
+                                  coalesce(sum(p.int_gpus_reserved), 0)::bigint AS gpus
+                             FROM folder_resource fr
+                             LEFT JOIN job j ON j.pk_folder = fr.pk_folder AND j.str_state <> 'FINISHED'
+                             LEFT JOIN proc p ON p.pk_job = j.pk_job
+                            WHERE fr.pk_folder_resource = ANY($1) GROUP BY fr.pk_folder_resource)
+             UPDATE folder_resource fr SET int_cores = l.cores, int_gpus = l.gpus
+               FROM live l WHERE fr.pk_folder_resource = l.pk
+                AND (fr.int_cores <> l.cores OR fr.int_gpus <> l.gpus)
+           RETURNING fr.pk_folder_resource, false",
+    restore: None,
+};
+
+/// `job_resource` of unfinished jobs, the maxima nudged where the usage grows.
+static JOB: SharedTable = SharedTable {
+    key: "pk_job_resource",
+    table: "job_resource",
+    stale: LazyLock::new(|| {
+        format!(
+            "WITH live AS (SELECT p.pk_job, sum(p.int_cores_reserved)::bigint AS cores,
+                                  sum(p.int_gpus_reserved)::bigint AS gpus
+                             FROM {MANAGED_PROCS} GROUP BY p.pk_job)
+             SELECT jr.pk_job_resource FROM job_resource jr
+               JOIN job j ON j.pk_job = jr.pk_job
+               JOIN show s ON s.pk_show = j.pk_show
+               LEFT JOIN live ON live.pk_job = jr.pk_job
+              WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED' AND {HELD}
+                AND (jr.int_cores <> coalesce(live.cores, 0) OR jr.int_gpus <> coalesce(live.gpus, 0))"
+        )
+    }),
+    // `grew` compares with the values before this statement (the row is ours, locked).
+    update: "WITH live AS (SELECT jr.pk_job_resource AS pk,
+                                  coalesce(sum(p.int_cores_reserved), 0)::bigint AS cores,
+                                  coalesce(sum(p.int_gpus_reserved), 0)::bigint AS gpus,
+                                  jr.int_cores AS was_cores, jr.int_gpus AS was_gpus
+                             FROM job_resource jr LEFT JOIN proc p ON p.pk_job = jr.pk_job
+                            WHERE jr.pk_job_resource = ANY($1)
+                            GROUP BY jr.pk_job_resource, jr.int_cores, jr.int_gpus),
+                  t AS (SELECT pk, cores, gpus, (cores > was_cores OR gpus > was_gpus) AS grew FROM live)
+             UPDATE job_resource jr
+                SET int_cores = t.cores, int_gpus = t.gpus,
+                    int_max_cores = CASE WHEN t.grew THEN jr.int_max_cores + 1 ELSE jr.int_max_cores END,
+                    int_max_gpus = CASE WHEN t.grew THEN jr.int_max_gpus + 1 ELSE jr.int_max_gpus END
+               FROM t WHERE jr.pk_job_resource = t.pk
+                AND (jr.int_cores <> t.cores OR jr.int_gpus <> t.gpus)
+           RETURNING jr.pk_job_resource, t.grew",
+    restore: Some(
+        "UPDATE job_resource SET int_max_cores = int_max_cores - 1, int_max_gpus = int_max_gpus - 1
+          WHERE pk_job_resource = ANY($1)",
+    ),
+};
+
+/// `subscription` (procs on hosts of its allocation, not local), the burst nudged where the
+/// cores grow.
+static SUBSCRIPTION: SharedTable = SharedTable {
+    key: "pk_subscription",
+    table: "subscription",
+    stale: LazyLock::new(|| {
+        format!(
+            "WITH live AS (SELECT j.pk_show, h.pk_alloc, sum(p.int_cores_reserved)::bigint AS cores,
+                                  sum(p.int_gpus_reserved)::bigint AS gpus
+                             FROM proc p JOIN host h ON h.pk_host = p.pk_host JOIN job j ON j.pk_job = p.pk_job
+                             JOIN show s ON s.pk_show = j.pk_show
+                            WHERE s.b_scheduler_managed AND NOT p.b_local AND {HELD}
+                            GROUP BY j.pk_show, h.pk_alloc)
+             SELECT sub.pk_subscription FROM subscription sub
+               JOIN show s ON s.pk_show = sub.pk_show
+               LEFT JOIN live ON live.pk_show = sub.pk_show AND live.pk_alloc = sub.pk_alloc
+              WHERE s.b_scheduler_managed AND {HELD}
+                AND (sub.int_cores <> coalesce(live.cores, 0) OR sub.int_gpus <> coalesce(live.gpus, 0))"
+        )
+    }),
+    update: "WITH live AS (SELECT sub.pk_subscription AS pk,
+                                  coalesce(sum(p.int_cores_reserved), 0)::bigint AS cores,
+                                  coalesce(sum(p.int_gpus_reserved), 0)::bigint AS gpus,
+                                  sub.int_cores AS was_cores
+                             FROM subscription sub
+                             LEFT JOIN (proc p JOIN host h ON h.pk_host = p.pk_host AND NOT p.b_local)
+                               ON p.pk_show = sub.pk_show AND h.pk_alloc = sub.pk_alloc
+                            WHERE sub.pk_subscription = ANY($1)
+                            GROUP BY sub.pk_subscription, sub.int_cores),
+                  t AS (SELECT pk, cores, gpus, cores > was_cores AS grew FROM live)
+             UPDATE subscription sub
+                SET int_cores = t.cores, int_gpus = t.gpus,
+                    int_burst = CASE WHEN t.grew THEN sub.int_burst + 1 ELSE sub.int_burst END
+               FROM t WHERE sub.pk_subscription = t.pk
+                AND (sub.int_cores <> t.cores OR sub.int_gpus <> t.gpus)
+           RETURNING sub.pk_subscription, t.grew",
+    restore: Some(
+        "UPDATE subscription SET int_burst = int_burst - 1 WHERE pk_subscription = ANY($1)",
+    ),
+};
