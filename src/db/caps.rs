@@ -117,23 +117,21 @@ impl<'a> Keys<'a> {
     }
 }
 
-/// Locks the cap rows FOR SHARE in key order (the recompute updates them in the same order).
+/// Locks the cap rows FOR SHARE in key order (the recompute updates them in the same order),
+/// in one statement: the scalar subqueries of its one row run in order, subscriptions, jobs,
+/// folders, each table's rows in key order.
 fn lock(tx: &mut Transaction<'_>, k: &Keys<'_>) -> Result<(), DbError> {
     tx.execute(
-        "SELECT 1 FROM subscription s
-           JOIN unnest($1::text[], $2::text[]) AS b(show, alloc)
-             ON s.pk_show = b.show AND s.pk_alloc = b.alloc
-          ORDER BY s.pk_subscription FOR SHARE OF s",
-        &[&k.sub_shows, &k.sub_allocs],
-    )?;
-    tx.execute(
-        "SELECT 1 FROM job_resource WHERE pk_job = ANY($1) ORDER BY pk_job_resource FOR SHARE",
-        &[&k.jobs],
-    )?;
-    tx.execute(
-        "SELECT 1 FROM folder_resource WHERE pk_folder = ANY($1)
-          ORDER BY pk_folder_resource FOR SHARE",
-        &[&k.folders],
+        "WITH s AS (SELECT 1 FROM subscription s
+                      JOIN unnest($1::text[], $2::text[]) AS b(show, alloc)
+                        ON s.pk_show = b.show AND s.pk_alloc = b.alloc
+                     ORDER BY s.pk_subscription FOR SHARE OF s),
+              j AS (SELECT 1 FROM job_resource WHERE pk_job = ANY($3)
+                     ORDER BY pk_job_resource FOR SHARE),
+              f AS (SELECT 1 FROM folder_resource WHERE pk_folder = ANY($4)
+                     ORDER BY pk_folder_resource FOR SHARE)
+         SELECT (SELECT count(*) FROM s), (SELECT count(*) FROM j), (SELECT count(*) FROM f)",
+        &[&k.sub_shows, &k.sub_allocs, &k.jobs, &k.folders],
     )?;
     Ok(())
 }

@@ -153,13 +153,12 @@ pub(crate) fn lock_stat_rows<C: postgres::GenericClient>(
     layers: &[&str],
     jobs: &[&str],
 ) -> Result<(), DbError> {
+    // One statement: the scalar subqueries of its one row run in order, layers then jobs.
     tx.execute(
-        "SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer FOR UPDATE",
-        &[&layers],
-    )?;
-    tx.execute(
-        "SELECT 1 FROM job_stat WHERE pk_job = ANY($1) ORDER BY pk_job FOR UPDATE",
-        &[&jobs],
+        "WITH l AS (SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer FOR UPDATE),
+              j AS (SELECT 1 FROM job_stat WHERE pk_job = ANY($2) ORDER BY pk_job FOR UPDATE)
+         SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM j)",
+        &[&layers, &jobs],
     )?;
     Ok(())
 }
