@@ -35,7 +35,7 @@ fn fast(mut c: Config) -> Config {
     c
 }
 
-fn wait(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if ok() {
