@@ -24,9 +24,10 @@ const DASHBOARD: &str = "conf/grafana/stagehand.json";
 /// process collector's. The dashboard queries nothing else.
 const NAMESPACES: [&str; 3] = ["stagehand_", "scheduler_", "process_"];
 
-/// Families whose series appear only once their event happened, which a healthy run on a
-/// simulated farm does not produce. `/metrics` leaves a labelled family out until it has a
-/// child, so for these the test asks the library's registry instead (see `registered`).
+/// Families whose series appear only once their event happened, which the busy instance of
+/// this test need not produce (a healthy run has no guard losses or lost commits). `/metrics`
+/// leaves a labelled family out until it has a child, so where one of these is absent the test
+/// asks the library's registry instead (see `registered`). Any other absent series fails.
 const EVENT_ONLY: [(&str, &str); 7] = [
     (
         "stagehand_guard_losses_total",
@@ -219,8 +220,8 @@ fn metrics_of_a_busy_instance() -> String {
 
 /// Every series the dashboard queries is exported by `/metrics` of a running instance, with
 /// the right suffixes (a histogram is queried through `_bucket`, `_sum` or `_count`, a
-/// counter or gauge by its own name); a family that only appears after a rare event is at
-/// least registered, and those are exactly the listed ones.
+/// counter or gauge by its own name); of the families that appear only after a rare event
+/// (`EVENT_ONLY`), the absent ones are at least registered.
 #[test]
 fn every_metric_the_dashboard_queries_is_exported() {
     let dashboard: serde_json::Value =
@@ -256,12 +257,6 @@ fn every_metric_the_dashboard_queries_is_exported() {
         }
     }
     assert!(missing.is_empty(), "{missing:#?}\n/metrics:\n{text}");
-    // A family listed as event-only that this run did export should leave the list.
-    let listed: BTreeSet<String> = EVENT_ONLY.iter().map(|(n, _)| (*n).to_owned()).collect();
-    assert!(
-        event_only.is_subset(&listed),
-        "{event_only:?} vs {listed:?}"
-    );
     println!(
         "dashboard: {} series checked, registered only (event-only): {event_only:?}",
         wanted.len()
