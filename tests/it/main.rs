@@ -8,6 +8,7 @@ mod accounting;
 mod adversity;
 mod chaos;
 mod multi;
+mod ops;
 mod pipeline;
 mod quality;
 mod schema;

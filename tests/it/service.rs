@@ -35,7 +35,7 @@ fn fast(mut c: Config) -> Config {
     c
 }
 
-fn wait(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if ok() {
@@ -303,7 +303,7 @@ fn the_systemd_unit_verifies() {
     std::fs::create_dir_all(&dir).unwrap();
     let unit = std::fs::read_to_string("conf/stagehand.service")
         .unwrap()
-        .replace("/usr/local/bin/stagehand", binary().to_str().unwrap());
+        .replace("/usr/bin/stagehand", binary().to_str().unwrap());
     let path = dir.join("stagehand.service");
     std::fs::write(&path, unit).unwrap();
     let out = Command::new("systemd-analyze")
