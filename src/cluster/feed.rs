@@ -125,6 +125,9 @@ pub struct Feed {
     next_scan: Instant,
     scan_ok: bool,
     last_status: Instant,
+    /// The new-work probe: when it runs next and what it read last.
+    next_probe: Instant,
+    last_probe: Option<db::jobs::WorkProbe>,
 }
 
 impl Feed {
@@ -144,6 +147,8 @@ impl Feed {
             next_reload: now,
             next_scan: now,
             scan_ok: false,
+            next_probe: now,
+            last_probe: None,
             // Publish on the first iteration: /status should show clusters as soon as loaded.
             last_status: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
         };
@@ -159,6 +164,7 @@ impl Feed {
                 self.reload(&config);
                 self.next_reload = Instant::now() + config.scheduler.cluster_reload_interval;
             }
+            self.probe(&config, now);
             if now >= self.next_scan {
                 self.scan();
                 self.next_scan = Instant::now() + config.scheduler.active_scan_interval;
@@ -298,6 +304,42 @@ impl Feed {
         self.publish_hungry();
     }
 
+    /// The new-work probe: between scans, a cheap read of the pending jobs; new work (see
+    /// [`db::jobs::WorkProbe::has_new_work`]) brings the scan forward to now, so the
+    /// clusters it concerns wake without waiting for `active_scan_interval`. A failed probe
+    /// changes nothing: the scan still runs on its own interval.
+    fn probe(&mut self, config: &Config, now: Instant) {
+        let every = config.scheduler.new_work_probe_interval;
+        if now < self.next_probe {
+            return;
+        }
+        if every.is_zero() {
+            // Off: look again at the scan's pace, in case a reload turns it on.
+            self.next_probe = now + config.scheduler.active_scan_interval;
+            self.last_probe = None;
+            return;
+        }
+        self.next_probe = now + every;
+        let read = self
+            .ctx
+            .pool
+            .get()
+            .map_err(db::DbError::from)
+            .and_then(|mut c| db::jobs::work_probe(&mut *c));
+        match read {
+            Ok(probe) => {
+                if self
+                    .last_probe
+                    .is_some_and(|last| probe.has_new_work(&last))
+                {
+                    self.next_scan = now;
+                }
+                self.last_probe = Some(probe);
+            }
+            Err(e) => metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc(),
+        }
+    }
+
     /// Sets each cluster's waiting count from the scan; new work for a cluster that found
     /// none brings its turn forward to now instead of after its sleep.
     fn apply_scan(&mut self, active: &HashMap<(String, String, String), i64>) {
@@ -369,6 +411,15 @@ impl Feed {
                 Sleep::Error => "error",
             };
             metrics::CLUSTER_SLEEPS.with_label_values(&[label]).inc();
+        }
+        if outcome.result == PassResult::NoJobs {
+            // The pass's job query has the scan's predicates, so "no job" means nothing of
+            // this cluster was waiting when it ran: newer than the scan's count, which may
+            // predate the pass's own bookings. With 0 as the baseline, whatever the next scan
+            // counts is new work and wakes the cluster, instead of only work beyond a count
+            // that was already booked (a job submitted then slept through `empty_sleep`).
+            turn.waiting = 0;
+            turn.waiting_at_pass = 0;
         }
         turn.sleep = sleep;
         turn.ready_at = now + duration;
@@ -443,7 +494,7 @@ impl Feed {
     /// When the loop has something to do next: a reload, a scan, or an awake cluster's turn.
     fn next_event(&self) -> Instant {
         let now = Instant::now();
-        let mut next = self.next_reload.min(self.next_scan);
+        let mut next = self.next_reload.min(self.next_scan).min(self.next_probe);
         for t in self.turns.values() {
             if t.state == Place::Ready && self.awake(t) {
                 next = next.min(t.ready_at.max(now));

@@ -27,6 +27,12 @@ pub struct SchedulerConfig {
     /// How often the cheap "which clusters have waiting work" scan runs.
     #[serde(with = "duration")]
     pub active_scan_interval: Duration,
+    /// How often a cheap probe of pending jobs looks for new work between active scans
+    /// (a job submitted, unpaused, frames become waiting), running the scan at once when it
+    /// finds some: a new job's first frame waits for this, not for the scan interval. 0 turns
+    /// the probe off.
+    #[serde(with = "duration")]
+    pub new_work_probe_interval: Duration,
     /// Sleep of a cluster whose pass found no job.
     #[serde(with = "duration")]
     pub empty_sleep: Duration,
@@ -90,6 +96,7 @@ impl Default for SchedulerConfig {
             ignore_tags: Vec::new(),
             cluster_reload_interval: Duration::from_secs(60),
             active_scan_interval: Duration::from_secs(2),
+            new_work_probe_interval: Duration::from_millis(100),
             empty_sleep: Duration::from_secs(30),
             saturated_sleep: Duration::from_secs(3),
             error_sleep: Duration::from_secs(5),

@@ -141,6 +141,45 @@ pub(crate) fn active_tags(
         .collect())
 }
 
+/// A cheap fingerprint of the managed shows' bookable work: pending unpaused jobs, their
+/// waiting frames, the newest job's start. New work shows as a change in the job count or the
+/// newest start, or a rise in the waiting count (see `cluster::feed`, the new-work probe).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct WorkProbe {
+    /// Pending, unpaused jobs of active managed shows.
+    pub(crate) jobs: i64,
+    /// Their waiting frames (`job_stat.int_waiting_count`).
+    pub(crate) waiting: i64,
+    /// The newest `job.ts_started` (seconds since the epoch; 0 with no job).
+    pub(crate) newest: f64,
+}
+
+impl WorkProbe {
+    /// True when `self` (read after `before`) shows work `before` did not: a job arrived or
+    /// was unpaused, or frames became waiting faster than they were booked.
+    pub(crate) fn has_new_work(&self, before: &WorkProbe) -> bool {
+        self.jobs != before.jobs || self.newest != before.newest || self.waiting > before.waiting
+    }
+}
+
+/// Reads the [`WorkProbe`]: one index-driven aggregate over pending jobs, no frame rows.
+pub(crate) fn work_probe(conn: &mut impl GenericClient) -> Result<WorkProbe, DbError> {
+    let r = conn.query_one(
+        "SELECT count(*)::bigint, coalesce(sum(js.int_waiting_count), 0)::bigint,
+                coalesce(extract(epoch FROM max(j.ts_started)), 0)::float8
+           FROM job j
+           JOIN show sh ON sh.pk_show = j.pk_show
+           JOIN job_stat js ON js.pk_job = j.pk_job
+          WHERE j.str_state = 'PENDING' AND NOT j.b_paused AND sh.b_active AND sh.b_scheduler_managed",
+        &[],
+    )?;
+    Ok(WorkProbe {
+        jobs: r.get(0),
+        waiting: r.get(1),
+        newest: r.get(2),
+    })
+}
+
 /// The pending-job query; `{order_by}` is filled from [`crate::config::JobOrder`].
 const PENDING_JOBS: &str = "SELECT j.pk_job, j.str_name, j.pk_show, j.pk_folder, j.pk_dept, jr.int_priority::int,
                 j.str_show, j.str_shot, j.str_user, j.int_uid::bigint, coalesce(j.str_os, ''), j.str_log_dir,

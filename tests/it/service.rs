@@ -484,3 +484,75 @@ fn alone_idle_connections_cannot_flood_http() {
     drop(idle);
     assert!(service.shutdown(Duration::from_secs(5)));
 }
+
+/// A job that becomes bookable (submitted, or here unpaused) while its cluster sleeps is
+/// booked at once: the new-work probe brings the active scan forward, so its first frame does
+/// not wait for `active_scan_interval` (an hour here) or the cluster's empty sleep.
+#[test]
+fn a_job_unpaused_while_its_cluster_sleeps_is_booked_without_waiting_for_the_scan() {
+    let cluster = PgCluster::start(&PgOptions::default()).unwrap();
+    let url = cluster.create_database("probe", None).unwrap();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    stagehand::db::migrate::migrate(&mut client).unwrap();
+    stagehand::sim::seed::seed(
+        &mut client,
+        &small_farm(
+            2,
+            8,
+            32,
+            &[],
+            vec![
+                job("first", vec![LayerSpec::simple("l", "1-4", "general")]),
+                job("late", vec![LayerSpec::simple("l", "1-4", "general")]),
+            ],
+        ),
+    )
+    .unwrap();
+    client
+        .execute(
+            "UPDATE job SET b_paused = true WHERE str_name LIKE '%late'",
+            &[],
+        )
+        .unwrap();
+    let mut config = fast(Config::default());
+    config.database.url = url;
+    config.scheduler.active_scan_interval = Duration::from_secs(3600);
+    config.scheduler.empty_sleep = Duration::from_secs(3600);
+    config.scheduler.new_work_probe_interval = Duration::from_millis(100);
+    let service = Service::start(config).unwrap();
+    let running = |client: &mut postgres::Client, job: &str| -> i64 {
+        client
+            .query_one(
+                "SELECT count(*) FROM frame f JOIN job j ON j.pk_job = f.pk_job
+                  WHERE j.str_name LIKE '%' || $1 AND f.str_state = 'RUNNING'",
+                &[&job],
+            )
+            .unwrap()
+            .get(0)
+    };
+    assert!(
+        wait(Duration::from_secs(20), || running(&mut client, "first")
+            == 4),
+        "the first job books"
+    );
+    // Let its cluster find nothing more and fall asleep for the hour.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        running(&mut client, "late"),
+        0,
+        "a paused job is not booked"
+    );
+    client
+        .execute(
+            "UPDATE job SET b_paused = false WHERE str_name LIKE '%late'",
+            &[],
+        )
+        .unwrap();
+    assert!(
+        wait(Duration::from_secs(20), || running(&mut client, "late")
+            == 4),
+        "the unpaused job books long before the next scan"
+    );
+    assert!(service.shutdown(Duration::from_secs(5)));
+    drop(cluster);
+}
