@@ -14,6 +14,9 @@ use crate::model::{CORE, TagType};
 pub enum Workload {
     /// OpenCue stress drain: 1,200 hosts, 300 jobs × 4 layers × 5 frames, dry run.
     Drain,
+    /// The booking-write ceiling on the drain farm: only the guarded writes, 50 frames a
+    /// transaction, on 1–4 connections with disjoint host shares (`sim::bench::ceiling`).
+    Ceiling,
     /// OpenCue stress saturation: 400 hosts, 150 jobs × 2 × 10, burst 150 cores, dry run.
     Saturation,
     /// Maestro's farm: 1,553 hosts (~57,000 cores) from idle to full, real gRPC launches.

@@ -1,7 +1,8 @@
-//! The benchmark's printed figures: the report, one aligned line per figure, and the
-//! statements that took the most database time.
+//! The benchmark's printed figures: the report, one aligned line per figure, the
+//! statements that took the most database time, the ceiling's runs and drain's ratios to
+//! them.
 
-use super::{BenchArgs, BenchReport};
+use super::{BenchArgs, BenchReport, CeilingReport, Rates};
 
 /// Prints the `n` statements that took the most database time (all roles).
 pub(super) fn print_top_statements(client: &mut postgres::Client, n: usize) {
@@ -59,8 +60,14 @@ fn print_booking(args: &BenchArgs, r: &BenchReport) {
     );
     println!("frames          : {} seeded, {} booked", r.seeded, r.booked);
     println!(
-        "throughput      : {:.0} frames/s over a {:.2}s booking window",
-        r.frames_per_sec, r.window_secs
+        "throughput      : {:.0} frames/s over a {:.2}s booking window{}",
+        r.frames_per_sec,
+        r.window_secs,
+        if r.first99_per_sec > 0.0 {
+            format!(", {:.0} frames/s over the first 99 %", r.first99_per_sec)
+        } else {
+            String::new()
+        }
     );
     println!(
         "utilization     : 50% {}  90% {}  99% {}  (peak {:.1}%)",
@@ -97,6 +104,11 @@ fn print_costs(r: &BenchReport) {
         ),
         _ => println!("database        : pg_stat_statements unavailable"),
     }
+    if let Some(ms) = r.pg_cpu_ms_per_frame {
+        println!(
+            "PostgreSQL CPU  : {ms:.3} ms per booked frame (from the first booking seen, all roles but the harness)"
+        );
+    }
     println!(
         "peak RSS        : {} MiB",
         r.peak_rss_mib
@@ -115,5 +127,81 @@ fn print_costs(r: &BenchReport) {
             .map(|(n, b, burst)| format!("{n} {b}/{burst}"))
             .collect();
         println!("subscriptions   : {} (booked/burst cores)", subs.join(", "));
+    }
+}
+
+/// `ms` as `0.123 ms`, or `-` when unknown.
+fn fmt_ms(ms: Option<f64>) -> String {
+    ms.map(|m| format!("{m:.3} ms"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Prints the ceiling's runs, one line per connection count.
+pub(super) fn print_ceiling(args: &BenchArgs, c: &CeilingReport) {
+    println!(
+        "ceiling         : the guarded writes alone, {} frames a transaction, drain farm (scale {}, seed {:#x}), {} frames seeded",
+        super::ceiling::BATCH,
+        args.scale,
+        args.seed,
+        c.seeded
+    );
+    println!(
+        "  connections  planned  booked  lost  frames/s first 99 %  frames/s (n-1)/(last-first)  window   frames/s wall clock  PG CPU/frame  audit"
+    );
+    for r in &c.runs {
+        let wall = if r.wall_secs > 0.0 {
+            r.booked as f64 / r.wall_secs
+        } else {
+            0.0
+        };
+        println!(
+            "  {:>11}  {:>7}  {:>6}  {:>4}  {:>19.0}  {:>27.0}  {:>6.2}s  {:>19.0}  {:>12}  {}",
+            r.connections,
+            r.planned,
+            r.booked,
+            r.lost,
+            r.rates.first99_per_sec,
+            r.rates.per_sec,
+            r.rates.window_secs,
+            wall,
+            fmt_ms(r.pg_cpu_ms_per_frame),
+            if r.violations.is_empty() {
+                "clean".to_owned()
+            } else {
+                format!("{} violation(s)", r.violations.len())
+            }
+        );
+    }
+}
+
+/// Prints drain beside the best ceiling run of each figure, as ratios.
+pub(super) fn print_ceiling_ratios(drain: &BenchReport, c: &CeilingReport) {
+    let ratio = |label: &str, drain_rate: f64, rate: fn(&Rates) -> f64| {
+        if let Some(best) = c.best(rate) {
+            let ceiling = rate(&best.rates);
+            println!(
+                "drain / ceiling : {label}: {drain_rate:.0} / {ceiling:.0} ({} connection(s)) = {:.2}",
+                best.connections,
+                if ceiling > 0.0 {
+                    drain_rate / ceiling
+                } else {
+                    0.0
+                }
+            );
+        }
+    };
+    ratio("first 99 %", drain.first99_per_sec, |r| r.first99_per_sec);
+    ratio("(n-1)/(last-first)", drain.frames_per_sec, |r| r.per_sec);
+    let best = c.best(|r| r.first99_per_sec);
+    if let (Some(d), Some(b)) = (
+        drain.pg_cpu_ms_per_frame,
+        best.and_then(|b| b.pg_cpu_ms_per_frame),
+    ) {
+        println!(
+            "drain / ceiling : PostgreSQL CPU per booked frame {} / {} = {:.2}×",
+            fmt_ms(Some(d)),
+            fmt_ms(Some(b)),
+            d / b
+        );
     }
 }
