@@ -136,10 +136,10 @@ fn fmt_ms(ms: Option<f64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-/// Prints the ceiling's runs, one line per connection count.
-pub(super) fn print_ceiling(args: &BenchArgs, c: &CeilingReport) {
+/// Prints the ceiling's runs, one line per connection count; `when` says when it ran.
+pub(super) fn print_ceiling(args: &BenchArgs, c: &CeilingReport, when: &str) {
     println!(
-        "ceiling         : the guarded writes alone, {} frames a transaction, drain farm (scale {}, seed {:#x}), {} frames seeded",
+        "ceiling{when:<9}: the guarded writes alone, {} frames a transaction, drain farm (scale {}, seed {:#x}), {} frames seeded",
         super::ceiling::BATCH,
         args.scale,
         args.seed,
@@ -174,34 +174,61 @@ pub(super) fn print_ceiling(args: &BenchArgs, c: &CeilingReport) {
     }
 }
 
-/// Prints drain beside the best ceiling run of each figure, as ratios.
-pub(super) fn print_ceiling_ratios(drain: &BenchReport, c: &CeilingReport) {
-    let ratio = |label: &str, drain_rate: f64, rate: fn(&Rates) -> f64| {
-        if let Some(best) = c.best(rate) {
-            let ceiling = rate(&best.rates);
-            println!(
-                "drain / ceiling : {label}: {drain_rate:.0} / {ceiling:.0} ({} connection(s)) = {:.2}",
-                best.connections,
-                if ceiling > 0.0 {
-                    drain_rate / ceiling
-                } else {
-                    0.0
-                }
-            );
-        }
-    };
-    ratio("first 99 %", drain.first99_per_sec, |r| r.first99_per_sec);
-    ratio("(n-1)/(last-first)", drain.frames_per_sec, |r| r.per_sec);
-    let best = c.best(|r| r.first99_per_sec);
-    if let (Some(d), Some(b)) = (
-        drain.pg_cpu_ms_per_frame,
-        best.and_then(|b| b.pg_cpu_ms_per_frame),
-    ) {
+/// Prints drain beside the ceilings measured right before and right after it: per figure,
+/// each sweep's best run and drain's ratio to their mean, so a machine that got busier or
+/// quieter during the invocation moves both sides of the ratio alike.
+pub(super) fn print_ceiling_ratios(
+    drain: &BenchReport,
+    before: &CeilingReport,
+    after: &CeilingReport,
+) {
+    let ratio = |label: &str,
+                 drain_value: Option<f64>,
+                 best: [Option<(f64, usize)>; 2],
+                 unit: &str,
+                 prec: usize| {
+        let (Some(d), [Some(b), Some(a)]) = (drain_value, best) else {
+            return;
+        };
+        let mean = (b.0 + a.0) / 2.0;
         println!(
-            "drain / ceiling : PostgreSQL CPU per booked frame {} / {} = {:.2}×",
-            fmt_ms(Some(d)),
-            fmt_ms(Some(b)),
-            d / b
+            "drain / ceiling : {label}: {d:.prec$} / {mean:.prec$}{unit} (ceiling before {:.prec$}, {} conn; after {:.prec$}, {} conn) = {:.2}",
+            b.0,
+            b.1,
+            a.0,
+            a.1,
+            if mean > 0.0 { d / mean } else { 0.0 }
         );
-    }
+    };
+    let rate_of = |c: &CeilingReport, rate: fn(&Rates) -> f64| {
+        c.best(rate).map(|r| (rate(&r.rates), r.connections))
+    };
+    let first99 = |r: &Rates| r.first99_per_sec;
+    let stress = |r: &Rates| r.per_sec;
+    ratio(
+        "frames/s, first 99 %",
+        Some(drain.first99_per_sec),
+        [rate_of(before, first99), rate_of(after, first99)],
+        "",
+        0,
+    );
+    ratio(
+        "frames/s, (n-1)/(last-first)",
+        Some(drain.frames_per_sec),
+        [rate_of(before, stress), rate_of(after, stress)],
+        "",
+        0,
+    );
+    // CPU of the run the rate ratio is quoted against (each sweep's best by the first 99 %).
+    let cpu_of = |c: &CeilingReport| {
+        c.best(first99)
+            .and_then(|r| Some((r.pg_cpu_ms_per_frame?, r.connections)))
+    };
+    ratio(
+        "PostgreSQL CPU per booked frame",
+        drain.pg_cpu_ms_per_frame,
+        [cpu_of(before), cpu_of(after)],
+        " ms",
+        3,
+    );
 }
