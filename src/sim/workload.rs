@@ -14,6 +14,9 @@ use crate::model::{CORE, TagType};
 pub enum Workload {
     /// OpenCue stress drain: 1,200 hosts, 300 jobs × 4 layers × 5 frames, dry run.
     Drain,
+    /// The booking-write ceiling on the drain farm: only the guarded writes, 50 frames a
+    /// transaction, on 1–4 connections with disjoint host shares (`sim::bench::ceiling`).
+    Ceiling,
     /// OpenCue stress saturation: 400 hosts, 150 jobs × 2 × 10, burst 150 cores, dry run.
     Saturation,
     /// Maestro's farm: 1,553 hosts (~57,000 cores) from idle to full, real gRPC launches.
@@ -114,11 +117,22 @@ pub fn drain(scale: f64, shows: usize, seed: u64) -> FarmSpec {
     }
 }
 
-/// Drain host `i`: 16–128 cores, 32–256 GB, up to two of the manual `tags`.
+/// The HARDWARE tags Cuebot gives every host RQD registers (its architecture and RQD's
+/// version).
+const HARDWARE_TAGS: [&str; 2] = ["64bit", "rqdv-1.0"];
+
+/// Drain host `i`, tagged as Cuebot registers hosts: 16–128 cores, 32–256 GB, the HARDWARE
+/// tags and up to two of the manual `tags` (the ALLOC and HOSTNAME tags come from seeding).
 fn drain_host(rng: &mut SmallRng, i: usize, tags: &[String]) -> HostSpec {
     let cores = 16 + 8 * rng.random_range(0..15);
     let mem_gb = rng.random_range(32..=256);
     let mut h = HostSpec::linux(format!("drain{i:05}"), i % 3, cores, mem_gb);
+    // Not drawn: the seed's farm stays the one it was before hosts carried them.
+    h.tags.extend(
+        HARDWARE_TAGS
+            .iter()
+            .map(|t| ((*t).to_owned(), TagType::Hardware)),
+    );
     for _ in 0..rng.random_range(0..=2) {
         let t = tags[rng.random_range(0..tags.len())].clone();
         if !h.tags.iter().any(|(x, _)| *x == t) {
@@ -442,6 +456,35 @@ mod tests {
         assert_eq!(c.hosts.len(), 1553);
         assert!((55_000..=59_000).contains(&cores), "{cores}");
         assert_eq!(saturation(1.0, 7).hosts.len(), 400);
+    }
+
+    #[test]
+    fn drain_tags_hosts_and_layers_as_cuebot_does() {
+        let d = drain(0.25, 1, 7);
+        let manual = |h: &HostSpec| h.tags.iter().filter(|(_, k)| *k == TagType::Manual).count();
+        for h in &d.hosts {
+            let hardware: Vec<&str> = h
+                .tags
+                .iter()
+                .filter(|(_, k)| *k == TagType::Hardware)
+                .map(|(t, _)| t.as_str())
+                .collect();
+            assert_eq!(hardware, HARDWARE_TAGS, "{}", h.name);
+            assert!(manual(h) <= 2, "{}: {:?}", h.name, h.tags);
+        }
+        // Every count of manual tags occurs on a farm this size.
+        for n in 0..=2 {
+            assert!(d.hosts.iter().any(|h| manual(h) == n), "no host with {n}");
+        }
+        let allowed: Vec<String> = (0..8)
+            .map(|i| format!("manual{i}"))
+            .chain((0..3).map(|i| format!("alloc{i}")))
+            .collect();
+        for layer in d.jobs.iter().flat_map(|j| &j.layers) {
+            let tags: Vec<String> = crate::model::split_tags(&layer.tags).collect();
+            assert!((1..=3).contains(&tags.len()), "{}", layer.tags);
+            assert!(tags.iter().all(|t| allowed.contains(t)), "{}", layer.tags);
+        }
     }
 
     #[test]

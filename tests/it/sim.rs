@@ -1,12 +1,17 @@
-//! The simulator: a tiny demo runs to completion unattended with a clean audit, and every
-//! benchmark workload runs at a tiny scale through the real `stagehand` binary.
+//! The simulator: a tiny demo runs to completion unattended with a clean audit, every
+//! benchmark workload runs at a tiny scale through the real `stagehand` binary, and the
+//! booking-write ceiling books what it planned.
 
-use std::{path::PathBuf, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use stagehand::sim::{
-    bench::{BenchArgs, measure},
+    bench::{
+        BenchArgs,
+        ceiling::{CONNECTIONS, measure_ceiling},
+        measure, run,
+    },
     demo::{DemoArgs, run_demo},
-    workload::Workload,
+    workload::{self, Workload},
 };
 
 #[test]
@@ -40,6 +45,7 @@ fn tiny(workload: Workload, scale: f64) -> BenchArgs {
         keep: false,
         top_statements: 0,
         no_reservations: false,
+        with_ceiling: false,
     }
 }
 
@@ -75,4 +81,26 @@ fn steady_workload_keeps_booking_at_tiny_scale() {
     let report = measure(&args).expect("bench runs");
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     assert!(report.booked > 0);
+}
+
+#[test]
+fn the_ceiling_books_what_it_planned_with_a_clean_audit_at_tiny_scale() {
+    let spec = workload::drain(0.05, 1, 11);
+    let report = measure_ceiling(&spec, &CONNECTIONS).expect("ceiling runs");
+    assert_eq!(report.seeded, 300);
+    assert_eq!(report.runs.len(), CONNECTIONS.len());
+    for r in &report.runs {
+        assert!(r.violations.is_empty(), "{r:?}");
+        assert!(r.planned > 0, "{r:?}");
+        assert_eq!((r.booked, r.lost), (r.planned, 0), "{r:?}");
+        assert_eq!(r.rates.booked, r.planned, "one proc per planned frame");
+    }
+    assert!(report.violations().is_empty());
+}
+
+#[test]
+fn drain_with_the_ceiling_runs_both_at_tiny_scale() {
+    let mut args = tiny(Workload::Drain, 0.02);
+    args.with_ceiling = true;
+    assert_eq!(run(&args).expect("bench runs"), ExitCode::SUCCESS);
 }

@@ -5,10 +5,18 @@
 //! Figures: frames booked; frames/s over the booking window (first to last `proc.ts_booked`,
 //! as OpenCue's stress suite measures); time to 50/90/99 % utilization (coldfill); p50/p99
 //! from frame eligible to booked; wasted placement attempts; statements and rows read per
-//! booked frame (`pg_stat_statements`, `pg_stat_database`); peak RSS of each stagehand
-//! process. Exits non-zero when the audit finds a violation.
+//! booked frame (`pg_stat_statements`, `pg_stat_database`); PostgreSQL CPU per booked frame
+//! (dry runs); peak RSS of each stagehand process. Exits non-zero when the audit finds a
+//! violation.
+//!
+//! `--workload ceiling` runs no stagehand: it measures the booking writes alone on the drain
+//! farm ([`ceiling`]); `--workload drain --with-ceiling` measures the ceiling right before and
+//! right after drain in one invocation and prints drain as a ratio to it, a figure that
+//! survives a noisy machine better than either rate alone.
 
+pub mod ceiling;
 mod print;
+mod rates;
 mod scenarios;
 
 use std::{
@@ -26,7 +34,10 @@ use super::{
     workload::{self, Workload},
 };
 use crate::{accounting::audit::audit, config::Config};
-use print::{print_report, print_top_statements};
+use ceiling::{CONNECTIONS, CeilingReport, measure_ceiling};
+use print::{print_ceiling, print_ceiling_ratios, print_report, print_top_statements};
+pub use rates::Rates;
+use rates::{PgCpu, proc_rates};
 use scenarios::{chaos, scenario};
 
 /// Options of `stagehand bench`.
@@ -62,6 +73,10 @@ pub struct BenchArgs {
     /// Run with `[reservations] enabled = false` (to measure what the policy costs).
     #[arg(long)]
     pub no_reservations: bool,
+    /// With `--workload drain`: also run the ceiling (the booking writes alone) on its own
+    /// freshly seeded farm of the same shape, and print drain as a ratio to it.
+    #[arg(long)]
+    pub with_ceiling: bool,
 }
 
 /// What a benchmark run measured.
@@ -73,6 +88,12 @@ pub struct BenchReport {
     pub booked: i64,
     /// Frames/s between the first and last booking.
     pub frames_per_sec: f64,
+    /// Frames/s over the first 99 % of bookings (dry runs; 0 otherwise).
+    pub first99_per_sec: f64,
+    /// PostgreSQL CPU milliseconds per booked frame, from the first booking seen (polled every
+    /// 50 ms) to the end of the run, the harness's own connection left out (dry runs; None
+    /// without `/proc`).
+    pub pg_cpu_ms_per_frame: Option<f64>,
     /// Seconds of that booking window.
     pub window_secs: f64,
     /// Seconds from start to 50 / 90 / 99 % of cores busy.
@@ -117,17 +138,25 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     };
     let mut client = postgres::Client::connect(&farm.url, postgres::NoTls)?;
     reset_statement_stats(&mut client);
+    let harness: i32 = client.query_one("SELECT pg_backend_pid()", &[])?.get(0);
+    let data = farm.cluster.dir().join("data");
     let instances = spawn_instances(&mut client, &binary, &config, args.instances)?;
     let mut report = BenchReport {
         seeded: farm.seeded.frames,
         ..BenchReport::default()
     };
-    let run = watch_run(&mut client, args, &mut report)?;
+    let run = watch_run(&mut client, args, &mut report, &data)?;
+    let pg_cpu_secs = PgCpu::read(&data)
+        .zip(run.cpu_at_first_booking.as_ref())
+        .map(|(after, first)| first.secs_until(&after, Some(harness as u32)));
     collect_metrics(&instances, &mut report);
     for inst in instances {
         inst.stop(Duration::from_secs(30));
     }
     booking_window(&mut client, &mut report, launches, &run)?;
+    if !launches && report.booked > 0 {
+        report.pg_cpu_ms_per_frame = pg_cpu_secs.map(|s| s * 1000.0 / report.booked as f64);
+    }
     database_figures(&mut client, &mut report)?;
     report.violations = audit(&mut client, None)?;
     print_report(args, &report);
@@ -141,27 +170,31 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
 /// dry runs).
 fn workload_spec(args: &BenchArgs) -> Result<(FarmSpec, bool), SimError> {
     Ok(match args.workload {
-        Workload::Drain => (
-            workload::drain(args.scale, args.instances.max(1) * 2 - 1, args.seed),
-            false,
-        ),
+        Workload::Drain => (drain_spec(args), false),
         Workload::Saturation => (workload::saturation(args.scale, args.seed), false),
         Workload::Coldfill => (workload::coldfill(args.scale, args.seed, 600_000), true),
         Workload::Steady => (
             workload::steady(args.scale, args.seed, args.duration.as_secs()),
             true,
         ),
-        Workload::Wide
+        Workload::Ceiling
+        | Workload::Wide
         | Workload::FairShare
         | Workload::Stream
         | Workload::Gpu
         | Workload::Chaos => {
             return Err(SimError::Other(format!(
-                "{:?} is a scenario: run it with `stagehand bench`",
+                "{:?} runs in-process: run it with `stagehand bench`",
                 args.workload
             )));
         }
     })
+}
+
+/// The drain farm of `args`: `--scale` and `--seed`, and one show for one instance, two
+/// more per further instance (they need shows to share out). The ceiling seeds the same.
+fn drain_spec(args: &BenchArgs) -> FarmSpec {
+    workload::drain(args.scale, args.instances.max(1) * 2 - 1, args.seed)
 }
 
 /// The instances' configuration: the farm's, with the run's batching and policy switches.
@@ -220,24 +253,29 @@ fn wait_for_owners(client: &mut postgres::Client, count: usize) -> Result<(), Si
     Ok(())
 }
 
-/// When the measured run saw its first booking and when it ended.
+/// When the measured run saw its first booking (and PostgreSQL's CPU then) and when it
+/// ended.
 struct RunTimes {
     first_booking: Option<Instant>,
+    cpu_at_first_booking: Option<PgCpu>,
     end: Instant,
 }
 
 /// Polls progress every 50 ms until the workload is done (or `--duration` passes, 5 s at
-/// least), recording utilization milestones in `report`.
+/// least), recording utilization milestones in `report`. `data`: the cluster's data
+/// directory, whose CPU is read at the first booking seen (start-up reads are not bookings).
 fn watch_run(
     client: &mut postgres::Client,
     args: &BenchArgs,
     report: &mut BenchReport,
+    data: &Path,
 ) -> Result<RunTimes, SimError> {
     let started = Instant::now();
     let thresholds = [0.5, 0.9, 0.99];
     let mut last_change = Instant::now();
     let mut last_booked = -1i64;
     let mut first_booking: Option<Instant> = None;
+    let mut cpu_at_first_booking = None;
     loop {
         std::thread::sleep(Duration::from_millis(50));
         let p = progress(client)?;
@@ -250,6 +288,7 @@ fn watch_run(
         let booked = p.done + p.running + p.dead;
         if booked > 0 && first_booking.is_none() {
             first_booking = Some(Instant::now());
+            cpu_at_first_booking = PgCpu::read(data);
         }
         if booked != last_booked {
             last_booked = booked;
@@ -264,6 +303,7 @@ fn watch_run(
     }
     Ok(RunTimes {
         first_booking,
+        cpu_at_first_booking,
         end: Instant::now(),
     })
 }
@@ -275,6 +315,7 @@ fn finished(workload: Workload, p: &Progress, unchanged: Duration) -> bool {
         Workload::Saturation => unchanged > Duration::from_secs(5),
         Workload::Coldfill => p.utilization >= 0.99 && unchanged > Duration::from_secs(1),
         Workload::Steady
+        | Workload::Ceiling
         | Workload::Wide
         | Workload::FairShare
         | Workload::Stream
@@ -325,18 +366,15 @@ fn booking_window(
     launches: bool,
     run: &RunTimes,
 ) -> Result<(), SimError> {
-    let window = client.query_one(
-        "SELECT count(*)::bigint, coalesce(extract(epoch FROM max(ts_booked) - min(ts_booked)), 0)::float8 FROM proc",
-        &[],
-    )?;
-    let procs: i64 = window.get(0);
+    let rates = proc_rates(client)?;
+    let procs = rates.booked as i64;
+    report.window_secs = rates.window_secs;
     if !launches {
         // Dry run: every booking left a proc; the database is the count (the instances'
         // metrics can trail a just-committed batch by a moment).
         report.booked = procs;
-    }
-    report.window_secs = window.get(1);
-    if launches {
+        report.first99_per_sec = rates.first99_per_sec;
+    } else {
         // Completed frames' procs are gone: the window runs from the first booking seen to
         // the end of the run.
         report.window_secs = run
@@ -422,10 +460,41 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     if args.workload == Workload::Chaos {
         return chaos(args);
     }
+    if args.workload == Workload::Ceiling {
+        let ceiling = ceiling_of(args, "")?;
+        return Ok(exit_code(&ceiling.violations()));
+    }
+    if args.with_ceiling && args.workload != Workload::Drain {
+        return Err(SimError::Other(
+            "--with-ceiling goes with --workload drain".into(),
+        ));
+    }
+    if !args.with_ceiling {
+        return Ok(exit_code(&measure(args)?.violations));
+    }
+    // The ceiling right before and right after drain: the ratio is to their mean.
+    let before = ceiling_of(args, " before")?;
     let report = measure(args)?;
-    Ok(if report.violations.is_empty() {
+    let after = ceiling_of(args, " after")?;
+    print_ceiling_ratios(&report, &before, &after);
+    let mut violations = report.violations;
+    violations.extend(before.violations());
+    violations.extend(after.violations());
+    Ok(exit_code(&violations))
+}
+
+/// Measures the ceiling of the drain farm of `args` and prints it, labelled `when`.
+fn ceiling_of(args: &BenchArgs, when: &str) -> Result<CeilingReport, SimError> {
+    let ceiling = measure_ceiling(&drain_spec(args), &CONNECTIONS)?;
+    print_ceiling(args, &ceiling, when);
+    Ok(ceiling)
+}
+
+/// Success, or 3 when an audit found `violations`.
+fn exit_code(violations: &[String]) -> ExitCode {
+    if violations.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(3)
-    })
+    }
 }

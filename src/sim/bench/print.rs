@@ -1,7 +1,8 @@
-//! The benchmark's printed figures: the report, one aligned line per figure, and the
-//! statements that took the most database time.
+//! The benchmark's printed figures: the report, one aligned line per figure, the
+//! statements that took the most database time, the ceiling's runs and drain's ratios to
+//! them.
 
-use super::{BenchArgs, BenchReport};
+use super::{BenchArgs, BenchReport, CeilingReport, Rates};
 
 /// Prints the `n` statements that took the most database time (all roles).
 pub(super) fn print_top_statements(client: &mut postgres::Client, n: usize) {
@@ -59,8 +60,14 @@ fn print_booking(args: &BenchArgs, r: &BenchReport) {
     );
     println!("frames          : {} seeded, {} booked", r.seeded, r.booked);
     println!(
-        "throughput      : {:.0} frames/s over a {:.2}s booking window",
-        r.frames_per_sec, r.window_secs
+        "throughput      : {:.0} frames/s over a {:.2}s booking window{}",
+        r.frames_per_sec,
+        r.window_secs,
+        if r.first99_per_sec > 0.0 {
+            format!(", {:.0} frames/s over the first 99 %", r.first99_per_sec)
+        } else {
+            String::new()
+        }
     );
     println!(
         "utilization     : 50% {}  90% {}  99% {}  (peak {:.1}%)",
@@ -97,6 +104,11 @@ fn print_costs(r: &BenchReport) {
         ),
         _ => println!("database        : pg_stat_statements unavailable"),
     }
+    if let Some(ms) = r.pg_cpu_ms_per_frame {
+        println!(
+            "PostgreSQL CPU  : {ms:.3} ms per booked frame (from the first booking seen, all roles but the harness)"
+        );
+    }
     println!(
         "peak RSS        : {} MiB",
         r.peak_rss_mib
@@ -116,4 +128,107 @@ fn print_costs(r: &BenchReport) {
             .collect();
         println!("subscriptions   : {} (booked/burst cores)", subs.join(", "));
     }
+}
+
+/// `ms` as `0.123 ms`, or `-` when unknown.
+fn fmt_ms(ms: Option<f64>) -> String {
+    ms.map(|m| format!("{m:.3} ms"))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// Prints the ceiling's runs, one line per connection count; `when` says when it ran.
+pub(super) fn print_ceiling(args: &BenchArgs, c: &CeilingReport, when: &str) {
+    println!(
+        "ceiling{when:<9}: the guarded writes alone, {} frames a transaction, drain farm (scale {}, seed {:#x}), {} frames seeded",
+        super::ceiling::BATCH,
+        args.scale,
+        args.seed,
+        c.seeded
+    );
+    println!(
+        "  connections  planned  booked  lost  frames/s first 99 %  frames/s (n-1)/(last-first)  window   frames/s wall clock  PG CPU/frame  audit"
+    );
+    for r in &c.runs {
+        let wall = if r.wall_secs > 0.0 {
+            r.booked as f64 / r.wall_secs
+        } else {
+            0.0
+        };
+        println!(
+            "  {:>11}  {:>7}  {:>6}  {:>4}  {:>19.0}  {:>27.0}  {:>6.2}s  {:>19.0}  {:>12}  {}",
+            r.connections,
+            r.planned,
+            r.booked,
+            r.lost,
+            r.rates.first99_per_sec,
+            r.rates.per_sec,
+            r.rates.window_secs,
+            wall,
+            fmt_ms(r.pg_cpu_ms_per_frame),
+            if r.violations.is_empty() {
+                "clean".to_owned()
+            } else {
+                format!("{} violation(s)", r.violations.len())
+            }
+        );
+    }
+}
+
+/// Prints drain beside the ceilings measured right before and right after it: per figure,
+/// each sweep's best run and drain's ratio to their mean, so a machine that got busier or
+/// quieter during the invocation moves both sides of the ratio alike.
+pub(super) fn print_ceiling_ratios(
+    drain: &BenchReport,
+    before: &CeilingReport,
+    after: &CeilingReport,
+) {
+    let ratio = |label: &str,
+                 drain_value: Option<f64>,
+                 best: [Option<(f64, usize)>; 2],
+                 unit: &str,
+                 prec: usize| {
+        let (Some(d), [Some(b), Some(a)]) = (drain_value, best) else {
+            return;
+        };
+        let mean = (b.0 + a.0) / 2.0;
+        println!(
+            "drain / ceiling : {label}: {d:.prec$} / {mean:.prec$}{unit} (ceiling before {:.prec$}, {} conn; after {:.prec$}, {} conn) = {:.2}",
+            b.0,
+            b.1,
+            a.0,
+            a.1,
+            if mean > 0.0 { d / mean } else { 0.0 }
+        );
+    };
+    let rate_of = |c: &CeilingReport, rate: fn(&Rates) -> f64| {
+        c.best(rate).map(|r| (rate(&r.rates), r.connections))
+    };
+    let first99 = |r: &Rates| r.first99_per_sec;
+    let stress = |r: &Rates| r.per_sec;
+    ratio(
+        "frames/s, first 99 %",
+        Some(drain.first99_per_sec),
+        [rate_of(before, first99), rate_of(after, first99)],
+        "",
+        0,
+    );
+    ratio(
+        "frames/s, (n-1)/(last-first)",
+        Some(drain.frames_per_sec),
+        [rate_of(before, stress), rate_of(after, stress)],
+        "",
+        0,
+    );
+    // CPU of the run the rate ratio is quoted against (each sweep's best by the first 99 %).
+    let cpu_of = |c: &CeilingReport| {
+        c.best(first99)
+            .and_then(|r| Some((r.pg_cpu_ms_per_frame?, r.connections)))
+    };
+    ratio(
+        "PostgreSQL CPU per booked frame",
+        drain.pg_cpu_ms_per_frame,
+        [cpu_of(before), cpu_of(after)],
+        " ms",
+        3,
+    );
 }
