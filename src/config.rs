@@ -143,7 +143,7 @@ impl Config {
     }
 
     /// Every duration key with its value, so that validation bounds each one.
-    fn durations(&self) -> [(&'static str, Duration); 19] {
+    fn durations(&self) -> [(&'static str, Duration); 20] {
         let (d, s, h) = (&self.database, &self.scheduler, &self.hosts);
         let (a, v, c, svc) = (
             &self.accounting,
@@ -163,6 +163,10 @@ impl Config {
                 s.cluster_reload_interval,
             ),
             ("scheduler.active_scan_interval", s.active_scan_interval),
+            (
+                "scheduler.new_work_probe_interval",
+                s.new_work_probe_interval,
+            ),
             ("scheduler.empty_sleep", s.empty_sleep),
             ("scheduler.saturated_sleep", s.saturated_sleep),
             ("scheduler.error_sleep", s.error_sleep),
