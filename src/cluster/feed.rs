@@ -26,7 +26,13 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
 
 use super::{BuildOptions, Cluster, build};
-use crate::{config::Config, db, metrics, model::TagType};
+use crate::{
+    config::Config,
+    db,
+    ids::{AllocId, FacilityId, ShowId},
+    metrics,
+    model::TagType,
+};
 
 /// How a cluster pass ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,7 +220,7 @@ impl Feed {
             };
             Some(id)
         };
-        let rows = db::jobs::cluster_tags(&mut *conn, facility.as_deref())?;
+        let rows = db::jobs::cluster_tags(&mut *conn, facility.as_ref())?;
         let subs = db::jobs::subscriptions(&mut *conn)?;
         let options = BuildOptions {
             ignore_tags: config.scheduler.ignore_tags.clone(),
@@ -300,7 +306,7 @@ impl Feed {
 
     /// Sets each cluster's waiting count from the scan; new work for a cluster that found
     /// none brings its turn forward to now instead of after its sleep.
-    fn apply_scan(&mut self, active: &HashMap<(String, String, String), i64>) {
+    fn apply_scan(&mut self, active: &HashMap<(ShowId, FacilityId, String), i64>) {
         let now = Instant::now();
         let mut awake = 0;
         for turn in self.turns.values_mut() {
@@ -336,7 +342,7 @@ impl Feed {
         let Some(ledger) = &self.ctx.ledger else {
             return;
         };
-        let mut hungry: HashMap<String, Vec<String>> = HashMap::new();
+        let mut hungry: HashMap<AllocId, Vec<ShowId>> = HashMap::new();
         for turn in self.turns.values().filter(|t| t.waiting > 0) {
             for alloc in &turn.cluster.allocs {
                 let shows = hungry.entry(alloc.clone()).or_default();

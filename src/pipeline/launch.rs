@@ -45,8 +45,9 @@ use crate::{
         jobs::{FrameWork, LayerWork, PendingJob},
     },
     frameset::FrameSet,
+    ids::{ProcId, ShowId},
     metrics,
-    model::Resources,
+    model::{CoresGpus, Resources},
     rqd::{self, FrameLaunch},
 };
 
@@ -70,7 +71,7 @@ impl LayerLaunch<'_> {
     pub(crate) fn describe(
         &self,
         frame: &FrameWork,
-        proc: &str,
+        proc: &ProcId,
         amount: Resources,
     ) -> Option<FrameLaunch> {
         let (job, layer) = (self.job, self.layer);
@@ -86,7 +87,7 @@ impl LayerLaunch<'_> {
         let mut env: Vec<(String, String)> = self.job_env.to_vec();
         env.extend(self.layer_env.iter().cloned());
         Some(FrameLaunch {
-            proc: proc.to_owned(),
+            proc: proc.clone(),
             job_id: job.id.clone(),
             job_name: job.name.clone(),
             frame_id: frame.id.clone(),
@@ -149,7 +150,7 @@ struct Launchers {
     claimed: (Sender<Claimed>, Receiver<Claimed>),
     unconfirmed: Unconfirmed,
     /// Procs RQD accepted, whose pending-launch rows are deleted in bulk.
-    acked: Mutex<Vec<String>>,
+    acked: Mutex<Vec<ProcId>>,
     /// When the next sweep for dead instances' bookings is due.
     next_sweep: Mutex<Option<Instant>>,
 }
@@ -339,7 +340,7 @@ fn claim(shared: &Shared, tasks: Vec<LaunchTask>) -> (Vec<LaunchTask>, Instant) 
             .and_then(|mut c| db::launches::claim(&mut *c, &keys));
         match found {
             Ok(claimed) => {
-                let claimed: std::collections::HashSet<String> = claimed.into_iter().collect();
+                let claimed: std::collections::HashSet<ProcId> = claimed.into_iter().collect();
                 let (mine, swept): (Vec<_>, Vec<_>) = tasks
                     .into_iter()
                     .partition(|t| claimed.contains(&t.placement.proc));
@@ -416,7 +417,7 @@ fn flush_acked(shared: &Shared, pool: &Launchers) {
     if procs.is_empty() {
         return;
     }
-    let keys: Vec<&str> = procs.iter().map(String::as_str).collect();
+    let keys: Vec<&str> = procs.iter().map(ProcId::as_str).collect();
     let done = shared
         .pool
         .get()
@@ -448,7 +449,7 @@ fn sweep(shared: &Shared) {
     let Some(fence) = fence.as_ref() else {
         return;
     };
-    let shows: Vec<String> = fence.epochs.keys().cloned().collect();
+    let shows: Vec<ShowId> = fence.epochs.keys().cloned().collect();
     if shows.is_empty() {
         return;
     }
@@ -503,8 +504,7 @@ fn resolve_orphan(shared: &Shared, orphan: db::launches::Orphan) {
         alloc: placement.alloc.clone(),
         folder: placement.folder.clone(),
         job: placement.job.clone(),
-        cores: i64::from(placement.amount.cores),
-        gpus: i64::from(placement.amount.gpus),
+        amount: CoresGpus::of(&placement.amount),
     };
     undo_booking(shared, &placement, orphan.version, &charge);
     metrics::ORPHANED_LAUNCHES
@@ -587,9 +587,7 @@ pub(crate) fn undo_booking(shared: &Shared, placement: &Placement, version: i32,
                 metrics::COMPENSATIONS.with_label_values(&[label]).inc();
                 if let Compensation::Undone(held) = outcome {
                     shared.ledger.release(charge);
-                    if let Ok(id) = uuid::Uuid::parse_str(&placement.host) {
-                        shared.index.credit(&id, held);
-                    }
+                    shared.index.credit(&placement.host, held);
                     shared.capacity_freed();
                 }
                 return;
