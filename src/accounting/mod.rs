@@ -14,10 +14,10 @@
 //! Fail closed: a subscription whose burst has not been read rejects every charge.
 
 pub mod audit;
+pub mod hungry;
 pub mod recompute;
 
 use std::{
-    collections::HashMap,
     hash::Hash,
     sync::{
         Arc,
@@ -28,6 +28,7 @@ use std::{
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
+use crate::accounting::hungry::HungryView;
 pub use crate::db::accounting::{Caps, Limits, Snapshot};
 use crate::{
     ids::{AllocId, FolderId, JobId, ShowId},
@@ -163,8 +164,8 @@ pub struct Ledger {
     caps_wanted: AtomicBool,
     /// Subscription sizes (centicores) per (show, alloc): the fair share.
     sizes: DashMap<SubKey, i64>,
-    /// Shows with waiting work per allocation (from the feed's scan).
-    hungry: Mutex<HashMap<AllocId, Vec<ShowId>>>,
+    /// Shows with waiting work per allocation, as the cluster feed publishes them.
+    hungry: HungryView,
 }
 
 /// The vertex of `key` in `map`, created empty if it is new.
@@ -234,9 +235,19 @@ pub struct Rejection {
 }
 
 impl Ledger {
-    /// An empty ledger: every subscription rejects until [`Ledger::seed`] runs.
+    /// An empty ledger: every subscription rejects until it is seeded. No show is ever
+    /// hungry for it (see [`Ledger::with_hungry`]), so it never yields for fair share.
     pub fn new() -> Arc<Ledger> {
         Arc::new(Ledger::default())
+    }
+
+    /// An empty ledger whose fair-share rule reads the shows the cluster feed publishes as
+    /// hungry.
+    pub fn with_hungry(hungry: HungryView) -> Arc<Ledger> {
+        Arc::new(Ledger {
+            hungry,
+            ..Ledger::default()
+        })
     }
 
     /// True once counters and caps were loaded from the database.
@@ -298,11 +309,6 @@ impl Ledger {
             .map(|v| f(&v.lock()))
     }
 
-    /// Records which shows have waiting work on which allocations.
-    pub(crate) fn set_hungry(&self, hungry: HashMap<AllocId, Vec<ShowId>>) {
-        *self.hungry.lock() = hungry;
-    }
-
     /// Centicores booked by `show` on `alloc` (0 when unknown).
     pub fn sub_booked(&self, show: &ShowId, alloc: &AllocId) -> i64 {
         self.with_sub(show, alloc, |t| t.booked.cores).unwrap_or(0)
@@ -335,7 +341,7 @@ impl Ledger {
             return false;
         }
         let mine = share_after(show);
-        let hungry = self.hungry.lock();
+        let hungry = self.hungry.load();
         hungry
             .get(alloc)
             .map(|shows| shows.iter().any(|t| t != show && share_after(t) < mine))

@@ -128,7 +128,10 @@ fn resync_carries_inflight_and_recent_commits_forward() {
 
 #[test]
 fn a_show_above_its_size_yields_to_a_hungry_show_below_its_own() {
-    let l = ledger(10_000);
+    let feed = hungry::HungryBoard::new();
+    let l = Ledger::with_hungry(feed.view());
+    l.set_burst(&show("s"), &alloc("a"), 10_000);
+    l.mark_seeded();
     l.set_burst(&show("t"), &alloc("a"), 10_000);
     l.set_caps(&Caps {
         sizes: [
@@ -139,7 +142,7 @@ fn a_show_above_its_size_yields_to_a_hungry_show_below_its_own() {
         .collect(),
         ..Caps::default()
     });
-    l.set_hungry(
+    feed.publish(
         [(alloc("a"), vec![show("s"), show("t")])]
             .into_iter()
             .collect(),
@@ -166,7 +169,7 @@ fn a_show_above_its_size_yields_to_a_hungry_show_below_its_own() {
         "t at 500/400 stays behind s"
     );
     // Nobody else hungry: s may use its burst.
-    l.set_hungry([(alloc("a"), vec![show("s")])].into_iter().collect());
+    feed.publish([(alloc("a"), vec![show("s")])].into_iter().collect());
     assert!(!l.should_yield(&show("s"), &alloc("a"), 100));
 }
 

@@ -24,6 +24,11 @@
 //! value until the next refresh. Reservations add to `pending` before their CAS and leave it
 //! after giving back, and commits stamp their sequence before leaving `pending`, so a host
 //! never shows more free capacity than the database minus live reservations.
+//!
+//! **Capacity generation.** The index is the one writer of a counter that moves whenever a
+//! host gains room (a refresh read more idle, a host joined, an undone booking was credited
+//! back); others read it through a [`CapacityView`] — the cluster feed wakes the clusters
+//! that slept saturated once it moves past the generation their pass started under.
 
 mod search;
 mod slot;
@@ -168,10 +173,26 @@ struct Inner {
     commit_seq: AtomicU64,
     /// Live uncommitted reservations (metrics).
     live: AtomicI64,
+    /// Bumped whenever a host's free capacity grows (a refresh read more idle, a booking
+    /// was undone, a host joined): the index is the only writer, readers hold a
+    /// [`CapacityView`].
+    capacity_gen: Arc<AtomicU64>,
     /// XORed into host ids in view keys: hosts with equal free resources are ordered
     /// differently in every process, so several instances packing the same farm prefer
     /// different hosts instead of colliding on the same rows.
     salt: u128,
+}
+
+/// A read-only view of the index's capacity generation: the cluster feed wakes clusters that
+/// slept saturated once it moves past the generation their pass started under.
+#[derive(Clone, Debug)]
+pub struct CapacityView(Arc<AtomicU64>);
+
+impl CapacityView {
+    /// The generation now; it only grows.
+    pub fn generation(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// The sharded concurrent host index.
@@ -342,6 +363,16 @@ impl HostIndex {
         }
     }
 
+    /// The read-only view of the capacity generation, for whoever waits for room.
+    pub fn capacity(&self) -> CapacityView {
+        CapacityView(Arc::clone(&self.inner.capacity_gen))
+    }
+
+    /// Records that free capacity grew.
+    fn capacity_grew(&self) {
+        self.inner.capacity_gen.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Hosts indexed.
     pub fn len(&self) -> usize {
         self.inner.hosts.len()
@@ -373,11 +404,15 @@ impl HostIndex {
     /// not in `records` (locked, down, re-tagged, stale), keeps live reservations.
     pub fn apply_refresh(&self, ticket: RefreshTicket, records: Vec<HostRecord>) {
         let mut seen: HashSet<Uuid> = HashSet::with_capacity(records.len());
+        let mut grew = false;
         for r in records {
             if let Ok(key) = Uuid::parse_str(&r.id) {
                 seen.insert(key);
-                self.upsert(ticket, key, r);
+                grew |= self.upsert(ticket, key, r);
             }
+        }
+        if grew {
+            self.capacity_grew();
         }
         let gone: Vec<Uuid> = self
             .inner
@@ -391,14 +426,17 @@ impl HostIndex {
         }
     }
 
-    /// Upserts one host read under `ticket`; `key` is its id parsed.
-    fn upsert(&self, ticket: RefreshTicket, key: Uuid, r: HostRecord) {
+    /// Upserts one host read under `ticket`; `key` is its id parsed. True when the host is
+    /// new or has more free room than before.
+    fn upsert(&self, ticket: RefreshTicket, key: Uuid, r: HostRecord) -> bool {
         let existing = self.inner.hosts.get(&key).map(|e| Arc::clone(e.value()));
         if let Some(slot) = &existing {
             if slot.same_shape(&r.name, &r.alloc, &r.os, r.thread_mode, &r.tags, &r.total) {
+                let before = slot.free();
                 slot.refresh(&r.idle, ticket.0);
                 self.inner.reposition(slot);
-                return;
+                // Grew when some dimension is now above what it was.
+                return !before.fits(&slot.free());
             }
         }
         // New host, or its description changed: a fresh slot. Live reservations of an old
@@ -421,6 +459,7 @@ impl HostIndex {
         }
         self.inner.hosts.insert(key, Arc::clone(&slot));
         self.inner.reposition(&slot);
+        true
     }
 
     /// Applies a fresh database read of one host's idle resources (after a booking found it
@@ -444,6 +483,7 @@ impl HostIndex {
         if let Some(slot) = self.slot(id) {
             slot.credit(&amount);
             self.inner.reposition(&slot);
+            self.capacity_grew();
         }
     }
 

@@ -5,7 +5,7 @@
 //! Every planned frame holds its host earmark and its cap charge as RAII values: a batch
 //! dropped on an error gives both back, so nothing leaks.
 
-use std::{sync::atomic::Ordering, time::Instant};
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
 
@@ -199,12 +199,12 @@ impl Committer<'_> {
         self.shared.stats.rejected(1);
         match loss {
             GuardLoss::HostCapacity => {
-                self.shared.refresh_hosts.store(true, Ordering::Release);
+                self.shared.host_refresh.request();
                 None
             }
             // A wide-frame reservation this instance did not know yet: re-read them.
             GuardLoss::Reserved => {
-                self.shared.refresh_hosts.store(true, Ordering::Release);
+                self.shared.host_refresh.request();
                 Some(Reason::Reserved)
             }
             GuardLoss::Fence => {

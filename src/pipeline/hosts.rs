@@ -13,7 +13,9 @@ use std::{
     time::Duration,
 };
 
-use crate::{db, health::Health, ids::ShowId, index::HostRecord, metrics, pipeline::Shared};
+use crate::{
+    db, health::Health, ids::ShowId, index::HostRecord, metrics, pipeline::Shared, worker::Wake,
+};
 
 /// One refresh: read the eligible hosts and apply them to the index. Returns the host count.
 pub fn refresh(shared: &Shared) -> Result<usize, db::DbError> {
@@ -51,12 +53,8 @@ pub fn refresh(shared: &Shared) -> Result<usize, db::DbError> {
         });
     }
     let count = records.len();
-    let before = shared.index.totals().free;
+    // The index bumps its capacity generation itself when a host gained room.
     shared.index.apply_refresh(ticket, records);
-    let after = shared.index.totals().free;
-    if after != before {
-        shared.capacity_freed();
-    }
     Ok(count)
 }
 
@@ -84,11 +82,12 @@ pub fn refresh_reservations(shared: &Shared) -> Result<(), db::DbError> {
 }
 
 /// The body of the `host-refresh` thread: every `refresh_interval`, and at once when a
-/// booking found a host stale.
-pub fn run(shared: Arc<Shared>, health: Arc<Health>, stop: Arc<AtomicBool>) {
+/// booking found a host stale. The thread owns `wake`, the inbox of those requests; the
+/// pipeline holds its asking side ([`Shared::host_refresh`]).
+pub(crate) fn run(shared: Arc<Shared>, wake: Wake, health: Arc<Health>, stop: Arc<AtomicBool>) {
     crate::worker::periodic(
         &stop,
-        || shared.refresh_hosts.swap(false, Ordering::AcqRel),
+        || wake.take(),
         || match refresh(&shared).and_then(|n| refresh_reservations(&shared).map(|_| n)) {
             Ok(n) => {
                 metrics::HOST_REFRESHES.with_label_values(&["ok"]).inc();

@@ -587,8 +587,8 @@ pub(crate) fn undo_booking(shared: &Shared, placement: &Placement, version: i32,
                 metrics::COMPENSATIONS.with_label_values(&[label]).inc();
                 if let Compensation::Undone(held) = outcome {
                     shared.ledger.release(charge);
+                    // The index bumps its capacity generation: saturated clusters wake.
                     shared.index.credit(&placement.host, held);
-                    shared.capacity_freed();
                 }
                 return;
             }

@@ -173,7 +173,7 @@ impl Farm {
         let shared = std::sync::Arc::new(stagehand::pipeline::Shared::new(
             std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(config)),
             pool,
-            lease.view(),
+            stagehand::pipeline::Beside::alone().with_lease(lease.view()),
         ));
         let (launch_tx, launchers) =
             stagehand::pipeline::launch::start(std::sync::Arc::clone(&shared), launch_threads)
