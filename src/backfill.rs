@@ -5,9 +5,9 @@
 //! retired scheduler and Cuebot's booking both behave so). Once such a frame has waited
 //! `[reservations] after`, it reserves the host expected to free enough soonest: its
 //! *shadow time* is computed from the running frames' elapsed time and their layers' history
-//! ([`shadow_secs`]). Until the wide frame books, another frame may take room on that host
+//! (`shadow_secs`). Until the wide frame books, another frame may take room on that host
 //! only if it leaves the reserved resources idle or is expected to end before the shadow
-//! time ([`Hold::admits`]); the wide frame books as soon as it fits.
+//! time (`Hold::admits`); the wide frame books as soon as it fits.
 //!
 //! The reservations live in `stagehand.host_reservation`, so every instance honours them,
 //! and every booking transaction re-checks the same rule under the host row lock

@@ -21,17 +21,17 @@ pub struct HungryBoard(ArcSwap<HungryShows>);
 
 impl HungryBoard {
     /// An empty board: nobody is hungry until the first publish.
-    pub fn new() -> Arc<HungryBoard> {
+    pub(crate) fn new() -> Arc<HungryBoard> {
         Arc::new(HungryBoard::default())
     }
 
     /// A read-only view for the ledger.
-    pub fn view(self: &Arc<Self>) -> HungryView {
+    pub(crate) fn view(self: &Arc<Self>) -> HungryView {
         HungryView(Arc::clone(self))
     }
 
     /// Replaces the map with the latest scan's (swapped whole: readers never lock).
-    pub fn publish(&self, hungry: HungryShows) {
+    pub(crate) fn publish(&self, hungry: HungryShows) {
         self.0.store(Arc::new(hungry));
     }
 }
@@ -42,7 +42,7 @@ pub struct HungryView(Arc<HungryBoard>);
 
 impl HungryView {
     /// A view of a board nobody writes: no show is ever hungry.
-    pub fn none() -> HungryView {
+    pub(crate) fn none() -> HungryView {
         HungryBoard::new().view()
     }
 

@@ -243,7 +243,7 @@ impl Ledger {
 
     /// An empty ledger whose fair-share rule reads the shows the cluster feed publishes as
     /// hungry.
-    pub fn with_hungry(hungry: HungryView) -> Arc<Ledger> {
+    pub(crate) fn with_hungry(hungry: HungryView) -> Arc<Ledger> {
         Arc::new(Ledger {
             hungry,
             ..Ledger::default()
@@ -416,7 +416,7 @@ impl Ledger {
     }
 
     /// Overwrites every counter with `snapshot` (booked per vertex from `SUM(proc)`, read
-    /// after [`Ledger::begin_resync`] returned `epoch`) plus what is in flight plus what
+    /// after `Ledger::begin_resync` returned `epoch`) plus what is in flight plus what
     /// committed since the epoch began. Returns the total absolute drift corrected.
     pub fn resync(&self, epoch: u64, snapshot: &Snapshot) -> i64 {
         let keep = (epoch % 2) as usize;

@@ -2,7 +2,7 @@
 //! of candidate hosts with their expected remaining time, and taking a reservation.
 //!
 //! The rule the booking transaction enforces with this table is in `db::host_guard`
-//! ([`HOLD_BLOCKS`]); the policy around it is in [`crate::backfill`].
+//! (`HOLD_BLOCKS`); the policy around it is in [`crate::backfill`].
 
 use postgres::GenericClient;
 use uuid::Uuid;

@@ -4,7 +4,7 @@
 //! **Earmarks.** Taking resources is a compare-and-swap that succeeds only when every
 //! dimension fits, so two threads can never both win a host's last cores. An [`Earmark`]
 //! (what a placement took in memory, until its batch commits) is an RAII value: dropped
-//! without [`Earmark::commit`] it gives its resources back. ("Reservation" is kept for the
+//! without `Earmark::commit` it gives its resources back. ("Reservation" is kept for the
 //! wide-frame host reservations of `backfill`; the sizing rules are in `sizing`.)
 //! There is no global lock on this path: the CAS is per host, and moving a host in the tag
 //! views takes that host's position lock and then each of its tags' view locks (always in
@@ -293,7 +293,7 @@ impl Inner {
 }
 
 /// Resources earmarked on one host for a placement until its batch commits. Dropped without
-/// [`Earmark::commit`], it gives them back.
+/// `Earmark::commit`, it gives them back.
 #[must_use = "dropping an earmark releases it"]
 pub struct Earmark {
     /// The index it is counted in.

@@ -22,7 +22,7 @@
 //! booking's row right before calling RQD, and a sweeper takes only rows with no recent
 //! claim (V004); whichever comes second sees the other's mark and backs off, so a frame the
 //! sweeper undid is not launched by the instance that woke up. A claim is trusted for
-//! [`CLAIM_BUDGET`] by this process's monotonic clock (which counts a freeze) and sweepers
+//! `CLAIM_BUDGET` by this process's monotonic clock (which counts a freeze) and sweepers
 //! wait that plus the RQD timeout; what is left is a freeze in the few instructions between
 //! the budget check and the request leaving the socket — RQD takes no fencing token, so no
 //! scheduler can close that window entirely.
@@ -291,7 +291,7 @@ fn claim_queued(shared: &Shared, pool: &Launchers, rx: &Receiver<LaunchTask>, fi
 }
 
 /// Launches a claimed task, renewing its claim first when it is older than
-/// [`CLAIM_BUDGET`] (dropped if a sweeper took it meanwhile); past the shutdown grace the
+/// `CLAIM_BUDGET` (dropped if a sweeper took it meanwhile); past the shutdown grace the
 /// booking is undone instead.
 fn launch_claimed(shared: &Shared, pool: &Launchers, claimed: Claimed) {
     if shared.past_grace() {

@@ -1,6 +1,6 @@
 //! One cluster pass: select pending jobs, their layers and WAITING frames; place each frame on
 //! a host through the index (atomic earmark) and the ledger (atomic cap charge); commit
-//! the placements in guarded batches ([`super::batch`]); hand the committed frames to the
+//! the placements in guarded batches (`pipeline::batch`); hand the committed frames to the
 //! launchers.
 //!
 //! Every path that does not commit gives its earmark and its charge back (both are RAII

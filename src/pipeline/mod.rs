@@ -67,7 +67,7 @@ impl Beside {
     }
 
     /// Reads the cluster feed's hungry shows through `hungry`.
-    pub fn with_hungry(self, hungry: HungryView) -> Beside {
+    pub(crate) fn with_hungry(self, hungry: HungryView) -> Beside {
         Beside { hungry, ..self }
     }
 

@@ -3,7 +3,7 @@
 //! gauge `stagehand_waiting_frames{reason}` and `/status` shows them.
 //!
 //! A layer's entry is replaced by each pass that reaches it and dropped when a pass books
-//! all its frames or when no pass reached it for [`STALE_AFTER`] (its job finished, was
+//! all its frames or when no pass reached it for `STALE_AFTER` (its job finished, was
 //! paused, or its show moved to another instance). Layers held back by their start-after time
 //! never reach a pass: the publisher counts them from the database.
 
