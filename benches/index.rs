@@ -51,9 +51,9 @@ fn build() -> (HostIndex, Vec<String>) {
                 .map(|_| tags[rng.random_range(0..TAGS)].clone())
                 .collect();
             HostRecord {
-                id: Uuid::from_u128(i as u128 + 1),
+                id: Uuid::from_u128(i as u128 + 1).to_string().into(),
                 name: format!("host{i:06}"),
-                alloc: Uuid::from_u128(1),
+                alloc: Uuid::from_u128(1).to_string().into(),
                 os: "linux".into(),
                 thread_mode: ThreadMode::Auto,
                 tags: host_tags,

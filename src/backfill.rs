@@ -5,9 +5,9 @@
 //! retired scheduler and Cuebot's booking both behave so). Once such a frame has waited
 //! `[reservations] after`, it reserves the host expected to free enough soonest: its
 //! *shadow time* is computed from the running frames' elapsed time and their layers' history
-//! ([`shadow_secs`]). Until the wide frame books, another frame may take room on that host
+//! (`shadow_secs`). Until the wide frame books, another frame may take room on that host
 //! only if it leaves the reserved resources idle or is expected to end before the shadow
-//! time ([`Hold::admits`]); the wide frame books as soon as it fits.
+//! time (`Hold::admits`); the wide frame books as soon as it fits.
 //!
 //! The reservations live in `stagehand.host_reservation`, so every instance honours them,
 //! and every booking transaction re-checks the same rule under the host row lock
@@ -22,25 +22,26 @@ use std::{
     time::{Instant, SystemTime, UNIX_EPOCH},
 };
 
+use crate::{
+    ids::{FrameId, HostId, LayerId, ShowId},
+    model::Resources,
+};
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use uuid::Uuid;
-
-use crate::model::Resources;
 
 /// One host reserved for one frame.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Hold {
-    /// The reserved host (`host.pk_host`).
-    pub host: Uuid,
+    /// The reserved host.
+    pub host: HostId,
     /// Its name, for `/status`.
     pub host_name: String,
-    /// The frame it is reserved for (`frame.pk_frame`).
-    pub frame: String,
+    /// The frame it is reserved for.
+    pub frame: FrameId,
     /// That frame's layer.
-    pub layer: String,
+    pub layer: LayerId,
     /// That frame's show.
-    pub show: String,
+    pub show: ShowId,
     /// What the frame needs on the host.
     pub need: Resources,
     /// When the host was expected to have `need` free (Unix seconds, database clock).
@@ -55,13 +56,13 @@ impl Hold {
     /// the reserved room free, and for a frame expected to end before the shadow time.
     pub(crate) fn admits(
         &self,
-        frame: &str,
+        frame: &FrameId,
         free: &Resources,
         amount: &Resources,
         est_secs: Option<f64>,
         now: f64,
     ) -> bool {
-        if frame == self.frame || now >= self.expires {
+        if *frame == self.frame || now >= self.expires {
             return true;
         }
         if free.saturating_sub(amount).fits(&self.need) {
@@ -76,12 +77,12 @@ impl Hold {
 pub struct HoldStatus {
     /// Host name.
     pub host: String,
-    /// `frame.pk_frame` it waits for.
-    pub frame: String,
+    /// The frame it waits for.
+    pub frame: FrameId,
     /// Its layer.
-    pub layer: String,
+    pub layer: LayerId,
     /// Its show.
-    pub show: String,
+    pub show: ShowId,
     /// Cores reserved.
     pub cores: f64,
     /// Memory reserved, MB.
@@ -98,19 +99,19 @@ pub struct HoldStatus {
 #[derive(Debug, Default)]
 pub struct HoldMap {
     /// At most one reservation per host…
-    by_host: HashMap<Uuid, Arc<Hold>>,
+    by_host: HashMap<HostId, Arc<Hold>>,
     /// …and per frame (its host), for the matcher's "is this frame waiting on a host" test.
-    by_frame: HashMap<String, Uuid>,
+    by_frame: HashMap<FrameId, HostId>,
 }
 
 impl HoldMap {
     /// The reservation on `host`, if any.
-    pub(crate) fn on_host(&self, host: &Uuid) -> Option<&Hold> {
+    pub(crate) fn on_host(&self, host: &HostId) -> Option<&Hold> {
         self.by_host.get(host).map(|h| h.as_ref())
     }
 
     /// True when `frame` holds a reservation.
-    pub(crate) fn holds_frame(&self, frame: &str) -> bool {
+    pub(crate) fn holds_frame(&self, frame: &FrameId) -> bool {
         self.by_frame.contains_key(frame)
     }
 
@@ -159,8 +160,8 @@ impl HoldMap {
     fn from_holds(holds: impl IntoIterator<Item = Arc<Hold>>) -> HoldMap {
         let mut map = HoldMap::default();
         for h in holds {
-            map.by_frame.insert(h.frame.clone(), h.host);
-            map.by_host.insert(h.host, h);
+            map.by_frame.insert(h.frame.clone(), h.host.clone());
+            map.by_host.insert(h.host.clone(), h);
         }
         map
     }
@@ -180,7 +181,7 @@ pub struct Holds {
     map: ArcSwap<HoldMap>,
     /// Layers found not to need a reservation, until when: their frames are no wider than
     /// what runs on the hosts, so each completion frees room for one (the farm is just full).
-    declined: parking_lot::Mutex<HashMap<String, Instant>>,
+    declined: parking_lot::Mutex<HashMap<LayerId, Instant>>,
 }
 
 impl Holds {
@@ -207,15 +208,15 @@ impl Holds {
     }
 
     /// Remembers until `until` that `layer` needs no reservation.
-    pub(crate) fn decline(&self, layer: &str, until: Instant) {
+    pub(crate) fn decline(&self, layer: &LayerId, until: Instant) {
         let mut d = self.declined.lock();
         let now = Instant::now();
         d.retain(|_, t| *t > now);
-        d.insert(layer.to_owned(), until);
+        d.insert(layer.clone(), until);
     }
 
     /// True while `layer` is known to need no reservation.
-    pub(crate) fn declined(&self, layer: &str) -> bool {
+    pub(crate) fn declined(&self, layer: &LayerId) -> bool {
         self.declined
             .lock()
             .get(layer)
@@ -223,9 +224,9 @@ impl Holds {
     }
 
     /// Forgets the reservation of `frame` (it booked).
-    pub(crate) fn fulfilled(&self, frame: &str) {
+    pub(crate) fn fulfilled(&self, frame: &FrameId) {
         self.map
-            .rcu(|m| HoldMap::from_holds(m.keeping(|h| h.frame != frame)));
+            .rcu(|m| HoldMap::from_holds(m.keeping(|h| h.frame != *frame)));
     }
 }
 
@@ -299,7 +300,7 @@ mod tests {
 
     fn hold(need: u32, shadow: f64) -> Hold {
         Hold {
-            host: Uuid::from_u128(1),
+            host: "h-1".into(),
             host_name: "h".into(),
             frame: "wide".into(),
             layer: "l".into(),
@@ -312,32 +313,32 @@ mod tests {
 
     #[test]
     fn the_reserved_frame_is_always_admitted() {
-        assert!(hold(64, 100.0).admits("wide", &cores(64), &cores(64), None, 0.0));
+        assert!(hold(64, 100.0).admits(&"wide".into(), &cores(64), &cores(64), None, 0.0));
     }
 
     #[test]
     fn a_short_frame_backfills_and_a_long_or_unknown_one_does_not() {
         let h = hold(64, 100.0);
-        assert!(h.admits("small", &cores(8), &cores(1), Some(50.0), 0.0));
-        assert!(h.admits("small", &cores(8), &cores(1), Some(100.0), 0.0));
-        assert!(!h.admits("small", &cores(8), &cores(1), Some(101.0), 0.0));
-        assert!(!h.admits("small", &cores(8), &cores(1), None, 0.0));
+        assert!(h.admits(&"small".into(), &cores(8), &cores(1), Some(50.0), 0.0));
+        assert!(h.admits(&"small".into(), &cores(8), &cores(1), Some(100.0), 0.0));
+        assert!(!h.admits(&"small".into(), &cores(8), &cores(1), Some(101.0), 0.0));
+        assert!(!h.admits(&"small".into(), &cores(8), &cores(1), None, 0.0));
         // Past the shadow time nothing backfills: the host drains to the wide frame.
-        assert!(!h.admits("small", &cores(8), &cores(1), Some(1.0), 100.0));
+        assert!(!h.admits(&"small".into(), &cores(8), &cores(1), Some(1.0), 100.0));
     }
 
     #[test]
     fn room_beyond_the_reservation_is_free_for_anyone() {
         let h = hold(8, 0.0);
-        assert!(h.admits("small", &cores(12), &cores(4), None, 10.0));
-        assert!(!h.admits("small", &cores(12), &cores(5), None, 10.0));
+        assert!(h.admits(&"small".into(), &cores(12), &cores(4), None, 10.0));
+        assert!(!h.admits(&"small".into(), &cores(12), &cores(5), None, 10.0));
     }
 
     #[test]
     fn an_expired_reservation_admits_everything() {
         let mut h = hold(64, 0.0);
         h.expires = 5.0;
-        assert!(h.admits("small", &cores(1), &cores(1), None, 6.0));
+        assert!(h.admits(&"small".into(), &cores(1), &cores(1), None, 6.0));
     }
 
     #[test]
@@ -400,9 +401,9 @@ mod tests {
         let holds = Holds::default();
         holds.add(hold(64, 1.0));
         let snap = holds.snapshot();
-        assert!(snap.holds_frame("wide"));
-        assert!(snap.on_host(&Uuid::from_u128(1)).is_some());
-        holds.fulfilled("wide");
+        assert!(snap.holds_frame(&"wide".into()));
+        assert!(snap.on_host(&"h-1".into()).is_some());
+        holds.fulfilled(&"wide".into());
         assert!(holds.snapshot().is_empty());
         assert_eq!(snap.len(), 1, "an old snapshot stays as it was");
     }

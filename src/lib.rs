@@ -25,6 +25,7 @@ pub mod db;
 pub mod frameset;
 pub mod health;
 pub mod http;
+pub mod ids;
 pub mod index;
 pub mod lease;
 pub mod metrics;

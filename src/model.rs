@@ -94,6 +94,71 @@ impl fmt::Display for Resources {
     }
 }
 
+/// An amount of the two resources caps count: centicores and whole GPUs, as the `int_cores` /
+/// `int_gpus` columns of Cuebot's resource tables hold them. Signed: a counter being re-synced
+/// or given back may briefly read below what it will settle at.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CoresGpus {
+    /// Centicores.
+    pub cores: i64,
+    /// GPUs.
+    pub gpus: i64,
+}
+
+impl CoresGpus {
+    /// Nothing.
+    pub const ZERO: CoresGpus = CoresGpus { cores: 0, gpus: 0 };
+
+    /// `cores` centicores and `gpus` GPUs.
+    pub const fn new(cores: i64, gpus: i64) -> CoresGpus {
+        CoresGpus { cores, gpus }
+    }
+
+    /// The cores and GPUs of a host-resource amount.
+    pub fn of(r: &Resources) -> CoresGpus {
+        CoresGpus::new(i64::from(r.cores), i64::from(r.gpus))
+    }
+
+    /// True when both are zero.
+    pub fn is_zero(&self) -> bool {
+        *self == CoresGpus::ZERO
+    }
+
+    /// `self - other`, each clamped at zero (a give-back never takes a counter negative).
+    pub fn sub_floor(self, other: CoresGpus) -> CoresGpus {
+        CoresGpus::new(
+            (self.cores - other.cores).max(0),
+            (self.gpus - other.gpus).max(0),
+        )
+    }
+}
+
+impl std::ops::Add for CoresGpus {
+    type Output = CoresGpus;
+    fn add(self, o: CoresGpus) -> CoresGpus {
+        CoresGpus::new(self.cores + o.cores, self.gpus + o.gpus)
+    }
+}
+
+impl std::ops::AddAssign for CoresGpus {
+    fn add_assign(&mut self, o: CoresGpus) {
+        *self = *self + o;
+    }
+}
+
+impl std::ops::Sub for CoresGpus {
+    type Output = CoresGpus;
+    fn sub(self, o: CoresGpus) -> CoresGpus {
+        CoresGpus::new(self.cores - o.cores, self.gpus - o.gpus)
+    }
+}
+
+impl std::ops::SubAssign for CoresGpus {
+    fn sub_assign(&mut self, o: CoresGpus) {
+        *self = *self - o;
+    }
+}
+
 /// `host.int_thread_mode`: how a host hands cores to threadable frames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum ThreadMode {
@@ -206,6 +271,16 @@ mod tests {
                 ..Resources::ZERO
             }
         );
+    }
+
+    #[test]
+    fn cores_gpus_arithmetic() {
+        let mut a = CoresGpus::new(300, 1);
+        a += CoresGpus::new(100, 1);
+        assert_eq!(a, CoresGpus::new(400, 2));
+        assert_eq!(a - CoresGpus::new(500, 0), CoresGpus::new(-100, 2));
+        assert_eq!(a.sub_floor(CoresGpus::new(500, 3)), CoresGpus::ZERO);
+        assert!(CoresGpus::ZERO.is_zero());
     }
 
     #[test]

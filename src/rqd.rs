@@ -8,6 +8,7 @@ use dashmap::DashMap;
 use grpcio::{CallOption, ChannelBuilder, Environment, RpcStatusCode};
 
 use crate::{
+    ids::{FrameId, JobId, LayerId, ProcId},
     model::{CORE, Resources},
     pb::{
         rqd::{
@@ -210,17 +211,17 @@ impl Default for RqdClients {
 #[derive(Clone, Debug, Default)]
 pub struct FrameLaunch {
     /// The proc's key, sent as `resource_id`.
-    pub proc: String,
+    pub proc: ProcId,
     /// `job.pk_job`.
-    pub job_id: String,
+    pub job_id: JobId,
     /// `job.str_name`.
     pub job_name: String,
     /// `frame.pk_frame`.
-    pub frame_id: String,
+    pub frame_id: FrameId,
     /// `frame.str_name`.
     pub frame_name: String,
     /// `layer.pk_layer`.
-    pub layer_id: String,
+    pub layer_id: LayerId,
     /// `layer.str_name`.
     pub layer_name: String,
     /// `layer.str_cmd` before token replacement.
@@ -263,12 +264,12 @@ pub struct FrameLaunch {
 /// Builds the `RunFrame` RQD receives. `soft` and `hard` are the memory-limit multipliers.
 pub(crate) fn run_frame(f: &FrameLaunch, soft: f64, hard: f64, now_ms: i64) -> RunFrame {
     let mut rf = RunFrame::new();
-    rf.resource_id = f.proc.clone();
-    rf.job_id = f.job_id.clone();
+    rf.resource_id = f.proc.to_string();
+    rf.job_id = f.job_id.to_string();
     rf.job_name = f.job_name.clone();
-    rf.frame_id = f.frame_id.clone();
+    rf.frame_id = f.frame_id.to_string();
     rf.frame_name = f.frame_name.clone();
-    rf.layer_id = f.layer_id.clone();
+    rf.layer_id = f.layer_id.to_string();
     rf.command = replace_tokens(f);
     rf.user_name = f.user.clone();
     rf.log_dir = f.log_dir.clone();
@@ -325,9 +326,9 @@ fn environment(f: &FrameLaunch) -> HashMap<String, String> {
         ("CUE_SHOW", f.show.clone()),
         ("CUE_SHOT", f.shot.clone()),
         ("CUE_USER", f.user.clone()),
-        ("CUE_JOB_ID", f.job_id.clone()),
-        ("CUE_LAYER_ID", f.layer_id.clone()),
-        ("CUE_FRAME_ID", f.frame_id.clone()),
+        ("CUE_JOB_ID", f.job_id.to_string()),
+        ("CUE_LAYER_ID", f.layer_id.to_string()),
+        ("CUE_FRAME_ID", f.frame_id.to_string()),
         (
             "CUE_THREADABLE",
             if f.threadable { "1" } else { "0" }.to_owned(),

@@ -22,14 +22,15 @@ use crossbeam_channel::{Receiver, select, tick};
 use log::LevelFilter;
 
 use crate::{
-    accounting,
+    accounting::{self, hungry::HungryBoard},
     cluster::feed::{ClusterStatus, Feed, FeedContext},
     config::{Config, ConfigError},
     db,
     health::Health,
     http, lease, metrics,
-    pipeline::{self, Shared},
+    pipeline::{self, Beside, Shared},
     status::StatusHandle,
+    worker::Wake,
 };
 
 /// Why the service could not start.
@@ -77,6 +78,10 @@ pub struct Service {
     background: Vec<JoinHandle<()>>,
     http: Option<http::HttpServer>,
     lease: Option<Arc<lease::Leases>>,
+    /// The cluster feed's board of hungry shows (the feed writes it, the ledger reads it).
+    hungry: Arc<HungryBoard>,
+    /// The host refresher's inbox, until its thread starts and takes it.
+    host_wake: Option<Wake>,
     feed_stop: Arc<AtomicBool>,
     timers_stop: Arc<AtomicBool>,
 }
@@ -123,10 +128,18 @@ impl Service {
         let config = Arc::new(ArcSwap::from_pointee(config));
         let pool = db::pool(&config.load().database)?;
         let board = lease::LeaseBoard::new();
-        let shared = Arc::new(Shared::new(Arc::clone(&config), pool, board.view()));
+        let hungry = HungryBoard::new();
+        let host_wake = Wake::default();
+        let beside = Beside::alone()
+            .with_lease(board.view())
+            .with_hungry(hungry.view())
+            .with_host_refresh(&host_wake);
+        let shared = Arc::new(Shared::new(Arc::clone(&config), pool, beside));
         let leases = lease::Leases::new(config, Arc::clone(&shared.ledger), board);
         Ok(Service {
             lease: Some(leases),
+            hungry,
+            host_wake: Some(host_wake),
             shared,
             health: Arc::new(Health::default()),
             cluster_status: Arc::new(ArcSwap::from_pointee(Vec::new())),
@@ -201,9 +214,10 @@ impl Service {
             Arc::clone(&self.health),
             Arc::clone(&self.timers_stop),
         );
+        let wake = self.host_wake.take().unwrap_or_default();
         self.background
             .push(spawn("host-refresh", &self.health, move || {
-                pipeline::hosts::run(shared, health, stop)
+                pipeline::hosts::run(shared, wake, health, stop)
             })?);
         Ok(())
     }
@@ -223,12 +237,12 @@ impl Service {
         let feed_ctx = FeedContext {
             config: Arc::clone(&shared.config),
             pool: shared.pool.clone(),
-            capacity_gen: Arc::clone(&shared.capacity_gen),
+            capacity: shared.index.capacity(),
             stop: Arc::clone(&self.feed_stop),
             status: Arc::clone(&self.cluster_status),
             loaded: Arc::clone(&self.health.clusters_loaded),
             leases: self.lease.clone(),
-            ledger: Some(Arc::clone(&shared.ledger)),
+            hungry: Some(Arc::clone(&self.hungry)),
         };
         let (feed, work_rx, outcome_tx) = Feed::new(feed_ctx, cfg.scheduler.worker_threads);
         self.background

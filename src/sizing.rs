@@ -1,6 +1,6 @@
 //! The core, memory and GPU sizing rules: how much of a host one frame takes.
 //!
-//! One pure function, [`amount_for`], in database units (centicores, KB). The rules are
+//! One pure function, `amount_for`, in database units (centicores, KB). The rules are
 //! OpenCue's (inventory §4.5) with three fixes: a negative `int_cores_min` ("all but N cores")
 //! is placeable; fractional core requests round *up* to whole cores instead of truncating to
 //! zero (which the old scheduler then read as "whole host"); and every refusal says why.

@@ -7,7 +7,10 @@
 //! behave the same in each of them.
 
 use std::{
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -33,6 +36,35 @@ pub(crate) fn periodic(
             continue;
         }
         next = Instant::now() + step();
+    }
+}
+
+/// A periodic worker's inbox of "run a step now" requests. The worker owns it and takes the
+/// requests ([`Wake::take`], its `wake` of [`periodic`]); whoever may ask holds a
+/// [`WakeRequest`], which can only ask.
+#[derive(Default)]
+pub(crate) struct Wake(Arc<AtomicBool>);
+
+impl Wake {
+    /// A handle that can only ask for a step.
+    pub(crate) fn requester(&self) -> WakeRequest {
+        WakeRequest(Arc::clone(&self.0))
+    }
+
+    /// Takes a pending request.
+    pub(crate) fn take(&self) -> bool {
+        self.0.swap(false, Ordering::AcqRel)
+    }
+}
+
+/// The asking side of a [`Wake`].
+#[derive(Clone, Default)]
+pub(crate) struct WakeRequest(Arc<AtomicBool>);
+
+impl WakeRequest {
+    /// Asks the worker for a step as soon as possible (requests made before it runs merge).
+    pub(crate) fn request(&self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
@@ -93,5 +125,16 @@ mod tests {
             },
         );
         assert_eq!(steps.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn wake_requests_merge_and_are_taken_once() {
+        let wake = Wake::default();
+        let asker = wake.requester();
+        assert!(!wake.take());
+        asker.request();
+        asker.request();
+        assert!(wake.take());
+        assert!(!wake.take());
     }
 }

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use postgres::Client;
 
 use super::Ledger;
-use crate::db::{self, DbError};
+use crate::{
+    db::{self, DbError},
+    model::CoresGpus,
+};
 
 /// The checks of the database alone: (what is violated, a query returning one line of
 /// detail per violation).
@@ -98,8 +101,8 @@ fn compare_ledger(
 /// Appends a line per key whose counter differs from the truth or is missing.
 fn compare<K: std::hash::Hash + Eq + std::fmt::Debug>(
     what: &str,
-    counters: &HashMap<K, (i64, i64)>,
-    truth: &HashMap<K, (i64, i64)>,
+    counters: &HashMap<K, CoresGpus>,
+    truth: &HashMap<K, CoresGpus>,
     out: &mut Vec<String>,
 ) {
     for (k, v) in counters {

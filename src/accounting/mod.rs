@@ -14,10 +14,10 @@
 //! Fail closed: a subscription whose burst has not been read rejects every charge.
 
 pub mod audit;
+pub mod hungry;
 pub mod recompute;
 
 use std::{
-    collections::HashMap,
     hash::Hash,
     sync::{
         Arc,
@@ -28,8 +28,13 @@ use std::{
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
+use crate::accounting::hungry::HungryView;
 pub use crate::db::accounting::{Caps, Limits, Snapshot};
-use crate::metrics;
+use crate::{
+    ids::{AllocId, FolderId, JobId, ShowId},
+    metrics,
+    model::CoresGpus,
+};
 
 /// A cap that refused a charge.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -59,40 +64,46 @@ impl Cap {
     }
 }
 
+/// A subscription vertex's key: (show, the host's allocation).
+pub type SubKey = (ShowId, AllocId);
+
 /// What one booking charges.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Charge {
-    /// `show.pk_show`.
-    pub show: String,
-    /// The host's `pk_alloc`.
-    pub alloc: String,
-    /// `job.pk_folder`.
-    pub folder: String,
-    /// `job.pk_job`.
-    pub job: String,
-    /// Centicores.
-    pub cores: i64,
-    /// GPUs.
-    pub gpus: i64,
+    /// The job's show.
+    pub show: ShowId,
+    /// The host's allocation.
+    pub alloc: AllocId,
+    /// The job's folder.
+    pub folder: FolderId,
+    /// The job.
+    pub job: JobId,
+    /// What the frame takes.
+    pub amount: CoresGpus,
+}
+
+impl Charge {
+    /// The subscription the charge is counted under (two reference-count increments).
+    fn sub_key(&self) -> SubKey {
+        (self.show.clone(), self.alloc.clone())
+    }
 }
 
 /// One vertex's state. `booked` = what the counter believes is booked (snapshot + carried);
 /// `inflight` = charged and not yet committed; `settled[e % 2]` = committed during epoch e.
 #[derive(Debug, Default)]
 struct Tally {
-    booked: (i64, i64),
-    inflight: (i64, i64),
-    settled: [(i64, i64); 2],
+    booked: CoresGpus,
+    inflight: CoresGpus,
+    settled: [CoresGpus; 2],
     limits: Option<Limits>,
 }
 
 impl Tally {
     /// Books a charge that passed its checks: booked and in flight until it commits.
-    fn take(&mut self, cores: i64, gpus: i64) {
-        self.booked.0 += cores;
-        self.booked.1 += gpus;
-        self.inflight.0 += cores;
-        self.inflight.1 += gpus;
+    fn take(&mut self, amount: CoresGpus) {
+        self.booked += amount;
+        self.inflight += amount;
     }
 }
 
@@ -107,18 +118,19 @@ fn refusal(seeded: bool, s: &Tally, f: &Tally, j: &Tally, charge: &Charge) -> Op
         _ => {
             return Some(Rejection {
                 cap: Cap::Subscription,
-                current: s.booked.0,
+                current: s.booked.cores,
                 limit: -1,
             });
         }
     };
     let (fl, jl) = (f.limits.unwrap_or_default(), j.limits.unwrap_or_default());
+    let (cores, gpus) = (charge.amount.cores, charge.amount.gpus);
     let checks = [
-        (Cap::Subscription, s.booked.0, charge.cores, Some(burst)),
-        (Cap::Folder, f.booked.0, charge.cores, fl.cores),
-        (Cap::Job, j.booked.0, charge.cores, jl.cores),
-        (Cap::FolderGpus, f.booked.1, charge.gpus, fl.gpus),
-        (Cap::JobGpus, j.booked.1, charge.gpus, jl.gpus),
+        (Cap::Subscription, s.booked.cores, cores, Some(burst)),
+        (Cap::Folder, f.booked.cores, cores, fl.cores),
+        (Cap::Job, j.booked.cores, cores, jl.cores),
+        (Cap::FolderGpus, f.booked.gpus, gpus, fl.gpus),
+        (Cap::JobGpus, j.booked.gpus, gpus, jl.gpus),
     ];
     checks.into_iter().find_map(|(cap, current, add, limit)| {
         let limit = limit?;
@@ -136,9 +148,9 @@ type Vertex = Arc<Mutex<Tally>>;
 /// The counters and caps of every vertex.
 #[derive(Default)]
 pub struct Ledger {
-    subs: DashMap<(String, String), Vertex>,
-    folders: DashMap<String, Vertex>,
-    jobs: DashMap<String, Vertex>,
+    subs: DashMap<SubKey, Vertex>,
+    folders: DashMap<FolderId, Vertex>,
+    jobs: DashMap<JobId, Vertex>,
     epoch: AtomicU64,
     seeded: AtomicBool,
     /// Bumped on every recompute and release, so a layer refused by a cap is retried only
@@ -151,13 +163,14 @@ pub struct Ledger {
     /// Set to ask the next round to re-read the caps (a booking found one lowered).
     caps_wanted: AtomicBool,
     /// Subscription sizes (centicores) per (show, alloc): the fair share.
-    sizes: DashMap<(String, String), i64>,
-    /// Shows with waiting work per allocation (from the feed's scan).
-    hungry: Mutex<HashMap<String, Vec<String>>>,
+    sizes: DashMap<SubKey, i64>,
+    /// Shows with waiting work per allocation, as the cluster feed publishes them.
+    hungry: HungryView,
 }
 
 /// The vertex of `key` in `map`, created empty if it is new.
 fn vertex<K: Eq + Hash + Clone>(map: &DashMap<K, Vertex>, key: &K) -> Vertex {
+    // Keys are ids (reference-counted text): the clone below is a count increment.
     // Clone the Arc out and drop the shard guard before locking the vertex.
     if let Some(v) = map.get(key) {
         return Arc::clone(v.value());
@@ -170,8 +183,7 @@ fn vertex<K: Eq + Hash + Clone>(map: &DashMap<K, Vertex>, key: &K) -> Vertex {
 pub struct Ticket {
     ledger: Arc<Ledger>,
     vertices: Vec<Vertex>,
-    cores: i64,
-    gpus: i64,
+    amount: CoresGpus,
     done: bool,
 }
 
@@ -181,17 +193,15 @@ impl Ticket {
         let slot = (self.ledger.epoch.load(Ordering::Acquire) % 2) as usize;
         for v in &self.vertices {
             let mut t = v.lock();
-            t.inflight.0 -= self.cores;
-            t.inflight.1 -= self.gpus;
-            t.settled[slot].0 += self.cores;
-            t.settled[slot].1 += self.gpus;
+            t.inflight -= self.amount;
+            t.settled[slot] += self.amount;
         }
         self.done = true;
     }
 
     /// The charged centicores.
     pub fn cores(&self) -> i64 {
-        self.cores
+        self.amount.cores
     }
 }
 
@@ -202,10 +212,8 @@ impl Drop for Ticket {
         }
         for v in &self.vertices {
             let mut t = v.lock();
-            t.booked.0 -= self.cores;
-            t.booked.1 -= self.gpus;
-            t.inflight.0 -= self.cores;
-            t.inflight.1 -= self.gpus;
+            t.booked -= self.amount;
+            t.inflight -= self.amount;
         }
     }
 }
@@ -227,9 +235,19 @@ pub struct Rejection {
 }
 
 impl Ledger {
-    /// An empty ledger: every subscription rejects until [`Ledger::seed`] runs.
+    /// An empty ledger: every subscription rejects until it is seeded. No show is ever
+    /// hungry for it (see [`Ledger::with_hungry`]), so it never yields for fair share.
     pub fn new() -> Arc<Ledger> {
         Arc::new(Ledger::default())
+    }
+
+    /// An empty ledger whose fair-share rule reads the shows the cluster feed publishes as
+    /// hungry.
+    pub(crate) fn with_hungry(hungry: HungryView) -> Arc<Ledger> {
+        Arc::new(Ledger {
+            hungry,
+            ..Ledger::default()
+        })
     }
 
     /// True once counters and caps were loaded from the database.
@@ -246,20 +264,20 @@ impl Ledger {
     /// while the returned [`CapPin`] lives, a re-sync cannot forget the job (and its cap)
     /// even if nothing of it is booked yet. A pass holds the pins of its jobs to its end, so a
     /// job whose first frame is charged after a re-sync is still capped.
-    pub(crate) fn set_job_limits(&self, job: &str, limits: Limits) -> CapPin {
-        let v = vertex(&self.jobs, &job.to_owned());
+    pub(crate) fn set_job_limits(&self, job: &JobId, limits: Limits) -> CapPin {
+        let v = vertex(&self.jobs, job);
         v.lock().limits = Some(limits);
         CapPin(v)
     }
 
     /// Sets the cap of a folder.
-    pub(crate) fn set_folder_limits(&self, folder: &str, limits: Limits) {
-        vertex(&self.folders, &folder.to_owned()).lock().limits = Some(limits);
+    pub(crate) fn set_folder_limits(&self, folder: &FolderId, limits: Limits) {
+        vertex(&self.folders, folder).lock().limits = Some(limits);
     }
 
     /// Sets a subscription's burst (centicores).
-    pub fn set_burst(&self, show: &str, alloc: &str, burst: i64) {
-        vertex(&self.subs, &(show.to_owned(), alloc.to_owned()))
+    pub fn set_burst(&self, show: &ShowId, alloc: &AllocId, burst: i64) {
+        vertex(&self.subs, &(show.clone(), alloc.clone()))
             .lock()
             .limits = Some(Limits {
             cores: Some(burst.max(0)),
@@ -268,9 +286,9 @@ impl Ledger {
     }
 
     /// Cores (centicores) the subscription can still take: 0 when unknown or full.
-    pub(crate) fn sub_headroom(&self, show: &str, alloc: &str) -> i64 {
+    pub(crate) fn sub_headroom(&self, show: &ShowId, alloc: &AllocId) -> i64 {
         self.with_sub(show, alloc, |t| match t.limits.and_then(|l| l.cores) {
-            Some(burst) if self.is_seeded() => (burst - t.booked.0).max(0),
+            Some(burst) if self.is_seeded() => (burst - t.booked.cores).max(0),
             _ => 0,
         })
         .unwrap_or(0)
@@ -278,21 +296,22 @@ impl Ledger {
 
     /// `f` of the subscription's tally, `None` when the subscription is unknown. The vertex is
     /// cloned out of the map before it is locked, so no shard guard is held under its lock.
-    fn with_sub<T>(&self, show: &str, alloc: &str, f: impl FnOnce(&Tally) -> T) -> Option<T> {
+    /// The key is built from two id clones: reference-count increments, no allocation.
+    fn with_sub<T>(
+        &self,
+        show: &ShowId,
+        alloc: &AllocId,
+        f: impl FnOnce(&Tally) -> T,
+    ) -> Option<T> {
         self.subs
-            .get(&(show.to_owned(), alloc.to_owned()))
+            .get(&(show.clone(), alloc.clone()))
             .map(|v| Arc::clone(v.value()))
             .map(|v| f(&v.lock()))
     }
 
-    /// Records which shows have waiting work on which allocations.
-    pub(crate) fn set_hungry(&self, hungry: HashMap<String, Vec<String>>) {
-        *self.hungry.lock() = hungry;
-    }
-
     /// Centicores booked by `show` on `alloc` (0 when unknown).
-    pub fn sub_booked(&self, show: &str, alloc: &str) -> i64 {
-        self.with_sub(show, alloc, |t| t.booked.0).unwrap_or(0)
+    pub fn sub_booked(&self, show: &ShowId, alloc: &AllocId) -> i64 {
+        self.with_sub(show, alloc, |t| t.booked.cores).unwrap_or(0)
     }
 
     /// Fair share across shows: true when `show` booking `cores` more on `alloc` would take it
@@ -302,14 +321,14 @@ impl Ledger {
     /// sizes the one further ahead yields, so the split converges to the sizes even while the
     /// counters lag completions (they lag in proportion to what each show runs). A show with
     /// size 0 has no share to defend: it yields to any hungry show with one.
-    pub(crate) fn should_yield(&self, show: &str, alloc: &str, cores: i64) -> bool {
-        let size = |s: &str| {
+    pub(crate) fn should_yield(&self, show: &ShowId, alloc: &AllocId, cores: i64) -> bool {
+        let size = |s: &ShowId| {
             self.sizes
-                .get(&(s.to_owned(), alloc.to_owned()))
+                .get(&(s.clone(), alloc.clone()))
                 .map(|v| *v)
                 .unwrap_or(0)
         };
-        let share_after = |s: &str| {
+        let share_after = |s: &ShowId| {
             let size = size(s);
             let booked = self.sub_booked(s, alloc) + cores;
             if size > 0 {
@@ -322,7 +341,7 @@ impl Ledger {
             return false;
         }
         let mine = share_after(show);
-        let hungry = self.hungry.lock();
+        let hungry = self.hungry.load();
         hungry
             .get(alloc)
             .map(|shows| shows.iter().any(|t| t != show && share_after(t) < mine))
@@ -330,17 +349,17 @@ impl Ledger {
     }
 
     /// Centicores a job can still take (`None` = unlimited).
-    pub(crate) fn job_headroom(&self, job: &str) -> Option<i64> {
+    pub(crate) fn job_headroom(&self, job: &JobId) -> Option<i64> {
         let v = self.jobs.get(job).map(|v| Arc::clone(v.value()))?;
         let t = v.lock();
         t.limits
             .and_then(|l| l.cores)
-            .map(|max| (max - t.booked.0).max(0))
+            .map(|max| (max - t.booked.cores).max(0))
     }
 
     /// Checks every cap of `charge` and takes it, atomically; or says which cap refused.
     pub fn charge(self: &Arc<Self>, charge: &Charge) -> Result<Ticket, Rejection> {
-        let sub = vertex(&self.subs, &(charge.show.clone(), charge.alloc.clone()));
+        let sub = vertex(&self.subs, &charge.sub_key());
         let folder = vertex(&self.folders, &charge.folder);
         let job = vertex(&self.jobs, &charge.job);
         // Fixed lock order: subscription, folder, job. Held only for arithmetic.
@@ -351,14 +370,13 @@ impl Ledger {
             return Err(self.reject(r));
         }
         for t in [&mut *s, &mut *f, &mut *j] {
-            t.take(charge.cores, charge.gpus);
+            t.take(charge.amount);
         }
         drop((s, f, j));
         Ok(Ticket {
             ledger: Arc::clone(self),
             vertices: vec![sub, folder, job],
-            cores: charge.cores,
-            gpus: charge.gpus,
+            amount: charge.amount,
             done: false,
         })
     }
@@ -376,7 +394,7 @@ impl Ledger {
         let slot = (self.epoch.load(Ordering::Acquire) % 2) as usize;
         let keys = [
             self.subs
-                .get(&(charge.show.clone(), charge.alloc.clone()))
+                .get(&charge.sub_key())
                 .map(|v| Arc::clone(v.value())),
             self.folders
                 .get(&charge.folder)
@@ -385,10 +403,8 @@ impl Ledger {
         ];
         for v in keys.into_iter().flatten() {
             let mut t = v.lock();
-            t.booked.0 = (t.booked.0 - charge.cores).max(0);
-            t.booked.1 = (t.booked.1 - charge.gpus).max(0);
-            t.settled[slot].0 = (t.settled[slot].0 - charge.cores).max(0);
-            t.settled[slot].1 = (t.settled[slot].1 - charge.gpus).max(0);
+            t.booked = t.booked.sub_floor(charge.amount);
+            t.settled[slot] = t.settled[slot].sub_floor(charge.amount);
         }
         self.generation.fetch_add(1, Ordering::AcqRel);
     }
@@ -400,18 +416,17 @@ impl Ledger {
     }
 
     /// Overwrites every counter with `snapshot` (booked per vertex from `SUM(proc)`, read
-    /// after [`Ledger::begin_resync`] returned `epoch`) plus what is in flight plus what
+    /// after `Ledger::begin_resync` returned `epoch`) plus what is in flight plus what
     /// committed since the epoch began. Returns the total absolute drift corrected.
     pub fn resync(&self, epoch: u64, snapshot: &Snapshot) -> i64 {
         let keep = (epoch % 2) as usize;
         let clear = 1 - keep;
         let mut drift = 0;
-        let mut apply = |t: &mut Tally, base: (i64, i64)| {
-            let cores = base.0 + t.inflight.0 + t.settled[keep].0;
-            let gpus = base.1 + t.inflight.1 + t.settled[keep].1;
-            drift += (cores - t.booked.0).abs();
-            t.booked = (cores, gpus);
-            t.settled[clear] = (0, 0);
+        let mut apply = |t: &mut Tally, base: CoresGpus| {
+            let booked = base + t.inflight + t.settled[keep];
+            drift += (booked.cores - t.booked.cores).abs();
+            t.booked = booked;
+            t.settled[clear] = CoresGpus::ZERO;
         };
         for e in self.subs.iter() {
             let base = snapshot.subs.get(e.key()).copied().unwrap_or_default();
@@ -444,7 +459,7 @@ impl Ledger {
         // Forget jobs with nothing booked, in flight or capped recently: bounded memory.
         self.jobs.retain(|_, v| {
             let t = v.lock();
-            t.booked != (0, 0) || t.inflight != (0, 0) || Arc::strong_count(v) > 1
+            !t.booked.is_zero() || !t.inflight.is_zero() || Arc::strong_count(v) > 1
         });
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.resyncs.fetch_add(1, Ordering::AcqRel);
@@ -453,17 +468,18 @@ impl Ledger {
 
     /// Centicores charged under the subscription and not committed yet (every batch in
     /// flight), for the booking transaction's cap guard.
-    pub(crate) fn inflight_sub(&self, show: &str, alloc: &str) -> i64 {
-        self.with_sub(show, alloc, |t| t.inflight.0).unwrap_or(0)
+    pub(crate) fn inflight_sub(&self, show: &ShowId, alloc: &AllocId) -> i64 {
+        self.with_sub(show, alloc, |t| t.inflight.cores)
+            .unwrap_or(0)
     }
 
-    /// (centicores, GPUs) charged under the folder and not committed yet.
-    pub(crate) fn inflight_folder(&self, folder: &str) -> (i64, i64) {
+    /// What is charged under the folder and not committed yet.
+    pub(crate) fn inflight_folder(&self, folder: &FolderId) -> CoresGpus {
         self.folders
             .get(folder)
             .map(|v| Arc::clone(v.value()))
             .map(|v| v.lock().inflight)
-            .unwrap_or((0, 0))
+            .unwrap_or_default()
     }
 
     /// Asks the next recompute round to re-read the caps (and to run soon): a booking found
@@ -498,8 +514,8 @@ impl Ledger {
         for ((show, alloc), burst) in &caps.bursts {
             self.set_burst(show, alloc, *burst);
         }
-        for ((show, alloc), size) in &caps.sizes {
-            self.sizes.insert((show.clone(), alloc.clone()), *size);
+        for (sub, size) in &caps.sizes {
+            self.sizes.insert(sub.clone(), *size);
         }
         for (folder, limits) in &caps.folders {
             self.set_folder_limits(folder, *limits);
@@ -514,7 +530,7 @@ impl Ledger {
         self.seeded.store(true, Ordering::Release);
     }
 
-    /// Booked (centicores, GPUs) per vertex, for the audit and `/status`.
+    /// Booked cores and GPUs per vertex, for the audit and `/status`.
     pub fn booked(&self) -> Snapshot {
         Snapshot {
             subs: self

@@ -11,7 +11,7 @@ use std::{
 use arc_swap::ArcSwap;
 
 use super::Ledger;
-use crate::{config::Config, db, metrics};
+use crate::{config::Config, db, ids::ShowId, metrics};
 
 /// One recompute round: tables (of `shows`, or every managed show), then counters, then
 /// (when due or not yet seeded) caps.
@@ -19,7 +19,7 @@ pub fn round(
     client: &mut postgres::Client,
     ledger: &Ledger,
     read_caps: bool,
-    shows: Option<&[String]>,
+    shows: Option<&[ShowId]>,
 ) -> Result<(), db::DbError> {
     let started = Instant::now();
     // The tables are for Cuebot and the UI; the counters are what caps lean on. A failed
@@ -65,7 +65,7 @@ pub fn run(
     config: Arc<ArcSwap<Config>>,
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
-    held: impl Fn() -> Option<Vec<String>>,
+    held: impl Fn() -> Option<Vec<ShowId>>,
 ) {
     let mut session = crate::worker::Session::default();
     let mut next_caps = Instant::now();

@@ -2,20 +2,37 @@
 
 use super::*;
 
+/// The ids of the tests, by their text.
+fn show(s: &str) -> ShowId {
+    s.into()
+}
+fn alloc(a: &str) -> AllocId {
+    a.into()
+}
+fn job(j: &str) -> JobId {
+    j.into()
+}
+
 fn charge(cores: i64) -> Charge {
     Charge {
         show: "s".into(),
         alloc: "a".into(),
         folder: "f".into(),
         job: "j".into(),
-        cores,
-        gpus: 0,
+        amount: CoresGpus::new(cores, 0),
+    }
+}
+
+fn with_gpus(gpus: i64, c: Charge) -> Charge {
+    Charge {
+        amount: CoresGpus::new(c.amount.cores, gpus),
+        ..c
     }
 }
 
 fn ledger(burst: i64) -> Arc<Ledger> {
     let l = Ledger::new();
-    l.set_burst("s", "a", burst);
+    l.set_burst(&show("s"), &alloc("a"), burst);
     l.mark_seeded();
     l
 }
@@ -23,7 +40,7 @@ fn ledger(burst: i64) -> Arc<Ledger> {
 #[test]
 fn unseeded_or_unknown_subscription_rejects() {
     let l = Ledger::new();
-    l.set_burst("s", "a", 1000);
+    l.set_burst(&show("s"), &alloc("a"), 1000);
     assert_eq!(
         l.charge(&charge(100)).err().map(|r| r.cap),
         Some(Cap::Subscription)
@@ -53,22 +70,24 @@ fn burst_stops_exactly_at_the_limit_and_drop_releases() {
     let c = l.charge(&charge(100)).unwrap();
     a.commit();
     c.commit();
-    assert_eq!(l.sub_headroom("s", "a"), 0);
+    assert_eq!(l.sub_headroom(&show("s"), &alloc("a")), 0);
 }
 
 #[test]
 fn job_and_folder_caps() {
     let l = ledger(10_000);
-    let _pin = l.set_job_limits("j", Limits::from_db(200, 1));
-    l.set_folder_limits("f", Limits::from_db(-1, 0));
+    let _pin = l.set_job_limits(&job("j"), Limits::from_db(200, 1));
+    l.set_folder_limits(&"f".into(), Limits::from_db(-1, 0));
     let _a = l.charge(&charge(200)).unwrap();
     assert_eq!(l.charge(&charge(100)).err().map(|r| r.cap), Some(Cap::Job));
-    let g = Charge {
-        job: "j2".into(),
-        gpus: 2,
-        ..charge(100)
-    };
-    let _pin2 = l.set_job_limits("j2", Limits::from_db(0, 1));
+    let g = with_gpus(
+        2,
+        Charge {
+            job: "j2".into(),
+            ..charge(100)
+        },
+    );
+    let _pin2 = l.set_job_limits(&job("j2"), Limits::from_db(0, 1));
     assert_eq!(l.charge(&g).err().map(|r| r.cap), Some(Cap::JobGpus));
 }
 
@@ -78,10 +97,10 @@ fn job_and_folder_caps() {
 #[test]
 fn a_job_cap_set_for_a_pass_survives_a_resync_before_its_first_charge() {
     let l = ledger(10_000);
-    let _pin = l.set_job_limits("j", Limits::from_db(400, 0));
+    let _pin = l.set_job_limits(&job("j"), Limits::from_db(400, 0));
     let epoch = l.begin_resync();
     l.resync(epoch, &Snapshot::default());
-    assert_eq!(l.job_headroom("j"), Some(400));
+    assert_eq!(l.job_headroom(&job("j")), Some(400));
     assert_eq!(l.charge(&charge(800)).err().map(|r| r.cap), Some(Cap::Job));
     let _fits = l.charge(&charge(400)).unwrap();
 }
@@ -94,21 +113,26 @@ fn resync_carries_inflight_and_recent_commits_forward() {
     committed.commit(); // after the epoch bump: maybe missing from the snapshot
     let _inflight = l.charge(&charge(200)).unwrap();
     let mut snap = Snapshot::default();
-    snap.subs.insert(("s".into(), "a".into()), (500, 0));
+    snap.subs
+        .insert(("s".into(), "a".into()), CoresGpus::new(500, 0));
     l.resync(epoch, &snap);
     // 500 from proc + 200 in flight + 100 committed this epoch.
-    assert_eq!(l.booked().subs[&("s".to_owned(), "a".to_owned())].0, 800);
+    assert_eq!(l.booked().subs[&(show("s"), alloc("a"))].cores, 800);
     // Next resync: the commit is now surely in the snapshot; its bucket is cleared.
     let epoch = l.begin_resync();
-    snap.subs.insert(("s".into(), "a".into()), (600, 0));
+    snap.subs
+        .insert(("s".into(), "a".into()), CoresGpus::new(600, 0));
     l.resync(epoch, &snap);
-    assert_eq!(l.booked().subs[&("s".to_owned(), "a".to_owned())].0, 800);
+    assert_eq!(l.booked().subs[&(show("s"), alloc("a"))].cores, 800);
 }
 
 #[test]
 fn a_show_above_its_size_yields_to_a_hungry_show_below_its_own() {
-    let l = ledger(10_000);
-    l.set_burst("t", "a", 10_000);
+    let feed = hungry::HungryBoard::new();
+    let l = Ledger::with_hungry(feed.view());
+    l.set_burst(&show("s"), &alloc("a"), 10_000);
+    l.mark_seeded();
+    l.set_burst(&show("t"), &alloc("a"), 10_000);
     l.set_caps(&Caps {
         sizes: [
             (("s".into(), "a".into()), 200),
@@ -118,17 +142,17 @@ fn a_show_above_its_size_yields_to_a_hungry_show_below_its_own() {
         .collect(),
         ..Caps::default()
     });
-    l.set_hungry(
-        [("a".to_owned(), vec!["s".to_owned(), "t".to_owned()])]
+    feed.publish(
+        [(alloc("a"), vec![show("s"), show("t")])]
             .into_iter()
             .collect(),
     );
     // s is within its size: no yielding.
-    assert!(!l.should_yield("s", "a", 200));
+    assert!(!l.should_yield(&show("s"), &alloc("a"), 200));
     l.charge(&charge(200)).unwrap().commit();
     // s would go past its size while t (below its own) waits: s yields, t does not.
-    assert!(l.should_yield("s", "a", 100));
-    assert!(!l.should_yield("t", "a", 100));
+    assert!(l.should_yield(&show("s"), &alloc("a"), 100));
+    assert!(!l.should_yield(&show("t"), &alloc("a"), 100));
     // Both past their sizes: the one further ahead (by booked / size) yields.
     l.charge(&Charge {
         show: "t".into(),
@@ -137,20 +161,16 @@ fn a_show_above_its_size_yields_to_a_hungry_show_below_its_own() {
     .unwrap()
     .commit();
     assert!(
-        l.should_yield("s", "a", 100),
+        l.should_yield(&show("s"), &alloc("a"), 100),
         "s at 300/200 would be further ahead than t at 500/400"
     );
     assert!(
-        !l.should_yield("t", "a", 100),
+        !l.should_yield(&show("t"), &alloc("a"), 100),
         "t at 500/400 stays behind s"
     );
     // Nobody else hungry: s may use its burst.
-    l.set_hungry(
-        [("a".to_owned(), vec!["s".to_owned()])]
-            .into_iter()
-            .collect(),
-    );
-    assert!(!l.should_yield("s", "a", 100));
+    feed.publish([(alloc("a"), vec![show("s")])].into_iter().collect());
+    assert!(!l.should_yield(&show("s"), &alloc("a"), 100));
 }
 
 #[test]
@@ -177,17 +197,14 @@ fn concurrent_charges_never_exceed_the_burst() {
 #[test]
 fn refusal_names_the_first_full_cap_and_ignores_unused_dimensions() {
     let tally = |booked: (i64, i64), cores: Option<i64>, gpus: Option<i64>| Tally {
-        booked,
+        booked: CoresGpus::new(booked.0, booked.1),
         limits: Some(Limits { cores, gpus }),
         ..Tally::default()
     };
     let sub = tally((0, 0), Some(1000), None);
     let folder = tally((500, 1), Some(500), Some(1));
     let job = tally((500, 1), Some(500), Some(1));
-    let gpus = Charge {
-        gpus: 1,
-        ..charge(0)
-    };
+    let gpus = with_gpus(1, charge(0));
     // Folder before job, cores before GPUs.
     let r = refusal(true, &sub, &folder, &job, &charge(100)).map(|r| (r.cap, r.limit));
     assert_eq!(r, Some((Cap::Folder, 500)));

@@ -16,7 +16,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -26,7 +26,14 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use serde::Serialize;
 
 use super::{BuildOptions, Cluster, build};
-use crate::{config::Config, db, metrics, model::TagType};
+use crate::{
+    accounting::hungry::{HungryBoard, HungryShows},
+    config::Config,
+    db,
+    ids::{FacilityId, ShowId},
+    metrics,
+    model::TagType,
+};
 
 /// How a cluster pass ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,8 +108,8 @@ pub struct FeedContext {
     pub config: Arc<ArcSwap<Config>>,
     /// Database pool.
     pub pool: db::Pool,
-    /// Bumped by the host refresher when free capacity grows.
-    pub capacity_gen: Arc<AtomicU64>,
+    /// The host index's capacity generation (read-only): it moves when free room grows.
+    pub capacity: crate::index::CapacityView,
     /// Set to stop the feed.
     pub stop: Arc<AtomicBool>,
     /// Latest cluster status, for `/status`.
@@ -111,8 +118,9 @@ pub struct FeedContext {
     pub loaded: Arc<AtomicBool>,
     /// Show leases: only shows this instance may book get turns (`None`: every show).
     pub leases: Option<Arc<crate::lease::Leases>>,
-    /// Cap counters: told which shows have waiting work where (fair share).
-    pub ledger: Option<Arc<crate::accounting::Ledger>>,
+    /// Where the feed publishes which shows have waiting work where, for the ledger's fair
+    /// share (`None`: nobody reads it). The feed is the board's only writer.
+    pub hungry: Option<Arc<HungryBoard>>,
 }
 
 /// The feed's state; [`Feed::run`] is the body of the `cluster-feed` thread.
@@ -220,7 +228,7 @@ impl Feed {
             };
             Some(id)
         };
-        let rows = db::jobs::cluster_tags(&mut *conn, facility.as_deref())?;
+        let rows = db::jobs::cluster_tags(&mut *conn, facility.as_ref())?;
         let subs = db::jobs::subscriptions(&mut *conn)?;
         let options = BuildOptions {
             ignore_tags: config.scheduler.ignore_tags.clone(),
@@ -342,7 +350,7 @@ impl Feed {
 
     /// Sets each cluster's waiting count from the scan; new work for a cluster that found
     /// none brings its turn forward to now instead of after its sleep.
-    fn apply_scan(&mut self, active: &HashMap<(String, String, String), i64>) {
+    fn apply_scan(&mut self, active: &HashMap<(ShowId, FacilityId, String), i64>) {
         let now = Instant::now();
         let mut awake = 0;
         for turn in self.turns.values_mut() {
@@ -375,10 +383,10 @@ impl Feed {
     /// Tells the ledger which shows have waiting work on each allocation (fair share yields
     /// only to a show that is hungry there).
     fn publish_hungry(&self) {
-        let Some(ledger) = &self.ctx.ledger else {
+        let Some(board) = &self.ctx.hungry else {
             return;
         };
-        let mut hungry: HashMap<String, Vec<String>> = HashMap::new();
+        let mut hungry: HungryShows = HashMap::new();
         for turn in self.turns.values().filter(|t| t.waiting > 0) {
             for alloc in &turn.cluster.allocs {
                 let shows = hungry.entry(alloc.clone()).or_default();
@@ -387,7 +395,7 @@ impl Feed {
                 }
             }
         }
-        ledger.set_hungry(hungry);
+        board.publish(hungry);
     }
 
     fn settle(&mut self, outcome: PassOutcome, config: &Config) {
@@ -426,7 +434,7 @@ impl Feed {
     }
 
     fn wake_on_capacity(&mut self) {
-        let generation = self.ctx.capacity_gen.load(Ordering::Acquire);
+        let generation = self.ctx.capacity.generation();
         let now = Instant::now();
         for turn in self.turns.values_mut() {
             if turn.sleep == Some(Sleep::Saturated)

@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::{
     db::jobs::{ClusterTagRow, SubscriptionRow},
+    ids::{AllocId, FacilityId, ShowId},
     model::TagType,
 };
 
@@ -20,9 +21,9 @@ pub struct Cluster {
     /// Stable identity: facility, show, tag type and tags.
     pub key: String,
     /// `facility.pk_facility`.
-    pub facility: String,
+    pub facility: FacilityId,
     /// `show.pk_show`.
-    pub show: String,
+    pub show: ShowId,
     /// `show.str_name`.
     pub show_name: String,
     /// The type of its tags.
@@ -31,7 +32,7 @@ pub struct Cluster {
     pub tags: Vec<String>,
     /// Allocations of the facility the show is subscribed to with a burst above zero: the
     /// only hosts this cluster may book.
-    pub allocs: BTreeSet<String>,
+    pub allocs: BTreeSet<AllocId>,
 }
 
 /// How clusters are built from the tag rows.
@@ -46,10 +47,10 @@ pub struct BuildOptions {
 }
 
 /// The allocations each (facility, show) may book: subscribed with a burst above zero.
-type ShowAllocs<'r> = HashMap<(&'r str, &'r str), BTreeSet<String>>;
+type ShowAllocs<'r> = HashMap<(&'r FacilityId, &'r ShowId), BTreeSet<AllocId>>;
 
 /// MANUAL, HARDWARE and HOSTNAME tags grouped per (facility, show, show name, kind).
-type TagGroups<'r> = BTreeMap<(&'r str, &'r str, &'r str, TagType), BTreeSet<&'r str>>;
+type TagGroups<'r> = BTreeMap<(&'r FacilityId, &'r ShowId, &'r str, TagType), BTreeSet<&'r str>>;
 
 /// Builds the cluster set. Deterministic: the same rows give the same clusters in the same
 /// order, so a reload that changes nothing changes nothing. An ALLOC tag is a cluster of its
@@ -63,7 +64,7 @@ pub fn build(
     let mut allocs: ShowAllocs<'_> = HashMap::new();
     for s in subs.iter().filter(|s| s.burst > 0) {
         allocs
-            .entry((s.facility.as_str(), s.show.as_str()))
+            .entry((&s.facility, &s.show))
             .or_default()
             .insert(s.alloc.clone());
     }
@@ -73,7 +74,7 @@ pub fn build(
         if options.ignore_tags.iter().any(|t| t == &row.tag) || row.tag.trim().is_empty() {
             continue;
         }
-        let Some(show_allocs) = allocs.get(&(row.facility.as_str(), row.show.as_str())) else {
+        let Some(show_allocs) = allocs.get(&(&row.facility, &row.show)) else {
             continue;
         };
         match (row.tag_type, &row.alloc) {
@@ -82,12 +83,7 @@ pub fn build(
             }
             (TagType::Alloc, _) => {}
             (kind, _) => {
-                let key = (
-                    row.facility.as_str(),
-                    row.show.as_str(),
-                    row.show_name.as_str(),
-                    kind,
-                );
+                let key = (&row.facility, &row.show, row.show_name.as_str(), kind);
                 groups.entry(key).or_default().insert(row.tag.as_str());
             }
         }
@@ -99,7 +95,7 @@ pub fn build(
 }
 
 /// The cluster of one ALLOC tag.
-fn alloc_cluster(row: &ClusterTagRow, alloc: &str) -> Cluster {
+fn alloc_cluster(row: &ClusterTagRow, alloc: &AllocId) -> Cluster {
     Cluster {
         key: format!("{}/{}/alloc/{}", row.facility, row.show, row.tag),
         facility: row.facility.clone(),
@@ -107,7 +103,7 @@ fn alloc_cluster(row: &ClusterTagRow, alloc: &str) -> Cluster {
         show_name: row.show_name.clone(),
         kind: TagType::Alloc,
         tags: vec![row.tag.clone()],
-        allocs: BTreeSet::from([alloc.to_owned()]),
+        allocs: BTreeSet::from([alloc.clone()]),
     }
 }
 
@@ -130,8 +126,8 @@ fn chunk_groups(
         for part in tags.chunks(chunk) {
             clusters.push(Cluster {
                 key: format!("{facility}/{show}/{}/{}", kind.label(), part.join(",")),
-                facility: facility.to_owned(),
-                show: show.to_owned(),
+                facility: facility.clone(),
+                show: show.clone(),
                 show_name: show_name.to_owned(),
                 kind,
                 tags: part.iter().map(|t| (*t).to_owned()).collect(),
@@ -197,7 +193,7 @@ mod tests {
         assert!(
             clusters
                 .iter()
-                .all(|c| c.allocs == BTreeSet::from(["a1".to_owned()]))
+                .all(|c| c.allocs == BTreeSet::from([AllocId::from("a1")]))
         );
     }
 

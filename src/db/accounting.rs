@@ -10,6 +10,10 @@ use std::collections::HashMap;
 use postgres::Client;
 
 use super::DbError;
+use crate::{
+    ids::{AllocId, FolderId, JobId, ShowId},
+    model::CoresGpus,
+};
 
 /// A cap's limits: `None` for an unlimited dimension.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,28 +34,28 @@ impl Limits {
     }
 }
 
-/// Booked (centicores, GPUs) per vertex.
+/// Booked cores and GPUs per vertex.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     /// Per (show, alloc).
-    pub subs: HashMap<(String, String), (i64, i64)>,
+    pub subs: HashMap<(ShowId, AllocId), CoresGpus>,
     /// Per folder.
-    pub folders: HashMap<String, (i64, i64)>,
+    pub folders: HashMap<FolderId, CoresGpus>,
     /// Per job.
-    pub jobs: HashMap<String, (i64, i64)>,
+    pub jobs: HashMap<JobId, CoresGpus>,
 }
 
 /// Caps as read from the database.
 #[derive(Clone, Debug, Default)]
 pub struct Caps {
     /// Burst (centicores) per (show, alloc).
-    pub bursts: HashMap<(String, String), i64>,
+    pub bursts: HashMap<(ShowId, AllocId), i64>,
     /// Subscription size (centicores) per (show, alloc).
-    pub sizes: HashMap<(String, String), i64>,
+    pub sizes: HashMap<(ShowId, AllocId), i64>,
     /// Folder limits.
-    pub folders: HashMap<String, Limits>,
+    pub folders: HashMap<FolderId, Limits>,
     /// Job limits.
-    pub jobs: HashMap<String, Limits>,
+    pub jobs: HashMap<JobId, Limits>,
 }
 
 /// Booked centicores and GPUs per subscription, folder and job of managed shows, from `proc`.
@@ -67,16 +71,12 @@ pub(crate) fn booked_snapshot(client: &mut Client) -> Result<Snapshot, DbError> 
     )?;
     let mut snap = Snapshot::default();
     for r in rows {
-        let (show, alloc, folder, job): (String, String, String, String) =
+        let (show, alloc, folder, job): (ShowId, AllocId, FolderId, JobId) =
             (r.get(0), r.get(1), r.get(2), r.get(3));
-        let amount: (i64, i64) = (r.get(4), r.get(5));
-        let add = |v: &mut (i64, i64)| {
-            v.0 += amount.0;
-            v.1 += amount.1;
-        };
-        add(snap.subs.entry((show, alloc)).or_default());
-        add(snap.folders.entry(folder).or_default());
-        add(snap.jobs.entry(job).or_default());
+        let amount = CoresGpus::new(r.get(4), r.get(5));
+        *snap.subs.entry((show, alloc)).or_default() += amount;
+        *snap.folders.entry(folder).or_default() += amount;
+        *snap.jobs.entry(job).or_default() += amount;
     }
     Ok(snap)
 }
@@ -115,8 +115,8 @@ pub fn caps(client: &mut Client) -> Result<Caps, DbError> {
 /// Folder caps of the given folders (read with each pass, so new folders are never unbounded).
 pub(crate) fn folder_limits(
     client: &mut impl postgres::GenericClient,
-    folders: &[String],
-) -> Result<HashMap<String, Limits>, DbError> {
+    folders: &[FolderId],
+) -> Result<HashMap<FolderId, Limits>, DbError> {
     Ok(client
         .query(
             "SELECT pk_folder, int_max_cores::bigint, int_max_gpus::bigint FROM folder_resource WHERE pk_folder = ANY($1)",

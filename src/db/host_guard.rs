@@ -178,8 +178,8 @@ mod tests {
             folder: "f".into(),
             host: host.into(),
             host_name: host.into(),
-            alloc: format!("a-{host}"),
-            proc: format!("p-{frame}"),
+            alloc: format!("a-{host}").into(),
+            proc: format!("p-{frame}").into(),
             amount: Resources {
                 cores,
                 mem_kb: 10,

@@ -10,17 +10,20 @@ use std::time::Duration;
 use postgres::GenericClient;
 
 use super::{DbError, resources_at};
-use crate::model::{Resources, ThreadMode};
+use crate::{
+    ids::{AllocId, FacilityId, HostId},
+    model::{Resources, ThreadMode},
+};
 
 /// One eligible host as the database has it.
 #[derive(Clone, Debug)]
 pub(crate) struct HostRow {
     /// `host.pk_host`.
-    pub id: String,
+    pub id: HostId,
     /// `host.str_name`.
     pub name: String,
     /// `host.pk_alloc`.
-    pub alloc: String,
+    pub alloc: AllocId,
     /// `host_stat.str_os`.
     pub os: String,
     /// `host.int_thread_mode`.
@@ -36,7 +39,7 @@ pub(crate) struct HostRow {
 /// Every eligible host (of one facility when given).
 pub(crate) fn eligible_hosts(
     conn: &mut impl GenericClient,
-    facility: Option<&str>,
+    facility: Option<&FacilityId>,
     ping_timeout: Duration,
 ) -> Result<Vec<HostRow>, DbError> {
     let timeout_secs = ping_timeout.as_secs_f64();

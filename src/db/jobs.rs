@@ -9,15 +9,18 @@ use std::collections::HashMap;
 use postgres::GenericClient;
 
 use super::DbError;
-use crate::model::{TagType, split_tags};
+use crate::{
+    ids::{AllocId, FacilityId, FolderId, FrameId, JobId, LayerId, LimitId, ShowId},
+    model::{TagType, split_tags},
+};
 
 /// One row of the cluster set: a tag a managed show can book in a facility.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterTagRow {
     /// `alloc.pk_facility`.
-    pub facility: String,
+    pub facility: FacilityId,
     /// `show.pk_show`.
-    pub show: String,
+    pub show: ShowId,
     /// `show.str_name`.
     pub show_name: String,
     /// The host tag.
@@ -25,18 +28,18 @@ pub struct ClusterTagRow {
     /// Its type.
     pub tag_type: TagType,
     /// The allocation, for ALLOC tags.
-    pub alloc: Option<String>,
+    pub alloc: Option<AllocId>,
 }
 
 /// A subscription of a managed show.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubscriptionRow {
     /// `subscription.pk_show`.
-    pub show: String,
+    pub show: ShowId,
     /// `subscription.pk_alloc`.
-    pub alloc: String,
+    pub alloc: AllocId,
     /// The allocation's facility.
-    pub facility: String,
+    pub facility: FacilityId,
     /// `int_size` in centicores.
     pub size: i64,
     /// `int_burst` in centicores.
@@ -47,7 +50,7 @@ pub struct SubscriptionRow {
 pub(crate) fn facility_id(
     conn: &mut impl GenericClient,
     name: &str,
-) -> Result<Option<String>, DbError> {
+) -> Result<Option<FacilityId>, DbError> {
     Ok(conn
         .query_opt(
             "SELECT pk_facility FROM facility WHERE str_name = $1",
@@ -60,7 +63,7 @@ pub(crate) fn facility_id(
 /// allocations that some host carries, and the other tags of hosts in those allocations.
 pub fn cluster_tags(
     conn: &mut impl GenericClient,
-    facility: Option<&str>,
+    facility: Option<&FacilityId>,
 ) -> Result<Vec<ClusterTagRow>, DbError> {
     let rows = conn.query(
         "SELECT DISTINCT a.pk_facility, sh.pk_show, sh.str_name, a.str_tag, 'ALLOC'::text, a.pk_alloc
@@ -122,7 +125,7 @@ pub fn subscriptions(conn: &mut impl GenericClient) -> Result<Vec<SubscriptionRo
 /// what the per-cluster job query can return, so no cluster with work is ever left asleep.
 pub(crate) fn active_tags(
     conn: &mut impl GenericClient,
-) -> Result<HashMap<(String, String, String), i64>, DbError> {
+) -> Result<HashMap<(ShowId, FacilityId, String), i64>, DbError> {
     let rows = conn.query(
         "SELECT j.pk_show, j.pk_facility, t.tag, SUM(ls.int_waiting_count)::bigint
            FROM layer_stat ls
@@ -200,13 +203,13 @@ const PENDING_JOBS: &str = "SELECT j.pk_job, j.str_name, j.pk_show, j.pk_folder,
 #[derive(Clone, Debug)]
 pub struct PendingJob {
     /// `job.pk_job`.
-    pub id: String,
+    pub id: JobId,
     /// `job.str_name`.
     pub name: String,
     /// `job.pk_show`.
-    pub show: String,
+    pub show: ShowId,
     /// `job.pk_folder`.
-    pub folder: String,
+    pub folder: FolderId,
     /// `job.pk_dept`.
     pub dept: String,
     /// `job_resource.int_priority`.
@@ -239,8 +242,8 @@ pub struct PendingJob {
 /// highest priority first, oldest first among equals.
 pub(crate) fn pending_jobs(
     conn: &mut impl GenericClient,
-    show: &str,
-    facility: &str,
+    show: &ShowId,
+    facility: &FacilityId,
     tags: &[String],
     limit: i64,
     order: crate::config::JobOrder,
@@ -288,9 +291,9 @@ pub(crate) fn pending_jobs(
 #[derive(Clone, Debug)]
 pub struct LayerWork {
     /// `layer.pk_job`.
-    pub job: String,
+    pub job: JobId,
     /// `layer.pk_layer`.
-    pub id: String,
+    pub id: LayerId,
     /// `layer.str_name`.
     pub name: String,
     /// `layer.str_cmd`.
@@ -316,7 +319,7 @@ pub struct LayerWork {
     /// `layer.str_services`, split on commas.
     pub services: Vec<String>,
     /// `layer_limit.pk_limit_record` of the layer.
-    pub limits: Vec<String>,
+    pub limits: Vec<LimitId>,
     /// Expected run time of a frame in seconds (history or timeout; `None`: unknown).
     pub est_secs: Option<f64>,
     /// `layer_stat.int_waiting_count`: every WAITING frame, not only those fetched.
@@ -329,7 +332,7 @@ pub struct LayerWork {
 #[derive(Clone, Debug)]
 pub struct FrameWork {
     /// `frame.pk_frame`.
-    pub id: String,
+    pub id: FrameId,
     /// `frame.str_name` (`NNNN-layer`).
     pub name: String,
     /// `frame.int_number`.
@@ -345,7 +348,7 @@ pub struct FrameWork {
 /// then frame dispatch order.
 pub(crate) fn layers_with_frames(
     conn: &mut impl GenericClient,
-    jobs: &[String],
+    jobs: &[JobId],
     tags: &[String],
     frames_per_layer: i64,
     min_history: i64,
@@ -444,7 +447,7 @@ fn split_services(services: &str) -> Vec<String> {
 /// start-after time has not come.
 pub(crate) fn start_after_waiting(
     conn: &mut impl GenericClient,
-    shows: Option<&[String]>,
+    shows: Option<&[ShowId]>,
 ) -> Result<i64, DbError> {
     Ok(conn
         .query_one(
@@ -463,13 +466,13 @@ pub(crate) fn start_after_waiting(
 
 /// Environment of jobs and layers: `(job_env by job, layer_env by layer)`.
 pub(crate) type Envs = (
-    HashMap<String, Vec<(String, String)>>,
-    HashMap<String, Vec<(String, String)>>,
+    HashMap<JobId, Vec<(String, String)>>,
+    HashMap<LayerId, Vec<(String, String)>>,
 );
 
 /// Reads `job_env` and `layer_env` for the given jobs (only what a launch needs). Cuebot's
 /// env columns are nullable: rows without a key are skipped, a missing value reads as empty.
-pub(crate) fn envs(conn: &mut impl GenericClient, jobs: &[String]) -> Result<Envs, DbError> {
+pub(crate) fn envs(conn: &mut impl GenericClient, jobs: &[JobId]) -> Result<Envs, DbError> {
     let job_env = env_by_key(
         conn,
         "SELECT pk_job, str_key, coalesce(str_value, '') FROM job_env
@@ -486,12 +489,12 @@ pub(crate) fn envs(conn: &mut impl GenericClient, jobs: &[String]) -> Result<Env
 }
 
 /// The `(owner, key, value)` rows of `sql` (`$1` the jobs) grouped by owner, in row order.
-fn env_by_key(
+fn env_by_key<K: Eq + std::hash::Hash + for<'a> postgres::types::FromSql<'a>>(
     conn: &mut impl GenericClient,
     sql: &str,
-    jobs: &[String],
-) -> Result<HashMap<String, Vec<(String, String)>>, DbError> {
-    let mut env: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    jobs: &[JobId],
+) -> Result<HashMap<K, Vec<(String, String)>>, DbError> {
+    let mut env: HashMap<K, Vec<(String, String)>> = HashMap::new();
     for r in conn.query(sql, &[&jobs])? {
         env.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
     }

@@ -6,6 +6,7 @@ use postgres::GenericClient;
 use uuid::Uuid;
 
 use super::{DbError, booking::Placement, resources_at};
+use crate::ids::{FrameId, ProcId, ShowId};
 
 /// Records the booked procs as pending launch, in the booking's transaction, already claimed
 /// for launching by the booking instance (`ts_launch` = the transaction's start): a launcher
@@ -43,7 +44,7 @@ pub struct Orphan {
     /// The booking, as the proc holds it now (`None`: the proc is gone, nothing to undo).
     pub placement: Option<Placement>,
     /// The proc's key.
-    pub proc: String,
+    pub proc: ProcId,
     /// The frame version the booking produced.
     pub version: i32,
 }
@@ -51,7 +52,7 @@ pub struct Orphan {
 /// Claims the pending-launch rows of `procs` for launching, right before RQD is called:
 /// returns the procs claimed. A proc missing from the answer was taken by a sweeper (its
 /// instance looked dead): it must not be launched, the sweeper kills and undoes it.
-pub fn claim(conn: &mut impl GenericClient, procs: &[&str]) -> Result<Vec<String>, DbError> {
+pub fn claim(conn: &mut impl GenericClient, procs: &[&str]) -> Result<Vec<ProcId>, DbError> {
     let rows = conn.query(
         "UPDATE stagehand.pending_launch SET ts_launch = now()
           WHERE pk_proc = ANY($1) AND NOT b_swept
@@ -83,7 +84,7 @@ pub struct SweepRule {
 /// both win.
 pub fn sweep(
     conn: &mut impl GenericClient,
-    shows: &[String],
+    shows: &[ShowId],
     rule: &SweepRule,
 ) -> Result<Vec<Orphan>, DbError> {
     let rows = conn.query(
@@ -132,16 +133,16 @@ const SWEEP: &str = "WITH cand AS (
 /// The orphan of a [`SWEEP`] row; a proc Cuebot already released leaves only the key and
 /// version (the outer joins found nothing).
 fn orphan_of(r: &postgres::Row) -> Orphan {
-    let placement = r.get::<_, Option<String>>(2).map(|frame| Placement {
+    let placement = r.get::<_, Option<FrameId>>(2).map(|frame| Placement {
         frame,
         version: r.get(1),
         layer: r.get(3),
         job: r.get(4),
         show: r.get(5),
-        folder: r.get::<_, Option<String>>(6).unwrap_or_default(),
-        host: r.get::<_, Option<String>>(7).unwrap_or_default(),
+        folder: r.get::<_, Option<String>>(6).unwrap_or_default().into(),
+        host: r.get::<_, Option<String>>(7).unwrap_or_default().into(),
         host_name: r.get::<_, Option<String>>(8).unwrap_or_default(),
-        alloc: r.get::<_, Option<String>>(9).unwrap_or_default(),
+        alloc: r.get::<_, Option<String>>(9).unwrap_or_default().into(),
         proc: r.get(0),
         amount: resources_at(r, 10),
         limits: Vec::new(),

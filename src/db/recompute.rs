@@ -31,6 +31,7 @@ use std::{
 use postgres::{Client, error::SqlState};
 
 use super::DbError;
+use crate::ids::ShowId;
 
 /// Rows written per table by one recompute.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,7 +53,7 @@ pub struct Written {
 ///
 /// Layer and point rows are never locked by a booking and are rewritten by one statement
 /// each; folder, job and subscription rows go through [`rewrite_shared`].
-pub fn recompute_tables(client: &mut Client, shows: Option<&[String]>) -> Result<Written, DbError> {
+pub fn recompute_tables(client: &mut Client, shows: Option<&[ShowId]>) -> Result<Written, DbError> {
     let layer_resource = client.execute(LAYER_RESOURCE_SQL.as_str(), &[&shows])?;
     let folder_resource = rewrite_shared(client, &FOLDER, shows)?;
     let point = client.execute(POINT_SQL.as_str(), &[&shows])?;
@@ -95,7 +96,7 @@ const WAIT_BUDGET: Duration = Duration::from_millis(250);
 fn rewrite_shared(
     client: &mut Client,
     t: &SharedTable,
-    shows: Option<&[String]>,
+    shows: Option<&[ShowId]>,
 ) -> Result<u64, DbError> {
     let mut pending: Vec<String> = client
         .query(t.stale.as_str(), &[&shows])?

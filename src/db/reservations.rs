@@ -2,7 +2,7 @@
 //! of candidate hosts with their expected remaining time, and taking a reservation.
 //!
 //! The rule the booking transaction enforces with this table is in `db::host_guard`
-//! ([`HOLD_BLOCKS`]); the policy around it is in [`crate::backfill`].
+//! (`HOLD_BLOCKS`); the policy around it is in [`crate::backfill`].
 
 use postgres::GenericClient;
 use uuid::Uuid;
@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::{DbError, resources_at};
 use crate::{
     backfill::{Hold, Running, remaining},
+    ids::{FrameId, HostId, LayerId, ShowId},
     model::Resources,
 };
 
@@ -65,17 +66,15 @@ pub fn load(conn: &mut impl GenericClient) -> Result<(Vec<Hold>, u64), DbError> 
     )?;
     let holds = rows
         .iter()
-        .filter_map(|r| {
-            Some(Hold {
-                host: Uuid::parse_str(r.get::<_, &str>(0)).ok()?,
-                host_name: r.get(1),
-                frame: r.get(2),
-                layer: r.get(3),
-                show: r.get(4),
-                need: resources_at(r, 5),
-                shadow: r.get(9),
-                expires: r.get(10),
-            })
+        .map(|r| Hold {
+            host: r.get(0),
+            host_name: r.get(1),
+            frame: r.get(2),
+            layer: r.get(3),
+            show: r.get(4),
+            need: resources_at(r, 5),
+            shadow: r.get(9),
+            expires: r.get(10),
         })
         .collect();
     Ok((holds, dropped))
@@ -84,9 +83,9 @@ pub fn load(conn: &mut impl GenericClient) -> Result<(Vec<Hold>, u64), DbError> 
 /// The frames running on `hosts` with their expected remaining time, per host.
 pub(crate) fn running_on(
     conn: &mut impl GenericClient,
-    hosts: &[String],
+    hosts: &[HostId],
     min_history: i64,
-) -> Result<Vec<(String, Running)>, DbError> {
+) -> Result<Vec<(HostId, Running)>, DbError> {
     let rows = conn.query(
         concat!(
             "SELECT p.pk_host, p.int_cores_reserved::bigint, p.int_mem_reserved::bigint,
@@ -120,13 +119,13 @@ pub(crate) fn running_on(
 #[derive(Clone, Debug)]
 pub struct NewHold<'a> {
     /// The host.
-    pub host: &'a str,
+    pub host: &'a HostId,
     /// The frame, its layer and show.
-    pub frame: &'a str,
+    pub frame: &'a FrameId,
     /// The frame's layer.
-    pub layer: &'a str,
+    pub layer: &'a LayerId,
     /// The frame's show.
-    pub show: &'a str,
+    pub show: &'a ShowId,
     /// The reserving instance.
     pub instance: Option<Uuid>,
     /// What the frame needs.

@@ -4,7 +4,7 @@
 //! **Earmarks.** Taking resources is a compare-and-swap that succeeds only when every
 //! dimension fits, so two threads can never both win a host's last cores. An [`Earmark`]
 //! (what a placement took in memory, until its batch commits) is an RAII value: dropped
-//! without [`Earmark::commit`] it gives its resources back. ("Reservation" is kept for the
+//! without `Earmark::commit` it gives its resources back. ("Reservation" is kept for the
 //! wide-frame host reservations of `backfill`; the sizing rules are in `sizing`.)
 //! There is no global lock on this path: the CAS is per host, and moving a host in the tag
 //! views takes that host's position lock and then each of its tags' view locks (always in
@@ -24,6 +24,11 @@
 //! value until the next refresh. Reservations add to `pending` before their CAS and leave it
 //! after giving back, and commits stamp their sequence before leaving `pending`, so a host
 //! never shows more free capacity than the database minus live reservations.
+//!
+//! **Capacity generation.** The index is the one writer of a counter that moves whenever a
+//! host gains room (a refresh read more idle, a host joined, an undone booking was credited
+//! back); others read it through a [`CapacityView`] — the cluster feed wakes the clusters
+//! that slept saturated once it moves past the generation their pass started under.
 
 mod search;
 mod slot;
@@ -44,7 +49,10 @@ use uuid::Uuid;
 use slot::Slot;
 pub use strategy::{Strategy, Weights};
 
-use crate::model::{Resources, ThreadMode};
+use crate::{
+    ids::{AllocId, HostId},
+    model::{Resources, ThreadMode},
+};
 
 /// Most hosts a single search examines per tag before giving up.
 pub const MAX_SCAN: usize = 4096;
@@ -56,12 +64,12 @@ const GB: u64 = 1024 * 1024;
 /// A host as read from the database.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostRecord {
-    /// `host.pk_host`.
-    pub id: Uuid,
+    /// `host.pk_host`: a UUID (Cuebot's keys are); a host whose key is not is not indexed.
+    pub id: HostId,
     /// `host.str_name`.
     pub name: String,
     /// `host.pk_alloc`.
-    pub alloc: Uuid,
+    pub alloc: AllocId,
     /// `host_stat.str_os`.
     pub os: String,
     /// `host.int_thread_mode`.
@@ -78,14 +86,11 @@ pub struct HostRecord {
 #[derive(Clone, Copy, Debug)]
 pub struct HostView<'a> {
     /// `host.pk_host`.
-    pub id: Uuid,
+    pub id: &'a HostId,
     /// `host.str_name`.
     pub name: &'a str,
-    /// `host.pk_alloc`.
-    pub alloc: Uuid,
-    /// `alloc` as text (hyphenated, as `Uuid::to_string` writes it), rendered once per
-    /// allocation: use it for string-keyed lookups instead of formatting `alloc` per host.
-    pub alloc_key: &'a str,
+    /// `host.pk_alloc` (one copy per allocation: keying maps by it costs no formatting).
+    pub alloc: &'a AllocId,
     /// `host_stat.str_os`.
     pub os: &'a str,
     /// Thread mode.
@@ -100,11 +105,11 @@ pub struct HostView<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Capable {
     /// `host.pk_host`.
-    pub id: Uuid,
+    pub id: HostId,
     /// `host.str_name`.
     pub name: String,
     /// `host.pk_alloc`.
-    pub alloc: Uuid,
+    pub alloc: AllocId,
     /// Capacity.
     pub total: Resources,
     /// Free now (index view).
@@ -162,16 +167,32 @@ struct Inner {
     hosts: DashMap<Uuid, Arc<Slot>>,
     /// The search views by tag (the key doubles as the interned tag).
     views: DashMap<Arc<str>, Arc<TagView>>,
-    /// Allocation ids as text, one copy per allocation (a farm has few; never pruned).
-    alloc_keys: DashMap<Uuid, Arc<str>>,
+    /// Allocation ids, one copy per allocation (a farm has few; never pruned).
+    allocs: dashmap::DashSet<AllocId>,
     /// Sequence of committed reservations, for refresh tickets.
     commit_seq: AtomicU64,
     /// Live uncommitted reservations (metrics).
     live: AtomicI64,
+    /// Bumped whenever a host's free capacity grows (a refresh read more idle, a booking
+    /// was undone, a host joined): the index is the only writer, readers hold a
+    /// [`CapacityView`].
+    capacity_gen: Arc<AtomicU64>,
     /// XORed into host ids in view keys: hosts with equal free resources are ordered
     /// differently in every process, so several instances packing the same farm prefer
     /// different hosts instead of colliding on the same rows.
     salt: u128,
+}
+
+/// A read-only view of the index's capacity generation: the cluster feed wakes clusters that
+/// slept saturated once it moves past the generation their pass started under.
+#[derive(Clone, Debug)]
+pub struct CapacityView(Arc<AtomicU64>);
+
+impl CapacityView {
+    /// The generation now; it only grows.
+    pub fn generation(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
 }
 
 /// The sharded concurrent host index.
@@ -227,16 +248,13 @@ impl Inner {
         }
     }
 
-    /// The shared text of an allocation id (see [`HostView::alloc_key`]).
-    fn alloc_key(&self, alloc: Uuid) -> Arc<str> {
-        if let Some(k) = self.alloc_keys.get(&alloc) {
-            return Arc::clone(k.value());
+    /// The shared copy of an allocation id, so every host of it holds the same text.
+    fn intern_alloc(&self, alloc: &AllocId) -> AllocId {
+        if let Some(k) = self.allocs.get(alloc) {
+            return k.key().clone();
         }
-        let key = self
-            .alloc_keys
-            .entry(alloc)
-            .or_insert_with(|| Arc::from(alloc.to_string()));
-        Arc::clone(key.value())
+        self.allocs.insert(alloc.clone());
+        alloc.clone()
     }
 
     /// Moves a slot to the view position of its current free values.
@@ -275,7 +293,7 @@ impl Inner {
 }
 
 /// Resources earmarked on one host for a placement until its batch commits. Dropped without
-/// [`Earmark::commit`], it gives them back.
+/// `Earmark::commit`, it gives them back.
 #[must_use = "dropping an earmark releases it"]
 pub struct Earmark {
     /// The index it is counted in.
@@ -290,8 +308,8 @@ pub struct Earmark {
 
 impl Earmark {
     /// The host.
-    pub(crate) fn host_id(&self) -> Uuid {
-        self.slot.id
+    pub(crate) fn host_id(&self) -> &HostId {
+        &self.slot.host
     }
 
     /// The host's name.
@@ -300,8 +318,8 @@ impl Earmark {
     }
 
     /// The host's allocation.
-    pub(crate) fn alloc(&self) -> Uuid {
-        self.slot.alloc
+    pub(crate) fn alloc(&self) -> &AllocId {
+        &self.slot.alloc
     }
 
     /// What is reserved.
@@ -345,6 +363,16 @@ impl HostIndex {
         }
     }
 
+    /// The read-only view of the capacity generation, for whoever waits for room.
+    pub fn capacity(&self) -> CapacityView {
+        CapacityView(Arc::clone(&self.inner.capacity_gen))
+    }
+
+    /// Records that free capacity grew.
+    fn capacity_grew(&self) {
+        self.inner.capacity_gen.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// Hosts indexed.
     pub fn len(&self) -> usize {
         self.inner.hosts.len()
@@ -356,8 +384,15 @@ impl HostIndex {
     }
 
     /// The free resources of a host.
-    pub fn free(&self, id: &Uuid) -> Option<Resources> {
-        self.inner.hosts.get(id).map(|s| s.value().free())
+    pub fn free(&self, id: &HostId) -> Option<Resources> {
+        self.slot(id).map(|s| s.free())
+    }
+
+    /// The slot of a host, cloned out of the map (no shard guard held by the caller). Host
+    /// keys are UUIDs: parsing one reads 36 bytes and allocates nothing.
+    fn slot(&self, id: &HostId) -> Option<Arc<Slot>> {
+        let key = Uuid::parse_str(id).ok()?;
+        self.inner.hosts.get(&key).map(|e| Arc::clone(e.value()))
     }
 
     /// Takes a ticket before reading hosts from the database.
@@ -369,9 +404,15 @@ impl HostIndex {
     /// not in `records` (locked, down, re-tagged, stale), keeps live reservations.
     pub fn apply_refresh(&self, ticket: RefreshTicket, records: Vec<HostRecord>) {
         let mut seen: HashSet<Uuid> = HashSet::with_capacity(records.len());
+        let mut grew = false;
         for r in records {
-            seen.insert(r.id);
-            self.upsert(ticket, r);
+            if let Ok(key) = Uuid::parse_str(&r.id) {
+                seen.insert(key);
+                grew |= self.upsert(ticket, key, r);
+            }
+        }
+        if grew {
+            self.capacity_grew();
         }
         let gone: Vec<Uuid> = self
             .inner
@@ -380,19 +421,22 @@ impl HostIndex {
             .filter(|e| !seen.contains(e.key()))
             .map(|e| *e.key())
             .collect();
-        for id in gone {
-            self.remove(&id);
+        for key in gone {
+            self.remove_key(&key);
         }
     }
 
-    /// Upserts one host read under `ticket`.
-    pub(crate) fn upsert(&self, ticket: RefreshTicket, r: HostRecord) {
-        let existing = self.inner.hosts.get(&r.id).map(|e| Arc::clone(e.value()));
+    /// Upserts one host read under `ticket`; `key` is its id parsed. True when the host is
+    /// new or has more free room than before.
+    fn upsert(&self, ticket: RefreshTicket, key: Uuid, r: HostRecord) -> bool {
+        let existing = self.inner.hosts.get(&key).map(|e| Arc::clone(e.value()));
         if let Some(slot) = &existing {
-            if slot.same_shape(&r.name, r.alloc, &r.os, r.thread_mode, &r.tags, &r.total) {
+            if slot.same_shape(&r.name, &r.alloc, &r.os, r.thread_mode, &r.tags, &r.total) {
+                let before = slot.free();
                 slot.refresh(&r.idle, ticket.0);
                 self.inner.reposition(slot);
-                return;
+                // Grew when some dimension is now above what it was.
+                return !before.fits(&slot.free());
             }
         }
         // New host, or its description changed: a fresh slot. Live reservations of an old
@@ -400,10 +444,10 @@ impl HostIndex {
         let pending = existing.as_ref().map(|s| s.pending()).unwrap_or_default();
         let tags: Box<[Arc<str>]> = r.tags.iter().map(|t| self.inner.intern(t)).collect();
         let slot = Arc::new(Slot::new(
+            key,
             r.id,
             &r.name,
-            r.alloc,
-            self.inner.alloc_key(r.alloc),
+            self.inner.intern_alloc(&r.alloc),
             &r.os,
             r.thread_mode,
             tags,
@@ -413,37 +457,39 @@ impl HostIndex {
         if let Some(old) = existing {
             self.inner.unlist(&old);
         }
-        self.inner.hosts.insert(r.id, Arc::clone(&slot));
+        self.inner.hosts.insert(key, Arc::clone(&slot));
         self.inner.reposition(&slot);
+        true
     }
 
     /// Applies a fresh database read of one host's idle resources (after a booking found it
     /// fuller than the index thought), under the same protocol as a full refresh.
-    pub(crate) fn refresh_host(&self, ticket: RefreshTicket, id: &Uuid, idle: Resources) {
-        if let Some(slot) = self.inner.hosts.get(id).map(|e| Arc::clone(e.value())) {
+    pub(crate) fn refresh_host(&self, ticket: RefreshTicket, id: &HostId, idle: Resources) {
+        if let Some(slot) = self.slot(id) {
             slot.refresh(&idle, ticket.0);
             self.inner.reposition(&slot);
         }
     }
 
     /// Removes a host (no longer eligible). Its outstanding reservations still drop cleanly.
-    pub(crate) fn remove(&self, id: &Uuid) {
-        if let Some((_, slot)) = self.inner.hosts.remove(id) {
+    fn remove_key(&self, key: &Uuid) {
+        if let Some((_, slot)) = self.inner.hosts.remove(key) {
             self.inner.unlist(&slot);
         }
     }
 
     /// Gives back capacity after a committed booking was undone in the database.
-    pub(crate) fn credit(&self, id: &Uuid, amount: Resources) {
-        if let Some(slot) = self.inner.hosts.get(id).map(|e| Arc::clone(e.value())) {
+    pub(crate) fn credit(&self, id: &HostId, amount: Resources) {
+        if let Some(slot) = self.slot(id) {
             slot.credit(&amount);
             self.inner.reposition(&slot);
+            self.capacity_grew();
         }
     }
 
     /// Reserves `amount` on one host, if it fits.
-    pub fn reserve_on(&self, id: &Uuid, amount: Resources) -> Option<Earmark> {
-        let slot = self.inner.hosts.get(id).map(|e| Arc::clone(e.value()))?;
+    pub fn reserve_on(&self, id: &HostId, amount: Resources) -> Option<Earmark> {
+        let slot = self.slot(id)?;
         self.take(slot, amount)
     }
 

@@ -100,10 +100,9 @@ impl HostIndex {
             return None;
         }
         let view = HostView {
-            id,
+            id: &slot.host,
             name: &slot.name,
-            alloc: slot.alloc,
-            alloc_key: &slot.alloc_key,
+            alloc: &slot.alloc,
             os: &slot.os,
             thread_mode: slot.thread_mode,
             total: slot.total,
@@ -175,9 +174,9 @@ impl HostIndex {
                     continue;
                 }
                 out.push(Capable {
-                    id,
+                    id: slot.host.clone(),
                     name: slot.name.to_string(),
-                    alloc: slot.alloc,
+                    alloc: slot.alloc.clone(),
                     total: slot.total,
                     free: slot.free(),
                 });

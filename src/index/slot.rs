@@ -19,6 +19,8 @@ use parking_lot::Mutex;
 use portable_atomic::AtomicU128;
 use uuid::Uuid;
 
+use crate::ids::{AllocId, HostId};
+
 use crate::model::{Resources, ThreadMode};
 
 /// The largest memory (and GPU memory) value a 40-bit field holds, in KB.
@@ -49,15 +51,15 @@ pub(super) fn clamp(r: &Resources) -> Resources {
 
 /// A host in the index.
 pub(super) struct Slot {
-    /// `host.pk_host`.
+    /// `host.pk_host` as a number: the key of the host map and, salted, of the tag views.
     pub(super) id: Uuid,
+    /// `host.pk_host` as the database spells it, handed out with every candidate.
+    pub(super) host: HostId,
     /// `host.str_name`.
     pub(super) name: Box<str>,
-    /// `host.pk_alloc`.
-    pub(super) alloc: Uuid,
-    /// `alloc` as text, shared by every host of the allocation: the key the caps ledger
-    /// uses, so a placement callback need not format the id for every candidate.
-    pub(super) alloc_key: Arc<str>,
+    /// `host.pk_alloc`, one copy shared by every host of the allocation (interned by the
+    /// index): a placement callback keys the caps ledger by it without formatting anything.
+    pub(super) alloc: AllocId,
     /// `host_stat.str_os`.
     pub(super) os: Box<str>,
     /// `host.int_thread_mode`.
@@ -83,9 +85,9 @@ impl Slot {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         id: Uuid,
+        host: HostId,
         name: &str,
-        alloc: Uuid,
-        alloc_key: Arc<str>,
+        alloc: AllocId,
         os: &str,
         thread_mode: ThreadMode,
         tags: Box<[Arc<str>]>,
@@ -95,9 +97,9 @@ impl Slot {
         let total = clamp(&total);
         Slot {
             id,
+            host,
             name: name.into(),
             alloc,
-            alloc_key,
             os: os.into(),
             thread_mode,
             tags,
@@ -182,14 +184,14 @@ impl Slot {
     pub(super) fn same_shape(
         &self,
         name: &str,
-        alloc: Uuid,
+        alloc: &AllocId,
         os: &str,
         mode: ThreadMode,
         tags: &[String],
         total: &Resources,
     ) -> bool {
         &*self.name == name
-            && self.alloc == alloc
+            && self.alloc == *alloc
             && &*self.os == os
             && self.thread_mode == mode
             && self.total == clamp(total)

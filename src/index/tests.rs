@@ -9,6 +9,11 @@ use proptest::strategy::Strategy as _;
 use super::*;
 use crate::model::CORE;
 
+/// The id of test host `n`: a UUID, as the index requires of host keys.
+fn hid(n: u128) -> HostId {
+    Uuid::from_u128(n).to_string().into()
+}
+
 fn rec(n: u128, cores: u32, mem_gb: u64, gpus: u32, tags: &[&str]) -> HostRecord {
     let total = Resources {
         cores: cores * CORE,
@@ -17,9 +22,9 @@ fn rec(n: u128, cores: u32, mem_gb: u64, gpus: u32, tags: &[&str]) -> HostRecord
         gpu_mem_kb: u64::from(gpus) * 8 * GB,
     };
     HostRecord {
-        id: Uuid::from_u128(n),
+        id: hid(n),
         name: format!("host{n}"),
-        alloc: Uuid::from_u128(1000),
+        alloc: "alloc-1000".into(),
         os: "linux".into(),
         thread_mode: ThreadMode::Auto,
         tags: tags.iter().map(|t| (*t).to_owned()).collect(),
@@ -87,10 +92,10 @@ fn best_fit_picks_the_tightest_and_worst_fit_the_emptiest() {
         memory_saturation: false,
     };
     let r = index.place(&request(&t, 4), &best, exact(4)).unwrap();
-    assert_eq!(r.host_id(), Uuid::from_u128(2));
+    assert_eq!(r.host_id(), &hid(2));
     drop(r);
     let r = index.place(&request(&t, 4), &worst, exact(4)).unwrap();
-    assert_eq!(r.host_id(), Uuid::from_u128(3));
+    assert_eq!(r.host_id(), &hid(3));
 }
 
 #[test]
@@ -127,7 +132,7 @@ fn floor_skips_small_hosts_and_tags_select() {
             .place(&request(&tags(&["b"]), 4), &Strategy::default(), exact(4))
             .unwrap()
             .host_id(),
-        Uuid::from_u128(2)
+        &hid(2)
     );
 }
 
@@ -147,10 +152,10 @@ fn scored_keeps_cpu_work_off_gpu_hosts_while_others_fit() {
         Strategy::default(),
     ] {
         let r = index.place(&request(&t, 16), &strategy, exact(16)).unwrap();
-        assert_eq!(r.host_id(), Uuid::from_u128(2), "{strategy:?}");
+        assert_eq!(r.host_id(), &hid(2), "{strategy:?}");
         // With the CPU host full, the GPU host still takes CPU work rather than none.
         let r2 = index.place(&request(&t, 16), &strategy, exact(16)).unwrap();
-        assert_eq!(r2.host_id(), Uuid::from_u128(1));
+        assert_eq!(r2.host_id(), &hid(1));
     }
 }
 
@@ -158,7 +163,7 @@ fn scored_keeps_cpu_work_off_gpu_hosts_while_others_fit() {
 fn reservations_release_on_drop_and_stay_on_commit() {
     let index = HostIndex::with_salt(0);
     load(&index, vec![rec(1, 8, 32, 0, &["a"])]);
-    let id = Uuid::from_u128(1);
+    let id = hid(1);
     let r = index.reserve_on(&id, cores(6)).unwrap();
     assert!(index.reserve_on(&id, cores(4)).is_none());
     assert_eq!(index.totals().reservations, 1);
@@ -181,7 +186,7 @@ fn two_threads_never_both_win_the_last_cores() {
                 std::thread::spawn(move || {
                     barrier.wait();
                     index
-                        .reserve_on(&Uuid::from_u128(1), cores(4))
+                        .reserve_on(&hid(1), cores(4))
                         .map(|r| r.commit())
                         .is_some()
                 })
@@ -201,7 +206,7 @@ fn two_threads_never_both_win_the_last_cores() {
 fn refresh_keeps_live_reservations_and_skips_hosts_committed_after_the_ticket() {
     let index = HostIndex::with_salt(0);
     load(&index, vec![rec(1, 8, 32, 0, &["a"])]);
-    let id = Uuid::from_u128(1);
+    let id = hid(1);
     let live = index.reserve_on(&id, cores(2)).unwrap();
     // The database still says 8 idle: free must be 8 - 2 live.
     load(&index, vec![rec(1, 8, 32, 0, &["a"])]);
@@ -315,13 +320,13 @@ fn records_after(base: &[HostRecord], booked: &[u32; 4]) -> Vec<HostRecord> {
 fn apply(op: Op, index: &HostIndex, base: &[HostRecord], booked: &Booked, held: &mut Vec<Earmark>) {
     match op {
         Op::Reserve(h, c) => {
-            let id = Uuid::from_u128(u128::from(h));
+            let id = hid(u128::from(h));
             if let Some(r) = index.reserve_on(&id, cores(u32::from(c))) {
                 held.push(r);
             }
         }
         Op::Commit(h, c) => {
-            let id = Uuid::from_u128(u128::from(h));
+            let id = hid(u128::from(h));
             // Commit while holding the "database" lock, as a transaction would.
             let mut db = booked.lock();
             if let Some(r) = index.reserve_on(&id, cores(u32::from(c))) {
@@ -357,7 +362,7 @@ proptest! {
                 for op in ops {
                     apply(op, &index, &base, &booked, &mut held);
                     for h in 0..4u128 {
-                        let free = index.free(&Uuid::from_u128(h)).unwrap();
+                        let free = index.free(&hid(h)).unwrap();
                         assert!(free.cores <= 800, "free above capacity: {free:?}");
                     }
                     if held.len() > 3 {
@@ -372,7 +377,7 @@ proptest! {
         let db = *booked.lock();
         load(&index, records_after(&base, &db));
         for (i, taken) in db.iter().enumerate() {
-            let free = index.free(&Uuid::from_u128(i as u128)).unwrap();
+            let free = index.free(&hid(i as u128)).unwrap();
             prop_assert_eq!(free.cores, 800 - taken);
         }
         prop_assert_eq!(index.totals().reservations, 0);
@@ -399,7 +404,7 @@ fn hosts_of_other_shares_are_used_when_none_of_ours_fits() {
     let r = index
         .place(&req, &Strategy::default(), exact(4))
         .expect("falls back to another share's host");
-    assert_ne!(r.host_id(), Uuid::from_u128(3));
+    assert_ne!(r.host_id(), &hid(3));
     // Our own host is preferred when it fits.
     let small = Request {
         share: Some((3, 0)),
@@ -410,12 +415,12 @@ fn hosts_of_other_shares_are_used_when_none_of_ours_fits() {
             .place(&small, &Strategy::default(), exact(1))
             .unwrap()
             .host_id(),
-        Uuid::from_u128(3)
+        &hid(3)
     );
 }
 
-/// The allocation's text is what `Uuid::to_string` writes, and one copy serves every host of
-/// the allocation (no formatting per candidate).
+/// One copy of the allocation id serves every host of the allocation (no formatting or
+/// allocation per candidate).
 #[test]
 fn host_views_carry_the_allocation_as_shared_text() {
     let index = HostIndex::with_salt(0);
@@ -426,8 +431,8 @@ fn host_views_carry_the_allocation_as_shared_text() {
     let t = tags(&["a"]);
     let mut seen = Vec::new();
     let none = index.place(&request(&t, 1), &Strategy::default(), |h| {
-        assert_eq!(h.alloc_key, h.alloc.to_string());
-        seen.push(h.alloc_key.as_ptr());
+        assert_eq!(h.alloc, "alloc-1000");
+        seen.push(h.alloc.as_ptr());
         None
     });
     assert!(none.is_none());

@@ -36,6 +36,7 @@ use crate::{
     accounting::Ledger,
     config::Config,
     db::{self, booking::Fence},
+    ids::ShowId,
     metrics,
 };
 
@@ -396,13 +397,18 @@ impl Leases {
         if next.values().any(|h| resyncs < h.claimed_resyncs + 2) {
             self.ledger.request_resync();
         }
+        // The keeper's own maps are keyed by the text its SQL reads; the fence the pipeline
+        // reads is typed (a few shows, once a round).
         let fence = Fence {
             instance: self.instance,
             lease_secs,
-            epochs: next.iter().map(|(s, h)| (s.clone(), h.epoch)).collect(),
+            epochs: next
+                .iter()
+                .map(|(s, h)| (ShowId::from(s.as_str()), h.epoch))
+                .collect(),
             bookable_after: next
                 .iter()
-                .map(|(s, h)| (s.clone(), h.claimed_resyncs + 2))
+                .map(|(s, h)| (ShowId::from(s.as_str()), h.claimed_resyncs + 2))
                 .collect(),
         };
         *held = next;

@@ -5,10 +5,9 @@
 //! Every planned frame holds its host earmark and its cap charge as RAII values: a batch
 //! dropped on an error gives both back, so nothing leaks.
 
-use std::{sync::atomic::Ordering, time::Instant};
+use std::time::Instant;
 
 use crossbeam_channel::Sender;
-use uuid::Uuid;
 
 use super::{Shared, launch::LaunchTask, waiting::Reason};
 use crate::{
@@ -19,6 +18,7 @@ use crate::{
         booking::{BatchOutcome, BookOptions, Fence, GuardLoss, Placement},
         caps::InFlight,
     },
+    ids::{HostId, LayerId},
     index::Earmark,
     metrics,
     rqd::FrameLaunch,
@@ -60,7 +60,7 @@ impl Committer<'_> {
         &self,
         conn: &mut db::Conn,
         batch: Vec<Planned>,
-    ) -> Result<Vec<(String, FrameResult)>, db::DbError> {
+    ) -> Result<Vec<(LayerId, FrameResult)>, db::DbError> {
         let placements: Vec<Placement> = batch.iter().map(|p| p.placement.clone()).collect();
         let ticket = self.shared.index.begin_refresh();
         let started = Instant::now();
@@ -89,9 +89,9 @@ impl Committer<'_> {
         // Another writer took hosts we counted on: correct just those from the transaction's
         // own read (no farm-wide refresh; the CAS/guard protocol keeps this conservative).
         for (host, idle) in &outcome.stale_hosts {
-            if let Ok(id) = Uuid::parse_str(host) {
-                self.shared.index.refresh_host(ticket, &id, *idle);
-            }
+            // Rare (a host another writer took): converting its key here costs nothing.
+            let host = HostId::from(host.as_str());
+            self.shared.index.refresh_host(ticket, &host, *idle);
         }
         Ok(batch
             .into_iter()
@@ -133,15 +133,19 @@ impl Committer<'_> {
     fn inflight(&self, placements: &[Placement]) -> InFlight {
         let ledger = &self.shared.ledger;
         let mut inflight = InFlight::default();
+        // `InFlight` is keyed by text (db::caps); one entry per distinct cap of the batch.
         for p in placements {
             inflight
                 .subs
-                .entry((p.show.clone(), p.alloc.clone()))
+                .entry((p.show.to_string(), p.alloc.to_string()))
                 .or_insert_with(|| ledger.inflight_sub(&p.show, &p.alloc));
             inflight
                 .folders
-                .entry(p.folder.clone())
-                .or_insert_with(|| ledger.inflight_folder(&p.folder));
+                .entry(p.folder.to_string())
+                .or_insert_with(|| {
+                    let f = ledger.inflight_folder(&p.folder);
+                    (f.cores, f.gpus)
+                });
         }
         inflight
     }
@@ -198,12 +202,12 @@ impl Committer<'_> {
         self.shared.stats.rejected(1);
         match loss {
             GuardLoss::HostCapacity => {
-                self.shared.refresh_hosts.store(true, Ordering::Release);
+                self.shared.host_refresh.request();
                 None
             }
             // A wide-frame reservation this instance did not know yet: re-read them.
             GuardLoss::Reserved => {
-                self.shared.refresh_hosts.store(true, Ordering::Release);
+                self.shared.host_refresh.request();
                 Some(Reason::Reserved)
             }
             GuardLoss::Fence => {

@@ -13,7 +13,9 @@ use std::{
     time::Duration,
 };
 
-use crate::{db, health::Health, index::HostRecord, metrics, pipeline::Shared};
+use crate::{
+    db, health::Health, ids::ShowId, index::HostRecord, metrics, pipeline::Shared, worker::Wake,
+};
 
 /// One refresh: read the eligible hosts and apply them to the index. Returns the host count.
 pub fn refresh(shared: &Shared) -> Result<usize, db::DbError> {
@@ -25,15 +27,12 @@ pub fn refresh(shared: &Shared) -> Result<usize, db::DbError> {
         db::jobs::facility_id(&mut *conn, &config.scheduler.facility)?
     };
     let ticket = shared.index.begin_refresh();
-    let rows =
-        db::hosts::eligible_hosts(&mut *conn, facility.as_deref(), config.hosts.ping_timeout)?;
+    let rows = db::hosts::eligible_hosts(&mut *conn, facility.as_ref(), config.hosts.ping_timeout)?;
     drop(conn);
     let mut records = Vec::with_capacity(rows.len());
     for row in rows {
-        let (Ok(id), Ok(alloc)) = (
-            uuid::Uuid::parse_str(&row.id),
-            uuid::Uuid::parse_str(&row.alloc),
-        ) else {
+        // The index keys hosts by their UUID; a key that is not one cannot be indexed.
+        if uuid::Uuid::parse_str(&row.id).is_err() {
             metrics::BAD_INPUT.with_label_values(&["host_key"]).inc();
             log::warn!(
                 "host {} has a key that is not a UUID ({}); not booking it",
@@ -41,11 +40,11 @@ pub fn refresh(shared: &Shared) -> Result<usize, db::DbError> {
                 row.id
             );
             continue;
-        };
+        }
         records.push(HostRecord {
-            id,
+            id: row.id,
             name: row.name,
-            alloc,
+            alloc: row.alloc,
             os: row.os,
             thread_mode: row.thread_mode,
             tags: row.tags,
@@ -54,12 +53,8 @@ pub fn refresh(shared: &Shared) -> Result<usize, db::DbError> {
         });
     }
     let count = records.len();
-    let before = shared.index.totals().free;
+    // The index bumps its capacity generation itself when a host gained room.
     shared.index.apply_refresh(ticket, records);
-    let after = shared.index.totals().free;
-    if after != before {
-        shared.capacity_freed();
-    }
     Ok(count)
 }
 
@@ -77,7 +72,7 @@ pub fn refresh_reservations(shared: &Shared) -> Result<(), db::DbError> {
     shared.holds.replace(holds);
     // With several instances each counts only the shows it holds, so the gauges add up.
     let fence = shared.lease.fence();
-    let shows: Option<Vec<String>> = fence
+    let shows: Option<Vec<ShowId>> = fence
         .as_ref()
         .as_ref()
         .map(|f| f.epochs.keys().cloned().collect());
@@ -87,11 +82,12 @@ pub fn refresh_reservations(shared: &Shared) -> Result<(), db::DbError> {
 }
 
 /// The body of the `host-refresh` thread: every `refresh_interval`, and at once when a
-/// booking found a host stale.
-pub fn run(shared: Arc<Shared>, health: Arc<Health>, stop: Arc<AtomicBool>) {
+/// booking found a host stale. The thread owns `wake`, the inbox of those requests; the
+/// pipeline holds its asking side ([`Shared::host_refresh`]).
+pub(crate) fn run(shared: Arc<Shared>, wake: Wake, health: Arc<Health>, stop: Arc<AtomicBool>) {
     crate::worker::periodic(
         &stop,
-        || shared.refresh_hosts.swap(false, Ordering::AcqRel),
+        || wake.take(),
         || match refresh(&shared).and_then(|n| refresh_reservations(&shared).map(|_| n)) {
             Ok(n) => {
                 metrics::HOST_REFRESHES.with_label_values(&["ok"]).inc();

@@ -25,7 +25,7 @@
 //! backs off, so a frame the sweeper undid is not launched by the instance that woke up.
 //! Writing the claim with the booking keeps a statement and a row update per frame off the
 //! launch path (a cold fill books and launches some 15,000 frames). A claim is trusted for
-//! [`CLAIM_BUDGET`] by this process's monotonic clock (which counts a freeze) and sweepers
+//! `CLAIM_BUDGET` by this process's monotonic clock (which counts a freeze) and sweepers
 //! wait that plus the RQD timeout; what is left is a freeze in the few instructions between
 //! the budget check and the request leaving the socket — RQD takes no fencing token, so no
 //! scheduler can close that window entirely.
@@ -48,8 +48,9 @@ use crate::{
         jobs::{FrameWork, LayerWork, PendingJob},
     },
     frameset::FrameSet,
+    ids::{ProcId, ShowId},
     metrics,
-    model::Resources,
+    model::{CoresGpus, Resources},
     rqd::{self, FrameLaunch},
 };
 
@@ -73,7 +74,7 @@ impl LayerLaunch<'_> {
     pub(crate) fn describe(
         &self,
         frame: &FrameWork,
-        proc: &str,
+        proc: &ProcId,
         amount: Resources,
     ) -> Option<FrameLaunch> {
         let (job, layer) = (self.job, self.layer);
@@ -89,7 +90,7 @@ impl LayerLaunch<'_> {
         let mut env: Vec<(String, String)> = self.job_env.to_vec();
         env.extend(self.layer_env.iter().cloned());
         Some(FrameLaunch {
-            proc: proc.to_owned(),
+            proc: proc.clone(),
             job_id: job.id.clone(),
             job_name: job.name.clone(),
             frame_id: frame.id.clone(),
@@ -156,7 +157,7 @@ struct Launchers {
     claimed: (Sender<Claimed>, Receiver<Claimed>),
     unconfirmed: Unconfirmed,
     /// Procs RQD accepted, whose pending-launch rows are deleted in bulk.
-    acked: Mutex<Vec<String>>,
+    acked: Mutex<Vec<ProcId>>,
     /// When the next sweep for dead instances' bookings is due.
     next_sweep: Mutex<Option<Instant>>,
 }
@@ -315,7 +316,7 @@ fn claim_queued(shared: &Shared, pool: &Launchers, rx: &Receiver<LaunchTask>, fi
 }
 
 /// Launches a claimed task, renewing its claim first when it is older than
-/// [`CLAIM_BUDGET`] (dropped if a sweeper took it meanwhile); past the shutdown grace the
+/// `CLAIM_BUDGET` (dropped if a sweeper took it meanwhile); past the shutdown grace the
 /// booking is undone instead.
 fn launch_claimed(shared: &Shared, pool: &Launchers, claimed: Claimed) {
     if shared.past_grace() {
@@ -364,7 +365,7 @@ fn claim(shared: &Shared, tasks: Vec<LaunchTask>) -> (Vec<LaunchTask>, Instant) 
             .and_then(|mut c| db::launches::claim(&mut *c, &keys));
         match found {
             Ok(claimed) => {
-                let claimed: std::collections::HashSet<String> = claimed.into_iter().collect();
+                let claimed: std::collections::HashSet<ProcId> = claimed.into_iter().collect();
                 let (mine, swept): (Vec<_>, Vec<_>) = tasks
                     .into_iter()
                     .partition(|t| claimed.contains(&t.placement.proc));
@@ -441,7 +442,7 @@ fn flush_acked(shared: &Shared, pool: &Launchers) {
     if procs.is_empty() {
         return;
     }
-    let keys: Vec<&str> = procs.iter().map(String::as_str).collect();
+    let keys: Vec<&str> = procs.iter().map(ProcId::as_str).collect();
     let done = shared
         .pool
         .get()
@@ -473,7 +474,7 @@ fn sweep(shared: &Shared) {
     let Some(fence) = fence.as_ref() else {
         return;
     };
-    let shows: Vec<String> = fence.epochs.keys().cloned().collect();
+    let shows: Vec<ShowId> = fence.epochs.keys().cloned().collect();
     if shows.is_empty() {
         return;
     }
@@ -528,8 +529,7 @@ fn resolve_orphan(shared: &Shared, orphan: db::launches::Orphan) {
         alloc: placement.alloc.clone(),
         folder: placement.folder.clone(),
         job: placement.job.clone(),
-        cores: i64::from(placement.amount.cores),
-        gpus: i64::from(placement.amount.gpus),
+        amount: CoresGpus::of(&placement.amount),
     };
     undo_booking(shared, &placement, orphan.version, &charge);
     metrics::ORPHANED_LAUNCHES
@@ -612,10 +612,8 @@ pub(crate) fn undo_booking(shared: &Shared, placement: &Placement, version: i32,
                 metrics::COMPENSATIONS.with_label_values(&[label]).inc();
                 if let Compensation::Undone(held) = outcome {
                     shared.ledger.release(charge);
-                    if let Ok(id) = uuid::Uuid::parse_str(&placement.host) {
-                        shared.index.credit(&id, held);
-                    }
-                    shared.capacity_freed();
+                    // The index bumps its capacity generation: saturated clusters wake.
+                    shared.index.credit(&placement.host, held);
                 }
                 return;
             }

@@ -1,6 +1,6 @@
 //! One cluster pass: select pending jobs, their layers and WAITING frames; place each frame on
 //! a host through the index (atomic earmark) and the ledger (atomic cap charge); commit
-//! the placements in guarded batches ([`super::batch`]); hand the committed frames to the
+//! the placements in guarded batches (`pipeline::batch`); hand the committed frames to the
 //! launchers.
 //!
 //! Every path that does not commit gives its earmark and its charge back (both are RAII
@@ -13,7 +13,6 @@ use std::{
 };
 
 use crossbeam_channel::Sender;
-use uuid::Uuid;
 
 use super::{
     JobClaim, Shared,
@@ -33,9 +32,10 @@ use crate::{
         jobs::{FrameWork, LayerWork, PendingJob},
     },
     frameset::FrameSet,
+    ids::{AllocId, FolderId, JobId, LayerId, ProcId},
     index::{Earmark, HostView, Request},
     metrics,
-    model::Resources,
+    model::{CoresGpus, Resources},
     sizing::{self, HostShape, LayerShape, Rules},
 };
 
@@ -60,8 +60,8 @@ struct PassInput<'s> {
     _claims: Vec<JobClaim<'s>>,
     _cap_pins: Vec<CapPin>,
     layers: Vec<LayerWork>,
-    job_env: HashMap<String, Vec<(String, String)>>,
-    layer_env: HashMap<String, Vec<(String, String)>>,
+    job_env: HashMap<JobId, Vec<(String, String)>>,
+    layer_env: HashMap<LayerId, Vec<(String, String)>>,
 }
 
 fn run(
@@ -82,11 +82,7 @@ fn run(
         shared,
         config: &config,
         cluster,
-        allocs: cluster
-            .allocs
-            .iter()
-            .filter_map(|a| Some((Uuid::parse_str(a).ok()?, a.clone())))
-            .collect(),
+        allocs: cluster.allocs.iter().cloned().collect(),
         full_allocs: HashSet::new(),
         holds: shared.holds.snapshot(),
         tallies: HashMap::new(),
@@ -168,7 +164,7 @@ fn read_pass<'s>(
         return Ok(Err(PassResult::Saturated));
     }
     let cap_pins = pin_caps(shared, conn, &jobs)?;
-    let job_ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+    let job_ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
     let layers = db::jobs::layers_with_frames(
         &mut **conn,
         &job_ids,
@@ -206,8 +202,8 @@ fn pin_caps(
                 .set_job_limits(&job.id, Limits::from_db(job.max_cores, job.max_gpus))
         })
         .collect();
-    let folders: Vec<String> = {
-        let set: HashSet<&String> = jobs.iter().map(|j| &j.folder).collect();
+    let folders: Vec<FolderId> = {
+        let set: HashSet<&FolderId> = jobs.iter().map(|j| &j.folder).collect();
         set.into_iter().cloned().collect()
     };
     for (folder, limits) in db::accounting::folder_limits(&mut **conn, &folders)? {
@@ -235,15 +231,14 @@ struct Matcher<'a> {
     shared: &'a Shared,
     config: &'a Config,
     cluster: &'a Cluster,
-    /// The cluster's allocations, by id, with their key as the ledger spells it (so a
-    /// candidate host's allocation is looked up without formatting its id).
-    allocs: HashMap<Uuid, String>,
+    /// The cluster's allocations: the only ones its candidate hosts may be in.
+    allocs: HashSet<AllocId>,
     /// Allocations whose subscription refused a charge this pass.
-    full_allocs: HashSet<Uuid>,
+    full_allocs: HashSet<AllocId>,
     /// Hosts reserved for wide frames, as of the start of the pass.
     holds: Arc<HoldMap>,
     /// Per layer: waiting frames, frames booked, why the rest waits.
-    tallies: HashMap<String, LayerTally>,
+    tallies: HashMap<LayerId, LayerTally>,
     batch: Vec<Planned>,
     booked: usize,
     committer: Committer<'a>,
@@ -289,16 +284,16 @@ fn clamp_i32(v: i64) -> i32 {
 impl Matcher<'_> {
     /// Matches each job's layers in order; a job whose cap is full is left for the next.
     fn match_jobs(&mut self, input: &PassInput<'_>) -> Result<(), db::DbError> {
-        let mut by_job: HashMap<&str, Vec<&LayerWork>> = HashMap::new();
+        let mut by_job: HashMap<&JobId, Vec<&LayerWork>> = HashMap::new();
         for layer in &input.layers {
-            by_job.entry(layer.job.as_str()).or_default().push(layer);
+            by_job.entry(&layer.job).or_default().push(layer);
         }
         let no_env = Vec::new();
         for job in &input.jobs {
             metrics::JOBS_PROCESSED
                 .with_label_values(&[&self.cluster.show_name])
                 .inc();
-            let Some(job_layers) = by_job.get(job.id.as_str()) else {
+            let Some(job_layers) = by_job.get(&job.id) else {
                 continue;
             };
             let jenv = input.job_env.get(&job.id).unwrap_or(&no_env);
@@ -485,10 +480,11 @@ impl Matcher<'_> {
         job_remaining: Option<u32>,
         now: f64,
     ) -> Result<Resources, Option<Reason>> {
-        let Some(alloc) = self.allocs.get(&host.alloc) else {
+        let alloc = host.alloc;
+        if !self.allocs.contains(alloc) {
             return Err(None);
-        };
-        if self.full_allocs.contains(&host.alloc) {
+        }
+        if self.full_allocs.contains(alloc) {
             return Err(Some(Reason::Subscription));
         }
         let on = HostShape {
@@ -501,7 +497,7 @@ impl Matcher<'_> {
         if !sizing::leaves_gpu_room(&host.free, &amount, &plan.gpu_room) {
             return Err(None);
         }
-        if let Some(hold) = self.holds.on_host(&host.id) {
+        if let Some(hold) = self.holds.on_host(host.id) {
             if !hold.admits(&frame.id, &host.free, &amount, plan.layer.est_secs, now) {
                 return Err(Some(Reason::Reserved));
             }
@@ -573,14 +569,12 @@ impl Matcher<'_> {
         frame: &FrameWork,
         earmark: &Earmark,
     ) -> Result<(Ticket, Charge), Cap> {
-        let amount = earmark.amount();
         let charge = Charge {
             show: plan.job.show.clone(),
-            alloc: earmark.alloc().to_string(),
+            alloc: earmark.alloc().clone(),
             folder: plan.job.folder.clone(),
             job: plan.job.id.clone(),
-            cores: i64::from(amount.cores),
-            gpus: i64::from(amount.gpus),
+            amount: CoresGpus::of(&earmark.amount()),
         };
         match self.shared.ledger.charge(&charge) {
             Ok(ticket) => Ok((ticket, charge)),
@@ -591,11 +585,11 @@ impl Matcher<'_> {
                     frame.name,
                     rejection.cap.label(),
                     rejection.current,
-                    charge.cores,
+                    charge.amount.cores,
                     rejection.limit
                 );
                 if rejection.cap == Cap::Subscription {
-                    self.full_allocs.insert(earmark.alloc());
+                    self.full_allocs.insert(earmark.alloc().clone());
                 }
                 Err(rejection.cap)
             }
@@ -614,7 +608,7 @@ impl Matcher<'_> {
     ) -> bool {
         let (job, layer) = (plan.job, plan.layer);
         let amount = earmark.amount();
-        let proc = Uuid::new_v4().to_string();
+        let proc = ProcId::fresh();
         let launch = plan.frame_set.as_ref().and_then(|frames| {
             LayerLaunch {
                 job,
@@ -635,9 +629,9 @@ impl Matcher<'_> {
             job: job.id.clone(),
             show: job.show.clone(),
             folder: job.folder.clone(),
-            host: earmark.host_id().to_string(),
+            host: earmark.host_id().clone(),
             host_name: earmark.host_name().to_owned(),
-            alloc: earmark.alloc().to_string(),
+            alloc: earmark.alloc().clone(),
             proc,
             amount,
             limits: layer.limits.clone(),

@@ -14,7 +14,7 @@ pub mod wide;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
     time::Instant,
 };
@@ -24,18 +24,61 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::{
-    accounting::Ledger,
+    accounting::{Ledger, hungry::HungryView},
     cluster::{
         Cluster,
         feed::{PassOutcome, PassResult},
     },
     config::Config,
     db,
+    ids::JobId,
     index::HostIndex,
     lease::LeaseView,
     metrics,
     rqd::RqdClients,
+    worker::{Wake, WakeRequest},
 };
+
+/// The pipeline's handles on the threads beside it: read-only views of what they publish and
+/// the asking side of their inboxes. Each thread owns the other side and is its only writer.
+pub struct Beside {
+    /// The lease keeper's fence and host share.
+    lease: LeaseView,
+    /// The cluster feed's hungry shows, for the ledger's fair share.
+    hungry: HungryView,
+    /// The host refresher's "refresh now" inbox.
+    host_refresh: WakeRequest,
+}
+
+impl Beside {
+    /// Views nobody writes: one instance without a lease keeper, no feed, no refresher
+    /// (tests and tools that drive passes and refreshes themselves).
+    pub fn alone() -> Beside {
+        Beside {
+            lease: LeaseView::unfenced(),
+            hungry: HungryView::none(),
+            host_refresh: WakeRequest::default(),
+        }
+    }
+
+    /// Reads the lease keeper's board through `lease`.
+    pub fn with_lease(self, lease: LeaseView) -> Beside {
+        Beside { lease, ..self }
+    }
+
+    /// Reads the cluster feed's hungry shows through `hungry`.
+    pub(crate) fn with_hungry(self, hungry: HungryView) -> Beside {
+        Beside { hungry, ..self }
+    }
+
+    /// Sends refresh requests to the refresher that owns `wake`.
+    pub(crate) fn with_host_refresh(self, wake: &Wake) -> Beside {
+        Beside {
+            host_refresh: wake.requester(),
+            ..self
+        }
+    }
+}
 
 /// What every pipeline thread shares.
 pub struct Shared {
@@ -51,21 +94,20 @@ pub struct Shared {
     pub rqd: RqdClients,
     /// Dispatch statistics.
     pub stats: stats::DispatchStats,
-    /// Bumped whenever free host capacity grows; wakes saturated clusters.
-    pub capacity_gen: Arc<AtomicU64>,
     /// Set when shutdown begins: no new passes start.
     pub stop: Arc<AtomicBool>,
     /// When shutdown must be finished (set when it begins).
     pub grace_deadline: Mutex<Option<Instant>>,
-    /// Ask the host refresher to run now (after a host lost its guard).
-    pub refresh_hosts: AtomicBool,
+    /// Asks the host refresher to run now (after a host lost its guard); the refresher
+    /// owns the inbox, this handle can only ask.
+    pub(crate) host_refresh: WakeRequest,
     /// What the lease keeper publishes (the fence, the host share); read-only here.
     pub lease: LeaseView,
     /// Jobs a booking thread is placing right now. A job's layers belong to several clusters
     /// (an ALLOC and a MANUAL tag); two threads planning the same job would only collide on
     /// its frames' guards and serialize on its `job_stat`/`layer_stat` rows. Shows have one
     /// owning instance, so this in-process claim is enough; the database guards still decide.
-    pub busy_jobs: dashmap::DashSet<String>,
+    pub busy_jobs: dashmap::DashSet<JobId>,
     /// Hosts reserved for wide frames (a snapshot of `stagehand.host_reservation`).
     pub holds: crate::backfill::Holds,
     /// Why waiting frames are not booked, per layer, as the passes saw it.
@@ -73,20 +115,24 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Builds the shared state around an existing pool and configuration; `lease` is the
-    /// lease keeper's board ([`LeaseView::unfenced`] for a single instance).
-    pub fn new(config: Arc<ArcSwap<Config>>, pool: db::Pool, lease: LeaseView) -> Shared {
+    /// Builds the shared state around an existing pool and configuration, reading what the
+    /// threads beside the pipeline publish through `beside`.
+    pub fn new(config: Arc<ArcSwap<Config>>, pool: db::Pool, beside: Beside) -> Shared {
+        let Beside {
+            lease,
+            hungry,
+            host_refresh,
+        } = beside;
         Shared {
             config,
             pool,
             index: Arc::new(HostIndex::new()),
-            ledger: Ledger::new(),
+            ledger: Ledger::with_hungry(hungry),
             rqd: RqdClients::new(),
             stats: stats::DispatchStats::default(),
-            capacity_gen: Arc::new(AtomicU64::new(0)),
             stop: Arc::new(AtomicBool::new(false)),
             grace_deadline: Mutex::new(None),
-            refresh_hosts: AtomicBool::new(false),
+            host_refresh,
             lease,
             busy_jobs: dashmap::DashSet::new(),
             holds: crate::backfill::Holds::default(),
@@ -94,16 +140,11 @@ impl Shared {
         }
     }
 
-    /// Records that free capacity grew (a release, a refresh that found more idle).
-    pub(crate) fn capacity_freed(&self) {
-        self.capacity_gen.fetch_add(1, Ordering::AcqRel);
-    }
-
     /// Claims a job for this pass; `None` when another booking thread has it.
-    pub(crate) fn claim_job(&self, job: &str) -> Option<JobClaim<'_>> {
-        self.busy_jobs.insert(job.to_owned()).then(|| JobClaim {
+    pub(crate) fn claim_job(&self, job: &JobId) -> Option<JobClaim<'_>> {
+        self.busy_jobs.insert(job.clone()).then(|| JobClaim {
             shared: self,
-            job: job.to_owned(),
+            job: job.clone(),
         })
     }
 
@@ -119,7 +160,7 @@ impl Shared {
 /// A job claimed by one booking thread; released on drop.
 pub(crate) struct JobClaim<'a> {
     shared: &'a Shared,
-    job: String,
+    job: JobId,
 }
 
 impl Drop for JobClaim<'_> {
@@ -145,7 +186,7 @@ pub fn worker(
             });
             break;
         }
-        let capacity_gen = shared.capacity_gen.load(Ordering::Acquire);
+        let capacity_gen = shared.index.capacity().generation();
         // A panic in one pass must not take the thread (or the cluster) with it: it is
         // logged, counted, and the cluster sleeps as after an error.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

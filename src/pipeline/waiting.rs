@@ -3,7 +3,7 @@
 //! gauge `stagehand_waiting_frames{reason}` and `/status` shows them.
 //!
 //! A layer's entry is replaced by each pass that reaches it and dropped when a pass books
-//! all its frames or when no pass reached it for [`STALE_AFTER`] (its job finished, was
+//! all its frames or when no pass reached it for `STALE_AFTER` (its job finished, was
 //! paused, or its show moved to another instance). Layers held back by their start-after time
 //! never reach a pass: the publisher counts them from the database.
 
@@ -15,6 +15,8 @@ use std::{
 
 use dashmap::DashMap;
 use serde::Serialize;
+
+use crate::ids::LayerId;
 
 /// An entry not refreshed for this long no longer counts.
 pub(crate) const STALE_AFTER: Duration = Duration::from_secs(120);
@@ -75,19 +77,19 @@ struct Entry {
 /// The per-layer reasons of this instance's passes.
 #[derive(Default)]
 pub struct WaitingReasons {
-    layers: DashMap<String, Entry>,
+    layers: DashMap<LayerId, Entry>,
     start_after: AtomicI64,
 }
 
 impl WaitingReasons {
     /// Records that `frames` WAITING frames of `layer` were left for `reason`.
-    pub(crate) fn record(&self, layer: &str, reason: Reason, frames: i64) {
+    pub(crate) fn record(&self, layer: &LayerId, reason: Reason, frames: i64) {
         if frames <= 0 {
             self.layers.remove(layer);
             return;
         }
         self.layers.insert(
-            layer.to_owned(),
+            layer.clone(),
             Entry {
                 reason,
                 frames,
@@ -97,7 +99,7 @@ impl WaitingReasons {
     }
 
     /// Records that a pass booked everything it could see of `layer`.
-    pub(crate) fn clear(&self, layer: &str) {
+    pub(crate) fn clear(&self, layer: &LayerId) {
         self.layers.remove(layer);
     }
 
@@ -125,17 +127,17 @@ mod tests {
     #[test]
     fn the_latest_reason_of_a_layer_counts_once() {
         let w = WaitingReasons::default();
-        w.record("a", Reason::NoHost, 10);
-        w.record("a", Reason::Subscription, 7);
-        w.record("b", Reason::Subscription, 3);
+        w.record(&"a".into(), Reason::NoHost, 10);
+        w.record(&"a".into(), Reason::Subscription, 7);
+        w.record(&"b".into(), Reason::Subscription, 3);
         w.set_start_after(4);
         let t = w.totals();
         assert_eq!(t[&Reason::StartAfter], 4);
         w.set_start_after(0);
         assert_eq!(t[&Reason::Subscription], 10);
         assert_eq!(t[&Reason::NoHost], 0);
-        w.clear("a");
-        w.record("b", Reason::Limit, 0);
+        w.clear(&"a".into());
+        w.record(&"b".into(), Reason::Limit, 0);
         assert!(w.totals().values().all(|v| *v == 0));
     }
 }

@@ -2,29 +2,31 @@
 //! [`crate::backfill`]): among the hosts that could hold the frame when idle, reserve the one
 //! expected to have room soonest.
 
-use std::{collections::HashMap, time::Instant};
-
-use uuid::Uuid;
+use std::{
+    collections::{HashMap, HashSet},
+    time::Instant,
+};
 
 use super::Shared;
 use crate::{
     backfill::{self, Hold, HoldMap, Running},
     config::{Config, ReservationsConfig},
     db::{self, booking::Fence, reservations::NewHold},
+    ids::{AllocId, FrameId, HostId, LayerId, ShowId},
     index::{Capable, Request},
     metrics,
 };
 
 /// The frame asking for a reservation.
 pub(crate) struct WideFrame<'a> {
-    /// `frame.pk_frame`.
-    pub frame: &'a str,
+    /// The frame.
+    pub frame: &'a FrameId,
     /// `frame.str_name`, for the log.
     pub name: &'a str,
     /// Its layer.
-    pub layer: &'a str,
+    pub layer: &'a LayerId,
     /// Its show.
-    pub show: &'a str,
+    pub show: &'a ShowId,
     /// Seconds it has been waiting.
     pub waited_secs: f64,
 }
@@ -36,7 +38,7 @@ pub(crate) fn reserve(
     shared: &Shared,
     conn: &mut db::Conn,
     config: &Config,
-    allocs: &HashMap<Uuid, String>,
+    allocs: &HashSet<AllocId>,
     wide: &WideFrame<'_>,
     request: &Request<'_>,
 ) -> Result<Option<Hold>, db::DbError> {
@@ -51,8 +53,8 @@ pub(crate) fn reserve(
     let Some(candidates) = candidates(shared, cfg, &holds, allocs, wide, request) else {
         return Ok(None);
     };
-    let ids: Vec<String> = candidates.iter().map(|c| c.id.to_string()).collect();
-    let mut running: HashMap<String, Vec<Running>> = HashMap::new();
+    let ids: Vec<HostId> = candidates.iter().map(|c| c.id.clone()).collect();
+    let mut running: HashMap<HostId, Vec<Running>> = HashMap::new();
     for (host, r) in db::reservations::running_on(&mut **conn, &ids, i64::from(cfg.min_history))? {
         running.entry(host).or_default().push(r);
     }
@@ -119,7 +121,7 @@ fn candidates(
     shared: &Shared,
     cfg: &ReservationsConfig,
     holds: &HoldMap,
-    allocs: &HashMap<Uuid, String>,
+    allocs: &HashSet<AllocId>,
     wide: &WideFrame<'_>,
     request: &Request<'_>,
 ) -> Option<Vec<Capable>> {
@@ -131,10 +133,9 @@ fn candidates(
     let candidates: Vec<Capable> = capable
         .into_iter()
         .filter(|c| {
-            allocs.get(&c.alloc).is_some_and(|alloc| {
-                holds.on_host(&c.id).is_none()
-                    && shared.ledger.sub_headroom(wide.show, alloc) >= i64::from(need.cores)
-            })
+            allocs.contains(&c.alloc)
+                && holds.on_host(&c.id).is_none()
+                && shared.ledger.sub_headroom(wide.show, &c.alloc) >= i64::from(need.cores)
         })
         .take(cfg.candidates)
         .collect();
@@ -155,11 +156,11 @@ fn take(
     };
     let need = new.need;
     let hold = Hold {
-        host: host.id,
+        host: host.id.clone(),
         host_name: host.name.clone(),
-        frame: wide.frame.to_owned(),
-        layer: wide.layer.to_owned(),
-        show: wide.show.to_owned(),
+        frame: wide.frame.clone(),
+        layer: wide.layer.clone(),
+        show: wide.show.clone(),
         need,
         shadow,
         expires,

@@ -173,7 +173,7 @@ impl Farm {
         let shared = std::sync::Arc::new(stagehand::pipeline::Shared::new(
             std::sync::Arc::new(arc_swap::ArcSwap::from_pointee(config)),
             pool,
-            lease.view(),
+            stagehand::pipeline::Beside::alone().with_lease(lease.view()),
         ));
         let (launch_tx, launchers) =
             stagehand::pipeline::launch::start(std::sync::Arc::clone(&shared), launch_threads)
@@ -333,23 +333,23 @@ fn one_core_placement(
     limits: Vec<String>,
 ) -> stagehand::db::booking::Placement {
     stagehand::db::booking::Placement {
-        frame: frame.frame,
+        frame: frame.frame.into(),
         version: frame.version,
-        layer: frame.layer,
-        job: frame.job,
-        show: show.to_owned(),
-        folder: frame.folder,
-        host: host.host,
+        layer: frame.layer.into(),
+        job: frame.job.into(),
+        show: show.into(),
+        folder: frame.folder.into(),
+        host: host.host.into(),
         host_name: host.host_name,
-        alloc: host.alloc,
-        proc: uuid::Uuid::new_v4().to_string(),
+        alloc: host.alloc.into(),
+        proc: uuid::Uuid::new_v4().to_string().into(),
         amount: stagehand::model::Resources {
             cores: stagehand::model::CORE,
             mem_kb: stagehand::sim::seed::GB,
             gpus: 0,
             gpu_mem_kb: 0,
         },
-        limits,
+        limits: limits.into_iter().map(Into::into).collect(),
         est_secs: None,
         holds_reservation: false,
     }

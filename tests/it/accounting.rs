@@ -5,7 +5,8 @@ use std::sync::Arc;
 use stagehand::{
     accounting::{Cap, Charge, Ledger, audit::audit, recompute},
     db::recompute::{Written, recompute_tables},
-    model::{CORE, TagType},
+    ids::ShowId,
+    model::{CORE, CoresGpus, TagType},
     sim::seed::{GB, LayerSpec, ShowSpec, SubSpec},
 };
 
@@ -118,14 +119,13 @@ fn every_limit_of_a_layer_must_have_room() {
 #[test]
 fn an_unseeded_ledger_rejects() {
     let ledger = Ledger::new();
-    ledger.set_burst("s", "a", 1000);
+    ledger.set_burst(&"s".into(), &"a".into(), 1000);
     let charge = Charge {
         show: "s".into(),
         alloc: "a".into(),
         folder: "f".into(),
         job: "j".into(),
-        cores: 100,
-        gpus: 0,
+        amount: CoresGpus::new(100, 0),
     };
     assert_eq!(
         ledger.charge(&charge).err().map(|r| r.cap),
@@ -209,7 +209,7 @@ fn recompute_after_releases_frees_the_counters_and_writes_only_changed_rows() {
         "a show held by another instance is left to it"
     );
     // The releases changed usage: exactly the changed rows are written, once.
-    let held = [farm.seeded.shows[0].clone()];
+    let held = [ShowId::from(farm.seeded.shows[0].as_str())];
     let after = recompute_tables(&mut client, Some(&held)).unwrap();
     assert_eq!(
         (
@@ -224,7 +224,7 @@ fn recompute_after_releases_frees_the_counters_and_writes_only_changed_rows() {
     recompute::round(&mut client, &farm.shared.ledger, true, None).unwrap();
     let booked = farm.shared.ledger.booked();
     assert!(
-        booked.subs.values().all(|v| *v == (0, 0)),
+        booked.subs.values().all(CoresGpus::is_zero),
         "counters freed: {:?}",
         booked.subs
     );

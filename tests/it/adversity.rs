@@ -359,8 +359,8 @@ fn a_pass_books_nothing_for_a_show_not_yet_bookable_under_its_lease() {
     let fence = |after: u64| Fence {
         instance: me,
         lease_secs: 30.0,
-        epochs: [(show.clone(), 1)].into_iter().collect(),
-        bookable_after: [(show.clone(), after)].into_iter().collect(),
+        epochs: [(show.as_str().into(), 1)].into_iter().collect(),
+        bookable_after: [(show.as_str().into(), after)].into_iter().collect(),
     };
     farm.lease.publish_fence(fence(resyncs + 2));
     assert_eq!(farm.pass_all(), 0, "claimed, counters not re-synced yet");
@@ -409,7 +409,10 @@ fn a_commit_whose_answer_is_lost_is_resolved_and_launched() {
     assert_eq!(rqd.launches().len(), 2, "and its frames were launched");
     let alloc = &farm.seeded.allocs[0];
     assert_eq!(
-        farm.shared.ledger.sub_booked(&farm.seeded.shows[0], alloc),
+        farm.shared.ledger.sub_booked(
+            &farm.seeded.shows[0].as_str().into(),
+            &alloc.as_str().into()
+        ),
         200,
         "the counters kept the committed cores"
     );
@@ -535,7 +538,7 @@ fn a_booking_its_dead_instance_never_launched_is_undone_by_the_next_holder() {
     farm.lease.publish_fence(Fence {
         instance: me,
         lease_secs: 30.0,
-        epochs: [(show.clone(), 1)].into_iter().collect(),
+        epochs: [(show.as_str().into(), 1)].into_iter().collect(),
         bookable_after: Default::default(),
     });
     assert!(
@@ -598,7 +601,7 @@ fn book_pending(farm: &Farm, owner: uuid::Uuid) -> Vec<String> {
             &[],
         )
         .unwrap();
-    placements.into_iter().map(|p| p.proc).collect()
+    placements.into_iter().map(|p| p.proc.to_string()).collect()
 }
 
 fn instances(farm: &Farm) -> (uuid::Uuid, uuid::Uuid) {
@@ -639,8 +642,8 @@ fn a_frozen_instance_does_not_launch_what_a_sweeper_took_over() {
     let mut client = farm.client();
     // The frozen launcher claimed the first two right before freezing.
     assert_eq!(launches::claim(&mut client, &keys[..2]).unwrap().len(), 2);
-    let taken = launches::sweep(&mut client, std::slice::from_ref(&show), &rule(me)).unwrap();
-    let mut taken: Vec<String> = taken.into_iter().map(|o| o.proc).collect();
+    let taken = launches::sweep(&mut client, &[show.as_str().into()], &rule(me)).unwrap();
+    let mut taken: Vec<String> = taken.into_iter().map(|o| o.proc.to_string()).collect();
     taken.sort();
     let mut rest = procs[2..].to_vec();
     rest.sort();
@@ -655,7 +658,7 @@ fn a_frozen_instance_does_not_launch_what_a_sweeper_took_over() {
             &[],
         )
         .unwrap();
-    let taken = launches::sweep(&mut client, std::slice::from_ref(&show), &rule(me)).unwrap();
+    let taken = launches::sweep(&mut client, &[show.as_str().into()], &rule(me)).unwrap();
     assert_eq!(
         taken.len(),
         4,
@@ -687,7 +690,7 @@ fn a_booking_claims_its_pending_rows_in_its_own_transaction() {
         "SELECT count(*) FROM stagehand.pending_launch WHERE ts_launch IS NULL",
     );
     assert_eq!(unclaimed, 0, "every row is written claimed");
-    let taken = launches::sweep(&mut client, std::slice::from_ref(&show), &rule(me)).unwrap();
+    let taken = launches::sweep(&mut client, &[show.as_str().into()], &rule(me)).unwrap();
     assert!(taken.is_empty(), "a young booking claim keeps sweepers off");
     client
         .execute(
@@ -695,7 +698,7 @@ fn a_booking_claims_its_pending_rows_in_its_own_transaction() {
             &[],
         )
         .unwrap();
-    let taken = launches::sweep(&mut client, std::slice::from_ref(&show), &rule(me)).unwrap();
+    let taken = launches::sweep(&mut client, &[show.as_str().into()], &rule(me)).unwrap();
     assert_eq!(taken.len(), 2, "an old one does not");
 }
 
@@ -721,7 +724,7 @@ fn a_sweep_queued_behind_a_launch_claim_leaves_the_row() {
     let swept = std::thread::scope(|s| {
         let sweeper = s.spawn(|| {
             let mut c = farm.client();
-            launches::sweep(&mut c, std::slice::from_ref(&show), &rule(me)).unwrap()
+            launches::sweep(&mut c, &[show.as_str().into()], &rule(me)).unwrap()
         });
         assert!(
             wait_for_lock_waiters(&mut farm.client(), 1),
@@ -730,7 +733,7 @@ fn a_sweep_queued_behind_a_launch_claim_leaves_the_row() {
         claim.commit().unwrap();
         sweeper.join().unwrap()
     });
-    let swept: Vec<String> = swept.into_iter().map(|o| o.proc).collect();
+    let swept: Vec<String> = swept.into_iter().map(|o| o.proc.to_string()).collect();
     assert_eq!(
         swept,
         vec![procs[1].clone()],

@@ -229,7 +229,7 @@ fn a_batch_planned_under_an_old_epoch_is_rejected_whole() {
     let fence = Fence {
         instance: me,
         lease_secs: 30.0,
-        epochs: [(show.clone(), 1)].into_iter().collect(),
+        epochs: [(show.as_str().into(), 1)].into_iter().collect(),
         bookable_after: Default::default(),
     };
     let outcome = book_batch(
@@ -257,7 +257,7 @@ fn a_batch_planned_under_an_old_epoch_is_rejected_whole() {
     assert_eq!(procs, 0, "nothing committed");
     // Under the current epoch the same batch commits.
     let fence = Fence {
-        epochs: [(show.clone(), 2)].into_iter().collect(),
+        epochs: [(show.as_str().into(), 2)].into_iter().collect(),
         ..fence
     };
     let outcome = book_batch(

@@ -216,8 +216,9 @@ fn the_booking_transaction_enforces_a_reservation() {
         )
         .unwrap()
         .get::<_, String>(0);
-    let (mut wide_p, smalls): (Vec<_>, Vec<_>) =
-        all.into_iter().partition(|p| p.frame == wide_frame);
+    let (mut wide_p, smalls): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|p| p.frame == wide_frame.as_str());
     let mut wide_p = wide_p.remove(0);
     wide_p.amount.cores = 800;
     wide_p.holds_reservation = true;

@@ -8,7 +8,10 @@ use std::collections::{BTreeSet, HashMap};
 use postgres::Transaction;
 
 use super::{Batch, Fence, GuardLoss, Placement};
-use crate::db::{DbError, caps::InFlight};
+use crate::{
+    db::{DbError, caps::InFlight},
+    ids::LimitId,
+};
 
 /// Step 0a, managed: a show handed back to Cuebot is Cuebot's from that commit on. Its row
 /// is locked FOR SHARE, so the flip waits for this batch (or this batch sees the flip) and
@@ -18,7 +21,10 @@ pub(super) fn guard_managed(
     batch: &mut Batch<'_>,
 ) -> Result<(), DbError> {
     let unmanaged = unmanaged_shows(tx, batch.placements)?;
-    batch.mark(|p| unmanaged.contains(&p.show), GuardLoss::Unmanaged);
+    batch.mark(
+        |p| unmanaged.contains(p.show.as_str()),
+        GuardLoss::Unmanaged,
+    );
     Ok(())
 }
 
@@ -32,7 +38,7 @@ pub(super) fn guard_fence(
     fence: &Fence,
 ) -> Result<(), DbError> {
     let lost = fenced_out_shows(tx, batch.placements, fence)?;
-    batch.mark(|p| lost.contains(&p.show), GuardLoss::Fence);
+    batch.mark(|p| lost.contains(p.show.as_str()), GuardLoss::Fence);
     Ok(())
 }
 
@@ -59,7 +65,7 @@ pub(super) fn guard_limits(tx: &mut Transaction<'_>, batch: &mut Batch<'_>) -> R
     let placements = batch.placements;
     let ids: BTreeSet<&str> = idx
         .iter()
-        .flat_map(|&i| placements[i].limits.iter().map(String::as_str))
+        .flat_map(|&i| placements[i].limits.iter().map(LimitId::as_str))
         .collect();
     if ids.is_empty() {
         return Ok(());
@@ -86,10 +92,10 @@ pub(super) fn take_limit_room(
         let fits = p
             .limits
             .iter()
-            .all(|l| room.get(l).copied().unwrap_or(1) > 0);
+            .all(|l| room.get(l.as_str()).copied().unwrap_or(1) > 0);
         if fits {
             for l in &p.limits {
-                if let Some(r) = room.get_mut(l) {
+                if let Some(r) = room.get_mut(l.as_str()) {
                     *r -= 1;
                 }
             }

@@ -36,7 +36,10 @@ use super::{
 
 mod guards;
 
-use crate::model::Resources;
+use crate::{
+    ids::{AllocId, FolderId, FrameId, HostId, JobId, LayerId, LimitId, ProcId, ShowId},
+    model::Resources,
+};
 pub(crate) use guards::lock_stat_rows;
 use guards::{guard_caps, guard_fence, guard_limits, guard_managed, lock_batch_stats};
 
@@ -48,30 +51,30 @@ pub(crate) const NO_RETRY_EXIT_STATUS: [i64; 7] = [286, 256, 299, 301, 302, 399,
 #[derive(Clone, Debug)]
 pub struct Placement {
     /// `frame.pk_frame`.
-    pub frame: String,
+    pub frame: FrameId,
     /// `frame.int_version` when it was read.
     pub version: i32,
     /// `frame.pk_layer`.
-    pub layer: String,
+    pub layer: LayerId,
     /// `frame.pk_job`.
-    pub job: String,
+    pub job: JobId,
     /// `job.pk_show`.
-    pub show: String,
+    pub show: ShowId,
     /// `job.pk_folder`.
-    pub folder: String,
+    pub folder: FolderId,
     /// `host.pk_host`.
-    pub host: String,
+    pub host: HostId,
     /// `host.str_name`.
     pub host_name: String,
     /// The allocation charged (`host.pk_alloc` when the host was matched): a host moved to
     /// another allocation since loses the guard.
-    pub alloc: String,
+    pub alloc: AllocId,
     /// The new proc's key (RQD's `resource_id`).
-    pub proc: String,
+    pub proc: ProcId,
     /// What the frame reserves on the host.
     pub amount: Resources,
     /// The layer's limit records.
-    pub limits: Vec<String>,
+    pub limits: Vec<LimitId>,
     /// Expected run time in seconds (`None`: unknown), for the reservation rule.
     pub est_secs: Option<f64>,
     /// The frame holds a host reservation: booking it fulfils (and drops) that reservation.
@@ -122,10 +125,10 @@ pub struct Fence {
     /// Seconds a lease lives without a heartbeat of its owner.
     pub lease_secs: f64,
     /// The epoch per show the batch was planned under.
-    pub epochs: HashMap<String, i64>,
+    pub epochs: HashMap<ShowId, i64>,
     /// Per show, the ledger re-syncs that must have completed before it may be booked (a
     /// newly claimed show waits for counters that include its previous owner's bookings).
-    pub bookable_after: HashMap<String, u64>,
+    pub bookable_after: HashMap<ShowId, u64>,
 }
 
 impl Fence {
@@ -133,14 +136,14 @@ impl Fence {
     /// show, at the epoch held now, and only once `resyncs` re-syncs have completed since its
     /// claim (`None`: not bookable now). Planning under one epoch and checking another at
     /// flush would let a show lost and re-claimed mid-pass book on counters of the old lease.
-    pub(crate) fn for_pass(&self, show: &str, resyncs: u64) -> Option<Fence> {
+    pub(crate) fn for_pass(&self, show: &ShowId, resyncs: u64) -> Option<Fence> {
         let epoch = *self.epochs.get(show)?;
         let after = self.bookable_after.get(show).copied().unwrap_or(0);
         (resyncs >= after).then(|| Fence {
             instance: self.instance,
             lease_secs: self.lease_secs,
-            epochs: HashMap::from([(show.to_owned(), epoch)]),
-            bookable_after: HashMap::from([(show.to_owned(), after)]),
+            epochs: HashMap::from([(show.clone(), epoch)]),
+            bookable_after: HashMap::from([(show.clone(), after)]),
         })
     }
 }
@@ -275,7 +278,7 @@ impl<'p> Batch<'p> {
     /// Indices of the placements whose frame started, in batch order.
     fn started_idx(&self) -> Vec<usize> {
         (0..self.placements.len())
-            .filter(|&i| self.started.contains_key(&self.placements[i].frame))
+            .filter(|&i| self.started.contains_key(self.placements[i].frame.as_str()))
             .collect()
     }
 
@@ -290,7 +293,10 @@ impl<'p> Batch<'p> {
                 .zip(self.lost)
                 .map(|(p, lost)| match lost {
                     Some(loss) => Err(loss),
-                    None => started.get(&p.frame).copied().ok_or(GuardLoss::Frame),
+                    None => started
+                        .get(p.frame.as_str())
+                        .copied()
+                        .ok_or(GuardLoss::Frame),
                 })
                 .collect(),
             stale_hosts: self.stale_hosts,
@@ -319,8 +325,8 @@ fn precheck_hosts(
         options.ping_timeout_secs,
         &mut batch.stale_hosts,
     )?;
-    batch.mark(|p| reserved.contains(&p.host), GuardLoss::Reserved);
-    batch.mark(|p| short.contains(&p.host), GuardLoss::HostCapacity);
+    batch.mark(|p| reserved.contains(p.host.as_str()), GuardLoss::Reserved);
+    batch.mark(|p| short.contains(p.host.as_str()), GuardLoss::HostCapacity);
     Ok(())
 }
 
@@ -343,7 +349,10 @@ fn start_frames_on_hosts(
         }
         match try_start(tx, batch.placements, &idx, options)? {
             Attempt::Started(started) => {
-                batch.mark(|p| !started.contains_key(&p.frame), GuardLoss::Frame);
+                batch.mark(
+                    |p| !started.contains_key(p.frame.as_str()),
+                    GuardLoss::Frame,
+                );
                 batch.started = started;
                 break;
             }
@@ -382,7 +391,7 @@ fn try_start<'p>(
     let winners = idx
         .iter()
         .map(|&i| &placements[i])
-        .filter(|p| started.contains_key(&p.frame));
+        .filter(|p| started.contains_key(p.frame.as_str()));
     let per_host = HostColumns::of(winners.clone());
     let host_ok = host_guard::decrement_hosts(&mut sp, &per_host, options.ping_timeout_secs)?;
     let lost_hosts: BTreeSet<&'p str> = winners
@@ -474,7 +483,7 @@ fn fulfil_reservations(tx: &mut Transaction<'_>, batch: &Batch<'_>) -> Result<()
     let fulfilled: Vec<&str> = batch
         .placements
         .iter()
-        .filter(|p| p.holds_reservation && batch.started.contains_key(&p.frame))
+        .filter(|p| p.holds_reservation && batch.started.contains_key(p.frame.as_str()))
         .map(|p| p.frame.as_str())
         .collect();
     super::reservations::fulfil(tx, &fulfilled)?;
@@ -567,16 +576,16 @@ mod tests {
         Placement {
             frame: frame.into(),
             version: 0,
-            layer: format!("l-{frame}"),
+            layer: format!("l-{frame}").into(),
             job: "j".into(),
             show: show.into(),
             folder: "f".into(),
             host: host.into(),
             host_name: host.into(),
             alloc: "a".into(),
-            proc: format!("p-{frame}"),
+            proc: format!("p-{frame}").into(),
             amount: Resources::ZERO,
-            limits: limits.iter().map(|l| (*l).to_owned()).collect(),
+            limits: limits.iter().map(|l| (*l).into()).collect(),
             est_secs: None,
             holds_reservation: false,
         }
