@@ -620,3 +620,22 @@ pub(crate) fn lease(
         .get(0);
     Ok((lease, live))
 }
+
+/// The WAITING frames that have waited longest, one per layer, at most `limit`, as
+/// `job/frame`, those of managed shows first: the frames an operator would ask about first.
+pub(crate) fn longest_waiting(
+    conn: &mut impl GenericClient,
+    limit: i64,
+) -> Result<Vec<String>, DbError> {
+    let rows = conn.query(
+        "SELECT name FROM (
+             SELECT DISTINCT ON (f.pk_layer) j.str_name || '/' || f.str_name AS name,
+                    s.b_scheduler_managed AS managed, f.ts_updated
+               FROM frame f JOIN job j ON j.pk_job = f.pk_job JOIN show s ON s.pk_show = j.pk_show
+              WHERE f.str_state = 'WAITING' AND j.str_state = 'PENDING'
+              ORDER BY f.pk_layer, f.ts_updated) w
+          ORDER BY managed DESC, ts_updated, name LIMIT $1",
+        &[&limit],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

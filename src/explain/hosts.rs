@@ -256,7 +256,7 @@ fn summarize(checks: &Checks<'_>, tagged: i64, verdicts: &[(&HostRow, Verdict<'_
         return vec![Why::new(
             "bookable",
             format!(
-                "host {} fits it now ({:.2} cores, {}): the next pass of its cluster should book it",
+                "nothing in the database holds it back and host {} fits it now ({:.2} cores, {}): a coming pass should book it, unless jobs ahead of it take the room first (a pass takes the first [scheduler] max_jobs_per_pass jobs of the show)",
                 host.name,
                 cores(i64::from(amount.cores)),
                 gb(amount.mem_kb)

@@ -373,6 +373,18 @@ pub fn explain(
     })
 }
 
+/// The frames that have waited longest, one per layer, at most `limit` (of managed shows
+/// first).
+pub fn longest_waiting_frames(
+    conn: &mut impl postgres::GenericClient,
+    limit: i64,
+) -> Result<Vec<Target>, ExplainError> {
+    Ok(db::explain::longest_waiting(conn, limit)?
+        .into_iter()
+        .map(Target::Frame)
+        .collect())
+}
+
 /// The job, and the layer and frame keys, that `target` names.
 fn resolve(
     conn: &mut impl postgres::GenericClient,

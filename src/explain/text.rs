@@ -57,7 +57,7 @@ fn show_line(show: &ShowFacts) -> String {
     let lease = match &show.lease {
         Some(l) => match &l.instance {
             Some(name) => format!(
-                "held by instance {name} ({}:{}, heartbeat {:.1} s ago{}, epoch {})",
+                "held by instance {name} (host {}, pid {}, heartbeat {:.1} s ago{}, epoch {})",
                 l.host.as_deref().unwrap_or("?"),
                 l.pid.unwrap_or(0),
                 l.heartbeat_age_secs.unwrap_or(f64::NAN),
@@ -103,6 +103,16 @@ fn layer_text(out: &mut String, layer: &LayerExplanation) {
             "  last pass: {:.1} s ago, left {} frame(s) for {}",
             p.secs_ago, p.frames, p.reason
         );
+        let now_bookable = layer
+            .groups
+            .iter()
+            .any(|g| g.reasons.first().is_some_and(|w| w.code == "bookable"));
+        if now_bookable {
+            let _ = writeln!(
+                out,
+                "    (the database shows room now that the pass did not: frames ended since, or the host index had not seen it yet)"
+            );
+        }
     }
     for c in &layer.clusters {
         let _ = writeln!(
