@@ -44,6 +44,9 @@ enum Command {
         /// Print the JSON that `GET /explain` returns instead of text.
         #[arg(long)]
         json: bool,
+        /// Answer from the database alone, without asking the instance at `[http] listen`.
+        #[arg(long)]
+        database_only: bool,
         /// What to explain.
         kind: ExplainKind,
         /// A job name or id; a layer as `job/layer` or its id; a frame as `job/NNNN-layer`
@@ -75,9 +78,10 @@ fn main() -> ExitCode {
         Command::Explain {
             config,
             json,
+            database_only,
             kind,
             name,
-        } => explain(&config, json, kind, name),
+        } => explain(&config, json, !database_only, kind, name),
         #[cfg(feature = "sim")]
         Command::Demo(args) => sim::demo::run(&args).map_err(anyhow::Error::from),
         #[cfg(feature = "sim")]
@@ -121,20 +125,31 @@ fn migrate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `stagehand explain`: the instance at `[http] listen` answers when it runs (its answer has
+/// its passes' view), else the database alone.
 fn explain(
     path: &std::path::Path,
     json: bool,
+    ask_instance: bool,
     kind: ExplainKind,
     name: String,
 ) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
-    let mut client = db::connect(&config.database).context("connecting to the database")?;
     let target = match kind {
         ExplainKind::Job => explain::Target::Job(name),
         ExplainKind::Layer => explain::Target::Layer(name),
         ExplainKind::Frame => explain::Target::Frame(name),
     };
-    let explanation = explain::explain(&mut client, &config, &target)?;
+    let from_instance = ask_instance
+        .then(|| explain::instance::ask_instance(&config.http.listen, &target))
+        .flatten();
+    let explanation = match from_instance {
+        Some(e) => e,
+        None => {
+            let mut client = db::connect(&config.database).context("connecting to the database")?;
+            explain::explain(&mut client, &config, &target)?
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&explanation)?);
     } else {

@@ -54,7 +54,7 @@ pub fn annotate(e: &mut Explanation, status: &StatusHandle) {
             .waiting
             .layer(&layer.id)
             .map(|(reason, frames, age)| LastPass {
-                reason: reason.label(),
+                reason: reason.label().to_owned(),
                 frames,
                 secs_ago: age.as_secs_f64(),
             });
@@ -68,6 +68,44 @@ pub fn annotate(e: &mut Explanation, status: &StatusHandle) {
             })
             .collect();
     }
+}
+
+/// The explanation of the instance whose `[http] listen` is `listen` (an unspecified
+/// address means this host), or `None` when it does not answer within two seconds or not
+/// with one: the command line then answers from the database alone.
+pub fn ask_instance(listen: &str, target: &Target) -> Option<Explanation> {
+    use std::io::{Read, Write};
+    let mut address: std::net::SocketAddr = listen.parse().ok()?;
+    if address.ip().is_unspecified() {
+        address.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let timeout = std::time::Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.set_write_timeout(Some(timeout)).ok()?;
+    let path = format!(
+        "/explain?{}={}",
+        target.kind(),
+        percent_encode(target.name())
+    );
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    let ok = head.split_whitespace().nth(1) == Some("200");
+    ok.then(|| serde_json::from_str(body).ok()).flatten()
+}
+
+/// `s` with everything but unreserved URL characters `%XX`-encoded.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// True when the cluster `key` (`facility/show/kind/tag,tag…`) is of `show` and books one
@@ -90,5 +128,15 @@ mod tests {
         assert!(super::covers("f/s1/manual/a,fx", "s1", &tags));
         assert!(!super::covers("f/s2/alloc/general", "s1", &tags));
         assert!(!super::covers("f/s1/alloc/gpu", "s1", &tags));
+    }
+
+    #[test]
+    fn names_survive_the_query_string() {
+        let name = "show-shot_user/0001-l ä&=";
+        let query = format!("frame={}", super::percent_encode(name));
+        assert_eq!(
+            super::Target::from_query(&query),
+            Some(super::Target::Frame(name.to_owned()))
+        );
     }
 }

@@ -21,7 +21,7 @@ mod text;
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
@@ -66,7 +66,8 @@ impl Target {
         })
     }
 
-    fn kind(&self) -> &'static str {
+    /// `job`, `layer` or `frame`.
+    pub fn kind(&self) -> &'static str {
         match self {
             Target::Job(_) => "job",
             Target::Layer(_) => "layer",
@@ -74,7 +75,8 @@ impl Target {
         }
     }
 
-    fn name(&self) -> &str {
+    /// The name or id asked for.
+    pub fn name(&self) -> &str {
         match self {
             Target::Job(n) | Target::Layer(n) | Target::Frame(n) => n,
         }
@@ -125,13 +127,13 @@ pub enum ExplainError {
 }
 
 /// One reason frames wait, with its figures.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Why {
     /// A stable label: `not_managed`, `not_held`, `job_paused`, `not_pending`, `not_waiting`,
     /// `start_after`, `depends`, `job_cap`, `limit`, `subscription`, `reserved`, `draining`,
     /// `no_host`, or `bookable` (nothing holds it back: the next pass should book it). The
     /// labels the passes record (`stagehand_waiting_frames{reason}`) are among them.
-    pub code: &'static str,
+    pub code: String,
     /// One sentence with the numbers.
     pub text: String,
     /// The numbers, for machines.
@@ -139,13 +141,17 @@ pub struct Why {
 }
 
 impl Why {
-    fn new(code: &'static str, text: String, facts: Value) -> Why {
-        Why { code, text, facts }
+    fn new(code: &str, text: String, facts: Value) -> Why {
+        Why {
+            code: code.to_owned(),
+            text,
+            facts,
+        }
     }
 }
 
 /// Frames of a layer that wait for the same reasons.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Group {
     /// How many.
     pub frames: i64,
@@ -156,10 +162,10 @@ pub struct Group {
 }
 
 /// What the running instance's passes last recorded for a layer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LastPass {
     /// The reason label the pass recorded.
-    pub reason: &'static str,
+    pub reason: String,
     /// Frames it left waiting.
     pub frames: i64,
     /// Seconds since that pass.
@@ -167,7 +173,7 @@ pub struct LastPass {
 }
 
 /// A cluster of the running instance that covers a layer.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ClusterTurn {
     /// The cluster key.
     pub key: String,
@@ -178,7 +184,7 @@ pub struct ClusterTurn {
 }
 
 /// One layer's explanation.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LayerExplanation {
     /// `layer.pk_layer`.
     pub id: String,
@@ -198,7 +204,7 @@ pub struct LayerExplanation {
 }
 
 /// Who holds the show's lease.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LeaseFacts {
     /// Instance name (`None`: the lease is free).
     pub instance: Option<String>,
@@ -215,7 +221,7 @@ pub struct LeaseFacts {
 }
 
 /// A subscription of the show, in cores.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SubFacts {
     /// `alloc.pk_alloc`.
     pub alloc: String,
@@ -230,7 +236,7 @@ pub struct SubFacts {
 }
 
 /// The show of the job.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ShowFacts {
     /// `show.pk_show`.
     pub id: String,
@@ -249,7 +255,7 @@ pub struct ShowFacts {
 }
 
 /// The job.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct JobFacts {
     /// `job.pk_job`.
     pub id: String,
@@ -268,7 +274,7 @@ pub struct JobFacts {
 }
 
 /// Instance side: the instance that answered.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct InstanceFacts {
     /// Its name (`None` when it runs without leases).
     pub name: Option<String>,
@@ -281,7 +287,7 @@ pub struct InstanceFacts {
 }
 
 /// Why the frames of a job, a layer or one frame wait.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Explanation {
     /// What was asked: `job`, `layer` or `frame` and the name.
     pub asked: String,

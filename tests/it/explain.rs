@@ -40,11 +40,11 @@ fn ask(farm: &Farm, target: Target) -> Explanation {
 }
 
 /// The reasons of the first layer's first group, as codes.
-fn codes(e: &Explanation) -> Vec<&'static str> {
+fn codes(e: &Explanation) -> Vec<&str> {
     e.layers[0].groups[0]
         .reasons
         .iter()
-        .map(|w| w.code)
+        .map(|w| w.code.as_str())
         .collect()
 }
 
@@ -478,7 +478,7 @@ fn the_explain_endpoint_adds_the_instances_last_pass() {
     config.cluster.lease_renew_interval = Duration::from_millis(200);
     config.cluster.lease_duration = Duration::from_secs(2);
     config.database.transaction_idle_timeout = Duration::from_secs(1);
-    let service = Service::start(config).unwrap();
+    let service = Service::start(config.clone()).unwrap();
     let addr = service.http_address();
     let deadline = Instant::now() + Duration::from_secs(60);
     let doc = loop {
@@ -501,5 +501,39 @@ fn the_explain_endpoint_adds_the_instances_last_pass() {
     );
     assert_eq!(http_get(&addr, "/explain").unwrap().0, 400);
     assert_eq!(http_get(&addr, "/explain?job=nope").unwrap().0, 404);
+    // The command line asks the instance at `[http] listen`, or with --database-only the
+    // database alone.
+    config.http.listen = addr.clone();
+    let file = std::env::temp_dir().join(format!("stagehand-explain-{}.toml", std::process::id()));
+    std::fs::write(&file, toml::to_string(&config).unwrap()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagehand"))
+            .arg("explain")
+            .arg("--config")
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(&["layer", "j/big"]);
+    assert!(
+        text.contains("asked instance") && text.contains("last pass"),
+        "{text}"
+    );
+    assert!(text.contains("because [no_host]"), "{text}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&run(&["--json", "--database-only", "frame", "j/0001-big"])).unwrap();
+    assert!(doc["instance"].is_null(), "{doc}");
+    assert_eq!(
+        doc["layers"][0]["groups"][0]["reasons"][0]["code"],
+        "no_host"
+    );
+    let _ = std::fs::remove_file(&file);
     service.shutdown(Duration::from_secs(5));
 }
