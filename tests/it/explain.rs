@@ -147,7 +147,7 @@ fn a_show_no_live_instance_holds_waits_for_a_lease() {
 }
 
 #[test]
-fn paused_jobs_and_start_after_times_hold_frames() {
+fn paused_or_finished_jobs_and_start_after_times_hold_frames() {
     let farm = Farm::new(&one_job(LayerSpec::simple("l", "1-2", "general")), |_| {});
     hold_leases(&farm);
     farm.client()
@@ -162,6 +162,14 @@ fn paused_jobs_and_start_after_times_hold_frames() {
     let start = why(&e, "start_after");
     assert!(start.text.contains("plate not delivered"), "{}", start.text);
     assert!(start.facts["in_secs"].as_f64().unwrap() > 3500.0);
+    farm.client()
+        .execute(
+            "UPDATE job SET str_state = 'FINISHED', b_paused = false",
+            &[],
+        )
+        .unwrap();
+    let e = ask(&farm, layer("j/l"));
+    assert_eq!(codes(&e), ["not_pending", "start_after"], "{}", e.to_text());
 }
 
 #[test]
@@ -235,6 +243,24 @@ fn job_and_folder_caps_give_their_numbers() {
 }
 
 #[test]
+fn a_job_gpu_cap_gives_its_numbers() {
+    let mut l = LayerSpec::simple("l", "1-2", "general");
+    l.gpus = 1;
+    let mut capped = job("j", vec![l]);
+    capped.max_gpus = 1;
+    let mut spec = small_farm(1, 8, 32, &[], vec![capped]);
+    spec.hosts[0].gpus = 2;
+    spec.hosts[0].gpu_mem_kb = 16 * GB;
+    let farm = Farm::new(&spec, |_| {});
+    hold_leases(&farm);
+    assert_eq!(farm.drain(), 1);
+    let e = ask(&farm, layer("j/l"));
+    let cap = why(&e, "job_cap");
+    assert_eq!(cap.facts["resource"], "GPUs", "{}", e.to_text());
+    assert!(cap.text.contains("1 of 1 booked"), "{}", cap.text);
+}
+
+#[test]
 fn a_full_limit_is_named_with_running_over_max() {
     let mut spec = small_farm(2, 8, 32, &[], Vec::new());
     spec.limits = vec![("nuke-license".into(), 1)];
@@ -254,7 +280,7 @@ fn a_full_limit_is_named_with_running_over_max() {
 }
 
 #[test]
-fn a_subscription_at_burst_or_yielding_gives_its_numbers() {
+fn a_subscription_at_its_burst_gives_its_numbers() {
     // At burst: a 2-core subscription with two frames running.
     let mut spec = FarmSpec::single(1, 8, 32, 2);
     spec.jobs = vec![job("j", vec![LayerSpec::simple("l", "1-3", "general")])];
@@ -269,9 +295,12 @@ fn a_subscription_at_burst_or_yielding_gives_its_numbers() {
         "{}",
         sub.text
     );
+}
 
-    // Yielding: show 0 ran past its size of 2 cores while show 1 (size 4) was paused; now
-    // show 1 waits with nothing booked, further behind its own size.
+/// Show 0 ran past its size of 2 cores while show 1 (size 4) was paused; now show 1 waits
+/// with nothing booked, further behind its own size.
+#[test]
+fn a_subscription_past_its_size_yields_to_a_hungrier_show() {
     let mut spec = FarmSpec::single(1, 16, 64, 8);
     spec.shows[0].subs[0].size = 2;
     spec.shows.push(ShowSpec {
@@ -415,6 +444,10 @@ fn no_host_fits_lists_what_the_closest_lack() {
         let lacks = no_host.facts["closest"][0]["lacks"].to_string();
         assert!(lacks.contains(lack), "{lack}: {lacks}");
     }
+}
+
+#[test]
+fn os_lists_missing_tags_and_locked_hosts() {
     // A comma list of OSes matches any entry.
     let mut spec = one_job(LayerSpec::simple("l", "1", "general"));
     spec.jobs[0].os = "rocky9".into();
@@ -463,9 +496,8 @@ fn a_running_frame_is_not_waiting() {
     assert!(ask(&farm, layer("j/l")).layers[0].groups.is_empty());
 }
 
-#[test]
-fn the_explain_endpoint_adds_the_instances_last_pass() {
-    let db = TestDb::new();
+/// A service on a farm whose one layer (two 64-core frames) no 8-core host fits.
+fn service_with_a_layer_no_host_fits(db: &TestDb) -> (Service, stagehand::config::Config) {
     let mut big = LayerSpec::simple("big", "1-2", "general");
     big.cores_min = i64::from(64 * CORE);
     let spec = small_farm(1, 8, 32, &[], vec![job("j", vec![big])]);
@@ -479,6 +511,38 @@ fn the_explain_endpoint_adds_the_instances_last_pass() {
     config.cluster.lease_duration = Duration::from_secs(2);
     config.database.transaction_idle_timeout = Duration::from_secs(1);
     let service = Service::start(config.clone()).unwrap();
+    config.http.listen = service.http_address();
+    (service, config)
+}
+
+/// `stagehand explain --config <config> <args>`: its standard output.
+fn run_cli(config: &stagehand::config::Config, args: &[&str]) -> String {
+    let file = std::env::temp_dir().join(format!(
+        "stagehand-explain-{}-{}.toml",
+        std::process::id(),
+        args.len()
+    ));
+    std::fs::write(&file, toml::to_string(config).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagehand"))
+        .arg("explain")
+        .arg("--config")
+        .arg(&file)
+        .args(args)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn the_explain_endpoint_adds_the_instances_last_pass() {
+    let db = TestDb::new();
+    let (service, config) = service_with_a_layer_no_host_fits(&db);
     let addr = service.http_address();
     let deadline = Instant::now() + Duration::from_secs(60);
     let doc = loop {
@@ -503,37 +567,21 @@ fn the_explain_endpoint_adds_the_instances_last_pass() {
     assert_eq!(http_get(&addr, "/explain?job=nope").unwrap().0, 404);
     // The command line asks the instance at `[http] listen`, or with --database-only the
     // database alone.
-    config.http.listen = addr.clone();
-    let file = std::env::temp_dir().join(format!("stagehand-explain-{}.toml", std::process::id()));
-    std::fs::write(&file, toml::to_string(&config).unwrap()).unwrap();
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stagehand"))
-            .arg("explain")
-            .arg("--config")
-            .arg(&file)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let text = run(&["layer", "j/big"]);
+    let text = run_cli(&config, &["layer", "j/big"]);
     assert!(
         text.contains("asked instance") && text.contains("last pass"),
         "{text}"
     );
     assert!(text.contains("because [no_host]"), "{text}");
-    let doc: serde_json::Value =
-        serde_json::from_str(&run(&["--json", "--database-only", "frame", "j/0001-big"])).unwrap();
+    let json = run_cli(
+        &config,
+        &["--json", "--database-only", "frame", "j/0001-big"],
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert!(doc["instance"].is_null(), "{doc}");
     assert_eq!(
         doc["layers"][0]["groups"][0]["reasons"][0]["code"],
         "no_host"
     );
-    let _ = std::fs::remove_file(&file);
     service.shutdown(Duration::from_secs(5));
 }
