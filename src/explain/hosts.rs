@@ -119,6 +119,7 @@ impl Checks<'_> {
         if let Some(hold) = self.blocking_hold(host, &amount) {
             return Verdict::Reserved(hold);
         }
+        // A host outside the show's subscriptions was listed as lacking one above.
         match sub {
             Some(sub) => self.subscription(sub, amount),
             None => Verdict::Lacks(vec!["no subscription".into()]),
