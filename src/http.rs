@@ -1,9 +1,11 @@
 //! The HTTP endpoints, on tiny_http: `/metrics` (Prometheus text), `/healthz` (every thread
-//! alive), `/readyz` (database reachable, caches and counters seeded), `/status` (JSON) and
-//! `/` (a small self-refreshing page with a dispatch-rate sparkline).
+//! alive), `/readyz` (database reachable, caches and counters seeded), `/status` (JSON),
+//! `/explain?job=…|layer=…|frame=…` (why frames wait, JSON; see [`crate::explain`]) and `/`
+//! (a small self-refreshing page with a dispatch-rate sparkline).
 //!
 //! GET (and HEAD) only: other methods get 405, unknown paths 404. Responses are small and
-//! built from in-memory state; the `http` thread answers requests one at a time.
+//! built from in-memory state, except `/explain`, which reads the database (a few statements
+//! bounded by one job); the `http` thread answers requests one at a time.
 //!
 //! tiny_http accepts on a thread of its own and hands each connection to a pool thread (a new
 //! one whenever all are busy) that blocks reading requests, and it never times a read out. So
@@ -41,7 +43,7 @@ use std::{
 use serde_json::{Value, json};
 use tiny_http::{Header, Request, Response, Server};
 
-use crate::{metrics, status::StatusHandle};
+use crate::{explain, metrics, status::StatusHandle};
 
 /// How long one read of a client's socket may wait. A scraper sends its request at once, so
 /// 5 s is generous, and it is what an idle client can cost: a pool thread for this long.
@@ -87,16 +89,16 @@ pub struct HttpServer {
 impl HttpServer {
     /// Binds `listen` (port 0 picks a free port) and serves on a thread named `http`.
     pub fn start(listen: &str, status: StatusHandle) -> std::io::Result<HttpServer> {
-        Self::with_router(listen, TIMEOUTS, move |method, path| {
-            route(method, path, &status)
+        Self::with_router(listen, TIMEOUTS, move |method, path, query| {
+            route(method, path, query, &status)
         })
     }
 
-    /// Binds `listen` and answers every request with `router(method, path)`.
+    /// Binds `listen` and answers every request with `router(method, path, query)`.
     fn with_router(
         listen: &str,
         timeouts: Timeouts,
-        router: impl Fn(&str, &str) -> Reply + Send + 'static,
+        router: impl Fn(&str, &str, &str) -> Reply + Send + 'static,
     ) -> std::io::Result<HttpServer> {
         let listener = TcpListener::bind(listen)?;
         // Before anything is accepted: a connection takes the listener's options when the
@@ -195,7 +197,7 @@ fn serve(
     stop: &AtomicBool,
     restarts: &AtomicUsize,
     timeouts: Timeouts,
-    router: &dyn Fn(&str, &str) -> Reply,
+    router: &dyn Fn(&str, &str, &str) -> Reply,
 ) {
     let own = own_address(listener);
     let mut nudged = Instant::now();
@@ -270,12 +272,12 @@ fn header(name: &str, value: &str) -> Header {
     Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
 }
 
-/// Answers `request` with `router(method, path without query)`; tiny_http sends only the
-/// headers to HEAD.
-fn answer(request: Request, router: &dyn Fn(&str, &str) -> Reply) {
+/// Answers `request` with `router(method, path, query)`; tiny_http sends only the headers
+/// to HEAD.
+fn answer(request: Request, router: &dyn Fn(&str, &str, &str) -> Reply) {
     let reply = {
-        let path = request.url().split('?').next().unwrap_or("/");
-        router(request.method().as_str(), path)
+        let (path, query) = request.url().split_once('?').unwrap_or((request.url(), ""));
+        router(request.method().as_str(), path, query)
     };
     let mut response = Response::from_string(reply.body)
         .with_status_code(reply.code)
@@ -288,7 +290,7 @@ fn answer(request: Request, router: &dyn Fn(&str, &str) -> Reply) {
     }
 }
 
-fn route(method: &str, path: &str, status: &StatusHandle) -> Reply {
+fn route(method: &str, path: &str, query: &str, status: &StatusHandle) -> Reply {
     if !matches!(method, "GET" | "HEAD") {
         return Reply::text(405, "method not allowed");
     }
@@ -315,8 +317,27 @@ fn route(method: &str, path: &str, status: &StatusHandle) -> Reply {
         }
         "/status" => Reply::new(200, "application/json", status_json(status).to_string()),
         "/" => Reply::new(200, "text/html; charset=utf-8", page(status)),
+        "/explain" => explain_reply(query, status),
         _ => Reply::text(404, "not found"),
     }
+}
+
+/// `/explain?job=…|layer=…|frame=…`: why its frames wait, as JSON (the database's answer
+/// and this instance's view); 400 without a target, 404 when nothing has that name, 503
+/// when the database does not answer.
+fn explain_reply(query: &str, status: &StatusHandle) -> Reply {
+    let Some(target) = explain::Target::from_query(query) else {
+        return Reply::text(
+            400,
+            "use /explain?job=NAME, ?layer=JOB/LAYER or ?frame=JOB/NNNN-LAYER",
+        );
+    };
+    let (code, body) = match explain::instance::explain_here(status, &target) {
+        Ok(e) => (200, serde_json::to_value(&e).unwrap_or(Value::Null)),
+        Err(e @ explain::ExplainError::NotFound { .. }) => (404, json!({ "error": e.to_string() })),
+        Err(e) => (503, json!({ "error": e.to_string() })),
+    };
+    Reply::new(code, "application/json", body.to_string())
 }
 
 /// Whether the service can book, and what stops it if not.
@@ -553,7 +574,7 @@ mod tests {
     }
 
     fn echo(timeouts: Timeouts) -> HttpServer {
-        HttpServer::with_router("127.0.0.1:0", timeouts, |method, path| {
+        HttpServer::with_router("127.0.0.1:0", timeouts, |method, path, _query| {
             match (method, path) {
                 ("GET" | "HEAD", "/big") => Reply::new(200, "text/plain", "x".repeat(64 << 20)),
                 ("GET" | "HEAD", _) => Reply::text(200, path),

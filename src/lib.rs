@@ -22,6 +22,7 @@ pub mod backfill;
 pub mod cluster;
 pub mod config;
 pub mod db;
+pub mod explain;
 pub mod frameset;
 pub mod health;
 pub mod http;

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 #[cfg(feature = "sim")]
 use stagehand::sim;
-use stagehand::{config::Config, db, service};
+use stagehand::{config::Config, db, explain, service};
 
 /// A distributed frame scheduler for OpenCue render farms.
 #[derive(Parser, Debug)]
@@ -36,6 +36,23 @@ enum Command {
         #[arg(long, short, default_value = "/etc/stagehand/stagehand.toml")]
         config: PathBuf,
     },
+    /// Explain why the frames of a job, a layer or a frame are waiting.
+    Explain {
+        /// The configuration file (for the database and the rules to check against).
+        #[arg(long, short, default_value = "/etc/stagehand/stagehand.toml")]
+        config: PathBuf,
+        /// Print the JSON that `GET /explain` returns instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Answer from the database alone, without asking the instance at `[http] listen`.
+        #[arg(long)]
+        database_only: bool,
+        /// What to explain.
+        kind: ExplainKind,
+        /// A job name or id; a layer as `job/layer` or its id; a frame as `job/NNNN-layer`
+        /// or its id.
+        name: String,
+    },
     /// Run the live demo: a private PostgreSQL, a simulated farm and stagehand booking it.
     #[cfg(feature = "sim")]
     Demo(sim::demo::DemoArgs),
@@ -44,12 +61,27 @@ enum Command {
     Bench(sim::bench::BenchArgs),
 }
 
+/// What `stagehand explain` explains.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum ExplainKind {
+    Job,
+    Layer,
+    Frame,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => run(&config),
         Command::CheckConfig { config } => check_config(&config),
         Command::Migrate { config } => migrate(&config),
+        Command::Explain {
+            config,
+            json,
+            database_only,
+            kind,
+            name,
+        } => explain(&config, json, !database_only, kind, name),
         #[cfg(feature = "sim")]
         Command::Demo(args) => sim::demo::run(&args).map_err(anyhow::Error::from),
         #[cfg(feature = "sim")]
@@ -89,6 +121,39 @@ fn migrate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         log::info!("stagehand schema is up to date");
     } else {
         log::info!("applied stagehand migrations {:?}", report.applied);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `stagehand explain`: the instance at `[http] listen` answers when it runs (its answer has
+/// its passes' view), else the database alone.
+fn explain(
+    path: &std::path::Path,
+    json: bool,
+    ask_instance: bool,
+    kind: ExplainKind,
+    name: String,
+) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let target = match kind {
+        ExplainKind::Job => explain::Target::Job(name),
+        ExplainKind::Layer => explain::Target::Layer(name),
+        ExplainKind::Frame => explain::Target::Frame(name),
+    };
+    let from_instance = ask_instance
+        .then(|| explain::instance::ask_instance(&config.http.listen, &target))
+        .flatten();
+    let explanation = match from_instance {
+        Some(e) => e,
+        None => {
+            let mut client = db::connect(&config.database).context("connecting to the database")?;
+            explain::explain(&mut client, &config, &target)?
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&explanation)?);
+    } else {
+        print!("{}", explanation.to_text());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -38,6 +38,36 @@ pub(crate) struct LayerShape {
     pub selfish: bool,
 }
 
+/// The `layer` columns a shape is read from, as stored (centicores, KB).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct LayerColumns {
+    /// `int_cores_min`, `int_cores_max`.
+    pub cores: (i64, i64),
+    /// `int_mem_min`.
+    pub mem_min: i64,
+    /// `int_gpus_min`, `int_gpu_mem_min`.
+    pub gpus: (i64, i64),
+    /// `b_threadable`.
+    pub threadable: bool,
+}
+
+impl LayerShape {
+    /// The shape of a layer's columns, clamped into range so a bad row cannot wrap into a
+    /// huge request; `selfish` when one of its services is configured so.
+    pub(crate) fn from_columns(c: &LayerColumns, selfish: bool) -> LayerShape {
+        let clamp_i32 = |v: i64| v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
+        LayerShape {
+            cores_min: clamp_i32(c.cores.0),
+            cores_max: clamp_i32(c.cores.1),
+            mem_min_kb: c.mem_min.max(0) as u64,
+            gpus_min: c.gpus.0.clamp(0, i64::from(u32::MAX)) as u32,
+            gpu_mem_min_kb: c.gpus.1.max(0) as u64,
+            threadable: c.threadable,
+            selfish,
+        }
+    }
+}
+
 /// Tunables of the rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Rules {

@@ -6,6 +6,7 @@ pub mod accounting;
 pub mod booking;
 pub mod caps;
 mod compensation;
+pub(crate) mod explain;
 mod host_guard;
 pub mod hosts;
 pub mod jobs;

@@ -36,7 +36,7 @@ use crate::{
     index::{Earmark, HostView, Request},
     metrics,
     model::{CoresGpus, Resources},
-    sizing::{self, HostShape, LayerShape, Rules},
+    sizing::{self, HostShape, LayerColumns, LayerShape, Rules},
 };
 
 /// Runs one pass over `cluster`.
@@ -276,11 +276,6 @@ impl LayerPlan<'_> {
     }
 }
 
-/// Clamps a database integer into `i32`.
-fn clamp_i32(v: i64) -> i32 {
-    v.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
-}
-
 impl Matcher<'_> {
     /// Matches each job's layers in order; a job whose cap is full is left for the next.
     fn match_jobs(&mut self, input: &PassInput<'_>) -> Result<(), db::DbError> {
@@ -375,18 +370,17 @@ impl Matcher<'_> {
         if tags.is_empty() {
             return None;
         }
-        let shape = LayerShape {
-            cores_min: clamp_i32(layer.cores_min),
-            cores_max: clamp_i32(layer.cores_max),
-            mem_min_kb: layer.mem_min.max(0) as u64,
-            gpus_min: layer.gpus_min.clamp(0, i64::from(u32::MAX)) as u32,
-            gpu_mem_min_kb: layer.gpu_mem_min.max(0) as u64,
+        let columns = LayerColumns {
+            cores: (layer.cores_min, layer.cores_max),
+            mem_min: layer.mem_min,
+            gpus: (layer.gpus_min, layer.gpu_mem_min),
             threadable: layer.threadable,
-            selfish: layer
-                .services
-                .iter()
-                .any(|svc| s.selfish_services.contains(svc)),
         };
+        let selfish = layer
+            .services
+            .iter()
+            .any(|svc| s.selfish_services.contains(svc));
+        let shape = LayerShape::from_columns(&columns, selfish);
         Some(LayerPlan {
             job,
             layer,

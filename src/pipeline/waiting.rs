@@ -108,6 +108,14 @@ impl WaitingReasons {
         self.start_after.store(frames, Ordering::Relaxed);
     }
 
+    /// What the last pass that left frames of `layer` waiting recorded: the reason, the
+    /// frames and how long ago (`None` when none did within [`STALE_AFTER`]).
+    pub fn layer(&self, layer: &str) -> Option<(Reason, i64, Duration)> {
+        let e = self.layers.get(layer)?;
+        let age = e.seen.elapsed();
+        (age < STALE_AFTER).then_some((e.reason, e.frames, age))
+    }
+
     /// Frames per reason (every reason present, zero when none), dropping stale entries.
     pub fn totals(&self) -> BTreeMap<Reason, i64> {
         self.layers.retain(|_, e| e.seen.elapsed() < STALE_AFTER);

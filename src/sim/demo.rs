@@ -1,6 +1,7 @@
 //! `stagehand demo`: a private PostgreSQL, a lively simulated farm, stagehand booking it with
 //! real gRPC launches to the fake RQD fleet, and live progress on the terminal. Ctrl-C stops
-//! cleanly and removes the database (unless `--keep`); the summary ends with the audit.
+//! cleanly and removes the database (unless `--keep`); the summary ends with why the frame
+//! that waited longest is still waiting (`stagehand explain`) and the audit.
 
 use std::{
     io::{IsTerminal, Write},
@@ -75,6 +76,8 @@ pub struct DemoSummary {
     pub seeded: usize,
     /// Audit violations.
     pub violations: Vec<String>,
+    /// The explanation of the frame that waited longest, as printed.
+    pub why_waiting: String,
 }
 
 /// Runs the demo and returns its summary (also printed).
@@ -117,6 +120,8 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoSummary, SimError> {
         farm.seeded.frames,
     )?;
     let (booked, rejected, failures) = service.shared().stats.totals();
+    // Asked while the service runs, so the answer has its last pass in it too.
+    let why = explain_one_waiting_frame(&mut client, &service);
     let clean = service.shutdown(Duration::from_secs(15));
     let p = progress(&mut client)?;
     let violations = audit(&mut client, None)?;
@@ -130,6 +135,7 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoSummary, SimError> {
         started.elapsed().as_secs_f64(),
         if clean { "clean" } else { "timed out" }
     );
+    print!("{why}");
     if violations.is_empty() {
         println!("audit: clean");
     }
@@ -142,7 +148,35 @@ pub fn run_demo(args: &DemoArgs) -> Result<DemoSummary, SimError> {
         waiting: p.waiting,
         seeded: farm.seeded.frames,
         violations,
+        why_waiting: why,
     })
+}
+
+/// `stagehand explain` of a frame that has waited long, as the summary prints it: of the
+/// longest-waiting frames (one per layer), the first that something holds back, else the
+/// first.
+fn explain_one_waiting_frame(client: &mut postgres::Client, service: &Service) -> String {
+    use crate::explain::{Target, instance::explain_here, longest_waiting_frames};
+    let status = service.status();
+    let candidates = match longest_waiting_frames(client, 20) {
+        Ok(c) => c,
+        Err(e) => return format!("why waiting: {e}\n"),
+    };
+    let mut answers = candidates
+        .iter()
+        .filter_map(|t| Some((t, explain_here(&status, t).ok()?)));
+    let Some(first) = answers.next() else {
+        return "why waiting: no frame is waiting\n".to_owned();
+    };
+    let (target, e) = std::iter::once(first.clone())
+        .chain(answers)
+        .find(|(_, e)| e.headline().is_some_and(|w| w.code != "bookable"))
+        .unwrap_or(first);
+    let Target::Frame(name) = target else {
+        return String::new();
+    };
+    let text: String = e.to_text().lines().map(|l| format!("    {l}\n")).collect();
+    format!("why is {name} waiting? (stagehand explain frame {name})\n{text}")
 }
 
 /// Starts stagehand in-process on the farm, its status page on `--listen`.

@@ -7,6 +7,7 @@ mod common;
 mod accounting;
 mod adversity;
 mod chaos;
+mod explain;
 mod multi;
 mod ops;
 mod pipeline;
