@@ -183,7 +183,7 @@ impl Committer<'_> {
             version,
             launch,
             charge,
-            claimed_before: Some(began),
+            claimed_before: began,
         };
         if let Err(refused) = self.launches.send(task) {
             // No launcher will take it: undo it here, never leave a committed frame RUNNING

@@ -129,9 +129,8 @@ pub struct LaunchTask {
     /// The cap charge to give back on failure.
     pub charge: Charge,
     /// When the booking's transaction had not begun yet (this process's monotonic clock): its
-    /// pending row was written claimed, so the claim is at most this old (`None`: not
-    /// recorded claimed; the launcher claims it first).
-    pub claimed_before: Option<Instant>,
+    /// pending row was written claimed, so the claim is at most this old.
+    pub claimed_before: Instant,
 }
 
 /// A failed launch whose kill RQD has not confirmed yet: retried at `due`.
@@ -289,15 +288,14 @@ fn now_ms() -> i64 {
 fn claim_queued(shared: &Shared, pool: &Launchers, rx: &Receiver<LaunchTask>, first: LaunchTask) {
     let mut tasks = vec![first];
     tasks.extend(rx.try_iter().take(CLAIM_BATCH - 1));
-    let (fresh, stale): (Vec<LaunchTask>, Vec<LaunchTask>) = tasks.into_iter().partition(|t| {
-        t.claimed_before
-            .is_some_and(|at| at.elapsed() <= CLAIM_BUDGET)
-    });
+    let (fresh, stale): (Vec<LaunchTask>, Vec<LaunchTask>) = tasks
+        .into_iter()
+        .partition(|t| t.claimed_before.elapsed() <= CLAIM_BUDGET);
     let mut claimed: Vec<Claimed> = fresh
         .into_iter()
-        .map(|task| {
-            let at = task.claimed_before.unwrap_or_else(Instant::now);
-            Claimed { task, at }
+        .map(|task| Claimed {
+            at: task.claimed_before,
+            task,
         })
         .collect();
     if !stale.is_empty() {

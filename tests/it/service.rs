@@ -57,21 +57,20 @@ fn http(address: &str, request: &str) -> String {
 
 /// A private cluster (so stopping it does not disturb other tests) with a seeded farm.
 fn private_farm() -> (PgCluster, String) {
+    private_farm_of(&["j"])
+}
+
+/// [`private_farm`] with one four-frame job per name.
+fn private_farm_of(jobs: &[&str]) -> (PgCluster, String) {
     let cluster = PgCluster::start(&PgOptions::default()).unwrap();
     let url = cluster.create_database("svc", None).unwrap();
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     stagehand::db::migrate::migrate(&mut client).unwrap();
-    stagehand::sim::seed::seed(
-        &mut client,
-        &small_farm(
-            2,
-            8,
-            32,
-            &[],
-            vec![job("j", vec![LayerSpec::simple("l", "1-4", "general")])],
-        ),
-    )
-    .unwrap();
+    let jobs = jobs
+        .iter()
+        .map(|name| job(name, vec![LayerSpec::simple("l", "1-4", "general")]))
+        .collect();
+    stagehand::sim::seed::seed(&mut client, &small_farm(2, 8, 32, &[], jobs)).unwrap();
     (cluster, url)
 }
 
@@ -490,24 +489,8 @@ fn alone_idle_connections_cannot_flood_http() {
 /// not wait for `active_scan_interval` (an hour here) or the cluster's empty sleep.
 #[test]
 fn a_job_unpaused_while_its_cluster_sleeps_is_booked_without_waiting_for_the_scan() {
-    let cluster = PgCluster::start(&PgOptions::default()).unwrap();
-    let url = cluster.create_database("probe", None).unwrap();
+    let (cluster, url) = private_farm_of(&["first", "late"]);
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    stagehand::db::migrate::migrate(&mut client).unwrap();
-    stagehand::sim::seed::seed(
-        &mut client,
-        &small_farm(
-            2,
-            8,
-            32,
-            &[],
-            vec![
-                job("first", vec![LayerSpec::simple("l", "1-4", "general")]),
-                job("late", vec![LayerSpec::simple("l", "1-4", "general")]),
-            ],
-        ),
-    )
-    .unwrap();
     client
         .execute(
             "UPDATE job SET b_paused = true WHERE str_name LIKE '%late'",
