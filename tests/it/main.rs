@@ -9,6 +9,7 @@ mod adversity;
 mod chaos;
 mod multi;
 mod ops;
+mod page;
 mod pipeline;
 mod quality;
 mod schema;
