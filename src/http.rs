@@ -1,7 +1,7 @@
 //! The HTTP endpoints, on tiny_http: `/metrics` (Prometheus text), `/healthz` (every thread
 //! alive), `/readyz` (database reachable, caches and counters seeded), `/status` (JSON),
 //! `/explain?job=…|layer=…|frame=…` (why frames wait, JSON; see [`crate::explain`]) and `/`
-//! (a small self-refreshing page with a dispatch-rate sparkline).
+//! (the status page, rendered by [`crate::page`]).
 //!
 //! GET (and HEAD) only: other methods get 405, unknown paths 404. Responses are small and
 //! built from in-memory state, except `/explain`, which reads the database (a few statements
@@ -43,7 +43,7 @@ use std::{
 use serde_json::{Value, json};
 use tiny_http::{Header, Request, Response, Server};
 
-use crate::{explain, metrics, status::StatusHandle};
+use crate::{explain, metrics, page, status::StatusHandle};
 
 /// How long one read of a client's socket may wait. A scraper sends its request at once, so
 /// 5 s is generous, and it is what an idle client can cost: a pool thread for this long.
@@ -316,7 +316,11 @@ fn route(method: &str, path: &str, query: &str, status: &StatusHandle) -> Reply 
             Reply::new(code, "application/json", body.to_string())
         }
         "/status" => Reply::new(200, "application/json", status_json(status).to_string()),
-        "/" => Reply::new(200, "text/html; charset=utf-8", page(status)),
+        "/" => Reply::new(
+            200,
+            "text/html; charset=utf-8",
+            page::render(status, readiness(status)),
+        ),
         "/explain" => explain_reply(query, status),
         _ => Reply::text(404, "not found"),
     }
@@ -426,118 +430,6 @@ pub(crate) fn status_json(status: &StatusHandle) -> Value {
         "clusters": status.clusters.load().as_ref(),
         "leases": leases,
     })
-}
-
-fn sparkline(values: &[u32]) -> String {
-    let max = values.iter().copied().max().unwrap_or(0).max(1) as f64;
-    let (w, h) = (480.0, 60.0);
-    let step = if values.len() > 1 {
-        w / (values.len() - 1) as f64
-    } else {
-        w
-    };
-    let points: Vec<String> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            format!(
-                "{:.1},{:.1}",
-                i as f64 * step,
-                h - f64::from(*v) / max * (h - 4.0) - 2.0
-            )
-        })
-        .collect();
-    format!(
-        "<svg width=\"{w}\" height=\"{h}\" viewBox=\"0 0 {w} {h}\" role=\"img\" aria-label=\"frames booked per second\">\
-         <polyline fill=\"none\" stroke=\"#2a7\" stroke-width=\"2\" points=\"{}\"/></svg>",
-        points.join(" ")
-    )
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// The clusters table's rows (the first 200 clusters).
-fn cluster_rows(status: &StatusHandle) -> String {
-    let mut rows = String::new();
-    for c in status.clusters.load().iter().take(200) {
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&c.show),
-            c.kind,
-            escape(c.key.rsplit('/').next().unwrap_or("")),
-            escape(&c.state),
-            if c.waiting < 0 {
-                "?".to_owned()
-            } else {
-                c.waiting.to_string()
-            },
-            if c.next_turn_ms == 0 {
-                "now".to_owned()
-            } else {
-                format!("{:.1}s", c.next_turn_ms as f64 / 1000.0)
-            },
-        ));
-    }
-    rows
-}
-
-/// The status page (`/`), server-rendered and refreshing itself.
-fn page(status: &StatusHandle) -> String {
-    let doc = status_json(status);
-    let per_second = status.shared.stats.per_second(120);
-    let peak = per_second.iter().copied().max().unwrap_or(0);
-    let rows = cluster_rows(status);
-    let hosts = &doc["hosts"];
-    let dispatch = &doc["dispatch"];
-    format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
-         <title>stagehand</title><style>body{{font:14px system-ui,sans-serif;margin:2em;color:#222}}\
-         table{{border-collapse:collapse}}td,th{{padding:2px 10px;border-bottom:1px solid #ddd;text-align:left}}\
-         .k{{color:#666}} .bad{{color:#b30}} .ok{{color:#2a7}}</style></head><body>\
-         <h1>stagehand</h1>\
-         <p class=\"{}\">{}</p>\
-         <p><span class=\"k\">booked</span> {} frames &nbsp; <span class=\"k\">rate</span> {:.1}/s (10 s), {:.1}/s (60 s) \
-         &nbsp; <span class=\"k\">rejected</span> {} &nbsp; <span class=\"k\">failed launches</span> {}</p>\
-         <p>{}<br><span class=\"k\">frames booked per second, last 2 minutes (peak {})</span></p>\
-         <p><span class=\"k\">hosts</span> {} &nbsp; <span class=\"k\">cores</span> {} free of {} \
-         &nbsp; <span class=\"k\">GPUs</span> {} free of {} &nbsp; <span class=\"k\">reservations</span> {}</p>\
-         <h2>Clusters</h2><table><tr><th>show</th><th>type</th><th>tags</th><th>state</th><th>waiting</th><th>next turn</th></tr>{}</table>\
-         <p class=\"k\">config generation {} · <a href=\"/status\">/status</a> · <a href=\"/metrics\">/metrics</a></p>\
-         </body></html>",
-        if doc["ready"].as_bool().unwrap_or(false) {
-            "ok"
-        } else {
-            "bad"
-        },
-        if doc["ready"].as_bool().unwrap_or(false) {
-            "ready".to_owned()
-        } else {
-            format!(
-                "not ready: {}",
-                escape(&doc["not_ready_because"].to_string())
-            )
-        },
-        dispatch["frames_booked"],
-        dispatch["frames_per_second_10s"].as_f64().unwrap_or(0.0),
-        dispatch["frames_per_second_60s"].as_f64().unwrap_or(0.0),
-        dispatch["rejected"],
-        dispatch["launch_failures"],
-        sparkline(&per_second),
-        peak,
-        hosts["indexed"],
-        hosts["free_cores"],
-        hosts["total_cores"],
-        hosts["free_gpus"],
-        hosts["total_gpus"],
-        hosts["reservations"],
-        rows,
-        doc["config_generation"],
-    )
 }
 
 #[cfg(test)]
@@ -669,13 +561,5 @@ mod tests {
         let reply = request(&bare.address(), b"GET /again HTTP/1.0\r\n\r\n");
         assert!(reply.ends_with("\r\n\r\n/again\n"), "{reply}");
         bare.stop();
-    }
-
-    #[test]
-    fn sparkline_scales_to_the_peak() {
-        let svg = sparkline(&[0, 5, 10]);
-        assert!(svg.starts_with("<svg"));
-        assert!(svg.contains("polyline"));
-        assert_eq!(escape("<a&b>"), "&lt;a&amp;b&gt;");
     }
 }

@@ -31,6 +31,7 @@ pub mod index;
 pub mod lease;
 pub mod metrics;
 pub mod model;
+pub mod page;
 pub mod pb;
 pub mod pipeline;
 pub mod rqd;

@@ -14,6 +14,7 @@ pub mod launches;
 pub mod migrate;
 pub mod recompute;
 pub mod reservations;
+pub(crate) mod status;
 
 use std::{
     sync::atomic::{AtomicU64, Ordering},

@@ -126,6 +126,15 @@ impl WaitingReasons {
         }
         totals
     }
+
+    /// Frames per layer and reason, fresh entries only (the status page groups them by show).
+    pub fn by_layer(&self) -> Vec<(LayerId, Reason, i64)> {
+        self.layers
+            .iter()
+            .filter(|e| e.seen.elapsed() < STALE_AFTER)
+            .map(|e| (e.key().clone(), e.reason, e.frames))
+            .collect()
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod chaos;
 mod explain;
 mod multi;
 mod ops;
+mod page;
 mod pipeline;
 mod quality;
 mod schema;
