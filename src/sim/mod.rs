@@ -12,6 +12,7 @@ pub mod instances;
 pub mod pg;
 pub mod scenario;
 pub mod seed;
+pub mod verify;
 pub mod workload;
 
 /// Why a simulation could not run.
