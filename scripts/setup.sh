@@ -28,3 +28,20 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo (Rust) is required: https://rustup.rs" >&2
     exit 1
 fi
+
+# promtool, for the test that parses the Grafana dashboard's queries as PromQL. Debian ships it
+# only inside the `prometheus` package, whose install starts a Prometheus server; so the package
+# is downloaded and only its promtool extracted, into a private directory that scripts/test.sh
+# puts on PATH. Without network this is skipped, and so is that one test.
+tools="${STAGEHAND_TOOLS:-/var/tmp/stagehand-tools}"
+if ! command -v promtool >/dev/null 2>&1 && [ ! -x "$tools/promtool" ]; then
+    work="$(mktemp -d)"
+    if (cd "$work" && apt-get download prometheus >/dev/null 2>&1) &&
+        dpkg-deb -x "$work"/prometheus_*.deb "$work/root" &&
+        mkdir -p "$tools" && cp "$work/root/usr/bin/promtool" "$tools/promtool"; then
+        echo "setup: promtool extracted to $tools" >&2
+    else
+        echo "setup: promtool unavailable (no network?); the PromQL parse test will skip" >&2
+    fi
+    rm -rf "$work"
+fi

@@ -8,4 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+# promtool as scripts/setup.sh extracts it (see there).
+export PATH="$PATH:${STAGEHAND_TOOLS:-/var/tmp/stagehand-tools}"
 exec cargo test --release --all-targets "$@"

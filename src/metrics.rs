@@ -194,6 +194,15 @@ metrics! {
         "Waiting frames of managed shows by why they are not booked",
         &["reason"],
     );
+    /// Each managed show's subscriptions as the recompute last read them, in centicores:
+    /// `kind` is `booked` (what its procs hold on the allocation), `size` or `burst`. Every
+    /// instance exports every managed show (the figures come from the database), so a
+    /// dashboard takes `max by (show, alloc, kind)`.
+    SUBSCRIPTION_CORES: IntGaugeVec = gauge_vec(
+        "stagehand_subscription_centicores",
+        "Managed shows' subscriptions: booked, size and burst, in centicores",
+        &["show", "alloc", "kind"],
+    );
     /// Host refreshes by result.
     HOST_REFRESHES: IntCounterVec = counter_vec("stagehand_host_refreshes_total", "Host index refreshes", &["result"]);
     /// Clusters waiting in the work queue.

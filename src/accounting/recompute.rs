@@ -10,8 +10,49 @@ use std::{
 
 use arc_swap::ArcSwap;
 
-use super::Ledger;
-use crate::{config::Config, db, ids::ShowId, metrics};
+use super::{Caps, Ledger, Snapshot};
+use crate::{
+    config::Config,
+    db,
+    ids::{AllocId, ShowId},
+    metrics,
+};
+
+/// The subscription gauge ([`metrics::SUBSCRIPTION_CORES`]), owned by the recompute thread:
+/// sizes and bursts come with each caps read, booked cores with each re-sync, and the names
+/// of the last caps read label both.
+#[derive(Default)]
+pub struct SubscriptionGauge {
+    names: std::collections::HashMap<(ShowId, AllocId), (String, String)>,
+}
+
+impl SubscriptionGauge {
+    /// Publishes the sizes and bursts of `caps`; subscriptions gone since the last read
+    /// (deleted, or their show handed back to Cuebot) leave the gauge.
+    pub fn caps(&mut self, caps: &Caps) {
+        metrics::SUBSCRIPTION_CORES.reset();
+        self.names = caps.names.clone();
+        for (key, (show, alloc)) in &self.names {
+            for (kind, map) in [("size", &caps.sizes), ("burst", &caps.bursts)] {
+                let value = map.get(key).copied().unwrap_or(0);
+                metrics::SUBSCRIPTION_CORES
+                    .with_label_values(&[show, alloc, kind])
+                    .set(value);
+            }
+        }
+    }
+
+    /// Publishes the booked cores of every known subscription from `snapshot` (0 where its
+    /// show holds nothing on the allocation).
+    pub fn booked(&self, snapshot: &Snapshot) {
+        for (key, (show, alloc)) in &self.names {
+            let booked = snapshot.subs.get(key).map_or(0, |b| b.cores);
+            metrics::SUBSCRIPTION_CORES
+                .with_label_values(&[show, alloc, "booked"])
+                .set(booked);
+        }
+    }
+}
 
 /// One recompute round: tables (of `shows`, or every managed show), then counters, then
 /// (when due or not yet seeded) caps.
@@ -20,6 +61,23 @@ pub fn round(
     ledger: &Ledger,
     read_caps: bool,
     shows: Option<&[ShowId]>,
+) -> Result<(), db::DbError> {
+    round_publishing(
+        client,
+        ledger,
+        read_caps,
+        shows,
+        &mut SubscriptionGauge::default(),
+    )
+}
+
+/// [`round`], publishing the subscriptions it reads to `gauge` (the `accounting` thread's).
+fn round_publishing(
+    client: &mut postgres::Client,
+    ledger: &Ledger,
+    read_caps: bool,
+    shows: Option<&[ShowId]>,
+    gauge: &mut SubscriptionGauge,
 ) -> Result<(), db::DbError> {
     let started = Instant::now();
     // The tables are for Cuebot and the UI; the counters are what caps lean on. A failed
@@ -42,12 +100,14 @@ pub fn round(
     if read_caps || !ledger.is_seeded() {
         let caps = db::accounting::caps(client)?;
         ledger.set_caps(&caps);
+        gauge.caps(&caps);
     }
     // The epoch moves before the snapshot is read: commits from here on are carried forward
     // even if the snapshot already contains them (counted twice reads high: under-books only).
     let epoch = ledger.begin_resync();
     let snapshot = db::accounting::booked_snapshot(client)?;
     let drift = ledger.resync(epoch, &snapshot);
+    gauge.booked(&snapshot);
     if ledger.is_seeded() {
         metrics::COUNTER_DRIFT
             .with_label_values(&["all"])
@@ -69,6 +129,7 @@ pub fn run(
 ) {
     let mut session = crate::worker::Session::default();
     let mut next_caps = Instant::now();
+    let mut gauge = SubscriptionGauge::default();
     crate::worker::periodic(
         &stop,
         || ledger.take_resync_request(),
@@ -84,7 +145,7 @@ pub fn run(
                 }
             };
             let read_caps = ledger.take_caps_request() || now >= next_caps;
-            match round(conn, &ledger, read_caps, held().as_deref()) {
+            match round_publishing(conn, &ledger, read_caps, held().as_deref(), &mut gauge) {
                 Ok(()) if read_caps => next_caps = now + cfg.accounting.caps_interval,
                 Ok(()) => {}
                 Err(e) => {

@@ -56,6 +56,8 @@ pub struct Caps {
     pub folders: HashMap<FolderId, Limits>,
     /// Job limits.
     pub jobs: HashMap<JobId, Limits>,
+    /// Show and allocation names per (show, alloc), for the subscription gauge.
+    pub names: HashMap<(ShowId, AllocId), (String, String)>,
 }
 
 /// Booked centicores and GPUs per subscription, folder and job of managed shows, from `proc`.
@@ -85,12 +87,15 @@ pub(crate) fn booked_snapshot(client: &mut Client) -> Result<Snapshot, DbError> 
 pub fn caps(client: &mut Client) -> Result<Caps, DbError> {
     let mut caps = Caps::default();
     for r in client.query(
-        "SELECT sub.pk_show, sub.pk_alloc, sub.int_burst::bigint, sub.int_size::bigint FROM subscription sub
-           JOIN show s ON s.pk_show = sub.pk_show WHERE s.b_scheduler_managed",
+        "SELECT sub.pk_show, sub.pk_alloc, sub.int_burst::bigint, sub.int_size::bigint, s.str_name, a.str_name
+           FROM subscription sub JOIN show s ON s.pk_show = sub.pk_show JOIN alloc a ON a.pk_alloc = sub.pk_alloc
+          WHERE s.b_scheduler_managed",
         &[],
     )? {
-        caps.bursts.insert((r.get(0), r.get(1)), r.get(2));
-        caps.sizes.insert((r.get(0), r.get(1)), r.get(3));
+        let key: (ShowId, AllocId) = (r.get(0), r.get(1));
+        caps.bursts.insert(key.clone(), r.get(2));
+        caps.sizes.insert(key.clone(), r.get(3));
+        caps.names.insert(key, (r.get(4), r.get(5)));
     }
     for r in client.query(
         "SELECT fr.pk_folder, fr.int_max_cores::bigint, fr.int_max_gpus::bigint FROM folder_resource fr
