@@ -66,7 +66,7 @@ static SAMPLES: LazyLock<Mutex<VecDeque<Sample>>> = LazyLock::new(Default::defau
 /// does not import the HTTP server that calls it).
 pub fn render(status: &StatusHandle, ready: (bool, Vec<&'static str>)) -> String {
     let rows = database_rows(status);
-    let rates = show_rates();
+    let rates = show_rates(status.shared.stats.uptime_secs() as f64);
     render::page(&render::Inputs {
         status,
         ready,
@@ -118,9 +118,9 @@ fn read_database(shared: &Shared) -> Result<StatusRows, String> {
     crate::db::status::read(&mut *conn, &filter).map_err(|e| e.to_string())
 }
 
-/// Frames booked per second by show name over the samples of the last [`RATE_WINDOW`]; empty
-/// until two samples at least a second apart exist (the page's second load).
-fn show_rates() -> HashMap<String, f64> {
+/// Frames booked per second by show name over the samples of the last [`RATE_WINDOW`]; on the
+/// page's first load (one sample) the mean since the instance started `uptime` seconds ago.
+fn show_rates(uptime: f64) -> HashMap<String, f64> {
     let now = Instant::now();
     let mut samples = SAMPLES.lock();
     if samples
@@ -137,7 +137,13 @@ fn show_rates() -> HashMap<String, f64> {
     };
     let secs = t1.duration_since(*t0).as_secs_f64();
     if secs < 1.0 {
-        return HashMap::new();
+        return if uptime >= 1.0 {
+            last.iter()
+                .map(|(s, n)| (s.clone(), *n as f64 / uptime))
+                .collect()
+        } else {
+            HashMap::new()
+        };
     }
     last.iter()
         .map(|(show, n)| {
