@@ -228,6 +228,45 @@ fn a_frame_stolen_mid_batch_drops_alone() {
 }
 
 #[test]
+fn a_job_paused_after_the_pass_read_it_starts_no_frame() {
+    let farm = Farm::new(
+        &small_farm(
+            1,
+            8,
+            32,
+            &[],
+            one_layer(LayerSpec::simple("l", "1-2", "general")),
+        ),
+        |_| {},
+    );
+    // The pass read the job as pending and unpaused; the user pauses it before the commit.
+    let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
+    farm.client()
+        .execute("UPDATE job SET b_paused = true", &[])
+        .unwrap();
+    let outcome = book_batch(
+        &mut farm.client(),
+        &placements,
+        &BookOptions {
+            mem_reserved_min_kb: 0,
+            ping_timeout_secs: 3600.0,
+            no_retry_exit_statuses: Vec::new(),
+            record_launches: None,
+        },
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    assert!(
+        outcome.results.iter().all(|r| *r == Err(GuardLoss::Frame)),
+        "{:?}",
+        outcome.results
+    );
+    assert_eq!(farm.frames_in("WAITING"), 2);
+    farm.assert_clean_audit();
+}
+
+#[test]
 fn a_host_exhausted_by_another_writer_is_never_overbooked() {
     let farm = Farm::new(
         &small_farm(

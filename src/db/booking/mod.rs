@@ -527,7 +527,10 @@ pub fn committed(client: &mut Client, procs: &[&str]) -> Result<bool, DbError> {
 }
 
 /// Moves the frames of `idx` from WAITING to RUNNING under the version guard; returns the new
-/// version of each frame that moved.
+/// version of each frame that moved. The job is re-read here too: a pause (or a kill) that
+/// committed after the pass read the job but before this statement wins, so a frame of a job
+/// paused meanwhile is not started; a pause committing while this transaction runs is
+/// ordered after the booking, as if the user had paused a moment later.
 fn start_frames(
     tx: &mut Transaction<'_>,
     placements: &[Placement],
@@ -559,6 +562,8 @@ fn start_frames(
             AND NOT EXISTS (SELECT 1 FROM proc p WHERE p.pk_frame = f.pk_frame)
             AND EXISTS (SELECT 1 FROM layer l WHERE l.pk_layer = f.pk_layer
                          AND (l.ts_start_after IS NULL OR l.ts_start_after <= now()))
+            AND EXISTS (SELECT 1 FROM job j WHERE j.pk_job = f.pk_job
+                         AND j.str_state = 'PENDING' AND NOT j.b_paused)
       RETURNING f.pk_frame, f.int_version",
         &[&frames, &versions, &hosts, &cores, &mem, &gpus, &skip, &gpu_mem],
     )?;
