@@ -11,9 +11,9 @@
 //! one whenever all are busy) that blocks reading requests, and it never times a read out. So
 //! we bind the listener ourselves and set `SO_RCVTIMEO` / `SO_SNDTIMEO` on it: Linux copies
 //! them into every connection it accepts (a test checks this), so a client that sends nothing
-//! for [`READ_TIMEOUT`] (before a request or between requests of a kept-alive connection) is
+//! for `READ_TIMEOUT` (before a request or between requests of a kept-alive connection) is
 //! disconnected and its pool thread ends after tiny_http's 5 s idle time, and a client that
-//! does not read holds the `http` thread for at most [`WRITE_TIMEOUT`] per write. What is NOT
+//! does not read holds the `http` thread for at most `WRITE_TIMEOUT` per write. What is NOT
 //! bounded: tiny_http has no hook between accept and its pool, so the connections served at
 //! once (one thread each) are not capped; the bound is the connections that arrive within one
 //! `READ_TIMEOUT`, plus any client that keeps sending a byte at least every `READ_TIMEOUT`
@@ -24,7 +24,7 @@
 //!
 //! The listener's `SO_RCVTIMEO` also makes `accept` time out, and tiny_http ends its accept
 //! thread on any accept error. So the `http` thread connects to its own listener every
-//! [`NUDGE`] (tiny_http accepts and drops that connection, and its accept waits afresh), and
+//! `NUDGE` (tiny_http accepts and drops that connection, and its accept waits afresh), and
 //! should the accept thread end anyway (the process was stopped for longer than
 //! `READ_TIMEOUT`, the `http` thread was stuck writing, descriptors ran out), it starts a new
 //! tiny_http server on the same listening socket, which stays open meanwhile.

@@ -236,7 +236,7 @@ pub struct Rejection {
 
 impl Ledger {
     /// An empty ledger: every subscription rejects until it is seeded. No show is ever
-    /// hungry for it (see [`Ledger::with_hungry`]), so it never yields for fair share.
+    /// hungry for it (see `Ledger::with_hungry`), so it never yields for fair share.
     pub fn new() -> Arc<Ledger> {
         Arc::new(Ledger::default())
     }

@@ -52,7 +52,7 @@ pub struct Written {
 /// (`None`: every managed show).
 ///
 /// Layer and point rows are never locked by a booking and are rewritten by one statement
-/// each; folder, job and subscription rows go through [`rewrite_shared`].
+/// each; folder, job and subscription rows go through `rewrite_shared`.
 pub fn recompute_tables(client: &mut Client, shows: Option<&[ShowId]>) -> Result<Written, DbError> {
     let layer_resource = client.execute(LAYER_RESOURCE_SQL.as_str(), &[&shows])?;
     let folder_resource = rewrite_shared(client, &FOLDER, shows)?;

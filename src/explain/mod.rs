@@ -6,8 +6,8 @@
 //! and why, its clusters' turns, its own cap counters.
 //!
 //! For each layer the WAITING frames are grouped by why they wait: the reasons that hold back
-//! the whole layer ([`reasons`]: show not managed or not held, job paused or not pending,
-//! start-after, job and folder caps, full limits), then what the hosts say ([`hosts`]:
+//! the whole layer (`reasons`: show not managed or not held, job paused or not pending,
+//! start-after, job and folder caps, full limits), then what the hosts say (`hosts`:
 //! subscriptions at burst or yielding, reservations for wide frames, or no host fits and what
 //! the closest ones lack). A frame holding a reservation, and DEPEND frames, get groups of
 //! their own. The checks mirror the pass's ([`crate::pipeline::matcher`]) and the booking

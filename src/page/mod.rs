@@ -5,7 +5,7 @@
 //! and manual-tag cluster chunks collapse to a count per show.
 //!
 //! Figures come from two places. The database (through the instance's pool, by
-//! [`crate::db::status`]) gives what every instance shares: farm totals, subscriptions,
+//! `crate::db::status`) gives what every instance shares: farm totals, subscriptions,
 //! instances and their shows, reservations, the busiest and longest-waiting layers and the
 //! latest launch failures. It is read at most once per [`CACHE_FOR`] per instance, so a storm
 //! of refreshes cannot load the database, and when it fails the page still renders (never a

@@ -109,7 +109,7 @@ impl WaitingReasons {
     }
 
     /// What the last pass that left frames of `layer` waiting recorded: the reason, the
-    /// frames and how long ago (`None` when none did within [`STALE_AFTER`]).
+    /// frames and how long ago (`None` when none did within `STALE_AFTER`).
     pub fn layer(&self, layer: &str) -> Option<(Reason, i64, Duration)> {
         let e = self.layers.get(layer)?;
         let age = e.seen.elapsed();

@@ -1,6 +1,6 @@
 //! The booking transaction: many placements committed in one guarded transaction. The host
-//! guard's SQL is in [`super::host_guard`]; the undo of a booking whose launch failed is in
-//! [`super::compensation`] (re-exported here).
+//! guard's SQL is in `super::host_guard`; the undo of a booking whose launch failed is in
+//! `super::compensation` (re-exported here).
 //!
 //! Every guard is re-checked inside the transaction, so a stale host index or a second writer
 //! (Cuebot, another instance) can cost a placement, never an over-booking:
@@ -172,7 +172,7 @@ pub struct BookOptions {
     pub mem_reserved_min_kb: i64,
     /// A host whose `host_stat.ts_ping` is older than this (seconds) takes no frame.
     pub ping_timeout_secs: f64,
-    /// Exit statuses that do not count as a retry besides [`NO_RETRY_EXIT_STATUS`].
+    /// Exit statuses that do not count as a retry besides `NO_RETRY_EXIT_STATUS`.
     pub no_retry_exit_statuses: Vec<i64>,
     /// Record the booked procs as not yet launched, owned by this instance (`Some(None)`:
     /// no instance, a single unfenced booker); `None` records nothing (dry run: nothing
