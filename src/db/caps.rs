@@ -17,15 +17,19 @@ use std::collections::{BTreeSet, HashMap};
 use postgres::Transaction;
 
 use super::{DbError, booking::Placement};
+use crate::{
+    ids::{AllocId, FolderId, ShowId},
+    model::CoresGpus,
+};
 
 /// Charged and not yet committed by this instance (every batch in flight, this one included):
 /// centicores per (show, alloc) and (centicores, GPUs) per folder.
 #[derive(Clone, Debug, Default)]
 pub struct InFlight {
-    /// Per (`pk_show`, `pk_alloc`).
-    pub subs: HashMap<(String, String), i64>,
-    /// Per `pk_folder`.
-    pub folders: HashMap<String, (i64, i64)>,
+    /// Centicores per subscription (show, allocation).
+    pub subs: HashMap<(ShowId, AllocId), i64>,
+    /// Centicores and GPUs per folder.
+    pub folders: HashMap<FolderId, CoresGpus>,
 }
 
 /// One cap's room: what may still be booked under it by this batch.
@@ -195,7 +199,7 @@ fn tight_subs<'p>(
     live: &[usize],
     inflight: &InFlight,
 ) -> Vec<(&'p str, &'p str)> {
-    let mut own: HashMap<(&str, &str), i64> = HashMap::new();
+    let mut own: HashMap<(&ShowId, &AllocId), i64> = HashMap::new();
     for &i in live {
         let p = &placements[i];
         *own.entry((&p.show, &p.alloc)).or_default() += i64::from(p.amount.cores);
@@ -205,7 +209,7 @@ fn tight_subs<'p>(
         .filter(|((show, alloc), own)| {
             let all = inflight
                 .subs
-                .get(&((*show).to_owned(), (*alloc).to_owned()))
+                .get(&((*show).clone(), (*alloc).clone()))
                 .copied()
                 .unwrap_or(*own)
                 .max(*own);
@@ -214,7 +218,7 @@ fn tight_subs<'p>(
                 .and_then(|r| r.cores);
             room.is_some_and(|room| room < all)
         })
-        .map(|(key, _)| key)
+        .map(|((show, alloc), _)| (show.as_str(), alloc.as_str()))
         .collect();
     tight.sort_unstable();
     tight
@@ -254,18 +258,18 @@ fn subtract_others(
     placements: &[Placement],
     inflight: &InFlight,
 ) {
-    let mut own_subs: HashMap<(&str, &str), i64> = HashMap::new();
-    let mut own_folders: HashMap<&str, (i64, i64)> = HashMap::new();
+    let mut own_subs: HashMap<(&ShowId, &AllocId), i64> = HashMap::new();
+    let mut own_folders: HashMap<&FolderId, CoresGpus> = HashMap::new();
     for p in placements {
         *own_subs.entry((&p.show, &p.alloc)).or_default() += i64::from(p.amount.cores);
         let f = own_folders.entry(&p.folder).or_default();
-        f.0 += i64::from(p.amount.cores);
-        f.1 += i64::from(p.amount.gpus);
+        f.cores += i64::from(p.amount.cores);
+        f.gpus += i64::from(p.amount.gpus);
     }
     for ((show, alloc), own) in own_subs {
         let all = inflight
             .subs
-            .get(&(show.to_owned(), alloc.to_owned()))
+            .get(&(show.clone(), alloc.clone()))
             .copied()
             .unwrap_or(own);
         if let Some(r) = rooms.get_mut(&format!("s/{show}/{alloc}")) {
@@ -275,8 +279,8 @@ fn subtract_others(
     for (folder, own) in own_folders {
         let all = inflight.folders.get(folder).copied().unwrap_or(own);
         if let Some(r) = rooms.get_mut(&format!("f/{folder}")) {
-            r.cores = r.cores.map(|c| c - (all.0 - own.0).max(0));
-            r.gpus = r.gpus.map(|g| g - (all.1 - own.1).max(0));
+            r.cores = r.cores.map(|c| c - (all.cores - own.cores).max(0));
+            r.gpus = r.gpus.map(|g| g - (all.gpus - own.gpus).max(0));
         }
     }
 }

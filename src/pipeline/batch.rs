@@ -133,19 +133,16 @@ impl Committer<'_> {
     fn inflight(&self, placements: &[Placement]) -> InFlight {
         let ledger = &self.shared.ledger;
         let mut inflight = InFlight::default();
-        // `InFlight` is keyed by text (db::caps); one entry per distinct cap of the batch.
+        // One entry per distinct cap of the batch (the keys are shared ids: no copies).
         for p in placements {
             inflight
                 .subs
-                .entry((p.show.to_string(), p.alloc.to_string()))
+                .entry((p.show.clone(), p.alloc.clone()))
                 .or_insert_with(|| ledger.inflight_sub(&p.show, &p.alloc));
             inflight
                 .folders
-                .entry(p.folder.to_string())
-                .or_insert_with(|| {
-                    let f = ledger.inflight_folder(&p.folder);
-                    (f.cores, f.gpus)
-                });
+                .entry(p.folder.clone())
+                .or_insert_with(|| ledger.inflight_folder(&p.folder));
         }
         inflight
     }
