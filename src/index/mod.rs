@@ -426,6 +426,25 @@ impl HostIndex {
         }
     }
 
+    /// Applies a read of the hosts that changed since the last read: upserts those still
+    /// eligible, removes those that are not; leaves every other host as it is.
+    pub(crate) fn apply_changes(&self, ticket: RefreshTicket, changes: Vec<(HostRecord, bool)>) {
+        let mut grew = false;
+        for (r, eligible) in changes {
+            let Ok(key) = Uuid::parse_str(&r.id) else {
+                continue;
+            };
+            if eligible {
+                grew |= self.upsert(ticket, key, r);
+            } else {
+                self.remove_key(&key);
+            }
+        }
+        if grew {
+            self.capacity_grew();
+        }
+    }
+
     /// Upserts one host read under `ticket`; `key` is its id parsed. True when the host is
     /// new or has more free room than before.
     fn upsert(&self, ticket: RefreshTicket, key: Uuid, r: HostRecord) -> bool {

@@ -347,7 +347,9 @@ fn sub(alloc: usize, size: u32, burst: u32) -> SubSpec {
     SubSpec { alloc, size, burst }
 }
 
-/// The demo's three shows, subscribed in fractions of the farm's `cores`.
+/// The demo's three shows, subscribed in fractions of the farm's `cores`. Every show holds a
+/// subscription to every allocation, so no allocation sits idle while one show's work that
+/// could run there waits (the desktops and the GPU hosts' spare cores included).
 fn demo_shows(cores: u32) -> Vec<ShowSpec> {
     let show = |name: &str, subs: Vec<SubSpec>| ShowSpec {
         name: name.into(),
@@ -367,11 +369,19 @@ fn demo_shows(cores: u32) -> Vec<ShowSpec> {
         ),
         show(
             "episodic",
-            vec![sub(0, quarter, cores / 2), sub(1, eighth, quarter)],
+            vec![
+                sub(0, quarter, cores / 2),
+                sub(1, eighth, quarter),
+                sub(2, eighth, quarter),
+            ],
         ),
         show(
             "commercial",
-            vec![sub(0, eighth, quarter), sub(2, eighth, quarter)],
+            vec![
+                sub(0, eighth, quarter),
+                sub(1, eighth, quarter),
+                sub(2, eighth, quarter),
+            ],
         ),
     ]
 }
@@ -396,13 +406,16 @@ fn demo_job(rng: &mut SmallRng, j: usize, runtime_scale: f64) -> JobSpec {
     }
 }
 
-/// The layers of a demo job of `kind`, runtimes drawn in milliseconds and scaled.
+/// The layers of a demo job of `kind`, runtimes drawn in milliseconds and scaled. CPU layers
+/// that fit a GPU host's spare cores may run there (`gpu`), and light ones on the desktops
+/// (`desktop`), as a studio lets them: GPU frames keep their room on GPU hosts by the
+/// `gpu_host_*` rules, not by tags.
 fn demo_layers(rng: &mut SmallRng, kind: usize, runtime_scale: f64) -> Vec<LayerSpec> {
     let scale = |ms: u64| ((ms as f64 * runtime_scale).round() as u64).max(1);
     match kind {
         // Comp: many light one-core frames, chunked.
         0 => {
-            let mut l = LayerSpec::simple("comp", "1-120", "general | desktop");
+            let mut l = LayerSpec::simple("comp", "1-120", "general | desktop | gpu");
             l.chunk = 5;
             l.threadable = false;
             l.mem_kb = 2 * GB;
@@ -411,11 +424,11 @@ fn demo_layers(rng: &mut SmallRng, kind: usize, runtime_scale: f64) -> Vec<Layer
         }
         // Lighting: heavy threadable renders, then a light denoise.
         1 => {
-            let mut r = LayerSpec::simple("beauty", "1001-1048", "general");
+            let mut r = LayerSpec::simple("beauty", "1001-1048", "general | gpu");
             r.cores_min = 8 * i64::from(CORE);
             r.mem_kb = 24 * GB;
             r.set_runtime_ms(scale(rng.random_range(8_000..20_000)));
-            let mut d = LayerSpec::simple("denoise", "1001-1048", "general");
+            let mut d = LayerSpec::simple("denoise", "1001-1048", "general | desktop | gpu");
             d.cores_min = 2 * i64::from(CORE);
             d.mem_kb = 4 * GB;
             d.set_runtime_ms(scale(rng.random_range(2_000..5_000)));

@@ -6,6 +6,7 @@ mod common;
 
 mod accounting;
 mod adversity;
+mod battery;
 mod chaos;
 mod explain;
 mod multi;
