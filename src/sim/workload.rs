@@ -119,7 +119,7 @@ pub fn drain(scale: f64, shows: usize, seed: u64) -> FarmSpec {
 
 /// The HARDWARE tags Cuebot gives every host RQD registers (its architecture and RQD's
 /// version).
-const HARDWARE_TAGS: [&str; 2] = ["64bit", "rqdv-1.0"];
+pub(crate) const HARDWARE_TAGS: [&str; 2] = ["64bit", "rqdv-1.0"];
 
 /// Drain host `i`, tagged as Cuebot registers hosts: 16–128 cores, 32–256 GB, the HARDWARE
 /// tags and up to two of the manual `tags` (the ALLOC and HOSTNAME tags come from seeding).

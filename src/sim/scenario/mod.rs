@@ -90,6 +90,13 @@ impl Run {
         })
     }
 
+    /// The service booking the farm.
+    pub fn service(&self) -> &Service {
+        self.service
+            .as_ref()
+            .expect("the service runs until the scenario finishes")
+    }
+
     /// Centicores booked on the farm now.
     pub fn busy(&mut self) -> Result<i64, SimError> {
         Ok(self

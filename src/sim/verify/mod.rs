@@ -9,6 +9,7 @@
 //! whose run leaves violations fails whatever its figure says.
 
 pub mod failover;
+pub mod tagmax;
 pub mod utilisation;
 
 use super::SimError;
@@ -54,6 +55,7 @@ pub type Scenario = fn(full: bool) -> Result<Verdict, SimError>;
 pub fn battery() -> Vec<(&'static str, Scenario)> {
     vec![
         ("FAILOVER", failover::failover),
+        ("TAGMAX", tagmax::tagmax),
         ("UTILISATION", utilisation::utilisation),
     ]
 }
