@@ -8,6 +8,9 @@
 //! `--scenario NAME` runs one. Every scenario also ends with the accounting audit: a scenario
 //! whose run leaves violations fails whatever its figure says.
 
+pub mod locality;
+pub mod tags_gpu;
+
 use super::SimError;
 
 /// What one scenario of the battery concluded.
@@ -49,5 +52,8 @@ pub type Scenario = fn(full: bool) -> Result<Verdict, SimError>;
 
 /// The battery in Maestro's order. Each scenario module adds its line here.
 pub fn battery() -> Vec<(&'static str, Scenario)> {
-    vec![]
+    vec![
+        ("LOCALITY", locality::verify),
+        ("TAGS_GPU", tags_gpu::verify),
+    ]
 }
