@@ -47,7 +47,9 @@ pub struct TagsGpuSpec {
     pub cores: u32,
     /// GPU hosts (twice the cores, `gpus` GPUs of 16 GB each).
     pub gpu_hosts: usize,
-    /// GPUs per GPU host.
+    /// GPUs per GPU host: odd, so a host running two-GPU frames keeps one for a one-GPU
+    /// frame (with an even count the two pools would only share hosts by luck, and the
+    /// narrower one starving the wider is the RESERVATIONS scenario's business).
     pub gpus: u32,
     /// Mean run time of every frame (±25 % jitter).
     pub runtime: Duration,
@@ -56,25 +58,25 @@ pub struct TagsGpuSpec {
 }
 
 impl TagsGpuSpec {
-    /// Test scale: 3 × 3 CPU hosts × 8 cores, 3 GPU hosts of 2 GPUs, 2 s frames, 10 s.
+    /// Test scale: 3 × 3 CPU hosts × 8 cores, 3 GPU hosts of 3 GPUs, 2 s frames, 10 s.
     pub fn small() -> TagsGpuSpec {
         TagsGpuSpec {
             per_tag: 3,
             cores: 8,
             gpu_hosts: 3,
-            gpus: 2,
+            gpus: 3,
             runtime: Duration::from_secs(2),
             window: Duration::from_secs(10),
         }
     }
 
-    /// Bench scale: 3 × 40 CPU hosts × 16 cores, 30 GPU hosts of 4 GPUs, 10 s frames, 60 s.
+    /// Bench scale: 3 × 40 CPU hosts × 16 cores, 30 GPU hosts of 3 GPUs, 10 s frames, 60 s.
     pub fn full() -> TagsGpuSpec {
         TagsGpuSpec {
             per_tag: 40,
             cores: 16,
             gpu_hosts: 30,
-            gpus: 4,
+            gpus: 3,
             runtime: Duration::from_secs(10),
             window: Duration::from_secs(60),
         }
@@ -121,13 +123,16 @@ impl TagsGpuSpec {
             l
         };
         let one = |name: &str, l: LayerSpec| job(0, name, 50, vec![l]);
+        // The two-GPU job goes first, so a GPU host it frees is its own again.
+        let mut wide = one("gpu2", gpu("gpu2", 2));
+        wide.priority = 60;
         farm.jobs = vec![
             one("maya", tagged("maya", "maya", 1)),
             one("nuke", tagged("nuke", "nuke", 2)),
             one("either", tagged("either", "maya | nuke", 1)),
             one("anywhere", tagged("anywhere", "general", 1)),
             one("gpu1", gpu("gpu1", 1)),
-            one("gpu2", gpu("gpu2", 2)),
+            wide,
         ];
         farm
     }
