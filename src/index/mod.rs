@@ -25,6 +25,10 @@
 //! after giving back, and commits stamp their sequence before leaving `pending`, so a host
 //! never shows more free capacity than the database minus live reservations.
 //!
+//! **Locality.** Each slot also remembers the layers and jobs booked on it lately
+//! ([`locality`]): committing an earmark records the frame's, and the search prefers warm
+//! hosts among those that fit, within their tier, never over a filter.
+//!
 //! **Capacity generation.** The index is the one writer of a counter that moves whenever a
 //! host gains room (a refresh read more idle, a host joined, an undone booking was credited
 //! back); others read it through a [`CapacityView`] — the cluster feed wakes the clusters
