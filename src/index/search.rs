@@ -351,9 +351,8 @@ impl<'r, 'a> Search<'r, 'a> {
     /// fallback, it ends (plain first fit from here) and hands the fallback back to take.
     fn lookahead_over(&mut self) -> Option<Candidate> {
         let l = self.lookahead.as_mut()?;
-        if l.fallback.is_none() {
-            return None;
-        }
+        // Counting starts at the first fit.
+        l.fallback.as_ref()?;
         l.since += 1;
         if l.since <= l.limit {
             return None;
