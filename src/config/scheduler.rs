@@ -9,7 +9,7 @@ use super::{
     check::{invalid, within},
     duration,
 };
-use crate::index::Strategy;
+use crate::index::{Locality, Strategy};
 
 /// `[scheduler]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,6 +70,8 @@ pub struct SchedulerConfig {
     pub no_retry_exit_statuses: Vec<i64>,
     /// Host choice for a frame.
     pub placement: Strategy,
+    /// Locality: among the hosts that fit, prefer those warm for the frame's layer or job.
+    pub locality: Locality,
     /// Job order within a cluster pass.
     pub job_order: JobOrder,
 }
@@ -112,6 +114,7 @@ impl Default for SchedulerConfig {
             mem_reserved_min_kb: 250 * 1024,
             no_retry_exit_statuses: Vec::new(),
             placement: Strategy::default(),
+            locality: Locality::default(),
             job_order: JobOrder::default(),
         }
     }
@@ -143,6 +146,13 @@ impl SchedulerConfig {
             return Err(invalid(
                 "scheduler.placement",
                 format!("{:?}", self.placement),
+                &reason,
+            ));
+        }
+        if let Err(reason) = self.locality.validate() {
+            return Err(invalid(
+                "scheduler.locality",
+                format!("{:?}", self.locality),
                 &reason,
             ));
         }

@@ -33,7 +33,7 @@ use crate::{
     },
     frameset::FrameSet,
     ids::{AllocId, FolderId, JobId, LayerId, ProcId},
-    index::{Earmark, HostView, Request},
+    index::{Affinity, Earmark, HostView, Prefer, Request},
     metrics,
     model::{CoresGpus, Resources},
     sizing::{self, HostShape, LayerColumns, LayerShape, Rules},
@@ -258,6 +258,8 @@ struct LayerPlan<'l> {
     /// The layer's tags that this cluster covers.
     tags: Vec<String>,
     share: Option<(u32, u32)>,
+    /// Locality: the layer and job, and how strongly warm hosts are preferred.
+    prefer: Prefer,
     job_env: &'l [(String, String)],
     layer_env: &'l [(String, String)],
 }
@@ -272,6 +274,7 @@ impl LayerPlan<'_> {
             os: if os.is_empty() { None } else { Some(os) },
             threadable: self.shape.threadable,
             share: self.share,
+            prefer: Some(self.prefer),
         }
     }
 }
@@ -396,6 +399,10 @@ impl Matcher<'_> {
             },
             tags,
             share: self.shared.lease.host_share(),
+            prefer: Prefer {
+                affinity: Affinity::of(&layer.id, &job.id),
+                locality: s.locality,
+            },
             job_env,
             layer_env,
         })
@@ -405,7 +412,13 @@ impl Matcher<'_> {
     fn layer(&mut self, plan: &LayerPlan<'_>) -> Result<Option<Stop>, db::DbError> {
         let request = plan.request();
         for frame in &plan.layer.frames {
-            let earmark = match self.place(plan, &request, frame) {
+            // A job with less than a core left under its cap fits no host: say so without a
+            // search (or a wide-frame reservation it could not use).
+            let headroom = self.shared.ledger.job_headroom(&plan.job.id);
+            if headroom.is_some_and(|c| c < i64::from(crate::model::CORE)) {
+                return Ok(Some(Stop::JobCapped));
+            }
+            let earmark = match self.place(plan, &request, frame, headroom) {
                 Ok(r) => r,
                 Err(veto) => return self.no_host(plan, &request, frame, veto).map(Some),
             };
@@ -429,19 +442,17 @@ impl Matcher<'_> {
         Ok(None)
     }
 
-    /// Finds and atomically reserves a host for `frame`; `Err` carries the last reason a
-    /// candidate was refused (`None`: nothing but room was missing).
+    /// Finds and atomically reserves a host for `frame` within the job's core `headroom`
+    /// (`None`: uncapped); `Err` carries the last reason a candidate was refused (`None`:
+    /// nothing but room was missing).
     fn place(
         &self,
         plan: &LayerPlan<'_>,
         request: &Request<'_>,
         frame: &FrameWork,
+        headroom: Option<i64>,
     ) -> Result<Earmark, Option<Reason>> {
-        let job_remaining = self
-            .shared
-            .ledger
-            .job_headroom(&plan.job.id)
-            .map(|c| c.clamp(0, i64::from(u32::MAX)) as u32);
+        let job_remaining = headroom.map(|c| c.clamp(0, i64::from(u32::MAX)) as u32);
         let now = backfill::now_secs();
         let veto: Cell<Option<Reason>> = Cell::new(None);
         let strategy = &self.config.scheduler.placement;

@@ -17,3 +17,5 @@ mod quality;
 mod schema;
 mod service;
 mod sim;
+mod verify_locality;
+mod verify_tags_gpu;

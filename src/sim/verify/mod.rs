@@ -9,6 +9,8 @@
 //! whose run leaves violations fails whatever its figure says.
 
 pub mod failover;
+pub mod locality;
+pub mod tags_gpu;
 pub mod tagmax;
 pub mod utilisation;
 
@@ -54,7 +56,9 @@ pub type Scenario = fn(full: bool) -> Result<Verdict, SimError>;
 /// The battery in Maestro's order. Each scenario module adds its line here.
 pub fn battery() -> Vec<(&'static str, Scenario)> {
     vec![
+        ("LOCALITY", locality::verify),
         ("FAILOVER", failover::failover),
+        ("TAGS_GPU", tags_gpu::verify),
         ("TAGMAX", tagmax::tagmax),
         ("UTILISATION", utilisation::utilisation),
     ]
