@@ -8,6 +8,7 @@ mod accounting;
 mod adversity;
 mod chaos;
 mod explain;
+mod memory;
 mod multi;
 mod ops;
 mod page;

@@ -90,6 +90,11 @@ impl Run {
         })
     }
 
+    /// The service booking the farm (until [`Run::finish`]).
+    pub fn service(&self) -> Option<&Service> {
+        self.service.as_ref()
+    }
+
     /// Centicores booked on the farm now.
     pub fn busy(&mut self) -> Result<i64, SimError> {
         Ok(self
