@@ -17,3 +17,5 @@ mod quality;
 mod schema;
 mod service;
 mod sim;
+mod verify_depends;
+mod verify_oom;

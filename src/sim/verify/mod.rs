@@ -10,6 +10,13 @@
 
 use super::SimError;
 
+mod depends;
+mod oom;
+mod progress;
+
+pub use depends::depends;
+pub use oom::oom;
+
 /// What one scenario of the battery concluded.
 #[derive(Clone, Debug)]
 pub struct Verdict {
@@ -49,5 +56,5 @@ pub type Scenario = fn(full: bool) -> Result<Verdict, SimError>;
 
 /// The battery in Maestro's order. Each scenario module adds its line here.
 pub fn battery() -> Vec<(&'static str, Scenario)> {
-    vec![]
+    vec![("DEPENDS", depends as Scenario), ("OOM", oom as Scenario)]
 }
