@@ -298,6 +298,27 @@ pub(crate) struct HistoryRules {
     pub floor_kb: u64,
 }
 
+impl HistoryRules {
+    /// The rules of `[memory]`, or `None` when sizing from history is off.
+    pub(crate) fn of(config: &crate::config::MemoryConfig) -> Option<HistoryRules> {
+        config.from_history.then_some(HistoryRules {
+            min_frames: u64::from(config.min_frames),
+            headroom: config.headroom,
+            floor_kb: config.floor_kb,
+        })
+    }
+}
+
+/// What a frame of a layer asking `asked_kb` books (KB) under `[memory]`: from its history
+/// (`Some`) or what it asks (`None`). The booking pass and `explain` both size by this.
+pub(crate) fn booked_memory(
+    asked_kb: u64,
+    history: &MemoryHistory,
+    config: &crate::config::MemoryConfig,
+) -> Option<u64> {
+    HistoryRules::of(config).and_then(|rules| memory_from_history(asked_kb, history, &rules))
+}
+
 /// The memory (KB) a frame of a layer asking `asked_kb` books from its history, or `None` when
 /// it books what it asks: with too few successful frames, no usage recorded, the optimizer
 /// off (a frame ran out of memory: the out-of-memory path wins over history), or a history

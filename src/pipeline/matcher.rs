@@ -406,17 +406,8 @@ impl Matcher<'_> {
     /// (published on the sized-layers board), else what it asks. The booking re-checks it
     /// against the layer row (see `db::booking`), so a raise committed since this read wins.
     fn memory_to_book(&self, job: &PendingJob, layer: &LayerWork) -> i64 {
-        let m = &self.config.memory;
         let asked = layer.mem_min.max(0) as u64;
-        let rules = sizing::HistoryRules {
-            min_frames: u64::from(m.min_frames),
-            headroom: m.headroom,
-            floor_kb: m.floor_kb,
-        };
-        let booked = m
-            .from_history
-            .then(|| sizing::memory_from_history(asked, &layer.history, &rules))
-            .flatten();
+        let booked = sizing::booked_memory(asked, &layer.history, &self.config.memory);
         match booked {
             Some(booked_kb) => {
                 self.shared.sized.record(

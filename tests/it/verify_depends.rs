@@ -11,3 +11,14 @@ fn depends_no_frame_runs_before_its_depends_and_gated_frames_run() {
     println!("{}: {}", v.name, v.figure);
     assert!(v.pass, "{v:?}");
 }
+
+/// DEPENDS at full scale (64 × 16-core hosts, 40 trees of 3 × 20 frames): the figure for
+/// BENCHMARKS.md until `stagehand bench --workload verify` runs it.
+#[test]
+#[ignore = "full scale: minutes"]
+fn depends_full_scale() {
+    let _alone = timed_scenario();
+    let v = stagehand::sim::verify::depends(true).unwrap();
+    println!("{}: {}", v.name, v.figure);
+    assert!(v.pass, "{v:?}");
+}
