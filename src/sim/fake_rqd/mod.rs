@@ -453,3 +453,31 @@ impl FakeRqd {
         let _ = futures_executor::block_on(self.server.shutdown());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(used_kb: Option<i64>, hard_kb: i64) -> RunFrame {
+        let mut f = RunFrame::new();
+        f.hard_memory_limit = hard_kb;
+        if let Some(kb) = used_kb {
+            f.environment.insert(MEM_USED_ENV.into(), kb.to_string());
+        }
+        f
+    }
+
+    #[test]
+    fn a_frame_above_its_hard_limit_runs_out_of_memory_at_the_limit() {
+        // 90–100 % of 5,000,000 KB is above a 4,000,000 KB limit whatever the hash.
+        for h in [0, 7 << 10, 100 << 10, u64::MAX >> 33] {
+            assert_eq!(
+                memory_use(&frame(Some(5_000_000), 4_000_000), h),
+                (true, 4_000_000)
+            );
+            let (oom, rss) = memory_use(&frame(Some(5_000_000), 8_000_000), h);
+            assert!(!oom && (4_500_000..=5_000_000).contains(&rss), "{rss}");
+        }
+        assert_eq!(memory_use(&frame(None, 4_000_000), 3), (false, 0));
+    }
+}

@@ -176,3 +176,25 @@ fn resolve(
     }
     Ok((row.get(0), layer, frame))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_type_is_named_from_both_scopes_as_cuebot_names_it() {
+        let on = |er: DependTarget, on: DependTarget| DependSpec { er, on }.kind();
+        assert_eq!(
+            on(DependTarget::job("a"), DependTarget::job("b")),
+            "JOB_ON_JOB"
+        );
+        assert_eq!(
+            on(DependTarget::layer("a", "c"), DependTarget::job("b")),
+            "LAYER_ON_JOB"
+        );
+        let fbf = frame_by_frame(("a", "r"), ("a", "s"), 1..=3);
+        assert_eq!(fbf.len(), 3);
+        assert_eq!(fbf[2].kind(), "FRAME_ON_FRAME");
+        assert_eq!(fbf[2].on, DependTarget::frame("a", "s", 3));
+    }
+}
