@@ -25,6 +25,7 @@ mod database;
 mod duration;
 mod hosts;
 mod http;
+mod memory;
 mod reservations;
 mod rqd;
 mod scheduler;
@@ -35,6 +36,7 @@ pub use cluster::ClusterConfig;
 pub use database::DatabaseConfig;
 pub use hosts::HostsConfig;
 pub use http::HttpConfig;
+pub use memory::MemoryConfig;
 pub use reservations::ReservationsConfig;
 pub use rqd::RqdConfig;
 pub use scheduler::{JobOrder, SchedulerConfig};
@@ -98,6 +100,8 @@ pub struct Config {
     pub accounting: AccountingConfig,
     /// `[reservations]`: hosts reserved for wide frames, and backfill around them.
     pub reservations: ReservationsConfig,
+    /// `[memory]`: memory booked from what a layer's frames used.
+    pub memory: MemoryConfig,
     /// `[cluster]`: multi-instance coordination.
     pub cluster: ClusterConfig,
     /// `[http]`: metrics and health endpoints.
@@ -137,6 +141,7 @@ impl Config {
         self.database.validate(self.cluster.lease_duration)?;
         self.scheduler.validate()?;
         self.reservations.validate()?;
+        self.memory.validate()?;
         self.rqd.validate()?;
         self.cluster.validate()?;
         self.http.validate()

@@ -384,6 +384,19 @@ fn update_gauges(status: &StatusHandle) {
             .with_label_values(&[reason.label()])
             .set(frames);
     }
+    // Layers come and go: only those sized now are exported.
+    let sized = shared.sized.snapshot();
+    metrics::MEMORY_FROM_HISTORY.reset();
+    for l in &sized {
+        let kb = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        metrics::MEMORY_FROM_HISTORY
+            .with_label_values(&[&l.job, &l.layer, "asked"])
+            .set(kb(l.asked_kb));
+        metrics::MEMORY_FROM_HISTORY
+            .with_label_values(&[&l.job, &l.layer, "booked"])
+            .set(kb(l.booked_kb));
+    }
+    metrics::MEMORY_HISTORY_LAYERS.set(sized.len() as i64);
 }
 
 /// The `/status` document.
@@ -427,6 +440,17 @@ pub(crate) fn status_json(status: &StatusHandle) -> Value {
             .map(|(reason, frames)| (reason.label(), frames))
             .collect::<std::collections::BTreeMap<_, _>>(),
         "wide_frame_reservations": shared.holds.snapshot().status(),
+        "memory_from_history": shared
+            .sized
+            .snapshot()
+            .iter()
+            .map(|l| json!({
+                "job": l.job,
+                "layer": l.layer,
+                "asked_kb": l.asked_kb,
+                "booked_kb": l.booked_kb,
+            }))
+            .collect::<Vec<_>>(),
         "clusters": status.clusters.load().as_ref(),
         "leases": leases,
     })

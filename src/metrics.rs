@@ -194,6 +194,16 @@ metrics! {
         "Waiting frames of managed shows by why they are not booked",
         &["reason"],
     );
+    /// Layers whose memory the passes book from history (`[memory] from_history`), in KB:
+    /// `kind` is `asked` (`layer.int_mem_min`) or `booked` (what its frames book instead).
+    MEMORY_FROM_HISTORY: IntGaugeVec = gauge_vec(
+        "stagehand_memory_from_history_kb",
+        "Layers whose memory is booked from history: asked and booked, in KB",
+        &["job", "layer", "kind"],
+    );
+    /// How many layers the passes book from history now.
+    MEMORY_HISTORY_LAYERS: IntGauge =
+        gauge("stagehand_memory_history_layers", "Layers whose memory is booked from history");
     /// Each managed show's subscriptions as the recompute last read them, in centicores:
     /// `kind` is `booked` (what its procs hold on the allocation), `size` or `burst`. Every
     /// instance exports every managed show (the figures come from the database), so a

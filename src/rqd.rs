@@ -253,15 +253,14 @@ pub struct FrameLaunch {
     pub os: String,
     /// `layer.b_threadable`.
     pub threadable: bool,
-    /// What was reserved.
+    /// What was reserved; its memory is also the base of RQD's memory limits.
     pub amount: Resources,
-    /// The layer's minimum memory (KB), base of the memory limits.
-    pub mem_min_kb: u64,
     /// `job_env` then `layer_env` (layer wins).
     pub env: Vec<(String, String)>,
 }
 
-/// Builds the `RunFrame` RQD receives. `soft` and `hard` are the memory-limit multipliers.
+/// Builds the `RunFrame` RQD receives. `soft` and `hard` are the memory-limit multipliers of
+/// the memory booked.
 pub(crate) fn run_frame(f: &FrameLaunch, soft: f64, hard: f64, now_ms: i64) -> RunFrame {
     let mut rf = RunFrame::new();
     rf.resource_id = f.proc.to_string();
@@ -285,8 +284,10 @@ pub(crate) fn run_frame(f: &FrameLaunch, soft: f64, hard: f64, now_ms: i64) -> R
     rf.num_cores = i32::try_from(f.amount.cores).unwrap_or(i32::MAX);
     rf.num_gpus = i32::try_from(f.amount.gpus).unwrap_or(i32::MAX);
     rf.os = f.os.clone();
-    rf.soft_memory_limit = (f.mem_min_kb as f64 * soft).round() as i64;
-    rf.hard_memory_limit = (f.mem_min_kb as f64 * hard).round() as i64;
+    // The limits follow what was booked: the layer's minimum, or less when its memory was
+    // sized from history (`[memory]`), so RQD holds the frame to what the host gave it.
+    rf.soft_memory_limit = (f.amount.mem_kb as f64 * soft).round() as i64;
+    rf.hard_memory_limit = (f.amount.mem_kb as f64 * hard).round() as i64;
     rf.loki_url = f.loki_url.clone();
     rf.environment = environment(f);
     rf
@@ -362,7 +363,6 @@ mod tests {
             user: "artist".into(),
             uid: Some(1234),
             amount: Resources { cores: 400, mem_kb: 1_000_000, gpus: 1, gpu_mem_kb: 10 },
-            mem_min_kb: 1_000_000,
             env: vec![("A".into(), "job".into()), ("A".into(), "layer".into()), ("CUE_SHOW".into(), "x".into())],
             show: "show".into(),
             ..FrameLaunch::default()

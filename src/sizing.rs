@@ -274,6 +274,69 @@ fn check_cores(cores: u64, host: &HostShape) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// What a layer's finished frames used, as Cuebot keeps it: `layer_mem.int_max_rss` (the most
+/// any frame used, KB), `layer_usage.int_frame_success_count`, and `layer.b_optimize` (cleared
+/// by Cuebot's completion when a frame of the layer ran out of memory).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct MemoryHistory {
+    /// `layer_mem.int_max_rss` (KB).
+    pub max_rss_kb: u64,
+    /// `layer_usage.int_frame_success_count`.
+    pub successes: u64,
+    /// `layer.b_optimize`.
+    pub optimize: bool,
+}
+
+/// The tunables of sizing from history (`[memory]`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct HistoryRules {
+    /// Successful frames needed first.
+    pub min_frames: u64,
+    /// Fraction added to the most used.
+    pub headroom: f64,
+    /// Never book less (KB).
+    pub floor_kb: u64,
+}
+
+impl HistoryRules {
+    /// The rules of `[memory]`, or `None` when sizing from history is off.
+    pub(crate) fn of(config: &crate::config::MemoryConfig) -> Option<HistoryRules> {
+        config.from_history.then_some(HistoryRules {
+            min_frames: u64::from(config.min_frames),
+            headroom: config.headroom,
+            floor_kb: config.floor_kb,
+        })
+    }
+}
+
+/// What a frame of a layer asking `asked_kb` books (KB) under `[memory]`: from its history
+/// (`Some`) or what it asks (`None`). The booking pass and `explain` both size by this.
+pub(crate) fn booked_memory(
+    asked_kb: u64,
+    history: &MemoryHistory,
+    config: &crate::config::MemoryConfig,
+) -> Option<u64> {
+    HistoryRules::of(config).and_then(|rules| memory_from_history(asked_kb, history, &rules))
+}
+
+/// The memory (KB) a frame of a layer asking `asked_kb` books from its history, or `None` when
+/// it books what it asks: with too few successful frames, no usage recorded, the optimizer
+/// off (a frame ran out of memory: the out-of-memory path wins over history), or a history
+/// that would not book less than asked (history only ever lowers the request, so a layer
+/// whose frames use more than they ask keeps the asked value RQD's limits were set from).
+pub(crate) fn memory_from_history(
+    asked_kb: u64,
+    history: &MemoryHistory,
+    rules: &HistoryRules,
+) -> Option<u64> {
+    if !history.optimize || history.successes < rules.min_frames || history.max_rss_kb == 0 {
+        return None;
+    }
+    let with_headroom = (history.max_rss_kb as f64 * (1.0 + rules.headroom)).ceil();
+    let booked = (with_headroom.min(u64::MAX as f64) as u64).max(rules.floor_kb);
+    (booked < asked_kb).then_some(booked)
+}
+
 /// GPU protection beyond "last resort": a frame that takes no GPU may use a GPU host (the
 /// host index offers one only when no other host fits) only if it leaves `per_gpu` of room
 /// for every idle GPU, so GPU work arriving later finds a place at once.
@@ -295,6 +358,71 @@ mod tests {
     //! Unit tests of the sizing rules, as a table.
 
     use super::*;
+
+    const HISTORY: HistoryRules = HistoryRules {
+        min_frames: 10,
+        headroom: 0.2,
+        floor_kb: GB / 2,
+    };
+
+    fn used(max_rss_gb: f64, successes: u64) -> MemoryHistory {
+        MemoryHistory {
+            max_rss_kb: (max_rss_gb * GB as f64) as u64,
+            successes,
+            optimize: true,
+        }
+    }
+
+    #[test]
+    fn a_layer_that_asks_8_gb_and_uses_2_books_the_most_used_plus_headroom() {
+        let booked = memory_from_history(8 * GB, &used(2.0, 10), &HISTORY);
+        assert_eq!(booked, Some((2.0 * 1.2 * GB as f64).ceil() as u64));
+    }
+
+    #[test]
+    fn history_needs_enough_successful_frames_and_some_usage() {
+        assert_eq!(memory_from_history(8 * GB, &used(2.0, 9), &HISTORY), None);
+        assert_eq!(memory_from_history(8 * GB, &used(0.0, 50), &HISTORY), None);
+    }
+
+    #[test]
+    fn a_layer_whose_frame_ran_out_of_memory_books_what_it_asks() {
+        let mut h = used(2.0, 50);
+        h.optimize = false;
+        assert_eq!(memory_from_history(8 * GB, &h, &HISTORY), None);
+    }
+
+    #[test]
+    fn history_never_books_below_the_floor_nor_at_or_above_the_ask() {
+        // 10 MB used: the floor (512 MB) is booked.
+        assert_eq!(
+            memory_from_history(8 * GB, &used(0.01, 10), &HISTORY),
+            Some(GB / 2)
+        );
+        // 7 GB used: 8.4 GB with headroom is not below the 8 GB asked.
+        assert_eq!(memory_from_history(8 * GB, &used(7.0, 10), &HISTORY), None);
+        // A floor above the ask: the ask.
+        let high_floor = HistoryRules {
+            floor_kb: 9 * GB,
+            ..HISTORY
+        };
+        assert_eq!(
+            memory_from_history(8 * GB, &used(1.0, 10), &high_floor),
+            None
+        );
+    }
+
+    #[test]
+    fn zero_headroom_books_exactly_the_most_used() {
+        let exact = HistoryRules {
+            headroom: 0.0,
+            ..HISTORY
+        };
+        assert_eq!(
+            memory_from_history(8 * GB, &used(3.0, 10), &exact),
+            Some(3 * GB)
+        );
+    }
 
     #[test]
     fn cpu_frames_leave_room_for_each_idle_gpu() {

@@ -26,9 +26,11 @@ pub struct RqdConfig {
     pub timeout: Duration,
     /// Threads launching frames in parallel across hosts. Cold.
     pub launch_threads: usize,
-    /// RunFrame soft memory limit as a multiple of the layer's minimum memory.
+    /// RunFrame soft memory limit as a multiple of the memory booked (the layer's
+    /// minimum, or its history with `[memory] from_history`).
     pub memory_soft_limit: f64,
-    /// RunFrame hard memory limit as a multiple of the layer's minimum memory.
+    /// RunFrame hard memory limit as a multiple of the memory booked (the layer's
+    /// minimum, or its history with `[memory] from_history`).
     pub memory_hard_limit: f64,
 }
 

@@ -228,6 +228,18 @@ fn each_rule_names_its_key_value_and_reason() {
             "reservations.candidates = 10001: must be between 1 and 10000",
         ),
         (
+            "[memory]\nmin_frames = 0\n",
+            "memory.min_frames = 0: must be between 1 and 1000000",
+        ),
+        (
+            "[memory]\nheadroom = -0.1\n",
+            "memory.headroom = -0.1: must be between 0 and 10",
+        ),
+        (
+            "[memory]\nfloor_kb = 1024\n",
+            "memory.floor_kb = 1024: must be at least 65536 (64 MB)",
+        ),
+        (
             "[rqd]\nport = 0\n",
             "rqd.port = 0: must be between 1 and 65535",
         ),

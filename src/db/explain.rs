@@ -11,7 +11,7 @@ use postgres::GenericClient;
 use super::{DbError, resources_at};
 use crate::{
     model::{Resources, ThreadMode, split_tags},
-    sizing::LayerColumns,
+    sizing::{LayerColumns, MemoryHistory},
 };
 
 /// A job, its show and its folder, with the caps and what its procs hold now.
@@ -175,6 +175,8 @@ pub(crate) struct LayerRow {
     pub est_secs: Option<f64>,
     /// Frames per state, counted now.
     pub states: Vec<(String, i64)>,
+    /// What its finished frames used, for sizing memory from history.
+    pub history: MemoryHistory,
 }
 
 /// The layers of `job` (only `only` when given), in dispatch order.
@@ -207,6 +209,11 @@ pub(crate) fn layers(
                 .into_iter()
                 .zip(r.get::<_, Vec<i64>>(15))
                 .collect(),
+            history: MemoryHistory {
+                max_rss_kb: r.get::<_, i64>(16).max(0) as u64,
+                successes: r.get::<_, i64>(17).max(0) as u64,
+                optimize: r.get(18),
+            },
         })
         .collect())
 }
@@ -222,9 +229,12 @@ const LAYERS: &str = concat!(
             l.str_start_after_reason, ",
     super::reservations::runtime_estimate!("$3"),
     ",
-            coalesce(st.states, ARRAY[]::text[]), coalesce(st.counts, ARRAY[]::bigint[])
+            coalesce(st.states, ARRAY[]::text[]), coalesce(st.counts, ARRAY[]::bigint[]),
+            coalesce(lm.int_max_rss, 0)::bigint, coalesce(lu.int_frame_success_count, 0)::bigint,
+            l.b_optimize
        FROM layer l
        LEFT JOIN layer_usage lu ON lu.pk_layer = l.pk_layer
+       LEFT JOIN layer_mem lm ON lm.pk_layer = l.pk_layer
        LEFT JOIN LATERAL (
             SELECT array_agg(s.str_state::text ORDER BY s.str_state) AS states,
                    array_agg(s.n ORDER BY s.str_state) AS counts

@@ -324,6 +324,9 @@ pub struct LayerWork {
     pub est_secs: Option<f64>,
     /// `layer_stat.int_waiting_count`: every WAITING frame, not only those fetched.
     pub waiting: i64,
+    /// What the layer's finished frames used (`layer_mem`, `layer_usage`, `b_optimize`), for
+    /// sizing memory from history.
+    pub(crate) history: crate::sizing::MemoryHistory,
     /// WAITING frames in dispatch order.
     pub frames: Vec<FrameWork>,
 }
@@ -371,9 +374,10 @@ pub(crate) fn layers_with_frames(
     Ok(layers)
 }
 
-/// The statement of [`layers_with_frames`]: a layer's columns (0–14, 20, 21) repeated on
+/// The statement of [`layers_with_frames`]: a layer's columns (0–14, 20–24) repeated on
 /// each of its frames' rows (15–19). `$1` jobs, `$2` tags, `$3` frames per layer, `$4` the
-/// minimum history for an estimate.
+/// minimum history for an estimate. A frame with depends left (`int_depend_count`) is never
+/// read, whatever its state says (Cuebot's triggers keep such a frame DEPEND).
 const LAYERS_WITH_FRAMES: &str = concat!(
         "SELECT l.pk_job, l.pk_layer, l.str_name, l.str_cmd, l.str_range, l.int_chunk_size::bigint,
                 l.int_cores_min::bigint, l.int_cores_max::bigint, l.int_mem_min::bigint,
@@ -384,14 +388,17 @@ const LAYERS_WITH_FRAMES: &str = concat!(
                 coalesce(extract(epoch FROM (now() - f.ts_updated)), 0)::float8,
                 ls.int_waiting_count::bigint, ",
         super::reservations::runtime_estimate!("$4"),
-        " FROM layer l
+        ", coalesce(lm.int_max_rss, 0)::bigint, coalesce(lu.int_frame_success_count, 0)::bigint,
+                l.b_optimize
+           FROM layer l
            JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
            LEFT JOIN layer_usage lu ON lu.pk_layer = l.pk_layer
+           LEFT JOIN layer_mem lm ON lm.pk_layer = l.pk_layer
           CROSS JOIN LATERAL (
                 SELECT f.pk_frame, f.str_name, f.int_number, f.int_version, f.ts_updated,
                        f.int_dispatch_order, f.int_layer_order
                   FROM frame f
-                 WHERE f.pk_layer = l.pk_layer AND f.str_state = 'WAITING'
+                 WHERE f.pk_layer = l.pk_layer AND f.str_state = 'WAITING' AND f.int_depend_count = 0
                  ORDER BY f.int_dispatch_order, f.int_layer_order
                  LIMIT $3) f
           WHERE l.pk_job = ANY($1) AND ls.int_waiting_count > 0
@@ -419,6 +426,11 @@ fn layer_of(r: &postgres::Row) -> LayerWork {
         limits: r.get(14),
         waiting: r.get(20),
         est_secs: r.get(21),
+        history: crate::sizing::MemoryHistory {
+            max_rss_kb: r.get::<_, i64>(22).max(0) as u64,
+            successes: r.get::<_, i64>(23).max(0) as u64,
+            optimize: r.get(24),
+        },
         frames: Vec::new(),
     }
 }

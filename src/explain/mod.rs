@@ -324,7 +324,8 @@ struct Ctx<'a> {
     subs: &'a [SubRow],
 }
 
-/// A layer's frames as the sizing rules see them, and the least any host is asked for.
+/// A layer's frames as the sizing rules see them (memory from history as the booking pass
+/// books it), and the least any host is asked for.
 fn shape_of(layer: &LayerRow, config: &Config) -> (LayerShape, Resources) {
     let selfish = layer.services.split(',').any(|s| {
         config
@@ -332,7 +333,13 @@ fn shape_of(layer: &LayerRow, config: &Config) -> (LayerShape, Resources) {
             .selfish_services
             .contains(&s.trim().to_owned())
     });
-    let shape = LayerShape::from_columns(&layer.columns, selfish);
+    // Memory as the booking pass sizes it: from history when `[memory]` says so.
+    let mut columns = layer.columns;
+    let asked = columns.mem_min.max(0) as u64;
+    if let Some(kb) = sizing::booked_memory(asked, &layer.history, &config.memory) {
+        columns.mem_min = kb as i64;
+    }
+    let shape = LayerShape::from_columns(&columns, selfish);
     let floor = sizing::floor(&shape);
     (shape, floor)
 }

@@ -112,7 +112,6 @@ impl LayerLaunch<'_> {
             os: job.os.trim().to_owned(),
             threadable: layer.threadable,
             amount,
-            mem_min_kb: layer.mem_min.max(0) as u64,
             env,
         })
     }

@@ -18,6 +18,7 @@ use super::{
     JobClaim, Shared,
     batch::{Committer, FrameResult, Planned},
     launch::{LaunchTask, LayerLaunch},
+    sized::SizedLayer,
     waiting::Reason,
     wide::{self, WideFrame},
 };
@@ -375,7 +376,7 @@ impl Matcher<'_> {
         }
         let columns = LayerColumns {
             cores: (layer.cores_min, layer.cores_max),
-            mem_min: layer.mem_min,
+            mem_min: self.memory_to_book(job, layer),
             gpus: (layer.gpus_min, layer.gpu_mem_min),
             threadable: layer.threadable,
         };
@@ -406,6 +407,32 @@ impl Matcher<'_> {
             job_env,
             layer_env,
         })
+    }
+
+    /// The memory (KB) the layer's frames book: from its history when `[memory]` says so
+    /// (published on the sized-layers board), else what it asks. The booking re-checks it
+    /// against the layer row (see `db::booking`), so a raise committed since this read wins.
+    fn memory_to_book(&self, job: &PendingJob, layer: &LayerWork) -> i64 {
+        let asked = layer.mem_min.max(0) as u64;
+        let booked = sizing::booked_memory(asked, &layer.history, &self.config.memory);
+        match booked {
+            Some(booked_kb) => {
+                self.shared.sized.record(
+                    &layer.id,
+                    SizedLayer {
+                        job: job.name.clone(),
+                        layer: layer.name.clone(),
+                        asked_kb: asked,
+                        booked_kb,
+                    },
+                );
+                booked_kb as i64
+            }
+            None => {
+                self.shared.sized.clear(&layer.id);
+                layer.mem_min
+            }
+        }
     }
 
     /// Matches the layer's frames in order until one finds no host or a cap stops the job.

@@ -7,6 +7,7 @@ pub mod hosts;
 pub mod launch;
 pub mod matcher;
 mod resolve;
+pub mod sized;
 pub mod stats;
 pub mod waiting;
 pub mod wide;
@@ -112,6 +113,8 @@ pub struct Shared {
     pub holds: crate::backfill::Holds,
     /// Why waiting frames are not booked, per layer, as the passes saw it.
     pub waiting: waiting::WaitingReasons,
+    /// Layers whose memory the passes book from history, and by how much.
+    pub sized: sized::SizedLayers,
 }
 
 impl Shared {
@@ -137,6 +140,7 @@ impl Shared {
             busy_jobs: dashmap::DashSet::new(),
             holds: crate::backfill::Holds::default(),
             waiting: waiting::WaitingReasons::default(),
+            sized: sized::SizedLayers::default(),
         }
     }
 

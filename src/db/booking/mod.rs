@@ -7,7 +7,8 @@
 //! - the host decrement runs only `WHERE idle >= amount` (per host, for the sum of its frames)
 //!   on an OPEN host, and Cuebot's `verify_host_resources` trigger backs it up;
 //! - a frame moves to RUNNING only `WHERE str_state = 'WAITING' AND int_version = v`, with no
-//!   proc and its layer's start-after time passed;
+//!   proc, no depends left and its layer's start-after time passed, and with at least the
+//!   memory its layer asks unless the layer may be sized from history;
 //! - `proc.pk_frame` is unique;
 //! - every layer limit of a frame must have room against live running counts;
 //! - the subscription burst and the job and folder maxima must have room against what
@@ -527,7 +528,10 @@ pub fn committed(client: &mut Client, procs: &[&str]) -> Result<bool, DbError> {
 }
 
 /// Moves the frames of `idx` from WAITING to RUNNING under the version guard; returns the new
-/// version of each frame that moved. The job is re-read here too: a pause (or a kill) that
+/// version of each frame that moved. A frame with depends left never moves, and a frame
+/// booked with less memory than its layer asks moves only while the layer may be sized from
+/// history (`b_optimize`): a frame that ran out of memory made Cuebot clear that and raise
+/// `int_mem_min`, and a booking planned from the layer as it was before loses here. The job is re-read here too: a pause (or a kill) that
 /// committed after the pass read the job but before this statement wins, so a frame of a job
 /// paused meanwhile is not started; a pause committing while this transaction runs is
 /// ordered after the booking, as if the user had paused a moment later.
@@ -560,8 +564,10 @@ fn start_frames(
           WHERE f.pk_frame = b.pk_frame AND f.str_state = 'WAITING'
             AND coalesce(f.int_version, 0) = b.version
             AND NOT EXISTS (SELECT 1 FROM proc p WHERE p.pk_frame = f.pk_frame)
+            AND f.int_depend_count = 0
             AND EXISTS (SELECT 1 FROM layer l WHERE l.pk_layer = f.pk_layer
-                         AND (l.ts_start_after IS NULL OR l.ts_start_after <= now()))
+                         AND (l.ts_start_after IS NULL OR l.ts_start_after <= now())
+                         AND (b.mem >= l.int_mem_min OR l.b_optimize))
             AND EXISTS (SELECT 1 FROM job j WHERE j.pk_job = f.pk_job
                          AND j.str_state = 'PENDING' AND NOT j.b_paused)
       RETURNING f.pk_frame, f.int_version",

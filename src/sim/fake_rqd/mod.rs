@@ -31,15 +31,31 @@ use crate::pb::{
     rqd_grpc::{RqdInterface, create_rqd_interface},
 };
 
+mod depends;
 mod handle;
+mod memory;
 mod report;
 
 pub use handle::RqdHandle;
+pub(crate) use memory::MEMORY_INCREASE_KB;
 use report::complete_loop;
 pub(crate) use report::complete_procs;
 
 /// The layer environment key the simulator reads a frame's runtime from (milliseconds).
 pub const RUNTIME_ENV: &str = "SIM_RUNTIME_MS";
+
+/// The layer environment key the simulator reads the memory a frame uses from (KB). A frame
+/// "uses" 90–100 % of it; one whose use is above its RunFrame's hard memory limit is killed
+/// and fails with [`EXIT_MEMORY_FAILURE`], its max RSS at the limit. Without it a frame
+/// reports no memory use.
+pub const MEM_USED_ENV: &str = "SIM_MEM_USED_KB";
+
+/// Cuebot's out-of-memory exit (`Dispatcher.EXIT_STATUS_MEMORY_FAILURE`): RQD reports it
+/// for a frame it killed for memory, and Cuebot's completion raises the layer's memory.
+pub const EXIT_MEMORY_FAILURE: i32 = 33;
+
+/// The exit of the other simulated failures (`failure_per_mille`).
+const EXIT_FAILED: i32 = 1;
 
 /// How often the fleet's hosts "report" (refresh `host_stat.ts_ping`).
 const PING_INTERVAL: Duration = Duration::from_secs(10);
@@ -136,12 +152,14 @@ impl Record {
 /// Frames to complete, soonest due first.
 type CompletionQueue = Mutex<BinaryHeap<Reverse<(Instant, Completion)>>>;
 
-/// One frame the completer will finish.
+/// One frame the completer will finish: its exit status (0 succeeded) and the most memory
+/// it used (KB), as RQD's FrameCompleteReport carries them.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Completion {
     proc: String,
     frame: String,
-    failed: bool,
+    exit: i32,
+    max_rss_kb: i64,
 }
 
 #[derive(Clone)]
@@ -248,19 +266,47 @@ impl Service {
             let h = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 33;
             let jitter = 0.75 + (h % 500) as f64 / 1000.0;
             let failed = (h % 1000) < u64::from(self.failure_per_mille);
+            let (oom, max_rss_kb) = memory_use(&frame, h);
+            let exit = if oom {
+                EXIT_MEMORY_FAILURE
+            } else if failed {
+                EXIT_FAILED
+            } else {
+                0
+            };
             let due = Instant::now() + Duration::from_millis((runtime_ms as f64 * jitter) as u64);
             queue.lock().push(Reverse((
                 due,
                 Completion {
                     proc: frame.resource_id.clone(),
                     frame: frame.frame_id.clone(),
-                    failed,
+                    exit,
+                    max_rss_kb,
                 },
             )));
         }
         let mut record = self.record.lock();
         record.start(&frame);
         record.launches.push(frame);
+    }
+}
+
+/// Whether `frame` runs out of memory, and the most it used (KB): 90–100 % of the layer's
+/// [`MEM_USED_ENV`] (from the hash `h`), cut at the RunFrame's hard limit when above it.
+fn memory_use(frame: &RunFrame, h: u64) -> (bool, i64) {
+    let Some(used) = frame
+        .environment
+        .get(MEM_USED_ENV)
+        .and_then(|v| v.parse::<i64>().ok())
+    else {
+        return (false, 0);
+    };
+    let used = (used as f64 * (0.9 + ((h >> 10) % 101) as f64 / 1000.0)) as i64;
+    let limit = frame.hard_memory_limit;
+    if limit > 0 && used > limit {
+        (true, limit)
+    } else {
+        (false, used)
     }
 }
 
@@ -405,5 +451,33 @@ impl FakeRqd {
             let _ = t.join();
         }
         let _ = futures_executor::block_on(self.server.shutdown());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(used_kb: Option<i64>, hard_kb: i64) -> RunFrame {
+        let mut f = RunFrame::new();
+        f.hard_memory_limit = hard_kb;
+        if let Some(kb) = used_kb {
+            f.environment.insert(MEM_USED_ENV.into(), kb.to_string());
+        }
+        f
+    }
+
+    #[test]
+    fn a_frame_above_its_hard_limit_runs_out_of_memory_at_the_limit() {
+        // 90–100 % of 5,000,000 KB is above a 4,000,000 KB limit whatever the hash.
+        for h in [0, 7 << 10, 100 << 10, u64::MAX >> 33] {
+            assert_eq!(
+                memory_use(&frame(Some(5_000_000), 4_000_000), h),
+                (true, 4_000_000)
+            );
+            let (oom, rss) = memory_use(&frame(Some(5_000_000), 8_000_000), h);
+            assert!(!oom && (4_500_000..=5_000_000).contains(&rss), "{rss}");
+        }
+        assert_eq!(memory_use(&frame(None, 4_000_000), 3), (false, 0));
     }
 }

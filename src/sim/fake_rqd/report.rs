@@ -1,7 +1,8 @@
 //! The fleet's reports to the database: each frame "runs" for its layer's runtime, then is
-//! completed as Cuebot's completion path would (proc deleted, host idle restored, frame
-//! SUCCEEDED or back to WAITING/DEAD, job FINISHED when done), and every host's ping is kept
-//! fresh.
+//! completed as Cuebot's completion path would (proc deleted, host idle restored, the frame's
+//! memory use recorded, frame SUCCEEDED or back to WAITING/DEAD, a layer whose frame ran out
+//! of memory raised (`memory`), job FINISHED when done, then what depended on them satisfied
+//! (`depends`)), and every host's ping is kept fresh.
 
 use std::{
     cmp::Reverse,
@@ -12,13 +13,18 @@ use std::{
 
 use parking_lot::Mutex;
 
-use super::{Completion, CompletionQueue, PING_INTERVAL, Record};
+use super::{
+    Completion, CompletionQueue, EXIT_FAILED, PING_INTERVAL, Record, depends,
+    memory::{self, MEMORY_FAILURE_EXITS},
+};
 
-/// The completer's state: its connection (re-made when lost) and when the hosts next ping.
+/// The completer's state: its connection (re-made when lost), when the hosts next ping, and
+/// the jobs whose completed frames may have satisfied depends not yet satisfied.
 struct Reporter<'a> {
     url: &'a str,
     client: Option<postgres::Client>,
     next_ping: Instant,
+    depends_due: std::collections::BTreeSet<String>,
 }
 
 /// The completer thread: pings for the hosts, and completes each frame once it is due.
@@ -33,6 +39,7 @@ pub(super) fn complete_loop(
         url,
         client: None,
         next_ping: Instant::now(),
+        depends_due: Default::default(),
     };
     while !stop.load(Ordering::Acquire) {
         let now = Instant::now();
@@ -42,6 +49,8 @@ pub(super) fn complete_loop(
         }
         let due = take_due(queue, now);
         if due.is_empty() {
+            // Depends a failed satisfaction left, with nothing else completing to retry them.
+            reporter.satisfy_depends();
             std::thread::sleep(Duration::from_millis(10));
             continue;
         }
@@ -59,12 +68,16 @@ pub(super) fn complete_loop(
         };
         let outcome = report(conn, &due, record);
         match outcome {
-            Ok(deleted) => {
-                completed.fetch_add(deleted.len() as u64, Ordering::Relaxed);
-                let mut record = record.lock();
-                for c in due.iter().filter(|c| !deleted.contains(&c.proc)) {
-                    record.unknown.insert(c.proc.clone());
+            Ok(done) => {
+                completed.fetch_add(done.procs.len() as u64, Ordering::Relaxed);
+                {
+                    let mut record = record.lock();
+                    for c in due.iter().filter(|c| !done.procs.contains(&c.proc)) {
+                        record.unknown.insert(c.proc.clone());
+                    }
                 }
+                reporter.depends_due.extend(done.jobs);
+                reporter.satisfy_depends();
             }
             Err(e) => {
                 log::warn!(
@@ -80,6 +93,22 @@ pub(super) fn complete_loop(
 }
 
 impl Reporter<'_> {
+    /// Satisfies what depended on the frames, layers and jobs completed so far; kept for the
+    /// next round when the database fails (a connection lost is re-made there).
+    fn satisfy_depends(&mut self) {
+        if self.depends_due.is_empty() {
+            return;
+        }
+        let Some(c) = self.client.as_mut().filter(|c| !c.is_closed()) else {
+            return;
+        };
+        let jobs: Vec<String> = self.depends_due.iter().cloned().collect();
+        match depends::satisfy(c, &jobs) {
+            Ok(_) => self.depends_due.clear(),
+            Err(e) => log::warn!("fake RQD: satisfying depends failed, retrying: {e}"),
+        }
+    }
+
     /// Every RQD reports in periodically and Cuebot stamps host_stat.ts_ping; without it the
     /// farm would go stale (`[hosts] ping_timeout`) in any run longer than that. True when
     /// it has just connected instead (the ping is still to do).
@@ -117,7 +146,7 @@ fn report(
     conn: &mut postgres::Client,
     due: &[Completion],
     record: &Mutex<Record>,
-) -> Result<Vec<String>, crate::db::DbError> {
+) -> Result<Completed, crate::db::DbError> {
     {
         // The processes exit before RQD reports them (and whether or not Cuebot still
         // knows their procs): a frame the report makes WAITING again is no longer running.
@@ -151,8 +180,8 @@ fn requeue(queue: &CompletionQueue, items: Vec<Completion>) {
 }
 
 /// Cuebot's completion of `procs` — (proc, frame, failed) — as the fleet completes its own
-/// (the chaos stand-in completes and fails the frames it booked with it); returns the procs
-/// found.
+/// (the chaos stand-in completes and fails the frames it booked with it), depends included;
+/// returns the procs found.
 pub(crate) fn complete_procs(
     client: &mut postgres::Client,
     procs: &[(String, String, bool)],
@@ -162,10 +191,19 @@ pub(crate) fn complete_procs(
         .map(|(proc, frame, failed)| Completion {
             proc: proc.clone(),
             frame: frame.clone(),
-            failed: *failed,
+            exit: if *failed { EXIT_FAILED } else { 0 },
+            max_rss_kb: 0,
         })
         .collect();
-    Ok(complete(client, &due)?.len() as u64)
+    let done = complete(client, &due)?;
+    depends::satisfy(client, &done.jobs)?;
+    Ok(done.procs.len() as u64)
+}
+
+/// What a completion found: the procs it deleted and their jobs.
+struct Completed {
+    procs: Vec<String>,
+    jobs: Vec<String>,
 }
 
 /// Cuebot's completion of a batch of frames, in one transaction, locking rows in the same
@@ -173,7 +211,7 @@ pub(crate) fn complete_procs(
 fn complete(
     client: &mut postgres::Client,
     due: &[Completion],
-) -> Result<Vec<String>, crate::db::DbError> {
+) -> Result<Completed, crate::db::DbError> {
     let mut tx = client.transaction()?;
     let procs: Vec<&str> = due.iter().map(|c| c.proc.as_str()).collect();
     // Stats first (the booking's lock order), for the procs as they look now; then only what
@@ -188,10 +226,15 @@ fn complete(
     )?;
     if rows.is_empty() {
         tx.commit()?;
-        return Ok(Vec::new());
+        return Ok(Completed {
+            procs: Vec::new(),
+            jobs: Vec::new(),
+        });
     }
     let released = Released::from_rows(&rows, due);
-    finish_frames(&mut tx, &released.ok_frames, &released.failed_frames)?;
+    memory::record_usage(&mut tx, &released.rss)?;
+    finish_frames(&mut tx, &released.ok_frames, &released.failed)?;
+    memory::raise_after_oom(&mut tx, &released.oom)?;
     give_back(&mut tx, &released.per_host)?;
     tx.execute(
         "UPDATE job j SET str_state = 'FINISHED', ts_stopped = now()
@@ -202,7 +245,10 @@ fn complete(
         &[&released.jobs],
     )?;
     tx.commit()?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(Completed {
+        procs: rows.iter().map(|r| r.get(0)).collect(),
+        jobs: released.jobs,
+    })
 }
 
 /// Locks the `layer_stat` and `job_stat` rows of `procs`, in the booking's order.
@@ -227,22 +273,32 @@ fn lock_stats_of(
 }
 
 /// What the deleted procs held: resources per host (cores, memory, GPUs, GPU memory), their
-/// jobs, and their frames split by outcome.
+/// jobs, their frames split by outcome, each frame's max RSS, and the layers (with the
+/// memory reserved) of frames that ran out of memory.
 struct Released {
     per_host: BTreeMap<String, (i64, i64, i64, i64)>,
     jobs: Vec<String>,
     ok_frames: Vec<String>,
-    failed_frames: Vec<String>,
+    /// (frame, exit status).
+    failed: Vec<(String, i32)>,
+    /// (frame, max RSS in KB).
+    rss: Vec<(String, i64)>,
+    /// (layer, KB its proc had reserved).
+    oom: Vec<(String, i64)>,
 }
 
 impl Released {
-    /// From the `DELETE … RETURNING` rows; a frame fails when its completion says so.
+    /// From the `DELETE … RETURNING` rows and the completions that reported them.
     fn from_rows(rows: &[postgres::Row], due: &[Completion]) -> Released {
+        let by_proc: std::collections::HashMap<&str, &Completion> =
+            due.iter().map(|c| (c.proc.as_str(), c)).collect();
         let mut out = Released {
             per_host: BTreeMap::new(),
             jobs: Vec::new(),
             ok_frames: Vec::new(),
-            failed_frames: Vec::new(),
+            failed: Vec::new(),
+            rss: Vec::new(),
+            oom: Vec::new(),
         };
         for r in rows {
             let e = out.per_host.entry(r.get(1)).or_default();
@@ -252,11 +308,17 @@ impl Released {
             e.3 += r.get::<_, i64>(8);
             out.jobs.push(r.get(4));
             let frame: String = r.get(2);
-            let failed = due.iter().any(|c| c.frame == frame && c.failed);
-            if failed {
-                out.failed_frames.push(frame)
-            } else {
+            let (exit, rss) = by_proc
+                .get(r.get::<_, &str>(0))
+                .map_or((0, 0), |c| (c.exit, c.max_rss_kb));
+            out.rss.push((frame.clone(), rss));
+            if MEMORY_FAILURE_EXITS.contains(&exit) {
+                out.oom.push((r.get(3), r.get(6)));
+            }
+            if exit == 0 {
                 out.ok_frames.push(frame)
+            } else {
+                out.failed.push((frame, exit))
             }
         }
         out.jobs.sort();
@@ -265,11 +327,13 @@ impl Released {
     }
 }
 
-/// Records the successful frames' run times, then sets every frame's new state.
+/// Records the successful frames' run times, then sets every frame's new state: a failed
+/// frame retries until `job.int_max_retries`, then dies — except after running out of
+/// memory, which Cuebot retries whatever the count (`determineFrameState`).
 fn finish_frames(
     tx: &mut postgres::Transaction<'_>,
     ok_frames: &[String],
-    failed_frames: &[String],
+    failed: &[(String, i32)],
 ) -> Result<(), crate::db::DbError> {
     // Cuebot's usage counters of a successful frame (run time in whole seconds, at least 1):
     // the layer history the reservation policy estimates run times from.
@@ -297,12 +361,16 @@ fn finish_frames(
           WHERE pk_frame = ANY($1) AND str_state = 'RUNNING'",
         &[&ok_frames],
     )?;
-    if !failed_frames.is_empty() {
+    if !failed.is_empty() {
+        let frames: Vec<&str> = failed.iter().map(|(f, _)| f.as_str()).collect();
+        let exits: Vec<i32> = failed.iter().map(|(_, e)| *e).collect();
         tx.execute(
-            "UPDATE frame f SET str_state = CASE WHEN f.int_retries >= j.int_max_retries THEN 'DEAD' ELSE 'WAITING' END,
-                    int_exit_status = 1, ts_stopped = now(), ts_updated = now(), int_version = f.int_version + 1
-               FROM job j WHERE j.pk_job = f.pk_job AND f.pk_frame = ANY($1) AND f.str_state = 'RUNNING'",
-            &[&failed_frames],
+            "UPDATE frame f SET str_state = CASE WHEN f.int_retries >= j.int_max_retries AND NOT t.exit = ANY($3)
+                                                 THEN 'DEAD' ELSE 'WAITING' END,
+                    int_exit_status = t.exit, ts_stopped = now(), ts_updated = now(), int_version = f.int_version + 1
+               FROM job j, unnest($1::text[], $2::int[]) AS t(id, exit)
+              WHERE j.pk_job = f.pk_job AND f.pk_frame = t.id AND f.str_state = 'RUNNING'",
+            &[&frames, &exits, &MEMORY_FAILURE_EXITS.as_slice()],
         )?;
     }
     Ok(())

@@ -3,6 +3,8 @@
 //! `host_tag`, jobs with layers, frames, envs and limits — Cuebot-shaped rows, in Cuebot's
 //! units (cores ×100, KB).
 //!
+//! Dependencies go in after the farm ([`seed_depends`]), as Cuebot adds them to launched jobs.
+//!
 //! Rows Cuebot's own triggers create on insert (`job_stat`, `job_resource`, `layer_stat`,
 //! `layer_resource`, `folder_resource`, histories) are left to those triggers and then
 //! updated, as Cuebot's job launcher does; frame counts in `layer_stat`/`job_stat` are set
@@ -13,8 +15,10 @@ use uuid::Uuid;
 
 use crate::model::{CORE, TagType, ThreadMode};
 
+mod depends;
 mod insert;
 
+pub use depends::{DependSpec, DependTarget, frame_by_frame, seed_depends};
 pub use insert::seed;
 
 /// KB in one GiB (Cuebot's memory unit is KB).

@@ -16,6 +16,13 @@ pub mod utilisation;
 
 use super::SimError;
 
+mod depends;
+mod oom;
+mod progress;
+
+pub use depends::depends;
+pub use oom::oom;
+
 /// What one scenario of the battery concluded.
 #[derive(Clone, Debug)]
 pub struct Verdict {
@@ -57,6 +64,8 @@ pub type Scenario = fn(full: bool) -> Result<Verdict, SimError>;
 pub fn battery() -> Vec<(&'static str, Scenario)> {
     vec![
         ("LOCALITY", locality::verify),
+        ("DEPENDS", depends as Scenario),
+        ("OOM", oom as Scenario),
         ("FAILOVER", failover::failover),
         ("TAGS_GPU", tags_gpu::verify),
         ("TAGMAX", tagmax::tagmax),
