@@ -16,3 +16,4 @@ mod quality;
 mod schema;
 mod service;
 mod sim;
+mod verify;
