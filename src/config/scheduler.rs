@@ -88,6 +88,11 @@ pub enum JobOrder {
     /// Cuebot's BALANCED: priority, plus up to 100 for a job below its minimum cores, plus one
     /// per day of age — low-priority work keeps a share and never starves.
     Balanced,
+    /// Priority as a rate: the jobs of a pass are drawn by a weighted lottery
+    /// (Efraimidis–Spirakis, `random()^(1/priority)`) and share the pass's frames in
+    /// proportion to their priorities, so a job of priority 20 books about twice the frames
+    /// of one of priority 10 beside it and every job keeps a nonzero share.
+    Proportional,
 }
 
 impl Default for SchedulerConfig {

@@ -33,6 +33,9 @@ pub enum Workload {
     Stream,
     /// Scenario: a CPU flood, then a GPU job, with and without room kept on GPU hosts.
     Gpu,
+    /// Maestro's verification battery (`sim::verify`): one PASS/FAIL line per scenario;
+    /// `--scenario NAME` runs one, `--scale` below 1 the tests' small shapes.
+    Verify,
     /// The randomized adversarial soak (`sim::chaos`): three instances and a Cuebot
     /// stand-in racing under injected faults, invariants sampled every 100 ms; `--seed`
     /// replays a fault schedule, `--duration` is how long faults are injected.
