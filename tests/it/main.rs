@@ -16,5 +16,6 @@ mod quality;
 mod schema;
 mod service;
 mod sim;
+mod stranded;
 mod verify_locality;
 mod verify_tags_gpu;
