@@ -48,7 +48,7 @@ impl Default for Locality {
             weight: 1.0,
             job_weight: 0.5,
             window: 64,
-            lookahead: 256,
+            lookahead: 32,
         }
     }
 }

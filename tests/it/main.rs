@@ -18,6 +18,7 @@ mod quality;
 mod schema;
 mod service;
 mod sim;
+mod stranded;
 mod verify;
 mod verify_depends;
 mod verify_locality;
