@@ -86,6 +86,7 @@ fn request(tags: &[String], amount: Resources) -> Request<'_> {
         os: None,
         threadable: true,
         share: None,
+        prefer: None,
     }
 }
 

@@ -148,7 +148,7 @@ impl Config {
     }
 
     /// Every duration key with its value, so that validation bounds each one.
-    fn durations(&self) -> [(&'static str, Duration); 20] {
+    fn durations(&self) -> [(&'static str, Duration); 21] {
         let (d, s, h) = (&self.database, &self.scheduler, &self.hosts);
         let (a, v, c, svc) = (
             &self.accounting,
@@ -176,6 +176,7 @@ impl Config {
             ("scheduler.saturated_sleep", s.saturated_sleep),
             ("scheduler.error_sleep", s.error_sleep),
             ("hosts.refresh_interval", h.refresh_interval),
+            ("hosts.changes_interval", h.changes_interval),
             ("hosts.ping_timeout", h.ping_timeout),
             ("rqd.timeout", self.rqd.timeout),
             ("accounting.recompute_interval", a.recompute_interval),

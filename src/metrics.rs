@@ -213,6 +213,27 @@ metrics! {
         "Managed shows' subscriptions: booked, size and burst, in centicores",
         &["show", "alloc", "kind"],
     );
+    /// Frames booked, by how warm their host was for them (`layer`: it runs or just ran
+    /// their layer; `job`: another layer of their job; `cold`): the locality's hit rate.
+    LOCALITY_BOOKINGS: IntCounterVec = counter_vec(
+        "stagehand_locality_bookings_total",
+        "Frames booked, by whether their host ran their layer (layer), their job (job) or neither (cold) lately",
+        &["warm"],
+    );
+    /// Idle cores no frame can use where they are, in centicores, from the eligible hosts in
+    /// the database: `binding="memory"` on hosts whose idle memory is below
+    /// `memory_stranded_threshold_kb`, `binding="gpus"` on GPU hosts with no idle GPU (the
+    /// rest). Every instance exports the farm's figure: a dashboard takes `max`.
+    STRANDED_CORES: IntGaugeVec = gauge_vec(
+        "stagehand_stranded_centicores",
+        "Idle centicores on hosts whose memory (binding=memory) or GPUs (binding=gpus) are used up",
+        &["binding"],
+    );
+    /// The reverse: idle memory (KB) on eligible hosts with less than one idle core.
+    STRANDED_MEMORY: IntGauge = gauge(
+        "stagehand_stranded_memory_kb",
+        "Idle memory (KB) on hosts with less than one idle core",
+    );
     /// Host refreshes by result.
     HOST_REFRESHES: IntCounterVec = counter_vec("stagehand_host_refreshes_total", "Host index refreshes", &["result"]);
     /// Clusters waiting in the work queue.

@@ -118,6 +118,21 @@ fn round_publishing(
     tables.map(|_| ())
 }
 
+/// Publishes the stranded-resources gauges ([`metrics::STRANDED_CORES`],
+/// [`metrics::STRANDED_MEMORY`]) from the farm totals the status page shows
+/// (`db::status::farm`): one aggregate over the eligible hosts per round.
+fn publish_stranded(client: &mut postgres::Client, config: &Config) -> Result<(), db::DbError> {
+    let farm = db::status::farm(client, &db::status::FarmFilter::of(config))?;
+    metrics::STRANDED_CORES
+        .with_label_values(&["memory"])
+        .set(farm.stranded_cores);
+    metrics::STRANDED_CORES
+        .with_label_values(&["gpus"])
+        .set(farm.stranded_cores_gpus);
+    metrics::STRANDED_MEMORY.set(farm.stranded_mem_kb);
+    Ok(())
+}
+
 /// The body of the `accounting` thread: runs [`round`] every `recompute_interval` (and at once
 /// when asked) until `stop`, over the tables of the shows `held` names (`None`: every managed
 /// show, when no lease keeper shares the shows out).
@@ -152,7 +167,13 @@ pub fn run(
                     metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
                     log::warn!("accounting recompute failed: {e}");
                     session.after_error(&e);
+                    return cfg.accounting.recompute_interval;
                 }
+            }
+            if let Err(e) = publish_stranded(conn, &cfg) {
+                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                log::warn!("reading the stranded resources failed: {e}");
+                session.after_error(&e);
             }
             cfg.accounting.recompute_interval
         },

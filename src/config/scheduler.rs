@@ -9,7 +9,7 @@ use super::{
     check::{invalid, within},
     duration,
 };
-use crate::index::Strategy;
+use crate::index::{Locality, Strategy};
 
 /// `[scheduler]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,6 +70,8 @@ pub struct SchedulerConfig {
     pub no_retry_exit_statuses: Vec<i64>,
     /// Host choice for a frame.
     pub placement: Strategy,
+    /// Locality: among the hosts that fit, prefer those warm for the frame's layer or job.
+    pub locality: Locality,
     /// Job order within a cluster pass.
     pub job_order: JobOrder,
 }
@@ -86,6 +88,11 @@ pub enum JobOrder {
     /// Cuebot's BALANCED: priority, plus up to 100 for a job below its minimum cores, plus one
     /// per day of age — low-priority work keeps a share and never starves.
     Balanced,
+    /// Priority as a rate: the jobs of a pass are drawn by a weighted lottery
+    /// (Efraimidis–Spirakis, `random()^(1/priority)`) and share the pass's frames in
+    /// proportion to their priorities, so a job of priority 20 books about twice the frames
+    /// of one of priority 10 beside it and every job keeps a nonzero share.
+    Proportional,
 }
 
 impl Default for SchedulerConfig {
@@ -112,6 +119,7 @@ impl Default for SchedulerConfig {
             mem_reserved_min_kb: 250 * 1024,
             no_retry_exit_statuses: Vec::new(),
             placement: Strategy::default(),
+            locality: Locality::default(),
             job_order: JobOrder::default(),
         }
     }
@@ -143,6 +151,13 @@ impl SchedulerConfig {
             return Err(invalid(
                 "scheduler.placement",
                 format!("{:?}", self.placement),
+                &reason,
+            ));
+        }
+        if let Err(reason) = self.locality.validate() {
+            return Err(invalid(
+                "scheduler.locality",
+                format!("{:?}", self.locality),
                 &reason,
             ));
         }

@@ -1,4 +1,5 @@
-//! Host SQL: the eligible hosts the index is refreshed from.
+//! Host SQL: the eligible hosts the index is refreshed from, in full or (between full reads)
+//! only the hosts whose rows changed since the last read.
 //!
 //! Eligibility (OpenCue's rules): the host is OPEN, its `host_stat` is UP, it pinged within
 //! `ping_timeout`, and its allocation is in the facility. Idle memory is the smaller of what
@@ -36,38 +37,110 @@ pub(crate) struct HostRow {
     pub idle: Resources,
 }
 
+/// OpenCue's eligibility of a host, `$1` the ping timeout in seconds.
+const ELIGIBLE: &str = "(h.str_lock_state = 'OPEN' AND hs.str_state = 'UP'
+    AND hs.ts_ping > now() - make_interval(secs => $1))";
+
+/// A read of hosts restricted by `filter`, `$1` the ping timeout in seconds and `$2` the
+/// facility (NULL for all); the last column says whether the host is eligible (the read of
+/// changes returns ineligible hosts too, so the index drops them).
+fn host_select(filter: &str) -> String {
+    format!(
+        "SELECT h.pk_host, h.str_name, h.pk_alloc, hs.str_os, h.int_thread_mode::int,
+                ARRAY(SELECT ht.str_tag::text FROM host_tag ht WHERE ht.pk_host = h.pk_host),
+                h.int_cores::bigint, h.int_mem::bigint, h.int_gpus::bigint, h.int_gpu_mem::bigint,
+                h.int_cores_idle::bigint, least(h.int_mem_idle, hs.int_mem_free)::bigint,
+                h.int_gpus_idle::bigint, least(h.int_gpu_mem_idle, hs.int_gpu_mem_free)::bigint,
+                {ELIGIBLE}
+           FROM host h
+           JOIN host_stat hs ON hs.pk_host = h.pk_host
+           JOIN alloc a ON a.pk_alloc = h.pk_alloc
+          WHERE ($2::text IS NULL OR a.pk_facility = $2) AND {filter}"
+    )
+}
+
 /// Every eligible host (of one facility when given).
 pub(crate) fn eligible_hosts(
     conn: &mut impl GenericClient,
     facility: Option<&FacilityId>,
     ping_timeout: Duration,
 ) -> Result<Vec<HostRow>, DbError> {
-    let timeout_secs = ping_timeout.as_secs_f64();
     let rows = conn.query(
-        "SELECT h.pk_host, h.str_name, h.pk_alloc, hs.str_os, h.int_thread_mode::int,
-                ARRAY(SELECT ht.str_tag::text FROM host_tag ht WHERE ht.pk_host = h.pk_host),
-                h.int_cores::bigint, h.int_mem::bigint, h.int_gpus::bigint, h.int_gpu_mem::bigint,
-                h.int_cores_idle::bigint, least(h.int_mem_idle, hs.int_mem_free)::bigint,
-                h.int_gpus_idle::bigint, least(h.int_gpu_mem_idle, hs.int_gpu_mem_free)::bigint
-           FROM host h
-           JOIN host_stat hs ON hs.pk_host = h.pk_host
-           JOIN alloc a ON a.pk_alloc = h.pk_alloc
-          WHERE h.str_lock_state = 'OPEN' AND hs.str_state = 'UP'
-            AND hs.ts_ping > now() - make_interval(secs => $1)
-            AND ($2::text IS NULL OR a.pk_facility = $2)",
-        &[&timeout_secs, &facility],
+        &host_select(ELIGIBLE),
+        &[&ping_timeout.as_secs_f64(), &facility],
     )?;
-    Ok(rows
-        .iter()
-        .map(|r| HostRow {
-            id: r.get(0),
-            name: r.get(1),
-            alloc: r.get(2),
-            os: r.get(3),
-            thread_mode: ThreadMode::from_db(r.get(4)),
-            tags: r.get(5),
-            total: resources_at(r, 6),
-            idle: resources_at(r, 10),
-        })
-        .collect())
+    Ok(rows.iter().map(host_row).collect())
+}
+
+/// Where a read of the host table stood: the oldest transaction its snapshot did not see
+/// (`txid_snapshot_xmin`, 64 bits with the epoch). Every change that read missed was made by
+/// a transaction at or past it, so the next read of changes starts there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ChangeMark(i64);
+
+impl ChangeMark {
+    /// The 32-bit transaction id a row's `xmin` is compared with.
+    fn xid(self) -> i64 {
+        self.0 & 0xffff_ffff
+    }
+
+    /// The transaction-id epoch (how often the 32-bit ids wrapped).
+    fn epoch(self) -> i64 {
+        self.0 >> 32
+    }
+}
+
+/// What a read of changed hosts found.
+pub(crate) enum Changes {
+    /// The hosts (of the facility) whose `host` or `host_stat` row changed since the mark,
+    /// each with whether it is still eligible, and the mark for the next read.
+    Hosts(Vec<(HostRow, bool)>, ChangeMark),
+    /// The 32-bit transaction ids wrapped since the mark: only a full read is sound.
+    Wrapped,
+}
+
+/// The mark a full read taken now would leave (call it before the full read, so nothing that
+/// commits in between is missed; a change seen twice is harmless).
+pub(crate) fn change_mark(conn: &mut impl GenericClient) -> Result<ChangeMark, DbError> {
+    let row = conn.query_one("SELECT txid_snapshot_xmin(txid_current_snapshot())", &[])?;
+    Ok(ChangeMark(row.get(0)))
+}
+
+/// The hosts whose rows changed since `mark` — a completion gave room back, a booking took
+/// it, a ping or a lock moved — read in one snapshot with the mark for the next read. Cheap
+/// next to a full read: one pass over `host` by `xmin`, rows only for what changed.
+pub(crate) fn changed_hosts(
+    conn: &mut postgres::Client,
+    facility: Option<&FacilityId>,
+    ping_timeout: Duration,
+    mark: ChangeMark,
+) -> Result<Changes, DbError> {
+    let mut tx = conn
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let next = change_mark(&mut tx)?;
+    if next.epoch() != mark.epoch() {
+        return Ok(Changes::Wrapped);
+    }
+    let sql = host_select("(h.xmin::text::bigint >= $3 OR hs.xmin::text::bigint >= $3)");
+    let rows = tx.query(&sql, &[&ping_timeout.as_secs_f64(), &facility, &mark.xid()])?;
+    tx.commit()?;
+    let hosts = rows.iter().map(|r| (host_row(r), r.get(14))).collect();
+    Ok(Changes::Hosts(hosts, next))
+}
+
+/// One row of [`host_select`].
+fn host_row(r: &postgres::Row) -> HostRow {
+    HostRow {
+        id: r.get(0),
+        name: r.get(1),
+        alloc: r.get(2),
+        os: r.get(3),
+        thread_mode: ThreadMode::from_db(r.get(4)),
+        tags: r.get(5),
+        total: resources_at(r, 6),
+        idle: resources_at(r, 10),
+    }
 }

@@ -260,6 +260,11 @@ pub(crate) fn pending_jobs(
                      THEN 100.0 * (1.0 - jr.int_cores::float8 / jr.int_min_cores) ELSE 0 END
               + extract(epoch FROM (now() - j.ts_started)) / 86400.0) DESC, j.ts_started, j.pk_job"
         }
+        // Efraimidis–Spirakis: ordering by u^(1/w) samples the pass's jobs without replacement
+        // with probabilities proportional to their priorities.
+        JobOrder::Proportional => {
+            "power(random(), 1.0 / greatest(jr.int_priority, 1)::float8) DESC, j.pk_job"
+        }
     };
     let sql = PENDING_JOBS.replace("{order_by}", order_by);
     let rows = conn.query(sql.as_str(), &[&show, &facility, &tags, &limit])?;

@@ -29,6 +29,11 @@ pub(crate) struct FarmRow {
     pub idle: Resources,
     /// Idle cores on hosts whose idle memory is below the stranded threshold (×100).
     pub stranded_cores: i64,
+    /// Idle cores on GPU hosts with no idle GPU (and memory to spare), ×100: only CPU
+    /// frames can use them, and only where their tags and GPU protection let them.
+    pub stranded_cores_gpus: i64,
+    /// Idle memory (KB) on hosts with less than one idle core: the reverse of the above.
+    pub stranded_mem_kb: i64,
 }
 
 /// One subscription of an active show.
@@ -145,6 +150,17 @@ pub(crate) struct FarmFilter<'a> {
     pub stranded_kb: u64,
 }
 
+impl<'a> FarmFilter<'a> {
+    /// The filter of `config`: the hosts the index would hold, and its stranded threshold.
+    pub(crate) fn of(config: &'a crate::config::Config) -> FarmFilter<'a> {
+        FarmFilter {
+            facility: &config.scheduler.facility,
+            ping_timeout: config.hosts.ping_timeout,
+            stranded_kb: config.scheduler.memory_stranded_threshold_kb,
+        }
+    }
+}
+
 /// Reads everything the page shows.
 pub(crate) fn read(
     conn: &mut impl GenericClient,
@@ -162,8 +178,9 @@ pub(crate) fn read(
     })
 }
 
-/// Totals over the hosts the index would hold (same eligibility as `db::hosts`).
-fn farm(conn: &mut impl GenericClient, f: &FarmFilter<'_>) -> Result<FarmRow, DbError> {
+/// Totals over the hosts the index would hold (same eligibility as `db::hosts`), with the
+/// stranded resources: the page shows them and the recompute thread exports them.
+pub(crate) fn farm(conn: &mut impl GenericClient, f: &FarmFilter<'_>) -> Result<FarmRow, DbError> {
     let facility = if f.facility.is_empty() {
         None
     } else {
@@ -183,7 +200,10 @@ fn farm(conn: &mut impl GenericClient, f: &FarmFilter<'_>) -> Result<FarmRow, Db
          SELECT count(*)::bigint, sum(int_cores)::bigint, sum(int_mem)::bigint, sum(int_gpus)::bigint,
                 sum(int_gpu_mem)::bigint, sum(int_cores_idle)::bigint, sum(mem_idle)::bigint,
                 sum(int_gpus_idle)::bigint, sum(gpu_mem_idle)::bigint,
-                coalesce(sum(int_cores_idle) FILTER (WHERE mem_idle < $3), 0)::bigint
+                coalesce(sum(int_cores_idle) FILTER (WHERE mem_idle < $3), 0)::bigint,
+                coalesce(sum(int_cores_idle) FILTER (WHERE mem_idle >= $3 AND int_gpus > 0
+                                                       AND int_gpus_idle = 0), 0)::bigint,
+                coalesce(sum(mem_idle) FILTER (WHERE int_cores_idle < 100), 0)::bigint
            FROM e",
         &[&f.ping_timeout.as_secs_f64(), &facility, &stranded_kb],
     )?;
@@ -192,6 +212,8 @@ fn farm(conn: &mut impl GenericClient, f: &FarmFilter<'_>) -> Result<FarmRow, Db
         total: resources_at(&r, 1),
         idle: resources_at(&r, 5),
         stranded_cores: r.get(9),
+        stranded_cores_gpus: r.get(10),
+        stranded_mem_kb: r.get(11),
     })
 }
 

@@ -25,11 +25,16 @@
 //! after giving back, and commits stamp their sequence before leaving `pending`, so a host
 //! never shows more free capacity than the database minus live reservations.
 //!
+//! **Locality.** Each slot also remembers the layers and jobs booked on it lately
+//! ([`locality`]): committing an earmark records the frame's, and the search prefers warm
+//! hosts among those that fit, within their tier, never over a filter.
+//!
 //! **Capacity generation.** The index is the one writer of a counter that moves whenever a
 //! host gains room (a refresh read more idle, a host joined, an undone booking was credited
 //! back); others read it through a [`CapacityView`] — the cluster feed wakes the clusters
 //! that slept saturated once it moves past the generation their pass started under.
 
+mod locality;
 mod search;
 mod slot;
 pub(crate) mod strategy;
@@ -46,6 +51,7 @@ use dashmap::DashMap;
 use parking_lot::RwLock;
 use uuid::Uuid;
 
+pub use locality::{Affinity, Locality, Prefer, Warm};
 use slot::Slot;
 pub use strategy::{Strategy, Weights};
 
@@ -131,6 +137,9 @@ pub struct Request<'a> {
     /// the others' hosts are used only when none of ours fits (fewer collisions between
     /// instances whose indexes cannot see each other's newest bookings).
     pub share: Option<(u32, u32)>,
+    /// Locality: warm hosts preferred among those that fit, and the layer and job recorded
+    /// on the host when the booking commits. `None`: no preference, nothing recorded.
+    pub prefer: Option<Prefer>,
 }
 
 /// A ticket taken before a refresh reads the database.
@@ -302,6 +311,8 @@ pub struct Earmark {
     slot: Arc<Slot>,
     /// What was taken.
     amount: Resources,
+    /// The request's locality: recorded on the host at commit.
+    prefer: Option<Prefer>,
     /// Committed: dropping it gives nothing back.
     done: bool,
 }
@@ -328,12 +339,19 @@ impl Earmark {
     }
 
     /// The booking committed in the database: the resources stay taken (the next refresh
-    /// reads them as booked).
-    pub(crate) fn commit(mut self) {
+    /// reads them as booked) and the frame's layer and job warm the host. Returns how warm
+    /// the host was for them before.
+    pub(crate) fn commit(mut self) -> Warm {
         let seq = self.inner.commit_seq.fetch_add(1, Ordering::SeqCst) + 1;
         self.slot.commit(&self.amount, seq);
         self.inner.live.fetch_sub(1, Ordering::AcqRel);
         self.done = true;
+        let Some(prefer) = self.prefer else {
+            return Warm::Cold;
+        };
+        let warm = self.slot.warmth.warm(&prefer);
+        self.slot.warmth.record(&prefer.affinity);
+        warm
     }
 }
 
@@ -426,6 +444,25 @@ impl HostIndex {
         }
     }
 
+    /// Applies a read of the hosts that changed since the last read: upserts those still
+    /// eligible, removes those that are not; leaves every other host as it is.
+    pub(crate) fn apply_changes(&self, ticket: RefreshTicket, changes: Vec<(HostRecord, bool)>) {
+        let mut grew = false;
+        for (r, eligible) in changes {
+            let Ok(key) = Uuid::parse_str(&r.id) else {
+                continue;
+            };
+            if eligible {
+                grew |= self.upsert(ticket, key, r);
+            } else {
+                self.remove_key(&key);
+            }
+        }
+        if grew {
+            self.capacity_grew();
+        }
+    }
+
     /// Upserts one host read under `ticket`; `key` is its id parsed. True when the host is
     /// new or has more free room than before.
     fn upsert(&self, ticket: RefreshTicket, key: Uuid, r: HostRecord) -> bool {
@@ -490,12 +527,12 @@ impl HostIndex {
     /// Reserves `amount` on one host, if it fits.
     pub fn reserve_on(&self, id: &HostId, amount: Resources) -> Option<Earmark> {
         let slot = self.slot(id)?;
-        self.take(slot, amount)
+        self.take(slot, amount, None)
     }
 
     /// The reserve step: one CAS on the slot's free word, then the view moves to the new
     /// free values. `None` when another thread took the room first.
-    fn take(&self, slot: Arc<Slot>, amount: Resources) -> Option<Earmark> {
+    fn take(&self, slot: Arc<Slot>, amount: Resources, prefer: Option<Prefer>) -> Option<Earmark> {
         if !slot.try_take(&amount) {
             return None;
         }
@@ -505,6 +542,7 @@ impl HostIndex {
             inner: Arc::clone(&self.inner),
             slot,
             amount,
+            prefer,
             done: false,
         })
     }

@@ -1,7 +1,9 @@
 //! Candidate search and placement on the [`HostIndex`]: walk the tag views from the request's
 //! floor, offer each fitting host to the caller's sizing callback, keep the best (or the
 //! first, under saturation) and take it with one CAS; hosts set aside (other instances'
-//! shares, GPU hosts for non-GPU work) are tried last.
+//! shares, GPU hosts for non-GPU work) are tried last. Locality ([`super::locality`]) only
+//! reorders hosts that passed every filter, within their tier: a bonus off the score under
+//! `scored`, a bounded look-ahead past the first fit for a warm host under `saturation`.
 
 use std::{collections::HashSet, sync::Arc};
 
@@ -9,7 +11,7 @@ use uuid::Uuid;
 
 use super::{
     BATCH, Capable, Earmark, GB, HostIndex, HostView, Key, MAX_SCAN, Request, Slot, Strategy,
-    TagView, Weights, strategy,
+    TagView, Weights, locality::Heat, strategy,
 };
 use crate::model::Resources;
 
@@ -17,28 +19,48 @@ impl HostIndex {
     /// Finds a host for `request` under `strategy` and reserves on it what `size` says (the
     /// callback decides the exact amount for a candidate, or vetoes it with `None`).
     ///
-    /// Saturation reserves the first fitting host of our share as it is found; scored
-    /// gathers up to `max_candidates` of them first. Either way the hosts set aside (other
-    /// instances' shares, GPU hosts for non-GPU work) are tried last, best first.
+    /// Saturation reserves the first fitting host of our share as it is found (with locality
+    /// on: the first whose latest booking was of the frame's layer, else the warmest within
+    /// `lookahead` hosts past the first fit, else that first fit); scored gathers up to `max_candidates` of them first, warm hosts scoring better.
+    /// Either way the hosts set aside (other instances' shares, GPU hosts for non-GPU work)
+    /// are tried last, best first.
     pub fn place(
         &self,
         request: &Request<'_>,
         strategy: &Strategy,
         mut size: impl FnMut(&HostView<'_>) -> Option<Resources>,
     ) -> Option<Earmark> {
-        let mut search = Search::new(request, strategy);
-        for tag in request.tags {
+        let (placed, skipped) = self.search(Search::new(request, strategy, true), &mut size);
+        if placed.is_some() || skipped == 0 {
+            return placed;
+        }
+        // The look-ahead skipped hosts and then lost every race for what it kept: search
+        // again as plain first fit, so a frame never misses a host that fits.
+        self.search(Search::new(request, strategy, false), &mut size)
+            .0
+    }
+
+    /// Runs one search over the request's tags; also returns how many fitting-looking hosts
+    /// the locality look-ahead skipped unsized.
+    fn search(
+        &self,
+        mut search: Search<'_, '_>,
+        size: &mut impl FnMut(&HostView<'_>) -> Option<Resources>,
+    ) -> (Option<Earmark>, usize) {
+        let tags = search.request.tags;
+        for tag in tags {
             let Some(view) = self.inner.existing_view(tag) else {
                 continue;
             };
-            if let Some(reservation) = self.scan_tag(&view, &mut search, &mut size) {
-                return Some(reservation);
+            if let Some(reservation) = self.scan_tag(&view, &mut search, size) {
+                return (Some(reservation), search.skipped);
             }
             if search.is_full() {
                 break;
             }
         }
-        self.take_best(search)
+        let skipped = search.skipped;
+        (self.take_best(search), skipped)
     }
 
     /// Walks one tag's view from the request's floor, at most [`MAX_SCAN`] entries, offering
@@ -62,6 +84,13 @@ impl HostIndex {
             examined += BATCH - batch.len();
             for (_, _, salted) in batch {
                 examined += 1;
+                let prefer = search.request.prefer;
+                if let Some(c) = search.lookahead_over() {
+                    // Lost the race for it: plain first fit from here on.
+                    if let Some(r) = self.take(c.slot, c.amount, prefer) {
+                        return Some(r);
+                    }
+                }
                 let Some(candidate) = self.candidate(search, salted, size) else {
                     continue;
                 };
@@ -70,7 +99,7 @@ impl HostIndex {
                     Offer::Full => return None,
                     Offer::TakeNow(c) => {
                         // Lost the CAS race: keep walking, the next host may fit.
-                        if let Some(r) = self.take(c.slot, c.amount) {
+                        if let Some(r) = self.take(c.slot, c.amount, prefer) {
                             return Some(r);
                         }
                     }
@@ -81,8 +110,9 @@ impl HostIndex {
     }
 
     /// The host behind a view key as a candidate: not seen before in this search, still
-    /// indexed, fitting the floor, OS and thread mode, and not vetoed by `size`. The view
-    /// handed to `size` borrows the slot's name and OS: nothing is copied per host.
+    /// indexed, fitting the floor, OS and thread mode, not skipped by the locality look-ahead
+    /// and not vetoed by `size`. The view handed to `size` borrows the slot's name and OS,
+    /// and the host's warmth is read from its atomics: nothing is copied per host.
     fn candidate(
         &self,
         search: &mut Search<'_, '_>,
@@ -97,6 +127,11 @@ impl HostIndex {
         let slot = self.inner.hosts.get(&id).map(|e| Arc::clone(e.value()))?;
         let free = slot.free();
         if !free.fits(&search.request.floor) || !search.request.accepts(&slot) {
+            return None;
+        }
+        let (heat, bonus) = search.warmth_of(&slot);
+        if search.skips(bonus) {
+            search.skipped += 1;
             return None;
         }
         let view = HostView {
@@ -114,7 +149,9 @@ impl HostIndex {
             .map(|(_, w)| strategy::score(&free, &amount, &w))
             .unwrap_or(0.0);
         Some(Candidate {
-            score,
+            score: score - bonus,
+            bonus,
+            hot: heat.layer >= 1.0,
             slot,
             amount,
         })
@@ -122,13 +159,15 @@ impl HostIndex {
 
     /// Reserves on the best gathered candidate that still fits: ours first, then other
     /// instances' shares, then GPU hosts for non-GPU work, each tier by score (stable, so
-    /// saturation keeps the order the hosts were found in).
+    /// saturation keeps the order the hosts were found in, the look-ahead's fallback first).
     fn take_best(&self, search: Search<'_, '_>) -> Option<Earmark> {
         let Search {
+            request,
             scored,
             mut ours,
             mut others,
             mut gpu_hosts,
+            lookahead,
             ..
         } = search;
         ours.sort_by(|a, b| a.score.total_cmp(&b.score));
@@ -136,10 +175,13 @@ impl HostIndex {
             others.sort_by(|a, b| a.score.total_cmp(&b.score));
         }
         gpu_hosts.sort_by(|a, b| a.score.total_cmp(&b.score));
-        ours.into_iter()
+        let fallback = lookahead.and_then(|l| l.fallback);
+        fallback
+            .into_iter()
+            .chain(ours)
             .chain(others)
             .chain(gpu_hosts)
-            .find_map(|c| self.take(c.slot, c.amount))
+            .find_map(|c| self.take(c.slot, c.amount, request.prefer))
     }
 
     /// Hosts that could take `request` if they were idle (their capacity fits the floor; tags,
@@ -189,11 +231,14 @@ impl HostIndex {
     }
 }
 
-/// A fitting host, the amount the caller would take on it, and its score (lower is better;
-/// always 0 under saturation).
+/// A fitting host, the amount the caller would take on it, and its score (lower is better).
 struct Candidate {
-    /// Stranding score (see [`strategy::score`]).
+    /// Stranding score (see [`strategy::score`]; 0 under saturation) less the locality bonus.
     score: f64,
+    /// The locality bonus (0 for a cold host or without locality).
+    bonus: f64,
+    /// The frame's layer was the last thing booked on the host (it most likely runs there).
+    hot: bool,
     /// The host.
     slot: Arc<Slot>,
     /// What the caller's `size` would take on it.
@@ -229,11 +274,29 @@ struct Search<'r, 'a> {
     others: Vec<Candidate>,
     /// GPU hosts for non-GPU work, used only when nothing else fits (GPU protection).
     gpu_hosts: Vec<Candidate>,
+    /// Saturation with locality on: the look-ahead past the first fit for a warm host.
+    lookahead: Option<Lookahead>,
+    /// Hosts the look-ahead passed over without sizing them.
+    skipped: usize,
+}
+
+/// Saturation's locality look-ahead: the best host of our share found so far (the first fit,
+/// or a warmer one) and how many hosts were looked at since the first fit. A host whose
+/// latest booking was of the frame's layer ends it at once (best fit meets it first when a
+/// layer fills a host, so a cold fill pays nothing for the look-ahead).
+struct Lookahead {
+    /// Taken when the look-ahead ends (or the walk does) without a host warm for the layer.
+    fallback: Option<Candidate>,
+    /// View entries looked at since the first fallback.
+    since: usize,
+    /// How many to look at.
+    limit: usize,
 }
 
 impl<'r, 'a> Search<'r, 'a> {
-    /// An empty search for `request` under `strategy`.
-    fn new(request: &'r Request<'a>, strategy: &'r Strategy) -> Self {
+    /// An empty search for `request` under `strategy`; saturation looks ahead for warm hosts
+    /// only when `look_ahead` (and the request's locality is on).
+    fn new(request: &'r Request<'a>, strategy: &'r Strategy, look_ahead: bool) -> Self {
         let scored = match strategy {
             Strategy::Scored {
                 max_candidates,
@@ -241,6 +304,15 @@ impl<'r, 'a> Search<'r, 'a> {
             } => Some((*max_candidates, *weights)),
             Strategy::Saturation { .. } => None,
         };
+        let lookahead = request
+            .prefer
+            .map(|p| p.locality)
+            .filter(|l| look_ahead && scored.is_none() && l.is_on() && l.lookahead > 0)
+            .map(|l| Lookahead {
+                fallback: None,
+                since: 0,
+                limit: l.lookahead,
+            });
         Search {
             request,
             strategy,
@@ -250,7 +322,42 @@ impl<'r, 'a> Search<'r, 'a> {
             ours: Vec::new(),
             others: Vec::new(),
             gpu_hosts: Vec::new(),
+            lookahead,
+            skipped: 0,
         }
+    }
+
+    /// The host's warmth for the request and the bonus it earns (zero with locality off).
+    fn warmth_of(&self, slot: &Slot) -> (Heat, f64) {
+        match self.request.prefer.filter(|p| p.locality.is_on()) {
+            Some(p) => {
+                let heat = p.heat(&slot.warmth);
+                (heat, p.bonus(heat))
+            }
+            None => (Heat::default(), 0.0),
+        }
+    }
+
+    /// True when the look-ahead passes over a host of this bonus without sizing it: it
+    /// already holds a fallback at least as warm.
+    fn skips(&self, bonus: f64) -> bool {
+        self.lookahead
+            .as_ref()
+            .and_then(|l| l.fallback.as_ref())
+            .is_some_and(|f| bonus <= f.bonus)
+    }
+
+    /// Counts one more view entry for the look-ahead; when it has seen enough past its
+    /// fallback, it ends (plain first fit from here) and hands the fallback back to take.
+    fn lookahead_over(&mut self) -> Option<Candidate> {
+        let l = self.lookahead.as_mut()?;
+        // Counting starts at the first fit.
+        l.fallback.as_ref()?;
+        l.since += 1;
+        if l.since <= l.limit {
+            return None;
+        }
+        self.lookahead.take().and_then(|l| l.fallback)
     }
 
     /// True when the scored search has gathered `max_candidates` of our hosts.
@@ -275,7 +382,14 @@ impl<'r, 'a> Search<'r, 'a> {
             }
         }
         let Some((max, _)) = self.scored else {
-            return Offer::TakeNow(candidate);
+            return match &mut self.lookahead {
+                Some(l) if !candidate.hot => {
+                    // Warmer than the fallback (colder hosts are skipped before sizing).
+                    l.fallback = Some(candidate);
+                    Offer::Kept
+                }
+                _ => Offer::TakeNow(candidate),
+            };
         };
         self.ours.push(candidate);
         if self.ours.len() >= max {

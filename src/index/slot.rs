@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use portable_atomic::AtomicU128;
 use uuid::Uuid;
 
+use super::locality::Warmth;
 use crate::ids::{AllocId, HostId};
 
 use crate::model::{Resources, ThreadMode};
@@ -78,6 +79,8 @@ pub(super) struct Slot {
     pub(super) position: Mutex<Option<(u32, u32)>>,
     /// Set (under `position`) when the slot leaves the index; it is never listed again.
     pub(super) removed: AtomicBool,
+    /// What was booked here lately, for locality (a hint; see [`super::locality`]).
+    pub(super) warmth: Warmth,
 }
 
 impl Slot {
@@ -109,6 +112,7 @@ impl Slot {
             last_commit: AtomicU64::new(0),
             position: Mutex::new(None),
             removed: AtomicBool::new(false),
+            warmth: Warmth::default(),
         }
     }
 

@@ -53,6 +53,7 @@ fn request<'a>(tags: &'a [String], n: u32) -> Request<'a> {
         os: None,
         threadable: true,
         share: None,
+        prefer: None,
     }
 }
 
@@ -121,6 +122,7 @@ fn floor_skips_small_hosts_and_tags_select() {
         os: None,
         threadable: true,
         share: None,
+        prefer: None,
     };
     assert!(
         index
@@ -438,4 +440,178 @@ fn host_views_carry_the_allocation_as_shared_text() {
     assert!(none.is_none());
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0], seen[1], "one shared copy");
+}
+
+// ---- locality ----
+
+/// A request for `n` cores of layer `layer` of job `job`, preferring warm hosts as `locality`.
+fn warm_request<'a>(
+    t: &'a [String],
+    n: u32,
+    layer: &str,
+    job: &str,
+    locality: Locality,
+) -> Request<'a> {
+    Request {
+        prefer: Some(Prefer {
+            affinity: Affinity::of(layer, job),
+            locality,
+        }),
+        ..request(t, n)
+    }
+}
+
+/// Books (and commits) one core of `layer`/`job` on host `n`: the host is warm for them.
+fn warm_up(index: &HostIndex, t: &[String], n: u128, layer: &str, job: &str) -> Warm {
+    let req = warm_request(t, 1, layer, job, Locality::default());
+    let host = hid(n);
+    index
+        .place(&req, &Strategy::default(), |h| {
+            (h.id == &host).then(|| cores(1))
+        })
+        .expect("the host fits")
+        .commit()
+}
+
+/// Hosts of `cores` (and as many GB) each, numbered from 1, all tagged `a`.
+fn hosts(cores: &[u32]) -> (HostIndex, Vec<String>) {
+    let index = HostIndex::with_salt(0);
+    let records = cores
+        .iter()
+        .zip(1u128..)
+        .map(|(c, n)| rec(n, *c, u64::from(*c), 0, &["a"]))
+        .collect();
+    load(&index, records);
+    (index, tags(&["a"]))
+}
+
+fn placed(index: &HostIndex, req: &Request<'_>, strategy: &Strategy) -> HostId {
+    index
+        .place(req, strategy, exact(1))
+        .unwrap()
+        .host_id()
+        .clone()
+}
+
+#[test]
+fn saturation_prefers_the_host_warm_for_the_layer_then_the_job() {
+    // Best-fit order once warmed: 1 (8 free), 2 (15), 3 (15).
+    let (index, t) = hosts(&[8, 16, 16]);
+    assert_eq!(warm_up(&index, &t, 2, "M", "J"), Warm::Cold);
+    // Warmth is per host: host 3 has run nothing of J yet.
+    assert_eq!(warm_up(&index, &t, 3, "L", "J"), Warm::Cold);
+    let (sat, on) = (Strategy::default(), Locality::default());
+    let want = |layer: &str, job: &str, locality: Locality| {
+        placed(&index, &warm_request(&t, 1, layer, job, locality), &sat)
+    };
+    // The layer's host beats the job's, which beats the tightest cold host.
+    assert_eq!(want("L", "J", on), hid(3));
+    assert_eq!(want("N", "J", on), hid(2));
+    // Off, or for a stranger: plain best fit.
+    assert_eq!(want("L", "J", Locality::OFF), hid(1));
+    assert_eq!(want("X", "Y", on), hid(1));
+    // The commit says how warm the host was.
+    assert_eq!(warm_up(&index, &t, 3, "L", "J"), Warm::Layer);
+}
+
+#[test]
+fn warmth_never_overrides_fit_vetoes_or_tiers() {
+    let (index, t) = hosts(&[8, 8, 16]);
+    warm_up(&index, &t, 3, "L", "J");
+    let req = warm_request(&t, 1, "L", "J", Locality::default());
+    let sat = Strategy::default();
+    // The warm host lacks the room: the first fit that has it.
+    let held = index.reserve_on(&hid(3), cores(10)).unwrap();
+    let six = warm_request(&t, 6, "L", "J", Locality::default());
+    let r = index.place(&six, &sat, exact(6)).unwrap();
+    assert_eq!(r.host_id(), &hid(1));
+    drop((r, held));
+    // Vetoed by the caller (sizing, a reservation, a subscription): not taken.
+    let warm = hid(3);
+    let r = index
+        .place(&req, &sat, |h| (h.id != &warm).then(|| cores(1)))
+        .unwrap();
+    assert_eq!(r.host_id(), &hid(1));
+    drop(r);
+    // Another instance's share: ours first, however warm theirs is (host 3 is share 0 of 3).
+    let theirs = Request {
+        share: Some((3, 1)),
+        ..req
+    };
+    assert_eq!(placed(&index, &theirs, &sat), hid(1));
+}
+
+#[test]
+fn cpu_work_stays_off_a_warm_gpu_host_while_others_fit() {
+    let index = HostIndex::with_salt(0);
+    load(
+        &index,
+        vec![rec(1, 8, 32, 0, &["a"]), rec(2, 16, 32, 2, &["a"])],
+    );
+    let t = tags(&["a"]);
+    warm_up(&index, &t, 2, "L", "J");
+    let req = warm_request(&t, 1, "L", "J", Locality::default());
+    assert_eq!(placed(&index, &req, &Strategy::default()), hid(1));
+}
+
+#[test]
+fn scored_takes_the_warmth_off_the_score() {
+    // One GB per core everywhere: a one-core, one-GB frame strands nothing on any host.
+    let (index, t) = hosts(&[8, 8, 16]);
+    warm_up(&index, &t, 3, "L", "J");
+    let scored = Strategy::Scored {
+        max_candidates: 8,
+        weights: Weights::default(),
+    };
+    // The warm host wins by its bonus alone.
+    let on = warm_request(&t, 1, "L", "J", Locality::default());
+    assert_eq!(placed(&index, &on, &scored), hid(3));
+    let off = warm_request(&t, 1, "L", "J", Locality::OFF);
+    assert_ne!(placed(&index, &off, &scored), hid(3));
+}
+
+#[test]
+fn the_look_ahead_ends_at_its_limit() {
+    let (index, t) = hosts(&[8, 8, 8, 16]);
+    warm_up(&index, &t, 4, "L", "J");
+    let short = Locality {
+        lookahead: 1,
+        ..Locality::default()
+    };
+    let sat = Strategy::default();
+    assert_eq!(
+        placed(&index, &warm_request(&t, 1, "L", "J", short), &sat),
+        hid(1)
+    );
+    let long = Locality {
+        lookahead: 3,
+        ..short
+    };
+    assert_eq!(
+        placed(&index, &warm_request(&t, 1, "L", "J", long), &sat),
+        hid(4)
+    );
+}
+
+/// The look-ahead keeps its first fit unreserved while it looks on; when another thread
+/// takes that host meanwhile, the frame still gets a host (a plain first-fit search again).
+#[test]
+fn a_fallback_lost_to_another_thread_is_not_a_lost_frame() {
+    let (index, t) = hosts(&[8, 8, 16]);
+    warm_up(&index, &t, 3, "L", "J");
+    let req = warm_request(&t, 1, "L", "J", Locality::default());
+    let (first, warm) = (hid(1), hid(3));
+    let mut stolen = Vec::new();
+    let r = index
+        .place(&req, &Strategy::default(), |h| {
+            if h.id == &warm {
+                // While host 3 is sized, another thread takes all of host 1; host 3 is vetoed.
+                stolen.extend(index.reserve_on(&first, cores(8)));
+                return None;
+            }
+            Some(cores(1))
+        })
+        .expect("host 2 fits");
+    assert_eq!(stolen.len(), 1);
+    assert_eq!(r.host_id(), &hid(2));
 }

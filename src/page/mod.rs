@@ -106,11 +106,7 @@ fn database_rows(status: &StatusHandle) -> Result<Arc<StatusRows>, String> {
 
 fn read_database(shared: &Shared) -> Result<StatusRows, String> {
     let config = shared.config.load();
-    let filter = FarmFilter {
-        facility: &config.scheduler.facility,
-        ping_timeout: config.hosts.ping_timeout,
-        stranded_kb: config.scheduler.memory_stranded_threshold_kb,
-    };
+    let filter = FarmFilter::of(&config);
     let mut conn = shared
         .pool
         .get_timeout(CONNECTION_WAIT)

@@ -57,15 +57,15 @@ pub(super) fn header(inputs: &Inputs<'_>) -> String {
     )
 }
 
-/// Cores, memory and GPUs busy of total, and the stranded cores; from the database, else
-/// from the host index (which cannot tell stranded cores).
+/// Cores, memory and GPUs busy of total, and the stranded resources; from the database,
+/// else from the host index (which cannot tell stranded resources).
 pub(super) fn farm(inputs: &Inputs<'_>) -> String {
     let (hosts, total, idle, stranded, source) = match inputs.rows {
         Ok(rows) => (
             rows.farm.hosts,
             rows.farm.total,
             rows.farm.idle,
-            Some(rows.farm.stranded_cores),
+            Some(&rows.farm),
             "eligible hosts in the database",
         ),
         Err(_) => {
@@ -89,7 +89,14 @@ pub(super) fn farm(inputs: &Inputs<'_>) -> String {
     let busy_cores = total.cores.saturating_sub(idle.cores);
     let busy_mem = total.mem_kb.saturating_sub(idle.mem_kb);
     let busy_gpus = total.gpus.saturating_sub(idle.gpus);
-    let stranded = stranded.map_or("?".to_owned(), cores);
+    let (stranded, gpu_bound, stranded_mem) = match stranded {
+        Some(f) => (
+            cores(f.stranded_cores),
+            cores(f.stranded_cores_gpus),
+            memory(u64::try_from(f.stranded_mem_kb).unwrap_or(0)),
+        ),
+        None => ("?".to_owned(), "?".to_owned(), "?".to_owned()),
+    };
     format!(
         "<h2>Farm</h2><div class=\"tiles\" id=\"farm\">\
          <span><span class=\"k\">hosts</span> <b>{hosts}</b></span>\
@@ -97,7 +104,10 @@ pub(super) fn farm(inputs: &Inputs<'_>) -> String {
          <span><span class=\"k\">memory busy</span> {}</span>\
          <span><span class=\"k\">GPUs busy</span> {}</span>\
          <span><span class=\"k\">stranded cores</span> <b id=\"stranded\">{stranded}</b> \
-         <span class=\"k\">(idle, on hosts short of memory)</span></span></div>\
+         <span class=\"k\">(idle, on hosts short of memory)</span> {gpu_bound} \
+         <span class=\"k\">(on hosts with no idle GPU)</span></span>\
+         <span><span class=\"k\">stranded memory</span> <b id=\"stranded-mem\">{stranded_mem}</b> \
+         <span class=\"k\">(on hosts with no idle core)</span></span></div>\
          <p class=\"k\">from {source}</p>",
         share(
             &cores(i64::from(busy_cores)),

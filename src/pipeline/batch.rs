@@ -160,7 +160,10 @@ impl Committer<'_> {
             waited_secs,
             show_name,
         } = planned;
-        earmark.commit();
+        let warm = earmark.commit();
+        metrics::LOCALITY_BOOKINGS
+            .with_label_values(&[warm.label()])
+            .inc();
         ticket.commit();
         if placement.holds_reservation {
             self.shared.holds.fulfilled(&placement.frame);
@@ -226,7 +229,7 @@ impl Committer<'_> {
 /// at shutdown (over-counting is safe; the re-sync corrects it).
 fn keep_all(batch: Vec<Planned>) {
     for planned in batch {
-        planned.earmark.commit();
+        let _ = planned.earmark.commit();
         planned.ticket.commit();
     }
 }

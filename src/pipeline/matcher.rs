@@ -6,6 +6,10 @@
 //! Every path that does not commit gives its earmark and its charge back (both are RAII
 //! values dropped on the way out), so nothing leaks on an error, a lost guard or a panic.
 
+mod turns;
+
+use turns::Lane;
+
 use std::{
     cell::Cell,
     collections::{HashMap, HashSet},
@@ -26,7 +30,7 @@ use crate::{
     accounting::{Cap, CapPin, Charge, Limits, Ticket},
     backfill::{self, HoldMap},
     cluster::{Cluster, feed::PassResult},
-    config::Config,
+    config::{Config, JobOrder},
     db::{
         self,
         booking::{Fence, Placement},
@@ -34,7 +38,7 @@ use crate::{
     },
     frameset::FrameSet,
     ids::{AllocId, FolderId, JobId, LayerId, ProcId},
-    index::{Earmark, HostView, Request},
+    index::{Affinity, Earmark, HostView, Prefer, Request},
     metrics,
     model::{CoresGpus, Resources},
     sizing::{self, HostShape, LayerColumns, LayerShape, Rules},
@@ -259,6 +263,8 @@ struct LayerPlan<'l> {
     /// The layer's tags that this cluster covers.
     tags: Vec<String>,
     share: Option<(u32, u32)>,
+    /// Locality: the layer and job, and how strongly warm hosts are preferred.
+    prefer: Prefer,
     job_env: &'l [(String, String)],
     layer_env: &'l [(String, String)],
 }
@@ -273,18 +279,22 @@ impl LayerPlan<'_> {
             os: if os.is_empty() { None } else { Some(os) },
             threadable: self.shape.threadable,
             share: self.share,
+            prefer: Some(self.prefer),
         }
     }
 }
 
 impl Matcher<'_> {
-    /// Matches each job's layers in order; a job whose cap is full is left for the next.
+    /// Matches the pass's jobs: job after job, each job's layers in order (a job whose cap is
+    /// full is left for the next), or under the `proportional` order frame by frame in
+    /// turns drawn by priority ([`turns`]).
     fn match_jobs(&mut self, input: &PassInput<'_>) -> Result<(), db::DbError> {
         let mut by_job: HashMap<&JobId, Vec<&LayerWork>> = HashMap::new();
         for layer in &input.layers {
             by_job.entry(&layer.job).or_default().push(layer);
         }
         let no_env = Vec::new();
+        let mut lanes = Vec::new();
         for job in &input.jobs {
             metrics::JOBS_PROCESSED
                 .with_label_values(&[&self.cluster.show_name])
@@ -293,6 +303,7 @@ impl Matcher<'_> {
                 continue;
             };
             let jenv = input.job_env.get(&job.id).unwrap_or(&no_env);
+            let mut plans = Vec::new();
             for layer in job_layers {
                 let lenv = input.layer_env.get(&layer.id).unwrap_or(&no_env);
                 // Before matching: a batch may commit inside `layer` and count its frames.
@@ -301,24 +312,41 @@ impl Matcher<'_> {
                     booked: 0,
                     reason: None,
                 });
-                let stop = match self.plan_layer(job, layer, jenv, lenv) {
-                    Some(plan) => self.layer(&plan)?,
-                    None => None,
-                };
-                let reason = match stop {
-                    None => None,
-                    Some(Stop::NoHost(reason)) => Some(reason),
-                    Some(Stop::JobCapped) => Some(Reason::JobCap),
-                };
-                if let (Some(reason), Some(t)) = (reason, self.tallies.get_mut(&layer.id)) {
-                    t.reason = Some(reason);
-                }
-                if matches!(stop, Some(Stop::JobCapped)) {
+                plans.extend(self.plan_layer(job, layer, jenv, lenv));
+            }
+            lanes.push(Lane {
+                priority: job.priority,
+                plans,
+                layer: 0,
+                frame: 0,
+            });
+        }
+        if self.config.scheduler.job_order == JobOrder::Proportional {
+            return self.match_in_turns(lanes);
+        }
+        for lane in &lanes {
+            for plan in &lane.plans {
+                let stop = self.layer(plan)?;
+                if self.stopped(plan, stop) {
                     break;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Records why `plan`'s layer stopped, if it did; true when its whole job stops (a cap of
+    /// the job or its folder is full).
+    fn stopped(&mut self, plan: &LayerPlan<'_>, stop: Option<Stop>) -> bool {
+        let (reason, job_stops) = match stop {
+            None => return false,
+            Some(Stop::NoHost(reason)) => (reason, false),
+            Some(Stop::JobCapped) => (Reason::JobCap, true),
+        };
+        if let Some(t) = self.tallies.get_mut(&plan.layer.id) {
+            t.reason = Some(reason);
+        }
+        job_stops
     }
 
     /// Publishes why each layer's remaining frames wait, as this pass saw it.
@@ -397,6 +425,10 @@ impl Matcher<'_> {
             },
             tags,
             share: self.shared.lease.host_share(),
+            prefer: Prefer {
+                affinity: Affinity::of(&layer.id, &job.id),
+                locality: s.locality,
+            },
             job_env,
             layer_env,
         })
@@ -432,43 +464,59 @@ impl Matcher<'_> {
     fn layer(&mut self, plan: &LayerPlan<'_>) -> Result<Option<Stop>, db::DbError> {
         let request = plan.request();
         for frame in &plan.layer.frames {
-            let earmark = match self.place(plan, &request, frame) {
-                Ok(r) => r,
-                Err(veto) => return self.no_host(plan, &request, frame, veto).map(Some),
-            };
-            // A refused charge drops the earmark with it.
-            let (ticket, charge) = match self.charge(plan, frame, &earmark) {
-                Ok(charged) => charged,
-                Err(Cap::Subscription) => continue,
-                Err(_) => return Ok(Some(Stop::JobCapped)),
-            };
-            metrics::CHECKOUT_OUTCOME
-                .with_label_values(&["booked"])
-                .inc();
-            if !self.plan_frame(plan, frame, earmark, ticket, charge) {
-                // A frame we cannot describe to RQD is not booked; it stays WAITING.
-                continue;
-            }
-            if self.batch.len() >= self.config.scheduler.batch_size {
-                self.flush()?;
+            if let Some(stop) = self.frame(plan, &request, frame)? {
+                return Ok(Some(stop));
             }
         }
         Ok(None)
     }
 
-    /// Finds and atomically reserves a host for `frame`; `Err` carries the last reason a
-    /// candidate was refused (`None`: nothing but room was missing).
+    /// Places, charges and batches one frame; `Some` when its layer (or job) stops here.
+    fn frame(
+        &mut self,
+        plan: &LayerPlan<'_>,
+        request: &Request<'_>,
+        frame: &FrameWork,
+    ) -> Result<Option<Stop>, db::DbError> {
+        // A job with less than a core left under its cap fits no host: say so without a
+        // search (or a wide-frame reservation it could not use).
+        let headroom = self.shared.ledger.job_headroom(&plan.job.id);
+        if headroom.is_some_and(|c| c < i64::from(crate::model::CORE)) {
+            return Ok(Some(Stop::JobCapped));
+        }
+        let earmark = match self.place(plan, request, frame, headroom) {
+            Ok(r) => r,
+            Err(veto) => return self.no_host(plan, request, frame, veto).map(Some),
+        };
+        // A refused charge drops the earmark with it.
+        let (ticket, charge) = match self.charge(plan, frame, &earmark) {
+            Ok(charged) => charged,
+            Err(Cap::Subscription) => return Ok(None),
+            Err(_) => return Ok(Some(Stop::JobCapped)),
+        };
+        metrics::CHECKOUT_OUTCOME
+            .with_label_values(&["booked"])
+            .inc();
+        // A frame we cannot describe to RQD is not booked; it stays WAITING.
+        if self.plan_frame(plan, frame, earmark, ticket, charge)
+            && self.batch.len() >= self.config.scheduler.batch_size
+        {
+            self.flush()?;
+        }
+        Ok(None)
+    }
+
+    /// Finds and atomically reserves a host for `frame` within the job's core `headroom`
+    /// (`None`: uncapped); `Err` carries the last reason a candidate was refused (`None`:
+    /// nothing but room was missing).
     fn place(
         &self,
         plan: &LayerPlan<'_>,
         request: &Request<'_>,
         frame: &FrameWork,
+        headroom: Option<i64>,
     ) -> Result<Earmark, Option<Reason>> {
-        let job_remaining = self
-            .shared
-            .ledger
-            .job_headroom(&plan.job.id)
-            .map(|c| c.clamp(0, i64::from(u32::MAX)) as u32);
+        let job_remaining = headroom.map(|c| c.clamp(0, i64::from(u32::MAX)) as u32);
         let now = backfill::now_secs();
         let veto: Cell<Option<Reason>> = Cell::new(None);
         let strategy = &self.config.scheduler.placement;

@@ -211,7 +211,7 @@ fn show_progress(
         let p = progress(client)?;
         let rate = service.shared().stats.rate(5);
         let line = format!(
-            "{:>5.0}s  done {:>6}/{}  running {:>5}  waiting {:>6}  dead {:>3}  farm {:>5.1}% busy  {:>7.1} frames/s booked",
+            "{:>5.0}s  done {:>6}/{}  running {:>5}  waiting {:>6}  dead {:>3}  cores {:>5.1}% busy  binding {:>5.1}%  {:>7.1} frames/s booked",
             started.elapsed().as_secs_f64(),
             p.done,
             total,
@@ -219,6 +219,7 @@ fn show_progress(
             p.waiting,
             p.dead,
             p.utilization * 100.0,
+            p.binding * 100.0,
             rate
         );
         if live {

@@ -114,6 +114,10 @@ pub(crate) struct Progress {
     pub dead: i64,
     /// Booked cores / total cores of open hosts.
     pub utilization: f64,
+    /// The binding resource's use: each open host counts as busy as its most used resource
+    /// (cores, memory or GPUs), weighted by its cores. A host whose memory or GPUs are all
+    /// booked is full even with cores idle, so this is the figure a full farm holds near 100 %.
+    pub binding: f64,
 }
 
 /// Reads frame counts and core utilization.
@@ -126,7 +130,12 @@ pub(crate) fn progress(client: &mut postgres::Client) -> Result<Progress, postgr
         &[],
     )?;
     let u = client.query_one(
-        "SELECT coalesce(sum(int_cores - int_cores_idle), 0)::float8, greatest(coalesce(sum(int_cores), 0), 1)::float8
+        "SELECT coalesce(sum(int_cores - int_cores_idle), 0)::float8,
+                greatest(coalesce(sum(int_cores), 0), 1)::float8,
+                coalesce(sum(int_cores * greatest(
+                    1 - int_cores_idle::float8 / greatest(int_cores, 1),
+                    1 - int_mem_idle::float8 / greatest(int_mem, 1),
+                    CASE WHEN int_gpus > 0 THEN 1 - int_gpus_idle::float8 / int_gpus ELSE 0 END)), 0)::float8
            FROM host WHERE str_lock_state = 'OPEN'",
         &[],
     )?;
@@ -136,5 +145,6 @@ pub(crate) fn progress(client: &mut postgres::Client) -> Result<Progress, postgr
         waiting: r.get(2),
         dead: r.get(3),
         utilization: u.get::<_, f64>(0) / u.get::<_, f64>(1),
+        binding: u.get::<_, f64>(2) / u.get::<_, f64>(1),
     })
 }

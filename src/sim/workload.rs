@@ -33,6 +33,9 @@ pub enum Workload {
     Stream,
     /// Scenario: a CPU flood, then a GPU job, with and without room kept on GPU hosts.
     Gpu,
+    /// Maestro's verification battery (`sim::verify`): one PASS/FAIL line per scenario;
+    /// `--scenario NAME` runs one, `--scale` below 1 the tests' small shapes.
+    Verify,
     /// The randomized adversarial soak (`sim::chaos`): three instances and a Cuebot
     /// stand-in racing under injected faults, invariants sampled every 100 ms; `--seed`
     /// replays a fault schedule, `--duration` is how long faults are injected.
@@ -119,7 +122,7 @@ pub fn drain(scale: f64, shows: usize, seed: u64) -> FarmSpec {
 
 /// The HARDWARE tags Cuebot gives every host RQD registers (its architecture and RQD's
 /// version).
-const HARDWARE_TAGS: [&str; 2] = ["64bit", "rqdv-1.0"];
+pub(crate) const HARDWARE_TAGS: [&str; 2] = ["64bit", "rqdv-1.0"];
 
 /// Drain host `i`, tagged as Cuebot registers hosts: 16–128 cores, 32–256 GB, the HARDWARE
 /// tags and up to two of the manual `tags` (the ALLOC and HOSTNAME tags come from seeding).
@@ -347,7 +350,9 @@ fn sub(alloc: usize, size: u32, burst: u32) -> SubSpec {
     SubSpec { alloc, size, burst }
 }
 
-/// The demo's three shows, subscribed in fractions of the farm's `cores`.
+/// The demo's three shows, subscribed in fractions of the farm's `cores`. Every show holds a
+/// subscription to every allocation, so no allocation sits idle while one show's work that
+/// could run there waits (the desktops and the GPU hosts' spare cores included).
 fn demo_shows(cores: u32) -> Vec<ShowSpec> {
     let show = |name: &str, subs: Vec<SubSpec>| ShowSpec {
         name: name.into(),
@@ -367,11 +372,19 @@ fn demo_shows(cores: u32) -> Vec<ShowSpec> {
         ),
         show(
             "episodic",
-            vec![sub(0, quarter, cores / 2), sub(1, eighth, quarter)],
+            vec![
+                sub(0, quarter, cores / 2),
+                sub(1, eighth, quarter),
+                sub(2, eighth, quarter),
+            ],
         ),
         show(
             "commercial",
-            vec![sub(0, eighth, quarter), sub(2, eighth, quarter)],
+            vec![
+                sub(0, eighth, quarter),
+                sub(1, eighth, quarter),
+                sub(2, eighth, quarter),
+            ],
         ),
     ]
 }
@@ -396,13 +409,16 @@ fn demo_job(rng: &mut SmallRng, j: usize, runtime_scale: f64) -> JobSpec {
     }
 }
 
-/// The layers of a demo job of `kind`, runtimes drawn in milliseconds and scaled.
+/// The layers of a demo job of `kind`, runtimes drawn in milliseconds and scaled. CPU layers
+/// that fit a GPU host's spare cores may run there (`gpu`), and light ones on the desktops
+/// (`desktop`), as a studio lets them: GPU frames keep their room on GPU hosts by the
+/// `gpu_host_*` rules, not by tags.
 fn demo_layers(rng: &mut SmallRng, kind: usize, runtime_scale: f64) -> Vec<LayerSpec> {
     let scale = |ms: u64| ((ms as f64 * runtime_scale).round() as u64).max(1);
     match kind {
         // Comp: many light one-core frames, chunked.
         0 => {
-            let mut l = LayerSpec::simple("comp", "1-120", "general | desktop");
+            let mut l = LayerSpec::simple("comp", "1-120", "general | desktop | gpu");
             l.chunk = 5;
             l.threadable = false;
             l.mem_kb = 2 * GB;
@@ -411,11 +427,11 @@ fn demo_layers(rng: &mut SmallRng, kind: usize, runtime_scale: f64) -> Vec<Layer
         }
         // Lighting: heavy threadable renders, then a light denoise.
         1 => {
-            let mut r = LayerSpec::simple("beauty", "1001-1048", "general");
+            let mut r = LayerSpec::simple("beauty", "1001-1048", "general | gpu");
             r.cores_min = 8 * i64::from(CORE);
             r.mem_kb = 24 * GB;
             r.set_runtime_ms(scale(rng.random_range(8_000..20_000)));
-            let mut d = LayerSpec::simple("denoise", "1001-1048", "general");
+            let mut d = LayerSpec::simple("denoise", "1001-1048", "general | desktop | gpu");
             d.cores_min = 2 * i64::from(CORE);
             d.mem_kb = 4 * GB;
             d.set_runtime_ms(scale(rng.random_range(2_000..5_000)));

@@ -6,6 +6,7 @@ mod common;
 
 mod accounting;
 mod adversity;
+mod battery;
 mod chaos;
 mod explain;
 mod memory;
@@ -17,5 +18,8 @@ mod quality;
 mod schema;
 mod service;
 mod sim;
+mod verify;
 mod verify_depends;
+mod verify_locality;
 mod verify_oom;
+mod verify_tags_gpu;

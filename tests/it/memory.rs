@@ -67,7 +67,7 @@ fn memory_is_booked_from_history_and_an_out_of_memory_frame_goes_back_to_the_ask
         crowded.is_some(),
         "more than four 8 GB-asking frames on a host"
     );
-    let sized = run.service().unwrap().shared().sized.snapshot();
+    let sized = run.service().shared().sized.snapshot();
     assert_eq!(sized.len(), 1, "{sized:?}");
     assert_eq!(
         (sized[0].asked_kb, sized[0].layer.as_str()),

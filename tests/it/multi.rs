@@ -37,6 +37,7 @@ fn three_instances_drain_every_frame_exactly_once() {
         keep: false,
         top_statements: 0,
         no_reservations: false,
+        scenario: None,
         with_ceiling: false,
     };
     let report = measure(&args).expect("three instances run");

@@ -581,3 +581,74 @@ fn a_malformed_range_is_skipped_and_the_rest_books() {
     assert_eq!(farm.pass_all(), 2);
     rqd.stop();
 }
+
+/// Room a completion gives back (Cuebot deletes the proc and restores the host's idle
+/// columns) is booked from the read of changed hosts, long before the next full host read.
+#[test]
+fn room_a_completion_gives_back_is_booked_before_the_next_full_host_read() {
+    use stagehand::sim::{farm::SimFarm, pg::PgOptions};
+
+    let spec = small_farm(
+        1,
+        4,
+        16,
+        &[],
+        one_layer(LayerSpec::simple("l", "1-8", "general")),
+    );
+    let farm = SimFarm::start(&spec, &PgOptions::default(), false, 0).unwrap();
+    let mut config = farm.config(true);
+    config.hosts.refresh_interval = Duration::from_secs(3600);
+    config.hosts.changes_interval = Duration::from_millis(100);
+    let service = stagehand::service::Service::start(config).unwrap();
+    let mut client = postgres::Client::connect(&farm.url, postgres::NoTls).unwrap();
+    let count = |client: &mut postgres::Client, state: &str| -> i64 {
+        client
+            .query_one("SELECT count(*) FROM frame WHERE str_state = $1", &[&state])
+            .unwrap()
+            .get(0)
+    };
+    let wait_running = |client: &mut postgres::Client| {
+        (0..300).any(|_| {
+            std::thread::sleep(Duration::from_millis(100));
+            count(client, "RUNNING") == 4
+        })
+    };
+    assert!(wait_running(&mut client), "the host filled");
+    complete_two(&mut client);
+    assert!(
+        wait_running(&mut client),
+        "the room given back was booked without a full host read"
+    );
+    assert_eq!(count(&mut client, "SUCCEEDED"), 2);
+    service.shutdown(Duration::from_secs(10));
+}
+
+/// Completes two running frames as Cuebot does: proc deleted, frame SUCCEEDED, the host's
+/// idle cores and memory given back, in one transaction.
+fn complete_two(client: &mut postgres::Client) {
+    let mut tx = client.transaction().unwrap();
+    let gone = tx
+        .query(
+            "DELETE FROM proc WHERE pk_proc IN (SELECT pk_proc FROM proc ORDER BY pk_proc LIMIT 2)
+             RETURNING pk_host, pk_frame, int_cores_reserved, int_mem_reserved",
+            &[],
+        )
+        .unwrap();
+    for r in &gone {
+        let (host, frame): (String, String) = (r.get(0), r.get(1));
+        let (cores, mem): (i64, i64) = (r.get(2), r.get(3));
+        tx.execute(
+            "UPDATE frame SET str_state = 'SUCCEEDED', int_version = int_version + 1,
+                    ts_stopped = now() WHERE pk_frame = $1",
+            &[&frame],
+        )
+        .unwrap();
+        tx.execute(
+            "UPDATE host SET int_cores_idle = int_cores_idle + $2, int_mem_idle = int_mem_idle + $3
+              WHERE pk_host = $1",
+            &[&host, &cores, &mem],
+        )
+        .unwrap();
+    }
+    tx.commit().unwrap();
+}

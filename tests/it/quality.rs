@@ -43,6 +43,47 @@ fn fifo_order_serves_the_oldest_job() {
     assert_eq!(winner(JobOrder::Fifo), "high");
 }
 
+/// Under `proportional` one pass shares its room by priority: 100 free cores, two jobs of
+/// one-core frames (priorities 70 and 30) with more frames than that each. Strict `priority`
+/// gives every core to the first job; `proportional` gives both a share, the higher more.
+#[test]
+fn proportional_order_shares_a_pass_by_priority() {
+    let booked = |order: JobOrder| -> (i64, i64) {
+        let layer = || {
+            let mut l = LayerSpec::simple("l", "1-150", "general");
+            l.threadable = false;
+            l
+        };
+        let mut high = job("high", vec![layer()]);
+        high.priority = 70;
+        let mut low = job("low", vec![layer()]);
+        low.priority = 30;
+        let spec = small_farm(10, 10, 32, &[], vec![high, low]);
+        let farm = Farm::new(&spec, |c| {
+            c.scheduler.job_order = order;
+            c.scheduler.frames_per_layer = 150;
+        });
+        assert_eq!(farm.pass_all(), 100);
+        let r = farm
+            .client()
+            .query_one(
+                "SELECT count(*) FILTER (WHERE j.str_name = 'high'),
+                        count(*) FILTER (WHERE j.str_name = 'low')
+                   FROM proc p JOIN job j ON j.pk_job = p.pk_job",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(booked(JobOrder::Priority), (100, 0));
+    let (high, low) = booked(JobOrder::Proportional);
+    // Binomial(100, 0.3): 30 expected; below 15 or above 49 has odds below 2e-4.
+    assert!(
+        (15..50).contains(&low) && high == 100 - low,
+        "high {high}, low {low}"
+    );
+}
+
 /// Two shows with subscription sizes 20 and 10 cores (bursts both 30, so no cap decides) on
 /// one saturated 30-core allocation, frames of five seconds completing continuously: the split
 /// of booked cores converges to 2:1 (± 10 %).

@@ -45,6 +45,7 @@ fn tiny(workload: Workload, scale: f64) -> BenchArgs {
         keep: false,
         top_statements: 0,
         no_reservations: false,
+        scenario: None,
         with_ceiling: false,
     }
 }

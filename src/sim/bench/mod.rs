@@ -38,7 +38,7 @@ use ceiling::{CONNECTIONS, CeilingReport, measure_ceiling};
 use print::{print_ceiling, print_ceiling_ratios, print_report, print_top_statements};
 pub use rates::Rates;
 use rates::{PgCpu, proc_rates};
-use scenarios::{chaos, scenario};
+use scenarios::{chaos, scenario, verify};
 
 /// Options of `stagehand bench`.
 #[derive(Clone, Debug, clap::Args)]
@@ -73,6 +73,9 @@ pub struct BenchArgs {
     /// Run with `[reservations] enabled = false` (to measure what the policy costs).
     #[arg(long)]
     pub no_reservations: bool,
+    /// With `--workload verify`: run only this scenario of the battery (`PRIORITY`, …).
+    #[arg(long)]
+    pub scenario: Option<String>,
     /// With `--workload drain`: also run the ceiling (the booking writes alone) on its own
     /// freshly seeded farm of the same shape, and print drain as a ratio to it.
     #[arg(long)]
@@ -182,6 +185,7 @@ fn workload_spec(args: &BenchArgs) -> Result<(FarmSpec, bool), SimError> {
         | Workload::FairShare
         | Workload::Stream
         | Workload::Gpu
+        | Workload::Verify
         | Workload::Chaos => {
             return Err(SimError::Other(format!(
                 "{:?} runs in-process: run it with `stagehand bench`",
@@ -320,6 +324,7 @@ fn finished(workload: Workload, p: &Progress, unchanged: Duration) -> bool {
         | Workload::FairShare
         | Workload::Stream
         | Workload::Gpu
+        | Workload::Verify
         | Workload::Chaos => false,
     }
 }
@@ -451,7 +456,7 @@ fn stagehand_statement_totals(client: &mut postgres::Client) -> Option<(i64, i64
     Some((r.get(0), r.get(1), r.get(2)))
 }
 
-/// `stagehand bench`: runs [`measure`]; exit 3 on audit violations.
+/// `stagehand bench`: runs [`measure`]; exit 3 on audit violations (`verify`: on any FAIL).
 pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     crate::service::init_logging(log::LevelFilter::Warn);
     if args.workload.is_scenario() {
@@ -459,6 +464,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     }
     if args.workload == Workload::Chaos {
         return chaos(args);
+    }
+    if args.workload == Workload::Verify {
+        return verify(args);
     }
     if args.workload == Workload::Ceiling {
         let ceiling = ceiling_of(args, "")?;

@@ -30,6 +30,25 @@ pub(super) fn chaos(args: &BenchArgs) -> Result<ExitCode, SimError> {
     })
 }
 
+/// Maestro's verification battery (`sim::verify`) at full scale (`--scale` below 1: the
+/// tests' scale), or only `--scenario`: one PASS/FAIL line each, then a summary. Exit 3 when
+/// any scenario fails.
+pub(super) fn verify(args: &BenchArgs) -> Result<ExitCode, SimError> {
+    let full = args.scale >= 1.0;
+    println!(
+        "verification battery at {} scale",
+        if full { "full" } else { "test" }
+    );
+    let verdicts = crate::sim::verify::run_battery(full, args.scenario.as_deref())?;
+    let passed = verdicts.iter().filter(|v| v.pass).count();
+    println!("{passed} of {} scenarios passed", verdicts.len());
+    Ok(if passed == verdicts.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    })
+}
+
 /// A scheduling-quality scenario at full scale (`--scale` below 1 runs the test scale), with
 /// its policy on and then off.
 pub(super) fn scenario(args: &BenchArgs) -> Result<ExitCode, SimError> {

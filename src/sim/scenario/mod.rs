@@ -90,9 +90,11 @@ impl Run {
         })
     }
 
-    /// The service booking the farm (until [`Run::finish`]).
-    pub fn service(&self) -> Option<&Service> {
-        self.service.as_ref()
+    /// The service booking the farm.
+    pub fn service(&self) -> &Service {
+        self.service
+            .as_ref()
+            .expect("the service runs until the scenario finishes")
     }
 
     /// Centicores booked on the farm now.
