@@ -153,7 +153,7 @@ pub fn oom(full: bool) -> Result<Verdict, SimError> {
         "OOM",
         holds,
         figure,
-        Some("88 frames/s in its own simulator"),
+        Some("88 frames/s on its own farm and layers (not the same work)"),
         violations,
     ))
 }
