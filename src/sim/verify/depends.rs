@@ -175,7 +175,7 @@ pub fn depends(full: bool) -> Result<Verdict, SimError> {
         "DEPENDS",
         holds,
         figure,
-        Some("91 frames/s in its own simulator"),
+        Some("91 frames/s on its own farm and trees (not the same work)"),
         violations,
     ))
 }
