@@ -183,10 +183,13 @@ impl Feed {
             self.wake_on_capacity();
             self.dispatch();
             self.publish_status(false);
+            // The loop also wakes saturated clusters when the index reports freed room,
+            // which sends no outcome: look at least every 50 ms, so room a completion gave
+            // back waits at most that long for its cluster's turn.
             let wait = self
                 .next_event()
                 .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(200));
+                .min(Duration::from_millis(50));
             if let Ok(outcome) = self
                 .outcomes
                 .recv_timeout(wait.max(Duration::from_millis(1)))

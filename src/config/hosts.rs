@@ -27,7 +27,7 @@ impl Default for HostsConfig {
     fn default() -> Self {
         HostsConfig {
             refresh_interval: Duration::from_secs(10),
-            changes_interval: Duration::from_millis(200),
+            changes_interval: Duration::from_millis(100),
             ping_timeout: Duration::from_secs(120),
         }
     }
