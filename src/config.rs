@@ -25,6 +25,7 @@ mod database;
 mod duration;
 mod hosts;
 mod http;
+mod licenses;
 mod reservations;
 mod rqd;
 mod scheduler;
@@ -35,6 +36,7 @@ pub use cluster::ClusterConfig;
 pub use database::DatabaseConfig;
 pub use hosts::HostsConfig;
 pub use http::HttpConfig;
+pub use licenses::{LicensesConfig, Provider as LicenseProvider};
 pub use reservations::ReservationsConfig;
 pub use rqd::RqdConfig;
 pub use scheduler::{JobOrder, SchedulerConfig};
@@ -98,6 +100,8 @@ pub struct Config {
     pub accounting: AccountingConfig,
     /// `[reservations]`: hosts reserved for wide frames, and backfill around them.
     pub reservations: ReservationsConfig,
+    /// `[licenses]`: live application licenses.
+    pub licenses: LicensesConfig,
     /// `[cluster]`: multi-instance coordination.
     pub cluster: ClusterConfig,
     /// `[http]`: metrics and health endpoints.
@@ -137,13 +141,14 @@ impl Config {
         self.database.validate(self.cluster.lease_duration)?;
         self.scheduler.validate()?;
         self.reservations.validate()?;
+        self.licenses.validate()?;
         self.rqd.validate()?;
         self.cluster.validate()?;
         self.http.validate()
     }
 
     /// Every duration key with its value, so that validation bounds each one.
-    fn durations(&self) -> [(&'static str, Duration); 20] {
+    fn durations(&self) -> [(&'static str, Duration); 24] {
         let (d, s, h) = (&self.database, &self.scheduler, &self.hosts);
         let (a, v, c, svc) = (
             &self.accounting,
@@ -177,6 +182,10 @@ impl Config {
             ("accounting.caps_interval", a.caps_interval),
             ("reservations.after", v.after),
             ("reservations.max_hold", v.max_hold),
+            ("licenses.poll_interval", self.licenses.poll_interval),
+            ("licenses.stale_after", self.licenses.stale_after),
+            ("licenses.provider_timeout", self.licenses.provider_timeout),
+            ("licenses.checkout_lag", self.licenses.checkout_lag),
             ("cluster.lease_duration", c.lease_duration),
             ("cluster.lease_renew_interval", c.lease_renew_interval),
             ("service.shutdown_grace", svc.shutdown_grace),

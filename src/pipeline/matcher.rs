@@ -88,6 +88,7 @@ fn run(
         tallies: HashMap::new(),
         batch: Vec::new(),
         booked: 0,
+        seats: shared.licenses.pass(),
         committer: Committer {
             shared,
             config: &config,
@@ -241,6 +242,8 @@ struct Matcher<'a> {
     tallies: HashMap<LayerId, LayerTally>,
     batch: Vec<Planned>,
     booked: usize,
+    /// License seats this pass may still plan on (a hint; the batch re-checks).
+    seats: crate::licenses::PassSeats<'a>,
     committer: Committer<'a>,
     conn: &'a mut db::Conn,
 }
@@ -260,6 +263,8 @@ struct LayerPlan<'l> {
     share: Option<(u32, u32)>,
     job_env: &'l [(String, String)],
     layer_env: &'l [(String, String)],
+    /// The licenses its frames need (empty with `[licenses]` off).
+    licenses: &'l [String],
 }
 
 impl LayerPlan<'_> {
@@ -398,17 +403,30 @@ impl Matcher<'_> {
             share: self.shared.lease.host_share(),
             job_env,
             layer_env,
+            licenses: if self.config.licenses.provider().is_some() {
+                &layer.licenses
+            } else {
+                &[]
+            },
         })
     }
 
     /// Matches the layer's frames in order until one finds no host or a cap stops the job.
     fn layer(&mut self, plan: &LayerPlan<'_>) -> Result<Option<Stop>, db::DbError> {
         let request = plan.request();
+        let no_license = Ok(Some(Stop::NoHost(Reason::NoLicense)));
         for frame in &plan.layer.frames {
+            if !plan.licenses.is_empty() && !self.seats.may_admit(plan.licenses) {
+                return no_license;
+            }
             let earmark = match self.place(plan, &request, frame) {
                 Ok(r) => r,
                 Err(veto) => return self.no_host(plan, &request, frame, veto).map(Some),
             };
+            // The earmark is given back as it drops.
+            if !plan.licenses.is_empty() && !self.seats.take(plan.licenses, earmark.host_name()) {
+                return no_license;
+            }
             // A refused charge drops the earmark with it.
             let (ticket, charge) = match self.charge(plan, frame, &earmark) {
                 Ok(charged) => charged,

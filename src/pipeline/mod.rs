@@ -112,6 +112,8 @@ pub struct Shared {
     pub holds: crate::backfill::Holds,
     /// Why waiting frames are not booked, per layer, as the passes saw it.
     pub waiting: waiting::WaitingReasons,
+    /// The license seats as the `licenses` thread last published them (a hint).
+    pub licenses: Arc<crate::licenses::LicenseBoard>,
 }
 
 impl Shared {
@@ -137,6 +139,7 @@ impl Shared {
             busy_jobs: dashmap::DashSet::new(),
             holds: crate::backfill::Holds::default(),
             waiting: waiting::WaitingReasons::default(),
+            licenses: Arc::default(),
         }
     }
 

@@ -22,6 +22,7 @@ fn options() -> BookOptions {
         ping_timeout_secs: 60.0,
         no_retry_exit_statuses: Vec::new(),
         record_launches: None,
+        licenses: None,
     }
 }
 
@@ -583,6 +584,7 @@ fn book_pending(farm: &Farm, owner: uuid::Uuid) -> Vec<String> {
     let placements = placements_for_all_frames(&mut client, &show);
     let options = BookOptions {
         record_launches: Some(Some(owner)),
+        licenses: None,
         ..options()
     };
     let booked = book_batch(

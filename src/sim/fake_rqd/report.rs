@@ -40,6 +40,12 @@ pub(super) fn complete_loop(
             // Just connected: ping with the new connection first.
             continue;
         }
+        if let Some(c) = reporter.client.as_mut().filter(|c| !c.is_closed()) {
+            if let Err(e) = check_out_started(c, queue, record) {
+                log::warn!("fake RQD: license checkouts failed, retrying: {e}");
+                reporter.client = None;
+            }
+        }
         let due = take_due(queue, now);
         if due.is_empty() {
             std::thread::sleep(Duration::from_millis(10));
@@ -98,6 +104,50 @@ impl Reporter<'_> {
         self.next_ping = now + PING_INTERVAL;
         false
     }
+}
+
+/// How long a frame refused its license runs before it exits.
+const DENIED_AFTER: Duration = Duration::from_millis(50);
+
+/// The licensed frames that started check their seats out on their hosts (looked up from
+/// their procs); each then completes when due, or at once as denied. A frame whose proc is
+/// gone (undone) completes as it would have, finding nothing.
+fn check_out_started(
+    conn: &mut postgres::Client,
+    queue: &CompletionQueue,
+    record: &Mutex<Record>,
+) -> Result<(), postgres::Error> {
+    let (starts, seats) = {
+        let mut r = record.lock();
+        (std::mem::take(&mut r.starts), r.licenses.clone())
+    };
+    let Some(seats) = seats.filter(|_| !starts.is_empty()) else {
+        return Ok(());
+    };
+    let procs: Vec<&str> = starts.iter().map(|(_, c, _)| c.proc.as_str()).collect();
+    let hosts: std::collections::HashMap<String, String> = match conn.query(
+        "SELECT p.pk_proc, h.str_name FROM proc p JOIN host h ON h.pk_host = p.pk_host
+          WHERE p.pk_proc = ANY($1)",
+        &[&procs],
+    ) {
+        Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Err(e) => {
+            record.lock().starts.extend(starts);
+            return Err(e);
+        }
+    };
+    let mut q = queue.lock();
+    for (due, mut c, names) in starts {
+        if let Some(host) = hosts.get(&c.proc) {
+            if !seats.check_out(&c.proc, host, &names) {
+                c.denied = true;
+                q.push(Reverse((Instant::now() + DENIED_AFTER, c)));
+                continue;
+            }
+        }
+        q.push(Reverse((due, c)));
+    }
+    Ok(())
 }
 
 /// Takes every completion due by `now` off the queue.
@@ -163,6 +213,7 @@ pub(crate) fn complete_procs(
             proc: proc.clone(),
             frame: frame.clone(),
             failed: *failed,
+            denied: false,
         })
         .collect();
     Ok(complete(client, &due)?.len() as u64)
@@ -192,6 +243,7 @@ fn complete(
     }
     let released = Released::from_rows(&rows, due);
     finish_frames(&mut tx, &released.ok_frames, &released.failed_frames)?;
+    requeue_denied(&mut tx, &released.denied_frames)?;
     give_back(&mut tx, &released.per_host)?;
     tx.execute(
         "UPDATE job j SET str_state = 'FINISHED', ts_stopped = now()
@@ -233,6 +285,7 @@ struct Released {
     jobs: Vec<String>,
     ok_frames: Vec<String>,
     failed_frames: Vec<String>,
+    denied_frames: Vec<String>,
 }
 
 impl Released {
@@ -243,6 +296,7 @@ impl Released {
             jobs: Vec::new(),
             ok_frames: Vec::new(),
             failed_frames: Vec::new(),
+            denied_frames: Vec::new(),
         };
         for r in rows {
             let e = out.per_host.entry(r.get(1)).or_default();
@@ -253,7 +307,9 @@ impl Released {
             out.jobs.push(r.get(4));
             let frame: String = r.get(2);
             let failed = due.iter().any(|c| c.frame == frame && c.failed);
-            if failed {
+            if due.iter().any(|c| c.frame == frame && c.denied) {
+                out.denied_frames.push(frame)
+            } else if failed {
                 out.failed_frames.push(frame)
             } else {
                 out.ok_frames.push(frame)
@@ -303,6 +359,24 @@ fn finish_frames(
                     int_exit_status = 1, ts_stopped = now(), ts_updated = now(), int_version = f.int_version + 1
                FROM job j WHERE j.pk_job = f.pk_job AND f.pk_frame = ANY($1) AND f.str_state = 'RUNNING'",
             &[&failed_frames],
+        )?;
+    }
+    Ok(())
+}
+
+/// Cuebot's completion of a frame whose exit status is a license denial (one of its
+/// `dispatcher.layer_delay.rules`): back to WAITING whatever its retries, with the status
+/// that makes its next booking spend no retry.
+fn requeue_denied(
+    tx: &mut postgres::Transaction<'_>,
+    denied: &[String],
+) -> Result<(), crate::db::DbError> {
+    if !denied.is_empty() {
+        tx.execute(
+            "UPDATE frame SET str_state = 'WAITING', int_exit_status = $2, ts_stopped = now(),
+                    ts_updated = now(), int_version = int_version + 1
+              WHERE pk_frame = ANY($1) AND str_state = 'RUNNING'",
+            &[&denied, &super::LICENSE_DENIED_EXIT],
         )?;
     }
     Ok(())

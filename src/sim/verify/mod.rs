@@ -10,6 +10,8 @@
 
 use super::SimError;
 
+pub mod license;
+
 /// What one scenario of the battery concluded.
 #[derive(Clone, Debug)]
 pub struct Verdict {
@@ -49,5 +51,5 @@ pub type Scenario = fn(full: bool) -> Result<Verdict, SimError>;
 
 /// The battery in Maestro's order. Each scenario module adds its line here.
 pub fn battery() -> Vec<(&'static str, Scenario)> {
-    vec![]
+    vec![("LICENSE", license::license as Scenario)]
 }
