@@ -4,10 +4,11 @@
 //! the room the same way ([`rooms`]); the guard locks the rows first ([`lock_rooms`]).
 //!
 //! A layer names its licenses in `layer_env` (`CUE_LICENSES=hengine,katana`). The starts a
-//! sample has not seen are the procs of such layers booked after its `queried_at` (less the
-//! checkout lag); a frame that started and ended since gave its seat back and is not
-//! counted, one that started before is in the sample. Procs are every writer's (Cuebot's
-//! too), so every instance computes the same room.
+//! sample has not seen are the frames of such layers (of pending jobs) started after its
+//! `queried_at`, less the checkout lag — running or not: a frame that started and ended
+//! since may have given its seat back, but one refused its seat must not be booked again and
+//! again on the same sample. Frames are every writer's (Cuebot's too), so every instance
+//! computes the same room.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -183,48 +184,58 @@ pub fn rooms(
         let Some(room) = rooms.get_mut(&u.license) else {
             continue;
         };
-        let seen = sampled.get(&u.license).is_some_and(|h| h.contains(&u.host));
         if !room.host_based {
-            room.free -= u.after;
-        } else if u.after > 0 && !u.before && !seen {
+            room.free -= u.since;
+            continue;
+        }
+        let seen = sampled.get(&u.license).is_some_and(|h| h.contains(&u.host));
+        if u.since > 0 && !u.seated_before && !seen {
             // A host first seated after the sample: one seat it has not seen.
             room.free -= 1;
         }
-        if room.host_based {
+        if u.since > 0 || u.running {
             room.seated.insert(u.host);
         }
     }
     Ok(rooms)
 }
 
-/// The frames running one license on one host.
+/// The frames of one license on one host.
 struct Usage {
     license: String,
     host: String,
-    /// Booked after the sample's `queried_at` (less the lag): not in the sample.
-    after: i64,
-    /// Some were booked before: the host was seated when sampled.
-    before: bool,
+    /// Started after the sample's `queried_at` (less the lag): not in the sample.
+    since: i64,
+    /// Some running frame started before: the host was seated when sampled.
+    seated_before: bool,
+    /// Some frame runs there now.
+    running: bool,
 }
 
-/// The running frames of licensed layers per (license, host), split by the sample time.
+/// The frames of licensed layers of pending jobs that run now or started since the sample,
+/// per (license, host).
 fn usage(
     client: &mut impl GenericClient,
     names: &Option<Vec<&str>>,
     lag_secs: f64,
 ) -> Result<Vec<Usage>, DbError> {
     let rows = client.query(
-        "SELECT lic.name, h.str_name,
-                count(DISTINCT p.pk_proc) FILTER (
-                    WHERE p.ts_booked > s.ts_queried - make_interval(secs => $2))::bigint,
-                coalesce(bool_or(p.ts_booked <= s.ts_queried - make_interval(secs => $2)), false)
-           FROM proc p
-           JOIN layer_env le ON le.pk_layer = p.pk_layer AND le.str_key = 'CUE_LICENSES'
-          CROSS JOIN LATERAL unnest(string_to_array(replace(le.str_value, ' ', ''), ',')) AS lic(name)
+        "WITH lic AS (
+             SELECT DISTINCT le.pk_layer, n.name
+               FROM job j
+               JOIN layer_env le ON le.pk_job = j.pk_job AND le.str_key = 'CUE_LICENSES'
+              CROSS JOIN LATERAL unnest(string_to_array(replace(le.str_value, ' ', ''), ',')) AS n(name)
+              WHERE j.str_state = 'PENDING' AND ($1::text[] IS NULL OR n.name = ANY($1)))
+         SELECT lic.name, coalesce(f.str_host, ''),
+                count(*) FILTER (WHERE f.ts_started > s.ts_queried - make_interval(secs => $2))::bigint,
+                coalesce(bool_or(f.str_state = 'RUNNING'
+                                 AND f.ts_started <= s.ts_queried - make_interval(secs => $2)), false),
+                coalesce(bool_or(f.str_state = 'RUNNING'), false)
+           FROM lic
            JOIN stagehand.license s ON s.str_name = lic.name
-           JOIN host h ON h.pk_host = p.pk_host
-          WHERE $1::text[] IS NULL OR lic.name = ANY($1)
-          GROUP BY lic.name, h.str_name",
+           JOIN frame f ON f.pk_layer = lic.pk_layer
+          WHERE f.str_state = 'RUNNING' OR f.ts_started > s.ts_queried - make_interval(secs => $2)
+          GROUP BY 1, 2",
         &[names, &lag_secs],
     )?;
     Ok(rows
@@ -232,8 +243,9 @@ fn usage(
         .map(|r| Usage {
             license: r.get(0),
             host: r.get(1),
-            after: r.get(2),
-            before: r.get(3),
+            since: r.get(2),
+            seated_before: r.get(3),
+            running: r.get(4),
         })
         .collect())
 }

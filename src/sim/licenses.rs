@@ -114,7 +114,7 @@ struct State {
     pools: BTreeMap<String, PoolState>,
     /// Leave `hosts` out of the answer (a counts-only provider).
     counts_only: bool,
-    /// Right after the next answer, artists take every free seat of this pool.
+    /// At the farm's next checkout of this pool, artists take every free seat first.
     ambush: Option<String>,
 }
 
@@ -153,9 +153,9 @@ impl LicenseSeats {
         p.artists
     }
 
-    /// Artists give every seat of `pool` back now and, right after the next answer (which
-    /// shows them free), take every free seat again: the frames booked on that answer are
-    /// refused their licenses.
+    /// Artists give every seat of `pool` back now and, just before the farm's next checkout
+    /// of it (booked on an answer that showed the seats free), take every free seat again:
+    /// that frame, and those booked with it, are refused their licenses.
     pub fn release_then_ambush(&self, pool: &str) {
         let mut state = self.0.lock();
         if let Some(p) = state.pools.get_mut(pool) {
@@ -169,6 +169,11 @@ impl LicenseSeats {
     /// or is unknown.
     pub fn check_out(&self, proc: &str, host: &str, names: &[String]) -> bool {
         let mut state = self.0.lock();
+        if let Some(pool) = state.ambush.take_if(|a| names.contains(a)) {
+            if let Some(p) = state.pools.get_mut(&pool) {
+                p.artists = p.total - p.farm_seats();
+            }
+        }
         for n in names {
             let Some(p) = state.pools.get_mut(n) else {
                 return false;
@@ -220,16 +225,7 @@ impl LicenseSeats {
 
     /// The provider's JSON answer now.
     pub fn sample(&self) -> String {
-        let mut state = self.0.lock();
-        let answer = Self::answer(&state);
-        if let Some(p) = state.ambush.take().and_then(|n| state.pools.get_mut(&n)) {
-            p.artists = p.total - p.farm_seats();
-            p.stats.peak_used = p.stats.peak_used.max(p.used());
-        }
-        answer
-    }
-
-    fn answer(state: &State) -> String {
+        let state = self.0.lock();
         let licenses: Vec<serde_json::Value> = state
             .pools
             .iter()

@@ -8,6 +8,7 @@ mod accounting;
 mod adversity;
 mod chaos;
 mod explain;
+mod licenses;
 mod multi;
 mod ops;
 mod page;

@@ -376,7 +376,7 @@ fn requeue_denied(
             "UPDATE frame SET str_state = 'WAITING', int_exit_status = $2, ts_stopped = now(),
                     ts_updated = now(), int_version = int_version + 1
               WHERE pk_frame = ANY($1) AND str_state = 'RUNNING'",
-            &[&denied, &super::LICENSE_DENIED_EXIT],
+            &[&denied, &i64::from(super::LICENSE_DENIED_EXIT)],
         )?;
     }
     Ok(())
