@@ -108,6 +108,20 @@ impl PassSeats<'_> {
         })
     }
 
+    /// Whether a frame needing `licenses` could take its seats on `host` now (a host-based
+    /// seat is free there when the host is seated): the candidate filter that packs such
+    /// frames onto seated hosts once the free seats are gone. True before
+    /// [`PassSeats::may_admit`] has read the board.
+    pub fn fits_on(&self, licenses: &[String], host: &str) -> bool {
+        self.rooms.as_ref().is_none_or(|rooms| {
+            licenses.iter().all(|l| {
+                rooms
+                    .get(l)
+                    .is_some_and(|r| r.fresh && r.free >= r.cost(host))
+            })
+        })
+    }
+
     /// Takes the seats of a frame on `host`, all or none; false when one is missing.
     pub fn take(&mut self, licenses: &[String], host: &str) -> bool {
         take_seats(self.rooms(), licenses, host)
@@ -136,6 +150,7 @@ mod tests {
         assert!(pass.may_admit(&a) && pass.take(&a, "h1"));
         assert!(!pass.may_admit(&a), "the pass spent the seat");
         assert!(pass.may_admit(&k), "a seated host may still share");
+        assert!(pass.fits_on(&k, "h1") && !pass.fits_on(&k, "h2"));
         assert!(pass.take(&k, "h1") && !pass.take(&k, "h2"));
         assert!(!pass.may_admit(&["unknown".to_owned()]));
         assert_eq!(board.snapshot()["a"].free, 1, "the board is untouched");

@@ -481,6 +481,7 @@ impl Matcher<'_> {
 
     /// The vetoes, in order, of one candidate host, and what the frame takes on it when none
     /// applies: the host's allocation must be the cluster's and not full this pass; the
+    /// frame's licenses must have a seat for it there (a seated host, once none is free); the
     /// sizing rules must fit; GPU hosts keep room for GPU frames; a wide-frame reservation
     /// on the host must admit it; the show's subscription must have the headroom and not
     /// owe a hungrier show. `Err(Some(reason))` names a refusal worth reporting.
@@ -495,6 +496,9 @@ impl Matcher<'_> {
         let alloc = host.alloc;
         if !self.allocs.contains(alloc) {
             return Err(None);
+        }
+        if !plan.licenses.is_empty() && !self.seats.fits_on(plan.licenses, host.name) {
+            return Err(Some(Reason::NoLicense));
         }
         if self.full_allocs.contains(alloc) {
             return Err(Some(Reason::Subscription));

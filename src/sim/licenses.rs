@@ -29,7 +29,7 @@ pub const LICENSE_DENIED_EXIT: i32 = 330;
 /// How long a host-based seat stays held after its host's last frame ended (license
 /// servers linger; it also covers the moment between a frame's exit and its completion
 /// reaching the database, when the scheduler still sees the host seated).
-const LINGER: Duration = Duration::from_secs(1);
+const LINGER: Duration = Duration::from_secs(3);
 
 /// One pool's state.
 #[derive(Clone, Debug, Default)]

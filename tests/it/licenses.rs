@@ -176,3 +176,18 @@ fn the_license_scenario_passes_at_small_scale() {
         assert!(out.violations.is_empty(), "{:?}", out.violations);
     }
 }
+
+/// The battery's LICENSE at full scale (64 hosts × 16 cores, both variants): minutes, so
+/// ignored; `cargo test --release --test it license_full_scale -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn license_full_scale() {
+    let verdict = stagehand::sim::verify::license::license(true).expect("scenario ran");
+    println!(
+        "{} {}: {}",
+        verdict.name,
+        if verdict.pass { "PASS" } else { "FAIL" },
+        verdict.figure
+    );
+    assert!(verdict.pass, "{verdict:?}");
+}

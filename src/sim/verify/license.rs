@@ -197,7 +197,9 @@ pub fn run(spec: &LicenseSpec, counts_only: bool) -> Result<LicenseOutcome, SimE
             c.licenses.provider = server.url().to_owned();
             c.licenses.poll_interval = spec.poll;
             c.licenses.stale_after = spec.poll * 10;
-            c.licenses.checkout_lag = Duration::from_millis(500);
+            // The fake RQD checks seats out when its completer next runs, which on a loaded
+            // machine can be a second after the booking.
+            c.licenses.checkout_lag = Duration::from_secs(2);
             c.licenses.provider_timeout = Duration::from_secs(2);
             c.licenses.denied_exit_statuses = vec![i64::from(LICENSE_DENIED_EXIT)];
         },
