@@ -135,8 +135,9 @@ pub struct LicenseOutcome {
 }
 
 impl LicenseOutcome {
-    /// The criteria, and the figure in words.
-    pub fn judge(&self, spec: &LicenseSpec) -> (bool, String) {
+    /// The criteria, and the figure in words; freed seats must be used within `polls`
+    /// polls (the battery's criterion is 1) plus one frame run time.
+    pub fn judge(&self, spec: &LicenseSpec, polls: u32) -> (bool, String) {
         let pools = spec.pools();
         let seats = |n: &str| pools.iter().find(|p| p.0 == n).map_or(0, |p| p.1);
         let never_over = self.pools.iter().all(|p| p.3 <= p.4);
@@ -147,7 +148,7 @@ impl LicenseOutcome {
             .all(|p| p.1 == 0);
         let shared = self.katana_peak_frames > seats("katana");
         // One poll, then as long as the full farm takes to free cores for the frames.
-        let bound = (spec.poll + spec.runtime).as_secs_f64();
+        let bound = (spec.poll * polls + spec.runtime).as_secs_f64();
         let unaffected = self.warm_samples > 0
             && self.free_idle_samples as f64 <= self.warm_samples as f64 * 0.05;
         let refilled = self.nuke_fill_secs.is_some_and(|s| s <= bound);
@@ -305,8 +306,8 @@ pub fn license(full: bool) -> Result<Verdict, SimError> {
     };
     let with_hosts = run(&spec, false)?;
     let counts_only = run(&spec, true)?;
-    let (a, fa) = with_hosts.judge(&spec);
-    let (b, fb) = counts_only.judge(&spec);
+    let (a, fa) = with_hosts.judge(&spec, 1);
+    let (b, fb) = counts_only.judge(&spec, 1);
     let mut violations = with_hosts.violations;
     violations.extend(counts_only.violations);
     Ok(Verdict::judge(
