@@ -25,6 +25,7 @@ mod database;
 mod duration;
 mod hosts;
 mod http;
+mod licenses;
 mod memory;
 mod reservations;
 mod rqd;
@@ -36,6 +37,7 @@ pub use cluster::ClusterConfig;
 pub use database::DatabaseConfig;
 pub use hosts::HostsConfig;
 pub use http::HttpConfig;
+pub use licenses::{LicensesConfig, Provider as LicenseProvider};
 pub use memory::MemoryConfig;
 pub use reservations::ReservationsConfig;
 pub use rqd::RqdConfig;
@@ -102,6 +104,8 @@ pub struct Config {
     pub reservations: ReservationsConfig,
     /// `[memory]`: memory booked from what a layer's frames used.
     pub memory: MemoryConfig,
+    /// `[licenses]`: live application licenses.
+    pub licenses: LicensesConfig,
     /// `[cluster]`: multi-instance coordination.
     pub cluster: ClusterConfig,
     /// `[http]`: metrics and health endpoints.
@@ -142,13 +146,14 @@ impl Config {
         self.scheduler.validate()?;
         self.reservations.validate()?;
         self.memory.validate()?;
+        self.licenses.validate()?;
         self.rqd.validate()?;
         self.cluster.validate()?;
         self.http.validate()
     }
 
     /// Every duration key with its value, so that validation bounds each one.
-    fn durations(&self) -> [(&'static str, Duration); 21] {
+    fn durations(&self) -> [(&'static str, Duration); 25] {
         let (d, s, h) = (&self.database, &self.scheduler, &self.hosts);
         let (a, v, c, svc) = (
             &self.accounting,
@@ -183,6 +188,10 @@ impl Config {
             ("accounting.caps_interval", a.caps_interval),
             ("reservations.after", v.after),
             ("reservations.max_hold", v.max_hold),
+            ("licenses.poll_interval", self.licenses.poll_interval),
+            ("licenses.stale_after", self.licenses.stale_after),
+            ("licenses.provider_timeout", self.licenses.provider_timeout),
+            ("licenses.checkout_lag", self.licenses.checkout_lag),
             ("cluster.lease_duration", c.lease_duration),
             ("cluster.lease_renew_interval", c.lease_renew_interval),
             ("service.shutdown_grace", svc.shutdown_grace),

@@ -7,7 +7,8 @@
 //!        ─► index + sizing (matching, atomic earmarks), backfill (hosts reserved for
 //!           wide frames) ─► db::booking (guarded batches)
 //!        ─► rqd (launch over gRPC, compensation)
-//! accounting (caps, recompute thread, audit), lease (multi-instance ownership) and
+//! accounting (caps, recompute thread, audit), lease (multi-instance ownership), licenses
+//! (the provider's samples, polled on their own thread) and
 //! http/metrics sit beside the pipeline; service ties the threads together; sim seeds farms
 //! and fakes RQD for tests, the demo and the benchmarks.
 //! ```
@@ -29,6 +30,7 @@ pub mod http;
 pub mod ids;
 pub mod index;
 pub mod lease;
+pub mod licenses;
 pub mod metrics;
 pub mod model;
 pub mod page;

@@ -188,6 +188,19 @@ metrics! {
         "Host reservations taken, fulfilled and dropped",
         &["event"],
     );
+    /// Seats of each live license a booking may spend (available − headroom − the farm's
+    /// starts since the sample); -1 while the sample is stale.
+    LICENSE_FREE: IntGaugeVec = gauge_vec(
+        "stagehand_license_free_seats",
+        "Seats of each license stagehand may spend now (-1: no fresh sample)",
+        &["license"],
+    );
+    /// License provider polls by outcome (`ok`, `error`).
+    LICENSE_POLLS: IntCounterVec = counter_vec(
+        "stagehand_license_polls_total",
+        "License provider polls by outcome",
+        &["outcome"],
+    );
     /// Waiting frames by why they are not booked, as last seen by a booking pass.
     WAITING_FRAMES: IntGaugeVec = gauge_vec(
         "stagehand_waiting_frames",

@@ -180,7 +180,7 @@ impl Service {
         Ok(())
     }
 
-    /// The periodic threads: leases, accounting, host refresh.
+    /// The periodic threads: leases, accounting, licenses, host refresh.
     fn start_timers(&mut self) -> Result<(), ServiceError> {
         let shared = &self.shared;
         // Leases first: with multi-instance coordination on, nothing books before a lease.
@@ -214,6 +214,16 @@ impl Service {
             Arc::clone(&self.health),
             Arc::clone(&self.timers_stop),
         );
+        // Idle (publishing nothing) while no provider is configured; a reload may set one.
+        let (config, board, licenses_stop) = (
+            Arc::clone(&shared.config),
+            Arc::clone(&shared.licenses),
+            Arc::clone(&self.timers_stop),
+        );
+        self.background
+            .push(spawn("licenses", &self.health, move || {
+                crate::licenses::poller::run(config, board, licenses_stop)
+            })?);
         let wake = self.host_wake.take().unwrap_or_default();
         self.background
             .push(spawn("host-refresh", &self.health, move || {

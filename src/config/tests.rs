@@ -106,7 +106,7 @@ fn duration_keys() -> Vec<(String, String)> {
 #[test]
 fn huge_durations_are_rejected_naming_the_key() {
     let keys = duration_keys();
-    assert_eq!(keys.len(), 21, "{keys:?}");
+    assert_eq!(keys.len(), 25, "{keys:?}");
     for (section, key) in keys {
         // `400000000000y` fits a Duration but panics `Instant + Duration` in every timer.
         for value in ["400000000000y", "31days"] {
@@ -238,6 +238,22 @@ fn each_rule_names_its_key_value_and_reason() {
         (
             "[memory]\nfloor_kb = 1024\n",
             "memory.floor_kb = 1024: must be at least 65536 (64 MB)",
+        ),
+        (
+            "[licenses]\nprovider = \"https://lic/\"\n",
+            "licenses.provider = https://lic/: must be an http:// URL or the path of an executable",
+        ),
+        (
+            "[licenses]\npoll_interval = \"5m\"\n",
+            "licenses.stale_after = 5m: must be longer than licenses.poll_interval",
+        ),
+        (
+            "[licenses]\ndenied_exit_statuses = [330, 0]\n",
+            "licenses.denied_exit_statuses = 0: 0 is success, not a denial",
+        ),
+        (
+            "[licenses.headroom]\n\"a,b\" = 1\n",
+            "licenses.headroom = a,b: license names are non-empty, without commas or blanks",
         ),
         (
             "[rqd]\nport = 0\n",

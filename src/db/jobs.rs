@@ -325,6 +325,8 @@ pub struct LayerWork {
     pub services: Vec<String>,
     /// `layer_limit.pk_limit_record` of the layer.
     pub limits: Vec<LimitId>,
+    /// Licenses named by its `CUE_LICENSES` environment, sorted (empty: none).
+    pub licenses: Vec<String>,
     /// Expected run time of a frame in seconds (history or timeout; `None`: unknown).
     pub est_secs: Option<f64>,
     /// `layer_stat.int_waiting_count`: every WAITING frame, not only those fetched.
@@ -379,7 +381,7 @@ pub(crate) fn layers_with_frames(
     Ok(layers)
 }
 
-/// The statement of [`layers_with_frames`]: a layer's columns (0–14, 20–24) repeated on
+/// The statement of [`layers_with_frames`]: a layer's columns (0–14, 20–25) repeated on
 /// each of its frames' rows (15–19). `$1` jobs, `$2` tags, `$3` frames per layer, `$4` the
 /// minimum history for an estimate. A frame with depends left (`int_depend_count`) is never
 /// read, whatever its state says (Cuebot's triggers keep such a frame DEPEND).
@@ -394,11 +396,14 @@ const LAYERS_WITH_FRAMES: &str = concat!(
                 ls.int_waiting_count::bigint, ",
         super::reservations::runtime_estimate!("$4"),
         ", coalesce(lm.int_max_rss, 0)::bigint, coalesce(lu.int_frame_success_count, 0)::bigint,
-                l.b_optimize
+                l.b_optimize, lic.names
            FROM layer l
            JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
            LEFT JOIN layer_usage lu ON lu.pk_layer = l.pk_layer
            LEFT JOIN layer_mem lm ON lm.pk_layer = l.pk_layer
+          CROSS JOIN LATERAL (
+                SELECT string_agg(le.str_value, ',') AS names FROM layer_env le
+                 WHERE le.pk_layer = l.pk_layer AND le.str_key = 'CUE_LICENSES') lic
           CROSS JOIN LATERAL (
                 SELECT f.pk_frame, f.str_name, f.int_number, f.int_version, f.ts_updated,
                        f.int_dispatch_order, f.int_layer_order
@@ -429,6 +434,10 @@ fn layer_of(r: &postgres::Row) -> LayerWork {
         tags: split_tags(r.get::<_, &str>(12)).collect(),
         services: split_services(r.get(13)),
         limits: r.get(14),
+        licenses: r
+            .get::<_, Option<&str>>(25)
+            .map(super::licenses::parse_list)
+            .unwrap_or_default(),
         waiting: r.get(20),
         est_secs: r.get(21),
         history: crate::sizing::MemoryHistory {

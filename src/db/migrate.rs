@@ -47,6 +47,11 @@ pub(crate) const OWN_MIGRATIONS: &[(i32, &str, &str)] = &[
         "launch_claim",
         include_str!("../../sql/stagehand/V004__launch_claim.sql"),
     ),
+    (
+        5,
+        "license",
+        include_str!("../../sql/stagehand/V005__license.sql"),
+    ),
 ];
 
 /// Columns that must exist in a Cuebot database, by the migration that added them.

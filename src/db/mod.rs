@@ -11,6 +11,7 @@ mod host_guard;
 pub mod hosts;
 pub mod jobs;
 pub mod launches;
+pub mod licenses;
 pub mod migrate;
 pub mod recompute;
 pub mod reservations;

@@ -130,8 +130,8 @@ pub enum ExplainError {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Why {
     /// A stable label: `not_managed`, `not_held`, `job_paused`, `not_pending`, `not_waiting`,
-    /// `start_after`, `depends`, `job_cap`, `limit`, `subscription`, `reserved`, `draining`,
-    /// `no_host`, or `bookable` (nothing holds it back: the next pass should book it). The
+    /// `start_after`, `depends`, `job_cap`, `limit`, `no_license`, `subscription`, `reserved`,
+    /// `draining`, `no_host`, or `bookable` (nothing holds it back: the next pass should book it). The
     /// labels the passes record (`stagehand_waiting_frames{reason}`) are among them.
     pub code: String,
     /// One sentence with the numbers.
@@ -322,6 +322,9 @@ struct Ctx<'a> {
     job: &'a JobRow,
     show: &'a ShowFacts,
     subs: &'a [SubRow],
+    /// Per layer, the licenses it needs and their rooms (`None`: the provider does not
+    /// report it); empty with `[licenses]` off.
+    licenses: reasons::LayerLicenses,
 }
 
 /// A layer's frames as the sizing rules see them (memory from history as the booking pass
@@ -355,15 +358,16 @@ pub fn explain(
     let (lease, live) = db::explain::lease(conn, &job.show, lease_secs)?;
     let subs = db::explain::subscriptions(conn, &job.show)?;
     let show = reasons::show_facts(&job, lease, live, &subs, lease_secs);
+    let min_history = i64::from(config.reservations.min_history);
+    let rows = db::explain::layers(conn, &job.id, layer.as_deref(), min_history)?;
+    let ids: Vec<String> = rows.iter().map(|l| l.id.clone()).collect();
     let ctx = Ctx {
         config,
         job: &job,
         show: &show,
         subs: &subs,
+        licenses: reasons::layer_licenses(conn, config, &ids)?,
     };
-    let min_history = i64::from(config.reservations.min_history);
-    let rows = db::explain::layers(conn, &job.id, layer.as_deref(), min_history)?;
-    let ids: Vec<String> = rows.iter().map(|l| l.id.clone()).collect();
     let limits = db::explain::limits(conn, &ids)?;
     let mut layers = Vec::with_capacity(rows.len());
     for row in &rows {

@@ -3,11 +3,15 @@
 //! its folder's caps and the layer's limits; and the per-frame ones (draining, depends, not
 //! waiting at all).
 
+use std::collections::HashMap;
+
 use serde_json::json;
 
 use super::{Ctx, LeaseFacts, ShowFacts, SubFacts, Why, cores};
 use crate::{
+    config::Config,
     db::explain::{DependRow, JobRow, LayerRow, LeaseRow, LimitRow, ReservationRow, SubRow},
+    db::licenses::{self, Room},
     model::Resources,
 };
 
@@ -77,6 +81,75 @@ pub(super) fn layer_reasons(
     out.extend(start_after(layer));
     out.extend(caps(job, need));
     out.extend(full_limits(layer, limits));
+    out.extend(no_license(ctx, layer));
+    out
+}
+
+/// Per layer, the licenses it names and their rooms (`None`: not reported by the provider).
+pub(super) type LayerLicenses = HashMap<String, Vec<(String, Option<Room>)>>;
+
+/// The licenses of `layers` and their rooms as the booking guard computes them; empty with
+/// `[licenses]` off (`CUE_LICENSES` is then ignored).
+pub(super) fn layer_licenses(
+    conn: &mut impl postgres::GenericClient,
+    config: &Config,
+    layers: &[String],
+) -> Result<LayerLicenses, crate::db::DbError> {
+    let Some(rules) = crate::licenses::rules(&config.licenses) else {
+        return Ok(HashMap::new());
+    };
+    let ids: Vec<&str> = layers.iter().map(String::as_str).collect();
+    let needs = licenses::layer_licenses(conn, &ids)?;
+    let mut names: Vec<&str> = needs.values().flatten().map(String::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    let rooms = licenses::rooms(conn, Some(&names), &rules)?;
+    Ok(needs
+        .into_iter()
+        .map(|(layer, names)| {
+            let with_rooms = names
+                .into_iter()
+                .map(|n| {
+                    let room = rooms.get(&n).cloned();
+                    (n, room)
+                })
+                .collect();
+            (layer, with_rooms)
+        })
+        .collect())
+}
+
+/// Each license of the layer that has no seat for another frame: unknown to the provider,
+/// stale, or spent (a host-based one may still share a seated host: said, not refused).
+fn no_license(ctx: &Ctx<'_>, layer: &LayerRow) -> Vec<Why> {
+    let Some(needs) = ctx.licenses.get(&layer.id) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, room) in needs {
+        let text = match room {
+            None => format!("license {name} is not reported by the provider: its layers hold"),
+            Some(r) if !r.fresh => format!(
+                "license {name} has no fresh sample (older than stale_after): its layers hold"
+            ),
+            Some(r) if r.free <= 0 && r.host_based && !r.seated.is_empty() => format!(
+                "license {name} has no free seat; frames may still share the {} seated hosts",
+                r.seated.len()
+            ),
+            Some(r) if r.free <= 0 => format!(
+                "license {name} has no free seat ({} after headroom and this farm's starts since the sample)",
+                r.free
+            ),
+            Some(_) => continue,
+        };
+        let free = room.as_ref().map(|r| r.free);
+        let fresh = room.as_ref().map(|r| r.fresh);
+        out.push(Why::new(
+            "no_license",
+            text,
+            json!({ "license": name, "free": free, "fresh": fresh }),
+        ));
+    }
     out
 }
 

@@ -120,9 +120,15 @@ impl Committer<'_> {
         let options = BookOptions {
             mem_reserved_min_kb: s.mem_reserved_min_kb as i64,
             ping_timeout_secs: self.config.hosts.ping_timeout.as_secs_f64(),
-            no_retry_exit_statuses: s.no_retry_exit_statuses.clone(),
+            no_retry_exit_statuses: s
+                .no_retry_exit_statuses
+                .iter()
+                .chain(&self.config.licenses.denied_exit_statuses)
+                .copied()
+                .collect(),
             record_launches: (!self.config.rqd.dry_run)
                 .then(|| self.fence.as_ref().map(|f| f.instance)),
+            licenses: crate::licenses::rules(&self.config.licenses),
         };
         let inflight = self.inflight(placements);
         db::booking::book_batch(conn, placements, &options, self.fence.as_ref(), &inflight)
@@ -221,6 +227,7 @@ impl Committer<'_> {
                 Some(Reason::Subscription)
             }
             GuardLoss::Frame => None,
+            GuardLoss::License => Some(Reason::NoLicense),
         }
     }
 }

@@ -93,6 +93,7 @@ fn run(
         tallies: HashMap::new(),
         batch: Vec::new(),
         booked: 0,
+        seats: shared.licenses.pass(),
         committer: Committer {
             shared,
             config: &config,
@@ -246,6 +247,8 @@ struct Matcher<'a> {
     tallies: HashMap<LayerId, LayerTally>,
     batch: Vec<Planned>,
     booked: usize,
+    /// License seats this pass may still plan on (a hint; the batch re-checks).
+    seats: crate::licenses::PassSeats<'a>,
     committer: Committer<'a>,
     conn: &'a mut db::Conn,
 }
@@ -267,6 +270,8 @@ struct LayerPlan<'l> {
     prefer: Prefer,
     job_env: &'l [(String, String)],
     layer_env: &'l [(String, String)],
+    /// The licenses its frames need (empty with `[licenses]` off).
+    licenses: &'l [String],
 }
 
 impl LayerPlan<'_> {
@@ -431,6 +436,11 @@ impl Matcher<'_> {
             },
             job_env,
             layer_env,
+            licenses: if self.config.licenses.provider().is_some() {
+                &layer.licenses
+            } else {
+                &[]
+            },
         })
     }
 
@@ -484,10 +494,18 @@ impl Matcher<'_> {
         if headroom.is_some_and(|c| c < i64::from(crate::model::CORE)) {
             return Ok(Some(Stop::JobCapped));
         }
+        let no_license = Ok(Some(Stop::NoHost(Reason::NoLicense)));
+        if !plan.licenses.is_empty() && !self.seats.may_admit(plan.licenses) {
+            return no_license;
+        }
         let earmark = match self.place(plan, request, frame, headroom) {
             Ok(r) => r,
             Err(veto) => return self.no_host(plan, request, frame, veto).map(Some),
         };
+        // The earmark is given back as it drops.
+        if !plan.licenses.is_empty() && !self.seats.take(plan.licenses, earmark.host_name()) {
+            return no_license;
+        }
         // A refused charge drops the earmark with it.
         let (ticket, charge) = match self.charge(plan, frame, &earmark) {
             Ok(charged) => charged,
@@ -538,6 +556,7 @@ impl Matcher<'_> {
 
     /// The vetoes, in order, of one candidate host, and what the frame takes on it when none
     /// applies: the host's allocation must be the cluster's and not full this pass; the
+    /// frame's licenses must have a seat for it there (a seated host, once none is free); the
     /// sizing rules must fit; GPU hosts keep room for GPU frames; a wide-frame reservation
     /// on the host must admit it; the show's subscription must have the headroom and not
     /// owe a hungrier show. `Err(Some(reason))` names a refusal worth reporting.
@@ -552,6 +571,9 @@ impl Matcher<'_> {
         let alloc = host.alloc;
         if !self.allocs.contains(alloc) {
             return Err(None);
+        }
+        if !plan.licenses.is_empty() && !self.seats.fits_on(plan.licenses, host.name) {
+            return Err(Some(Reason::NoLicense));
         }
         if self.full_allocs.contains(alloc) {
             return Err(Some(Reason::Subscription));

@@ -115,6 +115,8 @@ pub struct Shared {
     pub waiting: waiting::WaitingReasons,
     /// Layers whose memory the passes book from history, and by how much.
     pub sized: sized::SizedLayers,
+    /// The license seats as the `licenses` thread last published them (a hint).
+    pub licenses: Arc<crate::licenses::LicenseBoard>,
 }
 
 impl Shared {
@@ -141,6 +143,7 @@ impl Shared {
             holds: crate::backfill::Holds::default(),
             waiting: waiting::WaitingReasons::default(),
             sized: sized::SizedLayers::default(),
+            licenses: Arc::default(),
         }
     }
 

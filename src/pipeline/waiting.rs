@@ -39,11 +39,13 @@ pub enum Reason {
     Reserved,
     /// It holds a reservation: its host is draining for it.
     Draining,
+    /// A license it needs (`CUE_LICENSES`) has no free seat, or no fresh sample.
+    NoLicense,
 }
 
 impl Reason {
     /// Every reason, in label order.
-    pub const ALL: [Reason; 7] = [
+    pub const ALL: [Reason; 8] = [
         Reason::NoHost,
         Reason::Subscription,
         Reason::JobCap,
@@ -51,6 +53,7 @@ impl Reason {
         Reason::StartAfter,
         Reason::Reserved,
         Reason::Draining,
+        Reason::NoLicense,
     ];
 
     /// Metric label.
@@ -63,6 +66,7 @@ impl Reason {
             Reason::StartAfter => "start_after",
             Reason::Reserved => "reserved",
             Reason::Draining => "draining",
+            Reason::NoLicense => "no_license",
         }
     }
 }

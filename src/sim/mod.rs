@@ -9,6 +9,7 @@ pub mod demo;
 pub mod fake_rqd;
 pub mod farm;
 pub mod instances;
+pub mod licenses;
 pub mod pg;
 pub mod scenario;
 pub mod seed;

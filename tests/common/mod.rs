@@ -456,3 +456,57 @@ pub fn wait_for_lock_waiters(client: &mut postgres::Client, n: i64) -> bool {
     }
     false
 }
+
+/// Books the first two jobs' frames, job `i` on host `i`, one batch and thread each, lined
+/// up behind a transaction holding the rows `lock_sql` locks: once it commits, they race.
+/// Returns what each booked.
+pub fn race_two_jobs_behind_lock(
+    farm: &Farm,
+    lock_sql: &str,
+    options: &stagehand::db::booking::BookOptions,
+) -> Vec<usize> {
+    let (show, jobs, hosts) = (&farm.seeded.shows[0], &farm.seeded.jobs, &farm.seeded.hosts);
+    let mut client = farm.client();
+    let batches = [
+        placements_of_job(&mut client, show, &jobs[0], &hosts[0]),
+        placements_of_job(&mut client, show, &jobs[1], &hosts[1]),
+    ];
+    let mut blocker = farm.client();
+    let mut hold = blocker.transaction().unwrap();
+    hold.execute(lock_sql, &[]).unwrap();
+    std::thread::scope(|s| {
+        let runs: Vec<_> = batches
+            .iter()
+            .map(|placements| {
+                let (url, options) = (farm.db.url().to_owned(), options.clone());
+                s.spawn(move || {
+                    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                    stagehand::db::booking::book_batch(
+                        &mut c,
+                        placements,
+                        &options,
+                        None,
+                        &Default::default(),
+                    )
+                    .unwrap()
+                    .booked()
+                })
+            })
+            .collect();
+        let n = batches.len() as i64;
+        assert!(wait_for_lock_waiters(&mut client, n), "every batch waits");
+        hold.commit().unwrap();
+        runs.into_iter().map(|r| r.join().unwrap()).collect()
+    })
+}
+
+/// Booking options of a single unfenced booker that records no launches, licenses off.
+pub fn book_options() -> stagehand::db::booking::BookOptions {
+    stagehand::db::booking::BookOptions {
+        mem_reserved_min_kb: 0,
+        ping_timeout_secs: 60.0,
+        no_retry_exit_statuses: Vec::new(),
+        record_launches: None,
+        licenses: None,
+    }
+}

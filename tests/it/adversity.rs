@@ -13,16 +13,12 @@ use stagehand::{
 };
 
 use crate::common::{
-    Farm, job, placements_for_all_frames, placements_of_job, small_farm, wait_for_lock_waiters,
+    Farm, book_options, job, placements_for_all_frames, race_two_jobs_behind_lock, small_farm,
+    wait_for_lock_waiters,
 };
 
 fn options() -> BookOptions {
-    BookOptions {
-        mem_reserved_min_kb: 0,
-        ping_timeout_secs: 60.0,
-        no_retry_exit_statuses: Vec::new(),
-        record_launches: None,
-    }
+    book_options()
 }
 
 fn one_job_farm(frames: usize) -> Farm {
@@ -65,34 +61,8 @@ fn a_layer_limit_holds_when_batches_queue_on_its_lock() {
     );
     spec.limits = vec![("lic".into(), 12)];
     let farm = Farm::new(&spec, |_| {});
-    let (show, jobs, hosts) = (&farm.seeded.shows[0], &farm.seeded.jobs, &farm.seeded.hosts);
-    let mut client = farm.client();
-    let batches = [
-        placements_of_job(&mut client, show, &jobs[0], &hosts[0]),
-        placements_of_job(&mut client, show, &jobs[1], &hosts[1]),
-    ];
-    let mut blocker = farm.client();
-    let mut hold = blocker.transaction().unwrap();
-    hold.execute("SELECT 1 FROM limit_record FOR UPDATE", &[])
-        .unwrap();
-    let options = options();
-    let booked: Vec<usize> = std::thread::scope(|s| {
-        let runs: Vec<_> = batches
-            .iter()
-            .map(|placements| {
-                let (url, options) = (farm.db.url().to_owned(), options.clone());
-                s.spawn(move || {
-                    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-                    book_batch(&mut c, placements, &options, None, &Default::default())
-                        .unwrap()
-                        .booked()
-                })
-            })
-            .collect();
-        assert!(wait_for_lock_waiters(&mut client, 2), "both batches wait");
-        hold.commit().unwrap();
-        runs.into_iter().map(|r| r.join().unwrap()).collect()
-    });
+    let lock = "SELECT 1 FROM limit_record FOR UPDATE";
+    let booked = race_two_jobs_behind_lock(&farm, lock, &options());
     let running = farm.frames_in("RUNNING");
     assert_eq!(booked.iter().sum::<usize>() as i64, running);
     assert_eq!(running, 12, "the limit is full, never above: {booked:?}");
@@ -583,6 +553,7 @@ fn book_pending(farm: &Farm, owner: uuid::Uuid) -> Vec<String> {
     let placements = placements_for_all_frames(&mut client, &show);
     let options = BookOptions {
         record_launches: Some(Some(owner)),
+        licenses: None,
         ..options()
     };
     let booked = book_batch(

@@ -9,6 +9,7 @@ mod adversity;
 mod battery;
 mod chaos;
 mod explain;
+mod licenses;
 mod memory;
 mod multi;
 mod ops;

@@ -277,6 +277,7 @@ fn the_booking_transaction_enforces_a_reservation() {
         ping_timeout_secs: 3600.0,
         no_retry_exit_statuses: Vec::new(),
         record_launches: None,
+        licenses: None,
     };
     // Unknown run time: refused.
     let mut unknown = smalls[0].clone();

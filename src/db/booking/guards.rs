@@ -1,6 +1,6 @@
 //! The row guards of a batch that run before anything is written (steps 0a–2b of
 //! [`super::book_batch`]): the show still managed, the lease still ours at the planned epoch,
-//! the stat rows locked, layer limits and caps with room. Each locks its rows in key order,
+//! the stat rows locked, layer limits, licenses and caps with room. Each locks its rows in key order,
 //! in the batch's one lock order, and counts only after its lock (a new statement).
 
 use std::collections::{BTreeSet, HashMap};
@@ -9,7 +9,11 @@ use postgres::Transaction;
 
 use super::{Batch, Fence, GuardLoss, Placement};
 use crate::{
-    db::{DbError, caps::InFlight},
+    db::{
+        DbError,
+        caps::InFlight,
+        licenses::{self, LicenseRules},
+    },
     ids::LimitId,
 };
 
@@ -104,6 +108,38 @@ pub(super) fn take_limit_room(
         }
     }
     refused
+}
+
+/// Step 2a, licenses: every license a frame's layer names must have a fresh sample and a
+/// free seat (a host-based one on a host already seated costs none). The license rows are
+/// locked after the limit rows and counted after the lock ([`licenses::lock_rooms`]); seats
+/// are taken in batch order. A layer naming a license the provider does not report holds.
+pub(super) fn guard_licenses(
+    tx: &mut Transaction<'_>,
+    batch: &mut Batch<'_>,
+    rules: &LicenseRules,
+) -> Result<(), DbError> {
+    let layers = batch.live_keys(|p| &p.layer);
+    if layers.is_empty() {
+        return Ok(());
+    }
+    let needs = licenses::layer_licenses(tx, &layers)?;
+    if needs.is_empty() {
+        return Ok(());
+    }
+    let names: BTreeSet<&str> = needs.values().flatten().map(String::as_str).collect();
+    let names: Vec<&str> = names.into_iter().collect();
+    let mut rooms = licenses::lock_rooms(tx, &names, rules)?;
+    for i in batch.live() {
+        let p = &batch.placements[i];
+        let Some(need) = needs.get(p.layer.as_str()) else {
+            continue;
+        };
+        if !licenses::take_seats(&mut rooms, need, &p.host_name) {
+            batch.drop_out(i, GuardLoss::License);
+        }
+    }
+    Ok(())
 }
 
 /// Step 2b, caps: subscription bursts and job and folder maxima as the database has them

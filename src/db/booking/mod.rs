@@ -11,6 +11,8 @@
 //!   memory its layer asks unless the layer may be sized from history;
 //! - `proc.pk_frame` is unique;
 //! - every layer limit of a frame must have room against live running counts;
+//! - every license a frame's layer names (`CUE_LICENSES`) must have a fresh sample with a
+//!   free seat, net of the farm's starts since the sample ([`super::licenses`]);
 //! - the subscription burst and the job and folder maxima must have room against what
 //!   committed procs hold ([`super::caps`]);
 //! - the show's lease epoch (multi-instance fencing) must still be ours;
@@ -18,8 +20,8 @@
 //!   idle or are expected to end before its shadow time ([`crate::backfill`]).
 //!
 //! A placement that loses a guard drops out alone and the rest commits. Row locks are taken in
-//! one fixed order — show and lease (shared), layer_stat, job_stat, limit_record, the cap rows
-//! (shared), frames, hosts, each
+//! one fixed order — show and lease (shared), layer_stat, job_stat, limit_record,
+//! `stagehand.license`, the cap rows (shared), frames, hosts, each
 //! sorted by key — so concurrent batches (ours or another instance's) cannot deadlock among
 //! themselves, and stats-before-host is also the order of Cuebot's own booking and completion
 //! paths. Host rows, the most contended, are held only from the host update to the commit.
@@ -42,7 +44,9 @@ use crate::{
     model::Resources,
 };
 pub(crate) use guards::lock_stat_rows;
-use guards::{guard_caps, guard_fence, guard_limits, guard_managed, lock_batch_stats};
+use guards::{
+    guard_caps, guard_fence, guard_licenses, guard_limits, guard_managed, lock_batch_stats,
+};
 
 /// Exit statuses that do not count as a retry when a frame is booked again (Cuebot's list:
 /// skip-retry, failed launch, 299 launch compensation, 301/302 kill codes, 399, never run).
@@ -101,6 +105,8 @@ pub enum GuardLoss {
     /// A subscription burst or a job or folder maximum in the database has no room (it was
     /// lowered since the counters last read it).
     Cap,
+    /// A license the layer needs has no free seat, or no fresh sample.
+    License,
 }
 
 impl GuardLoss {
@@ -114,6 +120,7 @@ impl GuardLoss {
             GuardLoss::Reserved => "reserved",
             GuardLoss::Unmanaged => "unmanaged",
             GuardLoss::Cap => "cap",
+            GuardLoss::License => "no_license",
         }
     }
 }
@@ -179,6 +186,9 @@ pub struct BookOptions {
     /// no instance, a single unfenced booker); `None` records nothing (dry run: nothing
     /// will be launched). See [`super::launches`].
     pub record_launches: Option<Option<uuid::Uuid>>,
+    /// Live licenses (`[licenses]` with a provider): the rules their rooms are computed
+    /// with; `None` ignores `CUE_LICENSES`.
+    pub licenses: Option<super::licenses::LicenseRules>,
 }
 
 /// Commits as many of `placements` as pass their guards, in one transaction.
@@ -203,6 +213,9 @@ pub fn book_batch(
     }
     lock_batch_stats(&mut tx, &batch)?;
     guard_limits(&mut tx, &mut batch)?;
+    if let Some(rules) = &options.licenses {
+        guard_licenses(&mut tx, &mut batch, rules)?;
+    }
     guard_caps(&mut tx, &mut batch, inflight)?;
     precheck_hosts(&mut tx, &mut batch, options)?;
     start_frames_on_hosts(&mut tx, &mut batch, options)?;

@@ -23,6 +23,7 @@ use std::{
 use grpcio::{RpcContext, RpcStatus, RpcStatusCode, ServerBuilder, ServerCredentials, UnarySink};
 use parking_lot::Mutex;
 
+use crate::db::licenses::{LICENSES_ENV, parse_list};
 use crate::pb::{
     rqd::{
         RqdStaticKillRunningFrameRequest, RqdStaticKillRunningFrameResponse,
@@ -35,6 +36,8 @@ mod depends;
 mod handle;
 mod memory;
 mod report;
+
+use super::licenses::{LICENSE_DENIED_EXIT, LicenseSeats};
 
 pub use handle::RqdHandle;
 pub(crate) use memory::MEMORY_INCREASE_KB;
@@ -99,6 +102,11 @@ struct Record {
     /// Procs whose completion report is in flight, and since when.
     reporting: std::collections::HashSet<String>,
     reporting_since: Option<Instant>,
+    /// The license server the frames check seats out of (`None`: licenses are not faked).
+    licenses: Option<LicenseSeats>,
+    /// Licensed frames that started and have yet to check their seats out (the completer
+    /// looks their hosts up, then queues their completion or denial).
+    starts: Vec<(Instant, Completion, Vec<String>)>,
 }
 
 /// A frame that ran twice at once: the evidence of a double booking.
@@ -133,6 +141,9 @@ impl Record {
         if self.refuse_kills {
             return false;
         }
+        if let (Some(seats), Some(procs)) = (&self.licenses, self.running.get(frame)) {
+            procs.iter().for_each(|p| seats.check_in(p));
+        }
         // RQD kills the frame if it runs it and answers OK either way.
         self.running.remove(frame);
         true
@@ -140,6 +151,9 @@ impl Record {
 
     /// `proc` of `frame` stopped running (it completed, or was killed).
     fn stop(&mut self, frame: &str, proc: &str) {
+        if let Some(seats) = &self.licenses {
+            seats.check_in(proc);
+        }
         if let Some(procs) = self.running.get_mut(frame) {
             procs.retain(|p| p != proc);
             if procs.is_empty() {
@@ -152,8 +166,9 @@ impl Record {
 /// Frames to complete, soonest due first.
 type CompletionQueue = Mutex<BinaryHeap<Reverse<(Instant, Completion)>>>;
 
-/// One frame the completer will finish: its exit status (0 succeeded) and the most memory
-/// it used (KB), as RQD's FrameCompleteReport carries them.
+/// One frame the completer will finish: its exit status (0 succeeded; a refused license
+/// ends it with [`LICENSE_DENIED_EXIT`]) and the most memory it used (KB), as RQD's
+/// FrameCompleteReport carries them.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Completion {
     proc: String,
@@ -275,15 +290,24 @@ impl Service {
                 0
             };
             let due = Instant::now() + Duration::from_millis((runtime_ms as f64 * jitter) as u64);
-            queue.lock().push(Reverse((
-                due,
-                Completion {
-                    proc: frame.resource_id.clone(),
-                    frame: frame.frame_id.clone(),
-                    exit,
-                    max_rss_kb,
-                },
-            )));
+            let completion = Completion {
+                proc: frame.resource_id.clone(),
+                frame: frame.frame_id.clone(),
+                exit,
+                max_rss_kb,
+            };
+            let licenses = frame
+                .environment
+                .get(LICENSES_ENV)
+                .map(|v| parse_list(v))
+                .unwrap_or_default();
+            let mut record = self.record.lock();
+            if record.licenses.is_some() && !licenses.is_empty() {
+                record.starts.push((due, completion, licenses));
+            } else {
+                drop(record);
+                queue.lock().push(Reverse((due, completion)));
+            }
         }
         let mut record = self.record.lock();
         record.start(&frame);
@@ -427,6 +451,12 @@ impl FakeRqd {
     /// Every launch that arrived while another proc still ran the same frame.
     pub fn double_runs(&self) -> Vec<DoubleRun> {
         self.shared.double_runs()
+    }
+
+    /// Makes the frames check their `CUE_LICENSES` seats out of `seats` when they start
+    /// (a refused frame ends at once, denied); until then licenses are not faked.
+    pub fn set_licenses(&self, seats: LicenseSeats) {
+        self.shared.record.lock().licenses = Some(seats);
     }
 
     /// Every kill received: (frame id, message).

@@ -14,7 +14,7 @@ use std::{
 use parking_lot::Mutex;
 
 use super::{
-    Completion, CompletionQueue, EXIT_FAILED, PING_INTERVAL, Record, depends,
+    Completion, CompletionQueue, EXIT_FAILED, LICENSE_DENIED_EXIT, PING_INTERVAL, Record, depends,
     memory::{self, MEMORY_FAILURE_EXITS},
 };
 
@@ -46,6 +46,12 @@ pub(super) fn complete_loop(
         if reporter.ping(now) {
             // Just connected: ping with the new connection first.
             continue;
+        }
+        if let Some(c) = reporter.client.as_mut().filter(|c| !c.is_closed()) {
+            if let Err(e) = check_out_started(c, queue, record) {
+                log::warn!("fake RQD: license checkouts failed, retrying: {e}");
+                reporter.client = None;
+            }
         }
         let due = take_due(queue, now);
         if due.is_empty() {
@@ -127,6 +133,50 @@ impl Reporter<'_> {
         self.next_ping = now + PING_INTERVAL;
         false
     }
+}
+
+/// How long a frame refused its license runs before it exits.
+const DENIED_AFTER: Duration = Duration::from_millis(50);
+
+/// The licensed frames that started check their seats out on their hosts (looked up from
+/// their procs); each then completes when due, or at once as denied. A frame whose proc is
+/// gone (undone) completes as it would have, finding nothing.
+fn check_out_started(
+    conn: &mut postgres::Client,
+    queue: &CompletionQueue,
+    record: &Mutex<Record>,
+) -> Result<(), postgres::Error> {
+    let (starts, seats) = {
+        let mut r = record.lock();
+        (std::mem::take(&mut r.starts), r.licenses.clone())
+    };
+    let Some(seats) = seats.filter(|_| !starts.is_empty()) else {
+        return Ok(());
+    };
+    let procs: Vec<&str> = starts.iter().map(|(_, c, _)| c.proc.as_str()).collect();
+    let hosts: std::collections::HashMap<String, String> = match conn.query(
+        "SELECT p.pk_proc, h.str_name FROM proc p JOIN host h ON h.pk_host = p.pk_host
+          WHERE p.pk_proc = ANY($1)",
+        &[&procs],
+    ) {
+        Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Err(e) => {
+            record.lock().starts.extend(starts);
+            return Err(e);
+        }
+    };
+    let mut q = queue.lock();
+    for (due, mut c, names) in starts {
+        if let Some(host) = hosts.get(&c.proc) {
+            if !seats.check_out(&c.proc, host, &names) {
+                c.exit = LICENSE_DENIED_EXIT;
+                q.push(Reverse((Instant::now() + DENIED_AFTER, c)));
+                continue;
+            }
+        }
+        q.push(Reverse((due, c)));
+    }
+    Ok(())
 }
 
 /// Takes every completion due by `now` off the queue.
@@ -234,6 +284,7 @@ fn complete(
     let released = Released::from_rows(&rows, due);
     memory::record_usage(&mut tx, &released.rss)?;
     finish_frames(&mut tx, &released.ok_frames, &released.failed)?;
+    requeue_denied(&mut tx, &released.denied_frames)?;
     memory::raise_after_oom(&mut tx, &released.oom)?;
     give_back(&mut tx, &released.per_host)?;
     tx.execute(
@@ -285,6 +336,8 @@ struct Released {
     rss: Vec<(String, i64)>,
     /// (layer, KB its proc had reserved).
     oom: Vec<(String, i64)>,
+    /// Frames whose license was refused: back to WAITING without a retry.
+    denied_frames: Vec<String>,
 }
 
 impl Released {
@@ -299,6 +352,7 @@ impl Released {
             failed: Vec::new(),
             rss: Vec::new(),
             oom: Vec::new(),
+            denied_frames: Vec::new(),
         };
         for r in rows {
             let e = out.per_host.entry(r.get(1)).or_default();
@@ -315,7 +369,9 @@ impl Released {
             if MEMORY_FAILURE_EXITS.contains(&exit) {
                 out.oom.push((r.get(3), r.get(6)));
             }
-            if exit == 0 {
+            if exit == LICENSE_DENIED_EXIT {
+                out.denied_frames.push(frame)
+            } else if exit == 0 {
                 out.ok_frames.push(frame)
             } else {
                 out.failed.push((frame, exit))
@@ -371,6 +427,24 @@ fn finish_frames(
                FROM job j, unnest($1::text[], $2::int[]) AS t(id, exit)
               WHERE j.pk_job = f.pk_job AND f.pk_frame = t.id AND f.str_state = 'RUNNING'",
             &[&frames, &exits, &MEMORY_FAILURE_EXITS.as_slice()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Cuebot's completion of a frame whose exit status is a license denial (one of its
+/// `dispatcher.layer_delay.rules`): back to WAITING whatever its retries, with the status
+/// that makes its next booking spend no retry.
+fn requeue_denied(
+    tx: &mut postgres::Transaction<'_>,
+    denied: &[String],
+) -> Result<(), crate::db::DbError> {
+    if !denied.is_empty() {
+        tx.execute(
+            "UPDATE frame SET str_state = 'WAITING', int_exit_status = $2, ts_stopped = now(),
+                    ts_updated = now(), int_version = int_version + 1
+              WHERE pk_frame = ANY($1) AND str_state = 'RUNNING'",
+            &[&denied, &i64::from(super::LICENSE_DENIED_EXIT)],
         )?;
     }
     Ok(())

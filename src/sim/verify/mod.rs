@@ -30,6 +30,8 @@ mod progress;
 pub use depends::depends;
 pub use oom::oom;
 
+pub mod license;
+
 /// What one scenario of the battery concluded.
 #[derive(Clone, Debug)]
 pub struct Verdict {
@@ -74,6 +76,7 @@ pub fn battery() -> Vec<(&'static str, Scenario)> {
         ("PRIORITY_STARVING", starving::verify),
         ("RESERVATIONS", reservations::verify),
         ("LIMIT", limit::verify),
+        ("LICENSE", license::license as Scenario),
         ("FOLDER", folder::verify),
         ("LOCALITY", locality::verify),
         ("DEPENDS", depends as Scenario),
