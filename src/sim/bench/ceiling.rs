@@ -132,7 +132,7 @@ fn run_once(cluster: &PgCluster, url: &str, n: usize) -> Result<CeilingRun, SimE
     let wall_secs = started.elapsed().as_secs_f64();
     let cpu_secs = PgCpu::read(&data)
         .zip(before)
-        .map(|(after, before)| before.secs_until(&after, None));
+        .map(|(after, before)| before.secs_until(&after, &[]));
     Ok(CeilingRun {
         connections: n,
         planned: shares.iter().map(Vec::len).sum(),

@@ -43,6 +43,37 @@ pub fn seed(client: &mut Client, spec: &FarmSpec) -> Result<Seeded, DbError> {
     Ok(out)
 }
 
+/// Submits `jobs` (their shows: indexes into `spec.shows`) to the farm seeded from `spec` as
+/// `seeded`, in one transaction, as Cuebot's job launcher inserts a job: job, layers, WAITING
+/// frames, counts. Returns their keys and the database's clock read as the transaction's last
+/// statement, right before its COMMIT (a submission is visible no earlier than that).
+pub fn submit(
+    client: &mut Client,
+    spec: &FarmSpec,
+    seeded: &Seeded,
+    jobs: Vec<super::JobSpec>,
+) -> Result<(Vec<String>, String), DbError> {
+    let submitted = FarmSpec {
+        facility: spec.facility.clone(),
+        allocs: Vec::new(),
+        shows: spec.shows.clone(),
+        hosts: Vec::new(),
+        jobs,
+        limits: Vec::new(),
+    };
+    let mut out = Seeded {
+        jobs: Vec::new(),
+        layers: Vec::new(),
+        frames: 0,
+        ..seeded.clone()
+    };
+    let mut tx = client.transaction()?;
+    seed_jobs(&mut tx, &submitted, &mut out)?;
+    let at: String = tx.query_one("SELECT clock_timestamp()::text", &[])?.get(0);
+    tx.commit()?;
+    Ok((out.jobs, at))
+}
+
 // Facilities and departments are shared by name, so several farms can go in one database.
 
 /// The facility named `name`, inserted unless it exists.
