@@ -7,7 +7,7 @@ use super::{
     SimError,
     fake_rqd::{FakeRqd, FleetOptions},
     pg::{PgCluster, PgOptions},
-    seed::{FarmSpec, Seeded, seed},
+    seed::{FarmSpec, Seeded, analyze, seed},
 };
 use crate::{config::Config, db};
 
@@ -49,6 +49,7 @@ impl SimFarm {
              END $$",
         )?;
         let seeded = seed(&mut client, spec)?;
+        analyze(&mut client)?;
         let rqd = if fleet {
             Some(FakeRqd::start(FleetOptions {
                 database_url: Some(url.clone()),

@@ -7,10 +7,11 @@
 //! frames on the fake RQD fleet. After a warm-up the harness submits `--submissions` jobs at
 //! seeded random moments (gaps of 0.1–1.1 s), each inserted as Cuebot's job launcher inserts
 //! one, and measures per job the time from its submitting COMMIT (the database's clock as
-//! the transaction's last statement) to its first frame's booking (`frame.ts_started`, the
-//! booking transaction's start) and to the harness first seeing it RUNNING (polls every
-//! 20 ms, an upper bound). Ends with the statements stagehand ran to notice new work and
-//! the accounting audit.
+//! the transaction's last statement) to its first frame's booking: the booking transaction's
+//! start (`frame.ts_started`) and its COMMIT (`pg_xact_commit_timestamp` of the frame row,
+//! the server runs with `track_commit_timestamp`), and to the harness first seeing it
+//! RUNNING (polls every 20 ms, an upper bound). Ends with the statements stagehand ran to
+//! notice new work and the accounting audit.
 
 use std::{
     collections::HashMap,
@@ -40,8 +41,10 @@ struct Submission {
     job: String,
     committed: String,
     committed_epoch: f64,
-    /// Seconds from the commit to the harness seeing a frame RUNNING.
+    /// Seconds from the commit to the harness seeing a frame RUNNING, and to the COMMIT of
+    /// the booking that made it so.
     seen_after: Option<f64>,
+    booking_committed_after: Option<f64>,
 }
 
 /// Runs the benchmark and prints its figures; exit 3 on audit violations.
@@ -52,7 +55,8 @@ pub(super) fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
         keep: args.keep,
         max_connections: 300,
     };
-    let farm = SimFarm::start(&spec, &pg, true, 0)?;
+    let mut farm = SimFarm::start(&spec, &pg, true, 0)?;
+    commit_timestamps(&mut farm)?;
     let config = newjob_config(&farm);
     let binary = match &args.binary {
         Some(b) => b.clone(),
@@ -80,6 +84,7 @@ pub(super) fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
             committed: committed.clone(),
             committed_epoch,
             seen_after: None,
+            booking_committed_after: None,
         }));
     }
     // The last ones: until every job was seen booked, 10 s at most.
@@ -90,8 +95,12 @@ pub(super) fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     instance.stop(Duration::from_secs(30));
     let booked_after = booking_delays(&mut client, &subs)?;
     let seen: Vec<Option<f64>> = subs.iter().map(|s| s.seen_after).collect();
-    print_newjob(args, &spec, &config, &booked_after, &seen);
+    let committed: Vec<Option<f64>> = subs.iter().map(|s| s.booking_committed_after).collect();
+    print_newjob(args, &spec, &config, [&booked_after, &committed, &seen]);
     print_probe_cost(&mut client);
+    if args.top_statements > 0 {
+        super::print::print_top_statements(&mut client, args.top_statements);
+    }
     let violations = audit(&mut client, None)?;
     crate::sim::scenario::print_audit(&violations);
     Ok(exit_code(&violations))
@@ -111,6 +120,17 @@ fn newjob_config(farm: &SimFarm) -> Config {
     config.hosts.refresh_interval = defaults.hosts.refresh_interval;
     config.service.log_level = log::LevelFilter::Warn;
     config
+}
+
+/// Restarts the farm's server with `track_commit_timestamp` on, so a booking's COMMIT time
+/// can be read back from its rows.
+fn commit_timestamps(farm: &mut SimFarm) -> Result<(), SimError> {
+    let mut client = postgres::Client::connect(&farm.url, postgres::NoTls)?;
+    client.batch_execute("ALTER SYSTEM SET track_commit_timestamp = on")?;
+    drop(client);
+    farm.cluster.stop()?;
+    farm.cluster.restart()?;
+    Ok(())
 }
 
 /// Waits for the background load's first booking (60 s at most), then `settle` more.
@@ -142,18 +162,22 @@ fn watch_for(
             .map(|s| s.job.as_str())
             .collect();
         if !open.is_empty() {
-            let seen: HashMap<String, f64> = client
+            // The frame row's version is the booking's until the frame ends (seconds later).
+            let seen: HashMap<String, (f64, Option<f64>)> = client
                 .query(
-                    "SELECT f.pk_job, extract(epoch FROM clock_timestamp())::float8 FROM frame f
+                    "SELECT f.pk_job, extract(epoch FROM clock_timestamp())::float8,
+                            extract(epoch FROM min(pg_xact_commit_timestamp(f.xmin)))::float8
+                       FROM frame f
                       WHERE f.pk_job = ANY($1) AND f.str_state <> 'WAITING' GROUP BY f.pk_job",
                     &[&open],
                 )?
                 .iter()
-                .map(|r| (r.get(0), r.get(1)))
+                .map(|r| (r.get(0), (r.get(1), r.get(2))))
                 .collect();
             for s in subs.iter_mut().filter(|s| s.seen_after.is_none()) {
-                if let Some(at) = seen.get(&s.job) {
+                if let Some((at, committed)) = seen.get(&s.job) {
                     s.seen_after = Some(at - s.committed_epoch);
+                    s.booking_committed_after = committed.map(|c| c - s.committed_epoch);
                 }
             }
         }
@@ -213,12 +237,13 @@ fn summary(delays: &[Option<f64>]) -> String {
     )
 }
 
+/// Prints the farm, the pacing and the delays from each submission's commit to its first
+/// booking's start, to that booking's commit, and to the harness seeing it.
 fn print_newjob(
     args: &BenchArgs,
     spec: &crate::sim::seed::FarmSpec,
     config: &Config,
-    booked: &[Option<f64>],
-    seen: &[Option<f64>],
+    [booked, committed, seen]: [&[Option<f64>]; 3],
 ) {
     let s = &config.scheduler;
     println!(
@@ -227,7 +252,7 @@ fn print_newjob(
         args.seed,
         spec.hosts.len(),
         spec.jobs.len(),
-        booked.len()
+        seen.len()
     );
     println!(
         "pacing          : active scan {:?}, new-work probe {:?}, empty sleep {:?}, saturated sleep {:?}, host refresh {:?}",
@@ -238,8 +263,12 @@ fn print_newjob(
         config.hosts.refresh_interval
     );
     println!(
-        "commit→booked   : {} (first frame's booking transaction start)",
+        "commit→booking  : {} (the first frame's booking transaction start)",
         summary(booked)
+    );
+    println!(
+        "commit→booked   : {} (that booking's COMMIT)",
+        summary(committed)
     );
     println!(
         "commit→seen     : {} (the harness seeing it RUNNING, 20 ms polls)",
@@ -251,12 +280,13 @@ fn print_newjob(
 /// (calls, mean time, buffer pages a call).
 fn print_probe_cost(client: &mut postgres::Client) {
     let rows = client.query(
-        "SELECT CASE WHEN query LIKE '%max(j.ts_started)%' THEN 'new-work probe' ELSE 'active scan' END,
+        "SELECT CASE WHEN query LIKE '%CROSS JOIN LATERAL unnest%' THEN 'active scan' ELSE 'new-work probe' END,
                 calls, (total_exec_time / greatest(calls, 1))::float8,
                 ((shared_blks_hit + shared_blks_read)::float8 / greatest(calls, 1))
            FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid
           WHERE r.rolname = 'stagehand'
-            AND (query LIKE '%max(j.ts_started)%' OR query LIKE '%CROSS JOIN LATERAL unnest%')
+            AND (query LIKE '%count(*)::bigint, coalesce(sum(js.int_waiting_count)%'
+                 OR query LIKE '%CROSS JOIN LATERAL unnest%')
           ORDER BY 1",
         &[],
     );

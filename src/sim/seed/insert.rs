@@ -74,6 +74,17 @@ pub fn submit(
     Ok((out.jobs, at))
 }
 
+/// Gathers the planner's statistics of the seeded farm, as autovacuum has on a farm that has
+/// been running. A database seeded in one transaction has none for up to a minute
+/// (`autovacuum_naptime`): the planner takes its tables for nearly empty and may, e.g.,
+/// drive a booking's frame UPDATE from the pending jobs through every WAITING frame
+/// instead of from the frames it books, which makes every batch cost as much as the farm
+/// is large.
+pub fn analyze(client: &mut Client) -> Result<(), DbError> {
+    client.batch_execute("ANALYZE")?;
+    Ok(())
+}
+
 // Facilities and departments are shared by name, so several farms can go in one database.
 
 /// The facility named `name`, inserted unless it exists.

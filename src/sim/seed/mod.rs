@@ -15,7 +15,7 @@ use crate::model::{CORE, TagType, ThreadMode};
 
 mod insert;
 
-pub use insert::{seed, submit};
+pub use insert::{analyze, seed, submit};
 
 /// KB in one GiB (Cuebot's memory unit is KB).
 pub const GB: u64 = 1024 * 1024;
