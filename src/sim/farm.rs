@@ -50,6 +50,9 @@ impl SimFarm {
         )?;
         let seeded = seed(&mut client, spec)?;
         analyze(&mut client)?;
+        // The hosts report in now: the seed stamped them at its start, and a large farm
+        // seeded on a busy machine can take longer than `[hosts] ping_timeout`.
+        client.execute("UPDATE host_stat SET ts_ping = now()", &[])?;
         let rqd = if fleet {
             Some(FakeRqd::start(FleetOptions {
                 database_url: Some(url.clone()),

@@ -38,6 +38,10 @@ fn three_instances_drain_every_frame_exactly_once() {
         top_statements: 0,
         no_reservations: false,
         with_ceiling: false,
+        shows: 0,
+        scales: Vec::new(),
+        instance_counts: Vec::new(),
+        submissions: 50,
     };
     let report = measure(&args).expect("three instances run");
     assert!(report.violations.is_empty(), "{:?}", report.violations);

@@ -46,6 +46,10 @@ fn tiny(workload: Workload, scale: f64) -> BenchArgs {
         top_statements: 0,
         no_reservations: false,
         with_ceiling: false,
+        shows: 0,
+        scales: Vec::new(),
+        instance_counts: Vec::new(),
+        submissions: 50,
     }
 }
 

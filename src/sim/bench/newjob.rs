@@ -302,3 +302,26 @@ fn print_probe_cost(client: &mut postgres::Client) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_take_the_rank_at_or_above() {
+        let sorted: Vec<f64> = (1..=50).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 0.5), 25.0);
+        assert_eq!(percentile(&sorted, 0.9), 45.0);
+        // With 50 samples the 99th percentile is the largest.
+        assert_eq!(percentile(&sorted, 0.99), 50.0);
+        assert!(percentile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn a_summary_counts_what_never_booked() {
+        let s = summary(&[Some(0.2), None, Some(0.1)]);
+        assert!(s.contains("p50 0.100s"), "{s}");
+        assert!(s.contains("max 0.200s"), "{s}");
+        assert!(s.contains("2 of 3 booked, 1 not within 10 s"), "{s}");
+    }
+}
