@@ -10,7 +10,10 @@
 //! - among awake clusters the least recently served goes first;
 //! - after a pass: booked → straight back; no jobs → `empty_sleep`, woken early when the scan
 //!   sees its waiting count grow; saturated → `saturated_sleep`, woken early when the host
-//!   index reports freed capacity; error → `error_sleep`.
+//!   index reports freed capacity; error → `error_sleep`. A cluster asleep with no jobs or
+//!   saturated also wakes when the scan finds a job newer than any its last pass could see:
+//!   a new job may fit where the old ones did not (its own caps, smaller frames), and it
+//!   must not wait out the sleep (issue 14: a new job books within 0.5 s).
 
 use std::{
     collections::HashMap,
@@ -29,7 +32,7 @@ use super::{BuildOptions, Cluster, build};
 use crate::{
     accounting::hungry::{HungryBoard, HungryShows},
     config::Config,
-    db,
+    db::{self, jobs::TagWork},
     ids::{FacilityId, ShowId},
     metrics,
     model::TagType,
@@ -91,6 +94,10 @@ struct Turn {
     state: Place,
     waiting: i64,
     waiting_at_pass: i64,
+    /// The newest start of a job with waiting work in the cluster's tags, at the last scan
+    /// and when the cluster was last dispatched (seconds since the epoch).
+    newest: f64,
+    newest_at_pass: f64,
     last_turn: Option<Instant>,
     sleep: Option<Sleep>,
     capacity_gen: u64,
@@ -260,6 +267,8 @@ impl Feed {
                     state: Place::Ready,
                     waiting: -1,
                     waiting_at_pass: -1,
+                    newest: 0.0,
+                    newest_at_pass: 0.0,
                     last_turn: None,
                     sleep: None,
                     capacity_gen: 0,
@@ -352,30 +361,32 @@ impl Feed {
     }
 
     /// Sets each cluster's waiting count from the scan; new work for a cluster that found
-    /// none brings its turn forward to now instead of after its sleep.
-    fn apply_scan(&mut self, active: &HashMap<(ShowId, FacilityId, String), i64>) {
+    /// none, or a job newer than its last pass for a cluster asleep without jobs or
+    /// saturated, brings its turn forward to now instead of after its sleep.
+    fn apply_scan(&mut self, active: &HashMap<(ShowId, FacilityId, String), TagWork>) {
         let now = Instant::now();
         let mut awake = 0;
         for turn in self.turns.values_mut() {
             let c = &turn.cluster;
-            let waiting: i64 = c
+            let (waiting, newest) = c
                 .tags
                 .iter()
-                .map(|t| {
-                    active
-                        .get(&(c.show.clone(), c.facility.clone(), t.clone()))
-                        .copied()
-                        .unwrap_or(0)
-                })
-                .sum();
+                .filter_map(|t| active.get(&(c.show.clone(), c.facility.clone(), t.clone())))
+                .fold((0, 0.0f64), |(w, n), work| {
+                    (w + work.waiting, n.max(work.newest))
+                });
             turn.waiting = waiting;
+            turn.newest = newest;
             if waiting > 0 {
                 awake += 1;
             }
-            if turn.sleep == Some(Sleep::NoJobs)
-                && waiting > turn.waiting_at_pass
-                && turn.state == Place::Ready
-            {
+            let new_job = newest > turn.newest_at_pass;
+            let wake = match turn.sleep {
+                Some(Sleep::NoJobs) => waiting > turn.waiting_at_pass || new_job,
+                Some(Sleep::Saturated) => new_job && waiting > 0,
+                _ => false,
+            };
+            if wake && turn.state == Place::Ready {
                 turn.ready_at = now;
                 turn.sleep = None;
             }
@@ -488,6 +499,7 @@ impl Feed {
                     turn.state = Place::Queued;
                     turn.last_turn = Some(now);
                     turn.waiting_at_pass = turn.waiting;
+                    turn.newest_at_pass = turn.newest;
                     turn.sleep = None;
                 }
                 Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => break,

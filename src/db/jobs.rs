@@ -125,9 +125,10 @@ pub fn subscriptions(conn: &mut impl GenericClient) -> Result<Vec<SubscriptionRo
 /// what the per-cluster job query can return, so no cluster with work is ever left asleep.
 pub(crate) fn active_tags(
     conn: &mut impl GenericClient,
-) -> Result<HashMap<(ShowId, FacilityId, String), i64>, DbError> {
+) -> Result<HashMap<(ShowId, FacilityId, String), TagWork>, DbError> {
     let rows = conn.query(
-        "SELECT j.pk_show, j.pk_facility, t.tag, SUM(ls.int_waiting_count)::bigint
+        "SELECT j.pk_show, j.pk_facility, t.tag, SUM(ls.int_waiting_count)::bigint,
+                extract(epoch FROM max(j.ts_started))::float8
            FROM layer_stat ls
            JOIN layer l ON l.pk_layer = ls.pk_layer
            JOIN job j ON j.pk_job = l.pk_job
@@ -140,8 +141,24 @@ pub(crate) fn active_tags(
     )?;
     Ok(rows
         .iter()
-        .map(|r| ((r.get(0), r.get(1), r.get(2)), r.get(3)))
+        .map(|r| {
+            let work = TagWork {
+                waiting: r.get(3),
+                newest: r.get::<_, Option<f64>>(4).unwrap_or(0.0),
+            };
+            ((r.get(0), r.get(1), r.get(2)), work)
+        })
         .collect())
+}
+
+/// The waiting work of one (show, facility, tag) as the active-work scan reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct TagWork {
+    /// WAITING frames of layers asking for the tag.
+    pub(crate) waiting: i64,
+    /// The newest `job.ts_started` among those layers' jobs (seconds since the epoch): a
+    /// job submitted since a cluster's pass shows as a newer start.
+    pub(crate) newest: f64,
 }
 
 /// A cheap fingerprint of the managed shows' bookable work: pending unpaused jobs, their

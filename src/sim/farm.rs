@@ -7,7 +7,7 @@ use super::{
     SimError,
     fake_rqd::{FakeRqd, FleetOptions},
     pg::{PgCluster, PgOptions},
-    seed::{FarmSpec, Seeded, seed},
+    seed::{FarmSpec, Seeded, analyze, seed},
 };
 use crate::{config::Config, db};
 
@@ -49,6 +49,10 @@ impl SimFarm {
              END $$",
         )?;
         let seeded = seed(&mut client, spec)?;
+        analyze(&mut client)?;
+        // The hosts report in now: the seed stamped them at its start, and a large farm
+        // seeded on a busy machine can take longer than `[hosts] ping_timeout`.
+        client.execute("UPDATE host_stat SET ts_ping = now()", &[])?;
         let rqd = if fleet {
             Some(FakeRqd::start(FleetOptions {
                 database_url: Some(url.clone()),

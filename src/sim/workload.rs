@@ -23,6 +23,9 @@ pub enum Workload {
     Coldfill,
     /// A farm kept full for a fixed time with completions flowing.
     Steady,
+    /// Jobs submitted at seeded random moments onto a farm with room and a background load:
+    /// how soon each one's first frame books (`sim::bench::newjob`).
+    Newjob,
     /// Scenario: a whole-host frame submitted into a flood of one-core frames, with
     /// reservations on and off (`sim::scenario::wide`).
     Wide,
@@ -91,33 +94,45 @@ fn stress_layer(name: &str, range: &str, tags: &str, cores: u32, mem_gb: u64) ->
 /// (multi-instance runs need several shows to share out).
 pub fn drain(scale: f64, shows: usize, seed: u64) -> FarmSpec {
     let mut rng = SmallRng::seed_from_u64(seed);
+    let shows = shows.max(1);
+    // Hosts are drawn before jobs: the seed's farm depends on that order.
+    let (mut farm, all_tags) = tagged_farm(&mut rng, scaled(1200, scale), "drain", shows);
+    farm.jobs = (0..scaled(300, scale))
+        .map(|j| drain_job(&mut rng, j, shows, &all_tags))
+        .collect();
+    farm
+}
+
+/// A farm of `hosts` drain hosts on three allocations and `shows` managed shows named
+/// `{prefix}N`, subscribed to all three, without jobs; and the tags its layers may ask for
+/// (the eight manual tags, then the allocations' tags).
+fn tagged_farm(
+    rng: &mut SmallRng,
+    hosts: usize,
+    prefix: &str,
+    shows: usize,
+) -> (FarmSpec, Vec<String>) {
     let tags: Vec<String> = (0..8).map(|i| format!("manual{i}")).collect();
     let allocs = allocs(3);
-    // Hosts are drawn before jobs: the seed's farm depends on that order.
-    let hosts = (0..scaled(1200, scale))
-        .map(|i| drain_host(&mut rng, i, &tags))
-        .collect();
-    let shows = shows.max(1);
-    let show_specs = (0..shows)
+    let hosts = (0..hosts).map(|i| drain_host(rng, i, &tags)).collect();
+    let shows = (0..shows)
         .map(|s| ShowSpec {
-            name: format!("drain{s}"),
+            name: format!("{prefix}{s}"),
             managed: true,
             subs: subs_on(3, 90_000, 90_000),
             folder_max_cores: 0,
         })
         .collect();
     let all_tags = with_alloc_tags(&tags, &allocs);
-    let jobs = (0..scaled(300, scale))
-        .map(|j| drain_job(&mut rng, j, shows, &all_tags))
-        .collect();
-    FarmSpec {
+    let farm = FarmSpec {
         facility: "local".into(),
         allocs,
-        shows: show_specs,
+        shows,
         hosts,
-        jobs,
+        jobs: Vec::new(),
         limits: Vec::new(),
-    }
+    };
+    (farm, all_tags)
 }
 
 /// The HARDWARE tags Cuebot gives every host RQD registers (its architecture and RQD's
@@ -164,6 +179,60 @@ fn drain_job(rng: &mut SmallRng, j: usize, shows: usize, all_tags: &[String]) ->
         max_cores: 100_000,
         ..JobSpec::simple(j % shows, format!("drain-job{j:04}"), priority, layers)
     }
+}
+
+/// The `newjob` farm: the drain farm's hosts and tags (`scale` × 400 hosts, three shows on
+/// three allocations) with a background load of `scale` × 6 capped jobs whose 2–8 s frames
+/// keep booking and completing; the jobs the benchmark submits come from [`newjob_job`].
+pub(crate) fn newjob(scale: f64, seed: u64) -> FarmSpec {
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let (mut farm, all_tags) = tagged_farm(&mut rng, scaled(400, scale), "newjob", 3);
+    farm.jobs = (0..scaled(6, scale))
+        .map(|j| {
+            let layers = (0..4)
+                .map(|l| {
+                    let name = format!("layer{l}");
+                    newjob_layer(&mut rng, &name, "1-500", &all_tags, 2_000..=8_000)
+                })
+                .collect();
+            JobSpec {
+                // ~100 cores each: the background books and completes ~40 frames a second.
+                max_cores: 100,
+                ..JobSpec::simple(j % 3, format!("background{j:02}"), 100, layers)
+            }
+        })
+        .collect();
+    farm
+}
+
+/// Submitted job `n` of the `newjob` benchmark: one five-frame layer of 1–4 cores on one to
+/// three of the farm's tags, running 5 s, in show `n % 3`, at a random priority.
+pub(crate) fn newjob_job(rng: &mut SmallRng, n: usize, farm: &FarmSpec) -> JobSpec {
+    let tags: Vec<String> = (0..8).map(|i| format!("manual{i}")).collect();
+    let all_tags = with_alloc_tags(&tags, &farm.allocs);
+    let layer = newjob_layer(rng, "render", "1-5", &all_tags, 5_000..=5_000);
+    let priority = rng.random_range(1..=200);
+    JobSpec::simple(n % 3, format!("submitted{n:03}"), priority, vec![layer])
+}
+
+/// A layer of `range` on one to three of `all_tags`, 1–4 cores and 2–4 GB per frame, each
+/// frame running a time drawn from `runtime_ms`.
+fn newjob_layer(
+    rng: &mut SmallRng,
+    name: &str,
+    range: &str,
+    all_tags: &[String],
+    runtime_ms: std::ops::RangeInclusive<u64>,
+) -> LayerSpec {
+    let n = rng.random_range(1..=3);
+    let tags: Vec<&str> = (0..n)
+        .map(|_| all_tags[rng.random_range(0..all_tags.len())].as_str())
+        .collect();
+    let mut layer = LayerSpec::simple(name, range, &tags.join(" | "));
+    layer.cores_min = i64::from(rng.random_range(1..=4u32) * CORE);
+    layer.mem_kb = rng.random_range(2..=4) * GB;
+    layer.set_runtime_ms(rng.random_range(runtime_ms));
+    layer
 }
 
 /// The OpenCue stress suite's saturation phase: bursts of 150 cores per allocation, jobs

@@ -39,6 +39,10 @@ fn three_instances_drain_every_frame_exactly_once() {
         no_reservations: false,
         scenario: None,
         with_ceiling: false,
+        shows: 0,
+        scales: Vec::new(),
+        instance_counts: Vec::new(),
+        submissions: 50,
     };
     let report = measure(&args).expect("three instances run");
     assert!(report.violations.is_empty(), "{:?}", report.violations);

@@ -47,6 +47,10 @@ fn tiny(workload: Workload, scale: f64) -> BenchArgs {
         no_reservations: false,
         scenario: None,
         with_ceiling: false,
+        shows: 0,
+        scales: Vec::new(),
+        instance_counts: Vec::new(),
+        submissions: 50,
     }
 }
 

@@ -102,7 +102,10 @@ pub fn measure_ceiling(spec: &FarmSpec, connections: &[usize]) -> Result<Ceiling
     let seeded = {
         let mut client = Client::connect(&url, NoTls)?;
         crate::db::migrate::migrate(&mut client)?;
-        seed(&mut client, spec)?.frames
+        let frames = seed(&mut client, spec)?.frames;
+        // Statistics as drain's farm has them (copied with the database).
+        crate::sim::seed::analyze(&mut client)?;
+        frames
         // Dropped here: a database with a session cannot be copied.
     };
     let mut report = CeilingReport {
@@ -132,7 +135,7 @@ fn run_once(cluster: &PgCluster, url: &str, n: usize) -> Result<CeilingRun, SimE
     let wall_secs = started.elapsed().as_secs_f64();
     let cpu_secs = PgCpu::read(&data)
         .zip(before)
-        .map(|(after, before)| before.secs_until(&after, None));
+        .map(|(after, before)| before.secs_until(&after, &[]));
     Ok(CeilingRun {
         connections: n,
         planned: shares.iter().map(Vec::len).sum(),

@@ -5,9 +5,15 @@
 //! Figures: frames booked; frames/s over the booking window (first to last `proc.ts_booked`,
 //! as OpenCue's stress suite measures); time to 50/90/99 % utilization (coldfill); p50/p99
 //! from frame eligible to booked; wasted placement attempts; statements and rows read per
-//! booked frame (`pg_stat_statements`, `pg_stat_database`); PostgreSQL CPU per booked frame
-//! (dry runs); peak RSS of each stagehand process. Exits non-zero when the audit finds a
-//! violation.
+//! booked frame (`pg_stat_statements`, stagehand's role only) and rows PostgreSQL read per
+//! booked frame (`pg_stat_database`, the harness's polls left out, see [`cost`]); PostgreSQL
+//! and stagehand CPU per booked frame; peak RSS of each stagehand process; seconds from
+//! start to the first booking. Exits non-zero when the audit finds a violation.
+//!
+//! `--scales` and `--instance-counts` run one workload several times in one invocation and
+//! print each run's per-frame costs as a ratio to the first run's ([`sweep`]);
+//! `--workload newjob` measures how soon a job submitted onto a farm with room books
+//! ([`newjob`]).
 //!
 //! `--workload ceiling` runs no stagehand: it measures the booking writes alone on the drain
 //! farm ([`ceiling`]); `--workload drain --with-ceiling` measures the ceiling right before and
@@ -15,9 +21,12 @@
 //! survives a noisy machine better than either rate alone.
 
 pub mod ceiling;
+mod cost;
+pub mod newjob;
 mod print;
 mod rates;
 mod scenarios;
+mod sweep;
 
 use std::{
     path::{Path, PathBuf},
@@ -80,6 +89,20 @@ pub struct BenchArgs {
     /// freshly seeded farm of the same shape, and print drain as a ratio to it.
     #[arg(long)]
     pub with_ceiling: bool,
+    /// Shows of the drain farm (0: one, and two more per further instance).
+    #[arg(long, default_value_t = 0)]
+    pub shows: usize,
+    /// Run the workload once per scale, in this order, and print the per-frame costs of
+    /// each as a ratio to the first (e.g. `1,4,10`).
+    #[arg(long, value_delimiter = ',')]
+    pub scales: Vec<f64>,
+    /// Run the workload once per instance count, in this order, and print the rates of each
+    /// as a ratio to the first (e.g. `1,2,3`).
+    #[arg(long, value_delimiter = ',')]
+    pub instance_counts: Vec<usize>,
+    /// `--workload newjob`: jobs submitted.
+    #[arg(long, default_value_t = 50)]
+    pub submissions: usize,
 }
 
 /// What a benchmark run measured.
@@ -94,9 +117,20 @@ pub struct BenchReport {
     /// Frames/s over the first 99 % of bookings (dry runs; 0 otherwise).
     pub first99_per_sec: f64,
     /// PostgreSQL CPU milliseconds per booked frame, from the first booking seen (polled every
-    /// 50 ms) to the end of the run, the harness's own connection left out (dry runs; None
-    /// without `/proc`).
+    /// 50 ms) to the end of the run, the harness's connections (its own, the fake RQD's)
+    /// left out (None without `/proc`).
     pub pg_cpu_ms_per_frame: Option<f64>,
+    /// stagehand CPU milliseconds per booked frame over the same window (every instance).
+    pub stagehand_cpu_ms_per_frame: Option<f64>,
+    /// stagehand CPU seconds before the first booking seen (start-up: loads, leases).
+    pub stagehand_startup_cpu_secs: Option<f64>,
+    /// Rows PostgreSQL read (`tup_returned + tup_fetched`) per booked frame, from the
+    /// instances' start to their stop, the harness's polls left out.
+    pub db_rows_per_frame: Option<f64>,
+    /// Seconds from the instances' start to the first booking (database clock).
+    pub first_booking_secs: Option<f64>,
+    /// Hosts seeded.
+    pub hosts: usize,
     /// Seconds of that booking window.
     pub window_secs: f64,
     /// Seconds from start to 50 / 90 / 99 % of cores busy.
@@ -107,7 +141,7 @@ pub struct BenchReport {
     pub wait_p50_p99: (f64, f64),
     /// Placement attempts that did not commit, in percent.
     pub wasted_pct: f64,
-    /// Statements per booked frame (None without pg_stat_statements).
+    /// Statements per booked frame, start-up included (None without pg_stat_statements).
     pub statements_per_frame: Option<f64>,
     /// Rows fetched by stagehand's queries per booked frame (None without pg_stat_statements).
     pub rows_read_per_frame: Option<f64>,
@@ -140,25 +174,43 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
         None => std::env::current_exe().map_err(SimError::Io)?,
     };
     let mut client = postgres::Client::connect(&farm.url, postgres::NoTls)?;
+    let rows_per_poll = cost::rows_per_poll(&mut client)?;
     reset_statement_stats(&mut client);
-    let harness: i32 = client.query_one("SELECT pg_backend_pid()", &[])?.get(0);
     let data = farm.cluster.dir().join("data");
+    let rows_before = cost::rows_read(&mut client);
+    let start = cost::db_now(&mut client)?;
     let instances = spawn_instances(&mut client, &binary, &config, args.instances)?;
     let mut report = BenchReport {
         seeded: farm.seeded.frames,
+        hosts: farm.seeded.hosts.len(),
         ..BenchReport::default()
     };
-    let run = watch_run(&mut client, args, &mut report, &data)?;
+    let run = watch_run(&mut client, args, &mut report, &data, &instances)?;
+    let harness = cost::harness_backends(&mut client)?;
     let pg_cpu_secs = PgCpu::read(&data)
         .zip(run.cpu_at_first_booking.as_ref())
-        .map(|(after, first)| first.secs_until(&after, Some(harness as u32)));
+        .map(|(after, first)| first.secs_until(&after, &harness));
+    let stagehand_cpu_secs = cost::instances_cpu_secs(&instances)
+        .zip(run.stagehand_cpu_at_first_booking)
+        .map(|(after, first)| after - first);
     collect_metrics(&instances, &mut report);
     for inst in instances {
         inst.stop(Duration::from_secs(30));
     }
+    let rows_after = cost::rows_read(&mut client);
     booking_window(&mut client, &mut report, launches, &run)?;
-    if !launches && report.booked > 0 {
-        report.pg_cpu_ms_per_frame = pg_cpu_secs.map(|s| s * 1000.0 / report.booked as f64);
+    report.first_booking_secs = cost::secs_to_first_booking(&mut client, &start)?;
+    report.stagehand_startup_cpu_secs = run.stagehand_cpu_at_first_booking;
+    if report.booked > 0 {
+        let per_frame = |secs: f64| secs * 1000.0 / report.booked as f64;
+        report.pg_cpu_ms_per_frame = pg_cpu_secs.map(per_frame);
+        report.stagehand_cpu_ms_per_frame = stagehand_cpu_secs.map(per_frame);
+        report.db_rows_per_frame = match (rows_before, rows_after, rows_per_poll) {
+            (Some(b), Some(a), Some(poll)) => {
+                Some(((a - b) as f64 - poll * run.polls as f64).max(0.0) / report.booked as f64)
+            }
+            _ => None,
+        };
     }
     database_figures(&mut client, &mut report)?;
     report.violations = audit(&mut client, None)?;
@@ -181,6 +233,7 @@ fn workload_spec(args: &BenchArgs) -> Result<(FarmSpec, bool), SimError> {
             true,
         ),
         Workload::Ceiling
+        | Workload::Newjob
         | Workload::Wide
         | Workload::FairShare
         | Workload::Stream
@@ -198,7 +251,12 @@ fn workload_spec(args: &BenchArgs) -> Result<(FarmSpec, bool), SimError> {
 /// The drain farm of `args`: `--scale` and `--seed`, and one show for one instance, two
 /// more per further instance (they need shows to share out). The ceiling seeds the same.
 fn drain_spec(args: &BenchArgs) -> FarmSpec {
-    workload::drain(args.scale, args.instances.max(1) * 2 - 1, args.seed)
+    let shows = if args.shows > 0 {
+        args.shows
+    } else {
+        args.instances.max(1) * 2 - 1
+    };
+    workload::drain(args.scale, shows, args.seed)
 }
 
 /// The instances' configuration: the farm's, with the run's batching and policy switches.
@@ -209,6 +267,11 @@ fn bench_config(farm: &SimFarm, args: &BenchArgs, launches: bool) -> Config {
     }
     config.reservations.enabled = !args.no_reservations;
     config.service.log_level = log::LevelFilter::Warn;
+    if !launches {
+        // Nothing reports for the hosts of a dry run: a long one (a large farm on a busy
+        // machine) would otherwise stop booking once the seed's pings are older than this.
+        config.hosts.ping_timeout = Duration::from_secs(3600);
+    }
     config
 }
 
@@ -257,22 +320,26 @@ fn wait_for_owners(client: &mut postgres::Client, count: usize) -> Result<(), Si
     Ok(())
 }
 
-/// When the measured run saw its first booking (and PostgreSQL's CPU then) and when it
-/// ended.
+/// When the measured run saw its first booking (and PostgreSQL's and stagehand's CPU then),
+/// when it ended, and how many progress polls the harness made.
 struct RunTimes {
     first_booking: Option<Instant>,
     cpu_at_first_booking: Option<PgCpu>,
+    stagehand_cpu_at_first_booking: Option<f64>,
     end: Instant,
+    polls: u64,
 }
 
 /// Polls progress every 50 ms until the workload is done (or `--duration` passes, 5 s at
 /// least), recording utilization milestones in `report`. `data`: the cluster's data
-/// directory, whose CPU is read at the first booking seen (start-up reads are not bookings).
+/// directory, whose CPU is read at the first booking seen (start-up reads are not bookings),
+/// as is the `instances`' CPU.
 fn watch_run(
     client: &mut postgres::Client,
     args: &BenchArgs,
     report: &mut BenchReport,
     data: &Path,
+    instances: &[Instance],
 ) -> Result<RunTimes, SimError> {
     let started = Instant::now();
     let thresholds = [0.5, 0.9, 0.99];
@@ -280,9 +347,12 @@ fn watch_run(
     let mut last_booked = -1i64;
     let mut first_booking: Option<Instant> = None;
     let mut cpu_at_first_booking = None;
+    let mut stagehand_cpu_at_first_booking = None;
+    let mut polls = 0;
     loop {
         std::thread::sleep(Duration::from_millis(50));
         let p = progress(client)?;
+        polls += 1;
         report.peak_util = report.peak_util.max(p.utilization);
         for (i, t) in thresholds.iter().enumerate() {
             if report.time_to_util[i].is_none() && p.utilization >= *t {
@@ -293,6 +363,7 @@ fn watch_run(
         if booked > 0 && first_booking.is_none() {
             first_booking = Some(Instant::now());
             cpu_at_first_booking = PgCpu::read(data);
+            stagehand_cpu_at_first_booking = cost::instances_cpu_secs(instances);
         }
         if booked != last_booked {
             last_booked = booked;
@@ -308,7 +379,9 @@ fn watch_run(
     Ok(RunTimes {
         first_booking,
         cpu_at_first_booking,
+        stagehand_cpu_at_first_booking,
         end: Instant::now(),
+        polls,
     })
 }
 
@@ -320,6 +393,7 @@ fn finished(workload: Workload, p: &Progress, unchanged: Duration) -> bool {
         Workload::Coldfill => p.utilization >= 0.99 && unchanged > Duration::from_secs(1),
         Workload::Steady
         | Workload::Ceiling
+        | Workload::Newjob
         | Workload::Wide
         | Workload::FairShare
         | Workload::Stream
@@ -471,6 +545,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     if args.workload == Workload::Ceiling {
         let ceiling = ceiling_of(args, "")?;
         return Ok(exit_code(&ceiling.violations()));
+    }
+    if args.workload == Workload::Newjob {
+        return newjob::run(args);
+    }
+    if !args.scales.is_empty() || !args.instance_counts.is_empty() {
+        return Ok(exit_code(&sweep::sweep(args)?));
     }
     if args.with_ceiling && args.workload != Workload::Drain {
         return Err(SimError::Other(

@@ -28,6 +28,30 @@ pub(super) fn print_top_statements(client: &mut postgres::Client, n: usize) {
         }
         Err(e) => println!("top statements unavailable: {e}"),
     }
+    print_top_tables(client, n);
+}
+
+/// Prints the `n` tables whose rows were read most since the cluster started (sequential
+/// scans' rows, index scans' fetches; the seeding and the harness's polls included).
+fn print_top_tables(client: &mut postgres::Client, n: usize) {
+    let rows = client.query(
+        "SELECT relname::text, seq_scan, seq_tup_read, coalesce(idx_scan, 0), coalesce(idx_tup_fetch, 0)
+           FROM pg_stat_user_tables ORDER BY seq_tup_read + coalesce(idx_tup_fetch, 0) DESC LIMIT $1",
+        &[&(n as i64)],
+    );
+    if let Ok(rows) = rows {
+        println!("top tables by rows read (seq scans, rows, index scans, rows fetched):");
+        for r in rows {
+            println!(
+                "  {:<24} {:>8} {:>12} {:>9} {:>12}",
+                r.get::<_, String>(0),
+                r.get::<_, i64>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, i64>(3),
+                r.get::<_, i64>(4)
+            );
+        }
+    }
 }
 
 /// Prints the report, one aligned line per figure, the audit last.
@@ -104,13 +128,29 @@ fn print_costs(r: &BenchReport) {
         ),
         _ => println!("database        : pg_stat_statements unavailable"),
     }
-    if let Some(ms) = r.pg_cpu_ms_per_frame {
+    if let Some(rows) = r.db_rows_per_frame {
         println!(
-            "PostgreSQL CPU  : {ms:.3} ms per booked frame (from the first booking seen, all roles but the harness)"
+            "rows read       : {rows:.1} per booked frame (pg_stat_database tup_returned + tup_fetched, start-up and Cuebot's triggers included, the harness's polls left out)"
         );
     }
+    if let Some(ms) = r.pg_cpu_ms_per_frame {
+        println!(
+            "PostgreSQL CPU  : {ms:.3} ms per booked frame (from the first booking seen, all backends but the harness's)"
+        );
+    }
+    if let Some(ms) = r.stagehand_cpu_ms_per_frame {
+        println!(
+            "stagehand CPU   : {ms:.3} ms per booked frame (from the first booking seen), {} s before it",
+            r.stagehand_startup_cpu_secs
+                .map(|s| format!("{s:.2}"))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    if let Some(secs) = r.first_booking_secs {
+        println!("first booking   : {secs:.2}s after the instances started (database clock)");
+    }
     println!(
-        "peak RSS        : {} MiB",
+        "peak RSS        : {} MiB (VmHWM of each stagehand process; the harness seeds)",
         r.peak_rss_mib
             .iter()
             .map(|m| format!("{m:.1}"))

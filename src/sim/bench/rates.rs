@@ -97,18 +97,28 @@ impl PgCpu {
         Some(cpu)
     }
 
-    /// CPU seconds the cluster used from `self` to `later`, less what the backend `exclude`
-    /// (the harness's own connection, alive at both readings) used.
-    pub(crate) fn secs_until(&self, later: &PgCpu, exclude: Option<u32>) -> f64 {
+    /// CPU seconds the cluster used from `self` to `later`, less what the backends
+    /// `exclude` (the harness's own connections, alive at both readings) used.
+    pub(crate) fn secs_until(&self, later: &PgCpu, exclude: &[u32]) -> f64 {
         let total = |c: &PgCpu| {
-            let own = exclude.and_then(|p| c.live.get(&p)).copied().unwrap_or(0);
+            let own: u64 = exclude.iter().filter_map(|p| c.live.get(p)).sum();
             c.reaped + c.live.values().sum::<u64>() - own
         };
-        let ticks = total(later).saturating_sub(total(self));
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 }
+        ticks_to_secs(total(later).saturating_sub(total(self)))
     }
+}
+
+/// CPU seconds (user + system, every thread) the live process `pid` has used so far
+/// (`None`: gone, or no `/proc`).
+pub(crate) fn process_cpu_secs(pid: u32) -> Option<f64> {
+    stat_times(pid).map(|t| ticks_to_secs(t.utime + t.stime))
+}
+
+/// Clock ticks as seconds.
+fn ticks_to_secs(ticks: u64) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    ticks as f64 / if hz > 0 { hz as f64 } else { 100.0 }
 }
 
 /// The fields of `/proc/<pid>/stat` the CPU reading needs.
@@ -188,7 +198,8 @@ mod tests {
             live: HashMap::from([(1, 25), (2, 900)]),
         };
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-        assert!((before.secs_until(&after, Some(2)) - 40.0 / hz).abs() < 1e-9);
-        assert!((before.secs_until(&after, None) - 840.0 / hz).abs() < 1e-9);
+        assert!((before.secs_until(&after, &[2]) - 40.0 / hz).abs() < 1e-9);
+        assert!((before.secs_until(&after, &[]) - 840.0 / hz).abs() < 1e-9);
+        assert!((before.secs_until(&after, &[1, 2]) - 20.0 / hz).abs() < 1e-9);
     }
 }

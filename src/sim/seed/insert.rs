@@ -43,6 +43,48 @@ pub fn seed(client: &mut Client, spec: &FarmSpec) -> Result<Seeded, DbError> {
     Ok(out)
 }
 
+/// Submits `jobs` (their shows: indexes into `spec.shows`) to the farm seeded from `spec` as
+/// `seeded`, in one transaction, as Cuebot's job launcher inserts a job: job, layers, WAITING
+/// frames, counts. Returns their keys and the database's clock read as the transaction's last
+/// statement, right before its COMMIT (a submission is visible no earlier than that).
+pub fn submit(
+    client: &mut Client,
+    spec: &FarmSpec,
+    seeded: &Seeded,
+    jobs: Vec<super::JobSpec>,
+) -> Result<(Vec<String>, String), DbError> {
+    let submitted = FarmSpec {
+        facility: spec.facility.clone(),
+        allocs: Vec::new(),
+        shows: spec.shows.clone(),
+        hosts: Vec::new(),
+        jobs,
+        limits: Vec::new(),
+    };
+    let mut out = Seeded {
+        jobs: Vec::new(),
+        layers: Vec::new(),
+        frames: 0,
+        ..seeded.clone()
+    };
+    let mut tx = client.transaction()?;
+    seed_jobs(&mut tx, &submitted, &mut out)?;
+    let at: String = tx.query_one("SELECT clock_timestamp()::text", &[])?.get(0);
+    tx.commit()?;
+    Ok((out.jobs, at))
+}
+
+/// Gathers the planner's statistics of the seeded farm, as autovacuum has on a farm that has
+/// been running. A database seeded in one transaction has none for up to a minute
+/// (`autovacuum_naptime`): the planner takes its tables for nearly empty and may, e.g.,
+/// drive a booking's frame UPDATE from the pending jobs through every WAITING frame
+/// instead of from the frames it books, which makes every batch cost as much as the farm
+/// is large.
+pub fn analyze(client: &mut Client) -> Result<(), DbError> {
+    client.batch_execute("ANALYZE")?;
+    Ok(())
+}
+
 // Facilities and departments are shared by name, so several farms can go in one database.
 
 /// The facility named `name`, inserted unless it exists.

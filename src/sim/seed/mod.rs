@@ -19,7 +19,7 @@ mod depends;
 mod insert;
 
 pub use depends::{DependSpec, DependTarget, frame_by_frame, seed_depends};
-pub use insert::seed;
+pub use insert::{analyze, seed, submit};
 
 /// KB in one GiB (Cuebot's memory unit is KB).
 pub const GB: u64 = 1024 * 1024;

@@ -1,0 +1,152 @@
+//! Sweeps: one workload run at several scales (`--scales 1,4,10`) or instance counts
+//! (`--instance-counts 1,2,3`) in one invocation, each on its own freshly seeded farm, then
+//! one table of every run's figures with each figure as a ratio to the first run's, so a
+//! cost that grows with the farm shows as a ratio that a noisy machine moves less than the
+//! figures themselves.
+
+use super::{BenchArgs, BenchReport, measure};
+use crate::sim::SimError;
+
+/// What a sweep varies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Axis {
+    Scale,
+    Instances,
+}
+
+/// Runs the sweep `args` asks for; returns every run's audit violations.
+pub(super) fn sweep(args: &BenchArgs) -> Result<Vec<String>, SimError> {
+    let axis = match (args.scales.is_empty(), args.instance_counts.is_empty()) {
+        (false, true) => Axis::Scale,
+        (true, false) => Axis::Instances,
+        _ => {
+            return Err(SimError::Other(
+                "give --scales or --instance-counts, not both".into(),
+            ));
+        }
+    };
+    let runs: Vec<BenchArgs> = match axis {
+        Axis::Scale => args
+            .scales
+            .iter()
+            .map(|&k| with(args, k, args.instances))
+            .collect(),
+        Axis::Instances => args
+            .instance_counts
+            .iter()
+            .map(|&n| with(args, args.scale, n))
+            .collect(),
+    };
+    let mut reports = Vec::new();
+    for run in &runs {
+        reports.push(measure(run)?);
+        println!();
+    }
+    print_sweep(args, axis, &runs, &reports);
+    Ok(reports.into_iter().flat_map(|r| r.violations).collect())
+}
+
+/// `args` for one run of the sweep: `scale` and `instances`, no further sweep; a larger farm
+/// gets a proportionally longer time limit.
+fn with(args: &BenchArgs, scale: f64, instances: usize) -> BenchArgs {
+    BenchArgs {
+        scale,
+        instances,
+        duration: args.duration.mul_f64(scale.max(1.0)),
+        scales: Vec::new(),
+        instance_counts: Vec::new(),
+        ..args.clone()
+    }
+}
+
+/// A figure of the table: its label, how to read it from a report, its decimals.
+type Figure = (&'static str, fn(&BenchReport) -> Option<f64>, usize);
+
+/// The figures a sweep compares: rates, then costs per booked frame, then the run's fixed
+/// costs.
+const FIGURES: [Figure; 13] = [
+    ("frames booked", |r| Some(r.booked as f64), 0),
+    ("frames/s, first 99 %", |r| nonzero(r.first99_per_sec), 0),
+    (
+        "frames/s, (n-1)/(last-first)",
+        |r| nonzero(r.frames_per_sec),
+        0,
+    ),
+    ("99 % of cores busy after, s", |r| r.time_to_util[2], 2),
+    ("PostgreSQL CPU per frame, ms", |r| r.pg_cpu_ms_per_frame, 3),
+    (
+        "stagehand CPU per frame, ms",
+        |r| r.stagehand_cpu_ms_per_frame,
+        3,
+    ),
+    ("statements per frame", |r| r.statements_per_frame, 3),
+    ("rows returned per frame", |r| r.rows_read_per_frame, 2),
+    ("buffer pages per frame", |r| r.pages_per_frame, 1),
+    ("rows read (tup) per frame", |r| r.db_rows_per_frame, 1),
+    (
+        "peak RSS, MiB (max instance)",
+        |r| r.peak_rss_mib.iter().copied().reduce(f64::max),
+        1,
+    ),
+    ("first booking after start, s", |r| r.first_booking_secs, 2),
+    (
+        "stagehand start-up CPU, s",
+        |r| r.stagehand_startup_cpu_secs,
+        2,
+    ),
+];
+
+fn nonzero(v: f64) -> Option<f64> {
+    (v > 0.0).then_some(v)
+}
+
+/// Prints one column per run and, per figure, each run's ratio to the first run's.
+fn print_sweep(args: &BenchArgs, axis: Axis, runs: &[BenchArgs], reports: &[BenchReport]) {
+    let label = |a: &BenchArgs, r: &BenchReport| match axis {
+        Axis::Scale => format!("K={} ({} hosts)", a.scale, r.hosts),
+        Axis::Instances => format!("{} instance(s)", a.instances.max(1)),
+    };
+    println!(
+        "sweep           : {:?} by {}, one invocation, seed {:#x}; ratios to the first run",
+        args.workload,
+        match axis {
+            Axis::Scale => "scale",
+            Axis::Instances => "instances",
+        },
+        args.seed
+    );
+    let header: Vec<String> = runs.iter().zip(reports).map(|(a, r)| label(a, r)).collect();
+    println!("  {:<30} {}  ratios", "", row(&header));
+    for (name, get, prec) in FIGURES {
+        let values: Vec<Option<f64>> = reports.iter().map(get).collect();
+        if values.iter().all(Option::is_none) {
+            continue;
+        }
+        let cells: Vec<String> = values
+            .iter()
+            .map(|v| v.map_or_else(|| "-".into(), |v| format!("{v:.prec$}")))
+            .collect();
+        let ratios: Vec<String> = values
+            .iter()
+            .map(|v| match (v, values[0]) {
+                (Some(v), Some(first)) if first > 0.0 => format!("{:.2}", v / first),
+                _ => "-".into(),
+            })
+            .collect();
+        println!("  {name:<30} {}  {}", row(&cells), ratios.join(" / "));
+    }
+    if axis == Axis::Instances {
+        for (a, r) in runs.iter().zip(reports) {
+            println!("  {:<30} {:?} frames", label(a, r), r.per_instance);
+        }
+    }
+}
+
+/// Cells right-aligned in columns wide enough for a run label.
+fn row(cells: &[String]) -> String {
+    cells
+        .iter()
+        .map(|c| format!("{c:>20}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
