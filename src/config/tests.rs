@@ -227,6 +227,15 @@ fn each_rule_names_its_key_value_and_reason() {
             "[reservations]\ncandidates = 10001\n",
             "reservations.candidates = 10001: must be between 1 and 10000",
         ),
+    ] {
+        assert_message(text, expected);
+    }
+}
+
+/// The rules of the sections added for scheduling quality, each broken alone.
+#[test]
+fn each_quality_rule_names_its_key_value_and_reason() {
+    for (text, expected) in [
         (
             "[memory]\nmin_frames = 0\n",
             "memory.min_frames = 0: must be between 1 and 1000000",
@@ -255,6 +264,15 @@ fn each_rule_names_its_key_value_and_reason() {
             "[licenses.headroom]\n\"a,b\" = 1\n",
             "licenses.headroom = a,b: license names are non-empty, without commas or blanks",
         ),
+    ] {
+        assert_message(text, expected);
+    }
+}
+
+/// The rules of the remaining sections, each broken alone.
+#[test]
+fn each_service_rule_names_its_key_value_and_reason() {
+    for (text, expected) in [
         (
             "[rqd]\nport = 0\n",
             "rqd.port = 0: must be between 1 and 65535",
@@ -288,10 +306,15 @@ fn each_rule_names_its_key_value_and_reason() {
             "hosts.ping_timeout = 0s: must be greater than zero",
         ),
     ] {
-        let config = Config::parse(text, "f.toml").unwrap();
-        let err = config.validate().expect_err(text).to_string();
-        assert_eq!(err, expected, "{text}");
+        assert_message(text, expected);
     }
+}
+
+/// `text` parses and fails validation with exactly `expected`.
+fn assert_message(text: &str, expected: &str) {
+    let config = Config::parse(text, "f.toml").unwrap();
+    let err = config.validate().expect_err(text).to_string();
+    assert_eq!(err, expected, "{text}");
 }
 
 /// Sections are checked in order (durations first), so the first broken rule is reported.
