@@ -1,7 +1,7 @@
 //! Live application licenses in the database: the provider's latest sample per license
 //! (`stagehand.license`) and the seats left of it, net of this farm's own starts since the
 //! sample and of the headroom ([`Room`]). The booking guard and the in-memory hint compute
-//! the room the same way ([`rooms`]); the guard locks the rows first ([`lock_rooms`]).
+//! the room the same way ([`rooms`]); the guard locks the rows first (`lock_rooms`).
 //!
 //! A layer names its licenses in `layer_env` (`CUE_LICENSES=hengine,katana`). The starts a
 //! sample has not seen are the frames of such layers (of pending jobs) started after its

@@ -26,7 +26,7 @@
 //! never shows more free capacity than the database minus live reservations.
 //!
 //! **Locality.** Each slot also remembers the layers and jobs booked on it lately
-//! ([`locality`]): committing an earmark records the frame's, and the search prefers warm
+//! (`locality`): committing an earmark records the frame's, and the search prefers warm
 //! hosts among those that fit, within their tier, never over a filter.
 //!
 //! **Capacity generation.** The index is the one writer of a counter that moves whenever a

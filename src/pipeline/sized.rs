@@ -3,7 +3,7 @@
 //! (`stagehand_memory_from_history_kb`), so an operator sees which layers are sized from
 //! history and by how much. A layer drops out when a pass books it at its asked value again
 //! (a frame ran out of memory, or its history no longer books less) or when no pass has seen
-//! it for [`super::waiting::STALE_AFTER`].
+//! it for `waiting::STALE_AFTER`.
 
 use std::time::Instant;
 

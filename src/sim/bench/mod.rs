@@ -6,12 +6,12 @@
 //! as OpenCue's stress suite measures); time to 50/90/99 % utilization (coldfill); p50/p99
 //! from frame eligible to booked; wasted placement attempts; statements and rows read per
 //! booked frame (`pg_stat_statements`, stagehand's role only) and rows PostgreSQL read per
-//! booked frame (`pg_stat_database`, the harness's polls left out, see [`cost`]); PostgreSQL
+//! booked frame (`pg_stat_database`, the harness's polls left out, see `cost`); PostgreSQL
 //! and stagehand CPU per booked frame; peak RSS of each stagehand process; seconds from
 //! start to the first booking. Exits non-zero when the audit finds a violation.
 //!
 //! `--scales` and `--instance-counts` run one workload several times in one invocation and
-//! print each run's per-frame costs as a ratio to the first run's ([`sweep`]);
+//! print each run's per-frame costs as a ratio to the first run's (`sweep`);
 //! `--workload newjob` measures how soon a job submitted onto a farm with room books
 //! ([`newjob`]).
 //!

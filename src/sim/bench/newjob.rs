@@ -1,7 +1,7 @@
 //! `stagehand bench --workload newjob`: how soon a job submitted onto a farm with room has
 //! its first frame booked (issue 14, item 5).
 //!
-//! One `stagehand run` process books the [`workload::newjob`] farm with the scheduler's
+//! One `stagehand run` process books the `workload::newjob` farm with the scheduler's
 //! default pacing (`[scheduler]` intervals and sleeps, `[hosts] refresh_interval` as a
 //! production farm runs them), while a background load of capped jobs books and completes
 //! frames on the fake RQD fleet. After a warm-up the harness submits `--submissions` jobs at
