@@ -6,8 +6,10 @@
 //! Every path that does not commit gives its earmark and its charge back (both are RAII
 //! values dropped on the way out), so nothing leaks on an error, a lost guard or a panic.
 
+mod input;
 mod turns;
 
+use input::{PassInput, read_pass};
 use turns::Lane;
 
 use std::{
@@ -19,7 +21,7 @@ use std::{
 use crossbeam_channel::Sender;
 
 use super::{
-    JobClaim, Shared,
+    Shared,
     batch::{Committer, FrameResult, Planned},
     launch::{LaunchTask, LayerLaunch},
     sized::SizedLayer,
@@ -27,7 +29,7 @@ use super::{
     wide::{self, WideFrame},
 };
 use crate::{
-    accounting::{Cap, CapPin, Charge, Limits, Ticket},
+    accounting::{Cap, Charge, Ticket},
     backfill::{self, HoldMap},
     cluster::{Cluster, feed::PassResult},
     config::{Config, JobOrder},
@@ -37,7 +39,7 @@ use crate::{
         jobs::{FrameWork, LayerWork, PendingJob},
     },
     frameset::FrameSet,
-    ids::{AllocId, FolderId, JobId, LayerId, ProcId},
+    ids::{AllocId, JobId, LayerId, ProcId},
     index::{Affinity, Earmark, HostView, Prefer, Request},
     metrics,
     model::{CoresGpus, Resources},
@@ -54,19 +56,6 @@ pub fn pass(shared: &Shared, cluster: &Cluster, launches: &Sender<LaunchTask>) -
             PassResult::Error
         }
     }
-}
-
-/// What a pass read before matching: its jobs (claimed for this booking thread), their caps
-/// pinned, their layers with WAITING frames and the environments RQD needs.
-struct PassInput<'s> {
-    jobs: Vec<PendingJob>,
-    /// Held for their drop, which comes only after the last batch committed (see [`run`]):
-    /// the job claims of this booking thread and the pins of the jobs' caps.
-    _claims: Vec<JobClaim<'s>>,
-    _cap_pins: Vec<CapPin>,
-    layers: Vec<LayerWork>,
-    job_env: HashMap<JobId, Vec<(String, String)>>,
-    layer_env: HashMap<LayerId, Vec<(String, String)>>,
 }
 
 fn run(
@@ -134,88 +123,6 @@ fn pass_fence(shared: &Shared, cluster: &Cluster) -> Option<Option<Fence>> {
         return None;
     }
     Some(fence)
-}
-
-/// Reads the pass's jobs, claims them, pins their caps, then reads their layers, frames and
-/// environments; `Err` carries the pass's result when there is nothing to match.
-fn read_pass<'s>(
-    shared: &'s Shared,
-    conn: &mut db::Conn,
-    cluster: &Cluster,
-    config: &Config,
-) -> Result<Result<PassInput<'s>, PassResult>, db::DbError> {
-    let s = &config.scheduler;
-    let started = std::time::Instant::now();
-    let jobs = db::jobs::pending_jobs(
-        &mut **conn,
-        &cluster.show,
-        &cluster.facility,
-        &cluster.tags,
-        i64::from(s.max_jobs_per_pass),
-        s.job_order,
-    )?;
-    metrics::JOB_QUERY_SECONDS.observe(started.elapsed().as_secs_f64());
-    metrics::JOBS_QUERIED.inc_by(jobs.len() as u64);
-    if jobs.is_empty() {
-        return Ok(Err(PassResult::NoJobs));
-    }
-    // Claim the jobs before reading their frames: whoever held a job committed before letting
-    // go of it, so the frames read below are current.
-    let mut claims = Vec::new();
-    let jobs: Vec<PendingJob> = jobs
-        .into_iter()
-        .filter(|j| shared.claim_job(&j.id).map(|c| claims.push(c)).is_some())
-        .collect();
-    if jobs.is_empty() {
-        return Ok(Err(PassResult::Saturated));
-    }
-    let cap_pins = pin_caps(shared, conn, &jobs)?;
-    let job_ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
-    let layers = db::jobs::layers_with_frames(
-        &mut **conn,
-        &job_ids,
-        &cluster.tags,
-        i64::from(s.frames_per_layer),
-        i64::from(config.reservations.min_history),
-    )?;
-    let (job_env, layer_env) = if config.rqd.dry_run {
-        Default::default()
-    } else {
-        db::jobs::envs(&mut **conn, &job_ids)?
-    };
-    Ok(Ok(PassInput {
-        jobs,
-        _claims: claims,
-        _cap_pins: cap_pins,
-        layers,
-        job_env,
-        layer_env,
-    }))
-}
-
-/// Job and folder caps are read with the pass, so a new job or folder is never unbounded;
-/// the pins keep the job caps through any re-sync until the pass has committed.
-fn pin_caps(
-    shared: &Shared,
-    conn: &mut db::Conn,
-    jobs: &[PendingJob],
-) -> Result<Vec<CapPin>, db::DbError> {
-    let pins = jobs
-        .iter()
-        .map(|job| {
-            shared
-                .ledger
-                .set_job_limits(&job.id, Limits::from_db(job.max_cores, job.max_gpus))
-        })
-        .collect();
-    let folders: Vec<FolderId> = {
-        let set: HashSet<&FolderId> = jobs.iter().map(|j| &j.folder).collect();
-        set.into_iter().cloned().collect()
-    };
-    for (folder, limits) in db::accounting::folder_limits(&mut **conn, &folders)? {
-        shared.ledger.set_folder_limits(&folder, limits);
-    }
-    Ok(pins)
 }
 
 /// Why a layer stops being matched in this pass.
