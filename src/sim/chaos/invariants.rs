@@ -6,7 +6,9 @@
 //!
 //! A cap the stand-in changed is checked against `max(cap, usage)`, where usage starts at
 //! the usage right after the change and follows it down (its low-water mark in later
-//! samples): usage above a lowered cap is legitimate until it has grown again.
+//! samples): usage above a lowered cap is legitimate until it has grown again. Which regime
+//! judges a sample is decided by its snapshot, not by the clock: a sample whose snapshot
+//! does not see the change's transaction is judged as the state before it.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -54,6 +56,46 @@ struct Baseline {
     usage: i64,
     recorded: Instant,
     why: &'static str,
+    /// The changing transaction's id (`txid_current()`).
+    xid: i64,
+    /// The usage the previous change of this cap still allowed (its low-water mark) when
+    /// this one replaced it: what judges a sample taken before this change committed.
+    before: Option<i64>,
+}
+
+/// A sample's snapshot (`txid_current_snapshot()`): which transactions it sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Snapshot {
+    xmin: i64,
+    xmax: i64,
+    running: Vec<i64>,
+}
+
+impl Snapshot {
+    /// Parses `xmin:xmax:xip,xip,...`.
+    fn parse(text: &str) -> Option<Snapshot> {
+        let mut parts = text.split(':');
+        let xmin = parts.next()?.parse().ok()?;
+        let xmax = parts.next()?.parse().ok()?;
+        let running = match parts.next()? {
+            "" => Vec::new(),
+            list => list
+                .split(',')
+                .map(str::parse)
+                .collect::<Result<_, _>>()
+                .ok()?,
+        };
+        Some(Snapshot {
+            xmin,
+            xmax,
+            running,
+        })
+    }
+
+    /// True when the committed transaction `xid` is visible in this snapshot.
+    fn sees(&self, xid: i64) -> bool {
+        xid < self.xmin || (xid < self.xmax && !self.running.contains(&xid))
+    }
 }
 
 /// A violation with its evidence.
@@ -124,15 +166,19 @@ impl Watch {
             let usage = usage_of(&mut tx, &cap)?;
             usages.push((cap, usage));
         }
+        let xid: i64 = tx.query_one("SELECT txid_current()", &[])?.get(0);
         tx.commit()?;
         let recorded = Instant::now();
         for (cap, usage) in usages {
+            let before = baselines.get(&cap).map(|b| b.usage);
             baselines.insert(
                 cap,
                 Baseline {
                     usage,
                     recorded,
                     why,
+                    xid,
+                    before,
                 },
             );
         }
@@ -165,17 +211,26 @@ impl Watch {
         self.violations.lock().values().cloned().collect()
     }
 
-    /// Judges one cap in a sample taken from `sample_start`; `what` names the rows.
-    fn judge(&self, cap: Cap, max: i64, usage: i64, sample_start: Instant, what: String) {
+    /// Judges one cap in a sample taken from `sample_start` on `snapshot`; `what` names the
+    /// rows.
+    fn judge(
+        &self,
+        cap: Cap,
+        (max, usage): (i64, i64),
+        (sample_start, snapshot): (Instant, &Snapshot),
+        what: String,
+    ) {
         self.count(cap.kind(), 1);
         let mut baselines = self.baselines.lock();
         let allowed = match baselines.get_mut(&cap) {
-            // Only a snapshot taken after the change may lower the mark.
-            Some(b) if b.recorded < sample_start => {
+            // Only a snapshot that sees the change may lower its mark.
+            Some(b) if snapshot.sees(b.xid) => {
                 b.usage = b.usage.min(usage);
                 max.max(b.usage)
             }
-            Some(b) => max.max(b.usage),
+            // A snapshot from before the change's commit shows the cap and usage as they
+            // were then, which the previous change's mark judges.
+            Some(b) => max.max(b.before.unwrap_or(max)),
             None => max,
         };
         if usage > allowed {
@@ -188,9 +243,14 @@ impl Watch {
                     } else {
                         "beyond"
                     };
+                    let seen = if snapshot.sees(b.xid) {
+                        "seen by this snapshot".to_owned()
+                    } else {
+                        format!("not yet seen by this snapshot; mark before it {:?}", b.before)
+                    };
                     format!(
                         " (the stand-in's last change to it: {} {:.1}s before, {lag} \
-                         caps_interval {:?}; usage then / low-water since {})",
+                         caps_interval {:?}, {seen}; usage then / low-water since {})",
                         b.why,
                         ago.as_secs_f64(),
                         self.caps_interval,
@@ -479,12 +539,17 @@ fn sample(
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()?;
+    // The first statement fixes the transaction's snapshot; this one reports it.
+    let text: String = tx
+        .query_one("SELECT txid_current_snapshot()::text", &[])?
+        .get(0);
+    let snapshot = Snapshot::parse(&text).unwrap_or_else(|| panic!("snapshot {text:?}"));
     let caps = caps_sample(&mut tx)?;
     let (hosts, bad) = bad_hosts(&mut tx)?;
     let pairs = unpaired(&mut tx)?;
     tx.commit()?;
     for (cap, max, usage, what) in caps {
-        watch.judge(cap, max, usage, start, what);
+        watch.judge(cap, (max, usage), (start, &snapshot), what);
     }
     watch.count("host idle in range and = total - procs", hosts);
     for (host, detail) in bad {
@@ -508,4 +573,80 @@ fn sample(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(xmin: i64, xmax: i64, running: &[i64]) -> Snapshot {
+        Snapshot {
+            xmin,
+            xmax,
+            running: running.to_vec(),
+        }
+    }
+
+    #[test]
+    fn snapshots_parse_and_see_what_committed_before_them() {
+        assert_eq!(Snapshot::parse("10:20:"), Some(snapshot(10, 20, &[])));
+        let s = Snapshot::parse("10:20:12,15").unwrap();
+        assert_eq!(s, snapshot(10, 20, &[12, 15]));
+        assert!(s.sees(9) && s.sees(13) && s.sees(19));
+        assert!(!s.sees(12) && !s.sees(15) && !s.sees(20) && !s.sees(30));
+        assert_eq!(Snapshot::parse("garbage"), None);
+    }
+
+    fn baseline(usage: i64, xid: i64, before: Option<i64>) -> Baseline {
+        Baseline {
+            usage,
+            recorded: Instant::now(),
+            why: "limit int_max_value set",
+            xid,
+            before,
+        }
+    }
+
+    /// Seed 5's one violation: a limit lowered earlier (usage legitimately above it, its
+    /// mark at 29) is "changed" to the same max while two frames end; the sample whose
+    /// snapshot predates that change still shows 29, and must be judged by the mark it was
+    /// taken under, not by the new baseline of 27.
+    #[test]
+    fn a_sample_taken_before_a_change_is_judged_by_the_mark_before_it() {
+        let watch = Watch::new(Duration::from_secs(10));
+        let cap = Cap::Limit("license_a".into());
+        watch
+            .baselines
+            .lock()
+            .insert(cap.clone(), baseline(27, 200, Some(29)));
+        let start = Instant::now();
+        let before = snapshot(150, 160, &[]);
+        watch.judge(cap.clone(), (25, 29), (start, &before), "limit".into());
+        assert!(watch.violations().is_empty());
+        // Nor does it lower the new mark.
+        assert_eq!(watch.baselines.lock()[&cap].usage, 27);
+        let after = snapshot(201, 210, &[]);
+        watch.judge(cap.clone(), (25, 28), (start, &after), "limit".into());
+        assert_eq!(watch.violations().len(), 1, "{:?}", watch.violations());
+        let still_running = snapshot(180, 210, &[200]);
+        watch.judge(cap, (25, 29), (start, &still_running), "limit".into());
+        assert_eq!(watch.violations()[0].samples, 1);
+    }
+
+    #[test]
+    fn usage_above_a_lowered_cap_is_allowed_until_it_grows_again() {
+        let watch = Watch::new(Duration::from_secs(10));
+        let cap = Cap::Limit("l".into());
+        watch
+            .baselines
+            .lock()
+            .insert(cap.clone(), baseline(30, 100, None));
+        let seen = snapshot(101, 101, &[]);
+        let start = Instant::now();
+        watch.judge(cap.clone(), (20, 30), (start, &seen), "limit".into());
+        watch.judge(cap.clone(), (20, 26), (start, &seen), "limit".into());
+        assert!(watch.violations().is_empty());
+        watch.judge(cap, (20, 27), (start, &seen), "limit".into());
+        assert_eq!(watch.violations().len(), 1);
+    }
 }
