@@ -246,7 +246,10 @@ impl Watch {
                     let seen = if snapshot.sees(b.xid) {
                         "seen by this snapshot".to_owned()
                     } else {
-                        format!("not yet seen by this snapshot; mark before it {:?}", b.before)
+                        format!(
+                            "not yet seen by this snapshot; mark before it {:?}",
+                            b.before
+                        )
                     };
                     format!(
                         " (the stand-in's last change to it: {} {:.1}s before, {lag} \
