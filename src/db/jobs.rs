@@ -201,19 +201,30 @@ pub(crate) fn work_probe(conn: &mut impl GenericClient) -> Result<WorkProbe, DbE
 }
 
 /// The pending-job query; `{order_by}` is filled from [`crate::config::JobOrder`].
-const PENDING_JOBS: &str = "SELECT j.pk_job, j.str_name, j.pk_show, j.pk_folder, j.pk_dept, jr.int_priority::int,
-                j.str_show, j.str_shot, j.str_user, j.int_uid::bigint, coalesce(j.str_os, ''), j.str_log_dir,
-                coalesce(j.str_loki_url, ''), jr.int_max_cores::bigint, jr.int_max_gpus::bigint,
-                jr.int_min_cores::bigint,
-                extract(epoch FROM (now() - j.ts_started))::float8
-           FROM job j
-           JOIN job_resource jr ON jr.pk_job = j.pk_job
-          WHERE j.pk_show = $1 AND j.pk_facility = $2 AND j.str_state = 'PENDING' AND NOT j.b_paused
-            AND EXISTS (
+/// The pass's job query. The inner query orders the show's pending jobs (`OFFSET 0` keeps
+/// the outer filter from being pushed below its sort); the outer one tests each, in that
+/// order, for a waiting layer the cluster's tags allow, and stops at the limit. Only the jobs
+/// it reaches pay for that test — a pass no longer tests every pending job of a show (the
+/// cost that grew with the farm, issue 14) — and the order is the inner sort's, which the
+/// filter and the limit keep.
+const PENDING_JOBS: &str = "SELECT c.pk_job, c.str_name, c.pk_show, c.pk_folder, c.pk_dept, c.priority,
+                c.str_show, c.str_shot, c.str_user, c.uid, c.os, c.str_log_dir, c.loki_url,
+                c.max_cores, c.max_gpus, c.min_cores, c.age_secs
+           FROM (SELECT j.pk_job, j.str_name, j.pk_show, j.pk_folder, j.pk_dept, jr.int_priority::int AS priority,
+                        j.str_show, j.str_shot, j.str_user, j.int_uid::bigint AS uid, coalesce(j.str_os, '') AS os,
+                        j.str_log_dir, coalesce(j.str_loki_url, '') AS loki_url,
+                        jr.int_max_cores::bigint AS max_cores, jr.int_max_gpus::bigint AS max_gpus,
+                        jr.int_min_cores::bigint AS min_cores,
+                        extract(epoch FROM (now() - j.ts_started))::float8 AS age_secs
+                   FROM job j
+                   JOIN job_resource jr ON jr.pk_job = j.pk_job
+                  WHERE j.pk_show = $1 AND j.pk_facility = $2 AND j.str_state = 'PENDING' AND NOT j.b_paused
+                  ORDER BY {order_by}
+                 OFFSET 0) c
+          WHERE EXISTS (
                 SELECT 1 FROM layer l JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
-                 WHERE l.pk_job = j.pk_job AND ls.int_waiting_count > 0
+                 WHERE l.pk_job = c.pk_job AND ls.int_waiting_count > 0
                    AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[])
-          ORDER BY {order_by}
           LIMIT $4";
 
 /// A pending job of a cluster, with what the launch and the caps need.
