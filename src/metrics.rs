@@ -147,6 +147,12 @@ metrics! {
         counter_vec("stagehand_guard_losses_total", "Frames dropped from a batch by a guard", &["kind"]);
     /// RQD launches by result (ok, or the gRPC status code).
     RQD_LAUNCHES: IntCounterVec = counter_vec("stagehand_rqd_launches_total", "RQD LaunchFrame calls", &["result"]);
+    /// From a booking's commit to RQD accepting its launch (queueing, claim and the call).
+    BOOKING_TO_LAUNCH_SECONDS: Histogram = histogram(
+        "stagehand_booking_to_launch_seconds",
+        "From a booking's commit to RQD accepting the launch",
+        vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0],
+    );
     /// RQD launch duration.
     RQD_LAUNCH_SECONDS: Histogram =
         histogram("stagehand_rqd_launch_seconds", "RQD LaunchFrame duration", seconds_buckets());

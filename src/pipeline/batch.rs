@@ -190,6 +190,7 @@ impl Committer<'_> {
             launch,
             charge,
             claimed_before: began,
+            committed: Instant::now(),
         };
         if let Err(refused) = self.launches.send(task) {
             // No launcher will take it: undo it here, never leave a committed frame RUNNING

@@ -130,6 +130,8 @@ pub struct LaunchTask {
     /// When the booking's transaction had not begun yet (this process's monotonic clock): its
     /// pending row was written claimed, so the claim is at most this old.
     pub claimed_before: Instant,
+    /// When the booking committed: what `stagehand_booking_to_launch_seconds` counts from.
+    pub committed: Instant,
 }
 
 /// A failed launch whose kill RQD has not confirmed yet: retried at `due`.
@@ -411,6 +413,7 @@ fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) -> b
     let error = match result {
         Ok(()) => {
             metrics::RQD_LAUNCHES.with_label_values(&["ok"]).inc();
+            metrics::BOOKING_TO_LAUNCH_SECONDS.observe(task.committed.elapsed().as_secs_f64());
             return true;
         }
         Err(e) => e,

@@ -59,6 +59,47 @@ pub fn metric_sum(text: &str, name: &str) -> f64 {
         .sum()
 }
 
+/// Cumulative bucket counts of histogram `name` in a Prometheus text exposition, as
+/// (upper bound, count) in bound order; `+Inf` is `f64::INFINITY`. Add several instances'
+/// buckets up with [`quantile_bound`].
+pub fn histogram_buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut out: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let (le, count) = rest.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The smallest bucket bound under which at least share `q` of the observations fall, over
+/// the buckets of several expositions added up (`None`: no observation).
+pub fn quantile_bound(buckets: &[Vec<(f64, f64)>], q: f64) -> Option<f64> {
+    let mut bounds: Vec<f64> = buckets.iter().flatten().map(|b| b.0).collect();
+    bounds.sort_by(f64::total_cmp);
+    bounds.dedup();
+    let count_at = |le: f64| -> f64 {
+        buckets
+            .iter()
+            .filter_map(|bs| bs.iter().find(|b| b.0 == le).map(|b| b.1))
+            .sum()
+    };
+    let total = count_at(f64::INFINITY);
+    if total <= 0.0 {
+        return None;
+    }
+    bounds.into_iter().find(|&le| count_at(le) >= q * total)
+}
+
 impl Instance {
     /// Writes `config` (with a free HTTP port and the name `name`) and starts `binary run`.
     pub fn spawn(binary: &Path, config: &Config, name: &str) -> Result<Instance, SimError> {
@@ -175,5 +216,24 @@ impl Drop for Instance {
             let _ = self.child.wait();
         }
         let _ = std::fs::remove_file(&self.config_path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_come_from_the_summed_buckets() {
+        let a = "# HELP x\nx_bucket{le=\"0.01\"} 50\nx_bucket{le=\"0.05\"} 98\nx_bucket{le=\"+Inf\"} 100\nx_sum 1\n";
+        let b = "x_bucket{le=\"0.01\"} 0\nx_bucket{le=\"0.05\"} 0\nx_bucket{le=\"+Inf\"} 100\n";
+        let (a, b) = (histogram_buckets(a, "x"), histogram_buckets(b, "x"));
+        assert_eq!(a, [(0.01, 50.0), (0.05, 98.0), (f64::INFINITY, 100.0)]);
+        assert_eq!(quantile_bound(&[a.clone()], 0.5), Some(0.01));
+        assert_eq!(quantile_bound(&[a.clone()], 0.99), Some(f64::INFINITY));
+        // Together: 200 observations, 50 under 10 ms, 98 under 50 ms.
+        assert_eq!(quantile_bound(&[a.clone(), b.clone()], 0.25), Some(0.01));
+        assert_eq!(quantile_bound(&[a, b], 0.49), Some(0.05));
+        assert_eq!(quantile_bound(&[], 0.5), None);
     }
 }

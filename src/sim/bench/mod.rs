@@ -129,6 +129,9 @@ pub struct BenchReport {
     pub db_rows_per_frame: Option<f64>,
     /// Seconds from the instances' start to the first booking (database clock).
     pub first_booking_secs: Option<f64>,
+    /// Booking commit → RQD accepted the launch, p50 and p99, as histogram bucket bounds in
+    /// seconds (`stagehand_booking_to_launch_seconds` of every instance); `None` in a dry run.
+    pub booking_to_launch: Option<(f64, f64)>,
     /// Hosts seeded.
     pub hosts: usize,
     /// Seconds of that booking window.
@@ -414,9 +417,14 @@ fn finished(workload: Workload, p: &Progress, unchanged: Duration) -> bool {
 
 /// Peak RSS, frames booked and lost placements of every instance (from its metrics).
 fn collect_metrics(instances: &[Instance], report: &mut BenchReport) {
+    let mut launch_buckets = Vec::new();
     for inst in instances {
         report.peak_rss_mib.push(inst.peak_rss_mib());
         let metrics = inst.metrics();
+        launch_buckets.push(crate::sim::instances::histogram_buckets(
+            &metrics,
+            "stagehand_booking_to_launch_seconds",
+        ));
         report
             .per_instance
             .push(metric_sum(&metrics, "stagehand_frames_booked_total") as u64);
@@ -438,6 +446,8 @@ fn collect_metrics(instances: &[Instance], report: &mut BenchReport) {
                 }),
         );
     }
+    let bound = |q| crate::sim::instances::quantile_bound(&launch_buckets, q);
+    report.booking_to_launch = bound(0.5).zip(bound(0.99));
     // Until here `wasted_pct` summed the lost placements.
     let attempts = report.booked as f64 + report.wasted_pct;
     report.wasted_pct = if attempts > 0.0 {

@@ -146,6 +146,20 @@ fn print_costs(r: &BenchReport) {
                 .unwrap_or_else(|| "-".into())
         );
     }
+    if let Some((p50, p99)) = r.booking_to_launch {
+        let ms = |s: f64| {
+            if s.is_finite() {
+                format!("≤ {:.0} ms", s * 1000.0)
+            } else {
+                "> 5 s".into()
+            }
+        };
+        println!(
+            "booking→launch  : p50 {} · p99 {} (commit to RQD's answer; histogram bucket bounds)",
+            ms(p50),
+            ms(p99)
+        );
+    }
     if let Some(secs) = r.first_booking_secs {
         println!("first booking   : {secs:.2}s after the instances started (database clock)");
     }
