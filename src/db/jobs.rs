@@ -200,32 +200,83 @@ pub(crate) fn work_probe(conn: &mut impl GenericClient) -> Result<WorkProbe, DbE
     })
 }
 
-/// The pending-job query; `{order_by}` is filled from [`crate::config::JobOrder`].
-/// The pass's job query. The inner query orders the show's pending jobs (`OFFSET 0` keeps
-/// the outer filter from being pushed below its sort); the outer one tests each, in that
-/// order, for a waiting layer the cluster's tags allow, and stops at the limit. Only the jobs
-/// it reaches pay for that test — a pass no longer tests every pending job of a show (the
-/// cost that grew with the farm, issue 14) — and the order is the inner sort's, which the
-/// filter and the limit keep.
-const PENDING_JOBS: &str = "SELECT c.pk_job, c.str_name, c.pk_show, c.pk_folder, c.pk_dept, c.priority,
-                c.str_show, c.str_shot, c.str_user, c.uid, c.os, c.str_log_dir, c.loki_url,
-                c.max_cores, c.max_gpus, c.min_cores, c.age_secs
-           FROM (SELECT j.pk_job, j.str_name, j.pk_show, j.pk_folder, j.pk_dept, jr.int_priority::int AS priority,
-                        j.str_show, j.str_shot, j.str_user, j.int_uid::bigint AS uid, coalesce(j.str_os, '') AS os,
-                        j.str_log_dir, coalesce(j.str_loki_url, '') AS loki_url,
-                        jr.int_max_cores::bigint AS max_cores, jr.int_max_gpus::bigint AS max_gpus,
-                        jr.int_min_cores::bigint AS min_cores,
-                        extract(epoch FROM (now() - j.ts_started))::float8 AS age_secs
-                   FROM job j
-                   JOIN job_resource jr ON jr.pk_job = j.pk_job
-                  WHERE j.pk_show = $1 AND j.pk_facility = $2 AND j.str_state = 'PENDING' AND NOT j.b_paused
-                  ORDER BY {order_by}
-                 OFFSET 0) c
-          WHERE EXISTS (
+/// The columns of a pending job, in [`PendingJob`]'s order, then the three sort keys
+/// `o1`–`o3` its ordering fills in (`{keys}`).
+const JOB_COLUMNS: &str =
+    "j.pk_job, j.str_name, j.pk_show, j.pk_folder, j.pk_dept, jr.int_priority::int,
+                j.str_show, j.str_shot, j.str_user, j.int_uid::bigint, coalesce(j.str_os, ''),
+                j.str_log_dir, coalesce(j.str_loki_url, ''), jr.int_max_cores::bigint,
+                jr.int_max_gpus::bigint, jr.int_min_cores::bigint,
+                extract(epoch FROM (now() - j.ts_started))::float8, {keys}";
+
+/// The show's pending jobs (`$1` show, `$2` facility).
+const PENDING_OF_SHOW: &str = "FROM job j JOIN job_resource jr ON jr.pk_job = j.pk_job
+          WHERE j.pk_show = $1 AND j.pk_facility = $2 AND j.str_state = 'PENDING' AND NOT j.b_paused";
+
+/// Step 1 of the pass's job query: the show's first `$4` pending jobs in order, each with
+/// whether it has a waiting layer the cluster's tags (`$3`) allow. Only these pay for that
+/// test, so a pass does not test every pending job of a big show (the cost that grew with
+/// the farm, issue 14). The outer sort is on the inner query's own keys, which PostgreSQL
+/// reads in the order the inner sort left them.
+const PENDING_WALK: &str = "SELECT c.*, EXISTS (
                 SELECT 1 FROM layer l JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
                  WHERE l.pk_job = c.pk_job AND ls.int_waiting_count > 0
                    AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[])
-          LIMIT $4";
+           FROM (SELECT {columns} {pending} ORDER BY o1 {d1}, o2 {d2}, o3 LIMIT $4) c
+          ORDER BY c.o1 {d1}, c.o2 {d2}, c.o3";
+
+/// Step 2, when the walk found too few: driven from the other side, the layers with waiting
+/// frames the tags allow (the partial index `idx_layer_stat_waiting`), then their jobs of
+/// the show in order, `$4` of them. It costs what the farm has waiting, so it runs only when
+/// the show's first jobs are mostly booked out (late in a drain).
+const PENDING_BY_LAYERS: &str = "WITH w AS MATERIALIZED (
+                SELECT DISTINCT l.pk_job FROM layer_stat ls JOIN layer l ON l.pk_layer = ls.pk_layer
+                 WHERE ls.int_waiting_count > 0
+                   AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[])
+         SELECT {columns} {pending} AND j.pk_job IN (SELECT pk_job FROM w)
+          ORDER BY o1 {d1}, o2 {d2}, o3 LIMIT $4";
+
+/// How many of the show's first jobs step 1 looks at, per job a pass takes.
+const WALK_PER_JOB: i64 = 4;
+
+/// The sort keys `o1`–`o3` of `order` and whether `o1` and `o2` sort descending.
+fn order_keys(order: crate::config::JobOrder) -> (String, bool, bool) {
+    use crate::config::JobOrder;
+    let (keys, d1, d2) = match order {
+        JobOrder::Priority => ("jr.int_priority AS o1, j.ts_started AS o2", true, false),
+        JobOrder::Fifo => ("j.ts_started AS o1, jr.int_priority AS o2", false, true),
+        // The deficit term uses the recomputed job_resource.int_cores (at most one recompute
+        // interval old), as Cuebot's own BALANCED mode does.
+        JobOrder::Balanced => (
+            "(jr.int_priority
+              + CASE WHEN jr.int_min_cores > 0 AND jr.int_cores < jr.int_min_cores
+                     THEN 100.0 * (1.0 - jr.int_cores::float8 / jr.int_min_cores) ELSE 0 END
+              + extract(epoch FROM (now() - j.ts_started)) / 86400.0) AS o1, j.ts_started AS o2",
+            true,
+            false,
+        ),
+        // Efraimidis–Spirakis: ordering by u^(1/w) samples the pass's jobs without
+        // replacement with probabilities proportional to their priorities. Drawn once per
+        // job in the inner query, so both sorts see the same draw.
+        JobOrder::Proportional => (
+            "power(random(), 1.0 / greatest(jr.int_priority, 1)::float8) AS o1, j.pk_job AS o2",
+            true,
+            false,
+        ),
+    };
+    (format!("{keys}, j.pk_job AS o3"), d1, d2)
+}
+
+/// `template` with the job columns, the show's pending jobs and the sort of `order`.
+fn pending_sql(template: &str, order: crate::config::JobOrder) -> String {
+    let (keys, d1, d2) = order_keys(order);
+    let dir = |desc: bool| if desc { "DESC" } else { "ASC" };
+    template
+        .replace("{columns}", &JOB_COLUMNS.replace("{keys}", &keys))
+        .replace("{pending}", PENDING_OF_SHOW)
+        .replace("{d1}", dir(d1))
+        .replace("{d2}", dir(d2))
+}
 
 /// A pending job of a cluster, with what the launch and the caps need.
 #[derive(Clone, Debug)]
@@ -276,26 +327,24 @@ pub(crate) fn pending_jobs(
     limit: i64,
     order: crate::config::JobOrder,
 ) -> Result<Vec<PendingJob>, DbError> {
-    use crate::config::JobOrder;
-    // The deficit term uses the recomputed job_resource.int_cores (at most one recompute
-    // interval old), as Cuebot's own BALANCED mode does.
-    let order_by = match order {
-        JobOrder::Priority => "jr.int_priority DESC, j.ts_started, j.pk_job",
-        JobOrder::Fifo => "j.ts_started, jr.int_priority DESC, j.pk_job",
-        JobOrder::Balanced => {
-            "(jr.int_priority
-              + CASE WHEN jr.int_min_cores > 0 AND jr.int_cores < jr.int_min_cores
-                     THEN 100.0 * (1.0 - jr.int_cores::float8 / jr.int_min_cores) ELSE 0 END
-              + extract(epoch FROM (now() - j.ts_started)) / 86400.0) DESC, j.ts_started, j.pk_job"
-        }
-        // Efraimidis–Spirakis: ordering by u^(1/w) samples the pass's jobs without replacement
-        // with probabilities proportional to their priorities.
-        JobOrder::Proportional => {
-            "power(random(), 1.0 / greatest(jr.int_priority, 1)::float8) DESC, j.pk_job"
-        }
-    };
-    let sql = PENDING_JOBS.replace("{order_by}", order_by);
-    let rows = conn.query(sql.as_str(), &[&show, &facility, &tags, &limit])?;
+    let walk = limit.saturating_mul(WALK_PER_JOB);
+    let walked = conn.query(
+        pending_sql(PENDING_WALK, order).as_str(),
+        &[&show, &facility, &tags, &walk],
+    )?;
+    // The walk reached its cap with fewer jobs than asked: later jobs may have work.
+    let capped = walked.len() as i64 >= walk;
+    let mut rows: Vec<postgres::Row> = walked
+        .into_iter()
+        .filter(|r| r.get::<_, bool>(r.len() - 1))
+        .take(usize::try_from(limit).unwrap_or(0))
+        .collect();
+    if capped && (rows.len() as i64) < limit {
+        rows = conn.query(
+            pending_sql(PENDING_BY_LAYERS, order).as_str(),
+            &[&show, &facility, &tags, &limit],
+        )?;
+    }
     Ok(rows
         .iter()
         .map(|r| PendingJob {

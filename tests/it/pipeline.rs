@@ -189,6 +189,35 @@ fn priority_and_dispatch_order() {
     assert_eq!(frame, "0001-l", "frames book in dispatch order");
 }
 
+/// The pass's job query looks at the show's first jobs in order (four per job it takes)
+/// and, when those have no work the cluster's tags allow, asks from the other side (the
+/// waiting layers): a low-priority job behind 120 higher ones with nothing for this cluster
+/// is still found in the first pass.
+#[test]
+fn a_job_behind_many_without_work_for_the_cluster_is_found() {
+    let mut jobs: Vec<_> = (0..120)
+        .map(|i| {
+            let mut j = job(
+                &format!("other{i:03}"),
+                vec![LayerSpec::simple("l", "1", "elsewhere")],
+            );
+            j.priority = 500;
+            j
+        })
+        .collect();
+    let mut late = job("late", vec![LayerSpec::simple("l", "1-2", "general")]);
+    late.priority = 1;
+    jobs.push(late);
+    let farm = Farm::new(&small_farm(1, 8, 32, &[], jobs), |_| {});
+    assert_eq!(farm.pass_all(), 2);
+    let booked: i64 = farm
+        .client()
+        .query_one("SELECT count(*) FROM proc p JOIN job j ON j.pk_job = p.pk_job WHERE j.str_name = 'late'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(booked, 2);
+}
+
 #[test]
 fn a_frame_stolen_mid_batch_drops_alone() {
     let farm = Farm::new(
