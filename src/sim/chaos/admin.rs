@@ -12,7 +12,10 @@ use std::time::Instant;
 use postgres::Client;
 use rand::Rng;
 
-use super::{invariants::Cap, standin::StandIn};
+use super::{
+    invariants::{Brought, Cap},
+    standin::StandIn,
+};
 use crate::db::booking::lock_stat_rows;
 
 /// Memory added by one raise, KB (512 MB).
@@ -256,6 +259,7 @@ impl StandIn<'_> {
                 "UPDATE subscription SET int_size = $2, int_burst = $3 WHERE pk_subscription = $1",
                 &[&sub, &size, &burst],
             )
+            .map(|n| (n, Brought::new()))
             },
         )?;
         self.did("change subscription");
@@ -284,6 +288,7 @@ impl StandIn<'_> {
                     "UPDATE limit_record SET int_max_value = $2 WHERE pk_limit_record = $1",
                     &[&limit, &max],
                 )
+                .map(|n| (n, Brought::new()))
             },
         )?;
         self.did("change limit");
@@ -344,6 +349,18 @@ impl StandIn<'_> {
                 "UPDATE host SET pk_alloc = $2 WHERE pk_host = $1",
                 &[&host, &alloc],
             )?;
+            // What the host's procs add to each subscription of its new allocation (read after
+            // the update took the host's row, so no booking on it commits in between).
+            let brought: Brought = tx
+                .query(
+                    "SELECT s.pk_subscription, sum(p.int_cores_reserved)::bigint
+                       FROM proc p JOIN subscription s ON s.pk_show = p.pk_show AND s.pk_alloc = $2
+                      WHERE p.pk_host = $1 AND NOT p.b_local GROUP BY s.pk_subscription",
+                    &[&host, &alloc],
+                )?
+                .iter()
+                .map(|r| (Cap::Burst(r.get(0)), r.get(1)))
+                .collect();
             tx.execute(
                 "DELETE FROM host_tag WHERE pk_host = $1 AND upper(str_tag_type) = 'ALLOC'",
                 &[&host],
@@ -352,7 +369,7 @@ impl StandIn<'_> {
                 "INSERT INTO host_tag (pk_host_tag, pk_host, str_tag, str_tag_type) VALUES ($1, $2, $3, 'ALLOC')",
                 &[&uuid::Uuid::new_v4().to_string(), &host, &tag],
             )?;
-            tx.commit()
+            tx.commit().map(|()| ((), brought))
         })?;
         self.did("move host");
         Ok(())
@@ -402,6 +419,7 @@ impl StandIn<'_> {
         self.watch
             .changing(c, "show flipped to managed", caps, |tx| {
                 tx.execute(FLIP, &[&show, &managed])
+                    .map(|n| (n, Brought::new()))
             })?;
         self.did("flip to managed");
         Ok(())

@@ -61,7 +61,18 @@ struct Baseline {
     /// The usage the previous change of this cap still allowed (its low-water mark) when
     /// this one replaced it: what judges a sample taken before this change committed.
     before: Option<i64>,
+    /// Usage the change itself brought under the cap (a host moved in with its procs). A
+    /// booking planned before the change and committed after it saw neither the change nor
+    /// these procs, so for [`IN_FLIGHT`] the cap may be exceeded by this much: the move's
+    /// doing, which no booking guard can see coming (Cuebot's own move locks no cap row).
+    brought: i64,
 }
+
+/// The longest a booking transaction planned before a change may still commit after it.
+const IN_FLIGHT: Duration = Duration::from_secs(5);
+
+/// Usage a change brought under caps, by cap.
+pub(crate) type Brought = HashMap<Cap, i64>;
 
 /// A sample's snapshot (`txid_current_snapshot()`): which transactions it sees.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,14 +156,15 @@ impl Watch {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// Runs `change` (which commits a change to caps or to what counts against them) and
-    /// records the usage of `caps` right after it, before any sample can judge the new state.
+    /// Runs `change` (which commits a change to caps or to what counts against them, and
+    /// says what usage it brought under them) and records the usage of `caps` right after it,
+    /// before any sample can judge the new state.
     pub(crate) fn changing<T>(
         &self,
         client: &mut Client,
         why: &'static str,
         caps: Vec<Cap>,
-        change: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T, postgres::Error>,
+        change: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<(T, Brought), postgres::Error>,
     ) -> Result<T, postgres::Error> {
         let mut baselines = self.baselines.lock();
         // The usage is measured in the changing transaction, after the change took the cap
@@ -160,7 +172,7 @@ impl Watch {
         // commit and then see the new cap. Measured after the commit instead, frames ending
         // in between made the baseline lower than what samples of that moment saw.
         let mut tx = client.transaction()?;
-        let out = change(&mut tx)?;
+        let (out, brought) = change(&mut tx)?;
         let mut usages = Vec::with_capacity(caps.len());
         for cap in caps {
             let usage = usage_of(&mut tx, &cap)?;
@@ -171,6 +183,7 @@ impl Watch {
         let recorded = Instant::now();
         for (cap, usage) in usages {
             let before = baselines.get(&cap).map(|b| b.usage);
+            let brought = brought.get(&cap).copied().unwrap_or(0);
             baselines.insert(
                 cap,
                 Baseline {
@@ -179,6 +192,7 @@ impl Watch {
                     why,
                     xid,
                     before,
+                    brought,
                 },
             );
         }
@@ -226,7 +240,9 @@ impl Watch {
             // Only a snapshot that sees the change may lower its mark.
             Some(b) if snapshot.sees(b.xid) => {
                 b.usage = b.usage.min(usage);
-                max.max(b.usage)
+                let in_flight = sample_start.saturating_duration_since(b.recorded) < IN_FLIGHT;
+                let brought = if in_flight { b.brought } else { 0 };
+                max.max(b.usage).max(max + brought)
             }
             // A snapshot from before the change's commit shows the cap and usage as they
             // were then, which the previous change's mark judges.
@@ -607,6 +623,7 @@ mod tests {
             why: "limit int_max_value set",
             xid,
             before,
+            brought: 0,
         }
     }
 
@@ -651,5 +668,27 @@ mod tests {
         assert!(watch.violations().is_empty());
         watch.judge(cap, (20, 27), (start, &seen), "limit".into());
         assert_eq!(watch.violations().len(), 1);
+    }
+
+    /// Seed 6's one violation: a host moved into an allocation with 2 cores of a show's procs
+    /// while a booking planned before the move (which saw neither) was in flight; together
+    /// they took the subscription 200 over its burst. That much is the move's doing, for as
+    /// long as a booking planned before it may still commit; beyond either it is a violation.
+    #[test]
+    fn a_host_move_may_exceed_a_burst_by_what_it_brought_while_bookings_are_in_flight() {
+        let watch = Watch::new(Duration::from_secs(10));
+        let cap = Cap::Burst("m2/lite".into());
+        let mut moved = baseline(4500, 100, None);
+        moved.brought = 200;
+        watch.baselines.lock().insert(cap.clone(), moved);
+        let seen = snapshot(101, 101, &[]);
+        let now = Instant::now();
+        watch.judge(cap.clone(), (6800, 7000), (now, &seen), "burst".into());
+        assert!(watch.violations().is_empty());
+        watch.judge(cap.clone(), (6800, 7001), (now, &seen), "burst".into());
+        assert_eq!(watch.violations().len(), 1);
+        let later = now + IN_FLIGHT + Duration::from_millis(1);
+        watch.judge(cap, (6800, 6900), (later, &seen), "burst".into());
+        assert_eq!(watch.violations()[0].samples, 2);
     }
 }
