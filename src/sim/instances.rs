@@ -229,8 +229,11 @@ mod tests {
         let b = "x_bucket{le=\"0.01\"} 0\nx_bucket{le=\"0.05\"} 0\nx_bucket{le=\"+Inf\"} 100\n";
         let (a, b) = (histogram_buckets(a, "x"), histogram_buckets(b, "x"));
         assert_eq!(a, [(0.01, 50.0), (0.05, 98.0), (f64::INFINITY, 100.0)]);
-        assert_eq!(quantile_bound(&[a.clone()], 0.5), Some(0.01));
-        assert_eq!(quantile_bound(&[a.clone()], 0.99), Some(f64::INFINITY));
+        assert_eq!(quantile_bound(std::slice::from_ref(&a), 0.5), Some(0.01));
+        assert_eq!(
+            quantile_bound(std::slice::from_ref(&a), 0.99),
+            Some(f64::INFINITY)
+        );
         // Together: 200 observations, 50 under 10 ms, 98 under 50 ms.
         assert_eq!(quantile_bound(&[a.clone(), b.clone()], 0.25), Some(0.01));
         assert_eq!(quantile_bound(&[a, b], 0.49), Some(0.05));

@@ -520,7 +520,7 @@ fn commit(tx: Transaction<'_>, outcome: BatchOutcome) -> Result<BatchOutcome, Db
 /// True when a failed COMMIT may still have committed: the connection broke, or the server
 /// ended the session (`pg_terminate_backend`, shutdown) after the commit record may have
 /// been written but before the answer was sent. A statement error means it rolled back.
-fn outcome_unknown(e: &postgres::Error) -> bool {
+pub(crate) fn outcome_unknown(e: &postgres::Error) -> bool {
     match e.code() {
         None => true,
         Some(code) => code.code().starts_with("08") || code.code().starts_with("57P"),

@@ -242,7 +242,7 @@ impl<'a> StandIn<'a> {
         let proc = uuid::Uuid::new_v4().to_string();
         let outcome = book_one(c, &need, &host, &name, &alloc, &proc)?;
         self.did(outcome);
-        if outcome == "book" {
+        if outcome == "book" || outcome == COMMIT_UNKNOWN {
             self.watch.standin_procs.lock().insert(proc.clone());
             let due = Instant::now() + Duration::from_millis(self.rng.random_range(800..3_000));
             self.own.push((proc, need.frame, due));
@@ -315,9 +315,18 @@ fn book_one(
     if started != 1 {
         return Ok("book: frame changed");
     }
-    tx.commit()?;
-    Ok("book")
+    match tx.commit() {
+        Ok(()) => Ok("book"),
+        // The database went away during COMMIT: the booking may have committed. It is
+        // counted as the stand-in's own either way (completing a proc that does not exist
+        // does nothing), or a committed one would stay RUNNING with nobody to end it.
+        Err(e) if crate::db::booking::outcome_unknown(&e) => Ok(COMMIT_UNKNOWN),
+        Err(e) => Err(e),
+    }
 }
+
+/// What [`book_one`] says when COMMIT lost its answer.
+const COMMIT_UNKNOWN: &str = "book: commit answer lost";
 
 /// Every limit of `layer` has room for one more RUNNING frame: its rows locked first, then
 /// counted in a new statement — a snapshot taken after the lock, so a writer that held it
