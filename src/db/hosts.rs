@@ -108,7 +108,8 @@ pub(crate) fn change_mark(conn: &mut impl GenericClient) -> Result<ChangeMark, D
 
 /// The hosts whose rows changed since `mark` — a completion gave room back, a booking took
 /// it, a ping or a lock moved — read in one snapshot with the mark for the next read. Cheap
-/// next to a full read: one pass over `host` by `xmin`, rows only for what changed.
+/// next to a full read: one pass over `host` and one over `host_stat` by `xmin`, then the
+/// rows of only what changed.
 pub(crate) fn changed_hosts(
     conn: &mut postgres::Client,
     facility: Option<&FacilityId>,
