@@ -124,6 +124,13 @@ pub(crate) struct Progress {
     pub binding: f64,
 }
 
+/// How busy a host row is by its most used resource (cores, memory or GPUs), 0–1: what
+/// [`Progress::binding`] weighs by cores, and what UTILISATION's split of idle room reads.
+pub(crate) const BINDING_USE: &str = "greatest(
+                    1 - int_cores_idle::float8 / greatest(int_cores, 1),
+                    1 - int_mem_idle::float8 / greatest(int_mem, 1),
+                    CASE WHEN int_gpus > 0 THEN 1 - int_gpus_idle::float8 / int_gpus ELSE 0 END)";
+
 /// Reads frame counts and core utilization.
 pub(crate) fn progress(client: &mut postgres::Client) -> Result<Progress, postgres::Error> {
     let r = client.query_one(
@@ -134,13 +141,12 @@ pub(crate) fn progress(client: &mut postgres::Client) -> Result<Progress, postgr
         &[],
     )?;
     let u = client.query_one(
-        "SELECT coalesce(sum(int_cores - int_cores_idle), 0)::float8,
-                greatest(coalesce(sum(int_cores), 0), 1)::float8,
-                coalesce(sum(int_cores * greatest(
-                    1 - int_cores_idle::float8 / greatest(int_cores, 1),
-                    1 - int_mem_idle::float8 / greatest(int_mem, 1),
-                    CASE WHEN int_gpus > 0 THEN 1 - int_gpus_idle::float8 / int_gpus ELSE 0 END)), 0)::float8
-           FROM host WHERE str_lock_state = 'OPEN'",
+        &format!(
+            "SELECT coalesce(sum(int_cores - int_cores_idle), 0)::float8,
+                    greatest(coalesce(sum(int_cores), 0), 1)::float8,
+                    coalesce(sum(int_cores * {BINDING_USE}), 0)::float8
+               FROM host WHERE str_lock_state = 'OPEN'"
+        ),
         &[],
     )?;
     Ok(Progress {

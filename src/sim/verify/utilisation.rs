@@ -19,7 +19,12 @@
 use std::time::{Duration, Instant};
 
 use super::Verdict;
-use crate::sim::{SimError, farm::progress, scenario::Run, workload};
+use crate::sim::{
+    SimError,
+    farm::{BINDING_USE, progress},
+    scenario::Run,
+    workload,
+};
 
 /// The criterion: the binding resource busy at least this share of the window, on average.
 pub const MIN_BINDING: f64 = 0.95;
@@ -152,13 +157,10 @@ fn watch(client: &mut postgres::Client, window: Duration) -> Result<Samples, Sim
 /// layer's tags allow. Caps and subscriptions are not looked at; a layer sized from history
 /// is taken at the memory it asks.
 fn idle_split(client: &mut postgres::Client) -> Result<(Idle, i64), SimError> {
-    let r = client.query_one(
+    let sql = format!(
         "WITH idle AS (
             SELECT h.int_cores_idle, h.int_mem_idle, h.int_gpus_idle, h.int_gpu_mem_idle,
-                   h.int_cores * (1 - greatest(
-                       1 - h.int_cores_idle::float8 / greatest(h.int_cores, 1),
-                       1 - h.int_mem_idle::float8 / greatest(h.int_mem, 1),
-                       CASE WHEN h.int_gpus > 0 THEN 1 - h.int_gpus_idle::float8 / h.int_gpus ELSE 0 END)) AS room,
+                   h.int_cores * (1 - {BINDING_USE}) AS room,
                    ARRAY(SELECT t.str_tag::text FROM host_tag t WHERE t.pk_host = h.pk_host) AS tags
               FROM host h WHERE h.str_lock_state = 'OPEN'),
          waiting AS (
@@ -180,9 +182,9 @@ fn idle_split(client: &mut postgres::Client) -> Result<(Idle, i64), SimError> {
                 coalesce(sum(room) FILTER (WHERE NOT allowed), 0)::float8,
                 count(*) FILTER (WHERE NOT allowed),
                 (SELECT greatest(sum(int_cores), 1)::float8 FROM host WHERE str_lock_state = 'OPEN')
-           FROM judged",
-        &[],
-    )?;
+           FROM judged"
+    );
+    let r = client.query_one(&sql, &[])?;
     let total: f64 = r.get(4);
     let idle = Idle {
         turnover: r.get::<_, f64>(0) / total,
