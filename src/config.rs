@@ -41,7 +41,7 @@ pub use licenses::{LicensesConfig, Provider as LicenseProvider};
 pub use memory::MemoryConfig;
 pub use reservations::ReservationsConfig;
 pub use rqd::RqdConfig;
-pub use scheduler::{JobOrder, SchedulerConfig};
+pub use scheduler::{JobOrder, MIN_SPLIT, SchedulerConfig};
 pub use service::ServiceConfig;
 
 /// The environment variable whose value, when set, replaces `[database] url`.

@@ -131,6 +131,12 @@ metrics! {
         counter_vec("scheduler_checkout_outcome_total", "Outcome of host searches", &["outcome"]);
 
     // ---- stagehand ----
+    /// Parts a pass's batch was split into to commit side by side (`batches_in_flight`).
+    BATCH_PARTS: Histogram = histogram(
+        "stagehand_booking_batch_parts",
+        "Parts a batch was split into, committed side by side on spare connections",
+        vec![2.0, 3.0, 4.0, 6.0, 8.0, 16.0],
+    );
     /// Frames per booking transaction.
     BATCH_SIZE: Histogram = histogram(
         "stagehand_booking_batch_size",

@@ -51,7 +51,14 @@ pub enum PassResult {
     Error,
     /// The pass was cut short by shutdown.
     Stopped,
+    /// Nothing was booked, and work of the cluster was held by another booking thread of
+    /// this process: the cluster comes back after [`BUSY_RETRY`], not after a sleep.
+    Busy,
 }
+
+/// How soon a cluster whose work another booking thread held gets its next turn: about a
+/// batch's commit, so it neither spins on the job query nor waits out a sleep.
+pub const BUSY_RETRY: Duration = Duration::from_millis(20);
 
 /// A worker's report on one pass.
 #[derive(Clone, Debug)]
@@ -422,6 +429,7 @@ impl Feed {
         let s = &config.scheduler;
         let (sleep, duration) = match outcome.result {
             PassResult::Booked(_) | PassResult::Stopped => (None, Duration::ZERO),
+            PassResult::Busy => (None, BUSY_RETRY),
             PassResult::NoJobs => (Some(Sleep::NoJobs), s.empty_sleep),
             PassResult::Saturated => (Some(Sleep::Saturated), s.saturated_sleep),
             PassResult::Error => (Some(Sleep::Error), s.error_sleep),

@@ -11,6 +11,10 @@ use super::{
 };
 use crate::index::{Locality, Strategy};
 
+/// The fewest frames a split batch's part holds: below it, a transaction's fixed cost (its
+/// guards' statements) outweighs what running beside another batch gains.
+pub const MIN_SPLIT: usize = 50;
+
 /// `[scheduler]`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -48,6 +52,11 @@ pub struct SchedulerConfig {
     pub frames_per_layer: u32,
     /// Most frames committed in one booking transaction.
     pub batch_size: usize,
+    /// Guarded batches this instance commits at once. While fewer are in flight, a pass
+    /// splits its batch by job over the spare ones (at least [`MIN_SPLIT`] frames each), so
+    /// a lone busy cluster still uses several PostgreSQL cores. Size it to the database
+    /// server's cores; 1 never splits.
+    pub batches_in_flight: usize,
     /// MANUAL and HARDWARE tags per cluster.
     pub manual_tags_chunk_size: usize,
     /// HOSTNAME tags per cluster.
@@ -110,6 +119,7 @@ impl Default for SchedulerConfig {
             max_jobs_per_pass: 20,
             frames_per_layer: 50,
             batch_size: 200,
+            batches_in_flight: 4,
             manual_tags_chunk_size: 50,
             hostname_tags_chunk_size: 50,
             selfish_services: Vec::new(),
@@ -136,6 +146,7 @@ impl SchedulerConfig {
             ),
             ("scheduler.frames_per_layer", self.frames_per_layer as usize),
             ("scheduler.batch_size", self.batch_size),
+            ("scheduler.batches_in_flight", self.batches_in_flight),
             (
                 "scheduler.manual_tags_chunk_size",
                 self.manual_tags_chunk_size,

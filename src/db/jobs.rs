@@ -4,7 +4,7 @@
 //! Cost per pass is O(jobs and frames returned): every query is bounded by the cluster's show,
 //! facility and tags and by `LIMIT`s, never by the size of the farm or of the frame table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use postgres::GenericClient;
 
@@ -317,8 +317,19 @@ pub struct PendingJob {
     pub age_secs: f64,
 }
 
+/// What the pass's job query found: the jobs to place, and how many jobs with work for the
+/// cluster it passed over because another booking thread of this process holds them.
+pub(crate) struct Pending {
+    /// Pending jobs with work for the cluster, not held elsewhere, in order.
+    pub(crate) jobs: Vec<PendingJob>,
+    /// Jobs with work for the cluster that were skipped as held by another thread.
+    pub(crate) held_elsewhere: usize,
+}
+
 /// Pending jobs of a show in a facility with a waiting layer whose tags overlap `tags`,
-/// highest priority first, oldest first among equals.
+/// highest priority first, oldest first among equals; up to `limit` of them that are not in
+/// `held` (jobs another booking thread is placing: they would only be claimed in vain, and
+/// a pass that took its `limit` from them would starve while later jobs wait).
 pub(crate) fn pending_jobs(
     conn: &mut impl GenericClient,
     show: &ShowId,
@@ -326,26 +337,28 @@ pub(crate) fn pending_jobs(
     tags: &[String],
     limit: i64,
     order: crate::config::JobOrder,
-) -> Result<Vec<PendingJob>, DbError> {
-    let walk = limit.saturating_mul(WALK_PER_JOB);
+    held: &HashSet<JobId>,
+) -> Result<Pending, DbError> {
+    // The held jobs may take slots of either step: ask for that many more.
+    let wanted = limit.saturating_add(held.len() as i64);
+    let walk = wanted.saturating_mul(WALK_PER_JOB);
     let walked = conn.query(
         pending_sql(PENDING_WALK, order).as_str(),
         &[&show, &facility, &tags, &walk],
     )?;
     // The walk reached its cap with fewer jobs than asked: later jobs may have work.
     let capped = walked.len() as i64 >= walk;
-    let mut rows: Vec<postgres::Row> = walked
-        .into_iter()
-        .filter(|r| r.get::<_, bool>(r.len() - 1))
-        .take(usize::try_from(limit).unwrap_or(0))
-        .collect();
-    if capped && (rows.len() as i64) < limit {
-        rows = conn.query(
+    let with_work = walked.into_iter().filter(|r| r.get::<_, bool>(r.len() - 1));
+    let mut rows = split_held(with_work, held, limit);
+    if capped && (rows.0.len() as i64) < limit {
+        let found = conn.query(
             pending_sql(PENDING_BY_LAYERS, order).as_str(),
-            &[&show, &facility, &tags, &limit],
+            &[&show, &facility, &tags, &wanted],
         )?;
+        rows = split_held(found.into_iter(), held, limit);
     }
-    Ok(rows
+    let (rows, held_elsewhere) = rows;
+    let jobs = rows
         .iter()
         .map(|r| PendingJob {
             id: r.get(0),
@@ -366,7 +379,32 @@ pub(crate) fn pending_jobs(
             min_cores: r.get(15),
             age_secs: r.get(16),
         })
-        .collect())
+        .collect();
+    Ok(Pending {
+        jobs,
+        held_elsewhere,
+    })
+}
+
+/// The first `limit` rows whose job is not in `held`, and how many rows were held.
+fn split_held(
+    rows: impl Iterator<Item = postgres::Row>,
+    held: &HashSet<JobId>,
+    limit: i64,
+) -> (Vec<postgres::Row>, usize) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    let (mut free, mut skipped) = (Vec::new(), 0);
+    for row in rows {
+        if free.len() >= limit {
+            break;
+        }
+        if held.contains(&row.get::<_, JobId>(0)) {
+            skipped += 1;
+        } else {
+            free.push(row);
+        }
+    }
+    (free, skipped)
 }
 
 /// A layer with waiting frames.

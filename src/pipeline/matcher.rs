@@ -93,11 +93,14 @@ fn run(
     };
     m.match_jobs(&input)?;
     m.flush()?;
+    let held_elsewhere = input.held_elsewhere;
     // The claims and pins go only now, after the last batch committed.
     drop(input);
     m.record_tallies();
     Ok(if m.booked > 0 {
         PassResult::Booked(m.booked)
+    } else if held_elsewhere {
+        PassResult::Busy
     } else {
         PassResult::Saturated
     })

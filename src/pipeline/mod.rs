@@ -109,6 +109,9 @@ pub struct Shared {
     /// its frames' guards and serialize on its `job_stat`/`layer_stat` rows. Shows have one
     /// owning instance, so this in-process claim is enough; the database guards still decide.
     pub busy_jobs: dashmap::DashSet<JobId>,
+    /// Booking transactions of this instance running now (see `batch::Committer::commit`):
+    /// a pass splits its batch only over the `batches_in_flight` slots nobody else uses.
+    pub(crate) commits_in_flight: std::sync::atomic::AtomicUsize,
     /// Hosts reserved for wide frames (a snapshot of `stagehand.host_reservation`).
     pub holds: crate::backfill::Holds,
     /// Why waiting frames are not booked, per layer, as the passes saw it.
@@ -140,6 +143,7 @@ impl Shared {
             host_refresh,
             lease,
             busy_jobs: dashmap::DashSet::new(),
+            commits_in_flight: Default::default(),
             holds: crate::backfill::Holds::default(),
             waiting: waiting::WaitingReasons::default(),
             sized: sized::SizedLayers::default(),
@@ -210,6 +214,7 @@ pub fn worker(
             PassResult::Saturated => "saturated",
             PassResult::Error => "query_error",
             PassResult::Stopped => "stopped",
+            PassResult::Busy => "busy",
         };
         metrics::PASS_REASON.with_label_values(&[reason]).inc();
         if outcomes

@@ -227,6 +227,14 @@ impl Farm {
         booked
     }
 
+    /// One pass over `cluster`, as a booking thread runs it.
+    pub fn pass(
+        &self,
+        cluster: &stagehand::cluster::Cluster,
+    ) -> stagehand::cluster::feed::PassResult {
+        stagehand::pipeline::matcher::pass(&self.shared, cluster, &self.launch_tx)
+    }
+
     /// Passes until nothing more books (refreshing hosts and caps between rounds).
     pub fn drain(&self) -> usize {
         let mut total = 0;

@@ -218,6 +218,74 @@ fn a_job_behind_many_without_work_for_the_cluster_is_found() {
     assert_eq!(booked, 2);
 }
 
+/// Work whose job another booking thread holds is not "no work": the pass says `Busy` (the
+/// feed gives the cluster its next turn 20 ms later) instead of `NoJobs` (30 s asleep) or
+/// `Saturated` (3 s), and a job behind the held ones is taken in its place.
+#[test]
+fn a_cluster_whose_jobs_are_held_elsewhere_is_busy_not_asleep() {
+    use stagehand::{cluster::feed::PassResult, ids::JobId};
+    let mut jobs = vec![job("first", vec![LayerSpec::simple("l", "1-2", "general")])];
+    jobs[0].priority = 500;
+    let farm = Farm::new(&small_farm(1, 8, 32, &[], jobs), |_| {});
+    let first: JobId = farm
+        .client()
+        .query_one("SELECT pk_job FROM job WHERE str_name = 'first'", &[])
+        .unwrap()
+        .get(0);
+    let cluster = farm.clusters().into_iter().next().unwrap();
+    farm.shared.busy_jobs.insert(first.clone());
+    let result = farm.pass(&cluster);
+    assert_eq!(result, PassResult::Busy);
+    farm.shared.busy_jobs.remove(&first);
+    assert_eq!(farm.pass(&cluster), PassResult::Booked(2));
+}
+
+/// A job behind a held one is booked in the same pass: the held job does not take a slot of
+/// `max_jobs_per_pass`.
+#[test]
+fn a_held_job_does_not_take_a_slot_of_the_pass() {
+    use stagehand::{cluster::feed::PassResult, ids::JobId};
+    let mut held = job("held", vec![LayerSpec::simple("l", "1-2", "general")]);
+    held.priority = 500;
+    let next = job("next", vec![LayerSpec::simple("l", "1-3", "general")]);
+    let farm = Farm::new(&small_farm(1, 8, 32, &[], vec![held, next]), |c| {
+        c.scheduler.max_jobs_per_pass = 1;
+    });
+    let id: JobId = farm
+        .client()
+        .query_one("SELECT pk_job FROM job WHERE str_name = 'held'", &[])
+        .unwrap()
+        .get(0);
+    farm.shared.busy_jobs.insert(id);
+    let cluster = farm.clusters().into_iter().next().unwrap();
+    assert_eq!(farm.pass(&cluster), PassResult::Booked(3));
+    farm.assert_clean_audit();
+}
+
+/// With spare connections and nothing else committing, a batch of many jobs is split by job
+/// and committed side by side; every frame books once and the audit stays clean.
+#[test]
+fn a_batch_split_over_spare_connections_books_every_frame_once() {
+    let jobs: Vec<_> = (0..8)
+        .map(|i| {
+            job(
+                &format!("j{i}"),
+                vec![LayerSpec::simple("l", "1-40", "general")],
+            )
+        })
+        .collect();
+    let farm = Farm::new(&small_farm(40, 16, 64, &[], jobs), |c| {
+        c.scheduler.batch_size = 320;
+        c.scheduler.batches_in_flight = 4;
+        c.scheduler.max_jobs_per_pass = 8;
+    });
+    let parts_before = stagehand::metrics::BATCH_PARTS.get_sample_count();
+    assert_eq!(farm.drain(), 320);
+    assert!(stagehand::metrics::BATCH_PARTS.get_sample_count() > parts_before);
+    assert_eq!(farm.frames_in("RUNNING"), 320);
+    farm.assert_clean_audit();
+}
+
 #[test]
 fn a_frame_stolen_mid_batch_drops_alone() {
     let farm = Farm::new(

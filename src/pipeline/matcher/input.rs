@@ -20,6 +20,8 @@ use crate::{
 /// pinned, their layers with WAITING frames and the environments RQD needs.
 pub(super) struct PassInput<'s> {
     pub(super) jobs: Vec<PendingJob>,
+    /// Work of the cluster was passed over because another booking thread held its job.
+    pub(super) held_elsewhere: bool,
     /// Held for their drop, which comes only after the last batch committed (see `matcher::run`):
     /// the job claims of this booking thread and the pins of the jobs' caps.
     _claims: Vec<JobClaim<'s>>,
@@ -39,28 +41,37 @@ pub(super) fn read_pass<'s>(
 ) -> Result<Result<PassInput<'s>, PassResult>, db::DbError> {
     let s = &config.scheduler;
     let started = std::time::Instant::now();
-    let jobs = db::jobs::pending_jobs(
+    // A copy: no guard of the set is held across the query.
+    let held: HashSet<JobId> = shared.busy_jobs.iter().map(|j| j.key().clone()).collect();
+    let pending = db::jobs::pending_jobs(
         &mut **conn,
         &cluster.show,
         &cluster.facility,
         &cluster.tags,
         i64::from(s.max_jobs_per_pass),
         s.job_order,
+        &held,
     )?;
     metrics::JOB_QUERY_SECONDS.observe(started.elapsed().as_secs_f64());
-    metrics::JOBS_QUERIED.inc_by(jobs.len() as u64);
-    if jobs.is_empty() {
-        return Ok(Err(PassResult::NoJobs));
-    }
+    metrics::JOBS_QUERIED.inc_by(pending.jobs.len() as u64);
     // Claim the jobs before reading their frames: whoever held a job committed before letting
     // go of it, so the frames read below are current.
     let mut claims = Vec::new();
-    let jobs: Vec<PendingJob> = jobs
+    let found = pending.jobs.len();
+    let jobs: Vec<PendingJob> = pending
+        .jobs
         .into_iter()
         .filter(|j| shared.claim_job(&j.id).map(|c| claims.push(c)).is_some())
         .collect();
     if jobs.is_empty() {
-        return Ok(Err(PassResult::Saturated));
+        // Work held by another thread is not "no work": the cluster comes back as soon as
+        // that thread lets go, instead of sleeping while its frames wait.
+        let busy = pending.held_elsewhere > 0 || found > 0;
+        return Ok(Err(if busy {
+            PassResult::Busy
+        } else {
+            PassResult::NoJobs
+        }));
     }
     let cap_pins = pin_caps(shared, conn, &jobs)?;
     let job_ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
@@ -78,6 +89,7 @@ pub(super) fn read_pass<'s>(
     };
     Ok(Ok(PassInput {
         jobs,
+        held_elsewhere: pending.held_elsewhere > 0 || claims.len() < found,
         _claims: claims,
         _cap_pins: cap_pins,
         layers,
