@@ -213,15 +213,18 @@ const JOB_COLUMNS: &str =
 const PENDING_OF_SHOW: &str = "FROM job j JOIN job_resource jr ON jr.pk_job = j.pk_job
           WHERE j.pk_show = $1 AND j.pk_facility = $2 AND j.str_state = 'PENDING' AND NOT j.b_paused";
 
+/// Whether the job `c` has a waiting layer the cluster's tags (`$3`) allow.
+const HAS_WORK: &str = "EXISTS (
+                SELECT 1 FROM layer l JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
+                 WHERE l.pk_job = c.pk_job AND ls.int_waiting_count > 0
+                   AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[])";
+
 /// Step 1 of the pass's job query: the show's first `$4` pending jobs in order, each with
 /// whether it has a waiting layer the cluster's tags (`$3`) allow. Only these pay for that
 /// test, so a pass does not test every pending job of a big show (the cost that grew with
 /// the farm, issue 14). The outer sort is on the inner query's own keys, which PostgreSQL
 /// reads in the order the inner sort left them.
-const PENDING_WALK: &str = "SELECT c.*, EXISTS (
-                SELECT 1 FROM layer l JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
-                 WHERE l.pk_job = c.pk_job AND ls.int_waiting_count > 0
-                   AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[])
+const PENDING_WALK: &str = "SELECT c.*, {has_work}
            FROM (SELECT {columns} {pending} ORDER BY o1 {d1}, o2 {d2}, o3 LIMIT $4) c
           ORDER BY c.o1 {d1}, c.o2 {d2}, c.o3";
 
@@ -236,8 +239,46 @@ const PENDING_BY_LAYERS: &str = "WITH w AS MATERIALIZED (
          SELECT {columns} {pending} AND j.pk_job IN (SELECT pk_job FROM w)
           ORDER BY o1 {d1}, o2 {d2}, o3 LIMIT $4";
 
+/// Step 2, from the hint: the jobs of `$4` (found by the last step 3 of the same cluster) in
+/// order, each with whether it still has a waiting layer the tags allow — the walk's test,
+/// on a few named jobs instead of the farm's waiting layers.
+const PENDING_OF_HINT: &str = "SELECT c.*, {has_work}
+           FROM (SELECT {columns} {pending} AND j.pk_job = ANY($4)) c
+          ORDER BY c.o1 {d1}, c.o2 {d2}, c.o3";
+
 /// How many of the show's first jobs step 1 looks at, per job a pass takes.
 const WALK_PER_JOB: i64 = 4;
+
+/// How many jobs step 3 returns per job a pass takes: the rest become the hint.
+const HINT_PER_JOB: i64 = 4;
+
+/// How long a hint is used: a job deeper in the order than the walk reaches that gains work
+/// waits at most this long to be seen (a bound chosen, not measured: a few passes).
+const HINT_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Jobs that the last layer-side read (step 3) of a cluster found beyond what its pass took,
+/// for the next passes of that cluster to test first: late in a drain, when the show's first
+/// jobs are booked out, this keeps the read of the farm's waiting layers to one pass in
+/// several (issue 14: 11 s of a 30 s drain at 10× the farm). A hint only: every job in it is
+/// tested for work again, and the read runs whenever the hint falls short or ages out.
+#[derive(Debug, Default)]
+pub(crate) struct JobHint {
+    ids: Vec<JobId>,
+    read_at: Option<std::time::Instant>,
+}
+
+impl JobHint {
+    /// The hint's jobs, while it is fresh.
+    fn fresh(&self) -> Option<&[JobId]> {
+        let fresh = self.read_at.is_some_and(|t| t.elapsed() < HINT_TTL);
+        (fresh && !self.ids.is_empty()).then_some(self.ids.as_slice())
+    }
+
+    /// True when it holds nothing worth keeping.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.fresh().is_none()
+    }
+}
 
 /// The sort keys `o1`–`o3` of `order` and whether `o1` and `o2` sort descending.
 fn order_keys(order: crate::config::JobOrder) -> (String, bool, bool) {
@@ -274,6 +315,7 @@ fn pending_sql(template: &str, order: crate::config::JobOrder) -> String {
     template
         .replace("{columns}", &JOB_COLUMNS.replace("{keys}", &keys))
         .replace("{pending}", PENDING_OF_SHOW)
+        .replace("{has_work}", HAS_WORK)
         .replace("{d1}", dir(d1))
         .replace("{d2}", dir(d2))
 }
@@ -329,7 +371,9 @@ pub(crate) struct Pending {
 /// Pending jobs of a show in a facility with a waiting layer whose tags overlap `tags`,
 /// highest priority first, oldest first among equals; up to `limit` of them that are not in
 /// `held` (jobs another booking thread is placing: they would only be claimed in vain, and
-/// a pass that took its `limit` from them would starve while later jobs wait).
+/// a pass that took its `limit` from them would starve while later jobs wait). `hint` is
+/// the cluster's [`JobHint`], read and renewed here.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pending_jobs(
     conn: &mut impl GenericClient,
     show: &ShowId,
@@ -338,8 +382,9 @@ pub(crate) fn pending_jobs(
     limit: i64,
     order: crate::config::JobOrder,
     held: &HashSet<JobId>,
+    hint: &mut JobHint,
 ) -> Result<Pending, DbError> {
-    // The held jobs may take slots of either step: ask for that many more.
+    // The held jobs may take slots of any step: ask for that many more.
     let wanted = limit.saturating_add(held.len() as i64);
     let walk = wanted.saturating_mul(WALK_PER_JOB);
     let walked = conn.query(
@@ -348,13 +393,40 @@ pub(crate) fn pending_jobs(
     )?;
     // The walk reached its cap with fewer jobs than asked: later jobs may have work.
     let capped = walked.len() as i64 >= walk;
-    let with_work = walked.into_iter().filter(|r| r.get::<_, bool>(r.len() - 1));
-    let mut rows = split_held(with_work, held, limit);
+    let walked: Vec<postgres::Row> = walked
+        .into_iter()
+        .filter(|r| r.get::<_, bool>(r.len() - 1))
+        .collect();
+    let mut rows = split_held(walked.iter().cloned(), held, limit);
+    // A lottery draws anew each pass: a hint would keep the last draw's order.
+    let hinted = order != crate::config::JobOrder::Proportional;
+    if capped && (rows.0.len() as i64) < limit && hinted {
+        if let Some(ids) = hint.fresh() {
+            let seen: HashSet<JobId> = walked.iter().map(|r| r.get(0)).collect();
+            let more = conn.query(
+                pending_sql(PENDING_OF_HINT, order).as_str(),
+                &[&show, &facility, &tags, &ids],
+            )?;
+            let more = more
+                .into_iter()
+                .filter(|r| r.get::<_, bool>(r.len() - 1) && !seen.contains(&r.get::<_, JobId>(0)));
+            rows = split_held(walked.iter().cloned().chain(more), held, limit);
+        }
+    }
     if capped && (rows.0.len() as i64) < limit {
+        let fetch = if hinted {
+            wanted.saturating_mul(HINT_PER_JOB)
+        } else {
+            wanted
+        };
         let found = conn.query(
             pending_sql(PENDING_BY_LAYERS, order).as_str(),
-            &[&show, &facility, &tags, &wanted],
+            &[&show, &facility, &tags, &fetch],
         )?;
+        *hint = JobHint {
+            ids: found.iter().map(|r| r.get(0)).collect(),
+            read_at: Some(std::time::Instant::now()),
+        };
         rows = split_held(found.into_iter(), held, limit);
     }
     let (rows, held_elsewhere) = rows;

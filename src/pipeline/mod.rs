@@ -109,6 +109,9 @@ pub struct Shared {
     /// its frames' guards and serialize on its `job_stat`/`layer_stat` rows. Shows have one
     /// owning instance, so this in-process claim is enough; the database guards still decide.
     pub busy_jobs: dashmap::DashSet<JobId>,
+    /// Per cluster key, the jobs its last layer-side job read found beyond what that pass
+    /// took (`db::jobs::JobHint`): a hint the next passes test first.
+    pub(crate) job_hints: dashmap::DashMap<String, db::jobs::JobHint>,
     /// Booking transactions of this instance running now (see `batch::Committer::commit`):
     /// a pass splits its batch only over the `batches_in_flight` slots nobody else uses.
     pub(crate) commits_in_flight: std::sync::atomic::AtomicUsize,
@@ -143,6 +146,7 @@ impl Shared {
             host_refresh,
             lease,
             busy_jobs: dashmap::DashSet::new(),
+            job_hints: dashmap::DashMap::new(),
             commits_in_flight: Default::default(),
             holds: crate::backfill::Holds::default(),
             waiting: waiting::WaitingReasons::default(),

@@ -189,13 +189,9 @@ fn priority_and_dispatch_order() {
     assert_eq!(frame, "0001-l", "frames book in dispatch order");
 }
 
-/// The pass's job query looks at the show's first jobs in order (four per job it takes)
-/// and, when those have no work the cluster's tags allow, asks from the other side (the
-/// waiting layers): a low-priority job behind 120 higher ones with nothing for this cluster
-/// is still found in the first pass.
-#[test]
-fn a_job_behind_many_without_work_for_the_cluster_is_found() {
-    let mut jobs: Vec<_> = (0..120)
+/// `n` jobs of priority 500 whose only layer is tagged for no host of the farm.
+fn high_jobs_with_no_work_here(n: usize) -> Vec<stagehand::sim::seed::JobSpec> {
+    (0..n)
         .map(|i| {
             let mut j = job(
                 &format!("other{i:03}"),
@@ -204,7 +200,16 @@ fn a_job_behind_many_without_work_for_the_cluster_is_found() {
             j.priority = 500;
             j
         })
-        .collect();
+        .collect()
+}
+
+/// The pass's job query looks at the show's first jobs in order (four per job it takes)
+/// and, when those have no work the cluster's tags allow, asks from the other side (the
+/// waiting layers): a low-priority job behind 120 higher ones with nothing for this cluster
+/// is still found in the first pass.
+#[test]
+fn a_job_behind_many_without_work_for_the_cluster_is_found() {
+    let mut jobs = high_jobs_with_no_work_here(120);
     let mut late = job("late", vec![LayerSpec::simple("l", "1-2", "general")]);
     late.priority = 1;
     jobs.push(late);
@@ -216,6 +221,41 @@ fn a_job_behind_many_without_work_for_the_cluster_is_found() {
         .unwrap()
         .get(0);
     assert_eq!(booked, 2);
+}
+
+/// Late in a drain the show's first jobs have no work left and the pass reads from the
+/// waiting layers' side; the jobs that read finds beyond its own pass are kept as the
+/// cluster's hint, so the next passes take them in order without reading the layers again.
+#[test]
+fn passes_after_a_layer_side_read_take_the_next_jobs_in_order() {
+    let mut jobs = high_jobs_with_no_work_here(60);
+    for (name, priority) in [("late_a", 30), ("late_b", 20), ("late_c", 10)] {
+        let mut late = job(name, vec![LayerSpec::simple("l", "1", "general")]);
+        late.priority = priority;
+        jobs.push(late);
+    }
+    let farm = Farm::new(&small_farm(1, 8, 32, &[], jobs), |c| {
+        c.scheduler.max_jobs_per_pass = 1;
+    });
+    let cluster = farm
+        .clusters()
+        .into_iter()
+        .find(|c| c.tags.iter().any(|t| t == "general"))
+        .unwrap();
+    let booked = |name: &str| -> i64 {
+        farm.client()
+            .query_one("SELECT count(*) FROM proc p JOIN job j ON j.pk_job = p.pk_job WHERE j.str_name = $1", &[&name])
+            .unwrap()
+            .get(0)
+    };
+    for (pass, name) in ["late_a", "late_b", "late_c"].into_iter().enumerate() {
+        assert_eq!(
+            farm.pass(&cluster),
+            stagehand::cluster::feed::PassResult::Booked(1)
+        );
+        assert_eq!(booked(name), 1, "pass {pass} books {name}");
+    }
+    farm.assert_clean_audit();
 }
 
 /// Work whose job another booking thread holds is not "no work": the pass says `Busy` (the

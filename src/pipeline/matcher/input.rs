@@ -43,6 +43,13 @@ pub(super) fn read_pass<'s>(
     let started = std::time::Instant::now();
     // A copy: no guard of the set is held across the query.
     let held: HashSet<JobId> = shared.busy_jobs.iter().map(|j| j.key().clone()).collect();
+    // Taken out for the query and put back after it: no guard is held across it, and the
+    // feed gives a cluster to one pass at a time.
+    let mut hint = shared
+        .job_hints
+        .remove(&cluster.key)
+        .map(|(_, h)| h)
+        .unwrap_or_default();
     let pending = db::jobs::pending_jobs(
         &mut **conn,
         &cluster.show,
@@ -51,7 +58,11 @@ pub(super) fn read_pass<'s>(
         i64::from(s.max_jobs_per_pass),
         s.job_order,
         &held,
+        &mut hint,
     )?;
+    if !hint.is_empty() {
+        shared.job_hints.insert(cluster.key.clone(), hint);
+    }
     metrics::JOB_QUERY_SECONDS.observe(started.elapsed().as_secs_f64());
     metrics::JOBS_QUERIED.inc_by(pending.jobs.len() as u64);
     // Claim the jobs before reading their frames: whoever held a job committed before letting
