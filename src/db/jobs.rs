@@ -384,9 +384,11 @@ pub(crate) fn pending_jobs(
     held: &HashSet<JobId>,
     hint: &mut JobHint,
 ) -> Result<Pending, DbError> {
-    // The held jobs may take slots of any step: ask for that many more.
-    let wanted = limit.saturating_add(held.len() as i64);
-    let walk = wanted.saturating_mul(WALK_PER_JOB);
+    // The held jobs may take slots of any step: ask for that many more (in the walk, rows:
+    // a held job is one row of it, so they do not multiply its length).
+    let held_n = held.len() as i64;
+    let wanted = limit.saturating_add(held_n);
+    let walk = limit.saturating_mul(WALK_PER_JOB).saturating_add(held_n);
     let walked = conn.query(
         pending_sql(PENDING_WALK, order).as_str(),
         &[&show, &facility, &tags, &walk],
@@ -407,9 +409,12 @@ pub(crate) fn pending_jobs(
                 pending_sql(PENDING_OF_HINT, order).as_str(),
                 &[&show, &facility, &tags, &ids],
             )?;
-            let more = more
+            let more: Vec<postgres::Row> = more
                 .into_iter()
-                .filter(|r| r.get::<_, bool>(r.len() - 1) && !seen.contains(&r.get::<_, JobId>(0)));
+                .filter(|r| r.get::<_, bool>(r.len() - 1) && !seen.contains(&r.get::<_, JobId>(0)))
+                .collect();
+            // A job found without work leaves the hint: the next test is smaller.
+            hint.ids = more.iter().map(|r| r.get(0)).collect();
             rows = split_held(walked.iter().cloned().chain(more), held, limit);
         }
     }
