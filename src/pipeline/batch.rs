@@ -8,11 +8,11 @@
 use std::{
     collections::{HashMap, HashSet},
     hash::Hash,
-    sync::atomic::{AtomicUsize, Ordering},
     time::Instant,
 };
 
 use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex};
 
 use super::{Shared, launch::LaunchTask, waiting::Reason};
 use crate::{
@@ -122,14 +122,21 @@ impl Committer<'_> {
     /// Into how many parts `batch` may be split now: the free slots of `batches_in_flight`,
     /// at least [`MIN_SPLIT`] frames a part, at most one part per job.
     fn parts_for(&self, batch: &[Planned]) -> usize {
-        let running = self.shared.commits_in_flight.load(Ordering::Acquire);
-        let free = self
-            .config
-            .scheduler
-            .batches_in_flight
-            .saturating_sub(running);
+        let running = self.shared.commit_gate.running();
+        let free = self.slots().saturating_sub(running);
         let jobs: HashSet<&JobId> = batch.iter().map(|p| &p.placement.job).collect();
         free.min(batch.len() / MIN_SPLIT).min(jobs.len()).max(1)
+    }
+
+    /// This instance's share of `batches_in_flight`: the setting divided among the live
+    /// instances (rounded up), so several instances together keep about as many
+    /// transactions running as the database server has cores.
+    fn slots(&self) -> usize {
+        let instances = self.shared.lease.host_share().map_or(1, |(n, _)| n.max(1));
+        self.config
+            .scheduler
+            .batches_in_flight
+            .div_ceil(instances as usize)
     }
 
     /// Commits `batch` in one transaction; returns each frame's layer and result, in order.
@@ -144,7 +151,8 @@ impl Committer<'_> {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let _running = InFlightSlot::take(&self.shared.commits_in_flight);
+        // Waited for before the transaction begins: a waiting batch holds no row lock.
+        let _slot = self.shared.commit_gate.enter(self.slots());
         let placements: Vec<Placement> = batch.iter().map(|p| p.placement.clone()).collect();
         let ticket = self.shared.index.begin_refresh();
         let started = Instant::now();
@@ -334,19 +342,39 @@ fn spare_connection(pool: &db::Pool) -> Option<db::Conn> {
     None
 }
 
-/// One booking transaction counted in `Shared::commits_in_flight` while it lives.
-struct InFlightSlot<'a>(&'a AtomicUsize);
+/// The booking transactions of this instance running now, and the wait for a free one: at
+/// most `batches_in_flight` divided among the live instances (the setting is the database
+/// server's, and every instance writes to the same server), at least one.
+#[derive(Default)]
+pub(crate) struct CommitGate {
+    running: Mutex<usize>,
+    freed: Condvar,
+}
 
-impl<'a> InFlightSlot<'a> {
-    fn take(count: &'a AtomicUsize) -> InFlightSlot<'a> {
-        count.fetch_add(1, Ordering::AcqRel);
-        InFlightSlot(count)
+impl CommitGate {
+    /// Transactions running now.
+    pub(crate) fn running(&self) -> usize {
+        *self.running.lock()
+    }
+
+    /// Waits until fewer than `limit` run, then counts one more until the slot drops.
+    fn enter(&self, limit: usize) -> CommitSlot<'_> {
+        let mut running = self.running.lock();
+        while *running >= limit.max(1) {
+            self.freed.wait(&mut running);
+        }
+        *running += 1;
+        CommitSlot(self)
     }
 }
 
-impl Drop for InFlightSlot<'_> {
+/// One booking transaction counted in a [`CommitGate`] while it lives.
+struct CommitSlot<'a>(&'a CommitGate);
+
+impl Drop for CommitSlot<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        *self.0.running.lock() -= 1;
+        self.0.freed.notify_one();
     }
 }
 

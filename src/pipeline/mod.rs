@@ -112,9 +112,10 @@ pub struct Shared {
     /// Per cluster key, the jobs its last layer-side job read found beyond what that pass
     /// took (`db::jobs::JobHint`): a hint the next passes test first.
     pub(crate) job_hints: dashmap::DashMap<String, db::jobs::JobHint>,
-    /// Booking transactions of this instance running now (see `batch::Committer::commit`):
-    /// a pass splits its batch only over the `batches_in_flight` slots nobody else uses.
-    pub(crate) commits_in_flight: std::sync::atomic::AtomicUsize,
+    /// Booking transactions of this instance running now, at most its share of
+    /// `batches_in_flight` (see `batch::Committer::commit`); a pass splits its batch only
+    /// over the slots nobody else uses.
+    pub(crate) commit_gate: batch::CommitGate,
     /// Hosts reserved for wide frames (a snapshot of `stagehand.host_reservation`).
     pub holds: crate::backfill::Holds,
     /// Why waiting frames are not booked, per layer, as the passes saw it.
@@ -147,7 +148,7 @@ impl Shared {
             lease,
             busy_jobs: dashmap::DashSet::new(),
             job_hints: dashmap::DashMap::new(),
-            commits_in_flight: Default::default(),
+            commit_gate: Default::default(),
             holds: crate::backfill::Holds::default(),
             waiting: waiting::WaitingReasons::default(),
             sized: sized::SizedLayers::default(),
