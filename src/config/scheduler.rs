@@ -54,9 +54,9 @@ pub struct SchedulerConfig {
     pub batch_size: usize,
     /// Guarded batches committed at once against the database server, divided among the
     /// live instances (rounded up); a batch waits for a free slot before its transaction
-    /// begins. While fewer are in flight, a pass splits its batch by job over the spare ones
-    /// (at least [`MIN_SPLIT`] frames each), so a lone busy cluster still uses several
-    /// PostgreSQL cores. Size it to the database server's cores.
+    /// begins. While no other batch of the instance is in flight, a pass splits its batch by
+    /// job over its slots (at least [`MIN_SPLIT`] frames each), so a lone busy cluster still
+    /// uses several PostgreSQL cores. Size it to the database server's cores.
     pub batches_in_flight: usize,
     /// MANUAL and HARDWARE tags per cluster.
     pub manual_tags_chunk_size: usize,
