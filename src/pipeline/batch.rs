@@ -120,7 +120,7 @@ impl Committer<'_> {
 
     /// Into how many parts `batch` may be split now: none while another booking
     /// transaction of this instance runs (then the database's cores are shared already,
-    /// and smaller batches only cost more per frame: a cold fill paid ~7 % more PostgreSQL
+    /// and smaller batches only cost more per frame: a cold fill paid ~6 % more PostgreSQL
     /// CPU per frame when every pass split into the free slots); otherwise this instance's
     /// slots, at least [`MIN_SPLIT`] frames a part, at most one part per job.
     fn parts_for(&self, batch: &[Planned]) -> usize {
