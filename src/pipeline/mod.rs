@@ -113,8 +113,8 @@ pub struct Shared {
     /// took (`db::jobs::JobHint`): a hint the next passes test first.
     pub(crate) job_hints: dashmap::DashMap<String, db::jobs::JobHint>,
     /// Booking transactions of this instance running now, at most its share of
-    /// `batches_in_flight` (see `batch::Committer::commit`); a pass splits its batch only
-    /// over the slots nobody else uses.
+    /// `batches_in_flight` when several instances share the database (see
+    /// `batch::Committer::commit`); a pass splits its batch only while none runs.
     pub(crate) commit_gate: batch::CommitGate,
     /// Hosts reserved for wide frames (a snapshot of `stagehand.host_reservation`).
     pub holds: crate::backfill::Holds,
