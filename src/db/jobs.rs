@@ -368,19 +368,42 @@ pub(crate) struct Pending {
     pub(crate) held_elsewhere: usize,
 }
 
-/// Pending jobs of a show in a facility with a waiting layer whose tags overlap `tags`,
-/// highest priority first, oldest first among equals; up to `limit` of them that are not in
-/// `held` (jobs another booking thread is placing: they would only be claimed in vain, and
-/// a pass that took its `limit` from them would starve while later jobs wait). `hint` is
-/// the cluster's [`JobHint`], read and renewed here.
-#[allow(clippy::too_many_arguments)]
+/// What a pass's job query is about: the show in a facility, the cluster's tags, the order.
+pub(crate) struct JobQuery<'a> {
+    /// `job.pk_show`.
+    pub(crate) show: &'a ShowId,
+    /// `job.pk_facility`.
+    pub(crate) facility: &'a FacilityId,
+    /// The cluster's host tags: a job has work when a waiting layer's tags overlap them.
+    pub(crate) tags: &'a [String],
+    /// The pass's job order.
+    pub(crate) order: crate::config::JobOrder,
+}
+
+impl JobQuery<'_> {
+    /// Runs `template` (one of the `PENDING_*` statements) with `$4` = `fourth`.
+    fn rows(
+        &self,
+        conn: &mut impl GenericClient,
+        template: &str,
+        fourth: &(dyn postgres::types::ToSql + Sync),
+    ) -> Result<Vec<postgres::Row>, DbError> {
+        let sql = pending_sql(template, self.order);
+        Ok(conn.query(
+            sql.as_str(),
+            &[&self.show, &self.facility, &self.tags, fourth],
+        )?)
+    }
+}
+
+/// Pending jobs of the query's show with a waiting layer its tags allow, in its order; up to
+/// `limit` of them that are not in `held` (jobs another booking thread is placing: they would
+/// only be claimed in vain, and a pass that took its `limit` from them would starve while
+/// later jobs wait). `hint` is the cluster's [`JobHint`], read and renewed here.
 pub(crate) fn pending_jobs(
     conn: &mut impl GenericClient,
-    show: &ShowId,
-    facility: &FacilityId,
-    tags: &[String],
+    q: &JobQuery<'_>,
     limit: i64,
-    order: crate::config::JobOrder,
     held: &HashSet<JobId>,
     hint: &mut JobHint,
 ) -> Result<Pending, DbError> {
@@ -389,32 +412,15 @@ pub(crate) fn pending_jobs(
     let held_n = held.len() as i64;
     let wanted = limit.saturating_add(held_n);
     let walk = limit.saturating_mul(WALK_PER_JOB).saturating_add(held_n);
-    let walked = conn.query(
-        pending_sql(PENDING_WALK, order).as_str(),
-        &[&show, &facility, &tags, &walk],
-    )?;
+    let walked = q.rows(conn, PENDING_WALK, &walk)?;
     // The walk reached its cap with fewer jobs than asked: later jobs may have work.
     let capped = walked.len() as i64 >= walk;
-    let walked: Vec<postgres::Row> = walked
-        .into_iter()
-        .filter(|r| r.get::<_, bool>(r.len() - 1))
-        .collect();
+    let walked: Vec<postgres::Row> = walked.into_iter().filter(has_work).collect();
     let mut rows = split_held(walked.iter().cloned(), held, limit);
     // A lottery draws anew each pass: a hint would keep the last draw's order.
-    let hinted = order != crate::config::JobOrder::Proportional;
+    let hinted = q.order != crate::config::JobOrder::Proportional;
     if capped && (rows.0.len() as i64) < limit && hinted {
-        if let Some(ids) = hint.fresh() {
-            let seen: HashSet<JobId> = walked.iter().map(|r| r.get(0)).collect();
-            let more = conn.query(
-                pending_sql(PENDING_OF_HINT, order).as_str(),
-                &[&show, &facility, &tags, &ids],
-            )?;
-            let more: Vec<postgres::Row> = more
-                .into_iter()
-                .filter(|r| r.get::<_, bool>(r.len() - 1) && !seen.contains(&r.get::<_, JobId>(0)))
-                .collect();
-            // A job found without work leaves the hint: the next test is smaller.
-            hint.ids = more.iter().map(|r| r.get(0)).collect();
+        if let Some(more) = from_hint(conn, q, hint, &walked)? {
             rows = split_held(walked.iter().cloned().chain(more), held, limit);
         }
     }
@@ -424,10 +430,7 @@ pub(crate) fn pending_jobs(
         } else {
             wanted
         };
-        let found = conn.query(
-            pending_sql(PENDING_BY_LAYERS, order).as_str(),
-            &[&show, &facility, &tags, &fetch],
-        )?;
+        let found = q.rows(conn, PENDING_BY_LAYERS, &fetch)?;
         *hint = JobHint {
             ids: found.iter().map(|r| r.get(0)).collect(),
             read_at: Some(std::time::Instant::now()),
@@ -435,32 +438,59 @@ pub(crate) fn pending_jobs(
         rows = split_held(found.into_iter(), held, limit);
     }
     let (rows, held_elsewhere) = rows;
-    let jobs = rows
-        .iter()
-        .map(|r| PendingJob {
-            id: r.get(0),
-            name: r.get(1),
-            show: r.get(2),
-            folder: r.get(3),
-            dept: r.get(4),
-            priority: r.get(5),
-            show_name: r.get(6),
-            shot: r.get(7),
-            user: r.get(8),
-            uid: r.get(9),
-            os: r.get(10),
-            log_dir: r.get(11),
-            loki_url: r.get(12),
-            max_cores: r.get(13),
-            max_gpus: r.get(14),
-            min_cores: r.get(15),
-            age_secs: r.get(16),
-        })
-        .collect();
     Ok(Pending {
-        jobs,
+        jobs: rows.iter().map(pending_job).collect(),
         held_elsewhere,
     })
+}
+
+/// Whether a row of the walk or the hint's test (its last column) has work for the cluster.
+fn has_work(row: &postgres::Row) -> bool {
+    row.get::<_, bool>(row.len() - 1)
+}
+
+/// The hint's jobs that still have work and are not among `walked`, in order (`None`: no
+/// fresh hint). A job found without work leaves the hint, so the next test is smaller.
+fn from_hint(
+    conn: &mut impl GenericClient,
+    q: &JobQuery<'_>,
+    hint: &mut JobHint,
+    walked: &[postgres::Row],
+) -> Result<Option<Vec<postgres::Row>>, DbError> {
+    let Some(ids) = hint.fresh() else {
+        return Ok(None);
+    };
+    let seen: HashSet<JobId> = walked.iter().map(|r| r.get(0)).collect();
+    let more: Vec<postgres::Row> = q
+        .rows(conn, PENDING_OF_HINT, &ids)?
+        .into_iter()
+        .filter(|r| has_work(r) && !seen.contains(&r.get::<_, JobId>(0)))
+        .collect();
+    hint.ids = more.iter().map(|r| r.get(0)).collect();
+    Ok(Some(more))
+}
+
+/// A row of the `PENDING_*` statements as a [`PendingJob`] (columns in `JOB_COLUMNS` order).
+fn pending_job(r: &postgres::Row) -> PendingJob {
+    PendingJob {
+        id: r.get(0),
+        name: r.get(1),
+        show: r.get(2),
+        folder: r.get(3),
+        dept: r.get(4),
+        priority: r.get(5),
+        show_name: r.get(6),
+        shot: r.get(7),
+        user: r.get(8),
+        uid: r.get(9),
+        os: r.get(10),
+        log_dir: r.get(11),
+        loki_url: r.get(12),
+        max_cores: r.get(13),
+        max_gpus: r.get(14),
+        min_cores: r.get(15),
+        age_secs: r.get(16),
+    }
 }
 
 /// The first `limit` rows whose job is not in `held`, and how many rows were held.

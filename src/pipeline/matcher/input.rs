@@ -40,31 +40,7 @@ pub(super) fn read_pass<'s>(
     config: &Config,
 ) -> Result<Result<PassInput<'s>, PassResult>, db::DbError> {
     let s = &config.scheduler;
-    let started = std::time::Instant::now();
-    // A copy: no guard of the set is held across the query.
-    let held: HashSet<JobId> = shared.busy_jobs.iter().map(|j| j.key().clone()).collect();
-    // Taken out for the query and put back after it: no guard is held across it, and the
-    // feed gives a cluster to one pass at a time.
-    let mut hint = shared
-        .job_hints
-        .remove(&cluster.key)
-        .map(|(_, h)| h)
-        .unwrap_or_default();
-    let pending = db::jobs::pending_jobs(
-        &mut **conn,
-        &cluster.show,
-        &cluster.facility,
-        &cluster.tags,
-        i64::from(s.max_jobs_per_pass),
-        s.job_order,
-        &held,
-        &mut hint,
-    )?;
-    if !hint.is_empty() {
-        shared.job_hints.insert(cluster.key.clone(), hint);
-    }
-    metrics::JOB_QUERY_SECONDS.observe(started.elapsed().as_secs_f64());
-    metrics::JOBS_QUERIED.inc_by(pending.jobs.len() as u64);
+    let pending = query_jobs(shared, conn, cluster, config)?;
     // Claim the jobs before reading their frames: whoever held a job committed before letting
     // go of it, so the frames read below are current.
     let mut claims = Vec::new();
@@ -107,6 +83,41 @@ pub(super) fn read_pass<'s>(
         job_env,
         layer_env,
     }))
+}
+
+/// The pass's job query, skipping the jobs other booking threads hold, with the cluster's
+/// job hint.
+fn query_jobs(
+    shared: &Shared,
+    conn: &mut db::Conn,
+    cluster: &Cluster,
+    config: &Config,
+) -> Result<db::jobs::Pending, db::DbError> {
+    let s = &config.scheduler;
+    let started = std::time::Instant::now();
+    // A copy: no guard of the set is held across the query.
+    let held: HashSet<JobId> = shared.busy_jobs.iter().map(|j| j.key().clone()).collect();
+    // Taken out for the query and put back after it: no guard is held across it, and the
+    // feed gives a cluster to one pass at a time.
+    let mut hint = shared
+        .job_hints
+        .remove(&cluster.key)
+        .map(|(_, h)| h)
+        .unwrap_or_default();
+    let query = db::jobs::JobQuery {
+        show: &cluster.show,
+        facility: &cluster.facility,
+        tags: &cluster.tags,
+        order: s.job_order,
+    };
+    let limit = i64::from(s.max_jobs_per_pass);
+    let pending = db::jobs::pending_jobs(&mut **conn, &query, limit, &held, &mut hint)?;
+    if !hint.is_empty() {
+        shared.job_hints.insert(cluster.key.clone(), hint);
+    }
+    metrics::JOB_QUERY_SECONDS.observe(started.elapsed().as_secs_f64());
+    metrics::JOBS_QUERIED.inc_by(pending.jobs.len() as u64);
+    Ok(pending)
 }
 
 /// Job and folder caps are read with the pass, so a new job or folder is never unbounded;
