@@ -51,8 +51,8 @@ pub enum PassResult {
     Error,
     /// The pass was cut short by shutdown.
     Stopped,
-    /// Nothing was booked, and work of the cluster was held by another booking thread of
-    /// this process: the cluster comes back after [`BUSY_RETRY`], not after a sleep.
+    /// The pass found work only in jobs another booking thread of this process held: the
+    /// cluster comes back after [`BUSY_RETRY`], not after a sleep.
     Busy,
 }
 

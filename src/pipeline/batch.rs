@@ -61,8 +61,9 @@ impl Committer<'_> {
     /// Commits `batch`: in one transaction on `conn`, or — while no other booking
     /// transaction of this instance runs — split by job into parts committed side by side
     /// on spare pool connections, so one busy cluster still keeps several PostgreSQL cores
-    /// writing (issue 14: the tail of a drain was one cluster's batches, one at a time). Parts never share a job, so they never wait on each
-    /// other's `job_stat` rows; a host two parts share is locked in key order by both.
+    /// writing (issue 14: the tail of a drain was one cluster's batches, one at a time).
+    /// Parts never share a job, so they never wait on each other's `job_stat` rows; a host
+    /// two parts share is locked in key order by both.
     /// Returns each frame's layer and result; the first error of a part, after every other
     /// part has finished (their booked frames are launched either way).
     pub(super) fn commit(

@@ -93,14 +93,13 @@ fn run(
     };
     m.match_jobs(&input)?;
     m.flush()?;
-    let held_elsewhere = input.held_elsewhere;
     // The claims and pins go only now, after the last batch committed.
     drop(input);
     m.record_tallies();
+    // A pass that had jobs of its own and booked none is saturated even when other jobs were
+    // held elsewhere: retrying it every `BUSY_RETRY` would spin on a full farm.
     Ok(if m.booked > 0 {
         PassResult::Booked(m.booked)
-    } else if held_elsewhere {
-        PassResult::Busy
     } else {
         PassResult::Saturated
     })

@@ -20,8 +20,6 @@ use crate::{
 /// pinned, their layers with WAITING frames and the environments RQD needs.
 pub(super) struct PassInput<'s> {
     pub(super) jobs: Vec<PendingJob>,
-    /// Work of the cluster was passed over because another booking thread held its job.
-    pub(super) held_elsewhere: bool,
     /// Held for their drop, which comes only after the last batch committed (see `matcher::run`):
     /// the job claims of this booking thread and the pins of the jobs' caps.
     _claims: Vec<JobClaim<'s>>,
@@ -76,7 +74,6 @@ pub(super) fn read_pass<'s>(
     };
     Ok(Ok(PassInput {
         jobs,
-        held_elsewhere: pending.held_elsewhere > 0 || claims.len() < found,
         _claims: claims,
         _cap_pins: cap_pins,
         layers,
