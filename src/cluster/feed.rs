@@ -236,7 +236,7 @@ impl Feed {
         let facility = if config.scheduler.facility.is_empty() {
             None
         } else {
-            let Some(id) = db::jobs::facility_id(&mut *conn, &config.scheduler.facility)? else {
+            let Some(id) = db::jobs::facility_id(conn.client(), &config.scheduler.facility)? else {
                 log::error!(
                     "facility {:?} does not exist; booking nothing",
                     config.scheduler.facility
@@ -245,8 +245,8 @@ impl Feed {
             };
             Some(id)
         };
-        let rows = db::jobs::cluster_tags(&mut *conn, facility.as_ref())?;
-        let subs = db::jobs::subscriptions(&mut *conn)?;
+        let rows = db::jobs::cluster_tags(conn.client(), facility.as_ref())?;
+        let subs = db::jobs::subscriptions(conn.client())?;
         let options = BuildOptions {
             ignore_tags: config.scheduler.ignore_tags.clone(),
             manual_chunk: config.scheduler.manual_tags_chunk_size,
@@ -312,7 +312,7 @@ impl Feed {
             .pool
             .get()
             .map_err(db::DbError::from)
-            .and_then(|mut c| db::jobs::active_tags(&mut *c));
+            .and_then(|mut c| db::jobs::active_tags(c.client()));
         metrics::ACTIVE_SCAN_SECONDS.observe(started.elapsed().as_secs_f64());
         let active = match scanned {
             Ok(active) => active,
@@ -352,7 +352,7 @@ impl Feed {
             .pool
             .get()
             .map_err(db::DbError::from)
-            .and_then(|mut c| db::jobs::work_probe(&mut *c));
+            .and_then(|mut c| db::jobs::work_probe(c.client()));
         match read {
             Ok(probe) => {
                 if self

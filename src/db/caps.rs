@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use postgres::Transaction;
+use crate::db::session::Tx;
 
 use super::{DbError, booking::Placement};
 use crate::{
@@ -52,7 +52,7 @@ impl Room {
 
 /// The placements of `live` (indices into `placements`, in batch order) that a cap refuses.
 pub(super) fn refused(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     placements: &[Placement],
     live: &[usize],
     inflight: &InFlight,
@@ -124,7 +124,7 @@ impl<'a> Keys<'a> {
 /// Locks the cap rows FOR SHARE in key order (the recompute updates them in the same order),
 /// in one statement: the scalar subqueries of its one row run in order, subscriptions, jobs,
 /// folders, each table's rows in key order.
-fn lock(tx: &mut Transaction<'_>, k: &Keys<'_>) -> Result<(), DbError> {
+fn lock(tx: &mut Tx<'_>, k: &Keys<'_>) -> Result<(), DbError> {
     tx.execute(
         "WITH s AS (SELECT 1 FROM subscription s
                       JOIN unnest($1::text[], $2::text[]) AS b(show, alloc)
@@ -143,7 +143,7 @@ fn lock(tx: &mut Transaction<'_>, k: &Keys<'_>) -> Result<(), DbError> {
 /// Room under every cap of the batch after what committed procs hold (a new statement, so a
 /// fresh snapshot after the locks). Unlimited dimensions (Cuebot: ≤ 0) have no room entry;
 /// a subscription that does not exist has room 0.
-fn read_rooms(tx: &mut Transaction<'_>, k: &Keys<'_>) -> Result<HashMap<String, Room>, DbError> {
+fn read_rooms(tx: &mut Tx<'_>, k: &Keys<'_>) -> Result<HashMap<String, Room>, DbError> {
     let rows = tx.query(
         // A subscription's usage is first bounded by what is in use on its allocation's hosts
         // (int_cores - int_cores_idle, which every writer keeps equal to the host's procs in
@@ -227,7 +227,7 @@ fn tight_subs<'p>(
 /// Replaces the bounded room of `subs` by the exact one: the burst less what the show's
 /// committed procs on the allocation's hosts hold (local dispatch does not count).
 fn exact_subs(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     subs: &[(&str, &str)],
     rooms: &mut HashMap<String, Room>,
 ) -> Result<(), DbError> {

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use postgres::Transaction;
+use crate::db::session::Tx;
 
 use super::{DbError, booking::Placement, reservations::HOLD_BLOCKS, resources_at};
 use crate::model::Resources;
@@ -85,7 +85,7 @@ impl<'a> HostColumns<'a> {
 /// The hosts of `c` that no longer have room, and those whose reservation refuses the
 /// frames, read without locks; the current idle values of the short ones go to `stale`.
 pub(super) fn read_short_hosts(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     c: &HostColumns<'_>,
     ping_timeout_secs: f64,
     stale: &mut Vec<(String, Resources)>,
@@ -119,7 +119,7 @@ pub(super) fn read_short_hosts(
 /// Locks the hosts of `c` in key order and takes each host's total in one guarded update;
 /// returns the hosts that had room (and are still OPEN).
 pub(super) fn decrement_hosts(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     c: &HostColumns<'_>,
     ping_timeout_secs: f64,
 ) -> Result<BTreeSet<String>, DbError> {
@@ -150,7 +150,7 @@ pub(super) fn decrement_hosts(
 
 /// The idle resources of `hosts` now, for the index to correct hosts that lost the guard.
 pub(super) fn idle_now(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     hosts: &[&str],
 ) -> Result<Vec<(String, Resources)>, DbError> {
     Ok(tx

@@ -13,7 +13,7 @@ use crate::ids::{FrameId, ProcId, ShowId};
 /// that calls RQD within the claim budget of a moment taken before that transaction began
 /// needs no claim statement of its own (see `pipeline::launch`).
 pub(super) fn record(
-    tx: &mut impl GenericClient,
+    tx: &mut super::session::Tx<'_>,
     procs: &[&str],
     frames: &[&str],
     shows: &[&str],

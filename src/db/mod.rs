@@ -15,6 +15,7 @@ pub mod licenses;
 pub mod migrate;
 pub mod recompute;
 pub mod reservations;
+pub mod session;
 pub(crate) mod status;
 
 use std::{
@@ -23,15 +24,14 @@ use std::{
 };
 
 use postgres::NoTls;
-use r2d2_postgres::PostgresConnectionManager;
 
 use crate::{config::DatabaseConfig, model::Resources};
 
 /// The connection pool shared by the worker threads.
-pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+pub type Pool = r2d2::Pool<session::Manager>;
 
 /// A connection checked out of the [`Pool`].
-pub(crate) type Conn = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+pub(crate) type Conn = r2d2::PooledConnection<session::Manager>;
 
 /// A failed database operation.
 #[derive(Debug, thiserror::Error)]
@@ -123,7 +123,7 @@ pub(crate) fn connection_config(db: &DatabaseConfig) -> Result<postgres::Config,
 /// Builds the pool without waiting for the database: a service started while PostgreSQL is
 /// down comes up, reports not ready, and connects when the database does.
 pub fn pool(db: &DatabaseConfig) -> Result<Pool, DbError> {
-    let manager = PostgresConnectionManager::new(connection_config(db)?, NoTls);
+    let manager = session::Manager::new(connection_config(db)?);
     Ok(r2d2::Pool::builder()
         .max_size(db.pool_size)
         .min_idle(Some(0))

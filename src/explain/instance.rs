@@ -18,7 +18,7 @@ pub fn explain_here(status: &StatusHandle, target: &Target) -> Result<Explanatio
     let shared = &status.shared;
     let config = shared.config.load_full();
     let mut conn = shared.pool.get().map_err(crate::db::DbError::from)?;
-    let mut explanation = explain(&mut *conn, &config, target)?;
+    let mut explanation = explain(conn.client(), &config, target)?;
     annotate(&mut explanation, status);
     Ok(explanation)
 }

@@ -111,7 +111,7 @@ fn read_database(shared: &Shared) -> Result<StatusRows, String> {
         .pool
         .get_timeout(CONNECTION_WAIT)
         .map_err(|e| format!("no connection: {e}"))?;
-    crate::db::status::read(&mut *conn, &filter).map_err(|e| e.to_string())
+    crate::db::status::read(conn.client(), &filter).map_err(|e| e.to_string())
 }
 
 /// Frames booked per second by show name over the samples of the last [`RATE_WINDOW`]; on the

@@ -250,7 +250,15 @@ impl Committer<'_> {
             licenses: crate::licenses::rules(&self.config.licenses),
         };
         let inflight = self.inflight(placements);
-        db::booking::book_batch(conn, placements, &options, self.fence.as_ref(), &inflight)
+        let (client, prepared) = conn.parts();
+        db::booking::book_batch_prepared(
+            client,
+            prepared,
+            placements,
+            &options,
+            self.fence.as_ref(),
+            &inflight,
+        )
     }
 
     /// What this instance has charged and not committed under the batch's shared caps, read

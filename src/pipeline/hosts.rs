@@ -40,8 +40,9 @@ fn refresh_full(shared: &Shared) -> Result<(usize, ChangeMark), db::DbError> {
     let mut conn = shared.pool.get()?;
     let facility = facility(&mut conn, &config.scheduler.facility)?;
     let ticket = shared.index.begin_refresh();
-    let mark = db::hosts::change_mark(&mut *conn)?;
-    let rows = db::hosts::eligible_hosts(&mut *conn, facility.as_ref(), config.hosts.ping_timeout)?;
+    let mark = db::hosts::change_mark(conn.client())?;
+    let rows =
+        db::hosts::eligible_hosts(conn.client(), facility.as_ref(), config.hosts.ping_timeout)?;
     drop(conn);
     let records: Vec<HostRecord> = rows.into_iter().filter_map(record).collect();
     let count = records.len();
@@ -112,7 +113,7 @@ fn record(row: HostRow) -> Option<HostRecord> {
 /// WAITING) and the frames held back by start-after times. Runs beside every host refresh.
 pub fn refresh_reservations(shared: &Shared) -> Result<(), db::DbError> {
     let mut conn = shared.pool.get()?;
-    let (holds, dropped) = db::reservations::load(&mut *conn)?;
+    let (holds, dropped) = db::reservations::load(conn.client())?;
     if dropped > 0 {
         metrics::WIDE_RESERVATION_EVENTS
             .with_label_values(&["dropped"])
@@ -126,7 +127,7 @@ pub fn refresh_reservations(shared: &Shared) -> Result<(), db::DbError> {
         .as_ref()
         .as_ref()
         .map(|f| f.epochs.keys().cloned().collect());
-    let held_back = db::jobs::start_after_waiting(&mut *conn, shows.as_deref())?;
+    let held_back = db::jobs::start_after_waiting(conn.client(), shows.as_deref())?;
     shared.waiting.set_start_after(held_back);
     Ok(())
 }

@@ -55,7 +55,8 @@ pub(crate) fn reserve(
     };
     let ids: Vec<HostId> = candidates.iter().map(|c| c.id.clone()).collect();
     let mut running: HashMap<HostId, Vec<Running>> = HashMap::new();
-    for (host, r) in db::reservations::running_on(&mut **conn, &ids, i64::from(cfg.min_history))? {
+    for (host, r) in db::reservations::running_on(conn.client(), &ids, i64::from(cfg.min_history))?
+    {
         running.entry(host).or_default().push(r);
     }
     let best = candidates
@@ -151,7 +152,7 @@ fn take(
     host: &Capable,
     wide: &WideFrame<'_>,
 ) -> Result<Option<Hold>, db::DbError> {
-    let Some((shadow, expires)) = db::reservations::insert(&mut **conn, new)? else {
+    let Some((shadow, expires)) = db::reservations::insert(conn.client(), new)? else {
         return Ok(None);
     };
     let need = new.need;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use stagehand::{
-    db::booking::{BookOptions, GuardLoss, book_batch},
+    db::booking::{BookOptions, GuardLoss, book_batch, book_batch_prepared},
     model::{CORE, TagType, ThreadMode},
     sim::{
         fake_rqd::{Behaviour, FakeRqd, FleetOptions},
@@ -11,7 +11,7 @@ use stagehand::{
     },
 };
 
-use crate::common::{Farm, job, placements_for_all_frames, small_farm};
+use crate::common::{Farm, book_options, job, placements_for_all_frames, small_farm};
 
 fn one_layer(layer: LayerSpec) -> Vec<stagehand::sim::seed::JobSpec> {
     vec![job("j", vec![layer])]
@@ -362,6 +362,85 @@ fn a_frame_stolen_mid_batch_drops_alone() {
     .unwrap();
     assert_eq!(outcome.results[0], Err(GuardLoss::Frame));
     assert!(outcome.results[1].is_ok());
+    farm.assert_clean_audit();
+}
+
+/// A pooled session prepares the booking's statements once and keeps them; PostgreSQL may plan
+/// a prepared statement generically from its sixth run, so the later batches here may run on
+/// generic plans, and the frame and host guards must still hold on them.
+#[test]
+fn a_pooled_session_keeps_the_booking_prepared_and_every_guard() {
+    let farm = Farm::new(
+        &small_farm(
+            1,
+            16,
+            32,
+            &[],
+            one_layer(LayerSpec::simple("l", "1-12", "general")),
+        ),
+        |_| {},
+    );
+    let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
+    let host = placements[0].host.to_string();
+    let pool = farm.db.pool();
+    let mut conn = pool.get().unwrap();
+    let mut kept = Vec::new();
+    for (i, p) in placements.iter().enumerate() {
+        let mut other = farm.client();
+        let idle: i64 = other
+            .query_one(
+                "SELECT int_cores_idle::bigint FROM host WHERE pk_host = $1",
+                &[&host],
+            )
+            .unwrap()
+            .get(0);
+        match i {
+            // Another writer moves the frame on after the pass read it.
+            8 => other.execute(
+                "UPDATE frame SET int_version = int_version + 1 WHERE pk_frame = $1",
+                &[&p.frame],
+            ),
+            // Another writer fills the host (given back below).
+            10 => other.execute(
+                "UPDATE host SET int_cores_idle = 0 WHERE pk_host = $1",
+                &[&host],
+            ),
+            _ => Ok(0),
+        }
+        .unwrap();
+        let (client, prepared) = conn.parts();
+        let outcome = book_batch_prepared(
+            client,
+            prepared,
+            std::slice::from_ref(p),
+            &book_options(),
+            None,
+            &Default::default(),
+        )
+        .unwrap();
+        kept.push(prepared.len());
+        let want = match i {
+            8 => Err(GuardLoss::Frame),
+            10 => Err(GuardLoss::HostCapacity),
+            _ => Ok(1),
+        };
+        assert_eq!(outcome.results[0].map(|_| 1), want, "batch {i}");
+        if i == 10 {
+            other
+                .execute(
+                    "UPDATE host SET int_cores_idle = $2 WHERE pk_host = $1",
+                    &[&host, &idle],
+                )
+                .unwrap();
+        }
+    }
+    assert!(kept[0] > 0, "the first batch prepared its statements");
+    assert!(
+        kept.iter().all(|&n| n == kept[0]),
+        "kept and reused: {kept:?}"
+    );
+    assert_eq!(farm.frames_in("RUNNING"), 10);
+    assert_eq!(farm.frames_in("WAITING"), 2);
     farm.assert_clean_audit();
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use postgres::Transaction;
+use crate::db::session::Tx;
 
 use super::{Batch, Fence, GuardLoss, Placement};
 use crate::{
@@ -20,10 +20,7 @@ use crate::{
 /// Step 0a, managed: a show handed back to Cuebot is Cuebot's from that commit on. Its row
 /// is locked FOR SHARE, so the flip waits for this batch (or this batch sees the flip) and
 /// the two never both book; first, because nothing else of a show that is not ours matters.
-pub(super) fn guard_managed(
-    tx: &mut Transaction<'_>,
-    batch: &mut Batch<'_>,
-) -> Result<(), DbError> {
+pub(super) fn guard_managed(tx: &mut Tx<'_>, batch: &mut Batch<'_>) -> Result<(), DbError> {
     let unmanaged = unmanaged_shows(tx, batch.placements)?;
     batch.mark(
         |p| unmanaged.contains(p.show.as_str()),
@@ -37,7 +34,7 @@ pub(super) fn guard_managed(
 /// The lease rows are locked FOR SHARE, which keeps a takeover from committing between this
 /// check and our commit; taken right after the show rows, before any row a booking changes.
 pub(super) fn guard_fence(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     batch: &mut Batch<'_>,
     fence: &Fence,
 ) -> Result<(), DbError> {
@@ -51,20 +48,21 @@ pub(super) fn guard_fence(
 /// cannot deadlock in the trigger. Stats before hosts is also the order of Cuebot's own
 /// booking and completion; and the `job_stat` lock serializes the bookings of one job, which
 /// the job cap of step 2b relies on.
-pub(super) fn lock_batch_stats(tx: &mut Transaction<'_>, batch: &Batch<'_>) -> Result<(), DbError> {
+pub(super) fn lock_batch_stats(tx: &mut Tx<'_>, batch: &Batch<'_>) -> Result<(), DbError> {
     if batch.live().is_empty() {
         return Ok(());
     }
     let layers = batch.live_keys(|p| &p.layer);
     let jobs = batch.live_keys(|p| &p.job);
-    lock_stat_rows(tx, &layers, &jobs)
+    tx.execute(LOCK_STAT_ROWS, &[&layers, &jobs])?;
+    Ok(())
 }
 
 /// Step 2, layer limits: every limit of a frame must have room against the live running
 /// counts, or a limit shared with other layers (a license count) is exceeded. The limit rows
 /// are locked after the stats and counted after the lock ([`limit_room`]); rooms are consumed
 /// in batch order ([`take_limit_room`]).
-pub(super) fn guard_limits(tx: &mut Transaction<'_>, batch: &mut Batch<'_>) -> Result<(), DbError> {
+pub(super) fn guard_limits(tx: &mut Tx<'_>, batch: &mut Batch<'_>) -> Result<(), DbError> {
     let idx = batch.live();
     let placements = batch.placements;
     let ids: BTreeSet<&str> = idx
@@ -115,7 +113,7 @@ pub(super) fn take_limit_room(
 /// locked after the limit rows and counted after the lock ([`licenses::lock_rooms`]); seats
 /// are taken in batch order. A layer naming a license the provider does not report holds.
 pub(super) fn guard_licenses(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     batch: &mut Batch<'_>,
     rules: &LicenseRules,
 ) -> Result<(), DbError> {
@@ -123,13 +121,13 @@ pub(super) fn guard_licenses(
     if layers.is_empty() {
         return Ok(());
     }
-    let needs = licenses::layer_licenses(tx, &layers)?;
+    let needs = licenses::layer_licenses(tx.inner(), &layers)?;
     if needs.is_empty() {
         return Ok(());
     }
     let names: BTreeSet<&str> = needs.values().flatten().map(String::as_str).collect();
     let names: Vec<&str> = names.into_iter().collect();
-    let mut rooms = licenses::lock_rooms(tx, &names, rules)?;
+    let mut rooms = licenses::lock_rooms(tx.inner(), &names, rules)?;
     for i in batch.live() {
         let p = &batch.placements[i];
         let Some(need) = needs.get(p.layer.as_str()) else {
@@ -147,7 +145,7 @@ pub(super) fn guard_licenses(
 /// come after the limit rows and before frames and hosts, the order the recompute locks them
 /// in too ([`crate::db::caps`]).
 pub(super) fn guard_caps(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     batch: &mut Batch<'_>,
     inflight: &InFlight,
 ) -> Result<(), DbError> {
@@ -164,10 +162,7 @@ pub(super) fn guard_caps(
 /// statement (a subquery in its select list) is evaluated on that statement's snapshot, taken
 /// before the lock wait, so batches queued behind one another would all count the running
 /// frames as they were before the first of them committed.
-pub(super) fn limit_room(
-    tx: &mut Transaction<'_>,
-    ids: &[&str],
-) -> Result<HashMap<String, i64>, DbError> {
+pub(super) fn limit_room(tx: &mut Tx<'_>, ids: &[&str]) -> Result<HashMap<String, i64>, DbError> {
     tx.execute(
         "SELECT 1 FROM limit_record WHERE pk_limit_record = ANY($1)
           ORDER BY pk_limit_record FOR UPDATE",
@@ -195,20 +190,21 @@ pub(crate) fn lock_stat_rows<C: postgres::GenericClient>(
     layers: &[&str],
     jobs: &[&str],
 ) -> Result<(), DbError> {
-    // One statement: the scalar subqueries of its one row run in order, layers then jobs.
-    tx.execute(
-        "WITH l AS (SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer FOR UPDATE),
-              j AS (SELECT 1 FROM job_stat WHERE pk_job = ANY($2) ORDER BY pk_job FOR UPDATE)
-         SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM j)",
-        &[&layers, &jobs],
-    )?;
+    tx.execute(LOCK_STAT_ROWS, &[&layers, &jobs])?;
     Ok(())
 }
+
+/// [`lock_stat_rows`]'s statement. One statement: the scalar subqueries of its one row run in
+/// order, layers then jobs.
+const LOCK_STAT_ROWS: &str =
+    "WITH l AS (SELECT 1 FROM layer_stat WHERE pk_layer = ANY($1) ORDER BY pk_layer FOR UPDATE),
+          j AS (SELECT 1 FROM job_stat WHERE pk_job = ANY($2) ORDER BY pk_job FOR UPDATE)
+     SELECT (SELECT count(*) FROM l), (SELECT count(*) FROM j)";
 
 /// The shows of the batch no longer managed by stagehand, their rows locked FOR
 /// SHARE so a flip waits for this transaction.
 pub(super) fn unmanaged_shows(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     placements: &[Placement],
 ) -> Result<BTreeSet<String>, DbError> {
     let shows = batch_shows(placements);
@@ -230,7 +226,7 @@ pub(super) fn unmanaged_shows(
 
 /// The shows whose lease is not held by `fence.instance` at the planned epoch.
 pub(super) fn fenced_out_shows(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     placements: &[Placement],
     fence: &Fence,
 ) -> Result<BTreeSet<String>, DbError> {

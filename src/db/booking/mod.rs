@@ -28,7 +28,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use postgres::{Client, Transaction};
+use postgres::Client;
+
+use super::session::{Prepared, Tx};
 
 pub use super::compensation::{Compensation, compensate};
 use super::{
@@ -202,11 +204,24 @@ pub fn book_batch(
     fence: Option<&Fence>,
     inflight: &InFlight,
 ) -> Result<BatchOutcome, DbError> {
+    let mut prepared = Prepared::uncached();
+    book_batch_prepared(client, &mut prepared, placements, options, fence, inflight)
+}
+
+/// [`book_batch`] with the statements kept prepared in `prepared` (a pooled session's).
+pub fn book_batch_prepared(
+    client: &mut Client,
+    prepared: &mut Prepared,
+    placements: &[Placement],
+    options: &BookOptions,
+    fence: Option<&Fence>,
+    inflight: &InFlight,
+) -> Result<BatchOutcome, DbError> {
     if placements.is_empty() {
         return Ok(BatchOutcome::default());
     }
     let mut batch = Batch::new(placements);
-    let mut tx = client.transaction()?;
+    let mut tx = Tx::begin(client, prepared)?;
     guard_managed(&mut tx, &mut batch)?;
     if let Some(fence) = fence {
         guard_fence(&mut tx, &mut batch, fence)?;
@@ -323,7 +338,7 @@ impl<'p> Batch<'p> {
 /// step 3 then rolls back. Unlocked because it only saves work: step 3 re-checks under the
 /// lock.
 fn precheck_hosts(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     batch: &mut Batch<'_>,
     options: &BookOptions,
 ) -> Result<(), DbError> {
@@ -352,7 +367,7 @@ const START_ATTEMPTS: usize = 4;
 /// rows are held the shortest, only to the commit). A host that lost its guard rolls the
 /// frames back to the savepoint and the batch is retried without that host's frames.
 fn start_frames_on_hosts(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     batch: &mut Batch<'_>,
     options: &BookOptions,
 ) -> Result<(), DbError> {
@@ -395,7 +410,7 @@ enum Attempt<'p> {
 /// of those that started. Kept only if every such host had room, so a frame never stays
 /// RUNNING on a host that was not charged.
 fn try_start<'p>(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     placements: &'p [Placement],
     idx: &[usize],
     options: &BookOptions,
@@ -425,7 +440,7 @@ fn try_start<'p>(
 /// frame is what Cuebot counts as booked; `ON CONFLICT` so a second proc for a frame is
 /// counted, not raised, and the caller can refuse the whole batch.
 fn insert_procs(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     batch: &Batch<'_>,
     idx: &[usize],
     options: &BookOptions,
@@ -450,7 +465,7 @@ fn insert_procs(
 /// Step 4b: the new procs recorded as pending launch in the same transaction, so a booking
 /// whose instance dies before RQD took it is found and undone ([`super::launches`]).
 fn record_launches(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     batch: &Batch<'_>,
     idx: &[usize],
     options: &BookOptions,
@@ -493,20 +508,20 @@ impl<'p> ProcColumns<'p> {
 
 /// Step 5: reservations of wide frames that just booked are fulfilled, in the booking's
 /// transaction, so a reservation never outlives (or is dropped before) its frame's booking.
-fn fulfil_reservations(tx: &mut Transaction<'_>, batch: &Batch<'_>) -> Result<(), DbError> {
+fn fulfil_reservations(tx: &mut Tx<'_>, batch: &Batch<'_>) -> Result<(), DbError> {
     let fulfilled: Vec<&str> = batch
         .placements
         .iter()
         .filter(|p| p.holds_reservation && batch.started.contains_key(p.frame.as_str()))
         .map(|p| p.frame.as_str())
         .collect();
-    super::reservations::fulfil(tx, &fulfilled)?;
+    super::reservations::fulfil(tx.inner(), &fulfilled)?;
     Ok(())
 }
 
 /// Commits; a COMMIT whose answer was lost returns the outcome with the error, for
 /// [`committed`] to decide on a new connection.
-fn commit(tx: Transaction<'_>, outcome: BatchOutcome) -> Result<BatchOutcome, DbError> {
+fn commit(tx: Tx<'_>, outcome: BatchOutcome) -> Result<BatchOutcome, DbError> {
     match tx.commit() {
         Ok(()) => Ok(outcome),
         Err(e) if outcome_unknown(&e) => Err(DbError::CommitUnknown {
@@ -548,8 +563,13 @@ pub fn committed(client: &mut Client, procs: &[&str]) -> Result<bool, DbError> {
 /// committed after the pass read the job but before this statement wins, so a frame of a job
 /// paused meanwhile is not started; a pause committing while this transaction runs is
 /// ordered after the booking, as if the user had paused a moment later.
+///
+/// The state test is written `(…) IS TRUE` so no index can serve it: the frames are reached
+/// by their keys only. Otherwise a plan made while statistics say few frames wait (a farm
+/// just drained) walks the state index over every WAITING frame, and a prepared statement
+/// keeps that plan until the table is analysed again.
 fn start_frames(
-    tx: &mut Transaction<'_>,
+    tx: &mut Tx<'_>,
     placements: &[Placement],
     idx: &[usize],
     options: &BookOptions,
@@ -574,7 +594,7 @@ fn start_frames(
                 int_retries = f.int_retries + CASE WHEN f.int_exit_status = ANY($7) THEN 0 ELSE 1 END
            FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $8::bigint[])
                 AS b(pk_frame, version, host, cores, mem, gpus, gpu_mem)
-          WHERE f.pk_frame = b.pk_frame AND f.str_state = 'WAITING'
+          WHERE f.pk_frame = b.pk_frame AND (f.str_state = 'WAITING') IS TRUE
             AND coalesce(f.int_version, 0) = b.version
             AND NOT EXISTS (SELECT 1 FROM proc p WHERE p.pk_frame = f.pk_frame)
             AND f.int_depend_count = 0

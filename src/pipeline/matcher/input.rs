@@ -61,7 +61,7 @@ pub(super) fn read_pass<'s>(
     let cap_pins = pin_caps(shared, conn, &jobs)?;
     let job_ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
     let layers = db::jobs::layers_with_frames(
-        &mut **conn,
+        conn.client(),
         &job_ids,
         &cluster.tags,
         i64::from(s.frames_per_layer),
@@ -70,7 +70,7 @@ pub(super) fn read_pass<'s>(
     let (job_env, layer_env) = if config.rqd.dry_run {
         Default::default()
     } else {
-        db::jobs::envs(&mut **conn, &job_ids)?
+        db::jobs::envs(conn.client(), &job_ids)?
     };
     Ok(Ok(PassInput {
         jobs,
@@ -108,7 +108,7 @@ fn query_jobs(
         order: s.job_order,
     };
     let limit = i64::from(s.max_jobs_per_pass);
-    let pending = db::jobs::pending_jobs(&mut **conn, &query, limit, &held, &mut hint)?;
+    let pending = db::jobs::pending_jobs(conn.client(), &query, limit, &held, &mut hint)?;
     if !hint.is_empty() {
         shared.job_hints.insert(cluster.key.clone(), hint);
     }
@@ -136,7 +136,7 @@ fn pin_caps(
         let set: HashSet<&FolderId> = jobs.iter().map(|j| &j.folder).collect();
         set.into_iter().cloned().collect()
     };
-    for (folder, limits) in db::accounting::folder_limits(&mut **conn, &folders)? {
+    for (folder, limits) in db::accounting::folder_limits(conn.client(), &folders)? {
         shared.ledger.set_folder_limits(&folder, limits);
     }
     Ok(pins)

@@ -1,0 +1,217 @@
+//! A pooled connection with its prepared statements, and the booking transaction that uses
+//! them.
+//!
+//! A statement sent as text is parsed, analysed and planned on every call, and costs a round
+//! trip of its own before it runs. A booking batch sends about a dozen (issue 14), and with
+//! 50–200 frames in their arrays PostgreSQL spent more CPU planning the frame UPDATE than
+//! running it (measured with pgbench on a drained farm: 1.2 ms a call as text, 0.18 ms
+//! prepared). So each connection keeps the booking's statements prepared, and PostgreSQL may
+//! cache their generic plans.
+//!
+//! A generic plan is made once and kept until a table it reads is analysed again, so it must
+//! not depend on statistics that go stale as a farm drains. [`Tx`] therefore plans with
+//! `enable_seqscan = off` — the booking reaches every row by its key, and a scan the
+//! statistics once made cheap (an empty `proc` table) must not be locked in — and the booking
+//! SQL avoids indexes whose selectivity swings (see `start_frames`).
+
+use std::{
+    collections::HashMap,
+    ops::{Deref, DerefMut},
+};
+
+use postgres::{Client, NoTls, Row, Statement, Transaction, types::ToSql};
+use r2d2_postgres::PostgresConnectionManager;
+
+/// Statements kept per connection: the booking uses about twenty; a bound keeps a caller that
+/// builds SQL from values from growing the map (and the server's memory) without end.
+const MAX_PREPARED: usize = 64;
+
+/// SQLSTATE `0A000`: PostgreSQL refuses to run a prepared statement whose result columns a
+/// schema change altered; the statement is dropped and prepared again on the next call.
+const CACHED_PLAN_CHANGED: &str = "0A000";
+
+/// Parameters of a statement.
+pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
+
+/// The prepared statements of one connection, by SQL text. `uncached` prepares every call
+/// again (what a plain client does): for callers that hold no pooled session.
+#[derive(Default)]
+pub struct Prepared {
+    statements: HashMap<String, Statement>,
+    uncached: bool,
+}
+
+impl Prepared {
+    /// A cache that keeps nothing: each statement is prepared for one call.
+    pub fn uncached() -> Prepared {
+        Prepared {
+            statements: HashMap::new(),
+            uncached: true,
+        }
+    }
+
+    /// The statement for `sql`, prepared on `tx`'s connection the first time.
+    fn get(&mut self, tx: &mut Transaction<'_>, sql: &str) -> Result<Statement, postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let statement = tx.prepare(sql)?;
+        if !self.uncached {
+            if self.statements.len() >= MAX_PREPARED {
+                self.statements.clear();
+            }
+            self.statements.insert(sql.to_owned(), statement.clone());
+        }
+        Ok(statement)
+    }
+
+    /// Forgets `sql` when `e` says its plan no longer fits the schema.
+    fn forget_if_stale(&mut self, sql: &str, e: &postgres::Error) {
+        if e.code().map(|c| c.code()) == Some(CACHED_PLAN_CHANGED) {
+            self.statements.remove(sql);
+        }
+    }
+
+    /// How many statements are kept.
+    pub fn len(&self) -> usize {
+        self.statements.len()
+    }
+
+    /// True when nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.statements.is_empty()
+    }
+}
+
+/// A pooled connection: the client and its prepared statements. Derefs to the client, so
+/// code that only reads uses it as one.
+pub struct Session {
+    client: Client,
+    prepared: Prepared,
+}
+
+impl Session {
+    /// The client, for the functions that take any [`postgres::GenericClient`].
+    pub fn client(&mut self) -> &mut Client {
+        &mut self.client
+    }
+
+    /// The client and the statements, borrowed apart (a transaction borrows the client).
+    pub fn parts(&mut self) -> (&mut Client, &mut Prepared) {
+        (&mut self.client, &mut self.prepared)
+    }
+}
+
+impl Deref for Session {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// The pool's connection manager: r2d2_postgres's, with a [`Prepared`] per connection.
+#[derive(Debug)]
+pub struct Manager(PostgresConnectionManager<NoTls>);
+
+impl Manager {
+    /// Connects with `config`.
+    pub fn new(config: postgres::Config) -> Manager {
+        Manager(PostgresConnectionManager::new(config, NoTls))
+    }
+}
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Session;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Session, postgres::Error> {
+        Ok(Session {
+            client: self.0.connect()?,
+            prepared: Prepared::default(),
+        })
+    }
+
+    fn is_valid(&self, s: &mut Session) -> Result<(), postgres::Error> {
+        self.0.is_valid(&mut s.client)
+    }
+
+    fn has_broken(&self, s: &mut Session) -> bool {
+        self.0.has_broken(&mut s.client)
+    }
+}
+
+/// A transaction whose statements run prepared (see the module doc). Mirrors the
+/// [`Transaction`] calls the booking uses.
+pub struct Tx<'c> {
+    tx: Transaction<'c>,
+    prepared: &'c mut Prepared,
+}
+
+impl<'c> Tx<'c> {
+    /// Begins a transaction on `client` that plans without sequential scans.
+    pub fn begin(
+        client: &'c mut Client,
+        prepared: &'c mut Prepared,
+    ) -> Result<Tx<'c>, postgres::Error> {
+        let mut tx = client.transaction()?;
+        tx.batch_execute("SET LOCAL enable_seqscan = off")?;
+        Ok(Tx { tx, prepared })
+    }
+
+    /// Runs `sql` with `f` on its prepared statement, dropping the statement if the schema
+    /// changed under it.
+    fn run<T>(
+        &mut self,
+        sql: &str,
+        f: impl FnOnce(&mut Transaction<'c>, &Statement) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        let statement = self.prepared.get(&mut self.tx, sql)?;
+        f(&mut self.tx, &statement).inspect_err(|e| self.prepared.forget_if_stale(sql, e))
+    }
+
+    /// [`Transaction::query`], prepared.
+    pub fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, postgres::Error> {
+        self.run(sql, |tx, s| tx.query(s, params))
+    }
+
+    /// [`Transaction::execute`], prepared.
+    pub fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, postgres::Error> {
+        self.run(sql, |tx, s| tx.execute(s, params))
+    }
+
+    /// [`Transaction::query_one`], prepared.
+    pub fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row, postgres::Error> {
+        self.run(sql, |tx, s| tx.query_one(s, params))
+    }
+
+    /// A savepoint (a nested transaction) with the same statements; dropping it rolls back
+    /// to the savepoint, [`Tx::commit`] releases it.
+    pub fn savepoint(&mut self, name: &str) -> Result<Tx<'_>, postgres::Error> {
+        Ok(Tx {
+            tx: self.tx.savepoint(name)?,
+            prepared: &mut *self.prepared,
+        })
+    }
+
+    /// The plain transaction, for SQL shared with callers outside the booking.
+    pub fn inner(&mut self) -> &mut Transaction<'c> {
+        &mut self.tx
+    }
+
+    /// Commits.
+    pub fn commit(self) -> Result<(), postgres::Error> {
+        self.tx.commit()
+    }
+
+    /// Rolls back.
+    pub fn rollback(self) -> Result<(), postgres::Error> {
+        self.tx.rollback()
+    }
+}
