@@ -226,3 +226,30 @@ fn refusal_names_the_first_full_cap_and_ignores_unused_dimensions() {
         Some(Cap::Subscription)
     );
 }
+
+#[test]
+fn a_wanted_resync_count_asks_for_each_round_until_it_is_reached() {
+    let l = ledger(100);
+    let round = |l: &Ledger| {
+        let epoch = l.begin_resync();
+        l.resync(epoch, &Snapshot::default());
+    };
+    let start = l.resyncs();
+    l.request_resyncs_until(start + 2);
+    assert!(l.take_resync_request(), "the first round is asked for");
+    round(&l);
+    assert!(
+        l.take_resync_request(),
+        "the first round's end asks for the second"
+    );
+    round(&l);
+    assert_eq!(l.resyncs(), start + 2);
+    assert!(
+        !l.take_resync_request(),
+        "nothing more once the count is reached"
+    );
+    // A round that fails (never completes) asks for nothing: no retry loop on a bad database.
+    l.request_resyncs_until(start + 4);
+    assert!(l.take_resync_request());
+    assert!(!l.take_resync_request());
+}

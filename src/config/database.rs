@@ -30,6 +30,11 @@ pub struct DatabaseConfig {
     /// cannot block a lease takeover. Must be shorter than `cluster.lease_duration`. Cold.
     #[serde(with = "duration")]
     pub transaction_idle_timeout: Duration,
+    /// Keep the booking's statements prepared on each pooled connection across transactions
+    /// (parsed and planned once). Off behind a pooler in transaction mode that does not carry
+    /// prepared statements between server connections (PgBouncer before 1.21, or without
+    /// `max_prepared_statements`). Cold.
+    pub prepared_statements: bool,
 }
 
 impl Default for DatabaseConfig {
@@ -40,6 +45,7 @@ impl Default for DatabaseConfig {
             connect_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
             transaction_idle_timeout: Duration::from_secs(5),
+            prepared_statements: true,
         }
     }
 }

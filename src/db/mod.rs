@@ -123,7 +123,7 @@ pub(crate) fn connection_config(db: &DatabaseConfig) -> Result<postgres::Config,
 /// Builds the pool without waiting for the database: a service started while PostgreSQL is
 /// down comes up, reports not ready, and connects when the database does.
 pub fn pool(db: &DatabaseConfig) -> Result<Pool, DbError> {
-    let manager = session::Manager::new(connection_config(db)?);
+    let manager = session::Manager::new(connection_config(db)?, db.prepared_statements);
     Ok(r2d2::Pool::builder()
         .max_size(db.pool_size)
         .min_idle(Some(0))

@@ -116,14 +116,21 @@ impl DerefMut for Session {
     }
 }
 
-/// The pool's connection manager: r2d2_postgres's, with a [`Prepared`] per connection.
+/// The pool's connection manager: r2d2_postgres's, with a [`Prepared`] per connection
+/// (one that keeps nothing when `[database] prepared_statements` is off).
 #[derive(Debug)]
-pub struct Manager(PostgresConnectionManager<NoTls>);
+pub struct Manager {
+    inner: PostgresConnectionManager<NoTls>,
+    keep: bool,
+}
 
 impl Manager {
-    /// Connects with `config`.
-    pub fn new(config: postgres::Config) -> Manager {
-        Manager(PostgresConnectionManager::new(config, NoTls))
+    /// Connects with `config`; `keep`: keep statements prepared across transactions.
+    pub fn new(config: postgres::Config, keep: bool) -> Manager {
+        Manager {
+            inner: PostgresConnectionManager::new(config, NoTls),
+            keep,
+        }
     }
 }
 
@@ -133,17 +140,21 @@ impl r2d2::ManageConnection for Manager {
 
     fn connect(&self) -> Result<Session, postgres::Error> {
         Ok(Session {
-            client: self.0.connect()?,
-            prepared: Prepared::default(),
+            client: self.inner.connect()?,
+            prepared: if self.keep {
+                Prepared::default()
+            } else {
+                Prepared::uncached()
+            },
         })
     }
 
     fn is_valid(&self, s: &mut Session) -> Result<(), postgres::Error> {
-        self.0.is_valid(&mut s.client)
+        self.inner.is_valid(&mut s.client)
     }
 
     fn has_broken(&self, s: &mut Session) -> bool {
-        self.0.has_broken(&mut s.client)
+        self.inner.has_broken(&mut s.client)
     }
 }
 

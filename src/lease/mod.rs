@@ -394,8 +394,9 @@ impl Leases {
             metrics::LEASE_EVENTS.with_label_values(&["lost"]).inc();
         }
         metrics::LEASES_HELD.set(next.len() as i64);
-        if next.values().any(|h| resyncs < h.claimed_resyncs + 2) {
-            self.ledger.request_resync();
+        let target = next.values().map(|h| h.claimed_resyncs + 2).max();
+        if let Some(target) = target.filter(|&t| resyncs < t) {
+            self.ledger.request_resyncs_until(target);
         }
         // The keeper's own maps are keyed by the text its SQL reads; the fence the pipeline
         // reads is typed (a few shows, once a round).

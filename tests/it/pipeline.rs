@@ -444,6 +444,40 @@ fn a_pooled_session_keeps_the_booking_prepared_and_every_guard() {
     farm.assert_clean_audit();
 }
 
+/// `[database] prepared_statements = false` (a pooler in transaction mode): the booking
+/// works and nothing stays prepared between transactions.
+#[test]
+fn a_pool_without_prepared_statements_keeps_none() {
+    let farm = Farm::new(
+        &small_farm(
+            1,
+            8,
+            32,
+            &[],
+            one_layer(LayerSpec::simple("l", "1-2", "general")),
+        ),
+        |_| {},
+    );
+    let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
+    let mut config = farm.db.config();
+    config.database.prepared_statements = false;
+    let pool = stagehand::db::pool(&config.database).unwrap();
+    let mut conn = pool.get().unwrap();
+    let (client, prepared) = conn.parts();
+    let outcome = book_batch_prepared(
+        client,
+        prepared,
+        &placements,
+        &book_options(),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    assert_eq!(outcome.booked(), 2);
+    assert!(prepared.is_empty());
+    farm.assert_clean_audit();
+}
+
 #[test]
 fn a_job_paused_after_the_pass_read_it_starts_no_frame() {
     let farm = Farm::new(
