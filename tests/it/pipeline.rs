@@ -17,6 +17,21 @@ fn one_layer(layer: LayerSpec) -> Vec<stagehand::sim::seed::JobSpec> {
     vec![job("j", vec![layer])]
 }
 
+/// One host of `cores` cores and one job of frames `range`, for the tests that call the
+/// booking directly.
+fn one_host(cores: u32, range: &str) -> Farm {
+    Farm::new(
+        &small_farm(
+            1,
+            cores,
+            32,
+            &[],
+            one_layer(LayerSpec::simple("l", range, "general")),
+        ),
+        |_| {},
+    )
+}
+
 #[test]
 fn drains_a_small_farm_with_a_clean_audit() {
     let spec = small_farm(
@@ -143,16 +158,7 @@ fn thread_modes() {
 
 #[test]
 fn start_after_holds_a_layer_back() {
-    let farm = Farm::new(
-        &small_farm(
-            1,
-            8,
-            32,
-            &[],
-            one_layer(LayerSpec::simple("l", "1-2", "general")),
-        ),
-        |_| {},
-    );
+    let farm = one_host(8, "1-2");
     farm.client()
         .execute(
             "UPDATE layer SET ts_start_after = now() + interval '1 hour'",
@@ -328,16 +334,7 @@ fn a_batch_split_over_spare_connections_books_every_frame_once() {
 
 #[test]
 fn a_frame_stolen_mid_batch_drops_alone() {
-    let farm = Farm::new(
-        &small_farm(
-            1,
-            8,
-            32,
-            &[],
-            one_layer(LayerSpec::simple("l", "1-2", "general")),
-        ),
-        |_| {},
-    );
+    let farm = one_host(8, "1-2");
     let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
     // Another writer (Cuebot, another scheduler) changes the first frame after we read it.
     farm.client()
@@ -370,16 +367,7 @@ fn a_frame_stolen_mid_batch_drops_alone() {
 /// generic plans, and the frame and host guards must still hold on them.
 #[test]
 fn a_pooled_session_keeps_the_booking_prepared_and_every_guard() {
-    let farm = Farm::new(
-        &small_farm(
-            1,
-            16,
-            32,
-            &[],
-            one_layer(LayerSpec::simple("l", "1-12", "general")),
-        ),
-        |_| {},
-    );
+    let farm = one_host(16, "1-12");
     let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
     let host = placements[0].host.to_string();
     let pool = farm.db.pool();
@@ -448,16 +436,7 @@ fn a_pooled_session_keeps_the_booking_prepared_and_every_guard() {
 /// works and nothing stays prepared between transactions.
 #[test]
 fn a_pool_without_prepared_statements_keeps_none() {
-    let farm = Farm::new(
-        &small_farm(
-            1,
-            8,
-            32,
-            &[],
-            one_layer(LayerSpec::simple("l", "1-2", "general")),
-        ),
-        |_| {},
-    );
+    let farm = one_host(8, "1-2");
     let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
     let mut config = farm.db.config();
     config.database.prepared_statements = false;
@@ -480,16 +459,7 @@ fn a_pool_without_prepared_statements_keeps_none() {
 
 #[test]
 fn a_job_paused_after_the_pass_read_it_starts_no_frame() {
-    let farm = Farm::new(
-        &small_farm(
-            1,
-            8,
-            32,
-            &[],
-            one_layer(LayerSpec::simple("l", "1-2", "general")),
-        ),
-        |_| {},
-    );
+    let farm = one_host(8, "1-2");
     // The pass read the job as pending and unpaused; the user pauses it before the commit.
     let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
     farm.client()
@@ -520,16 +490,7 @@ fn a_job_paused_after_the_pass_read_it_starts_no_frame() {
 
 #[test]
 fn a_host_exhausted_by_another_writer_is_never_overbooked() {
-    let farm = Farm::new(
-        &small_farm(
-            1,
-            8,
-            32,
-            &[],
-            one_layer(LayerSpec::simple("l", "1-8", "general")),
-        ),
-        |_| {},
-    );
+    let farm = one_host(8, "1-8");
     // The index believes the host is idle; another writer books it all.
     farm.client()
         .execute("UPDATE host SET int_cores_idle = 0", &[])
@@ -687,16 +648,7 @@ fn dry_run_books_without_calling_rqd() {
 
 #[test]
 fn a_managed_flip_is_picked_up() {
-    let farm = Farm::new(
-        &small_farm(
-            1,
-            8,
-            32,
-            &[],
-            one_layer(LayerSpec::simple("l", "1-2", "general")),
-        ),
-        |_| {},
-    );
+    let farm = one_host(8, "1-2");
     farm.client()
         .execute("UPDATE show SET b_scheduler_managed = false", &[])
         .unwrap();
