@@ -508,9 +508,10 @@ impl Ledger {
     }
 
     /// Asks for rounds until `target` re-syncs have completed: a show leased at count `c`
-    /// books after `c + 2`, and each round asks for the next as it ends (before, the second
-    /// round waited for the next lease round: a new show's first booking came 0.4 s later in
-    /// about half the starts).
+    /// books after `c + 2`, and each round asks for the next as it ends. Before, the second
+    /// round could wait for the next lease round (`lease_renew_interval`, 3 s by default;
+    /// 0.5 s in the benchmarks, where the first booking after start came at 0.55–0.58 s
+    /// instead of 0.1 s in 4 of 14 measured starts).
     pub(crate) fn request_resyncs_until(&self, target: u64) {
         self.resync_target.fetch_max(target, Ordering::AcqRel);
         self.request_resync();
