@@ -24,11 +24,16 @@ const JOB_COLUMNS: &str =
 const PENDING_OF_SHOW: &str = "FROM job j JOIN job_resource jr ON jr.pk_job = j.pk_job
           WHERE j.pk_show = $1 AND j.pk_facility = $2 AND j.str_state = 'PENDING' AND NOT j.b_paused";
 
-/// Whether the job `c` has a waiting layer the cluster's tags (`$3`) allow.
+/// Whether the job `c` has a waiting layer the cluster's tags (`$3`) allow. `OFFSET 0` keeps
+/// it a per-job test (the job's layers by `pk_job`, stopping at the first match): without it
+/// PostgreSQL may instead hash every waiting layer of the farm, splitting each one's tags,
+/// once per call — the walk and the hint test took twice the time that way at K = 10 (issue
+/// 14, `--scale 10 --top-statements`).
 const HAS_WORK: &str = "EXISTS (
                 SELECT 1 FROM layer l JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
                  WHERE l.pk_job = c.pk_job AND ls.int_waiting_count > 0
-                   AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[])";
+                   AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[]
+                 OFFSET 0)";
 
 /// Step 1 of the pass's job query: the show's first `$4` pending jobs in order, each with
 /// whether it has a waiting layer the cluster's tags (`$3`) allow. Only these pay for that
