@@ -30,6 +30,10 @@ const MAX_PREPARED: usize = 64;
 /// schema change altered; the statement is dropped and prepared again on the next call.
 const CACHED_PLAN_CHANGED: &str = "0A000";
 
+/// SQLSTATE `26000`: the server no longer knows the statement (a `DISCARD ALL`, or a pooler
+/// that moved the session to another server connection): every kept statement is dropped.
+const STATEMENT_GONE: &str = "26000";
+
 /// Parameters of a statement.
 pub(crate) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
@@ -65,10 +69,21 @@ impl Prepared {
         Ok(statement)
     }
 
-    /// Forgets `sql` when `e` says its plan no longer fits the schema.
+    /// Forgets `sql` when `e` says its plan no longer fits the schema, and every statement
+    /// when the server lost them.
     fn forget_if_stale(&mut self, sql: &str, e: &postgres::Error) {
-        if e.code().map(|c| c.code()) == Some(CACHED_PLAN_CHANGED) {
-            self.statements.remove(sql);
+        match e.code().map(|c| c.code()) {
+            Some(CACHED_PLAN_CHANGED) => {
+                self.statements.remove(sql);
+            }
+            Some(STATEMENT_GONE) => {
+                log::warn!(
+                    "the database lost this connection's prepared statements; behind a pooler \
+                     in transaction mode set [database] prepared_statements = false"
+                );
+                self.statements.clear();
+            }
+            _ => {}
         }
     }
 

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use stagehand::{
-    db::booking::{BookOptions, GuardLoss, book_batch, book_batch_prepared},
+    db::{
+        booking::{BookOptions, GuardLoss, Placement, book_batch, book_batch_prepared},
+        session::Session,
+    },
     model::{CORE, TagType, ThreadMode},
     sim::{
         fake_rqd::{Behaviour, FakeRqd, FleetOptions},
@@ -430,6 +433,40 @@ fn a_pooled_session_keeps_the_booking_prepared_and_every_guard() {
     assert_eq!(farm.frames_in("RUNNING"), 10);
     assert_eq!(farm.frames_in("WAITING"), 2);
     farm.assert_clean_audit();
+}
+
+/// A server that dropped the connection's prepared statements (`DISCARD ALL`, a pooler):
+/// the batch that finds out fails whole, and the next one prepares them again.
+#[test]
+fn a_session_whose_statements_the_server_dropped_prepares_them_again() {
+    let farm = one_host(8, "1-2");
+    let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
+    let pool = farm.db.pool();
+    let mut conn = pool.get().unwrap();
+    let (first, kept) = book_on(&mut conn, &placements[0]);
+    assert_eq!(first.unwrap(), 1);
+    assert!(kept > 0);
+    conn.batch_execute("DEALLOCATE ALL").unwrap();
+    let (lost, kept) = book_on(&mut conn, &placements[1]);
+    assert!(lost.is_err(), "the statements were gone");
+    assert_eq!(kept, 0, "and are forgotten");
+    assert_eq!(book_on(&mut conn, &placements[1]).0.unwrap(), 1);
+    assert_eq!(farm.frames_in("RUNNING"), 2);
+    farm.assert_clean_audit();
+}
+
+/// Books `p` alone on a pooled session; returns the frames booked and the statements kept.
+fn book_on(session: &mut Session, p: &Placement) -> (Result<usize, stagehand::db::DbError>, usize) {
+    let (client, prepared) = session.parts();
+    let outcome = book_batch_prepared(
+        client,
+        prepared,
+        std::slice::from_ref(p),
+        &book_options(),
+        None,
+        &Default::default(),
+    );
+    (outcome.map(|o| o.booked()), prepared.len())
 }
 
 /// `[database] prepared_statements = false` (a pooler in transaction mode): the booking
