@@ -4,7 +4,10 @@ use std::time::Duration;
 
 use stagehand::{
     db::{
-        booking::{BookOptions, GuardLoss, Placement, book_batch, book_batch_prepared},
+        DbError,
+        booking::{
+            BatchOutcome, BookOptions, GuardLoss, Placement, book_batch, book_batch_prepared,
+        },
         session::Session,
     },
     model::{CORE, TagType, ThreadMode},
@@ -399,17 +402,9 @@ fn a_pooled_session_keeps_the_booking_prepared_and_every_guard() {
             _ => Ok(0),
         }
         .unwrap();
-        let (client, prepared) = conn.parts();
-        let outcome = book_batch_prepared(
-            client,
-            prepared,
-            std::slice::from_ref(p),
-            &book_options(),
-            None,
-            &Default::default(),
-        )
-        .unwrap();
-        kept.push(prepared.len());
+        let (outcome, n) = book_on(&mut conn, p);
+        let outcome = outcome.unwrap();
+        kept.push(n);
         let want = match i {
             8 => Err(GuardLoss::Frame),
             10 => Err(GuardLoss::HostCapacity),
@@ -444,19 +439,19 @@ fn a_session_whose_statements_the_server_dropped_prepares_them_again() {
     let pool = farm.db.pool();
     let mut conn = pool.get().unwrap();
     let (first, kept) = book_on(&mut conn, &placements[0]);
-    assert_eq!(first.unwrap(), 1);
+    assert_eq!(first.unwrap().booked(), 1);
     assert!(kept > 0);
     conn.batch_execute("DEALLOCATE ALL").unwrap();
     let (lost, kept) = book_on(&mut conn, &placements[1]);
     assert!(lost.is_err(), "the statements were gone");
     assert_eq!(kept, 0, "and are forgotten");
-    assert_eq!(book_on(&mut conn, &placements[1]).0.unwrap(), 1);
+    assert_eq!(book_on(&mut conn, &placements[1]).0.unwrap().booked(), 1);
     assert_eq!(farm.frames_in("RUNNING"), 2);
     farm.assert_clean_audit();
 }
 
-/// Books `p` alone on a pooled session; returns the frames booked and the statements kept.
-fn book_on(session: &mut Session, p: &Placement) -> (Result<usize, stagehand::db::DbError>, usize) {
+/// Books `p` alone on a pooled session; returns the outcome and the statements kept.
+fn book_on(session: &mut Session, p: &Placement) -> (Result<BatchOutcome, DbError>, usize) {
     let (client, prepared) = session.parts();
     let outcome = book_batch_prepared(
         client,
@@ -466,7 +461,7 @@ fn book_on(session: &mut Session, p: &Placement) -> (Result<usize, stagehand::db
         None,
         &Default::default(),
     );
-    (outcome.map(|o| o.booked()), prepared.len())
+    (outcome, prepared.len())
 }
 
 /// `[database] prepared_statements = false` (a pooler in transaction mode): the booking
