@@ -820,6 +820,66 @@ fn a_malformed_range_is_skipped_and_the_rest_books() {
 
 /// Room a completion gives back (Cuebot deletes the proc and restores the host's idle
 /// columns) is booked from the read of changed hosts, long before the next full host read.
+/// The read of changes returns exactly the hosts whose `host` or `host_stat` row changed
+/// since the mark, and nothing once it moved past them. (The refresher falls back to full
+/// reads when this read fails, so the service tests alone would not see it broken.)
+#[test]
+fn the_read_of_changes_returns_the_hosts_changed_since_the_mark() {
+    use stagehand::db::hosts::{Changes, change_mark, changed_hosts};
+
+    let farm = Farm::new(
+        &small_farm(
+            3,
+            8,
+            32,
+            &[],
+            one_layer(LayerSpec::simple("l", "1", "general")),
+        ),
+        |_| {},
+    );
+    let mut client = farm.client();
+    let hosts: Vec<String> = client
+        .query("SELECT pk_host FROM host ORDER BY str_name", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let ping = Duration::from_secs(3600);
+    let changed = |client: &mut postgres::Client, mark| match changed_hosts(
+        client, None, ping, mark,
+    )
+    .unwrap()
+    {
+        Changes::Hosts(rows, next) => {
+            let mut ids: Vec<String> = rows.into_iter().map(|(h, _)| h.id.to_string()).collect();
+            ids.sort();
+            (ids, next)
+        }
+        Changes::Wrapped => panic!("no wrap in a test"),
+    };
+    let mark = change_mark(&mut client).unwrap();
+    client
+        .execute(
+            "UPDATE host SET int_cores_idle = int_cores_idle WHERE pk_host = $1",
+            &[&hosts[0]],
+        )
+        .unwrap();
+    client
+        .execute(
+            "UPDATE host_stat SET ts_ping = now() WHERE pk_host = $1",
+            &[&hosts[2]],
+        )
+        .unwrap();
+    let (ids, next) = changed(&mut client, mark);
+    let mut want = vec![hosts[0].clone(), hosts[2].clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(
+        changed(&mut client, next).0.is_empty(),
+        "nothing changed since"
+    );
+}
+
 #[test]
 fn room_a_completion_gives_back_is_booked_before_the_next_full_host_read() {
     use stagehand::sim::{farm::SimFarm, pg::PgOptions};
