@@ -212,11 +212,6 @@ impl<'c> Tx<'c> {
         self.run(sql, |tx, s| tx.execute(s, params))
     }
 
-    /// [`Transaction::query_one`], prepared.
-    pub fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row, postgres::Error> {
-        self.run(sql, |tx, s| tx.query_one(s, params))
-    }
-
     /// A savepoint (a nested transaction) with the same statements; dropping it rolls back
     /// to the savepoint, [`Tx::commit`] releases it.
     pub fn savepoint(&mut self, name: &str) -> Result<Tx<'_>, postgres::Error> {

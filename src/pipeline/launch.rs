@@ -361,7 +361,7 @@ fn claim(shared: &Shared, tasks: Vec<LaunchTask>) -> (Vec<LaunchTask>, Instant) 
             .pool
             .get()
             .map_err(db::DbError::from)
-            .and_then(|mut c| db::launches::claim(&mut **c, &keys));
+            .and_then(|mut c| db::launches::claim(c.client(), &keys));
         match found {
             Ok(claimed) => {
                 let claimed: std::collections::HashSet<ProcId> = claimed.into_iter().collect();
@@ -447,7 +447,7 @@ fn flush_acked(shared: &Shared, pool: &Launchers) {
         .pool
         .get()
         .map_err(db::DbError::from)
-        .and_then(|mut c| db::launches::forget(&mut **c, &keys));
+        .and_then(|mut c| db::launches::forget(c.client(), &keys));
     if let Err(e) = done {
         metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
         pool.acked.lock().extend(procs);
@@ -490,7 +490,7 @@ fn sweep(shared: &Shared) {
         .pool
         .get()
         .map_err(db::DbError::from)
-        .and_then(|mut c| db::launches::sweep(&mut **c, &shows, &rule));
+        .and_then(|mut c| db::launches::sweep(c.client(), &shows, &rule));
     match found {
         Ok(orphans) => orphans.into_iter().for_each(|o| resolve_orphan(shared, o)),
         Err(e) => metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc(),
@@ -505,7 +505,7 @@ fn resolve_orphan(shared: &Shared, orphan: db::launches::Orphan) {
             .pool
             .get()
             .map_err(db::DbError::from)
-            .and_then(|mut c| db::launches::forget(&mut **c, &[orphan.proc.as_str()]));
+            .and_then(|mut c| db::launches::forget(c.client(), &[orphan.proc.as_str()]));
         if forgot.is_ok() {
             metrics::ORPHANED_LAUNCHES
                 .with_label_values(&["gone"])
