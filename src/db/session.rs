@@ -2,7 +2,7 @@
 //! them.
 //!
 //! A statement sent as text is parsed, analysed and planned on every call, and costs a round
-//! trip of its own before it runs. A booking batch sends about a dozen (issue 14), and with
+//! trip of its own before it runs. A booking batch sends about fifteen (issue 14), and with
 //! 50–200 frames in their arrays PostgreSQL spent more CPU planning the frame UPDATE than
 //! running it (measured with pgbench on a drained farm: 1.2 ms a call as text, 0.18 ms
 //! prepared). So each connection keeps the booking's statements prepared, and PostgreSQL may
@@ -22,7 +22,7 @@ use std::{
 use postgres::{Client, NoTls, Row, Statement, Transaction, types::ToSql};
 use r2d2_postgres::PostgresConnectionManager;
 
-/// Statements kept per connection: the booking uses about twenty; a bound keeps a caller that
+/// Statements kept per connection: the booking uses about fifteen; a bound keeps a caller that
 /// builds SQL from values from growing the map (and the server's memory) without end.
 const MAX_PREPARED: usize = 64;
 
