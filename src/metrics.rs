@@ -265,6 +265,9 @@ metrics! {
     QUEUE_DEPTH: IntGauge = gauge("stagehand_queue_depth", "Clusters waiting in the work queue");
     /// Cluster sleeps, by reason.
     CLUSTER_SLEEPS: IntCounterVec = counter_vec("stagehand_cluster_sleeps_total", "Cluster sleeps", &["reason"]);
+    /// Passes handed out beside a running pass of the same cluster (its last pass ended on
+    /// work, not on room, and a booking thread was free).
+    CLUSTER_SIDE_PASSES: IntCounter = counter("stagehand_cluster_side_passes_total", "Passes run beside a running pass of the same cluster");
     /// Pool connections, by state.
     DB_POOL: IntGaugeVec = gauge_vec("stagehand_db_pool_connections", "Database pool connections", &["state"]);
     /// Database errors, by kind.

@@ -2,8 +2,9 @@
 //! clusters to the booking threads through a bounded crossbeam channel.
 //!
 //! Turn policy:
-//! - a cluster is in exactly one place — waiting, in the channel, in a worker, or asleep — so
-//!   two workers never book the same cluster at once;
+//! - a cluster's passes run one at a time, except that while a booking thread would otherwise
+//!   wait, a cluster whose last pass ended on work rather than on room gets another pass
+//!   beside the running one (see [`super::turn`]; the job claims keep them on different jobs);
 //! - a cheap scan of waiting frames per (show, facility, tag) gates the set: clusters without
 //!   waiting work get no turns at all, so a busy cluster never queues behind idle ones
 //!   (OpenCue #2315, #2465); when the scan fails every cluster counts as awake;
@@ -25,10 +26,13 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 use serde::Serialize;
 
-use super::{BuildOptions, Cluster, build};
+use super::{
+    BuildOptions, Cluster, build,
+    turn::{Sleep, Turn},
+};
 use crate::{
     accounting::hungry::{HungryBoard, HungryShows},
     config::Config,
@@ -69,6 +73,9 @@ pub struct PassOutcome {
     pub result: PassResult,
     /// The host index's capacity generation when the pass started.
     pub capacity_gen: u64,
+    /// The pass booked every frame of a full page of jobs, with no layer stopped for want of
+    /// room: a pass beside the next one would find work and room too.
+    pub wants_more: bool,
 }
 
 /// What `/status` shows of a cluster.
@@ -86,34 +93,6 @@ pub struct ClusterStatus {
     pub waiting: i64,
     /// Milliseconds until its next turn (0 when ready).
     pub next_turn_ms: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sleep {
-    NoJobs,
-    Saturated,
-    Error,
-}
-
-struct Turn {
-    cluster: Arc<Cluster>,
-    ready_at: Instant,
-    state: Place,
-    waiting: i64,
-    waiting_at_pass: i64,
-    /// The newest start of a job with waiting work in the cluster's tags, at the last scan
-    /// and when the cluster was last dispatched (seconds since the epoch).
-    newest: f64,
-    newest_at_pass: f64,
-    last_turn: Option<Instant>,
-    sleep: Option<Sleep>,
-    capacity_gen: u64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Place {
-    Ready,
-    Queued,
 }
 
 /// Shared pieces the feed needs.
@@ -268,18 +247,7 @@ impl Feed {
                     turn.cluster = Arc::new(cluster);
                     turn
                 }
-                None => Turn {
-                    cluster: Arc::new(cluster),
-                    ready_at: now,
-                    state: Place::Ready,
-                    waiting: -1,
-                    waiting_at_pass: -1,
-                    newest: 0.0,
-                    newest_at_pass: 0.0,
-                    last_turn: None,
-                    sleep: None,
-                    capacity_gen: 0,
-                },
+                None => Turn::new(Arc::new(cluster), now),
             };
             next.insert(key, turn);
         }
@@ -393,9 +361,8 @@ impl Feed {
                 Some(Sleep::Saturated) => new_job && waiting > 0,
                 _ => false,
             };
-            if wake && turn.state == Place::Ready {
-                turn.ready_at = now;
-                turn.sleep = None;
+            if wake {
+                turn.wake(now);
             }
         }
         metrics::CLUSTERS_ACTIVE.set(awake);
@@ -423,48 +390,19 @@ impl Feed {
         let Some(turn) = self.turns.get_mut(&outcome.key) else {
             return;
         };
-        let now = Instant::now();
-        turn.state = Place::Ready;
-        turn.capacity_gen = outcome.capacity_gen;
-        let s = &config.scheduler;
-        let (sleep, duration) = match outcome.result {
-            PassResult::Booked(_) | PassResult::Stopped => (None, Duration::ZERO),
-            PassResult::Busy => (None, BUSY_RETRY),
-            PassResult::NoJobs => (Some(Sleep::NoJobs), s.empty_sleep),
-            PassResult::Saturated => (Some(Sleep::Saturated), s.saturated_sleep),
-            PassResult::Error => (Some(Sleep::Error), s.error_sleep),
-        };
-        if let Some(reason) = sleep {
-            let label = match reason {
-                Sleep::NoJobs => "no_jobs",
-                Sleep::Saturated => "saturated",
-                Sleep::Error => "error",
-            };
-            metrics::CLUSTER_SLEEPS.with_label_values(&[label]).inc();
+        if let Some(sleep) = turn.settle(&outcome, &config.scheduler, Instant::now()) {
+            metrics::CLUSTER_SLEEPS
+                .with_label_values(&[sleep.label()])
+                .inc();
         }
-        if outcome.result == PassResult::NoJobs {
-            // The pass's job query has the scan's predicates, so "no job" means nothing of
-            // this cluster was waiting when it ran: newer than the scan's count, which may
-            // predate the pass's own bookings. With 0 as the baseline, whatever the next scan
-            // counts is new work and wakes the cluster, instead of only work beyond a count
-            // that was already booked (a job submitted then slept through `empty_sleep`).
-            turn.waiting = 0;
-            turn.waiting_at_pass = 0;
-        }
-        turn.sleep = sleep;
-        turn.ready_at = now + duration;
     }
 
     fn wake_on_capacity(&mut self) {
         let generation = self.ctx.capacity.generation();
         let now = Instant::now();
         for turn in self.turns.values_mut() {
-            if turn.sleep == Some(Sleep::Saturated)
-                && generation > turn.capacity_gen
-                && turn.state == Place::Ready
-            {
-                turn.sleep = None;
-                turn.ready_at = now;
+            if turn.sleep == Some(Sleep::Saturated) && generation > turn.capacity_gen {
+                turn.wake(now);
             }
         }
     }
@@ -483,35 +421,14 @@ impl Feed {
 
     fn dispatch(&mut self) {
         let now = Instant::now();
-        let mut ready: Vec<(Option<Instant>, String)> = self
+        let ready: Vec<(Option<Instant>, String)> = self
             .turns
             .iter()
-            .filter(|(_, t)| {
-                t.state == Place::Ready && t.ready_at <= now && self.awake(t) && self.owned(t)
-            })
+            .filter(|(_, t)| t.idle() && t.ready_at <= now && self.awake(t) && self.owned(t))
             .map(|(k, t)| (t.last_turn, k.clone()))
             .collect();
-        // Least recently served first; never-served clusters (None) sort before all others.
-        ready.sort();
-        for (_, key) in ready {
-            let Some(turn) = self.turns.get_mut(&key) else {
-                continue;
-            };
-            match self.work.try_send(Arc::clone(&turn.cluster)) {
-                Ok(()) => {
-                    if let Some(last) = turn.last_turn {
-                        metrics::CLUSTER_ROUND_TRIP
-                            .with_label_values(&[turn.cluster.kind.label()])
-                            .observe(now.duration_since(last).as_secs_f64());
-                    }
-                    turn.state = Place::Queued;
-                    turn.last_turn = Some(now);
-                    turn.waiting_at_pass = turn.waiting;
-                    turn.newest_at_pass = turn.newest;
-                    turn.sleep = None;
-                }
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => break,
-            }
+        if self.send(ready, now, false) {
+            self.dispatch_beside(now);
         }
         metrics::QUEUE_DEPTH.set(self.work.len() as i64);
         let sleeping = self
@@ -522,12 +439,60 @@ impl Feed {
         metrics::CLUSTERS_SLEEPING.set(sleeping as i64);
     }
 
+    /// While fewer passes are out than there are booking threads (one would wait), a pass
+    /// beside the running one for each cluster that wants another (see [`super::turn`]).
+    /// Only then: a cluster waiting for its turn always goes before a second pass of another.
+    fn dispatch_beside(&mut self, now: Instant) {
+        let workers = self.work.capacity().unwrap_or(1);
+        let out: usize = self.turns.values().map(|t| t.inflight() as usize).sum();
+        if out >= workers {
+            return;
+        }
+        let mut wanting: Vec<(Option<Instant>, String)> = self
+            .turns
+            .iter()
+            .filter(|(_, t)| t.wants_another() && self.awake(t) && self.owned(t))
+            .map(|(k, t)| (t.last_turn, k.clone()))
+            .collect();
+        wanting.sort();
+        wanting.truncate(workers - out);
+        self.send(wanting, now, true);
+    }
+
+    /// Hands the clusters of `keys` to the workers, least recently served first (never-served
+    /// ones before all others); false once the channel is full.
+    fn send(
+        &mut self,
+        mut keys: Vec<(Option<Instant>, String)>,
+        now: Instant,
+        beside: bool,
+    ) -> bool {
+        keys.sort();
+        for (_, key) in keys {
+            let Some(turn) = self.turns.get_mut(&key) else {
+                continue;
+            };
+            if self.work.try_send(Arc::clone(&turn.cluster)).is_err() {
+                return false;
+            }
+            if beside {
+                metrics::CLUSTER_SIDE_PASSES.inc();
+            } else if let Some(last) = turn.last_turn {
+                metrics::CLUSTER_ROUND_TRIP
+                    .with_label_values(&[turn.cluster.kind.label()])
+                    .observe(now.duration_since(last).as_secs_f64());
+            }
+            turn.dispatched(now);
+        }
+        true
+    }
+
     /// When the loop has something to do next: a reload, a scan, or an awake cluster's turn.
     fn next_event(&self) -> Instant {
         let now = Instant::now();
         let mut next = self.next_reload.min(self.next_scan).min(self.next_probe);
         for t in self.turns.values() {
-            if t.state == Place::Ready && self.awake(t) {
+            if t.idle() && self.awake(t) {
                 next = next.min(t.ready_at.max(now));
             }
         }
@@ -545,21 +510,19 @@ impl Feed {
             .turns
             .values()
             .map(|t| {
-                let state = match (t.state, t.sleep) {
-                    (Place::Queued, _) if queued == 0 => "booking".to_owned(),
-                    (Place::Queued, _) => "queued".to_owned(),
-                    (Place::Ready, Some(Sleep::NoJobs)) if t.ready_at > now => {
+                let state = match (t.idle(), t.sleep) {
+                    (false, _) if queued == 0 => "booking".to_owned(),
+                    (false, _) => "queued".to_owned(),
+                    (true, Some(Sleep::NoJobs)) if t.ready_at > now => {
                         "asleep (no jobs)".to_owned()
                     }
-                    (Place::Ready, Some(Sleep::Saturated)) if t.ready_at > now => {
+                    (true, Some(Sleep::Saturated)) if t.ready_at > now => {
                         "asleep (saturated)".to_owned()
                     }
-                    (Place::Ready, Some(Sleep::Error)) if t.ready_at > now => {
-                        "asleep (error)".to_owned()
-                    }
-                    (Place::Ready, _) if !self.owned(t) => "not leased here".to_owned(),
-                    (Place::Ready, _) if !self.awake(t) => "idle".to_owned(),
-                    (Place::Ready, _) => "ready".to_owned(),
+                    (true, Some(Sleep::Error)) if t.ready_at > now => "asleep (error)".to_owned(),
+                    (true, _) if !self.owned(t) => "not leased here".to_owned(),
+                    (true, _) if !self.awake(t) => "idle".to_owned(),
+                    (true, _) => "ready".to_owned(),
                 };
                 ClusterStatus {
                     key: t.cluster.key.clone(),

@@ -6,6 +6,7 @@
 //! booking guards make that safe, the feed only makes it rare.
 
 pub mod feed;
+mod turn;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

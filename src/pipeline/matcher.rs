@@ -48,12 +48,22 @@ use crate::{
 
 /// Runs one pass over `cluster`.
 pub fn pass(shared: &Shared, cluster: &Cluster, launches: &Sender<LaunchTask>) -> PassResult {
+    pass_reporting(shared, cluster, launches).0
+}
+
+/// Runs one pass over `cluster`; also true when it ended on work, not on room (see
+/// [`wants_more`]): a pass of the same cluster beside the next one would find both.
+pub(crate) fn pass_reporting(
+    shared: &Shared,
+    cluster: &Cluster,
+    launches: &Sender<LaunchTask>,
+) -> (PassResult, bool) {
     match run(shared, cluster, launches) {
-        Ok(result) => result,
+        Ok(report) => report,
         Err(e) => {
             metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
             log::warn!("pass over cluster {} failed: {e}", cluster.key);
-            PassResult::Error
+            (PassResult::Error, false)
         }
     }
 }
@@ -62,16 +72,17 @@ fn run(
     shared: &Shared,
     cluster: &Cluster,
     launches: &Sender<LaunchTask>,
-) -> Result<PassResult, db::DbError> {
+) -> Result<(PassResult, bool), db::DbError> {
     let config = shared.config.load_full();
     let Some(fence) = pass_fence(shared, cluster) else {
-        return Ok(PassResult::Saturated);
+        return Ok((PassResult::Saturated, false));
     };
     let mut conn = shared.pool.get()?;
     let input = match read_pass(shared, &mut conn, cluster, &config)? {
         Ok(input) => input,
-        Err(result) => return Ok(result),
+        Err(result) => return Ok((result, false)),
     };
+    let full_page = input.jobs.len() >= config.scheduler.max_jobs_per_pass as usize;
     let mut m = Matcher {
         shared,
         config: &config,
@@ -98,10 +109,26 @@ fn run(
     m.record_tallies();
     // A pass that had jobs of its own and booked none is saturated even when other jobs were
     // held elsewhere: retrying it every `BUSY_RETRY` would spin on a full farm.
-    Ok(if m.booked > 0 {
-        PassResult::Booked(m.booked)
-    } else {
-        PassResult::Saturated
+    if m.booked == 0 {
+        return Ok((PassResult::Saturated, false));
+    }
+    let more = full_page && wants_more(m.tallies.values().map(|t| t.reason));
+    Ok((PassResult::Booked(m.booked), more))
+}
+
+/// Whether a pass that booked and took a full page of jobs ended on work rather than on room:
+/// no layer of it stopped for want of a host, of subscription room, or behind a reservation.
+/// Then the cluster has more jobs than a pass takes and room for them, and the feed may run
+/// a second pass of it beside the next one (issue 14: the last half of a drain was one
+/// cluster's passes, one at a time, with PostgreSQL a quarter idle between them). A pass that
+/// met a room limit does not: side by side, the later jobs would race the earlier ones for
+/// the last hosts, and priority order holds only within a pass.
+fn wants_more(mut reasons: impl Iterator<Item = Option<Reason>>) -> bool {
+    !reasons.any(|r| {
+        matches!(
+            r,
+            Some(Reason::NoHost | Reason::Subscription | Reason::Reserved | Reason::Draining)
+        )
     })
 }
 
@@ -678,5 +705,27 @@ impl Matcher<'_> {
         self.shared.stats.booked(booked as u64);
         self.booked += booked;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Reason, wants_more};
+
+    #[test]
+    fn a_pass_wants_more_only_when_no_layer_stopped_for_room() {
+        assert!(wants_more([None, None].into_iter()));
+        // A job's own caps and limits stop that job, not the room the others would use.
+        assert!(wants_more(
+            [Some(Reason::JobCap), Some(Reason::Limit), None].into_iter()
+        ));
+        for room in [
+            Reason::NoHost,
+            Reason::Subscription,
+            Reason::Reserved,
+            Reason::Draining,
+        ] {
+            assert!(!wants_more([None, Some(room)].into_iter()), "{room:?}");
+        }
     }
 }

@@ -199,19 +199,20 @@ pub fn worker(
                 key: cluster.key.clone(),
                 result: PassResult::Stopped,
                 capacity_gen: 0,
+                wants_more: false,
             });
             break;
         }
         let capacity_gen = shared.index.capacity().generation();
         // A panic in one pass must not take the thread (or the cluster) with it: it is
         // logged, counted, and the cluster sleeps as after an error.
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            matcher::pass(&shared, &cluster, &launches)
+        let (result, wants_more) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            matcher::pass_reporting(&shared, &cluster, &launches)
         }))
         .unwrap_or_else(|_| {
             metrics::WORKER_PANICS.inc();
             log::error!("booking pass of cluster {} panicked", cluster.key);
-            PassResult::Error
+            (PassResult::Error, false)
         });
         let reason = match result {
             PassResult::Booked(_) => "booked",
@@ -227,6 +228,7 @@ pub fn worker(
                 key: cluster.key.clone(),
                 result,
                 capacity_gen,
+                wants_more,
             })
             .is_err()
         {

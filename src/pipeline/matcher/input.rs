@@ -94,8 +94,8 @@ fn query_jobs(
     let started = std::time::Instant::now();
     // A copy: no guard of the set is held across the query.
     let held: HashSet<JobId> = shared.busy_jobs.iter().map(|j| j.key().clone()).collect();
-    // Taken out for the query and put back after it: no guard is held across it, and the
-    // feed gives a cluster to one pass at a time.
+    // Taken out for the query and put back after it: no guard is held across it. A pass of
+    // the same cluster running beside this one (see `cluster::turn`) reads without it.
     let mut hint = shared
         .job_hints
         .remove(&cluster.key)
