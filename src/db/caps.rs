@@ -150,28 +150,32 @@ fn read_rooms(tx: &mut Tx<'_>, k: &Keys<'_>) -> Result<HashMap<String, Room>, Db
         // the same transaction, and which the host guard trusts already): a few hundred host
         // rows instead of every proc of the show. Where the bound leaves too little room the
         // exact count follows ([`exact_subs`]).
-        "WITH used AS (
-            SELECT h.pk_alloc, sum(greatest(h.int_cores - h.int_cores_idle, 0))::bigint AS cores
-              FROM host h WHERE h.pk_alloc = ANY($2) GROUP BY h.pk_alloc)
-         SELECT 's/' || b.show || '/' || b.alloc, coalesce(s.int_burst, 0)::bigint, -1::bigint,
+        //
+        // Each branch is driven by its keys, one lateral sum per key, so its plan does not
+        // hang on statistics: the booking runs it on a generic plan (see `db::session`).
+        "SELECT 's/' || b.show || '/' || b.alloc, coalesce(s.int_burst, 0)::bigint, -1::bigint,
                 coalesce(u.cores, 0)::bigint, 0::bigint
            FROM unnest($1::text[], $2::text[]) AS b(show, alloc)
            LEFT JOIN subscription s ON s.pk_show = b.show AND s.pk_alloc = b.alloc
-           LEFT JOIN used u ON u.pk_alloc = b.alloc
+           LEFT JOIN LATERAL (SELECT sum(greatest(h.int_cores - h.int_cores_idle, 0)) AS cores
+                                FROM host h WHERE h.pk_alloc = b.alloc) u ON true
          UNION ALL
          SELECT 'j/' || jr.pk_job, jr.int_max_cores::bigint, jr.int_max_gpus::bigint,
-                coalesce(sum(p.int_cores_reserved), 0)::bigint, coalesce(sum(p.int_gpus_reserved), 0)::bigint
-           FROM job_resource jr LEFT JOIN proc p ON p.pk_job = jr.pk_job
-          WHERE jr.pk_job = ANY($3) AND (jr.int_max_cores > 0 OR jr.int_max_gpus > 0)
-          GROUP BY jr.pk_job, jr.int_max_cores, jr.int_max_gpus
+                coalesce(ju.cores, 0)::bigint, coalesce(ju.gpus, 0)::bigint
+           FROM unnest($3::text[]) AS k(job)
+           JOIN job_resource jr ON jr.pk_job = k.job
+           LEFT JOIN LATERAL (SELECT sum(p.int_cores_reserved) AS cores, sum(p.int_gpus_reserved) AS gpus
+                                FROM proc p WHERE p.pk_job = jr.pk_job) ju ON true
+          WHERE jr.int_max_cores > 0 OR jr.int_max_gpus > 0
          UNION ALL
          SELECT 'f/' || fr.pk_folder, fr.int_max_cores::bigint, fr.int_max_gpus::bigint,
                 coalesce(fu.cores, 0)::bigint, coalesce(fu.gpus, 0)::bigint
-           FROM folder_resource fr
+           FROM unnest($4::text[]) AS k(folder)
+           JOIN folder_resource fr ON fr.pk_folder = k.folder
            LEFT JOIN LATERAL (SELECT sum(p.int_cores_reserved) AS cores, sum(p.int_gpus_reserved) AS gpus
                                 FROM proc p JOIN job j ON j.pk_job = p.pk_job
                                WHERE j.pk_folder = fr.pk_folder) fu ON true
-          WHERE fr.pk_folder = ANY($4) AND (fr.int_max_cores > 0 OR fr.int_max_gpus > 0)",
+          WHERE fr.int_max_cores > 0 OR fr.int_max_gpus > 0",
         &[&k.sub_shows, &k.sub_allocs, &k.jobs, &k.folders],
     )?;
     Ok(rows

@@ -8,11 +8,20 @@
 //! prepared). So each connection keeps the booking's statements prepared, and PostgreSQL may
 //! cache their generic plans.
 //!
+//! [`Tx`] runs them on generic plans from the first call (`plan_cache_mode =
+//! force_generic_plan`). Left to itself, PostgreSQL plans the first five calls of a statement
+//! on each connection as custom plans — a cost every connection pays again, which a burst of
+//! booking (a drain's 60–80 batches over eight connections) felt — and keeps planning a
+//! statement whose generic estimate looks dearer on every call. So the booking SQL is written
+//! to be planned once: every statement is driven by the keys in its arrays (the cap guard's
+//! sums are one lateral subquery per key).
+//!
 //! A generic plan is made once and kept until a table it reads is analysed again, so it must
-//! not depend on statistics that go stale as a farm drains. [`Tx`] therefore plans with
+//! not depend on statistics that go stale as a farm drains. [`Tx`] therefore also plans with
 //! `enable_seqscan = off` — the booking reaches every row by its key, and a scan the
 //! statistics once made cheap (an empty `proc` table) must not be locked in — and the booking
-//! SQL avoids indexes whose selectivity swings (see `start_frames`).
+//! SQL avoids indexes whose selectivity swings (see `start_frames`). Cuebot's triggers plan
+//! their static statements under the same settings: each is a lookup by key.
 
 use std::{
     collections::HashMap,
@@ -181,13 +190,16 @@ pub struct Tx<'c> {
 }
 
 impl<'c> Tx<'c> {
-    /// Begins a transaction on `client` that plans without sequential scans.
+    /// Begins a transaction on `client` that plans without sequential scans, on generic
+    /// plans from the first call (see the module doc).
     pub fn begin(
         client: &'c mut Client,
         prepared: &'c mut Prepared,
     ) -> Result<Tx<'c>, postgres::Error> {
         let mut tx = client.transaction()?;
-        tx.batch_execute("SET LOCAL enable_seqscan = off")?;
+        tx.batch_execute(
+            "SET LOCAL enable_seqscan = off; SET LOCAL plan_cache_mode = force_generic_plan",
+        )?;
         Ok(Tx { tx, prepared })
     }
 
