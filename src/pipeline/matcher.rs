@@ -51,8 +51,11 @@ pub fn pass(shared: &Shared, cluster: &Cluster, launches: &Sender<LaunchTask>) -
     pass_reporting(shared, cluster, launches).0
 }
 
-/// Runs one pass over `cluster`; also true when it ended on work, not on room (see
-/// [`wants_more`]): a pass of the same cluster beside the next one would find both.
+/// Runs one pass over `cluster`; also true when it ended on work, not on room: it booked
+/// and took a full page of jobs, and no layer of it stopped for room ([`Reason::is_room`]).
+/// Then the cluster has more jobs than a pass takes and room for them, and the feed may run
+/// a second pass of it beside the next one (issue 14: the last half of a drain was one
+/// cluster's passes, one at a time, with PostgreSQL a quarter idle between them).
 pub(crate) fn pass_reporting(
     shared: &Shared,
     cluster: &Cluster,
@@ -112,24 +115,12 @@ fn run(
     if m.booked == 0 {
         return Ok((PassResult::Saturated, false));
     }
-    let more = full_page && wants_more(m.tallies.values().map(|t| t.reason));
+    let more = full_page
+        && !m
+            .tallies
+            .values()
+            .any(|t| t.reason.is_some_and(Reason::is_room));
     Ok((PassResult::Booked(m.booked), more))
-}
-
-/// Whether a pass that booked and took a full page of jobs ended on work rather than on room:
-/// no layer of it stopped for want of a host, of subscription room, or behind a reservation.
-/// Then the cluster has more jobs than a pass takes and room for them, and the feed may run
-/// a second pass of it beside the next one (issue 14: the last half of a drain was one
-/// cluster's passes, one at a time, with PostgreSQL a quarter idle between them). A pass that
-/// met a room limit does not: side by side, the later jobs would race the earlier ones for
-/// the last hosts, and priority order holds only within a pass.
-fn wants_more(mut reasons: impl Iterator<Item = Option<Reason>>) -> bool {
-    !reasons.any(|r| {
-        matches!(
-            r,
-            Some(Reason::NoHost | Reason::Subscription | Reason::Reserved | Reason::Draining)
-        )
-    })
 }
 
 /// The fence this pass books under, captured now with the may-book check, so every batch
@@ -705,27 +696,5 @@ impl Matcher<'_> {
         self.shared.stats.booked(booked as u64);
         self.booked += booked;
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{Reason, wants_more};
-
-    #[test]
-    fn a_pass_wants_more_only_when_no_layer_stopped_for_room() {
-        assert!(wants_more([None, None].into_iter()));
-        // A job's own caps and limits stop that job, not the room the others would use.
-        assert!(wants_more(
-            [Some(Reason::JobCap), Some(Reason::Limit), None].into_iter()
-        ));
-        for room in [
-            Reason::NoHost,
-            Reason::Subscription,
-            Reason::Reserved,
-            Reason::Draining,
-        ] {
-            assert!(!wants_more([None, Some(room)].into_iter()), "{room:?}");
-        }
     }
 }

@@ -69,6 +69,18 @@ impl Reason {
             Reason::NoLicense => "no_license",
         }
     }
+
+    /// True when the frames wait for room others could take as well — a host, subscription
+    /// room, hosts kept for a reservation — rather than on their own job or layer (its caps,
+    /// limits, start time, licenses). A pass that stopped for room gets no pass of its
+    /// cluster beside the next one (`matcher::pass_reporting`): side by side, later jobs
+    /// would race earlier ones for the last of it.
+    pub fn is_room(self) -> bool {
+        matches!(
+            self,
+            Reason::NoHost | Reason::Subscription | Reason::Reserved | Reason::Draining
+        )
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -160,5 +172,19 @@ mod tests {
         w.clear(&"a".into());
         w.record(&"b".into(), Reason::Limit, 0);
         assert!(w.totals().values().all(|v| *v == 0));
+    }
+
+    #[test]
+    fn room_is_what_other_jobs_would_take_too() {
+        let room: Vec<Reason> = Reason::ALL.into_iter().filter(|r| r.is_room()).collect();
+        assert_eq!(
+            room,
+            [
+                Reason::NoHost,
+                Reason::Subscription,
+                Reason::Reserved,
+                Reason::Draining
+            ]
+        );
     }
 }
