@@ -421,12 +421,14 @@ impl Feed {
 
     fn dispatch(&mut self) {
         let now = Instant::now();
-        let ready: Vec<(Option<Instant>, String)> = self
+        let mut ready: Vec<(Option<Instant>, String)> = self
             .turns
             .iter()
             .filter(|(_, t)| t.idle() && t.ready_at <= now && self.awake(t) && self.owned(t))
             .map(|(k, t)| (t.last_turn, k.clone()))
             .collect();
+        // Least recently served first; never-served clusters (None) sort before all others.
+        ready.sort();
         if self.send(ready, now, false) {
             self.dispatch_beside(now);
         }
@@ -459,15 +461,9 @@ impl Feed {
         self.send(wanting, now, true);
     }
 
-    /// Hands the clusters of `keys` to the workers, least recently served first (never-served
-    /// ones before all others); false once the channel is full.
-    fn send(
-        &mut self,
-        mut keys: Vec<(Option<Instant>, String)>,
-        now: Instant,
-        beside: bool,
-    ) -> bool {
-        keys.sort();
+    /// Hands the clusters of `keys` to the workers in that order; false once the channel is
+    /// full.
+    fn send(&mut self, keys: Vec<(Option<Instant>, String)>, now: Instant, beside: bool) -> bool {
         for (_, key) in keys {
             let Some(turn) = self.turns.get_mut(&key) else {
                 continue;
