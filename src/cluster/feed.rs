@@ -4,7 +4,7 @@
 //! Turn policy:
 //! - a cluster's passes run one at a time, except that while a booking thread would otherwise
 //!   wait, a cluster whose last pass ended on work rather than on room gets another pass
-//!   beside the running one (see [`super::turn`]; the job claims keep them on different jobs);
+//!   beside the running one (see `cluster::turn`; the job claims keep them on different jobs);
 //! - a cheap scan of waiting frames per (show, facility, tag) gates the set: clusters without
 //!   waiting work get no turns at all, so a busy cluster never queues behind idle ones
 //!   (OpenCue #2315, #2465); when the scan fails every cluster counts as awake;
