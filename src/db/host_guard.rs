@@ -84,6 +84,11 @@ impl<'a> HostColumns<'a> {
 
 /// The hosts of `c` that no longer have room, and those whose reservation refuses the
 /// frames, read without locks; the current idle values of the short ones go to `stale`.
+///
+/// The `pk_host = ANY($1)` beside the join keeps the read to the batch's hosts on any plan:
+/// on its generic plan (the booking's, see `db::session`) PostgreSQL estimated the `unnest`
+/// at 10 rows and hashed the whole `host` table for it, 1,225 buffer pages a call on the
+/// 1,200-host drain farm against ~80 (issue 14, auto_explain).
 pub(super) fn read_short_hosts(
     tx: &mut Tx<'_>,
     c: &HostColumns<'_>,
@@ -99,7 +104,7 @@ pub(super) fn read_short_hosts(
                FROM host h JOIN unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[],
                                        $6::float8[], $7::text[], $8::text[])
                     AS b(pk_host, cores, mem, gpus, gpu_mem, est, exempt, alloc) ON h.pk_host = b.pk_host
-              WHERE NOT ({HOST_TAKES}) OR {HOLD_BLOCKS}"
+              WHERE h.pk_host = ANY($1) AND (NOT ({HOST_TAKES}) OR {HOLD_BLOCKS})"
         ),
         &[&c.hosts, cores, mem, gpus, gpu_mem, &c.est, &c.exempt, &c.allocs, &ping_timeout_secs],
     )?;
