@@ -73,8 +73,9 @@ pub struct PassOutcome {
     pub result: PassResult,
     /// The host index's capacity generation when the pass started.
     pub capacity_gen: u64,
-    /// The pass booked every frame of a full page of jobs, with no layer stopped for want of
-    /// room: a pass beside the next one would find work and room too.
+    /// The pass booked every frame of a full page of jobs, saw more jobs with work beyond it,
+    /// and no layer stopped for want of room: a pass beside the next one would find work and
+    /// room too.
     pub wants_more: bool,
 }
 

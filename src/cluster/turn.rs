@@ -3,8 +3,9 @@
 //!
 //! A cluster's passes run one at a time, with one exception: while a booking thread would
 //! otherwise wait, a cluster whose last pass ended on work rather than on room (it booked
-//! every frame of a full page of jobs) gets another pass beside the running one. The job
-//! claims keep the two on different jobs. Without it, a drain whose other clusters had run
+//! every frame of a full page of jobs, and saw more jobs with work beyond it) gets another
+//! pass beside the running one. The job claims keep the two on different jobs; each pass
+//! reads spare candidates, so passes that start together do not all claim the same page. Without it, a drain whose other clusters had run
 //! dry left one cluster's passes going one after another, and PostgreSQL idle between
 //! them (issue 14).
 //!

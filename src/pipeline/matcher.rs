@@ -85,7 +85,7 @@ fn run(
         Ok(input) => input,
         Err(result) => return Ok((result, false)),
     };
-    let full_page = input.jobs.len() >= config.scheduler.max_jobs_per_pass as usize;
+    let full_page = input.full_page;
     let mut m = Matcher {
         shared,
         config: &config,

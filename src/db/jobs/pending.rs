@@ -212,10 +212,17 @@ impl JobQuery<'_> {
     }
 }
 
+/// How many jobs the query returns per job a pass takes: passes of one cluster that start
+/// together read the same first jobs, and the one that claims them first would leave the
+/// others with nothing to claim (issue 14: side passes came back "busy"). The spares come
+/// from rows the query read anyway.
+const CANDIDATES_PER_JOB: i64 = WALK_PER_JOB;
+
 /// Pending jobs of the query's show with a waiting layer its tags allow, in its order; up to
-/// `limit` of them that are not in `held` (jobs another booking thread is placing: they would
-/// only be claimed in vain, and a pass that took its `limit` from them would starve while
-/// later jobs wait). `hint` is the cluster's [`JobHint`], read and renewed here.
+/// `limit` × [`CANDIDATES_PER_JOB`] of them that are not in `held` (jobs another booking
+/// thread is placing: they would only be claimed in vain, and a pass that took its `limit`
+/// from them would starve while later jobs wait), for the pass to claim its `limit` from in
+/// order. `hint` is the cluster's [`JobHint`], read and renewed here.
 pub(crate) fn pending_jobs(
     conn: &mut impl GenericClient,
     q: &JobQuery<'_>,
@@ -232,15 +239,16 @@ pub(crate) fn pending_jobs(
     // The walk reached its cap with fewer jobs than asked: later jobs may have work.
     let capped = walked.len() as i64 >= walk;
     let walked: Vec<postgres::Row> = walked.into_iter().filter(has_work).collect();
-    let mut rows = split_held(walked.iter().cloned(), held, limit);
+    let cap = limit.saturating_mul(CANDIDATES_PER_JOB);
+    let mut rows = split_held(walked.iter().cloned(), row_job, held, cap);
     // A lottery draws anew each pass: a hint would keep the last draw's order.
     let hinted = q.order != crate::config::JobOrder::Proportional;
-    if capped && (rows.0.len() as i64) < limit && hinted {
+    if capped && (rows.free.len() as i64) < limit && hinted {
         if let Some(more) = from_hint(conn, q, hint, &walked)? {
-            rows = split_held(walked.iter().cloned().chain(more), held, limit);
+            rows = split_held(walked.iter().cloned().chain(more), row_job, held, cap);
         }
     }
-    if capped && (rows.0.len() as i64) < limit {
+    if capped && (rows.free.len() as i64) < limit {
         let fetch = if hinted {
             wanted.saturating_mul(HINT_PER_JOB)
         } else {
@@ -251,13 +259,17 @@ pub(crate) fn pending_jobs(
             ids: found.iter().map(|r| r.get(0)).collect(),
             read_at: Some(std::time::Instant::now()),
         };
-        rows = split_held(found.into_iter(), held, limit);
+        rows = split_held(found.into_iter(), row_job, held, cap);
     }
-    let (rows, held_elsewhere) = rows;
     Ok(Pending {
-        jobs: rows.iter().map(pending_job).collect(),
-        held_elsewhere,
+        jobs: rows.free.iter().map(pending_job).collect(),
+        held_elsewhere: rows.held,
     })
+}
+
+/// The job of a row of the `PENDING_*` statements.
+fn row_job(row: &postgres::Row) -> JobId {
+    row.get(0)
 }
 
 /// Whether a row of the walk or the hint's test (its last column) has work for the cluster.
@@ -309,23 +321,62 @@ fn pending_job(r: &postgres::Row) -> PendingJob {
     }
 }
 
-/// The first `limit` rows whose job is not in `held`, and how many rows were held.
-fn split_held(
-    rows: impl Iterator<Item = postgres::Row>,
+/// Rows of the job query split by the jobs other booking threads hold.
+#[derive(Debug, PartialEq)]
+struct Split<T> {
+    /// The first `cap` rows whose job is not held.
+    free: Vec<T>,
+    /// Rows passed over as held before those filled.
+    held: usize,
+}
+
+/// The first `cap` rows whose job (`job` of the row) is not in `held`, and how many held
+/// rows came before them.
+fn split_held<T>(
+    rows: impl Iterator<Item = T>,
+    job: impl Fn(&T) -> JobId,
     held: &HashSet<JobId>,
-    limit: i64,
-) -> (Vec<postgres::Row>, usize) {
-    let limit = usize::try_from(limit).unwrap_or(0);
-    let (mut free, mut skipped) = (Vec::new(), 0);
+    cap: i64,
+) -> Split<T> {
+    let cap = usize::try_from(cap).unwrap_or(0);
+    let mut split = Split {
+        free: Vec::new(),
+        held: 0,
+    };
     for row in rows {
-        if free.len() >= limit {
+        if split.free.len() >= cap {
             break;
         }
-        if held.contains(&row.get::<_, JobId>(0)) {
-            skipped += 1;
+        if held.contains(&job(&row)) {
+            split.held += 1;
         } else {
-            free.push(row);
+            split.free.push(row);
         }
     }
-    (free, skipped)
+    split
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(v: &[&str]) -> HashSet<JobId> {
+        v.iter().map(|s| JobId::from(*s)).collect()
+    }
+
+    #[test]
+    fn a_split_skips_held_jobs_up_to_its_cap() {
+        let rows = ["a", "b", "c", "d", "e"];
+        let split = split_held(rows.into_iter(), |r| JobId::from(*r), &ids(&["b", "e"]), 3);
+        assert_eq!(split.free, ["a", "c", "d"]);
+        assert_eq!(split.held, 1, "e comes after the cap");
+    }
+
+    #[test]
+    fn a_short_split_counts_every_held_job() {
+        let rows = ["a", "b"];
+        let split = split_held(rows.into_iter(), |r| JobId::from(*r), &ids(&["a"]), 3);
+        assert_eq!(split.free, ["b"]);
+        assert_eq!(split.held, 1);
+    }
 }

@@ -20,6 +20,9 @@ use crate::{
 /// pinned, their layers with WAITING frames and the environments RQD needs.
 pub(super) struct PassInput<'s> {
     pub(super) jobs: Vec<PendingJob>,
+    /// The page of jobs filled with candidates left over: a pass beside this one would find
+    /// jobs of its own (see `cluster::turn`).
+    pub(super) full_page: bool,
     /// Held for their drop, which comes only after the last batch committed (see `matcher::run`):
     /// the job claims of this booking thread and the pins of the jobs' caps.
     _claims: Vec<JobClaim<'s>>,
@@ -41,13 +44,8 @@ pub(super) fn read_pass<'s>(
     let pending = query_jobs(shared, conn, cluster, config)?;
     // Claim the jobs before reading their frames: whoever held a job committed before letting
     // go of it, so the frames read below are current.
-    let mut claims = Vec::new();
     let found = pending.jobs.len();
-    let jobs: Vec<PendingJob> = pending
-        .jobs
-        .into_iter()
-        .filter(|j| shared.claim_job(&j.id).map(|c| claims.push(c)).is_some())
-        .collect();
+    let (jobs, claims, full_page) = claim_page(shared, pending.jobs, s.max_jobs_per_pass as usize);
     if jobs.is_empty() {
         // Work held by another thread is not "no work": the cluster comes back as soon as
         // that thread lets go, instead of sleeping while its frames wait.
@@ -74,12 +72,34 @@ pub(super) fn read_pass<'s>(
     };
     Ok(Ok(PassInput {
         jobs,
+        full_page,
         _claims: claims,
         _cap_pins: cap_pins,
         layers,
         job_env,
         layer_env,
     }))
+}
+
+/// Claims the first `page` of `candidates` (in order) that no other booking thread holds;
+/// returns them, their claims, and whether the page filled with candidates left over.
+fn claim_page(
+    shared: &Shared,
+    candidates: Vec<PendingJob>,
+    page: usize,
+) -> (Vec<PendingJob>, Vec<JobClaim<'_>>, bool) {
+    let (mut jobs, mut claims) = (Vec::new(), Vec::new());
+    let mut rest = candidates.into_iter();
+    for job in rest.by_ref() {
+        if let Some(claim) = shared.claim_job(&job.id) {
+            claims.push(claim);
+            jobs.push(job);
+            if jobs.len() >= page {
+                break;
+            }
+        }
+    }
+    (jobs, claims, rest.next().is_some())
 }
 
 /// The pass's job query, skipping the jobs other booking threads hold, with the cluster's
