@@ -308,7 +308,7 @@ static JOB: SharedTable = SharedTable {
 /// Its recount joins every proc of the show to its host. Statistics lag a fill (PostgreSQL
 /// had 16 procs of a show where there were 20,200), and with them the planner looked each
 /// host up by key: 61,000 buffer pages per subscription at 10× the drain farm, 1.46 of the
-/// 1.73 million pages of the recompute (issue 14, auto_explain). With nested loops off it
+/// 1.74 million pages of the recompute (issue 14, auto_explain). With nested loops off it
 /// hashes the hosts once instead.
 static SUBSCRIPTION: SharedTable = SharedTable {
     key: "pk_subscription",
