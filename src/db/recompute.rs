@@ -17,10 +17,14 @@
 //! holding nothing else, and otherwise left for the next recompute.
 //!
 //! Cuebot's verify triggers on `job_resource` and `subscription` fire only when the cap column
-//! is unchanged and the usage grows; a recomputed usage may legitimately exceed a cap (an
-//! operator lowered it), so the update moves the cap by one in the same statement — the trigger
-//! does not fire — and a second statement of the same transaction moves it back. Other
-//! sessions never see the moved cap.
+//! is unchanged and the usage grows, and raise when the usage is then over the cap; a
+//! recomputed usage may legitimately exceed a cap (an operator lowered it), so where it would
+//! raise the update moves the cap by one in the same statement — the trigger does not fire —
+//! and a second statement of the same transaction moves it back. Other sessions never see
+//! the moved cap. Rows within their caps are not moved: each moved row is written once more
+//! to move it back (198,000 pages in 7 rounds at 10× the drain farm, issue 14). The benchmark
+//! farms still move nearly every row: their uncapped jobs carry -1, which the trigger counts
+//! as a cap of -1; Cuebot's own defaults (10,000 centicores, 100 GPUs) are real caps.
 
 use std::{
     sync::LazyLock,
@@ -77,7 +81,7 @@ struct SharedTable {
     /// Unlocked: the keys of the rows of the shows `$1` whose usage differs from `proc`.
     stale: LazyLock<String>,
     /// `$1` the keys locked: rewrites their usage from `proc`, the cap nudged where the usage
-    /// grows; `RETURNING key, grew`.
+    /// grows past it; `RETURNING key, nudged`.
     update: &'static str,
     /// `$1` the keys nudged: moves their cap back (`None`: the table has no verify trigger).
     restore: Option<&'static str>,
@@ -172,13 +176,13 @@ fn lock_and_rewrite(
     }
     // A new statement after the lock: its snapshot has every booking that charged these rows.
     let rows = tx.query(t.update, &[&locked])?;
-    let grew: Vec<String> = rows
+    let nudged: Vec<String> = rows
         .iter()
         .filter(|r| r.get::<_, bool>(1))
         .map(|r| r.get(0))
         .collect();
-    if let (Some(restore), false) = (t.restore, grew.is_empty()) {
-        tx.execute(restore, &[&grew])?;
+    if let (Some(restore), false) = (t.restore, nudged.is_empty()) {
+        tx.execute(restore, &[&nudged])?;
     }
     tx.commit()?;
     Ok((locked, rows.len() as u64))
@@ -262,7 +266,7 @@ static FOLDER: SharedTable = SharedTable {
     hash_join: false,
 };
 
-/// `job_resource` of unfinished jobs, the maxima nudged where the usage grows.
+/// `job_resource` of unfinished jobs, the maxima nudged where the usage grows past them.
 static JOB: SharedTable = SharedTable {
     key: "pk_job_resource",
     table: "job_resource",
@@ -279,22 +283,27 @@ static JOB: SharedTable = SharedTable {
                 AND (jr.int_cores <> coalesce(live.cores, 0) OR jr.int_gpus <> coalesce(live.gpus, 0))"
         )
     }),
-    // `grew` compares with the values before this statement (the row is ours, locked).
+    // `nudge` compares with the values before this statement (the row is ours, locked): the
+    // trigger fires where the usage grows, and raises only where it is then over a cap.
     update: "WITH live AS (SELECT jr.pk_job_resource AS pk,
                                   coalesce(sum(p.int_cores_reserved), 0)::bigint AS cores,
                                   coalesce(sum(p.int_gpus_reserved), 0)::bigint AS gpus,
-                                  jr.int_cores AS was_cores, jr.int_gpus AS was_gpus
+                                  jr.int_cores AS was_cores, jr.int_gpus AS was_gpus,
+                                  jr.int_max_cores AS max_cores, jr.int_max_gpus AS max_gpus
                              FROM job_resource jr LEFT JOIN proc p ON p.pk_job = jr.pk_job
                             WHERE jr.pk_job_resource = ANY($1)
-                            GROUP BY jr.pk_job_resource, jr.int_cores, jr.int_gpus),
-                  t AS (SELECT pk, cores, gpus, (cores > was_cores OR gpus > was_gpus) AS grew FROM live)
+                            GROUP BY jr.pk_job_resource, jr.int_cores, jr.int_gpus,
+                                     jr.int_max_cores, jr.int_max_gpus),
+                  t AS (SELECT pk, cores, gpus,
+                               (cores > was_cores OR gpus > was_gpus)
+                               AND (cores > max_cores OR gpus > max_gpus) AS nudge FROM live)
              UPDATE job_resource jr
                 SET int_cores = t.cores, int_gpus = t.gpus,
-                    int_max_cores = CASE WHEN t.grew THEN jr.int_max_cores + 1 ELSE jr.int_max_cores END,
-                    int_max_gpus = CASE WHEN t.grew THEN jr.int_max_gpus + 1 ELSE jr.int_max_gpus END
+                    int_max_cores = CASE WHEN t.nudge THEN jr.int_max_cores + 1 ELSE jr.int_max_cores END,
+                    int_max_gpus = CASE WHEN t.nudge THEN jr.int_max_gpus + 1 ELSE jr.int_max_gpus END
                FROM t WHERE jr.pk_job_resource = t.pk
                 AND (jr.int_cores <> t.cores OR jr.int_gpus <> t.gpus)
-           RETURNING jr.pk_job_resource, t.grew",
+           RETURNING jr.pk_job_resource, t.nudge",
     restore: Some(
         "UPDATE job_resource SET int_max_cores = int_max_cores - 1, int_max_gpus = int_max_gpus - 1
           WHERE pk_job_resource = ANY($1)",
@@ -303,7 +312,7 @@ static JOB: SharedTable = SharedTable {
 };
 
 /// `subscription` (procs on hosts of its allocation, not local), the burst nudged where the
-/// cores grow.
+/// cores grow past it.
 ///
 /// Its recount joins every proc of the show to its host. Statistics lag a fill (PostgreSQL
 /// had 16 procs of a show where there were 20,200), and with them the planner looked each
@@ -331,19 +340,19 @@ static SUBSCRIPTION: SharedTable = SharedTable {
     update: "WITH live AS (SELECT sub.pk_subscription AS pk,
                                   coalesce(sum(p.int_cores_reserved), 0)::bigint AS cores,
                                   coalesce(sum(p.int_gpus_reserved), 0)::bigint AS gpus,
-                                  sub.int_cores AS was_cores
+                                  sub.int_cores AS was_cores, sub.int_burst AS burst
                              FROM subscription sub
                              LEFT JOIN (proc p JOIN host h ON h.pk_host = p.pk_host AND NOT p.b_local)
                                ON p.pk_show = sub.pk_show AND h.pk_alloc = sub.pk_alloc
                             WHERE sub.pk_subscription = ANY($1)
-                            GROUP BY sub.pk_subscription, sub.int_cores),
-                  t AS (SELECT pk, cores, gpus, cores > was_cores AS grew FROM live)
+                            GROUP BY sub.pk_subscription, sub.int_cores, sub.int_burst),
+                  t AS (SELECT pk, cores, gpus, cores > was_cores AND cores > burst AS nudge FROM live)
              UPDATE subscription sub
                 SET int_cores = t.cores, int_gpus = t.gpus,
-                    int_burst = CASE WHEN t.grew THEN sub.int_burst + 1 ELSE sub.int_burst END
+                    int_burst = CASE WHEN t.nudge THEN sub.int_burst + 1 ELSE sub.int_burst END
                FROM t WHERE sub.pk_subscription = t.pk
                 AND (sub.int_cores <> t.cores OR sub.int_gpus <> t.gpus)
-           RETURNING sub.pk_subscription, t.grew",
+           RETURNING sub.pk_subscription, t.nudge",
     restore: Some(
         "UPDATE subscription SET int_burst = int_burst - 1 WHERE pk_subscription = ANY($1)",
     ),
