@@ -5,9 +5,9 @@
 //! otherwise wait, a cluster whose last pass ended on work rather than on room (it booked
 //! every frame of a full page of jobs, and saw more jobs with work beyond it) gets another
 //! pass beside the running one. The job claims keep the two on different jobs; each pass
-//! reads spare candidates, so passes that start together do not all claim the same page. Without it, a drain whose other clusters had run
-//! dry left one cluster's passes going one after another, and PostgreSQL idle between
-//! them (issue 14).
+//! reads spare candidates, so passes that start together do not all claim the same page.
+//! Without it, a drain whose other clusters had run dry left one cluster's passes going one
+//! after another, and PostgreSQL idle between them (issue 14).
 //!
 //! With several passes out, the cluster's sleep is decided by the last one to return, and
 //! it does not sleep if any of them booked.

@@ -322,7 +322,6 @@ fn pending_job(r: &postgres::Row) -> PendingJob {
 }
 
 /// Rows of the job query split by the jobs other booking threads hold.
-#[derive(Debug, PartialEq)]
 struct Split<T> {
     /// The first `cap` rows whose job is not held.
     free: Vec<T>,
