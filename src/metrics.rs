@@ -8,7 +8,7 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -38,6 +38,10 @@ fn gauge(name: &str, help: &str) -> IntGauge {
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     register(IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"))
+}
+
+fn float_gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+    register(GaugeVec::new(Opts::new(name, help), labels).expect("static metric definition"))
 }
 
 fn histogram(name: &str, help: &str, buckets: Vec<f64>) -> Histogram {
@@ -261,6 +265,14 @@ metrics! {
     );
     /// Host refreshes by result.
     HOST_REFRESHES: IntCounterVec = counter_vec("stagehand_host_refreshes_total", "Host index refreshes", &["result"]);
+    /// The wait after each periodic read of the whole farm, as its cost paced it
+    /// (`worker::paced`): its configured interval on a small farm, up to four times that on
+    /// a big one.
+    PERIODIC_READ_WAIT: GaugeVec = float_gauge_vec(
+        "stagehand_periodic_read_wait_seconds",
+        "Wait after a periodic farm-wide read, paced by its cost",
+        &["read"],
+    );
     /// Clusters waiting in the work queue.
     QUEUE_DEPTH: IntGauge = gauge("stagehand_queue_depth", "Clusters waiting in the work queue");
     /// Cluster sleeps, by reason.

@@ -4,7 +4,8 @@
 //!
 //! The threads keep their own policy (what a step does, how soon it runs again after an
 //! error); this module only owns the loop, so stop flags, wake requests and reconnects
-//! behave the same in each of them.
+//! behave the same in each of them, and the pacing of the reads whose cost grows with the
+//! farm ([`paced`]).
 
 use std::{
     sync::{
@@ -37,6 +38,31 @@ pub(crate) fn periodic(
         }
         next = Instant::now() + step();
     }
+}
+
+/// A periodic read of the whole farm keeps its session busy at most 1 / `READ_SHARE` of the
+/// time: one that takes longer than its interval allows waits longer before the next.
+const READ_SHARE: u32 = 20;
+
+/// A paced read never waits more than this many times its configured interval, so what it
+/// keeps fresh has a bound an operator can read off the configuration.
+const MAX_STRETCH: u32 = 4;
+
+/// How long to wait after a periodic read of the whole farm (the host changes, the new-work
+/// probe, the active-work scan, the accounting recompute) that took `took`, configured to
+/// run every `interval`: the interval, or more when the read took over 1 / `READ_SHARE` of
+/// it, up to `MAX_STRETCH` times the interval. Those reads scan tables that grow with the
+/// farm; at ten times the drain farm they ran as often as on the small one and took a
+/// growing share of the database from the booking (issue 14). On a small farm nothing
+/// changes. The chosen wait is published as `stagehand_periodic_read_wait_seconds{read}`.
+pub(crate) fn paced(read: &str, interval: Duration, took: Duration) -> Duration {
+    let wait = took
+        .saturating_mul(READ_SHARE - 1)
+        .clamp(interval, interval.saturating_mul(MAX_STRETCH));
+    crate::metrics::PERIODIC_READ_WAIT
+        .with_label_values(&[read])
+        .set(wait.as_secs_f64());
+    wait
 }
 
 /// A periodic worker's inbox of "run a step now" requests. The worker owns it and takes the
@@ -125,6 +151,19 @@ mod tests {
             },
         );
         assert_eq!(steps.load(Ordering::Relaxed), 4);
+    }
+
+    #[test]
+    fn a_read_is_paced_by_its_cost_within_a_bounded_stretch() {
+        let ms = Duration::from_millis;
+        // Cheap against its interval: the interval.
+        assert_eq!(paced("t", ms(100), ms(2)), ms(100));
+        // 10 ms a read: 190 ms between reads keeps it at 1/20 of the time.
+        assert_eq!(paced("t", ms(100), ms(10)), ms(190));
+        // Never past four intervals, however slow the read.
+        assert_eq!(paced("t", ms(100), ms(1_000)), ms(400));
+        // An interval of zero stays zero (the caller's "off" or "at once").
+        assert_eq!(paced("t", ms(0), ms(5)), ms(0));
     }
 
     #[test]

@@ -160,6 +160,7 @@ pub fn run(
                 }
             };
             let read_caps = ledger.take_caps_request() || now >= next_caps;
+            let started = Instant::now();
             match round_publishing(conn, &ledger, read_caps, held().as_deref(), &mut gauge) {
                 Ok(()) if read_caps => next_caps = now + cfg.accounting.caps_interval,
                 Ok(()) => {}
@@ -175,7 +176,9 @@ pub fn run(
                 log::warn!("reading the stranded resources failed: {e}");
                 session.after_error(&e);
             }
-            cfg.accounting.recompute_interval
+            // The round reads every proc of the farm: paced by what it took.
+            let took = started.elapsed();
+            crate::worker::paced("recompute", cfg.accounting.recompute_interval, took)
         },
     );
 }

@@ -168,8 +168,9 @@ impl Feed {
             }
             self.probe(&config, now);
             if now >= self.next_scan {
-                self.scan();
-                self.next_scan = Instant::now() + config.scheduler.active_scan_interval;
+                let took = self.scan();
+                let every = config.scheduler.active_scan_interval;
+                self.next_scan = Instant::now() + crate::worker::paced("active_scan", every, took);
             }
             while let Ok(outcome) = self.outcomes.try_recv() {
                 self.settle(outcome, &config);
@@ -274,15 +275,30 @@ impl Feed {
         }
     }
 
-    fn scan(&mut self) {
-        let started = Instant::now();
-        let scanned = self
+    /// Runs `read` on a pooled connection; returns its result and how long the read itself
+    /// took — not the wait for a connection, which measures the booking's load, not what the
+    /// read costs the database.
+    fn timed<T>(
+        &self,
+        read: impl FnOnce(&mut postgres::Client) -> Result<T, db::DbError>,
+    ) -> (Result<T, db::DbError>, Duration) {
+        let mut started = Instant::now();
+        let result = self
             .ctx
             .pool
             .get()
             .map_err(db::DbError::from)
-            .and_then(|mut c| db::jobs::active_tags(c.client()));
-        metrics::ACTIVE_SCAN_SECONDS.observe(started.elapsed().as_secs_f64());
+            .and_then(|mut c| {
+                started = Instant::now();
+                read(c.client())
+            });
+        (result, started.elapsed())
+    }
+
+    /// The active-work scan; returns how long its read took.
+    fn scan(&mut self) -> Duration {
+        let (scanned, took) = self.timed(db::jobs::active_tags);
+        metrics::ACTIVE_SCAN_SECONDS.observe(took.as_secs_f64());
         let active = match scanned {
             Ok(active) => active,
             Err(e) => {
@@ -292,12 +308,13 @@ impl Feed {
                 for turn in self.turns.values_mut() {
                     turn.waiting = -1;
                 }
-                return;
+                return took;
             }
         };
         self.scan_ok = true;
         self.apply_scan(&active);
         self.publish_hungry();
+        took
     }
 
     /// The new-work probe: between scans, a cheap read of the pending jobs; new work (see
@@ -315,13 +332,9 @@ impl Feed {
             self.last_probe = None;
             return;
         }
-        self.next_probe = now + every;
-        let read = self
-            .ctx
-            .pool
-            .get()
-            .map_err(db::DbError::from)
-            .and_then(|mut c| db::jobs::work_probe(c.client()));
+        let (read, took) = self.timed(db::jobs::work_probe);
+        // The probe reads every pending job of the managed shows: paced by what it took.
+        self.next_probe = now + crate::worker::paced("new_work_probe", every, took);
         match read {
             Ok(probe) => {
                 if self

@@ -172,6 +172,7 @@ impl Refresher {
         let mark = self
             .mark
             .filter(|_| !asked && !changes_off && Instant::now() < self.next_full);
+        let started = Instant::now();
         let outcome = match mark {
             Some(mark) => refresh_changes(shared, mark).map(|next| (None, next)),
             None => refresh_full(shared)
@@ -194,9 +195,12 @@ impl Refresher {
                 if changes_off {
                     hosts.refresh_interval
                 } else {
-                    // No mark (the ids wrapped): the next step reads in full.
+                    // No mark (the ids wrapped): the next step reads in full. Both reads
+                    // scan the farm's hosts: paced by what this one took.
                     let until_full = self.next_full.saturating_duration_since(Instant::now());
-                    hosts.changes_interval.min(until_full)
+                    let took = started.elapsed();
+                    crate::worker::paced("host_changes", hosts.changes_interval, took)
+                        .min(until_full)
                 }
             }
             Err(e) => {
