@@ -24,7 +24,9 @@ pub struct RqdConfig {
     /// Deadline of one RQD call.
     #[serde(with = "duration")]
     pub timeout: Duration,
-    /// Threads launching frames in parallel across hosts. Cold.
+    /// Threads launching frames in parallel across hosts, one blocking call each. Enough
+    /// that a committed batch is in flight at once rather than in line behind a few calls
+    /// (issue 14: booking → launch p99). Cold.
     pub launch_threads: usize,
     /// RunFrame soft memory limit as a multiple of the memory booked (the layer's
     /// minimum, or its history with `[memory] from_history`).
@@ -41,7 +43,7 @@ impl Default for RqdConfig {
             endpoint: "{host}:{port}".to_owned(),
             dry_run: false,
             timeout: Duration::from_secs(10),
-            launch_threads: 8,
+            launch_threads: 64,
             memory_soft_limit: 1.6,
             memory_hard_limit: 2.0,
         }
