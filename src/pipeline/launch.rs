@@ -36,7 +36,7 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use super::Shared;
@@ -238,23 +238,35 @@ fn launcher(shared: &Shared, rx: &Receiver<LaunchTask>, pool: &Launchers, sweepe
             launch_claimed(shared, pool, claimed);
             continue;
         }
-        match rx.recv_timeout(Duration::from_millis(100)) {
-            // Past the shutdown grace there is no time to launch: undo instead, so no frame
-            // is left RUNNING without a process.
-            Ok(task) if shared.past_grace() => undo(shared, &task),
-            Ok(task) => claim_queued(shared, pool, rx, task),
-            Err(RecvTimeoutError::Timeout) => {
+        // An idle thread wakes for either queue: launches another thread claimed used to
+        // wait for the next queued task or the tick, up to 100 ms (issue 14's launch tail).
+        let mut closed = false;
+        crossbeam_channel::select! {
+            // The pool holds both ends of this one: it never disconnects.
+            recv(pool.claimed.1) -> claimed => {
+                if let Ok(claimed) = claimed {
+                    launch_claimed(shared, pool, claimed);
+                }
+            }
+            recv(rx) -> task => match task {
+                // Past the shutdown grace there is no time to launch: undo instead, so no
+                // frame is left RUNNING without a process.
+                Ok(task) if shared.past_grace() => undo(shared, &task),
+                Ok(task) => claim_queued(shared, pool, rx, task),
+                Err(_) => closed = true,
+            },
+            default(Duration::from_millis(100)) => {
                 flush_acked(shared, pool);
                 if sweeper && sweep_due(pool) {
                     sweep(shared);
                 }
             }
-            Err(RecvTimeoutError::Disconnected) => {
-                while let Ok(claimed) = pool.claimed.1.try_recv() {
-                    launch_claimed(shared, pool, claimed);
-                }
-                break;
+        }
+        if closed {
+            while let Ok(claimed) = pool.claimed.1.try_recv() {
+                launch_claimed(shared, pool, claimed);
             }
+            break;
         }
     }
     flush_acked(shared, pool);
