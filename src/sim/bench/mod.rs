@@ -16,9 +16,10 @@
 //! ([`newjob`]).
 //!
 //! `--workload ceiling` runs no stagehand: it measures the booking writes alone on the drain
-//! farm ([`ceiling`]); `--workload drain --with-ceiling` measures the ceiling right before and
-//! right after drain in one invocation and prints drain as a ratio to it, a figure that
-//! survives a noisy machine better than either rate alone.
+//! farm ([`ceiling`]); `--workload drain --with-ceiling` (or `coldfill --with-ceiling`, on the
+//! cold fill's farm) measures the ceiling right before and right after the run in one
+//! invocation and prints the run as a ratio to it, a figure that survives a noisy machine
+//! better than either rate alone.
 
 pub mod ceiling;
 mod cost;
@@ -85,8 +86,9 @@ pub struct BenchArgs {
     /// With `--workload verify`: run only this scenario of the battery (`PRIORITY`, …).
     #[arg(long)]
     pub scenario: Option<String>,
-    /// With `--workload drain`: also run the ceiling (the booking writes alone) on its own
-    /// freshly seeded farm of the same shape, and print drain as a ratio to it.
+    /// With `--workload drain` or `coldfill`: also run the ceiling (the booking writes alone)
+    /// right before and right after, each on its own freshly seeded farm of the same shape,
+    /// and print the workload's rates and PostgreSQL CPU as ratios to it.
     #[arg(long)]
     pub with_ceiling: bool,
     /// Shows of the drain farm (0: one, and two more per further instance).
@@ -473,6 +475,11 @@ fn booking_window(
         report.booked = procs;
         report.first99_per_sec = rates.first99_per_sec;
     } else {
+        // Nothing completed yet (a cold fill's frames outlast it): the procs are every
+        // booking, and their times give the rate as for a dry run.
+        if procs >= report.booked {
+            report.first99_per_sec = rates.first99_per_sec;
+        }
         // Completed frames' procs are gone: the window runs from the first booking seen to
         // the end of the run.
         report.window_secs = run
@@ -571,28 +578,33 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     if !args.scales.is_empty() || !args.instance_counts.is_empty() {
         return Ok(exit_code(&sweep::sweep(args)?));
     }
-    if args.with_ceiling && args.workload != Workload::Drain {
+    if args.with_ceiling && !matches!(args.workload, Workload::Drain | Workload::Coldfill) {
         return Err(SimError::Other(
-            "--with-ceiling goes with --workload drain".into(),
+            "--with-ceiling goes with --workload drain or coldfill".into(),
         ));
     }
     if !args.with_ceiling {
         return Ok(exit_code(&measure(args)?.violations));
     }
-    // The ceiling right before and right after drain: the ratio is to their mean.
+    // The ceiling right before and right after the run: the ratio is to their mean.
     let before = ceiling_of(args, " before")?;
     let report = measure(args)?;
     let after = ceiling_of(args, " after")?;
-    print_ceiling_ratios(&report, &before, &after);
+    print_ceiling_ratios(args, &report, &before, &after);
     let mut violations = report.violations;
     violations.extend(before.violations());
     violations.extend(after.violations());
     Ok(exit_code(&violations))
 }
 
-/// Measures the ceiling of the drain farm of `args` and prints it, labelled `when`.
+/// Measures the ceiling of the farm of `args` (drain's unless the workload is another's) and
+/// prints it, labelled `when`.
 fn ceiling_of(args: &BenchArgs, when: &str) -> Result<CeilingReport, SimError> {
-    let ceiling = measure_ceiling(&drain_spec(args), &CONNECTIONS)?;
+    let spec = match args.workload {
+        Workload::Coldfill => workload_spec(args)?.0,
+        _ => drain_spec(args),
+    };
+    let ceiling = measure_ceiling(&spec, &CONNECTIONS)?;
     print_ceiling(args, &ceiling, when);
     Ok(ceiling)
 }

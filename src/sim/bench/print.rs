@@ -190,11 +190,20 @@ fn fmt_ms(ms: Option<f64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
+/// The workload whose farm a ceiling is measured on, as its lines name it.
+fn farm_name(args: &BenchArgs) -> &'static str {
+    match args.workload {
+        super::Workload::Coldfill => "coldfill",
+        _ => "drain",
+    }
+}
+
 /// Prints the ceiling's runs, one line per connection count; `when` says when it ran.
 pub(super) fn print_ceiling(args: &BenchArgs, c: &CeilingReport, when: &str) {
     println!(
-        "ceiling{when:<9}: the guarded writes alone, {} frames a transaction, drain farm (scale {}, seed {:#x}), {} frames seeded",
+        "ceiling{when:<9}: the guarded writes alone, {} frames a transaction, {} farm (scale {}, seed {:#x}), {} frames seeded",
         super::ceiling::BATCH,
+        farm_name(args),
         args.scale,
         args.seed,
         c.seeded
@@ -228,25 +237,27 @@ pub(super) fn print_ceiling(args: &BenchArgs, c: &CeilingReport, when: &str) {
     }
 }
 
-/// Prints drain beside the ceilings measured right before and right after it: per figure,
-/// each sweep's best run and drain's ratio to their mean, so a machine that got busier or
+/// Prints the run beside the ceilings measured right before and right after it: per figure,
+/// each sweep's best run and the run's ratio to their mean, so a machine that got busier or
 /// quieter during the invocation moves both sides of the ratio alike.
 pub(super) fn print_ceiling_ratios(
-    drain: &BenchReport,
+    args: &BenchArgs,
+    report: &BenchReport,
     before: &CeilingReport,
     after: &CeilingReport,
 ) {
     let ratio = |label: &str,
-                 drain_value: Option<f64>,
+                 value: Option<f64>,
                  best: [Option<(f64, usize)>; 2],
                  unit: &str,
                  prec: usize| {
-        let (Some(d), [Some(b), Some(a)]) = (drain_value, best) else {
+        let (Some(d), [Some(b), Some(a)]) = (value, best) else {
             return;
         };
         let mean = (b.0 + a.0) / 2.0;
         println!(
-            "drain / ceiling : {label}: {d:.prec$} / {mean:.prec$}{unit} (ceiling before {:.prec$}, {} conn; after {:.prec$}, {} conn) = {:.2}",
+            "{} / ceiling : {label}: {d:.prec$} / {mean:.prec$}{unit} (ceiling before {:.prec$}, {} conn; after {:.prec$}, {} conn) = {:.2}",
+            farm_name(args),
             b.0,
             b.1,
             a.0,
@@ -261,14 +272,14 @@ pub(super) fn print_ceiling_ratios(
     let stress = |r: &Rates| r.per_sec;
     ratio(
         "frames/s, first 99 %",
-        Some(drain.first99_per_sec),
+        (report.first99_per_sec > 0.0).then_some(report.first99_per_sec),
         [rate_of(before, first99), rate_of(after, first99)],
         "",
         0,
     );
     ratio(
         "frames/s, (n-1)/(last-first)",
-        Some(drain.frames_per_sec),
+        Some(report.frames_per_sec),
         [rate_of(before, stress), rate_of(after, stress)],
         "",
         0,
@@ -280,7 +291,7 @@ pub(super) fn print_ceiling_ratios(
     };
     ratio(
         "PostgreSQL CPU per booked frame",
-        drain.pg_cpu_ms_per_frame,
+        report.pg_cpu_ms_per_frame,
         [cpu_of(before), cpu_of(after)],
         " ms",
         3,
