@@ -56,13 +56,18 @@ const MAX_STRETCH: u32 = 4;
 /// growing share of the database from the booking (issue 14). On a small farm nothing
 /// changes. The chosen wait is published as `stagehand_periodic_read_wait_seconds{read}`.
 pub(crate) fn paced(read: &str, interval: Duration, took: Duration) -> Duration {
-    let wait = took
-        .saturating_mul(READ_SHARE - 1)
-        .clamp(interval, interval.saturating_mul(MAX_STRETCH));
+    let wait = stretched(interval, took);
     crate::metrics::PERIODIC_READ_WAIT
         .with_label_values(&[read])
         .set(wait.as_secs_f64());
     wait
+}
+
+/// The wait of [`paced`] without publishing it: `interval`, or `READ_SHARE − 1` times `took`
+/// when that is longer, at most `MAX_STRETCH` intervals.
+pub(crate) fn stretched(interval: Duration, took: Duration) -> Duration {
+    took.saturating_mul(READ_SHARE - 1)
+        .clamp(interval, interval.saturating_mul(MAX_STRETCH))
 }
 
 /// A periodic worker's inbox of "run a step now" requests. The worker owns it and takes the
