@@ -169,6 +169,16 @@ const ACK_BATCH: usize = 64;
 /// How often the holder of a show looks for bookings its dead predecessor never launched.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 
+/// How often the first launcher thread, when idle, forgets acknowledged launches, retries
+/// due kills and checks whether a sweep is due: the pool's periodic duties.
+const DUTY_TICK: Duration = Duration::from_millis(100);
+
+/// How often the other launcher threads wake when idle. They have no duty of their own: a
+/// new task or a hand-over wakes them. With 64 threads a 100 ms tick was 640 wake-ups a
+/// second on an idle instance; they still tick, slowly, so a duty is not left waiting on
+/// the first thread while it sits in a slow RQD call.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
 /// At most this many launches are claimed by one statement.
 const CLAIM_BATCH: usize = 32;
 
@@ -229,6 +239,7 @@ pub fn start(
 /// for bookings dead instances left behind.
 fn launcher(shared: &Shared, rx: &Receiver<LaunchTask>, pool: &Launchers, sweeper: bool) {
     let unconfirmed = &pool.unconfirmed;
+    let tick = if sweeper { DUTY_TICK } else { IDLE_TICK };
     loop {
         for u in unconfirmed.take_due(false) {
             retry_kill(shared, u, unconfirmed);
@@ -255,7 +266,7 @@ fn launcher(shared: &Shared, rx: &Receiver<LaunchTask>, pool: &Launchers, sweepe
                 Ok(task) => claim_queued(shared, pool, rx, task),
                 Err(_) => closed = true,
             },
-            default(Duration::from_millis(100)) => {
+            default(tick) => {
                 flush_acked(shared, pool);
                 if sweeper && sweep_due(pool) {
                     sweep(shared);
