@@ -5,9 +5,9 @@
 //! Figures: frames booked; frames/s over the booking window (first to last `proc.ts_booked`,
 //! as OpenCue's stress suite measures); time to 50/90/99 % utilization (coldfill); p50/p99
 //! from frame eligible to booked; wasted placement attempts; statements and rows read per
-//! booked frame (`pg_stat_statements`, stagehand's role only) and rows PostgreSQL read per
-//! booked frame (`pg_stat_database`, the harness's polls left out, see `cost`); PostgreSQL
-//! and stagehand CPU per booked frame; peak RSS of each stagehand process; seconds from
+//! booked frame (`pg_stat_statements`, stagehand's role only) and PostgreSQL and stagehand
+//! CPU per booked frame, all from the first booking seen; rows PostgreSQL read per booked
+//! frame (`pg_stat_database`, start-up included, the harness's polls left out, see `cost`); peak RSS of each stagehand process; seconds from
 //! start to the first booking. Exits non-zero when the audit finds a violation.
 //!
 //! `--scales` and `--instance-counts` run one workload several times in one invocation and
@@ -146,11 +146,14 @@ pub struct BenchReport {
     pub wait_p50_p99: (f64, f64),
     /// Placement attempts that did not commit, in percent.
     pub wasted_pct: f64,
-    /// Statements per booked frame, start-up included (None without pg_stat_statements).
+    /// stagehand's statements per booked frame from the first booking seen, as the CPU
+    /// figures (None without pg_stat_statements). Several instances wait for their leases
+    /// with the work held back: counting from their start charged those seconds of idle
+    /// reads to the frames.
     pub statements_per_frame: Option<f64>,
-    /// Rows fetched by stagehand's queries per booked frame (None without pg_stat_statements).
+    /// Rows fetched by stagehand's queries per booked frame, over the same window.
     pub rows_read_per_frame: Option<f64>,
-    /// Buffer pages touched by stagehand's statements per booked frame.
+    /// Buffer pages touched by stagehand's statements per booked frame, over the same window.
     pub pages_per_frame: Option<f64>,
     /// Peak RSS per instance, MiB.
     pub peak_rss_mib: Vec<f64>,
@@ -217,7 +220,7 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
             _ => None,
         };
     }
-    database_figures(&mut client, &mut report)?;
+    database_figures(&mut client, &mut report, run.statements_at_first_booking)?;
     report.violations = audit(&mut client, None)?;
     print_report(args, &report);
     if args.top_statements > 0 {
@@ -340,6 +343,8 @@ struct RunTimes {
     first_booking: Option<Instant>,
     cpu_at_first_booking: Option<PgCpu>,
     stagehand_cpu_at_first_booking: Option<f64>,
+    /// stagehand's statement totals then ([`stagehand_statement_totals`]).
+    statements_at_first_booking: Option<(i64, i64, i64)>,
     end: Instant,
     polls: u64,
 }
@@ -367,6 +372,7 @@ fn watch_run(
     let mut first_booking: Option<Instant> = None;
     let mut cpu_at_first_booking = None;
     let mut stagehand_cpu_at_first_booking = None;
+    let mut statements_at_first_booking = None;
     let mut polls = 0;
     let mut wait = POLL;
     loop {
@@ -385,6 +391,7 @@ fn watch_run(
             first_booking = Some(Instant::now());
             cpu_at_first_booking = PgCpu::read(data);
             stagehand_cpu_at_first_booking = cost::instances_cpu_secs(instances);
+            statements_at_first_booking = stagehand_statement_totals(client);
         }
         // The CPU window opens at the first booking seen: until then, no stretching.
         if first_booking.is_some() {
@@ -405,6 +412,7 @@ fn watch_run(
         first_booking,
         cpu_at_first_booking,
         stagehand_cpu_at_first_booking,
+        statements_at_first_booking,
         end: Instant::now(),
         polls,
     })
@@ -518,6 +526,7 @@ fn booking_window(
 fn database_figures(
     client: &mut postgres::Client,
     report: &mut BenchReport,
+    since: Option<(i64, i64, i64)>,
 ) -> Result<(), SimError> {
     let waits = client.query_one(
         "SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY w), 0)::float8,
@@ -529,6 +538,8 @@ fn database_figures(
     report.wait_p50_p99 = (waits.get(0), waits.get(1));
     let frames = report.booked.max(1) as f64;
     if let Some((statements, rows, pages)) = stagehand_statement_totals(client) {
+        let (s0, r0, p0) = since.unwrap_or_default();
+        let (statements, rows, pages) = (statements - s0, rows - r0, pages - p0);
         report.statements_per_frame = Some(statements as f64 / frames);
         report.rows_read_per_frame = Some(rows as f64 / frames);
         report.pages_per_frame = Some(pages as f64 / frames);

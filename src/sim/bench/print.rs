@@ -124,7 +124,7 @@ fn print_costs(r: &BenchReport) {
         r.pages_per_frame,
     ) {
         (Some(s), Some(rows), Some(pages)) => println!(
-            "database        : per booked frame {s:.2} statements, {rows:.1} rows read, {pages:.0} buffer pages (stagehand's role only)"
+            "database        : per booked frame {s:.2} statements, {rows:.1} rows read, {pages:.0} buffer pages (stagehand's role only, from the first booking seen)"
         ),
         _ => println!("database        : pg_stat_statements unavailable"),
     }
