@@ -7,8 +7,8 @@
 //! from frame eligible to booked; wasted placement attempts; statements and rows read per
 //! booked frame (`pg_stat_statements`, stagehand's role only) and PostgreSQL and stagehand
 //! CPU per booked frame, all from the first booking seen; rows PostgreSQL read per booked
-//! frame (`pg_stat_database`, start-up included, the harness's polls left out, see `cost`); peak RSS of each stagehand process; seconds from
-//! start to the first booking. Exits non-zero when the audit finds a violation.
+//! frame (`pg_stat_database`, start-up included, the harness's polls left out, see `cost`);
+//! peak RSS of each stagehand process; seconds from start to the first booking. Exits non-zero when the audit finds a violation.
 //!
 //! `--scales` and `--instance-counts` run one workload several times in one invocation and
 //! print each run's per-frame costs as a ratio to the first run's (`sweep`);
@@ -119,8 +119,8 @@ pub struct BenchReport {
     /// Frames/s over the first 99 % of bookings (0 when completed frames' procs are gone).
     pub first99_per_sec: f64,
     /// PostgreSQL CPU milliseconds per booked frame, from the first booking seen (as the
-    /// harness's poll saw it) to the end of the run, the harness's connections (its own, the fake RQD's)
-    /// left out (None without `/proc`).
+    /// harness's poll saw it) to the end of the run, the harness's connections (its own, the
+    /// fake RQD's) left out (None without `/proc`).
     pub pg_cpu_ms_per_frame: Option<f64>,
     /// stagehand CPU milliseconds per booked frame over the same window (every instance).
     pub stagehand_cpu_ms_per_frame: Option<f64>,
@@ -353,11 +353,10 @@ struct RunTimes {
 /// recording utilization milestones in `report`. The poll scans every host and job, so it
 /// paces itself as stagehand's farm-wide reads do ([`crate::worker::stretched`]): every
 /// 50 ms, or 19 times what the last poll took, at most 200 ms, once the first booking was
-/// seen (the CPU window opens then). At ten times the drain farm,
-/// polls every 50 ms took 3.7 s of statement time in a 25 s run, CPU the run it measures
-/// did not get (the ceiling runs no poll). `data`: the cluster's data
-/// directory, whose CPU is read at the first booking seen (start-up reads are not bookings),
-/// as is the `instances`' CPU.
+/// seen (the CPU window opens then). At ten times the drain farm, polls every 50 ms took
+/// 3.7 s of statement time in a 25 s run, CPU the run it measures did not get (the ceiling
+/// runs no poll). `data`: the cluster's data directory, whose CPU is read at the first
+/// booking seen (start-up reads are not bookings), as is the `instances`' CPU.
 fn watch_run(
     client: &mut postgres::Client,
     args: &BenchArgs,
