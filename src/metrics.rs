@@ -298,6 +298,10 @@ metrics! {
     /// Counter drift found by the recompute (centicores, absolute).
     COUNTER_DRIFT: IntCounterVec =
         counter_vec("stagehand_counter_drift_total", "Counter drift corrected by the recompute", &["vertex"]);
+    /// Re-syncs of the counters alone, between rounds, asked by a pass that found a
+    /// subscription full by its counter.
+    COUNTER_RESYNCS: IntCounter =
+        counter("stagehand_counter_resyncs_total", "Re-syncs of the counters alone, asked by a pass that found a subscription full");
     /// Shows whose lease this instance holds.
     LEASES_HELD: IntGauge = gauge("stagehand_leases_held", "Show leases held by this instance");
     /// Lease events (claimed, renewed, shed, lost).

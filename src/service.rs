@@ -248,6 +248,7 @@ impl Service {
             config: Arc::clone(&shared.config),
             pool: shared.pool.clone(),
             capacity: shared.index.capacity(),
+            caps: shared.ledger.caps_view(),
             stop: Arc::clone(&self.feed_stop),
             status: Arc::clone(&self.cluster_status),
             loaded: Arc::clone(&self.health.clusters_loaded),

@@ -142,6 +142,18 @@ fn refusal(seeded: bool, s: &Tally, f: &Tally, j: &Tally, charge: &Charge) -> Op
     })
 }
 
+/// A read-only view of the ledger's generation: the cluster feed wakes clusters that slept
+/// saturated once it moves (counters re-synced lower, a charge given back).
+#[derive(Clone, Debug, Default)]
+pub struct CapsView(Arc<AtomicU64>);
+
+impl CapsView {
+    /// The generation now; it only grows.
+    pub fn generation(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
 /// A vertex's tally, shared by the map and the tickets charged under it.
 type Vertex = Arc<Mutex<Tally>>;
 
@@ -154,8 +166,8 @@ pub struct Ledger {
     epoch: AtomicU64,
     seeded: AtomicBool,
     /// Bumped on every recompute and release, so a layer refused by a cap is retried only
-    /// once something could have changed.
-    generation: AtomicU64,
+    /// once something could have changed; the cluster feed watches it ([`CapsView`]).
+    generation: Arc<AtomicU64>,
     /// Completed re-syncs; a newly leased show waits for one that began after its claim.
     resyncs: AtomicU64,
     /// Set to ask the recompute thread for a round now (a show was just leased).
@@ -165,6 +177,9 @@ pub struct Ledger {
     resync_target: AtomicU64,
     /// Set to ask the next round to re-read the caps (a booking found one lowered).
     caps_wanted: AtomicBool,
+    /// Set to ask for a re-sync of the counters alone, soon (a pass found a subscription
+    /// full by the counters; see [`Ledger::request_counters`]).
+    counters_wanted: AtomicBool,
     /// Subscription sizes (centicores) per (show, alloc): the fair share.
     sizes: DashMap<SubKey, i64>,
     /// Shows with waiting work per allocation, as the cluster feed publishes them.
@@ -261,6 +276,11 @@ impl Ledger {
     /// Changes whenever counters may have gone down (recompute, release).
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
+    }
+
+    /// A read-only view of [`Ledger::generation`], for whoever waits for room under a cap.
+    pub fn caps_view(&self) -> CapsView {
+        CapsView(Arc::clone(&self.generation))
     }
 
     /// Sets the cap of a job (from the pending-job query, which reads it live) and pins it:
@@ -500,6 +520,21 @@ impl Ledger {
     /// Takes a pending caps request.
     pub(crate) fn take_caps_request(&self) -> bool {
         self.caps_wanted.swap(false, Ordering::AcqRel)
+    }
+
+    /// Asks the recompute thread to re-sync the counters from `SUM(proc)` soon, without a
+    /// whole round: a pass found a subscription full by its counter. Cuebot's completions
+    /// give cores back in the database only, so the counter of a show running at its burst
+    /// reads high until the next re-sync: on a farm kept full, up to `recompute_interval` of
+    /// completions sat idle while the show had work (Maestro's LICENSE, issue 14). The thread
+    /// paces these re-syncs ([`recompute`]).
+    pub(crate) fn request_counters(&self) {
+        self.counters_wanted.store(true, Ordering::Release);
+    }
+
+    /// Takes a pending counters request.
+    pub(crate) fn take_counters_request(&self) -> bool {
+        self.counters_wanted.swap(false, Ordering::AcqRel)
     }
 
     /// Asks the recompute thread for a round as soon as possible.

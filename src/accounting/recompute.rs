@@ -4,8 +4,9 @@
 //! charge is refused.
 
 use std::{
+    cell::Cell,
     sync::{Arc, atomic::AtomicBool},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwap;
@@ -102,6 +103,19 @@ fn round_publishing(
         ledger.set_caps(&caps);
         gauge.caps(&caps);
     }
+    resync_counters(client, ledger, gauge)?;
+    ledger.mark_seeded();
+    metrics::RECOMPUTE_SECONDS.observe(started.elapsed().as_secs_f64());
+    tables.map(|_| ())
+}
+
+/// Re-syncs the counters to `SUM(proc)`, tables and caps untouched: a round's last step, and
+/// alone when a pass asked ([`Ledger::request_counters`]).
+fn resync_counters(
+    client: &mut postgres::Client,
+    ledger: &Ledger,
+    gauge: &SubscriptionGauge,
+) -> Result<(), db::DbError> {
     // The epoch moves before the snapshot is read: commits from here on are carried forward
     // even if the snapshot already contains them (counted twice reads high: under-books only).
     let epoch = ledger.begin_resync();
@@ -113,10 +127,14 @@ fn round_publishing(
             .with_label_values(&["all"])
             .inc_by(drift.max(0) as u64);
     }
-    ledger.mark_seeded();
-    metrics::RECOMPUTE_SECONDS.observe(started.elapsed().as_secs_f64());
-    tables.map(|_| ())
+    Ok(())
 }
+
+/// The least wait between two re-syncs a pass asked for, stretched as the farm-wide reads
+/// are ([`crate::worker::stretched`]): the read of every proc then takes at most a twentieth
+/// of the thread's session. A completion reaches the counters within about this (plus the
+/// host-changes read that woke the pass), not within `recompute_interval`.
+const COUNTERS_GAP: Duration = Duration::from_millis(100);
 
 /// Publishes the stranded-resources gauges ([`metrics::STRANDED_CORES`],
 /// [`metrics::STRANDED_MEMORY`]) from the farm totals the status page shows
@@ -135,50 +153,108 @@ fn publish_stranded(client: &mut postgres::Client, config: &Config) -> Result<()
 
 /// The body of the `accounting` thread: runs [`round`] every `recompute_interval` (and at once
 /// when asked) until `stop`, over the tables of the shows `held` names (`None`: every managed
-/// show, when no lease keeper shares the shows out).
+/// show, when no lease keeper shares the shows out); between rounds, re-syncs the counters
+/// alone when a pass asks, at most every [`COUNTERS_GAP`] (stretched).
 pub fn run(
     config: Arc<ArcSwap<Config>>,
     ledger: Arc<Ledger>,
     stop: Arc<AtomicBool>,
     held: impl Fn() -> Option<Vec<ShowId>>,
 ) {
-    let mut session = crate::worker::Session::default();
-    let mut next_caps = Instant::now();
-    let mut gauge = SubscriptionGauge::default();
+    let mut thread = Accounting {
+        session: crate::worker::Session::default(),
+        gauge: SubscriptionGauge::default(),
+        next_caps: Instant::now(),
+        next_round: Instant::now(),
+    };
+    // Requests, taken by the wake side and served by the step.
+    let (round_wanted, counters_wanted) = (Cell::new(false), Cell::new(false));
+    let next_counters = Cell::new(Instant::now());
     crate::worker::periodic(
         &stop,
-        || ledger.take_resync_request(),
+        || {
+            round_wanted.set(round_wanted.get() | ledger.take_resync_request());
+            counters_wanted.set(counters_wanted.get() | ledger.take_counters_request());
+            round_wanted.get() || (counters_wanted.get() && Instant::now() >= next_counters.get())
+        },
         || {
             let cfg = config.load_full();
             let now = Instant::now();
-            let conn = match session.get(&cfg.database) {
-                Ok(c) => c,
-                Err(e) => {
-                    metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
-                    log::warn!("accounting: cannot connect to the database: {e}");
-                    return cfg.accounting.recompute_interval;
-                }
-            };
-            let read_caps = ledger.take_caps_request() || now >= next_caps;
-            let started = Instant::now();
-            match round_publishing(conn, &ledger, read_caps, held().as_deref(), &mut gauge) {
-                Ok(()) if read_caps => next_caps = now + cfg.accounting.caps_interval,
-                Ok(()) => {}
-                Err(e) => {
-                    metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
-                    log::warn!("accounting recompute failed: {e}");
-                    session.after_error(&e);
-                    return cfg.accounting.recompute_interval;
-                }
+            if round_wanted.take() || now >= thread.next_round || !ledger.is_seeded() {
+                counters_wanted.set(false);
+                thread.round(&cfg, &ledger, held().as_deref());
+            } else if counters_wanted.take() {
+                let took = thread.counters(&cfg, &ledger);
+                next_counters.set(Instant::now() + crate::worker::stretched(COUNTERS_GAP, took));
             }
-            if let Err(e) = publish_stranded(conn, &cfg) {
-                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
-                log::warn!("reading the stranded resources failed: {e}");
-                session.after_error(&e);
-            }
-            // The round reads every proc of the farm: paced by what it took.
-            let took = started.elapsed();
-            crate::worker::paced("recompute", cfg.accounting.recompute_interval, took)
+            thread.next_round.saturating_duration_since(Instant::now())
         },
     );
+}
+
+/// The `accounting` thread's own state.
+struct Accounting {
+    session: crate::worker::Session,
+    gauge: SubscriptionGauge,
+    next_caps: Instant,
+    next_round: Instant,
+}
+
+impl Accounting {
+    /// One whole round, then the stranded gauges; sets when the next is due.
+    fn round(&mut self, cfg: &Config, ledger: &Ledger, held: Option<&[ShowId]>) {
+        let now = Instant::now();
+        let conn = match self.session.get(&cfg.database) {
+            Ok(c) => c,
+            Err(e) => {
+                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                log::warn!("accounting: cannot connect to the database: {e}");
+                self.next_round = now + cfg.accounting.recompute_interval;
+                return;
+            }
+        };
+        let read_caps = ledger.take_caps_request() || now >= self.next_caps;
+        match round_publishing(conn, ledger, read_caps, held, &mut self.gauge) {
+            Ok(()) if read_caps => self.next_caps = now + cfg.accounting.caps_interval,
+            Ok(()) => {}
+            Err(e) => {
+                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                log::warn!("accounting recompute failed: {e}");
+                self.session.after_error(&e);
+                self.next_round = now + cfg.accounting.recompute_interval;
+                return;
+            }
+        }
+        if let Err(e) = publish_stranded(conn, cfg) {
+            metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+            log::warn!("reading the stranded resources failed: {e}");
+            self.session.after_error(&e);
+        }
+        // The round reads every proc of the farm: paced by what it took.
+        let took = now.elapsed();
+        self.next_round = Instant::now()
+            + crate::worker::paced("recompute", cfg.accounting.recompute_interval, took);
+    }
+
+    /// The counters alone; returns what it took (a failure counts as a whole interval, so a
+    /// failing database is not asked again at once).
+    fn counters(&mut self, cfg: &Config, ledger: &Ledger) -> Duration {
+        let started = Instant::now();
+        let done = self
+            .session
+            .get(&cfg.database)
+            .and_then(|conn| resync_counters(conn, ledger, &self.gauge));
+        match done {
+            Ok(()) => {
+                metrics::COUNTER_RESYNCS.inc();
+                started.elapsed()
+            }
+            Err(e) => {
+                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                log::warn!("accounting: re-syncing the counters failed: {e}");
+                self.session.after_error(&e);
+                cfg.accounting.recompute_interval
+            }
+        }
+    }
 }

@@ -71,7 +71,7 @@ pub struct PassOutcome {
     pub key: String,
     /// How it ended.
     pub result: PassResult,
-    /// The host index's capacity generation when the pass started.
+    /// The [`room_generation`] when the pass started.
     pub capacity_gen: u64,
     /// The pass booked every frame of a full page of jobs, saw more jobs with work beyond it,
     /// and no layer stopped for want of room: a pass beside the next one would find work and
@@ -96,6 +96,16 @@ pub struct ClusterStatus {
     pub next_turn_ms: u64,
 }
 
+/// Moves whenever room may have grown, on hosts (the index) or under a cap (the ledger's
+/// counters re-synced lower): a cluster that slept saturated since a smaller value is woken.
+/// Both only grow, so their sum does.
+pub fn room_generation(
+    capacity: &crate::index::CapacityView,
+    caps: &crate::accounting::CapsView,
+) -> u64 {
+    capacity.generation().wrapping_add(caps.generation())
+}
+
 /// Shared pieces the feed needs.
 pub struct FeedContext {
     /// Live configuration.
@@ -104,6 +114,8 @@ pub struct FeedContext {
     pub pool: db::Pool,
     /// The host index's capacity generation (read-only): it moves when free room grows.
     pub capacity: crate::index::CapacityView,
+    /// The ledger's generation (read-only): it moves when room under a cap may have grown.
+    pub caps: crate::accounting::CapsView,
     /// Set to stop the feed.
     pub stop: Arc<AtomicBool>,
     /// Latest cluster status, for `/status`.
@@ -412,7 +424,7 @@ impl Feed {
     }
 
     fn wake_on_capacity(&mut self) {
-        let generation = self.ctx.capacity.generation();
+        let generation = room_generation(&self.ctx.capacity, &self.ctx.caps);
         let now = Instant::now();
         for turn in self.turns.values_mut() {
             if turn.sleep == Some(Sleep::Saturated) && generation > turn.capacity_gen {

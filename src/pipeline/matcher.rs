@@ -140,6 +140,8 @@ fn pass_fence(shared: &Shared, cluster: &Cluster) -> Option<Option<Fence>> {
         metrics::LIMIT_EXCEEDED
             .with_label_values(&[Cap::Subscription.label()])
             .inc();
+        // The counters read high until a re-sync sees the completions: ask for one.
+        shared.ledger.request_counters();
         return None;
     }
     Some(fence)
@@ -606,8 +608,10 @@ impl Matcher<'_> {
                     charge.amount.cores,
                     rejection.limit
                 );
-                if rejection.cap == Cap::Subscription {
-                    self.full_allocs.insert(earmark.alloc().clone());
+                if rejection.cap == Cap::Subscription
+                    && self.full_allocs.insert(earmark.alloc().clone())
+                {
+                    self.shared.ledger.request_counters();
                 }
                 Err(rejection.cap)
             }

@@ -28,7 +28,7 @@ use crate::{
     accounting::{Ledger, hungry::HungryView},
     cluster::{
         Cluster,
-        feed::{PassOutcome, PassResult},
+        feed::{PassOutcome, PassResult, room_generation},
     },
     config::Config,
     db,
@@ -203,7 +203,7 @@ pub fn worker(
             });
             break;
         }
-        let capacity_gen = shared.index.capacity().generation();
+        let capacity_gen = room_generation(&shared.index.capacity(), &shared.ledger.caps_view());
         // A panic in one pass must not take the thread (or the cluster) with it: it is
         // logged, counted, and the cluster sleeps as after an error.
         let (result, wants_more) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -419,3 +419,48 @@ fn a_recompute_never_holds_a_cap_row_while_it_waits_for_another() {
         .get(0);
     assert_eq!(stale, 0, "every job's usage exact");
 }
+
+/// A show at its burst on a farm whose frames complete (Cuebot gives the cores back in the
+/// database only, so the counters learn it by a re-sync): with the recompute an hour away,
+/// the frames after the first wave still book, because a pass that finds the subscription
+/// full by its counter asks for a re-sync of the counters alone. The burst holds throughout.
+#[test]
+fn a_show_at_its_burst_books_again_as_its_frames_complete() {
+    use stagehand::sim::{
+        scenario::{Run, job, layer},
+        seed::FarmSpec,
+    };
+    use std::time::Duration;
+    // 8 cores of hosts, a burst of 4: the show is at its burst with room on the hosts.
+    let mut spec = FarmSpec::single(2, 4, 16, 4);
+    let frames = 24;
+    spec.jobs = vec![job(
+        0,
+        "wave",
+        50,
+        vec![layer("l", frames, Duration::from_millis(300))],
+    )];
+    let mut run = Run::start(
+        &spec,
+        |_| Ok(()),
+        |c| c.accounting.recompute_interval = Duration::from_secs(3600),
+    )
+    .unwrap();
+    let mut peak = 0;
+    let done = crate::service::wait(Duration::from_secs(60), || {
+        peak = peak.max(run.busy().unwrap());
+        let left: i64 = run
+            .client
+            .query_one(
+                "SELECT count(*) FROM frame WHERE str_state <> 'SUCCEEDED'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        left == 0
+    });
+    assert!(done, "every frame ran, a burst-full wave after another");
+    assert!(peak <= 4 * i64::from(CORE), "the burst held: {peak}");
+    let violations = run.finish().unwrap();
+    assert!(violations.is_empty(), "{violations:?}");
+}
