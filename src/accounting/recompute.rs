@@ -154,7 +154,7 @@ fn publish_stranded(client: &mut postgres::Client, config: &Config) -> Result<()
 /// The body of the `accounting` thread: runs [`round`] every `recompute_interval` (and at once
 /// when asked) until `stop`, over the tables of the shows `held` names (`None`: every managed
 /// show, when no lease keeper shares the shows out); between rounds, re-syncs the counters
-/// alone when a pass asks, at most every [`COUNTERS_GAP`] (stretched).
+/// alone when a pass asks, at most every 100 ms (`COUNTERS_GAP`, stretched).
 pub fn run(
     config: Arc<ArcSwap<Config>>,
     ledger: Arc<Ledger>,
