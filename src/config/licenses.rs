@@ -16,7 +16,8 @@ pub struct LicensesConfig {
     /// An `http://host:port/path` URL answering GET with the JSON sample, or the path of an
     /// executable printing it. Empty: licenses are not tracked and `CUE_LICENSES` is ignored.
     pub provider: String,
-    /// How often the provider is asked.
+    /// How often the provider is asked; sooner (at most four times as often) while a license
+    /// is out of room on starts its sample may hold already (see `licenses::poller`).
     #[serde(with = "duration")]
     pub poll_interval: Duration,
     /// A license whose last sample was received longer ago than this holds its layers.
@@ -26,7 +27,8 @@ pub struct LicensesConfig {
     #[serde(with = "duration")]
     pub provider_timeout: Duration,
     /// Frames started this long before a sample's `queried_at` are counted as not yet in it
-    /// too: a frame's application checks its seat out a moment after the booking.
+    /// too: a frame's application checks its seat out a moment after the booking. A sample
+    /// listing the hosts holding seats shows which of them it holds.
     #[serde(with = "duration")]
     pub checkout_lag: Duration,
     /// Seats kept free of every license without an entry in `headroom`.

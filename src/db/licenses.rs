@@ -7,8 +7,10 @@
 //! sample has not seen are the frames of such layers (of pending jobs) started after its
 //! `queried_at`, less the checkout lag — running or not: a frame that started and ended
 //! since may have given its seat back, but one refused its seat must not be booked again and
-//! again on the same sample. Frames are every writer's (Cuebot's too), so every instance
-//! computes the same room.
+//! again on the same sample. A sample that lists the hosts holding seats of a floating
+//! license settles the lag host by host (`Usage::unseen_on`); a counts-only one cannot, and
+//! counts every start within the lag. Frames are every writer's (Cuebot's too), so every
+//! instance computes the same room.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -43,7 +45,8 @@ pub struct Pool {
     pub available: i64,
     /// One seat per host, shared by every frame on it.
     pub host_based: bool,
-    /// Hosts holding a seat when sampled; `None` when the provider reports counts only.
+    /// Hosts holding a seat when sampled, once per seat of a floating license; `None` when
+    /// the provider reports counts only.
     pub hosts: Option<Vec<String>>,
 }
 
@@ -120,6 +123,10 @@ pub struct Room {
     /// Hosts holding a seat (host-based licenses): the sample's and those running frames
     /// of the license now; a frame there costs no new seat.
     pub seated: HashSet<String>,
+    /// Seconds (database clock) until a sample taken then would have seen every start
+    /// counted in `free` as unseen: the oldest such start plus the checkout lag (`None`: no
+    /// such start). Until then those starts may be counted twice, in the sample and here.
+    pub confirm_in: Option<f64>,
 }
 
 impl Room {
@@ -162,33 +169,48 @@ pub fn rooms(
 ) -> Result<HashMap<String, Room>, DbError> {
     let names: Option<Vec<&str>> = names.map(<[&str]>::to_vec);
     let mut rooms: HashMap<String, Room> = HashMap::new();
-    let mut sampled: HashMap<String, HashSet<String>> = HashMap::new();
+    // Per license, the seats per host the sample saw (`None`: counts only).
+    let mut sampled: HashMap<String, Option<HashMap<String, i64>>> = HashMap::new();
     for r in client.query(
-        "SELECT str_name, int_available, b_host_based, coalesce(str_hosts, '{}'),
+        "SELECT str_name, int_available, b_host_based, str_hosts,
                 extract(epoch FROM now() - ts_received)::float8
            FROM stagehand.license WHERE $1::text[] IS NULL OR str_name = ANY($1)",
         &[&names],
     )? {
         let name: String = r.get(0);
-        let hosts: HashSet<String> = r.get::<_, Vec<String>>(3).into_iter().collect();
+        let seats = r.get::<_, Option<Vec<String>>>(3).map(|hosts| {
+            let mut per_host: HashMap<String, i64> = HashMap::new();
+            for h in hosts {
+                *per_host.entry(h).or_default() += 1;
+            }
+            per_host
+        });
         let room = Room {
             fresh: r.get::<_, f64>(4) <= rules.stale_after_secs,
             host_based: r.get(2),
             free: r.get::<_, i64>(1) - rules.headroom_of(&name),
-            seated: hosts.clone(),
+            seated: seats.iter().flat_map(|s| s.keys().cloned()).collect(),
+            confirm_in: None,
         };
-        sampled.insert(name.clone(), hosts);
+        sampled.insert(name.clone(), seats);
         rooms.insert(name, room);
     }
     for u in usage(client, &names, rules.checkout_lag_secs)? {
         let Some(room) = rooms.get_mut(&u.license) else {
             continue;
         };
+        if let Some(c) = u.confirm_in {
+            room.confirm_in = Some(room.confirm_in.map_or(c, |r| r.min(c)));
+        }
+        let seats = sampled.get(&u.license).and_then(Option::as_ref);
         if !room.host_based {
-            room.free -= u.since;
+            room.free -= match seats {
+                Some(per_host) => u.unseen_on(per_host.get(&u.host).copied().unwrap_or(0)),
+                None => u.since,
+            };
             continue;
         }
-        let seen = sampled.get(&u.license).is_some_and(|h| h.contains(&u.host));
+        let seen = seats.is_some_and(|h| h.contains_key(&u.host));
         if u.since > 0 && !u.seated_before && !seen {
             // A host first seated after the sample: one seat it has not seen.
             room.free -= 1;
@@ -210,10 +232,30 @@ struct Usage {
     seated_before: bool,
     /// Some frame runs there now.
     running: bool,
+    /// Seconds until the oldest of the `since` starts is older than the lag.
+    confirm_in: Option<f64>,
+    /// Of `since`, those started after the sample: it cannot hold them.
+    after: i64,
+    /// Frames started before the sample less the lag and running when it was taken: it
+    /// holds their seats.
+    held: i64,
 }
 
-/// The frames of licensed layers of pending jobs that run now or started since the sample,
-/// per (license, host).
+impl Usage {
+    /// The starts of a floating license on this host the sample did not see, given the seats
+    /// it saw there: those after it, and of those within the lag before it, all but what the
+    /// host's seats leave beyond the frames it surely held. Exact when every seat on a render
+    /// host is a frame's; a seat an artist holds on the host itself would read as a start
+    /// seen, and a frame that ended after the sample and started again since as one run.
+    fn unseen_on(&self, seats: i64) -> i64 {
+        let window = self.since - self.after;
+        let seen = window.min((seats - self.held).max(0));
+        self.since - seen
+    }
+}
+
+/// The frames of licensed layers of pending jobs that run now, started since the sample
+/// (less the lag) or stopped since it, per (license, host).
 fn usage(
     client: &mut impl GenericClient,
     names: &Option<Vec<&str>>,
@@ -230,11 +272,17 @@ fn usage(
                 count(*) FILTER (WHERE f.ts_started > s.ts_queried - make_interval(secs => $2))::bigint,
                 coalesce(bool_or(f.str_state = 'RUNNING'
                                  AND f.ts_started <= s.ts_queried - make_interval(secs => $2)), false),
-                coalesce(bool_or(f.str_state = 'RUNNING'), false)
+                coalesce(bool_or(f.str_state = 'RUNNING'), false),
+                extract(epoch FROM min(f.ts_started) FILTER (WHERE f.ts_started > s.ts_queried - make_interval(secs => $2))
+                                   + make_interval(secs => $2) - now())::float8,
+                count(*) FILTER (WHERE f.ts_started > s.ts_queried)::bigint,
+                count(*) FILTER (WHERE f.ts_started <= s.ts_queried - make_interval(secs => $2)
+                                   AND (f.str_state = 'RUNNING' OR f.ts_stopped > s.ts_queried))::bigint
            FROM lic
            JOIN stagehand.license s ON s.str_name = lic.name
            JOIN frame f ON f.pk_layer = lic.pk_layer
           WHERE f.str_state = 'RUNNING' OR f.ts_started > s.ts_queried - make_interval(secs => $2)
+             OR f.ts_stopped > s.ts_queried
           GROUP BY 1, 2",
         &[names, &lag_secs],
     )?;
@@ -246,6 +294,9 @@ fn usage(
             since: r.get(2),
             seated_before: r.get(3),
             running: r.get(4),
+            confirm_in: r.get(5),
+            after: r.get(6),
+            held: r.get(7),
         })
         .collect())
 }
@@ -297,6 +348,7 @@ mod tests {
             host_based,
             free,
             seated: seated.iter().map(|h| (*h).to_owned()).collect(),
+            confirm_in: None,
         }
     }
 
@@ -332,6 +384,43 @@ mod tests {
         assert!(take_seats(&mut rooms, &k, "h1"), "h1 is seated now");
         assert!(!take_seats(&mut rooms, &k, "h2"));
         assert_eq!(rooms["k"].free, 0);
+    }
+
+    #[test]
+    fn a_floating_sample_with_hosts_counts_only_the_starts_it_cannot_hold() {
+        let usage = |since, after, held| Usage {
+            license: "nuke".into(),
+            host: "h".into(),
+            since,
+            seated_before: held > 0,
+            running: true,
+            confirm_in: None,
+            after,
+            held,
+        };
+        // 3 starts within the lag before the sample, 1 after; 2 older frames held seats.
+        let u = usage(4, 1, 2);
+        assert_eq!(
+            u.unseen_on(5),
+            1,
+            "5 seats: the 3 were seen, the one after was not"
+        );
+        assert_eq!(
+            u.unseen_on(3),
+            3,
+            "1 seat beyond the held: 2 of the 3 unseen"
+        );
+        assert_eq!(u.unseen_on(0), 4, "no seat there: none seen");
+        assert_eq!(
+            u.unseen_on(9),
+            1,
+            "never more seen than started within the lag"
+        );
+        assert_eq!(
+            usage(2, 2, 0).unseen_on(4),
+            2,
+            "starts after the sample never seen"
+        );
     }
 
     #[test]

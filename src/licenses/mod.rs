@@ -140,6 +140,7 @@ mod tests {
             host_based,
             free,
             seated: seated.iter().map(|s| (*s).to_owned()).collect(),
+            confirm_in: None,
         };
         board.publish(HashMap::from([
             ("a".to_owned(), room(1, false, &[])),

@@ -1,6 +1,8 @@
-//! The `licenses` thread: asks the provider every `poll_interval` and stores the sample in
-//! the database, and every [`REFRESH`] publishes the rooms the database gives (which count
-//! the farm's starts since the sample, every instance's) on the [`LicenseBoard`].
+//! The `licenses` thread: asks the provider every `poll_interval` (sooner while a license is
+//! out of room on starts its sample may hold already, see `next_poll`) and stores the
+//! sample in the database, and every [`REFRESH`] publishes the rooms the database gives
+//! (which count the farm's starts since the sample, every instance's) on the
+//! [`LicenseBoard`].
 //!
 //! A failed call leaves the last sample in place; once it is older than `stale_after` the
 //! licenses' layers hold. Several instances all poll; the newest sample wins in the table.
@@ -29,6 +31,7 @@ pub fn run(config: Arc<ArcSwap<Config>>, board: Arc<LicenseBoard>, stop: Arc<Ato
     let mut poller = Poller {
         session: Session::default(),
         next_poll: Instant::now(),
+        last_poll: None,
     };
     worker::periodic(&stop, || false, || poller.step(&config.load(), &board));
 }
@@ -36,6 +39,36 @@ pub fn run(config: Arc<ArcSwap<Config>>, board: Arc<LicenseBoard>, stop: Arc<Ato
 struct Poller {
     session: Session,
     next_poll: Instant,
+    last_poll: Option<Instant>,
+}
+
+/// A confirming poll comes at least `poll_interval / CONFIRM_SHARE` after the last poll: at
+/// most this many times the configured rate, and only while a license is out of room.
+const CONFIRM_SHARE: u32 = 4;
+
+/// When the provider is asked next: the regular poll, or sooner a confirming one. A license
+/// out of room while it counts starts the sample may already hold (the checkout lag) can be
+/// out of room only on paper, counting those frames twice: it is asked again as soon as a
+/// sample would hold them all, not at the next regular poll (Maestro's LICENSE at full scale:
+/// a ramp that crossed a poll left `nuke` a poll short, and its pool never full).
+fn next_poll(
+    regular: Instant,
+    last_poll: Option<Instant>,
+    interval: Duration,
+    rooms: &HashMap<String, Room>,
+    now: Instant,
+) -> Instant {
+    let confirm = rooms
+        .values()
+        .filter(|r| r.fresh && r.free <= 0)
+        .filter_map(|r| r.confirm_in)
+        .reduce(f64::min);
+    let Some(secs) = confirm else {
+        return regular;
+    };
+    let at = now + Duration::from_secs_f64(secs.clamp(0.0, interval.as_secs_f64()));
+    let earliest = last_poll.map_or(now, |l| l + interval / CONFIRM_SHARE);
+    at.max(earliest).min(regular)
 }
 
 impl Poller {
@@ -57,6 +90,7 @@ impl Poller {
         let now = Instant::now();
         if now >= self.next_poll {
             self.next_poll = now + config.licenses.poll_interval;
+            self.last_poll = Some(now);
             let stored = fetch(&provider, config.licenses.provider_timeout)
                 .and_then(|body| parse(&body))
                 .map_err(|e| e.to_string())
@@ -72,6 +106,13 @@ impl Poller {
         match db::licenses::rooms(client, None, &rules) {
             Ok(rooms) => {
                 export(&rooms);
+                self.next_poll = next_poll(
+                    self.next_poll,
+                    self.last_poll,
+                    config.licenses.poll_interval,
+                    &rooms,
+                    Instant::now(),
+                );
                 board.publish(rooms);
             }
             Err(e) => {
@@ -88,5 +129,48 @@ fn export(rooms: &HashMap<String, Room>) {
     for (name, room) in rooms {
         let free = if room.fresh { room.free } else { -1 };
         metrics::LICENSE_FREE.with_label_values(&[name]).set(free);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(free: i64, confirm_in: Option<f64>) -> Room {
+        Room {
+            fresh: true,
+            free,
+            confirm_in,
+            ..Room::default()
+        }
+    }
+
+    #[test]
+    fn a_license_out_of_room_on_unseen_starts_is_asked_again_once_a_sample_holds_them() {
+        let now = Instant::now();
+        let every = Duration::from_secs(8);
+        let regular = now + every;
+        let rooms = |r: Room| HashMap::from([("a".to_owned(), r)]);
+        let at = |r: Room, last: Option<Instant>| next_poll(regular, last, every, &rooms(r), now);
+        // With room, or with nothing counted twice, the regular poll.
+        assert_eq!(at(room(3, Some(1.0)), None), regular);
+        assert_eq!(at(room(0, None), None), regular);
+        // Out of room: when the oldest unseen start is older than the lag.
+        assert_eq!(
+            at(room(0, Some(3.0)), Some(now)),
+            now + Duration::from_secs(3)
+        );
+        // Never sooner than a quarter of the interval after the last poll…
+        assert_eq!(at(room(-2, Some(0.5)), Some(now)), now + every / 4);
+        assert_eq!(at(room(-2, Some(-1.0)), None), now, "due already");
+        // …nor later than the regular poll.
+        assert_eq!(at(room(0, Some(60.0)), Some(now)), regular);
+        let mut stale = room(0, Some(1.0));
+        stale.fresh = false;
+        assert_eq!(
+            at(stale, Some(now)),
+            regular,
+            "a stale sample waits its poll"
+        );
     }
 }

@@ -136,6 +136,18 @@ fn one() -> i64 {
     1
 }
 
+/// The hosts holding seats, one entry per seat of a floating license (a host holding two is
+/// listed twice; at most `total` in all) and one per host of a host-based one.
+fn seat_list(hosts: Vec<HostSeats>, host_based: bool, total: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    for h in hosts.into_iter().filter(|h| h.count > 0) {
+        let room = (total - out.len() as i64).max(1);
+        let n = if host_based { 1 } else { h.count.min(room) };
+        out.extend(std::iter::repeat_n(h.host, n as usize));
+    }
+    out
+}
+
 /// Parses a provider's answer: `{queried_at, licenses: [{name, total, available,
 /// host_based, hosts: [{host, count}]}]}`, `queried_at` in seconds since the epoch or RFC
 /// 3339. A license without `hosts` is counts-only; hosts with no seat are dropped.
@@ -164,12 +176,7 @@ pub fn parse(body: &str) -> Result<Sample, LicenseError> {
             available: l.available.clamp(0, l.total),
             total: l.total,
             host_based: l.host_based,
-            hosts: l.hosts.map(|hs| {
-                hs.into_iter()
-                    .filter(|h| h.count > 0)
-                    .map(|h| h.host)
-                    .collect()
-            }),
+            hosts: l.hosts.map(|hs| seat_list(hs, l.host_based, l.total)),
             name: l.name,
         });
     }
@@ -194,6 +201,18 @@ mod tests {
         assert!(!s.pools[1].host_based);
         assert_eq!(s.pools[1].hosts, None, "counts only");
         assert_eq!(s.pools[1].available, 10, "never above the total");
+    }
+
+    #[test]
+    fn a_floating_license_lists_a_host_once_per_seat() {
+        let s = parse(
+            r#"{"queried_at": 1, "licenses": [
+                 {"name": "nuke", "total": 4, "available": 1,
+                  "hosts": [{"host": "a", "count": 2}, {"host": "b"}, {"host": "c", "count": 9}]}]}"#,
+        )
+        .unwrap();
+        let hosts = s.pools[0].hosts.clone().unwrap();
+        assert_eq!(hosts, ["a", "a", "b", "c"], "a count past the total is cut");
     }
 
     #[test]

@@ -489,15 +489,7 @@ pub fn race_two_jobs_behind_lock(
                 let (url, options) = (farm.db.url().to_owned(), options.clone());
                 s.spawn(move || {
                     let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-                    stagehand::db::booking::book_batch(
-                        &mut c,
-                        placements,
-                        &options,
-                        None,
-                        &Default::default(),
-                    )
-                    .unwrap()
-                    .booked()
+                    book_with(&mut c, placements, &options)
                 })
             })
             .collect();
@@ -506,6 +498,17 @@ pub fn race_two_jobs_behind_lock(
         hold.commit().unwrap();
         runs.into_iter().map(|r| r.join().unwrap()).collect()
     })
+}
+
+/// Books `placements` in one unfenced batch with `options`; returns how many were booked.
+pub fn book_with(
+    client: &mut postgres::Client,
+    placements: &[stagehand::db::booking::Placement],
+    options: &stagehand::db::booking::BookOptions,
+) -> usize {
+    stagehand::db::booking::book_batch(client, placements, options, None, &Default::default())
+        .unwrap()
+        .booked()
 }
 
 /// Booking options of a single unfenced booker that records no launches, licenses off.
