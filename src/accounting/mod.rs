@@ -180,6 +180,8 @@ pub struct Ledger {
     /// Set to ask for a re-sync of the counters alone, soon (a pass found a subscription
     /// full by the counters; see [`Ledger::request_counters`]).
     counters_wanted: AtomicBool,
+    /// The host index's capacity generation of the last such request.
+    counters_gen: AtomicU64,
     /// Subscription sizes (centicores) per (show, alloc): the fair share.
     sizes: DashMap<SubKey, i64>,
     /// Shows with waiting work per allocation, as the cluster feed publishes them.
@@ -527,9 +529,13 @@ impl Ledger {
     /// give cores back in the database only, so the counter of a show running at its burst
     /// reads high until the next re-sync: on a farm kept full, up to `recompute_interval` of
     /// completions sat idle while the show had work (Maestro's LICENSE, issue 14). The thread
-    /// paces these re-syncs ([`recompute`]).
-    pub(crate) fn request_counters(&self) {
-        self.counters_wanted.store(true, Ordering::Release);
+    /// paces these re-syncs ([`recompute`]). Asked once per `capacity_gen`, the host index's
+    /// capacity generation: only room given back on some host since the last request can
+    /// make the counter read lower (a cold fill, where nothing completes, asks once).
+    pub(crate) fn request_counters(&self, capacity_gen: u64) {
+        if self.counters_gen.fetch_max(capacity_gen, Ordering::AcqRel) < capacity_gen {
+            self.counters_wanted.store(true, Ordering::Release);
+        }
     }
 
     /// Takes a pending counters request.

@@ -253,3 +253,21 @@ fn a_wanted_resync_count_asks_for_each_round_until_it_is_reached() {
     assert!(l.take_resync_request());
     assert!(!l.take_resync_request());
 }
+
+#[test]
+fn counters_are_asked_for_once_per_capacity_generation() {
+    let l = Ledger::new();
+    assert!(!l.take_counters_request());
+    l.request_counters(3);
+    l.request_counters(3);
+    assert!(l.take_counters_request(), "room given back since: asked");
+    assert!(!l.take_counters_request(), "taken once");
+    l.request_counters(3);
+    l.request_counters(2);
+    assert!(
+        !l.take_counters_request(),
+        "no room given back since the last"
+    );
+    l.request_counters(4);
+    assert!(l.take_counters_request());
+}

@@ -141,7 +141,9 @@ fn pass_fence(shared: &Shared, cluster: &Cluster) -> Option<Option<Fence>> {
             .with_label_values(&[Cap::Subscription.label()])
             .inc();
         // The counters read high until a re-sync sees the completions: ask for one.
-        shared.ledger.request_counters();
+        shared
+            .ledger
+            .request_counters(shared.index.capacity().generation());
         return None;
     }
     Some(fence)
@@ -611,7 +613,8 @@ impl Matcher<'_> {
                 if rejection.cap == Cap::Subscription
                     && self.full_allocs.insert(earmark.alloc().clone())
                 {
-                    self.shared.ledger.request_counters();
+                    let generation = self.shared.index.capacity().generation();
+                    self.shared.ledger.request_counters(generation);
                 }
                 Err(rejection.cap)
             }
