@@ -140,10 +140,7 @@ fn pass_fence(shared: &Shared, cluster: &Cluster) -> Option<Option<Fence>> {
         metrics::LIMIT_EXCEEDED
             .with_label_values(&[Cap::Subscription.label()])
             .inc();
-        // The counters read high until a re-sync sees the completions: ask for one.
-        shared
-            .ledger
-            .request_counters(shared.index.capacity().generation());
+        shared.ask_counters();
         return None;
     }
     Some(fence)
@@ -613,8 +610,7 @@ impl Matcher<'_> {
                 if rejection.cap == Cap::Subscription
                     && self.full_allocs.insert(earmark.alloc().clone())
                 {
-                    let generation = self.shared.index.capacity().generation();
-                    self.shared.ledger.request_counters(generation);
+                    self.shared.ask_counters();
                 }
                 Err(rejection.cap)
             }

@@ -164,6 +164,13 @@ impl Shared {
         })
     }
 
+    /// A subscription read full by its counter: the counters read high until a re-sync sees
+    /// the cores completions gave back, so ask for one (once per capacity generation).
+    pub(crate) fn ask_counters(&self) {
+        self.ledger
+            .request_counters(self.index.capacity().generation());
+    }
+
     /// True once shutdown began and its grace period is over.
     pub(crate) fn past_grace(&self) -> bool {
         self.grace_deadline
