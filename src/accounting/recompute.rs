@@ -236,8 +236,9 @@ impl Accounting {
             + crate::worker::paced("recompute", cfg.accounting.recompute_interval, took);
     }
 
-    /// The counters alone; returns what it took (a failure counts as a whole interval, so a
-    /// failing database is not asked again at once).
+    /// The counters alone; returns what it took. A failure counts as a whole
+    /// `recompute_interval`, so the next re-sync waits the longest stretch of `COUNTERS_GAP`
+    /// (4×, 400 ms), and requests come at most once per capacity generation anyway.
     fn counters(&mut self, cfg: &Config, ledger: &Ledger) -> Duration {
         let started = Instant::now();
         let done = self
