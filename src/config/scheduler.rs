@@ -53,7 +53,7 @@ pub struct SchedulerConfig {
     /// Most frames committed in one booking transaction.
     pub batch_size: usize,
     /// Guarded batches committed at once against the database server, divided among the
-    /// live instances (rounded up); with several live instances a batch waits for a free
+    /// live instances (rounded down, at least one); with several live instances a batch waits for a free
     /// slot of its instance's share before its transaction begins. While no other batch of the instance is in flight, a pass splits its batch by
     /// job over its slots (at least [`MIN_SPLIT`] frames each), so a lone busy cluster still
     /// uses several PostgreSQL cores. Size it to the database server's cores.

@@ -136,13 +136,12 @@ impl Committer<'_> {
     }
 
     /// This instance's share of `batches_in_flight`: the setting divided among the live
-    /// instances (rounded up), so several instances together keep about as many
-    /// transactions running as the database server has cores.
+    /// instances, rounded down and at least one, so several instances together never keep
+    /// more transactions running than the setting (the database server's cores) unless
+    /// there are more instances than that. Rounded up, three instances kept six against
+    /// one instance's four, and paid for it in PostgreSQL CPU per frame (issue 14).
     fn slots(&self) -> usize {
-        self.config
-            .scheduler
-            .batches_in_flight
-            .div_ceil(self.instances())
+        share_of(self.config.scheduler.batches_in_flight, self.instances())
     }
 
     /// The live instances, as the lease keeper last counted them (1 when alone).
@@ -377,6 +376,11 @@ fn spare_connection(pool: &db::Pool) -> Option<db::Conn> {
     None
 }
 
+/// One instance's share of `slots` among `instances`: rounded down, at least one.
+fn share_of(slots: usize, instances: usize) -> usize {
+    (slots / instances.max(1)).max(1)
+}
+
 /// The booking transactions of this instance running now, and the wait for a free one
 /// while several instances share the database: at most `batches_in_flight` divided among
 /// them (the setting is the database server's), at least one.
@@ -449,7 +453,16 @@ fn keep_all(batch: Vec<Planned>) {
 
 #[cfg(test)]
 mod tests {
-    use super::split_by;
+    use super::{share_of, split_by};
+
+    #[test]
+    fn instances_together_never_exceed_the_setting() {
+        assert_eq!(share_of(4, 1), 4);
+        assert_eq!(share_of(4, 2), 2);
+        assert_eq!(share_of(4, 3), 1, "three instances keep three, not six");
+        assert_eq!(share_of(4, 5), 1, "each instance can still book");
+        assert_eq!(share_of(4, 0), 4);
+    }
 
     #[test]
     fn a_split_never_cuts_a_key_and_balances_the_parts() {
