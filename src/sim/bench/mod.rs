@@ -187,13 +187,13 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     let data = farm.cluster.dir().join("data");
     let rows_before = cost::rows_read(&mut client);
     let start = cost::db_now(&mut client)?;
-    let instances = spawn_instances(&mut client, &binary, &config, args.instances)?;
+    let mut instances = spawn_instances(&mut client, &binary, &config, args.instances)?;
     let mut report = BenchReport {
         seeded: farm.seeded.frames,
         hosts: farm.seeded.hosts.len(),
         ..BenchReport::default()
     };
-    let run = watch_run(&mut client, args, &mut report, &data, &instances)?;
+    let run = watch_run(&mut client, args, &mut report, &data, &mut instances)?;
     let harness = cost::harness_backends(&mut client)?;
     let pg_cpu_secs = PgCpu::read(&data)
         .zip(run.cpu_at_first_booking.as_ref())
@@ -356,13 +356,15 @@ struct RunTimes {
 /// seen (the CPU window opens then). At ten times the drain farm, polls every 50 ms took
 /// 3.7 s of statement time in a 25 s run, CPU the run it measures did not get (the ceiling
 /// runs no poll). `data`: the cluster's data directory, whose CPU is read at the first
-/// booking seen (start-up reads are not bookings), as is the `instances`' CPU.
+/// booking seen (start-up reads are not bookings), as is the `instances`' CPU. When every
+/// instance has exited (a configuration it refused, a crash) the run fails at once rather
+/// than report a run that booked nothing.
 fn watch_run(
     client: &mut postgres::Client,
     args: &BenchArgs,
     report: &mut BenchReport,
     data: &Path,
-    instances: &[Instance],
+    instances: &mut [Instance],
 ) -> Result<RunTimes, SimError> {
     let started = Instant::now();
     let thresholds = [0.5, 0.9, 0.99];
@@ -386,6 +388,11 @@ fn watch_run(
             }
         }
         let booked = p.done + p.running + p.dead;
+        if instances.iter_mut().all(|i| !i.alive()) {
+            return Err(SimError::Other(
+                "every stagehand instance exited before the run ended (its log is above)".into(),
+            ));
+        }
         if booked > 0 && first_booking.is_none() {
             first_booking = Some(Instant::now());
             cpu_at_first_booking = PgCpu::read(data);
