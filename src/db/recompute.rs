@@ -14,7 +14,8 @@
 //! is left for a later round), and their usage is counted in a new statement after the lock —
 //! when every booking that had charged them has committed, so the count is exact. What is
 //! still held after a few rounds is waited for one row at a time under a short lock timeout,
-//! holding nothing else, and otherwise left for the next recompute.
+//! holding nothing else (the statement's own timeout, not only the lock's: bookings that
+//! overlap keep a row share-locked without a gap), and otherwise left for the next recompute.
 //!
 //! Cuebot's verify triggers on `job_resource` and `subscription` fire only when the cap column
 //! is unchanged and the usage grows, and raise when the usage is then over the cap; a
@@ -144,9 +145,10 @@ fn lock_sql(t: &SharedTable, wait: &str) -> String {
     )
 }
 
-/// One transaction: locks what `lock` gets of `keys` (waiting at most `timeout`, if given),
-/// rewrites those rows, moves back the caps it nudged, commits. Returns the keys locked and
-/// the rows written; a lock timeout is not an error (nothing locked, nothing written).
+/// One transaction: locks what `lock` gets of `keys` (waiting at most `timeout` in all, if
+/// given), rewrites those rows, moves back the caps it nudged, commits. Returns the keys
+/// locked and the rows written; a lock or statement timeout is not an error (nothing locked,
+/// nothing written).
 fn lock_and_rewrite(
     client: &mut Client,
     t: &SharedTable,
@@ -156,17 +158,31 @@ fn lock_and_rewrite(
 ) -> Result<(Vec<String>, u64), DbError> {
     let mut tx = client.transaction()?;
     if let Some(timeout) = timeout {
+        // `lock_timeout` bounds one wait; bookings that overlap on a row (each joins its share
+        // lock before the last commits) make one wait follow another for as long as they
+        // last, so the statement's own timeout bounds them all. Both are undone below.
         let ms = timeout.as_millis().max(1);
-        tx.batch_execute(&format!("SET LOCAL lock_timeout = {ms}"))?;
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = {ms}; SET LOCAL statement_timeout = {ms}"
+        ))?;
     }
     let locked: Vec<String> = match tx.query(lock, &[&keys]) {
         Ok(rows) => rows.iter().map(|r| r.get(0)).collect(),
-        Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+        Err(e)
+            if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE)
+                || e.code() == Some(&SqlState::QUERY_CANCELED) =>
+        {
             tx.rollback()?;
             return Ok((Vec::new(), 0));
         }
         Err(e) => return Err(e.into()),
     };
+    if timeout.is_some() {
+        // Back to the session's own limits (`[database]`) for the rewrite.
+        tx.batch_execute(
+            "SET LOCAL lock_timeout TO DEFAULT; SET LOCAL statement_timeout TO DEFAULT",
+        )?;
+    }
     if locked.is_empty() {
         tx.rollback()?;
         return Ok((locked, 0));

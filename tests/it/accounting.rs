@@ -341,14 +341,9 @@ fn saturation_workload_ends_at_exactly_the_bursts() {
     farm.assert_clean_audit();
 }
 
-/// A booking holds its cap rows FOR SHARE until it commits, and during a fill the bookings of
-/// several threads overlap on the same rows. The recompute must never hold one cap row while
-/// it waits for another, or every booking of the rows it holds queues behind it: here a
-/// booking in flight holds the second job's row; the recompute must still write the first
-/// job's row at once (and leave it free for the next booking), give up on the held one within
-/// its budget, and write that one on the next round, after the booking committed.
-#[test]
-fn a_recompute_never_holds_a_cap_row_while_it_waits_for_another() {
+/// Two jobs of four one-core frames each on two hosts, drained: both jobs hold procs, so
+/// both have a `job_resource` row the recompute writes.
+fn two_jobs_booked() -> Farm {
     let spec = small_farm(
         2,
         8,
@@ -361,6 +356,18 @@ fn a_recompute_never_holds_a_cap_row_while_it_waits_for_another() {
     );
     let farm = Farm::new(&spec, |_| {});
     assert!(farm.drain() >= 2);
+    farm
+}
+
+/// A booking holds its cap rows FOR SHARE until it commits, and during a fill the bookings of
+/// several threads overlap on the same rows. The recompute must never hold one cap row while
+/// it waits for another, or every booking of the rows it holds queues behind it: here a
+/// booking in flight holds the second job's row; the recompute must still write the first
+/// job's row at once (and leave it free for the next booking), give up on the held one within
+/// its budget, and write that one on the next round, after the booking committed.
+#[test]
+fn a_recompute_never_holds_a_cap_row_while_it_waits_for_another() {
+    let farm = two_jobs_booked();
     let mut client = farm.client();
     let keys: Vec<String> = client
         .query(
@@ -463,4 +470,72 @@ fn a_show_at_its_burst_books_again_as_its_frames_complete() {
     assert!(peak <= 4 * i64::from(CORE), "the burst held: {peak}");
     let violations = run.finish().unwrap();
     assert!(violations.is_empty(), "{violations:?}");
+}
+
+/// Bookings that overlap keep a cap row share-locked without a gap: each joins the row's
+/// lock before the last one commits. A lock timeout bounds each wait of the recompute for
+/// that row, not the relay of waits, so the recompute waited as long as the relay lasted
+/// (1.7 s a call at 10× the drain farm) and the counters re-syncs that passes ask for waited
+/// behind it. It must give up on the row within its budget, while the relay still runs.
+#[test]
+fn a_recompute_gives_up_on_a_row_a_relay_of_bookings_keeps_locked() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let farm = two_jobs_booked();
+    let mut client = farm.client();
+    let held: String = client
+        .query_one(
+            "SELECT jr.pk_job_resource FROM job_resource jr
+              WHERE EXISTS (SELECT 1 FROM proc p WHERE p.pk_job = jr.pk_job) ORDER BY 1 LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    client
+        .execute("UPDATE job_resource SET int_cores = 0", &[])
+        .unwrap();
+    // The relay: two sessions take turns, each locking the row before the other commits.
+    let relay_done = Arc::new(AtomicBool::new(false));
+    let mut sessions = [farm.client(), farm.client()];
+    let key = held.clone();
+    let done = Arc::clone(&relay_done);
+    let relay = std::thread::spawn(move || {
+        let [a, b] = &mut sessions;
+        let lock = "SELECT 1 FROM job_resource WHERE pk_job_resource = $1 FOR SHARE";
+        a.batch_execute("BEGIN").unwrap();
+        a.execute(lock, &[&key]).unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(6);
+        let mut turn = 0;
+        while std::time::Instant::now() < until {
+            let (holder, next) = if turn % 2 == 0 {
+                (&mut *a, &mut *b)
+            } else {
+                (&mut *b, &mut *a)
+            };
+            next.batch_execute("BEGIN").unwrap();
+            next.execute(lock, &[&key]).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            holder.batch_execute("COMMIT").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(30));
+            turn += 1;
+        }
+        let last = if turn % 2 == 0 { a } else { b };
+        last.batch_execute("COMMIT").unwrap();
+        done.store(true, Ordering::SeqCst);
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let written = recompute_tables(&mut client, None).unwrap();
+    assert!(
+        !relay_done.load(Ordering::SeqCst),
+        "the recompute returned only when the relay ended"
+    );
+    assert_eq!(
+        written.job_resource, 1,
+        "the free row written, the relayed one left"
+    );
+    relay.join().unwrap();
+    let written = recompute_tables(&mut client, None).unwrap();
+    assert_eq!(
+        written.job_resource, 1,
+        "the row is written once the relay ended"
+    );
 }
