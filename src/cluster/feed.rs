@@ -344,7 +344,12 @@ impl Feed {
             self.last_probe = None;
             return;
         }
-        let (read, took) = self.timed(db::jobs::work_probe);
+        // With leases, only the shows held here: new work of another instance's show is its
+        // probe's to find, and a show nobody holds is claimed by a lease round. Several
+        // instances so probe the farm once between them, not once each. A change of the
+        // shows held changes the fingerprint, so it brings the scan forward too.
+        let shows = self.ctx.leases.as_ref().map(|l| l.held_shows());
+        let (read, took) = self.timed(|c| db::jobs::work_probe(c, shows.as_deref()));
         // The probe reads every pending job of the managed shows: paced by what it took.
         self.next_probe = now + crate::worker::paced("new_work_probe", every, took);
         match read {

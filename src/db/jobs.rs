@@ -187,16 +187,21 @@ impl WorkProbe {
     }
 }
 
-/// Reads the [`WorkProbe`]: one index-driven aggregate over pending jobs, no frame rows.
-pub(crate) fn work_probe(conn: &mut impl GenericClient) -> Result<WorkProbe, DbError> {
+/// Reads the [`WorkProbe`] of `shows` (`None`: every managed show): one index-driven
+/// aggregate over pending jobs, no frame rows.
+pub(crate) fn work_probe(
+    conn: &mut impl GenericClient,
+    shows: Option<&[ShowId]>,
+) -> Result<WorkProbe, DbError> {
     let r = conn.query_one(
         "SELECT count(*)::bigint, coalesce(sum(js.int_waiting_count), 0)::bigint,
                 coalesce(extract(epoch FROM max(j.ts_started)), 0)::float8
            FROM job j
            JOIN show sh ON sh.pk_show = j.pk_show
            JOIN job_stat js ON js.pk_job = j.pk_job
-          WHERE j.str_state = 'PENDING' AND NOT j.b_paused AND sh.b_active AND sh.b_scheduler_managed",
-        &[],
+          WHERE j.str_state = 'PENDING' AND NOT j.b_paused AND sh.b_active AND sh.b_scheduler_managed
+            AND ($1::text[] IS NULL OR j.pk_show = ANY($1))",
+        &[&shows],
     )?;
     Ok(WorkProbe {
         jobs: r.get(0),

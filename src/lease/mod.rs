@@ -138,6 +138,15 @@ impl Leases {
             .unwrap_or(false)
     }
 
+    /// The shows held (bookable yet or not), for the reads that need only this instance's.
+    pub(crate) fn held_shows(&self) -> Vec<ShowId> {
+        self.held
+            .lock()
+            .keys()
+            .map(|s| ShowId::from(s.as_str()))
+            .collect()
+    }
+
     /// Shows held, for `/status`.
     pub fn held(&self) -> Vec<Held> {
         let mut v: Vec<Held> = self.held.lock().values().cloned().collect();
