@@ -350,7 +350,7 @@ impl Feed {
         // shows held changes the fingerprint, so it brings the scan forward too.
         let shows = self.ctx.leases.as_ref().map(|l| l.held_shows());
         let (read, took) = self.timed(|c| db::jobs::work_probe(c, shows.as_deref()));
-        // The probe reads every pending job of the managed shows: paced by what it took.
+        // The probe reads every pending job of those shows: paced by what it took.
         self.next_probe = now + crate::worker::paced("new_work_probe", every, took);
         match read {
             Ok(probe) => {

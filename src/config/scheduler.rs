@@ -53,10 +53,11 @@ pub struct SchedulerConfig {
     /// Most frames committed in one booking transaction.
     pub batch_size: usize,
     /// Guarded batches committed at once against the database server, divided among the
-    /// live instances (rounded down, at least one); with several live instances a batch waits for a free
-    /// slot of its instance's share before its transaction begins. While no other batch of the instance is in flight, a pass splits its batch by
-    /// job over its slots (at least [`MIN_SPLIT`] frames each), so a lone busy cluster still
-    /// uses several PostgreSQL cores. Size it to the database server's cores.
+    /// live instances (rounded down, at least one); with several live instances a batch
+    /// waits for a free slot of its instance's share before its transaction begins. While no
+    /// other batch of the instance is in flight, a pass splits its batch by job over its
+    /// slots (at least [`MIN_SPLIT`] frames each), so a lone busy cluster still uses several
+    /// PostgreSQL cores. Size it to the database server's cores.
     pub batches_in_flight: usize,
     /// MANUAL and HARDWARE tags per cluster.
     pub manual_tags_chunk_size: usize,

@@ -112,6 +112,7 @@ pub(crate) fn connection_config(db: &DatabaseConfig) -> Result<postgres::Config,
     // The idle-in-transaction timeout is what makes fencing safe against a frozen process:
     // its booking transaction holds the lease rows FOR SHARE, and only the server ending the
     // session releases them for the takeover.
+    //
     // JIT compilation off: stagehand's statements are short, and the planner's cost alone
     // decides it. At 12,000 hosts the full host read crossed `jit_above_cost`, and its first
     // run spent 312 ms of 390 compiling (`pg_stat_statements.jit_*`, issue 14), before the
