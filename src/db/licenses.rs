@@ -7,10 +7,12 @@
 //! sample has not seen are the frames of such layers (of pending jobs) started after its
 //! `queried_at`, less the checkout lag — running or not: a frame that started and ended
 //! since may have given its seat back, but one refused its seat must not be booked again and
-//! again on the same sample. A sample that lists the hosts holding seats of a floating
-//! license settles the lag host by host (`Usage::unseen_on`); a counts-only one cannot, and
-//! counts every start within the lag. Frames are every writer's (Cuebot's too), so every
-//! instance computes the same room.
+//! again on the same sample. One that stopped before the sample was taken is left out: it
+//! held no seat then, and the sample's free seats already say so (frames shorter than the
+//! lag would otherwise be charged twice at every turnover). A sample that lists the hosts
+//! holding seats of a floating license settles the lag host by host (`Usage::unseen_on`); a
+//! counts-only one cannot, and counts every start within the lag. Frames are every
+//! writer's (Cuebot's too), so every instance computes the same room.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -226,7 +228,8 @@ pub fn rooms(
 struct Usage {
     license: String,
     host: String,
-    /// Started after the sample's `queried_at` (less the lag): not in the sample.
+    /// Started after the sample's `queried_at` (less the lag) and not stopped before it:
+    /// maybe not in the sample.
     since: i64,
     /// Some running frame started before: the host was seated when sampled.
     seated_before: bool,
@@ -269,18 +272,23 @@ fn usage(
               CROSS JOIN LATERAL unnest(string_to_array(replace(le.str_value, ' ', ''), ',')) AS n(name)
               WHERE j.str_state = 'PENDING' AND ($1::text[] IS NULL OR n.name = ANY($1)))
          SELECT lic.name, coalesce(f.str_host, ''),
-                count(*) FILTER (WHERE f.ts_started > s.ts_queried - make_interval(secs => $2))::bigint,
-                coalesce(bool_or(f.str_state = 'RUNNING'
-                                 AND f.ts_started <= s.ts_queried - make_interval(secs => $2)), false),
+                count(*) FILTER (WHERE w.unseen)::bigint,
+                coalesce(bool_or(f.str_state = 'RUNNING' AND NOT w.recent), false),
                 coalesce(bool_or(f.str_state = 'RUNNING'), false),
-                extract(epoch FROM min(f.ts_started) FILTER (WHERE f.ts_started > s.ts_queried - make_interval(secs => $2))
+                extract(epoch FROM min(f.ts_started) FILTER (WHERE w.unseen)
                                    + make_interval(secs => $2) - now())::float8,
                 count(*) FILTER (WHERE f.ts_started > s.ts_queried)::bigint,
-                count(*) FILTER (WHERE f.ts_started <= s.ts_queried - make_interval(secs => $2)
+                count(*) FILTER (WHERE NOT w.recent
                                    AND (f.str_state = 'RUNNING' OR f.ts_stopped > s.ts_queried))::bigint
            FROM lic
            JOIN stagehand.license s ON s.str_name = lic.name
            JOIN frame f ON f.pk_layer = lic.pk_layer
+          CROSS JOIN LATERAL (
+                SELECT f.ts_started > s.ts_queried - make_interval(secs => $2) AS recent,
+                       -- A frame that stopped before the sample holds no seat in it or now.
+                       f.ts_started > s.ts_queried - make_interval(secs => $2)
+                         AND NOT coalesce(f.ts_stopped >= f.ts_started
+                                          AND f.ts_stopped <= s.ts_queried, false) AS unseen) w
           WHERE f.str_state = 'RUNNING' OR f.ts_started > s.ts_queried - make_interval(secs => $2)
              OR f.ts_stopped > s.ts_queried
           GROUP BY 1, 2",

@@ -147,6 +147,54 @@ fn a_sample_listing_hosts_is_not_charged_twice_for_the_starts_it_holds() {
     assert_eq!(book(&on_a[3..12]), 7, "the guard counts as the hint");
 }
 
+/// A counts-only sample taken after two of three frames started within the lag have
+/// stopped is charged for the one still running only: the two held no seat when it was
+/// taken. A frame refused after the sample (stopped since) is still charged until the next.
+#[test]
+fn a_frame_stopped_before_the_sample_is_not_charged_again() {
+    let spec = small_farm(1, 16, 64, &[], vec![licensed_job("a", 20, "nuke")]);
+    let farm = Farm::new(&spec, |_| {});
+    let options = BookOptions {
+        licenses: Some(LicenseRules {
+            checkout_lag_secs: 60.0,
+            ..rules()
+        }),
+        ..book_options()
+    };
+    let book = |placements: &[Placement]| book_with(&mut farm.client(), placements, &options);
+    let (show, jobs, hosts) = (&farm.seeded.shows[0], &farm.seeded.jobs, &farm.seeded.hosts);
+    let mut client = farm.client();
+    let on_a = placements_of_job(&mut client, show, &jobs[0], &hosts[0]);
+    let free = |c: &mut postgres::Client| {
+        stagehand::db::licenses::rooms(c, Some(&["nuke"]), options.licenses.as_ref().unwrap())
+            .unwrap()["nuke"]
+            .free
+    };
+    sample(&farm, "nuke", 10, false, 1.0);
+    assert_eq!(book(&on_a[..3]), 3);
+    let stop = |c: &mut postgres::Client, frames: &[Placement]| {
+        let ids: Vec<&str> = frames.iter().map(|p| p.frame.as_str()).collect();
+        c.execute(
+            "UPDATE frame SET str_state = 'SUCCEEDED', ts_stopped = now() WHERE pk_frame = ANY($1)",
+            &[&ids],
+        )
+        .unwrap();
+    };
+    stop(&mut client, &on_a[..2]);
+    assert_eq!(free(&mut client), 7, "before the sample, all three count");
+    // Taken after: the running one holds a seat in it (9 free) and is counted again.
+    sample(&farm, "nuke", 9, false, 0.0);
+    assert_eq!(free(&mut client), 8, "the two stopped are not charged");
+    // A frame started after the sample and refused: stopped, still charged.
+    assert_eq!(book(&on_a[3..4]), 1);
+    stop(&mut client, &on_a[3..4]);
+    assert_eq!(
+        free(&mut client),
+        7,
+        "a refusal after the sample is charged"
+    );
+}
+
 /// A host-based seat is shared by every frame on its host; a second host needs a seat of
 /// its own. A stale sample and a license the provider does not report hold the layer.
 #[test]

@@ -48,12 +48,16 @@ pub struct LicenseSpec {
 }
 
 impl LicenseSpec {
-    /// Test scale: 6 hosts × 4 cores, 1.5 s frames, a 2 s poll, 6 s phases.
+    /// Test scale: 6 hosts × 4 cores, 3 s frames, a 2 s poll, 6 s phases. Frames run longer
+    /// than the checkout lag (2 s) even at their shortest (−25 %), as at full scale: a
+    /// counts-only sample cannot tell a start within the lag from an artist's checkout, so
+    /// the start is charged on top of it until a sample taken after the lag, and a frame
+    /// that ends before then never runs beside the last ones of its ramp.
     pub fn small() -> LicenseSpec {
         LicenseSpec {
             hosts: 6,
             cores: 4,
-            runtime: Duration::from_millis(1500),
+            runtime: Duration::from_secs(3),
             poll: Duration::from_secs(2),
             phase: Duration::from_secs(6),
         }
@@ -124,6 +128,10 @@ pub struct LicenseOutcome {
     pub free_idle_samples: usize,
     /// Seconds from `nuke`'s release to the farm holding all of it (`None`: never).
     pub nuke_fill_secs: Option<f64>,
+    /// Until then, every 0.5 s: seconds since the release, `nuke` frames running in the
+    /// database, seats the farm holds on the server, and the stored sample's free seats —
+    /// printed when the refill misses its bound, to tell a slow pass from a held license.
+    pub nuke_trace: Vec<String>,
     /// `ambush` frames that ended denied (exit status 330) at some point.
     pub ambush_denials: u64,
     /// `ambush` frames that ran to the end.
@@ -159,7 +167,7 @@ impl LicenseOutcome {
             .iter()
             .map(|p| format!("{} {}", p.0, p.1))
             .collect();
-        let figure = format!(
+        let mut figure = format!(
             "pools never over: {never_over}, denials [{}]; katana {} frames on {} seats; unlicensed idle at {} of {} samples; nuke full {} s after release (bound {bound:.1} s); ambush denied {}, ran {}, retries spent {}",
             denials.join(", "),
             self.katana_peak_frames,
@@ -172,6 +180,12 @@ impl LicenseOutcome {
             self.ambush_done,
             self.ambush_retried,
         );
+        if !refilled {
+            figure.push_str(&format!(
+                "; nuke after release: {}",
+                self.nuke_trace.join(" ")
+            ));
+        }
         (holds, figure)
     }
 }
@@ -215,7 +229,9 @@ pub fn run(spec: &LicenseSpec, counts_only: bool) -> Result<LicenseOutcome, SimE
     let start = Instant::now();
     let phase = spec.phase;
     let (mut released, mut freed) = (None, false);
-    while start.elapsed() < phase * 3 {
+    // The last phase runs one frame time longer: the ambushed frames booked again after
+    // `ambush` is let go must have time to end.
+    while start.elapsed() < phase * 3 + spec.runtime {
         let t = start.elapsed();
         if t >= phase && released.is_none() {
             seats.set_artists("nuke", 0);
@@ -267,6 +283,9 @@ fn sample(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     let get = |n: &str| running.get(n).copied().unwrap_or(0);
+    if let (Some(at), None) = (released, out.nuke_fill_secs) {
+        trace_nuke(run, seats, at, get("nuke"), out)?;
+    }
     out.katana_peak_frames = out.katana_peak_frames.max(get("katana"));
     out.warm_samples += usize::from(warm);
     if warm && get("free") == 0 {
@@ -281,6 +300,34 @@ fn sample(
             out.nuke_fill_secs = Some(at.elapsed().as_secs_f64());
         }
     }
+    Ok(())
+}
+
+/// One point of [`LicenseOutcome::nuke_trace`] every 0.5 s (of the 0.1 s samples, the
+/// fifth).
+fn trace_nuke(
+    run: &mut Run,
+    seats: &LicenseSeats,
+    released: Instant,
+    running: i64,
+    out: &mut LicenseOutcome,
+) -> Result<(), SimError> {
+    let t = released.elapsed().as_secs_f64();
+    if t < out.nuke_trace.len() as f64 * 0.5 {
+        return Ok(());
+    }
+    let stored: Option<i64> = run
+        .client
+        .query_opt(
+            "SELECT int_available FROM stagehand.license WHERE str_name = 'nuke'",
+            &[],
+        )?
+        .map(|r| r.get(0));
+    let farm = seats.usage().get("nuke").map_or(0, |u| u.0);
+    out.nuke_trace.push(format!(
+        "{t:.1}s:{running}/{farm}/{}",
+        stored.map_or("-".to_owned(), |a| a.to_string())
+    ));
     Ok(())
 }
 
