@@ -74,6 +74,23 @@ fn sample_of_hosts(
     store(&mut c, &s).unwrap();
 }
 
+/// [`options`] with a checkout lag of a minute: every start of a test counts as within it.
+fn lagged() -> BookOptions {
+    BookOptions {
+        licenses: Some(LicenseRules {
+            checkout_lag_secs: 60.0,
+            ..rules()
+        }),
+        ..book_options()
+    }
+}
+
+/// The free seats of `nuke` as the hint computes them with `options`' rules.
+fn nuke_free(c: &mut postgres::Client, options: &BookOptions) -> i64 {
+    let rules = options.licenses.as_ref().expect("license rules");
+    stagehand::db::licenses::rooms(c, Some(&["nuke"]), rules).unwrap()["nuke"].free
+}
+
 fn book(farm: &Farm, placements: &[Placement]) -> usize {
     book_with(&mut farm.client(), placements, &options())
 }
@@ -109,13 +126,7 @@ fn the_last_seats_raced_by_two_batches_are_spent_once() {
 fn a_sample_listing_hosts_is_not_charged_twice_for_the_starts_it_holds() {
     let spec = small_farm(2, 16, 64, &[], vec![licensed_job("a", 20, "nuke")]);
     let farm = Farm::new(&spec, |_| {});
-    let options = BookOptions {
-        licenses: Some(LicenseRules {
-            checkout_lag_secs: 60.0,
-            ..rules()
-        }),
-        ..book_options()
-    };
+    let options = lagged();
     let book = |placements: &[Placement]| book_with(&mut farm.client(), placements, &options);
     let (show, jobs, hosts) = (&farm.seeded.shows[0], &farm.seeded.jobs, &farm.seeded.hosts);
     let mut client = farm.client();
@@ -128,11 +139,7 @@ fn a_sample_listing_hosts_is_not_charged_twice_for_the_starts_it_holds() {
         .get(0);
     // Taken after the three started and holding them: 7 free. Counts only: 7 − 3 = 4.
     sample(&farm, "nuke", 7, false, -0.5);
-    let rooms = |c: &mut postgres::Client| {
-        stagehand::db::licenses::rooms(c, Some(&["nuke"]), options.licenses.as_ref().unwrap())
-            .unwrap()["nuke"]
-            .free
-    };
+    let rooms = |c: &mut postgres::Client| nuke_free(c, &options);
     assert_eq!(
         rooms(&mut client),
         4,
@@ -154,22 +161,12 @@ fn a_sample_listing_hosts_is_not_charged_twice_for_the_starts_it_holds() {
 fn a_frame_stopped_before_the_sample_is_not_charged_again() {
     let spec = small_farm(1, 16, 64, &[], vec![licensed_job("a", 20, "nuke")]);
     let farm = Farm::new(&spec, |_| {});
-    let options = BookOptions {
-        licenses: Some(LicenseRules {
-            checkout_lag_secs: 60.0,
-            ..rules()
-        }),
-        ..book_options()
-    };
+    let options = lagged();
     let book = |placements: &[Placement]| book_with(&mut farm.client(), placements, &options);
     let (show, jobs, hosts) = (&farm.seeded.shows[0], &farm.seeded.jobs, &farm.seeded.hosts);
     let mut client = farm.client();
     let on_a = placements_of_job(&mut client, show, &jobs[0], &hosts[0]);
-    let free = |c: &mut postgres::Client| {
-        stagehand::db::licenses::rooms(c, Some(&["nuke"]), options.licenses.as_ref().unwrap())
-            .unwrap()["nuke"]
-            .free
-    };
+    let free = |c: &mut postgres::Client| nuke_free(c, &options);
     sample(&farm, "nuke", 10, false, 1.0);
     assert_eq!(book(&on_a[..3]), 3);
     let stop = |c: &mut postgres::Client, frames: &[Placement]| {
