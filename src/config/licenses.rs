@@ -27,8 +27,9 @@ pub struct LicensesConfig {
     #[serde(with = "duration")]
     pub provider_timeout: Duration,
     /// Frames started this long before a sample's `queried_at` are counted as not yet in it
-    /// too: a frame's application checks its seat out a moment after the booking. A sample
-    /// listing the hosts holding seats shows which of them it holds.
+    /// too (unless they stopped before it): a frame's application checks its seat out a
+    /// moment after the booking. A sample listing the hosts holding seats shows which of them
+    /// it holds.
     #[serde(with = "duration")]
     pub checkout_lag: Duration,
     /// Seats kept free of every license without an entry in `headroom`.
