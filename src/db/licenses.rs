@@ -129,6 +129,10 @@ pub struct Room {
     /// counted in `free` as unseen: the oldest such start plus the checkout lag (`None`: no
     /// such start). Until then those starts may be counted twice, in the sample and here.
     pub confirm_in: Option<f64>,
+    /// Of a counts-only sample: seconds until the newest start counted in `free` as unseen is
+    /// older than the lag (`None`: no such start, or the sample lists its hosts). A sample
+    /// taken before then would count those starts again on top of its own count.
+    pub quiet_in: Option<f64>,
 }
 
 impl Room {
@@ -193,6 +197,7 @@ pub fn rooms(
             free: r.get::<_, i64>(1) - rules.headroom_of(&name),
             seated: seats.iter().flat_map(|s| s.keys().cloned()).collect(),
             confirm_in: None,
+            quiet_in: None,
         };
         sampled.insert(name.clone(), seats);
         rooms.insert(name, room);
@@ -205,6 +210,9 @@ pub fn rooms(
             room.confirm_in = Some(room.confirm_in.map_or(c, |r| r.min(c)));
         }
         let seats = sampled.get(&u.license).and_then(Option::as_ref);
+        if let (None, Some(q)) = (seats, u.quiet_in) {
+            room.quiet_in = Some(room.quiet_in.map_or(q, |r| r.max(q)));
+        }
         if !room.host_based {
             room.free -= match seats {
                 Some(per_host) => u.unseen_on(per_host.get(&u.host).copied().unwrap_or(0)),
@@ -237,6 +245,8 @@ struct Usage {
     running: bool,
     /// Seconds until the oldest of the `since` starts is older than the lag.
     confirm_in: Option<f64>,
+    /// Seconds until the newest of them is.
+    quiet_in: Option<f64>,
     /// Of `since`, those started after the sample: it cannot hold them.
     after: i64,
     /// Frames started before the sample less the lag and running when it was taken: it
@@ -279,7 +289,9 @@ fn usage(
                                    + make_interval(secs => $2) - now())::float8,
                 count(*) FILTER (WHERE f.ts_started > s.ts_queried)::bigint,
                 count(*) FILTER (WHERE NOT w.recent
-                                   AND (f.str_state = 'RUNNING' OR f.ts_stopped > s.ts_queried))::bigint
+                                   AND (f.str_state = 'RUNNING' OR f.ts_stopped > s.ts_queried))::bigint,
+                extract(epoch FROM max(f.ts_started) FILTER (WHERE w.unseen)
+                                   + make_interval(secs => $2) - now())::float8
            FROM lic
            JOIN stagehand.license s ON s.str_name = lic.name
            JOIN frame f ON f.pk_layer = lic.pk_layer
@@ -305,6 +317,7 @@ fn usage(
             confirm_in: r.get(5),
             after: r.get(6),
             held: r.get(7),
+            quiet_in: r.get(8),
         })
         .collect())
 }
@@ -357,6 +370,7 @@ mod tests {
             free,
             seated: seated.iter().map(|h| (*h).to_owned()).collect(),
             confirm_in: None,
+            quiet_in: None,
         }
     }
 
@@ -403,6 +417,7 @@ mod tests {
             seated_before: held > 0,
             running: true,
             confirm_in: None,
+            quiet_in: None,
             after,
             held,
         };

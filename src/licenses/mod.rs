@@ -141,6 +141,7 @@ mod tests {
             free,
             seated: seated.iter().map(|s| (*s).to_owned()).collect(),
             confirm_in: None,
+            quiet_in: None,
         };
         board.publish(HashMap::from([
             ("a".to_owned(), room(1, false, &[])),
