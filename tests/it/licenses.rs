@@ -85,6 +85,20 @@ fn lagged() -> BookOptions {
     }
 }
 
+/// A farm of `hosts` 16-core hosts and one job of 20 frames needing `nuke`, with its frames'
+/// placements on the first host.
+fn nuke_farm(hosts: usize) -> (Farm, Vec<Placement>) {
+    let spec = small_farm(hosts, 16, 64, &[], vec![licensed_job("a", 20, "nuke")]);
+    let farm = Farm::new(&spec, |_| {});
+    let (show, job, host) = (
+        &farm.seeded.shows[0],
+        &farm.seeded.jobs[0],
+        &farm.seeded.hosts[0],
+    );
+    let on_a = placements_of_job(&mut farm.client(), show, job, host);
+    (farm, on_a)
+}
+
 /// The free seats of `nuke` as the hint computes them with `options`' rules.
 fn nuke_free(c: &mut postgres::Client, options: &BookOptions) -> i64 {
     let rules = options.licenses.as_ref().expect("license rules");
@@ -124,17 +138,17 @@ fn the_last_seats_raced_by_two_batches_are_spent_once() {
 /// seen), while one that lists the hosts holding seats shows which it holds.
 #[test]
 fn a_sample_listing_hosts_is_not_charged_twice_for_the_starts_it_holds() {
-    let spec = small_farm(2, 16, 64, &[], vec![licensed_job("a", 20, "nuke")]);
-    let farm = Farm::new(&spec, |_| {});
+    let (farm, on_a) = nuke_farm(2);
     let options = lagged();
     let book = |placements: &[Placement]| book_with(&mut farm.client(), placements, &options);
-    let (show, jobs, hosts) = (&farm.seeded.shows[0], &farm.seeded.jobs, &farm.seeded.hosts);
     let mut client = farm.client();
-    let on_a = placements_of_job(&mut client, show, &jobs[0], &hosts[0]);
     sample(&farm, "nuke", 10, false, 1.0);
     assert_eq!(book(&on_a[..3]), 3);
     let host_a: String = client
-        .query_one("SELECT str_name FROM host WHERE pk_host = $1", &[&hosts[0]])
+        .query_one(
+            "SELECT str_name FROM host WHERE pk_host = $1",
+            &[&farm.seeded.hosts[0]],
+        )
         .unwrap()
         .get(0);
     // Taken after the three started and holding them: 7 free. Counts only: 7 − 3 = 4.
@@ -159,13 +173,10 @@ fn a_sample_listing_hosts_is_not_charged_twice_for_the_starts_it_holds() {
 /// taken. A frame refused after the sample (stopped since) is still charged until the next.
 #[test]
 fn a_frame_stopped_before_the_sample_is_not_charged_again() {
-    let spec = small_farm(1, 16, 64, &[], vec![licensed_job("a", 20, "nuke")]);
-    let farm = Farm::new(&spec, |_| {});
+    let (farm, on_a) = nuke_farm(1);
     let options = lagged();
     let book = |placements: &[Placement]| book_with(&mut farm.client(), placements, &options);
-    let (show, jobs, hosts) = (&farm.seeded.shows[0], &farm.seeded.jobs, &farm.seeded.hosts);
     let mut client = farm.client();
-    let on_a = placements_of_job(&mut client, show, &jobs[0], &hosts[0]);
     let free = |c: &mut postgres::Client| nuke_free(c, &options);
     sample(&farm, "nuke", 10, false, 1.0);
     assert_eq!(book(&on_a[..3]), 3);
