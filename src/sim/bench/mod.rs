@@ -398,6 +398,9 @@ fn watch_run(
             cpu_at_first_booking = PgCpu::read(data);
             stagehand_cpu_at_first_booking = cost::instances_cpu_secs(instances);
             statements_at_first_booking = stagehand_statement_totals(client);
+            if args.top_statements > 0 {
+                print::snapshot_statements(client);
+            }
         }
         // The CPU window opens at the first booking seen: until then, no stretching.
         if first_booking.is_some() {

@@ -4,31 +4,86 @@
 
 use super::{BenchArgs, BenchReport, CeilingReport, Rates};
 
-/// Prints the `n` statements that took the most database time (all roles).
-pub(super) fn print_top_statements(client: &mut postgres::Client, n: usize) {
-    let rows = client.query(
-        "SELECT calls, rows, round(total_exec_time::numeric, 1)::float8, shared_blks_hit + shared_blks_read,
-                regexp_replace(left(query, 160), '\\s+', ' ', 'g')
-           FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT $1",
-        &[&(n as i64)],
+/// Keeps this session's copy of `pg_stat_statements` (a temporary table), so that
+/// [`print_top_statements`] counts from here: with several instances, the run's statements
+/// before the first booking are their wait for leases, not bookings.
+pub(super) fn snapshot_statements(client: &mut postgres::Client) {
+    let snapshot = client.batch_execute(
+        "DROP TABLE IF EXISTS pg_temp.statements_before;
+         CREATE TEMP TABLE statements_before AS
+         SELECT userid, dbid, queryid, calls, rows, total_exec_time,
+                shared_blks_hit + shared_blks_read AS blocks
+           FROM pg_stat_statements",
     );
-    match rows {
-        Ok(rows) => {
-            println!("top statements (calls, rows, ms, blocks, text):");
-            for r in rows {
-                println!(
-                    "  {:>7} {:>9} {:>9.1} {:>10}  {}",
-                    r.get::<_, i64>(0),
-                    r.get::<_, i64>(1),
-                    r.get::<_, f64>(2),
-                    r.get::<_, i64>(3),
-                    r.get::<_, String>(4)
-                );
+    if let Err(e) = snapshot {
+        log::warn!("statements at the first booking not kept: {e}");
+    }
+}
+
+/// Prints the `n` statements that took the most database time and the `n` run most often
+/// (all roles), since [`snapshot_statements`] when it ran in this session, else since the
+/// statistics' reset. The second list shows what the first hides: cheap statements whose
+/// count grows with the number of instances or passes.
+pub(super) fn print_top_statements(client: &mut postgres::Client, n: usize) {
+    let since_snapshot = client
+        .query_one(
+            "SELECT to_regclass('pg_temp.statements_before') IS NOT NULL",
+            &[],
+        )
+        .map(|r| r.get::<_, bool>(0))
+        .unwrap_or(false);
+    let since = if since_snapshot {
+        "since the first booking seen"
+    } else {
+        "since the statistics' reset"
+    };
+    for (order, what) in [("ms", "by database time"), ("calls", "by calls")] {
+        println!("top statements {what}, {since} (calls, rows, ms, blocks, text):");
+        match statements_since(client, since_snapshot, order, n) {
+            Ok(rows) => {
+                for r in rows {
+                    println!(
+                        "  {:>7} {:>9} {:>9.1} {:>10}  {}",
+                        r.get::<_, i64>(0),
+                        r.get::<_, i64>(1),
+                        r.get::<_, f64>(2),
+                        r.get::<_, i64>(3),
+                        r.get::<_, String>(4)
+                    );
+                }
             }
+            Err(e) => println!("  unavailable: {e}"),
         }
-        Err(e) => println!("top statements unavailable: {e}"),
     }
     print_top_tables(client, n);
+}
+
+/// The `n` statements with the most of `order` (`ms` or `calls`), net of the snapshot when
+/// `since_snapshot`.
+fn statements_since(
+    client: &mut postgres::Client,
+    since_snapshot: bool,
+    order: &str,
+    n: usize,
+) -> Result<Vec<postgres::Row>, postgres::Error> {
+    let before = if since_snapshot {
+        "pg_temp.statements_before"
+    } else {
+        "(SELECT userid, dbid, queryid, calls, rows, total_exec_time, 0::bigint AS blocks
+            FROM pg_stat_statements WHERE false)"
+    };
+    client.query(
+        &format!(
+            "SELECT * FROM (
+               SELECT s.calls - coalesce(b.calls, 0) AS calls, s.rows - coalesce(b.rows, 0),
+                      round((s.total_exec_time - coalesce(b.total_exec_time, 0))::numeric, 1)::float8 AS ms,
+                      s.shared_blks_hit + s.shared_blks_read - coalesce(b.blocks, 0),
+                      regexp_replace(left(s.query, 160), '\\s+', ' ', 'g')
+                 FROM pg_stat_statements s LEFT JOIN {before} b USING (userid, dbid, queryid)) t
+              ORDER BY {order} DESC LIMIT $1"
+        ),
+        &[&(n as i64)],
+    )
 }
 
 /// Prints the `n` tables whose rows were read most since the cluster started (sequential
