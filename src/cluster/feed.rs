@@ -514,16 +514,24 @@ impl Feed {
         true
     }
 
-    /// When the loop has something to do next: a reload, a scan, or an awake cluster's turn.
+    /// When the loop has something to do next: a reload, a scan, a probe, or the turn of an
+    /// awake cluster it could hand out then. A cluster of a show another instance holds is
+    /// no event, nor is any cluster while the work channel is full: neither can be handed out
+    /// before something else happens (a lease round, a pass's outcome), which wakes the loop
+    /// or is seen within its 50 ms look. Counting them made the loop wake every millisecond
+    /// for nothing — with several instances, whenever another one's show had work — and each
+    /// wait spun and yielded the CPU the database needed (issue 14).
     fn next_event(&self) -> Instant {
         let now = Instant::now();
-        let mut next = self.next_reload.min(self.next_scan).min(self.next_probe);
-        for t in self.turns.values() {
-            if t.idle() && self.awake(t) {
-                next = next.min(t.ready_at.max(now));
-            }
+        let next = self.next_reload.min(self.next_scan).min(self.next_probe);
+        if self.work.is_full() {
+            return next;
         }
-        next
+        self.turns
+            .values()
+            .filter(|t| t.idle() && self.awake(t) && self.owned(t))
+            .map(|t| t.ready_at.max(now))
+            .fold(next, Instant::min)
     }
 
     fn publish_status(&mut self, force: bool) {
@@ -563,5 +571,97 @@ impl Feed {
             .collect();
         status.sort_by(|a, b| b.waiting.cmp(&a.waiting).then_with(|| a.key.cmp(&b.key)));
         self.ctx.status.store(Arc::new(status));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        accounting::Ledger, cluster::ClusterTagRow, db::jobs::SubscriptionRow, index::HostIndex,
+    };
+
+    /// A feed on a pool that never connects (nothing here reads the database), with
+    /// `workers` booking threads, `leases` as given and two awake alloc clusters of show `s`;
+    /// with the booking threads' end of the work channel, which must stay open.
+    fn feed(
+        workers: usize,
+        leases: Option<Arc<crate::lease::Leases>>,
+    ) -> (Feed, Receiver<Arc<Cluster>>) {
+        let config = Arc::new(ArcSwap::from_pointee(Config::default()));
+        let ledger = Ledger::new();
+        let ctx = FeedContext {
+            config: Arc::clone(&config),
+            pool: db::pool(&config.load().database).expect("a pool that connects lazily"),
+            capacity: HostIndex::new().capacity(),
+            caps: ledger.caps_view(),
+            stop: Arc::new(AtomicBool::new(false)),
+            status: Arc::new(ArcSwap::from_pointee(Vec::new())),
+            loaded: Arc::new(AtomicBool::new(false)),
+            leases,
+            hungry: None,
+        };
+        let (mut feed, work, _outcomes) = Feed::new(ctx, workers);
+        let rows: Vec<ClusterTagRow> = ["a1", "a2"]
+            .iter()
+            .map(|a| ClusterTagRow {
+                facility: "f".into(),
+                show: "s".into(),
+                show_name: "s".into(),
+                tag: format!("t{a}"),
+                tag_type: TagType::Alloc,
+                alloc: Some((*a).into()),
+            })
+            .collect();
+        let subs: Vec<SubscriptionRow> = ["a1", "a2"]
+            .iter()
+            .map(|a| SubscriptionRow {
+                show: "s".into(),
+                alloc: (*a).into(),
+                facility: "f".into(),
+                size: 100,
+                burst: 100,
+            })
+            .collect();
+        let options = BuildOptions {
+            ignore_tags: vec![],
+            manual_chunk: 50,
+            hostname_chunk: 50,
+        };
+        feed.replace(build(&rows, &subs, &options));
+        // Nothing else is due for a minute: what next_event returns is the clusters' doing.
+        let later = Instant::now() + Duration::from_secs(60);
+        (feed.next_reload, feed.next_scan, feed.next_probe) = (later, later, later);
+        (feed, work)
+    }
+
+    #[test]
+    fn a_ready_cluster_is_the_next_event() {
+        let (feed, _work) = feed(4, None);
+        assert!(feed.next_event() <= Instant::now());
+    }
+
+    /// Ready clusters behind a full work channel cannot be handed out before a pass ends:
+    /// the loop must wait for that, not wake every millisecond.
+    #[test]
+    fn ready_clusters_behind_a_full_channel_are_no_event() {
+        let (mut feed, _work) = feed(1, None);
+        feed.dispatch();
+        assert!(feed.work.is_full());
+        assert_eq!(feed.turns.values().filter(|t| t.idle()).count(), 1);
+        assert!(feed.next_event() > Instant::now() + Duration::from_secs(30));
+    }
+
+    /// With leases, a cluster of a show this instance does not hold never gets a turn here:
+    /// its being ready is no event either.
+    #[test]
+    fn clusters_of_a_show_held_elsewhere_are_no_event() {
+        let config = Arc::new(ArcSwap::from_pointee(Config::default()));
+        let leases =
+            crate::lease::Leases::new(config, Ledger::new(), crate::lease::LeaseBoard::new());
+        let (mut feed, _work) = feed(4, Some(leases));
+        feed.dispatch();
+        assert_eq!(feed.work.len(), 0);
+        assert!(feed.next_event() > Instant::now() + Duration::from_secs(30));
     }
 }
