@@ -77,7 +77,8 @@ pub struct BenchArgs {
     /// Keep the database directory.
     #[arg(long)]
     pub keep: bool,
-    /// Print the N statements that took the most database time.
+    /// Print the N statements that took the most database time and the N run most often,
+    /// counted from the first booking the harness sees (from the start when it sees none).
     #[arg(long, default_value_t = 0)]
     pub top_statements: usize,
     /// Run with `[reservations] enabled = false` (to measure what the policy costs).
