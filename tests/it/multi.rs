@@ -42,6 +42,7 @@ fn three_instances_drain_every_frame_exactly_once() {
         shows: 0,
         scales: Vec::new(),
         instance_counts: Vec::new(),
+        rounds: 1,
         submissions: 50,
     };
     let report = measure(&args).expect("three instances run");

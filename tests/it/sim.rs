@@ -50,6 +50,7 @@ fn tiny(workload: Workload, scale: f64) -> BenchArgs {
         shows: 0,
         scales: Vec::new(),
         instance_counts: Vec::new(),
+        rounds: 1,
         submissions: 50,
     }
 }

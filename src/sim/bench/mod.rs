@@ -103,6 +103,11 @@ pub struct BenchArgs {
     /// as a ratio to the first (e.g. `1,2,3`).
     #[arg(long, value_delimiter = ',')]
     pub instance_counts: Vec<usize>,
+    /// With `--scales` or `--instance-counts`: run the whole sweep this many times, in turn,
+    /// and end with each figure's ratio to its own round's first run as a median and range
+    /// over the rounds (a noisy machine moves one round's ratio by a quarter).
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// `--workload newjob`: jobs submitted.
     #[arg(long, default_value_t = 50)]
     pub submissions: usize,

@@ -2,7 +2,8 @@
 //! (`--instance-counts 1,2,3`) in one invocation, each on its own freshly seeded farm, then
 //! one table of every run's figures with each figure as a ratio to the first run's, so a
 //! cost that grows with the farm shows as a ratio that a noisy machine moves less than the
-//! figures themselves.
+//! figures themselves. `--rounds N` repeats the whole sweep and ends with each ratio's median
+//! and range over the rounds.
 
 use super::{BenchArgs, BenchReport, measure};
 use crate::sim::SimError;
@@ -37,13 +38,24 @@ pub(super) fn sweep(args: &BenchArgs) -> Result<Vec<String>, SimError> {
             .map(|&n| with(args, args.scale, n))
             .collect(),
     };
-    let mut reports = Vec::new();
-    for run in &runs {
-        reports.push(measure(run)?);
-        println!();
+    let mut rounds: Vec<Vec<BenchReport>> = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        let mut reports = Vec::new();
+        for run in &runs {
+            reports.push(measure(run)?);
+            println!();
+        }
+        print_sweep(args, axis, &runs, &reports);
+        rounds.push(reports);
     }
-    print_sweep(args, axis, &runs, &reports);
-    Ok(reports.into_iter().flat_map(|r| r.violations).collect())
+    if rounds.len() > 1 {
+        print_rounds(axis, &runs, &rounds);
+    }
+    Ok(rounds
+        .into_iter()
+        .flatten()
+        .flat_map(|r| r.violations)
+        .collect())
 }
 
 /// `args` for one run of the sweep: `scale` and `instances`, no further sweep; a larger farm
@@ -142,6 +154,56 @@ fn print_sweep(args: &BenchArgs, axis: Axis, runs: &[BenchArgs], reports: &[Benc
     }
 }
 
+/// Prints, per figure and per run after the first, its ratio to the first run of the same
+/// round as the median and range over `rounds`: each ratio is of two runs minutes apart,
+/// the summary of several such pairs.
+fn print_rounds(axis: Axis, runs: &[BenchArgs], rounds: &[Vec<BenchReport>]) {
+    println!(
+        "rounds          : {} rounds of the sweep; each run's ratio to its round's first run, median [lowest - highest]",
+        rounds.len()
+    );
+    let header: Vec<String> = runs[1..]
+        .iter()
+        .map(|a| match axis {
+            Axis::Scale => format!("K={}", a.scale),
+            Axis::Instances => format!("{} instance(s)", a.instances.max(1)),
+        })
+        .collect();
+    println!("  {:<30} {}", "", row(&header));
+    for (name, get, _) in FIGURES {
+        let cells: Vec<String> = (1..runs.len())
+            .map(|j| {
+                let ratios: Vec<f64> = rounds
+                    .iter()
+                    .filter_map(|r| match (get(&r[j]), get(&r[0])) {
+                        (Some(v), Some(first)) if first > 0.0 => Some(v / first),
+                        _ => None,
+                    })
+                    .collect();
+                spread(ratios)
+            })
+            .collect();
+        if cells.iter().any(|c| c != "-") {
+            println!("  {name:<30} {}", row(&cells));
+        }
+    }
+}
+
+/// `values` as "median [lowest - highest]" ("-" when empty).
+fn spread(mut values: Vec<f64>) -> String {
+    if values.is_empty() {
+        return "-".into();
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    format!("{median:.2} [{:.2} - {:.2}]", values[0], values[n - 1])
+}
+
 /// Cells right-aligned in columns wide enough for a run label.
 fn row(cells: &[String]) -> String {
     cells
@@ -149,4 +211,16 @@ fn row(cells: &[String]) -> String {
         .map(|c| format!("{c:>20}"))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn spread_is_the_median_and_the_range() {
+        assert_eq!(spread(vec![]), "-");
+        assert_eq!(spread(vec![0.9, 0.7, 1.1]), "0.90 [0.70 - 1.10]");
+        assert_eq!(spread(vec![0.8, 0.6, 1.0, 0.7]), "0.75 [0.60 - 1.00]");
+    }
 }
