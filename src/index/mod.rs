@@ -105,6 +105,8 @@ pub struct HostView<'a> {
     pub total: Resources,
     /// Free now.
     pub free: Resources,
+    /// The host's tags.
+    pub tags: &'a [Arc<str>],
 }
 
 /// A host able to take a request once idle (see [`HostIndex::capable_hosts`]).
@@ -230,8 +232,24 @@ pub(crate) fn os_matches(host_os: &str, job_os: &str) -> bool {
 impl Request<'_> {
     /// The host's OS and thread mode allow this request (capacity aside).
     fn accepts(&self, slot: &Slot) -> bool {
-        (slot.thread_mode != ThreadMode::All || self.threadable)
-            && self.os.is_none_or(|os| os_matches(&slot.os, os))
+        self.allows(slot.thread_mode, &slot.os)
+    }
+
+    /// A host of `thread_mode` running `os` may take this request.
+    fn allows(&self, thread_mode: ThreadMode, os: &str) -> bool {
+        (thread_mode != ThreadMode::All || self.threadable)
+            && self.os.is_none_or(|job_os| os_matches(os, job_os))
+    }
+
+    /// True when this request's search could offer `host` (capacity aside): the host has
+    /// one of its tags, and its OS and thread mode allow it. For a host another request's
+    /// search found.
+    pub(crate) fn admits(&self, host: &HostView<'_>) -> bool {
+        self.allows(host.thread_mode, host.os)
+            && host
+                .tags
+                .iter()
+                .any(|t| self.tags.iter().any(|r| r.as_str() == &**t))
     }
 }
 

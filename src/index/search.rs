@@ -142,6 +142,7 @@ impl HostIndex {
             thread_mode: slot.thread_mode,
             total: slot.total,
             free,
+            tags: &slot.tags,
         };
         let amount = size(&view)?;
         let score = search

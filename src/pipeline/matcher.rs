@@ -7,10 +7,12 @@
 //! values dropped on the way out), so nothing leaks on an error, a lost guard or a panic.
 
 mod input;
+mod order;
 mod turns;
 mod veto;
 
 use input::{PassInput, read_pass};
+use order::{Ahead, AheadCheck};
 use turns::Lane;
 
 use std::{
@@ -147,11 +149,28 @@ fn pass_fence(shared: &Shared, cluster: &Cluster) -> Option<Option<Fence>> {
 }
 
 /// Why a layer stops being matched in this pass.
+#[derive(Clone, Copy)]
 enum Stop {
     /// No host takes the next frame, for this reason.
     NoHost(Reason),
     /// A cap of the job (or its folder) is full: skip the job.
     JobCapped,
+    /// The only hosts that take the next frame fit a layer earlier in the pass's order that
+    /// stopped for room: the pass goes back to it first (see [`order`]).
+    Yield,
+}
+
+/// Why no host took a frame.
+enum Miss {
+    /// The last reason a candidate was refused (`None`: nothing but room was missing).
+    Veto(Option<Reason>),
+    /// A host took it, but a layer earlier in the pass's order fits that host too.
+    Yield,
+}
+
+/// A job's core headroom under its caps (`None`: uncapped) as the host sizing takes it.
+fn core_room(headroom: Option<i64>) -> Option<u32> {
+    headroom.map(|c| c.clamp(0, i64::from(u32::MAX)) as u32)
 }
 
 /// What a pass saw of one layer, for the waiting-frames gauge.
@@ -257,22 +276,14 @@ impl Matcher<'_> {
         if self.config.scheduler.job_order == JobOrder::Proportional {
             return self.match_in_turns(lanes);
         }
-        for lane in &lanes {
-            for plan in &lane.plans {
-                let stop = self.layer(plan)?;
-                if self.stopped(plan, stop) {
-                    break;
-                }
-            }
-        }
-        Ok(())
+        self.match_in_order(&lanes)
     }
 
     /// Records why `plan`'s layer stopped, if it did; true when its whole job stops (a cap of
     /// the job or its folder is full).
     fn stopped(&mut self, plan: &LayerPlan<'_>, stop: Option<Stop>) -> bool {
         let (reason, job_stops) = match stop {
-            None => return false,
+            None | Some(Stop::Yield) => return false,
             Some(Stop::NoHost(reason)) => (reason, false),
             Some(Stop::JobCapped) => (Reason::JobCap, true),
         };
@@ -398,23 +409,15 @@ impl Matcher<'_> {
         }
     }
 
-    /// Matches the layer's frames in order until one finds no host or a cap stops the job.
-    fn layer(&mut self, plan: &LayerPlan<'_>) -> Result<Option<Stop>, db::DbError> {
-        let request = plan.request();
-        for frame in &plan.layer.frames {
-            if let Some(stop) = self.frame(plan, &request, frame)? {
-                return Ok(Some(stop));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Places, charges and batches one frame; `Some` when its layer (or job) stops here.
+    /// Places, charges and batches one frame, leaving to the layers `ahead` (stopped for
+    /// room earlier in the pass) every host one of them fits; `Some` when its layer (or job)
+    /// stops here.
     fn frame(
         &mut self,
         plan: &LayerPlan<'_>,
         request: &Request<'_>,
         frame: &FrameWork,
+        ahead: &[Ahead<'_, '_>],
     ) -> Result<Option<Stop>, db::DbError> {
         // A job with less than a core left under its cap fits no host: say so without a
         // search (or a wide-frame reservation it could not use).
@@ -426,9 +429,10 @@ impl Matcher<'_> {
         if !plan.licenses.is_empty() && !self.seats.may_admit(plan.licenses) {
             return no_license;
         }
-        let earmark = match self.place(plan, request, frame, headroom) {
+        let earmark = match self.place(plan, request, frame, headroom, ahead) {
             Ok(r) => r,
-            Err(veto) => return self.no_host(plan, request, frame, veto).map(Some),
+            Err(Miss::Yield) => return Ok(Some(Stop::Yield)),
+            Err(Miss::Veto(veto)) => return self.no_host(plan, request, frame, veto).map(Some),
         };
         // The earmark is given back as it drops.
         if !plan.licenses.is_empty() && !self.seats.take(plan.licenses, earmark.host_name()) {
@@ -461,15 +465,22 @@ impl Matcher<'_> {
         request: &Request<'_>,
         frame: &FrameWork,
         headroom: Option<i64>,
-    ) -> Result<Earmark, Option<Reason>> {
-        let job_remaining = headroom.map(|c| c.clamp(0, i64::from(u32::MAX)) as u32);
+        ahead: &[Ahead<'_, '_>],
+    ) -> Result<Earmark, Miss> {
+        let job_remaining = core_room(headroom);
         let now = backfill::now_secs();
         let veto: Cell<Option<Reason>> = Cell::new(None);
+        let yielded = Cell::new(false);
+        let ahead = AheadCheck::new(self, ahead);
         let strategy = &self.config.scheduler.placement;
         self.shared
             .index
             .place(request, strategy, |host| {
                 match self.size_on(plan, frame, host, job_remaining, now) {
+                    Ok(_) if ahead.wanted(self, host, now) => {
+                        yielded.set(true);
+                        None
+                    }
                     Ok(amount) => Some(amount),
                     Err(reason) => {
                         if reason.is_some() {
@@ -479,7 +490,13 @@ impl Matcher<'_> {
                     }
                 }
             })
-            .ok_or_else(|| veto.get())
+            .ok_or_else(|| {
+                if yielded.get() {
+                    Miss::Yield
+                } else {
+                    Miss::Veto(veto.get())
+                }
+            })
     }
 
     /// Charges the frame's amount against the caps; `Err` names the cap that refused it. A

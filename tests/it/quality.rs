@@ -3,7 +3,9 @@
 
 use stagehand::{config::JobOrder, sim::seed::LayerSpec};
 
-use crate::common::{Farm, job, placements_for_all_frames, small_farm, timed_scenario};
+use crate::common::{
+    Farm, job, placements_for_all_frames, small_farm, timed_scenario, wait_for_lock_waiters,
+};
 
 /// One one-core host; a priority-90 job and a priority-10 job each want it. Returns the name
 /// of the job that got it.
@@ -429,4 +431,75 @@ fn a_wide_frame_reserves_a_host_drains_it_and_books() {
         .unwrap()
         .get(0);
     assert_eq!(left, 0, "booking the wide frame fulfilled the reservation");
+}
+
+/// Room that appears in the middle of a pass goes to the first job in the pass's order that
+/// fits it, not to whichever job the pass has reached. A priority-90 job of two-core frames
+/// finds no host with two free cores and stops; a priority-50 job books the last free core,
+/// and its commit is held behind a row lock while a second host is freed and re-read into
+/// the index; then the priority-10 job, also of two-core frames, comes to the freed host.
+/// Before the fix it took it (the stream scenario's rare "1 low frame under strict priority").
+#[test]
+fn room_freed_during_a_pass_goes_to_the_higher_priority_job_that_stopped_for_it() {
+    let two_cores = |name: &str| {
+        let mut l = LayerSpec::simple(name, "1-3", "general");
+        l.cores_min = 2 * i64::from(stagehand::model::CORE);
+        l
+    };
+    let mut high = job("high", vec![two_cores("h")]);
+    high.priority = 90;
+    let mut mid = job("mid", vec![LayerSpec::simple("m", "1", "general")]);
+    mid.priority = 50;
+    let mut low = job("low", vec![two_cores("l")]);
+    low.priority = 10;
+    let spec = small_farm(2, 2, 16, &[], vec![high, mid, low]);
+    let farm = Farm::new(&spec, |c| {
+        c.scheduler.job_order = JobOrder::Priority;
+        c.scheduler.batch_size = 1;
+    });
+    let (hosts, jobs) = (&farm.seeded.hosts, &farm.seeded.jobs);
+    let mut client = farm.client();
+    let set_idle = |client: &mut postgres::Client, host: &str, cores: i64| {
+        client
+            .execute(
+                "UPDATE host SET int_cores_idle = $2 WHERE pk_host = $1",
+                &[&host, &(cores * 100)],
+            )
+            .unwrap();
+    };
+    // One free core on the first host, none on the second: no two-core frame fits.
+    set_idle(&mut client, &hosts[0], 1);
+    set_idle(&mut client, &hosts[1], 0);
+    stagehand::pipeline::hosts::refresh(&farm.shared).unwrap();
+    let clusters = farm.clusters();
+    let cluster = clusters.first().unwrap();
+    let mut blocker = farm.client();
+    let mut hold = blocker.transaction().unwrap();
+    hold.execute(
+        "SELECT 1 FROM frame WHERE pk_job = $1 FOR UPDATE",
+        &[&jobs[1]],
+    )
+    .unwrap();
+    std::thread::scope(|s| {
+        let pass = s.spawn(|| farm.pass(cluster));
+        assert!(wait_for_lock_waiters(&mut client, 1), "mid's commit waits");
+        set_idle(&mut client, &hosts[1], 2);
+        stagehand::pipeline::hosts::refresh(&farm.shared).unwrap();
+        hold.commit().unwrap();
+        pass.join().unwrap();
+    });
+    let on_freed: Vec<String> = client
+        .query(
+            "SELECT j.str_name FROM proc p JOIN job j ON j.pk_job = p.pk_job WHERE p.pk_host = $1",
+            &[&hosts[1]],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        on_freed,
+        ["high"],
+        "the freed host went to the job first in order"
+    );
 }

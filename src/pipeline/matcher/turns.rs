@@ -46,7 +46,7 @@ impl Matcher<'_> {
                 continue;
             };
             let plan = &lanes[i].plans[p];
-            let stop = self.frame(plan, &plan.request(), &plan.layer.frames[f])?;
+            let stop = self.frame(plan, &plan.request(), &plan.layer.frames[f], &[])?;
             let stopped = stop.is_some();
             if self.stopped(plan, stop) {
                 lottery.retire(i);
