@@ -241,11 +241,12 @@ impl Request<'_> {
             && self.os.is_none_or(|job_os| os_matches(os, job_os))
     }
 
-    /// True when this request's search could offer `host` (capacity aside): the host has
-    /// one of its tags, and its OS and thread mode allow it. For a host another request's
-    /// search found.
+    /// True when this request's search could offer `host`: the host has one of its tags,
+    /// its OS and thread mode allow it, and its free room covers the floor. For a host
+    /// another request's search found.
     pub(crate) fn admits(&self, host: &HostView<'_>) -> bool {
-        self.allows(host.thread_mode, host.os)
+        host.free.fits(&self.floor)
+            && self.allows(host.thread_mode, host.os)
             && host
                 .tags
                 .iter()

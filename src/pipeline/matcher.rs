@@ -149,23 +149,24 @@ fn pass_fence(shared: &Shared, cluster: &Cluster) -> Option<Option<Fence>> {
 }
 
 /// Why a layer stops being matched in this pass.
-#[derive(Clone, Copy)]
 enum Stop {
     /// No host takes the next frame, for this reason.
     NoHost(Reason),
     /// A cap of the job (or its folder) is full: skip the job.
     JobCapped,
-    /// The only hosts that take the next frame fit a layer earlier in the pass's order that
-    /// stopped for room: the pass goes back to it first (see [`order`]).
-    Yield,
+    /// A host the next frame was offered fits these layers earlier in the pass's order,
+    /// stopped for room (indexes among its layers): the pass goes back to them first (see
+    /// [`order`]).
+    Yield(Vec<usize>),
 }
 
 /// Why no host took a frame.
 enum Miss {
     /// The last reason a candidate was refused (`None`: nothing but room was missing).
     Veto(Option<Reason>),
-    /// A host took it, but a layer earlier in the pass's order fits that host too.
-    Yield,
+    /// A host would have taken it, but these layers earlier in the pass's order (indexes
+    /// among its layers) fit that host too.
+    Yield(Vec<usize>),
 }
 
 /// A job's core headroom under its caps (`None`: uncapped) as the host sizing takes it.
@@ -283,7 +284,7 @@ impl Matcher<'_> {
     /// the job or its folder is full).
     fn stopped(&mut self, plan: &LayerPlan<'_>, stop: Option<Stop>) -> bool {
         let (reason, job_stops) = match stop {
-            None | Some(Stop::Yield) => return false,
+            None | Some(Stop::Yield(_)) => return false,
             Some(Stop::NoHost(reason)) => (reason, false),
             Some(Stop::JobCapped) => (Reason::JobCap, true),
         };
@@ -431,7 +432,7 @@ impl Matcher<'_> {
         }
         let earmark = match self.place(plan, request, frame, headroom, ahead) {
             Ok(r) => r,
-            Err(Miss::Yield) => return Ok(Some(Stop::Yield)),
+            Err(Miss::Yield(wanting)) => return Ok(Some(Stop::Yield(wanting))),
             Err(Miss::Veto(veto)) => return self.no_host(plan, request, frame, veto).map(Some),
         };
         // The earmark is given back as it drops.
@@ -470,33 +471,30 @@ impl Matcher<'_> {
         let job_remaining = core_room(headroom);
         let now = backfill::now_secs();
         let veto: Cell<Option<Reason>> = Cell::new(None);
-        let yielded = Cell::new(false);
         let ahead = AheadCheck::new(self, ahead);
         let strategy = &self.config.scheduler.placement;
-        self.shared
-            .index
-            .place(request, strategy, |host| {
-                match self.size_on(plan, frame, host, job_remaining, now) {
-                    Ok(_) if ahead.wanted(self, host, now) => {
-                        yielded.set(true);
-                        None
+        let placed = self.shared.index.place(request, strategy, |host| {
+            if ahead.yielded() {
+                return None;
+            }
+            match self.size_on(plan, frame, host, job_remaining, now) {
+                Ok(_) if ahead.wanted(self, &frame.id, host, now) => None,
+                Ok(amount) => Some(amount),
+                Err(reason) => {
+                    if reason.is_some() {
+                        veto.set(reason);
                     }
-                    Ok(amount) => Some(amount),
-                    Err(reason) => {
-                        if reason.is_some() {
-                            veto.set(reason);
-                        }
-                        None
-                    }
+                    None
                 }
-            })
-            .ok_or_else(|| {
-                if yielded.get() {
-                    Miss::Yield
-                } else {
-                    Miss::Veto(veto.get())
-                }
-            })
+            }
+        });
+        // A host a layer ahead wants goes to it first, even when a scored search had
+        // already gathered another (its earmark is given back as it drops).
+        match placed {
+            _ if ahead.yielded() => Err(Miss::Yield(ahead.into_wanting())),
+            Some(earmark) => Ok(earmark),
+            None => Err(Miss::Veto(veto.get())),
+        }
     }
 
     /// Charges the frame's amount against the caps; `Err` names the cap that refused it. A

@@ -433,6 +433,88 @@ fn a_wide_frame_reserves_a_host_drains_it_and_books() {
     assert_eq!(left, 0, "booking the wide frame fulfilled the reservation");
 }
 
+/// A layer of `cores`-core frames "1-3" tagged `general`.
+fn frames_of(name: &str, cores: i64) -> LayerSpec {
+    let mut l = LayerSpec::simple(name, "1-3", "general");
+    l.cores_min = cores * i64::from(stagehand::model::CORE);
+    l
+}
+
+/// Runs one priority pass over a farm of `host_cores`-core hosts, jobs `(name, priority,
+/// layer)` in that order: every host starts with the idle cores of `idle`; the commit of the
+/// job at `held` (its first batch: batch size 1) waits behind a row lock while the hosts
+/// take the idle cores of `freed` and are re-read into the index. Returns, per host, the
+/// jobs placed on it, sorted.
+fn pass_with_room_freed_mid_pass(
+    host_cores: u32,
+    jobs: Vec<(&str, i32, LayerSpec)>,
+    held: usize,
+    idle: &[i64],
+    freed: &[i64],
+) -> Vec<Vec<String>> {
+    let jobs = jobs
+        .into_iter()
+        .map(|(name, priority, layer)| {
+            let mut j = job(name, vec![layer]);
+            j.priority = priority;
+            j
+        })
+        .collect();
+    let spec = small_farm(idle.len(), host_cores, 16, &[], jobs);
+    let farm = Farm::new(&spec, |c| {
+        c.scheduler.job_order = JobOrder::Priority;
+        c.scheduler.batch_size = 1;
+    });
+    let hosts = &farm.seeded.hosts;
+    let mut client = farm.client();
+    let set_idle = |client: &mut postgres::Client, cores: &[i64]| {
+        for (host, cores) in hosts.iter().zip(cores) {
+            client
+                .execute(
+                    "UPDATE host SET int_cores_idle = $2 WHERE pk_host = $1",
+                    &[host, &(cores * 100)],
+                )
+                .unwrap();
+        }
+        stagehand::pipeline::hosts::refresh(&farm.shared).unwrap();
+    };
+    set_idle(&mut client, idle);
+    let clusters = farm.clusters();
+    let cluster = clusters.first().unwrap();
+    let mut blocker = farm.client();
+    let mut hold = blocker.transaction().unwrap();
+    hold.execute(
+        "SELECT 1 FROM frame WHERE pk_job = $1 FOR UPDATE",
+        &[&farm.seeded.jobs[held]],
+    )
+    .unwrap();
+    std::thread::scope(|s| {
+        let pass = s.spawn(|| farm.pass(cluster));
+        assert!(
+            wait_for_lock_waiters(&mut client, 1),
+            "the held commit waits"
+        );
+        set_idle(&mut client, freed);
+        hold.commit().unwrap();
+        pass.join().unwrap();
+    });
+    hosts
+        .iter()
+        .map(|host| {
+            client
+                .query(
+                    "SELECT j.str_name FROM proc p JOIN job j ON j.pk_job = p.pk_job
+                      WHERE p.pk_host = $1 ORDER BY 1",
+                    &[host],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect()
+        })
+        .collect()
+}
+
 /// Room that appears in the middle of a pass goes to the first job in the pass's order that
 /// fits it, not to whichever job the pass has reached. A priority-90 job of two-core frames
 /// finds no host with two free cores and stops; a priority-50 job books the last free core,
@@ -441,65 +523,37 @@ fn a_wide_frame_reserves_a_host_drains_it_and_books() {
 /// Before the fix it took it (the stream scenario's rare "1 low frame under strict priority").
 #[test]
 fn room_freed_during_a_pass_goes_to_the_higher_priority_job_that_stopped_for_it() {
-    let two_cores = |name: &str| {
-        let mut l = LayerSpec::simple(name, "1-3", "general");
-        l.cores_min = 2 * i64::from(stagehand::model::CORE);
-        l
-    };
-    let mut high = job("high", vec![two_cores("h")]);
-    high.priority = 90;
-    let mut mid = job("mid", vec![LayerSpec::simple("m", "1", "general")]);
-    mid.priority = 50;
-    let mut low = job("low", vec![two_cores("l")]);
-    low.priority = 10;
-    let spec = small_farm(2, 2, 16, &[], vec![high, mid, low]);
-    let farm = Farm::new(&spec, |c| {
-        c.scheduler.job_order = JobOrder::Priority;
-        c.scheduler.batch_size = 1;
-    });
-    let (hosts, jobs) = (&farm.seeded.hosts, &farm.seeded.jobs);
-    let mut client = farm.client();
-    let set_idle = |client: &mut postgres::Client, host: &str, cores: i64| {
-        client
-            .execute(
-                "UPDATE host SET int_cores_idle = $2 WHERE pk_host = $1",
-                &[&host, &(cores * 100)],
-            )
-            .unwrap();
-    };
-    // One free core on the first host, none on the second: no two-core frame fits.
-    set_idle(&mut client, &hosts[0], 1);
-    set_idle(&mut client, &hosts[1], 0);
-    stagehand::pipeline::hosts::refresh(&farm.shared).unwrap();
-    let clusters = farm.clusters();
-    let cluster = clusters.first().unwrap();
-    let mut blocker = farm.client();
-    let mut hold = blocker.transaction().unwrap();
-    hold.execute(
-        "SELECT 1 FROM frame WHERE pk_job = $1 FOR UPDATE",
-        &[&jobs[1]],
-    )
-    .unwrap();
-    std::thread::scope(|s| {
-        let pass = s.spawn(|| farm.pass(cluster));
-        assert!(wait_for_lock_waiters(&mut client, 1), "mid's commit waits");
-        set_idle(&mut client, &hosts[1], 2);
-        stagehand::pipeline::hosts::refresh(&farm.shared).unwrap();
-        hold.commit().unwrap();
-        pass.join().unwrap();
-    });
-    let on_freed: Vec<String> = client
-        .query(
-            "SELECT j.str_name FROM proc p JOIN job j ON j.pk_job = p.pk_job WHERE p.pk_host = $1",
-            &[&hosts[1]],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(
-        on_freed,
-        ["high"],
-        "the freed host went to the job first in order"
+    let placed = pass_with_room_freed_mid_pass(
+        2,
+        vec![
+            ("high", 90, frames_of("h", 2)),
+            ("mid", 50, LayerSpec::simple("m", "1", "general")),
+            ("low", 10, frames_of("l", 2)),
+        ],
+        1,
+        &[1, 0],
+        &[1, 2],
     );
+    assert_eq!(placed, [vec!["mid"], vec!["high"]], "per host");
+}
+
+/// Two layers stopped for room, of four-core and two-core frames (priorities 95 and 90);
+/// while the pass is held, one host frees two cores and another four. The two-core layer
+/// may take only the two, the four go to the four-core layer, the priority-10 job (two-core
+/// frames) gets nothing — whichever host its search is offered first.
+#[test]
+fn room_freed_during_a_pass_goes_to_each_stopped_layer_by_size_and_order() {
+    let placed = pass_with_room_freed_mid_pass(
+        4,
+        vec![
+            ("big", 95, frames_of("b", 4)),
+            ("high", 90, frames_of("h", 2)),
+            ("mid", 50, LayerSpec::simple("m", "1", "general")),
+            ("low", 10, frames_of("l", 2)),
+        ],
+        2,
+        &[1, 0, 0],
+        &[1, 2, 4],
+    );
+    assert_eq!(placed, [vec!["mid"], vec!["high"], vec!["big"]], "per host");
 }
