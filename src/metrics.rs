@@ -83,6 +83,12 @@ metrics! {
     JOBS_PROCESSED: IntCounterVec = counter_vec("scheduler_jobs_processed_total", "Jobs processed", &["show_name"]);
     /// Layers for which no host fitted.
     NO_CANDIDATE: IntCounter = counter("scheduler_no_candidate_iterations_total", "Layers for which no host fitted");
+    /// Hosts that freed during a pass and were handed back to layers earlier in its order
+    /// (stopped for room) instead of the frame whose search found them.
+    ROOM_YIELDS: IntCounter = counter(
+        "scheduler_room_yields_total",
+        "Hosts freed during a pass handed to a layer earlier in its order"
+    );
     /// Frames booked (committed), by show.
     FRAMES_DISPATCHED: IntCounterVec =
         counter_vec("scheduler_frames_dispatched_total", "Frames booked and committed", &["show_name"]);

@@ -523,6 +523,7 @@ fn pass_with_room_freed_mid_pass(
 /// Before the fix it took it (the stream scenario's rare "1 low frame under strict priority").
 #[test]
 fn room_freed_during_a_pass_goes_to_the_higher_priority_job_that_stopped_for_it() {
+    let yields = stagehand::metrics::ROOM_YIELDS.get();
     let placed = pass_with_room_freed_mid_pass(
         2,
         vec![
@@ -535,6 +536,7 @@ fn room_freed_during_a_pass_goes_to_the_higher_priority_job_that_stopped_for_it(
         &[1, 2],
     );
     assert_eq!(placed, [vec!["mid"], vec!["high"]], "per host");
+    assert!(stagehand::metrics::ROOM_YIELDS.get() > yields, "counted");
 }
 
 /// Two layers stopped for room, of four-core and two-core frames (priorities 95 and 90);

@@ -19,6 +19,7 @@ use crate::{
     db::{self, jobs::FrameWork},
     ids::{FrameId, JobId},
     index::{HostView, Request},
+    metrics,
 };
 
 /// A layer that stopped for want of room earlier in the pass, at the frame it stopped on.
@@ -123,6 +124,7 @@ impl Matcher<'_> {
             let stop = self.layer_from(plan, &mut next, &ahead)?;
             walk.next[i] = next;
             if let Some(Stop::Yield(wanting)) = stop {
+                metrics::ROOM_YIELDS.inc();
                 self.go_back(&plans, &mut walk, wanting)?;
                 continue;
             }
