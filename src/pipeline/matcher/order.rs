@@ -119,10 +119,7 @@ impl Matcher<'_> {
                 i += 1;
                 continue;
             }
-            let ahead = walk.ahead(&plans, i);
-            let mut next = walk.next[i];
-            let stop = self.layer_from(plan, &mut next, &ahead)?;
-            walk.next[i] = next;
+            let stop = self.resume(&plans, &mut walk, i)?;
             if let Some(Stop::Yield(wanting)) = stop {
                 metrics::ROOM_YIELDS.inc();
                 self.go_back(&plans, &mut walk, wanting)?;
@@ -154,34 +151,35 @@ impl Matcher<'_> {
             if walk.capped[job] {
                 continue;
             }
-            let ahead = walk.ahead(plans, s);
-            let (before, mut next) = (walk.next[s], walk.next[s]);
-            let stop = self.layer_from(plan, &mut next, &ahead)?;
-            walk.next[s] = next;
+            let before = walk.next[s];
+            let stop = self.resume(plans, walk, s)?;
             // Yielding again (room appeared for a layer before it) stops it as for room.
             let room = matches!(stop, Some(Stop::Yield(_))) || is_room(&stop);
             let job_stops = self.stopped(plan, stop);
-            if next > before || job_stops {
+            if walk.next[s] > before || job_stops {
                 walk.settle(s, job, job_stops, room);
             }
         }
         Ok(())
     }
 
-    /// Matches `plan`'s frames from `*next` until one finds no host, a cap stops the job or
-    /// the frame yields its host to layers ahead; `*next` is left on that frame.
-    fn layer_from(
+    /// Matches layer `i`'s frames from its next one, with the layers stopped for room before
+    /// it ahead, until a frame finds no host, a cap stops the job or the frame yields its
+    /// host to layers ahead; the layer's next frame is left on that frame.
+    fn resume(
         &mut self,
-        plan: &LayerPlan<'_>,
-        next: &mut usize,
-        ahead: &[Ahead<'_, '_>],
+        plans: &[(usize, &LayerPlan<'_>)],
+        walk: &mut Walk,
+        i: usize,
     ) -> Result<Option<Stop>, db::DbError> {
+        let plan = plans[i].1;
+        let ahead = walk.ahead(plans, i);
         let request = plan.request();
-        while let Some(frame) = plan.layer.frames.get(*next) {
-            if let Some(stop) = self.frame(plan, &request, frame, ahead)? {
+        while let Some(frame) = plan.layer.frames.get(walk.next[i]) {
+            if let Some(stop) = self.frame(plan, &request, frame, &ahead)? {
                 return Ok(Some(stop));
             }
-            *next += 1;
+            walk.next[i] += 1;
         }
         Ok(None)
     }
