@@ -128,6 +128,11 @@ pub struct BenchReport {
     /// harness's poll saw it) to the end of the run, the harness's connections (its own, the
     /// fake RQD's) left out (None without `/proc`).
     pub pg_cpu_ms_per_frame: Option<f64>,
+    /// The share of that CPU spent in the kernel.
+    pub pg_kernel_share: Option<f64>,
+    /// PostgreSQL's minor page faults per booked frame over the same window: a fresh
+    /// backend faults once on each shared-buffer page it first touches.
+    pub pg_faults_per_frame: Option<f64>,
     /// stagehand CPU milliseconds per booked frame over the same window (every instance).
     pub stagehand_cpu_ms_per_frame: Option<f64>,
     /// stagehand CPU seconds before the first booking seen (start-up: loads, leases).
@@ -189,6 +194,9 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     };
     let mut client = postgres::Client::connect(&farm.url, postgres::NoTls)?;
     let rows_per_poll = cost::rows_per_poll(&mut client)?;
+    if args.top_statements > 0 {
+        print::track_planning(&mut client);
+    }
     reset_statement_stats(&mut client);
     let data = farm.cluster.dir().join("data");
     let rows_before = cost::rows_read(&mut client);
@@ -201,9 +209,9 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     };
     let run = watch_run(&mut client, args, &mut report, &data, &mut instances)?;
     let harness = cost::harness_backends(&mut client)?;
-    let pg_cpu_secs = PgCpu::read(&data)
+    let pg_use = PgCpu::read(&data)
         .zip(run.cpu_at_first_booking.as_ref())
-        .map(|(after, first)| first.secs_until(&after, &harness));
+        .map(|(after, first)| first.use_until(&after, &harness));
     let stagehand_cpu_secs = cost::instances_cpu_secs(&instances)
         .zip(run.stagehand_cpu_at_first_booking)
         .map(|(after, first)| after - first);
@@ -217,7 +225,9 @@ pub fn measure(args: &BenchArgs) -> Result<BenchReport, SimError> {
     report.stagehand_startup_cpu_secs = run.stagehand_cpu_at_first_booking;
     if report.booked > 0 {
         let per_frame = |secs: f64| secs * 1000.0 / report.booked as f64;
-        report.pg_cpu_ms_per_frame = pg_cpu_secs.map(per_frame);
+        report.pg_cpu_ms_per_frame = pg_use.map(|u| per_frame(u.secs));
+        report.pg_kernel_share = pg_use.filter(|u| u.secs > 0.0).map(|u| u.sys_secs / u.secs);
+        report.pg_faults_per_frame = pg_use.map(|u| u.faults as f64 / report.booked as f64);
         report.stagehand_cpu_ms_per_frame = stagehand_cpu_secs.map(per_frame);
         report.db_rows_per_frame = match (rows_before, rows_after, rows_per_poll) {
             (Some(b), Some(a), Some(poll)) => {

@@ -63,6 +63,9 @@ pub(super) fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
         None => std::env::current_exe().map_err(SimError::Io)?,
     };
     let mut client = postgres::Client::connect(&farm.url, postgres::NoTls)?;
+    if args.top_statements > 0 {
+        super::print::track_planning(&mut client);
+    }
     let _ = client.execute("SELECT pg_stat_statements_reset()", &[]);
     let instance = Instance::spawn(&binary, &config, "newjob-0")?;
     warm_up(&mut client, Duration::from_secs(3))?;

@@ -4,6 +4,19 @@
 
 use super::{BenchArgs, BenchReport, CeilingReport, Rates};
 
+/// Turns on `pg_stat_statements.track_planning`, so that the lists show each statement's
+/// planning time beside its execution time (a statement sent as text is planned on every
+/// call). Only for `--top-statements`: tracking costs a little on every statement.
+pub(super) fn track_planning(client: &mut postgres::Client) {
+    // ALTER SYSTEM may not run in a transaction, so not in one batch with the reload.
+    let on = client
+        .batch_execute("ALTER SYSTEM SET pg_stat_statements.track_planning = on")
+        .and_then(|()| client.batch_execute("SELECT pg_reload_conf()"));
+    if let Err(e) = on {
+        log::warn!("planning time not tracked: {e}");
+    }
+}
+
 /// Keeps this session's copy of `pg_stat_statements` (a temporary table), so that
 /// [`print_top_statements`] counts from here: with several instances, the run's statements
 /// before the first booking are their wait for leases, not bookings.
@@ -12,7 +25,7 @@ pub(super) fn snapshot_statements(client: &mut postgres::Client) {
         "DROP TABLE IF EXISTS pg_temp.statements_before;
          CREATE TEMP TABLE statements_before AS
          SELECT userid, dbid, queryid, calls, rows, total_exec_time,
-                shared_blks_hit + shared_blks_read AS blocks
+                shared_blks_hit + shared_blks_read AS blocks, total_plan_time
            FROM pg_stat_statements",
     );
     if let Err(e) = snapshot {
@@ -38,28 +51,42 @@ pub(super) fn print_top_statements(client: &mut postgres::Client, n: usize) {
         "since the statistics' reset"
     };
     for (order, what) in [("ms", "by database time"), ("calls", "by calls")] {
-        println!("top statements {what}, {since} (calls, rows, ms, blocks, text):");
+        println!("top statements {what}, {since} (calls, rows, ms, planning ms, blocks, text):");
         match statements_since(client, since_snapshot, order, n) {
             Ok(rows) => {
                 for r in rows {
                     println!(
-                        "  {:>7} {:>9} {:>9.1} {:>10}  {}",
+                        "  {:>7} {:>9} {:>9.1} {:>8.1} {:>10}  {}",
                         r.get::<_, i64>(0),
                         r.get::<_, i64>(1),
                         r.get::<_, f64>(2),
-                        r.get::<_, i64>(3),
-                        r.get::<_, String>(4)
+                        r.get::<_, f64>(3),
+                        r.get::<_, i64>(4),
+                        r.get::<_, String>(5)
                     );
                 }
             }
             Err(e) => println!("  unavailable: {e}"),
         }
     }
+    match statements_since(client, since_snapshot, "total", 1) {
+        Ok(r) => {
+            if let Some(t) = r.first() {
+                println!(
+                    "stagehand's     : {} statements, {:.1} ms executing, {:.1} ms planning",
+                    t.get::<_, Option<i64>>(0).unwrap_or(0),
+                    t.get::<_, Option<f64>>(2).unwrap_or(0.0),
+                    t.get::<_, Option<f64>>(3).unwrap_or(0.0)
+                );
+            }
+        }
+        Err(e) => println!("stagehand's     : totals unavailable: {e:?}"),
+    }
     print_top_tables(client, n);
 }
 
 /// The `n` statements with the most of `order` (`ms` or `calls`), net of the snapshot when
-/// `since_snapshot`.
+/// `since_snapshot`; `total`: one row, the sums over every statement.
 fn statements_since(
     client: &mut postgres::Client,
     since_snapshot: bool,
@@ -69,18 +96,30 @@ fn statements_since(
     let before = if since_snapshot {
         "pg_temp.statements_before"
     } else {
-        "(SELECT userid, dbid, queryid, calls, rows, total_exec_time, 0::bigint AS blocks
+        "(SELECT userid, dbid, queryid, calls, rows, total_exec_time, 0::bigint AS blocks,
+                 total_plan_time
             FROM pg_stat_statements WHERE false)"
     };
+    let (select, tail) = if order == "total" {
+        (
+            "SELECT sum(calls)::bigint, sum(rows)::bigint, sum(ms), sum(plan_ms), \
+             sum(blocks)::bigint, '', 0::oid",
+            "WHERE userid = (SELECT oid FROM pg_roles WHERE rolname = 'stagehand')",
+        )
+    } else {
+        ("SELECT *", "ORDER BY {order} DESC")
+    };
+    let tail = tail.replace("{order}", order);
     client.query(
         &format!(
-            "SELECT * FROM (
-               SELECT s.calls - coalesce(b.calls, 0) AS calls, s.rows - coalesce(b.rows, 0),
+            "{select} FROM (
+               SELECT s.calls - coalesce(b.calls, 0) AS calls, s.rows - coalesce(b.rows, 0) AS rows,
                       round((s.total_exec_time - coalesce(b.total_exec_time, 0))::numeric, 1)::float8 AS ms,
-                      s.shared_blks_hit + s.shared_blks_read - coalesce(b.blocks, 0),
-                      regexp_replace(left(s.query, 160), '\\s+', ' ', 'g')
+                      round((s.total_plan_time - coalesce(b.total_plan_time, 0))::numeric, 1)::float8 AS plan_ms,
+                      s.shared_blks_hit + s.shared_blks_read - coalesce(b.blocks, 0) AS blocks,
+                      regexp_replace(left(s.query, 160), '\\s+', ' ', 'g'), s.userid
                  FROM pg_stat_statements s LEFT JOIN {before} b USING (userid, dbid, queryid)) t
-              ORDER BY {order} DESC LIMIT $1"
+              {tail} LIMIT $1"
         ),
         &[&(n as i64)],
     )
@@ -190,7 +229,14 @@ fn print_costs(r: &BenchReport) {
     }
     if let Some(ms) = r.pg_cpu_ms_per_frame {
         println!(
-            "PostgreSQL CPU  : {ms:.3} ms per booked frame (from the first booking seen, all backends but the harness's)"
+            "PostgreSQL CPU  : {ms:.3} ms per booked frame (from the first booking seen, all backends but the harness's){}",
+            match (r.pg_kernel_share, r.pg_faults_per_frame) {
+                (Some(k), Some(f)) => format!(
+                    ", {:.0} % in the kernel, {f:.1} page faults per frame",
+                    k * 100.0
+                ),
+                _ => String::new(),
+            }
         );
     }
     if let Some(ms) = r.stagehand_cpu_ms_per_frame {

@@ -66,13 +66,43 @@ pub(crate) fn proc_rates(client: &mut postgres::Client) -> Result<Rates, postgre
     Ok(Rates::from_times(&times))
 }
 
-/// CPU ticks of a PostgreSQL cluster's processes at one moment.
+/// CPU ticks and page faults of a PostgreSQL cluster's processes at one moment.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PgCpu {
-    /// The postmaster's own ticks and those of its children it has reaped.
-    reaped: u64,
-    /// Ticks of each live child (backends, background workers) by pid.
-    live: HashMap<u32, u64>,
+    /// The postmaster's own use and that of its children it has reaped.
+    reaped: Use,
+    /// The use of each live child (backends, background workers) by pid.
+    live: HashMap<u32, Use>,
+}
+
+/// What a process used: CPU ticks (user + system), of which in the kernel, and minor page
+/// faults (a backend's first touch of each shared-buffer page is one).
+#[derive(Clone, Copy, Debug, Default)]
+struct Use {
+    ticks: u64,
+    sys_ticks: u64,
+    faults: u64,
+}
+
+impl Use {
+    fn add(self, o: Use) -> Use {
+        Use {
+            ticks: self.ticks + o.ticks,
+            sys_ticks: self.sys_ticks + o.sys_ticks,
+            faults: self.faults + o.faults,
+        }
+    }
+}
+
+/// What a cluster used between two [`PgCpu`] readings.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct PgUse {
+    /// CPU seconds, user and system.
+    pub(crate) secs: f64,
+    /// Of which in the kernel.
+    pub(crate) sys_secs: f64,
+    /// Minor page faults.
+    pub(crate) faults: u64,
 }
 
 impl PgCpu {
@@ -83,7 +113,11 @@ impl PgCpu {
         let postmaster: u32 = pid_file.lines().next()?.trim().parse().ok()?;
         let own = stat_times(postmaster)?;
         let mut cpu = PgCpu {
-            reaped: own.utime + own.stime + own.cutime + own.cstime,
+            reaped: Use {
+                ticks: own.utime + own.stime + own.cutime + own.cstime,
+                sys_ticks: own.stime + own.cstime,
+                faults: own.minflt + own.cminflt,
+            },
             live: HashMap::new(),
         };
         for entry in std::fs::read_dir("/proc").ok()?.flatten() {
@@ -91,7 +125,12 @@ impl PgCpu {
                 continue;
             };
             if let Some(t) = stat_times(pid).filter(|t| t.ppid == postmaster) {
-                cpu.live.insert(pid, t.utime + t.stime);
+                let used = Use {
+                    ticks: t.utime + t.stime,
+                    sys_ticks: t.stime,
+                    faults: t.minflt,
+                };
+                cpu.live.insert(pid, used);
             }
         }
         Some(cpu)
@@ -100,11 +139,29 @@ impl PgCpu {
     /// CPU seconds the cluster used from `self` to `later`, less what the backends
     /// `exclude` (the harness's own connections, alive at both readings) used.
     pub(crate) fn secs_until(&self, later: &PgCpu, exclude: &[u32]) -> f64 {
+        self.use_until(later, exclude).secs
+    }
+
+    /// What the cluster used from `self` to `later`, less the backends `exclude`.
+    pub(crate) fn use_until(&self, later: &PgCpu, exclude: &[u32]) -> PgUse {
         let total = |c: &PgCpu| {
-            let own: u64 = exclude.iter().filter_map(|p| c.live.get(p)).sum();
-            c.reaped + c.live.values().sum::<u64>() - own
+            let all = c.live.values().fold(c.reaped, |a, u| a.add(*u));
+            let own = exclude
+                .iter()
+                .filter_map(|p| c.live.get(p))
+                .fold(Use::default(), |a, u| a.add(*u));
+            Use {
+                ticks: all.ticks - own.ticks,
+                sys_ticks: all.sys_ticks - own.sys_ticks,
+                faults: all.faults - own.faults,
+            }
         };
-        ticks_to_secs(total(later).saturating_sub(total(self)))
+        let (a, b) = (total(self), total(later));
+        PgUse {
+            secs: ticks_to_secs(b.ticks.saturating_sub(a.ticks)),
+            sys_secs: ticks_to_secs(b.sys_ticks.saturating_sub(a.sys_ticks)),
+            faults: b.faults.saturating_sub(a.faults),
+        }
     }
 }
 
@@ -124,6 +181,8 @@ fn ticks_to_secs(ticks: u64) -> f64 {
 /// The fields of `/proc/<pid>/stat` the CPU reading needs.
 struct StatTimes {
     ppid: u32,
+    minflt: u64,
+    cminflt: u64,
     utime: u64,
     stime: u64,
     cutime: u64,
@@ -137,13 +196,16 @@ fn stat_times(pid: u32) -> Option<StatTimes> {
 }
 
 /// Parses a `/proc/<pid>/stat` line. The command name may hold spaces and parentheses, so
-/// fields are counted from the last `)`: state is field 3, ppid 4, utime 14 … cstime 17.
+/// fields are counted from the last `)`: state is field 3, ppid 4, minflt 10, cminflt 11,
+/// utime 14 … cstime 17.
 fn parse_stat(stat: &str) -> Option<StatTimes> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let at = |field: usize| -> Option<u64> { fields.get(field - 3)?.parse().ok() };
     Some(StatTimes {
         ppid: at(4)? as u32,
+        minflt: at(10)?,
+        cminflt: at(11)?,
         utime: at(14)?,
         stime: at(15)?,
         cutime: at(16)?,
@@ -181,25 +243,37 @@ mod tests {
                     150 25 7 8 20 0 1 0 100 0 0";
         let t = parse_stat(line).expect("parses");
         assert_eq!(
-            (t.ppid, t.utime, t.stime, t.cutime, t.cstime),
-            (17, 150, 25, 7, 8)
+            (t.ppid, t.minflt, t.cminflt, t.utime, t.stime, t.cutime, t.cstime),
+            (17, 1, 2, 150, 25, 7, 8)
         );
         assert!(parse_stat("garbage").is_none());
+    }
+
+    /// A process's use: `ticks` of CPU, a tenth of them in the kernel, twice as many faults.
+    fn used(ticks: u64) -> Use {
+        Use {
+            ticks,
+            sys_ticks: ticks / 10,
+            faults: ticks * 2,
+        }
     }
 
     #[test]
     fn the_excluded_backend_does_not_count() {
         let before = PgCpu {
-            reaped: 10,
-            live: HashMap::from([(1, 5), (2, 100)]),
+            reaped: used(10),
+            live: HashMap::from([(1, used(5)), (2, used(100))]),
         };
         let after = PgCpu {
-            reaped: 30,
-            live: HashMap::from([(1, 25), (2, 900)]),
+            reaped: used(30),
+            live: HashMap::from([(1, used(25)), (2, used(900))]),
         };
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         assert!((before.secs_until(&after, &[2]) - 40.0 / hz).abs() < 1e-9);
         assert!((before.secs_until(&after, &[]) - 840.0 / hz).abs() < 1e-9);
         assert!((before.secs_until(&after, &[1, 2]) - 20.0 / hz).abs() < 1e-9);
+        let all = before.use_until(&after, &[]);
+        assert_eq!(all.faults, 1680);
+        assert!((all.sys_secs - 84.0 / hz).abs() < 1e-9);
     }
 }

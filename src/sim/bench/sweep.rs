@@ -76,7 +76,7 @@ type Figure = (&'static str, fn(&BenchReport) -> Option<f64>, usize);
 
 /// The figures a sweep compares: rates, then costs per booked frame, then the run's fixed
 /// costs.
-const FIGURES: [Figure; 13] = [
+const FIGURES: [Figure; 15] = [
     ("frames booked", |r| Some(r.booked as f64), 0),
     ("frames/s, first 99 %", |r| nonzero(r.first99_per_sec), 0),
     (
@@ -86,6 +86,12 @@ const FIGURES: [Figure; 13] = [
     ),
     ("99 % of cores busy after, s", |r| r.time_to_util[2], 2),
     ("PostgreSQL CPU per frame, ms", |r| r.pg_cpu_ms_per_frame, 3),
+    ("… of it in the kernel", |r| r.pg_kernel_share, 2),
+    (
+        "PostgreSQL page faults per frame",
+        |r| r.pg_faults_per_frame,
+        1,
+    ),
     (
         "stagehand CPU per frame, ms",
         |r| r.stagehand_cpu_ms_per_frame,
