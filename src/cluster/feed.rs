@@ -292,7 +292,7 @@ impl Feed {
     /// read costs the database.
     fn timed<T>(
         &self,
-        read: impl FnOnce(&mut postgres::Client) -> Result<T, db::DbError>,
+        read: impl FnOnce(&mut db::session::Session) -> Result<T, db::DbError>,
     ) -> (Result<T, db::DbError>, Duration) {
         let mut started = Instant::now();
         let result = self
@@ -302,7 +302,7 @@ impl Feed {
             .map_err(db::DbError::from)
             .and_then(|mut c| {
                 started = Instant::now();
-                read(c.client())
+                read(&mut c)
             });
         (result, started.elapsed())
     }

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use postgres::GenericClient;
 
-use super::{DbError, resources_at};
+use super::{
+    DbError, resources_at,
+    session::{Cached, Session},
+};
 use crate::{
     ids::{AllocId, FacilityId, HostId},
     model::{Resources, ThreadMode},
@@ -102,26 +105,31 @@ pub enum Changes {
 /// The mark a full read taken now would leave (call it before the full read, so nothing that
 /// commits in between is missed; a change seen twice is harmless).
 pub fn change_mark(conn: &mut impl GenericClient) -> Result<ChangeMark, DbError> {
-    let row = conn.query_one("SELECT txid_snapshot_xmin(txid_current_snapshot())", &[])?;
-    Ok(ChangeMark(row.get(0)))
+    Ok(ChangeMark(conn.query_one(CHANGE_MARK, &[])?.get(0)))
 }
+
+/// The statement of [`change_mark`].
+const CHANGE_MARK: &str = "SELECT txid_snapshot_xmin(txid_current_snapshot())";
 
 /// The hosts whose rows changed since `mark` — a completion gave room back, a booking took
 /// it, a ping or a lock moved — read in one snapshot with the mark for the next read. Cheap
 /// next to a full read: one pass over `host` and one over `host_stat` by `xmin`, then the
 /// rows of only what changed.
 pub fn changed_hosts(
-    conn: &mut postgres::Client,
+    conn: &mut Session,
     facility: Option<&FacilityId>,
     ping_timeout: Duration,
     mark: ChangeMark,
 ) -> Result<Changes, DbError> {
-    let mut tx = conn
+    let (client, prepared) = conn.parts();
+    let mut tx = client
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()?;
-    let next = change_mark(&mut tx)?;
+    // Prepared: this read runs ten times a second per instance.
+    let mut cached = Cached::new(&mut tx, prepared);
+    let next = ChangeMark(cached.query_one(CHANGE_MARK, &[])?.get(0));
     if next.epoch() != mark.epoch() {
         return Ok(Changes::Wrapped);
     }
@@ -136,7 +144,7 @@ pub fn changed_hosts(
              SELECT pk_host FROM host WHERE age(xmin) <= age($3::bigint::text::xid)
              UNION SELECT pk_host FROM host_stat WHERE age(xmin) <= age($3::bigint::text::xid)))",
     );
-    let rows = tx.query(&sql, &[&ping_timeout.as_secs_f64(), &facility, &mark.xid()])?;
+    let rows = cached.query(&sql, &[&ping_timeout.as_secs_f64(), &facility, &mark.xid()])?;
     tx.commit()?;
     let hosts = rows.iter().map(|r| (host_row(r), r.get(14))).collect();
     Ok(Changes::Hosts(hosts, next))

@@ -13,7 +13,7 @@ mod pending;
 pub use pending::PendingJob;
 pub(crate) use pending::{JobHint, JobQuery, Pending, pending_jobs};
 
-use super::DbError;
+use super::{DbError, session::Session};
 use crate::{
     ids::{AllocId, FacilityId, FrameId, JobId, LayerId, LimitId, ShowId},
     model::{TagType, split_tags},
@@ -133,9 +133,9 @@ pub fn subscriptions(conn: &mut impl GenericClient) -> Result<Vec<SubscriptionRo
 /// Waiting frames per (show, facility, tag) of managed shows: the awake gate. A superset of
 /// what the per-cluster job query can return, so no cluster with work is ever left asleep.
 pub(crate) fn active_tags(
-    conn: &mut impl GenericClient,
+    conn: &mut Session,
 ) -> Result<HashMap<(ShowId, FacilityId, String), TagWork>, DbError> {
-    let rows = conn.query(
+    let rows = conn.cached().query(
         "SELECT j.pk_show, j.pk_facility, t.tag, SUM(ls.int_waiting_count)::bigint,
                 extract(epoch FROM max(j.ts_started))::float8
            FROM layer_stat ls
@@ -194,10 +194,10 @@ impl WorkProbe {
 /// Reads the [`WorkProbe`] of `shows` (`None`: every managed show): one index-driven
 /// aggregate over pending jobs, no frame rows.
 pub(crate) fn work_probe(
-    conn: &mut impl GenericClient,
+    conn: &mut Session,
     shows: Option<&[ShowId]>,
 ) -> Result<WorkProbe, DbError> {
-    let r = conn.query_one(
+    let r = conn.cached().query_one(
         "SELECT count(*)::bigint, coalesce(sum(js.int_waiting_count), 0)::bigint,
                 coalesce(extract(epoch FROM max(j.ts_started)), 0)::float8
            FROM job j
@@ -279,13 +279,13 @@ pub struct FrameWork {
 /// has passed, with up to `frames_per_layer` WAITING frames each, in layer dispatch order
 /// then frame dispatch order.
 pub(crate) fn layers_with_frames(
-    conn: &mut impl GenericClient,
+    conn: &mut Session,
     jobs: &[JobId],
     tags: &[String],
     frames_per_layer: i64,
     min_history: i64,
 ) -> Result<Vec<LayerWork>, DbError> {
-    let rows = conn.query(
+    let rows = conn.cached().query(
         LAYERS_WITH_FRAMES,
         &[&jobs, &tags, &frames_per_layer, &min_history],
     )?;

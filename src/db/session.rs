@@ -28,7 +28,7 @@ use std::{
     ops::{Deref, DerefMut},
 };
 
-use postgres::{Client, NoTls, Row, Statement, Transaction, types::ToSql};
+use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction, types::ToSql};
 use r2d2_postgres::PostgresConnectionManager;
 
 /// Statements kept per connection: the booking uses about fifteen; a bound keeps a caller that
@@ -63,12 +63,16 @@ impl Prepared {
         }
     }
 
-    /// The statement for `sql`, prepared on `tx`'s connection the first time.
-    fn get(&mut self, tx: &mut Transaction<'_>, sql: &str) -> Result<Statement, postgres::Error> {
+    /// The statement for `sql`, prepared on `client`'s connection the first time.
+    fn get(
+        &mut self,
+        client: &mut impl GenericClient,
+        sql: &str,
+    ) -> Result<Statement, postgres::Error> {
         if let Some(s) = self.statements.get(sql) {
             return Ok(s.clone());
         }
-        let statement = tx.prepare(sql)?;
+        let statement = client.prepare(sql)?;
         if !self.uncached {
             if self.statements.len() >= MAX_PREPARED {
                 self.statements.clear();
@@ -76,6 +80,18 @@ impl Prepared {
             self.statements.insert(sql.to_owned(), statement.clone());
         }
         Ok(statement)
+    }
+
+    /// Runs `sql` with `f` on its prepared statement on `client`, dropping the statement if
+    /// the schema changed under it.
+    fn run<C: GenericClient, T>(
+        &mut self,
+        client: &mut C,
+        sql: &str,
+        f: impl FnOnce(&mut C, &Statement) -> Result<T, postgres::Error>,
+    ) -> Result<T, postgres::Error> {
+        let statement = self.get(client, sql)?;
+        f(client, &statement).inspect_err(|e| self.forget_if_stale(sql, e))
     }
 
     /// Forgets `sql` when `e` says its plan no longer fits the schema, and every statement
@@ -123,6 +139,55 @@ impl Session {
     /// The client and the statements, borrowed apart (a transaction borrows the client).
     pub fn parts(&mut self) -> (&mut Client, &mut Prepared) {
         (&mut self.client, &mut self.prepared)
+    }
+
+    /// The client with this connection's prepared statements, for reads that run often
+    /// (see [`Cached`]).
+    pub fn cached(&mut self) -> Cached<'_, Client> {
+        Cached {
+            client: &mut self.client,
+            prepared: &mut self.prepared,
+        }
+    }
+}
+
+/// A client or transaction whose statements run prepared and kept with the connection, on
+/// plans PostgreSQL's plan cache chooses (`plan_cache_mode` left as the server has it:
+/// custom plans for the first five calls, then the generic plan where it is estimated no
+/// dearer). For the reads a worker repeats many times a second — the host changes, the
+/// new-work probe, the pass's reads: sent as text, each call was parsed and planned again
+/// (issue 14: about 1 ms of planning a call on a busy server, as much as running them).
+pub struct Cached<'a, C> {
+    client: &'a mut C,
+    prepared: &'a mut Prepared,
+}
+
+impl<'a, C: GenericClient> Cached<'a, C> {
+    /// Statements on `client` kept in `prepared` (e.g. a transaction of a [`Session`]).
+    pub fn new(client: &'a mut C, prepared: &'a mut Prepared) -> Cached<'a, C> {
+        Cached { client, prepared }
+    }
+
+    /// [`GenericClient::query`], prepared.
+    pub fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, postgres::Error> {
+        self.prepared
+            .run(self.client, sql, |c, s| c.query(s, params))
+    }
+
+    /// [`GenericClient::query_one`], prepared.
+    pub fn query_one(&mut self, sql: &str, params: Params<'_>) -> Result<Row, postgres::Error> {
+        self.prepared
+            .run(self.client, sql, |c, s| c.query_one(s, params))
+    }
+
+    /// [`GenericClient::query_opt`], prepared.
+    pub fn query_opt(
+        &mut self,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, postgres::Error> {
+        self.prepared
+            .run(self.client, sql, |c, s| c.query_opt(s, params))
     }
 }
 
@@ -203,25 +268,16 @@ impl<'c> Tx<'c> {
         Ok(Tx { tx, prepared })
     }
 
-    /// Runs `sql` with `f` on its prepared statement, dropping the statement if the schema
-    /// changed under it.
-    fn run<T>(
-        &mut self,
-        sql: &str,
-        f: impl FnOnce(&mut Transaction<'c>, &Statement) -> Result<T, postgres::Error>,
-    ) -> Result<T, postgres::Error> {
-        let statement = self.prepared.get(&mut self.tx, sql)?;
-        f(&mut self.tx, &statement).inspect_err(|e| self.prepared.forget_if_stale(sql, e))
-    }
-
     /// [`Transaction::query`], prepared.
     pub fn query(&mut self, sql: &str, params: Params<'_>) -> Result<Vec<Row>, postgres::Error> {
-        self.run(sql, |tx, s| tx.query(s, params))
+        self.prepared
+            .run(&mut self.tx, sql, |tx, s| tx.query(s, params))
     }
 
     /// [`Transaction::execute`], prepared.
     pub fn execute(&mut self, sql: &str, params: Params<'_>) -> Result<u64, postgres::Error> {
-        self.run(sql, |tx, s| tx.execute(s, params))
+        self.prepared
+            .run(&mut self.tx, sql, |tx, s| tx.execute(s, params))
     }
 
     /// A savepoint (a nested transaction) with the same statements; dropping it rolls back

@@ -856,11 +856,10 @@ fn the_read_of_changes_returns_the_hosts_changed_since_the_mark() {
         .map(|r| r.get(0))
         .collect();
     let ping = Duration::from_secs(3600);
-    let changed = |client: &mut postgres::Client, mark| match changed_hosts(
-        client, None, ping, mark,
-    )
-    .unwrap()
-    {
+    // The read of changes runs on a pooled session (its statements stay prepared).
+    let pool = farm.db.pool();
+    let mut session = pool.get().unwrap();
+    let mut changed = |mark| match changed_hosts(&mut session, None, ping, mark).unwrap() {
         Changes::Hosts(rows, next) => {
             let mut ids: Vec<String> = rows.into_iter().map(|(h, _)| h.id.to_string()).collect();
             ids.sort();
@@ -873,7 +872,7 @@ fn the_read_of_changes_returns_the_hosts_changed_since_the_mark() {
     let mark = (0..500)
         .find_map(|_| {
             let mark = change_mark(&mut client).unwrap();
-            let quiet = changed(&mut client, mark).0.is_empty();
+            let quiet = changed(mark).0.is_empty();
             (!quiet).then(|| std::thread::sleep(Duration::from_millis(20)));
             quiet.then_some(mark)
         })
@@ -890,13 +889,13 @@ fn the_read_of_changes_returns_the_hosts_changed_since_the_mark() {
             &[&hosts[2]],
         )
         .unwrap();
-    let (ids, next) = changed(&mut client, mark);
+    let (ids, next) = changed(mark);
     let mut want = vec![hosts[0].clone(), hosts[2].clone()];
     want.sort();
     assert_eq!(ids, want);
     // For the same reason a change may be seen twice, which is harmless; a host that never
     // changed is not.
-    let (again, _) = changed(&mut client, next);
+    let (again, _) = changed(next);
     assert!(
         again.iter().all(|h| want.contains(h)),
         "only what changed: {again:?}"

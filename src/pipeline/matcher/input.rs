@@ -59,7 +59,7 @@ pub(super) fn read_pass<'s>(
     let cap_pins = pin_caps(shared, conn, &jobs)?;
     let job_ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
     let layers = db::jobs::layers_with_frames(
-        conn.client(),
+        conn,
         &job_ids,
         &cluster.tags,
         i64::from(s.frames_per_layer),
@@ -128,7 +128,7 @@ fn query_jobs(
         order: s.job_order,
     };
     let limit = i64::from(s.max_jobs_per_pass);
-    let pending = db::jobs::pending_jobs(conn.client(), &query, limit, &held, &mut hint)?;
+    let pending = db::jobs::pending_jobs(conn, &query, limit, &held, &mut hint)?;
     if !hint.is_empty() {
         shared.job_hints.insert(cluster.key.clone(), hint);
     }
