@@ -30,8 +30,8 @@ pub struct DatabaseConfig {
     /// cannot block a lease takeover. Must be shorter than `cluster.lease_duration`. Cold.
     #[serde(with = "duration")]
     pub transaction_idle_timeout: Duration,
-    /// Keep the booking's statements prepared on each pooled connection across transactions
-    /// (parsed and planned once). Off behind a pooler in transaction mode that does not carry
+    /// Keep the booking's statements and the frequent reads prepared on each pooled
+    /// connection across transactions (parsed and planned once). Off behind a pooler in transaction mode that does not carry
     /// prepared statements between server connections (PgBouncer before 1.21, or without
     /// `max_prepared_statements`). Cold.
     pub prepared_statements: bool,

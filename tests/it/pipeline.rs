@@ -900,6 +900,14 @@ fn the_read_of_changes_returns_the_hosts_changed_since_the_mark() {
         again.iter().all(|h| want.contains(h)),
         "only what changed: {again:?}"
     );
+    // Both of its statements stay prepared with the session; dropped by the server, they are
+    // forgotten by the read that finds out and prepared again by the next.
+    assert_eq!(session.parts().1.len(), 2);
+    session.batch_execute("DEALLOCATE ALL").unwrap();
+    assert!(changed_hosts(&mut session, None, ping, next).is_err());
+    assert_eq!(session.parts().1.len(), 0);
+    assert!(changed_hosts(&mut session, None, ping, next).is_ok());
+    assert_eq!(session.parts().1.len(), 2);
 }
 
 #[test]
