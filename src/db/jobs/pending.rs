@@ -204,8 +204,8 @@ impl JobQuery<'_> {
     ) -> Result<Vec<postgres::Row>, DbError> {
         let sql = pending_sql(template, self.order);
         // Sent as text, so planned for its parameters on every call: prepared, PostgreSQL
-        // switched to a generic plan after five calls (it assumes `LIMIT $4` keeps a tenth of
-        // the rows) that read 1.5 times the pages for the walk and 6.5 times for the
+        // switched to generic plans after five calls (they cannot see `LIMIT $4` or the
+        // arrays) that read 1.5 times the pages for the walk and 6.5 times for the
         // layer-side read at 10× the drain farm (issue 14).
         Ok(conn.client().query(
             sql.as_str(),
