@@ -243,7 +243,9 @@ mod tests {
                     150 25 7 8 20 0 1 0 100 0 0";
         let t = parse_stat(line).expect("parses");
         assert_eq!(
-            (t.ppid, t.minflt, t.cminflt, t.utime, t.stime, t.cutime, t.cstime),
+            (
+                t.ppid, t.minflt, t.cminflt, t.utime, t.stime, t.cutime, t.cstime
+            ),
             (17, 1, 2, 150, 25, 7, 8)
         );
         assert!(parse_stat("garbage").is_none());
