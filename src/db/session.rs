@@ -1,5 +1,5 @@
-//! A pooled connection with its prepared statements, and the booking transaction that uses
-//! them.
+//! A pooled connection with its prepared statements, the booking transaction that uses
+//! them, and [`Cached`] for the reads that run many times a second.
 //!
 //! A statement sent as text is parsed, analysed and planned on every call, and costs a round
 //! trip of its own before it runs. A booking batch sends about fifteen (issue 14), and with
@@ -31,8 +31,9 @@ use std::{
 use postgres::{Client, GenericClient, NoTls, Row, Statement, Transaction, types::ToSql};
 use r2d2_postgres::PostgresConnectionManager;
 
-/// Statements kept per connection: the booking uses about fifteen; a bound keeps a caller that
-/// builds SQL from values from growing the map (and the server's memory) without end.
+/// Statements kept per connection: the booking uses about fifteen, the frequent reads five; a
+/// bound keeps a caller that builds SQL from values from growing the map (and the server's
+/// memory) without end.
 const MAX_PREPARED: usize = 64;
 
 /// SQLSTATE `0A000`: PostgreSQL refuses to run a prepared statement whose result columns a

@@ -4,8 +4,10 @@
 
 use std::collections::HashSet;
 
+use postgres::GenericClient;
+
 use crate::{
-    db::{DbError, session::Session},
+    db::DbError,
     ids::{FacilityId, FolderId, JobId, ShowId},
 };
 
@@ -198,7 +200,7 @@ impl JobQuery<'_> {
     /// Runs `template` (one of the `PENDING_*` statements) with `$4` = `fourth`.
     fn rows(
         &self,
-        conn: &mut Session,
+        conn: &mut impl GenericClient,
         template: &str,
         fourth: &(dyn postgres::types::ToSql + Sync),
     ) -> Result<Vec<postgres::Row>, DbError> {
@@ -207,7 +209,7 @@ impl JobQuery<'_> {
         // switched to generic plans after five calls (they cannot see `LIMIT $4` or the
         // arrays) that read 1.5 times the pages for the walk and 6.5 times for the
         // layer-side read at 10× the drain farm (issue 14).
-        Ok(conn.client().query(
+        Ok(conn.query(
             sql.as_str(),
             &[&self.show, &self.facility, &self.tags, fourth],
         )?)
@@ -226,7 +228,7 @@ const CANDIDATES_PER_JOB: i64 = WALK_PER_JOB;
 /// from them would starve while later jobs wait), for the pass to claim its `limit` from in
 /// order. `hint` is the cluster's [`JobHint`], read and renewed here.
 pub(crate) fn pending_jobs(
-    conn: &mut Session,
+    conn: &mut impl GenericClient,
     q: &JobQuery<'_>,
     limit: i64,
     held: &HashSet<JobId>,
@@ -282,7 +284,7 @@ fn has_work(row: &postgres::Row) -> bool {
 /// The hint's jobs that still have work and are not among `walked`, in order (`None`: no
 /// fresh hint). A job found without work leaves the hint, so the next test is smaller.
 fn from_hint(
-    conn: &mut Session,
+    conn: &mut impl GenericClient,
     q: &JobQuery<'_>,
     hint: &mut JobHint,
     walked: &[postgres::Row],

@@ -128,7 +128,7 @@ fn query_jobs(
         order: s.job_order,
     };
     let limit = i64::from(s.max_jobs_per_pass);
-    let pending = db::jobs::pending_jobs(conn, &query, limit, &held, &mut hint)?;
+    let pending = db::jobs::pending_jobs(conn.client(), &query, limit, &held, &mut hint)?;
     if !hint.is_empty() {
         shared.job_hints.insert(cluster.key.clone(), hint);
     }
