@@ -180,16 +180,6 @@ impl<'a, C: GenericClient> Cached<'a, C> {
         self.prepared
             .run(self.client, sql, |c, s| c.query_one(s, params))
     }
-
-    /// [`GenericClient::query_opt`], prepared.
-    pub fn query_opt(
-        &mut self,
-        sql: &str,
-        params: Params<'_>,
-    ) -> Result<Option<Row>, postgres::Error> {
-        self.prepared
-            .run(self.client, sql, |c, s| c.query_opt(s, params))
-    }
 }
 
 impl Deref for Session {

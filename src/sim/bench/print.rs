@@ -104,12 +104,11 @@ fn statements_since(
         (
             "SELECT sum(calls)::bigint, sum(rows)::bigint, sum(ms), sum(plan_ms), \
              sum(blocks)::bigint, '', 0::oid",
-            "WHERE userid = (SELECT oid FROM pg_roles WHERE rolname = 'stagehand')",
+            "WHERE userid = (SELECT oid FROM pg_roles WHERE rolname = 'stagehand')".to_owned(),
         )
     } else {
-        ("SELECT *", "ORDER BY {order} DESC")
+        ("SELECT *", format!("ORDER BY {order} DESC"))
     };
-    let tail = tail.replace("{order}", order);
     client.query(
         &format!(
             "{select} FROM (
