@@ -135,16 +135,24 @@ pub fn subscriptions(conn: &mut impl GenericClient) -> Result<Vec<SubscriptionRo
 pub(crate) fn active_tags(
     conn: &mut Session,
 ) -> Result<HashMap<(ShowId, FacilityId, String), TagWork>, DbError> {
+    // Summed per tag string first and split after: layers share a handful of tag strings,
+    // so the split and the text grouping run on those few rows, not on every waiting layer
+    // (half the scan's time on the drain farm at 3×, the same rows).
     let rows = conn.cached().query(
-        "SELECT j.pk_show, j.pk_facility, t.tag, SUM(ls.int_waiting_count)::bigint,
-                extract(epoch FROM max(j.ts_started))::float8
-           FROM layer_stat ls
-           JOIN layer l ON l.pk_layer = ls.pk_layer
-           JOIN job j ON j.pk_job = l.pk_job
-           JOIN show sh ON sh.pk_show = j.pk_show
-          CROSS JOIN LATERAL unnest(string_to_array(replace(l.str_tags, ' ', ''), '|')) AS t(tag)
-          WHERE ls.int_waiting_count > 0 AND j.str_state = 'PENDING' AND NOT j.b_paused
-            AND sh.b_active AND sh.b_scheduler_managed AND t.tag <> ''
+        "WITH w AS (
+             SELECT j.pk_show, j.pk_facility, l.str_tags, sum(ls.int_waiting_count) AS waiting,
+                    max(j.ts_started) AS newest
+               FROM layer_stat ls
+               JOIN layer l ON l.pk_layer = ls.pk_layer
+               JOIN job j ON j.pk_job = l.pk_job
+               JOIN show sh ON sh.pk_show = j.pk_show
+              WHERE ls.int_waiting_count > 0 AND j.str_state = 'PENDING' AND NOT j.b_paused
+                AND sh.b_active AND sh.b_scheduler_managed
+              GROUP BY 1, 2, 3)
+         SELECT w.pk_show, w.pk_facility, t.tag, sum(w.waiting)::bigint,
+                extract(epoch FROM max(w.newest))::float8
+           FROM w CROSS JOIN LATERAL unnest(string_to_array(replace(w.str_tags, ' ', ''), '|')) AS t(tag)
+          WHERE t.tag <> ''
           GROUP BY 1, 2, 3",
         &[],
     )?;
