@@ -142,6 +142,8 @@ pub struct Feed {
     /// The new-work probe: when it runs next and what it read last.
     next_probe: Instant,
     last_probe: Option<db::jobs::WorkProbe>,
+    /// The connection the probe and the scan run on (see [`db::Kept`]).
+    conn: db::Kept,
 }
 
 impl Feed {
@@ -163,6 +165,7 @@ impl Feed {
             scan_ok: false,
             next_probe: now,
             last_probe: None,
+            conn: db::Kept::default(),
             // Publish on the first iteration: /status should show clusters as soon as loaded.
             last_status: now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
         };
@@ -291,19 +294,14 @@ impl Feed {
     /// took — not the wait for a connection, which measures the booking's load, not what the
     /// read costs the database.
     fn timed<T>(
-        &self,
+        &mut self,
         read: impl FnOnce(&mut db::session::Session) -> Result<T, db::DbError>,
     ) -> (Result<T, db::DbError>, Duration) {
         let mut started = Instant::now();
-        let result = self
-            .ctx
-            .pool
-            .get()
-            .map_err(db::DbError::from)
-            .and_then(|mut c| {
-                started = Instant::now();
-                read(&mut c)
-            });
+        let result = self.conn.run(&self.ctx.pool, |c| {
+            started = Instant::now();
+            read(c)
+        });
         (result, started.elapsed())
     }
 

@@ -53,18 +53,17 @@ fn refresh_full(shared: &Shared) -> Result<(usize, ChangeMark), db::DbError> {
 
 /// A read of the hosts changed since `mark` applied to the index (room a completion gave
 /// back, above all): the next mark, or `None` when only a full read is sound now.
-fn refresh_changes(shared: &Shared, mark: ChangeMark) -> Result<Option<ChangeMark>, db::DbError> {
+fn refresh_changes(
+    shared: &Shared,
+    kept: &mut db::Kept,
+    mark: ChangeMark,
+) -> Result<Option<ChangeMark>, db::DbError> {
     let config = shared.config.load();
-    let mut conn = shared.pool.get()?;
-    let facility = facility(&mut conn, &config.scheduler.facility)?;
     let ticket = shared.index.begin_refresh();
-    let changes = db::hosts::changed_hosts(
-        &mut conn,
-        facility.as_ref(),
-        config.hosts.ping_timeout,
-        mark,
-    )?;
-    drop(conn);
+    let changes = kept.run(&shared.pool, |conn| {
+        let facility = facility(conn, &config.scheduler.facility)?;
+        db::hosts::changed_hosts(conn, facility.as_ref(), config.hosts.ping_timeout, mark)
+    })?;
     let Changes::Hosts(rows, next) = changes else {
         return Ok(None);
     };
@@ -141,6 +140,7 @@ pub(crate) fn run(shared: Arc<Shared>, wake: Wake, health: Arc<Health>, stop: Ar
     let mut refresher = Refresher {
         mark: None,
         next_full: Instant::now(),
+        kept: db::Kept::default(),
     };
     crate::worker::periodic(
         &stop,
@@ -160,6 +160,8 @@ struct Refresher {
     mark: Option<ChangeMark>,
     /// When the next full read is due.
     next_full: Instant,
+    /// The connection the reads of changes run on (see [`db::Kept`]).
+    kept: db::Kept,
 }
 
 impl Refresher {
@@ -174,7 +176,7 @@ impl Refresher {
             .filter(|_| !asked && !changes_off && Instant::now() < self.next_full);
         let started = Instant::now();
         let outcome = match mark {
-            Some(mark) => refresh_changes(shared, mark).map(|next| (None, next)),
+            Some(mark) => refresh_changes(shared, &mut self.kept, mark).map(|next| (None, next)),
             None => refresh_full(shared)
                 .and_then(|(n, mark)| refresh_reservations(shared).map(|_| (Some(n), Some(mark)))),
         };

@@ -489,6 +489,18 @@ fn alone_idle_connections_cannot_flood_http() {
 /// not wait for `active_scan_interval` (an hour here) or the cluster's empty sleep.
 #[test]
 fn a_job_unpaused_while_its_cluster_sleeps_is_booked_without_waiting_for_the_scan() {
+    unpaused_job_books_at_once(false);
+}
+
+/// The same after every stagehand session was ended (an administrator, a pooler restart):
+/// the connections the feed's probe and the host refresher keep between their reads are
+/// given up after the error, and the next read takes a new one.
+#[test]
+fn the_probe_books_an_unpaused_job_after_its_kept_session_was_terminated() {
+    unpaused_job_books_at_once(true);
+}
+
+fn unpaused_job_books_at_once(terminate_sessions: bool) {
     let (cluster, url) = private_farm_of(&["first", "late"]);
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     client
@@ -525,6 +537,20 @@ fn a_job_unpaused_while_its_cluster_sleeps_is_booked_without_waiting_for_the_sca
         0,
         "a paused job is not booked"
     );
+    if terminate_sessions {
+        let ended: i64 = client
+            .query_one(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+                  WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(
+            ended >= 2,
+            "the probe's and the refresher's sessions ended ({ended})"
+        );
+    }
     client
         .execute(
             "UPDATE job SET b_paused = false WHERE str_name LIKE '%late'",
