@@ -33,28 +33,39 @@ pub type Pool = r2d2::Pool<session::Manager>;
 /// A connection checked out of the [`Pool`].
 pub(crate) type Conn = r2d2::PooledConnection<session::Manager>;
 
-/// A pooled connection a periodic thread keeps between its reads. The statements a pooled
-/// session keeps prepared are planned per connection — five custom plans before the plan
-/// cache settles, once for a generic plan — so a read taken on whichever connection the
+/// A pooled connection a worker thread keeps between its reads or passes. The statements a
+/// pooled session keeps prepared are planned per connection — five custom plans before the
+/// plan cache settles, once for a generic plan — so work taken on whichever connection the
 /// pool hands out is planned again on each one in turn: with three instances most of the
 /// new-work probe's calls in a drain were planned (issue 14). Kept, it is planned on one.
+/// A kept connection goes back to the pool after an error (the pool drops it if it broke)
+/// and every [`KEEP_AT_MOST`], so the pool's lifetime rule still renews it.
 #[derive(Default)]
-pub(crate) struct Kept(Option<Conn>);
+pub(crate) struct Kept(Option<(Conn, std::time::Instant)>);
+
+/// How long a [`Kept`] connection is used before it goes back to the pool.
+const KEEP_AT_MOST: Duration = Duration::from_secs(300);
 
 impl Kept {
-    /// Runs `read` on the kept connection, checking one out first if none is kept. After an
-    /// error the connection goes back to the pool (which drops it if it broke) and the next
-    /// read checks out another.
+    /// Runs `work` on the kept connection, checking one out first if none is kept (or the
+    /// kept one is due back).
     pub(crate) fn run<T>(
         &mut self,
         pool: &Pool,
-        read: impl FnOnce(&mut Conn) -> Result<T, DbError>,
+        work: impl FnOnce(&mut Conn) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        let conn = match &mut self.0 {
-            Some(c) => c,
-            empty => empty.insert(pool.get()?),
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() >= KEEP_AT_MOST)
+        {
+            self.0 = None;
+        }
+        let (conn, _) = match &mut self.0 {
+            Some(kept) => kept,
+            empty => empty.insert((pool.get()?, std::time::Instant::now())),
         };
-        let result = read(conn);
+        let result = work(conn);
         if result.is_err() {
             self.0 = None;
         }

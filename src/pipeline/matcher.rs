@@ -50,7 +50,7 @@ use crate::{
 
 /// Runs one pass over `cluster`.
 pub fn pass(shared: &Shared, cluster: &Cluster, launches: &Sender<LaunchTask>) -> PassResult {
-    pass_reporting(shared, cluster, launches).0
+    pass_reporting(shared, cluster, launches, &mut db::Kept::default()).0
 }
 
 /// Runs one pass over `cluster`; also true when it ended on work, not on room: it booked
@@ -58,12 +58,14 @@ pub fn pass(shared: &Shared, cluster: &Cluster, launches: &Sender<LaunchTask>) -
 /// Then the cluster has more jobs than a pass takes and room for them, and the feed may run
 /// a second pass of it beside the next one (issue 14: the last half of a drain was one
 /// cluster's passes, one at a time, with PostgreSQL a quarter idle between them).
+/// The pass runs on `kept`, the booking thread's connection between its passes.
 pub(crate) fn pass_reporting(
     shared: &Shared,
     cluster: &Cluster,
     launches: &Sender<LaunchTask>,
+    kept: &mut db::Kept,
 ) -> (PassResult, bool) {
-    match run(shared, cluster, launches) {
+    match run(shared, cluster, launches, kept) {
         Ok(report) => report,
         Err(e) => {
             metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
@@ -77,13 +79,26 @@ fn run(
     shared: &Shared,
     cluster: &Cluster,
     launches: &Sender<LaunchTask>,
+    kept: &mut db::Kept,
 ) -> Result<(PassResult, bool), db::DbError> {
-    let config = shared.config.load_full();
     let Some(fence) = pass_fence(shared, cluster) else {
         return Ok((PassResult::Saturated, false));
     };
-    let mut conn = shared.pool.get()?;
-    let input = match read_pass(shared, &mut conn, cluster, &config)? {
+    kept.run(&shared.pool, |conn| {
+        run_on(shared, cluster, launches, fence, conn)
+    })
+}
+
+/// The pass itself, on `conn`: read, match, commit in batches.
+fn run_on(
+    shared: &Shared,
+    cluster: &Cluster,
+    launches: &Sender<LaunchTask>,
+    fence: Option<Fence>,
+    conn: &mut db::Conn,
+) -> Result<(PassResult, bool), db::DbError> {
+    let config = shared.config.load_full();
+    let input = match read_pass(shared, conn, cluster, &config)? {
         Ok(input) => input,
         Err(result) => return Ok((result, false)),
     };
@@ -105,7 +120,7 @@ fn run(
             fence,
             launches,
         },
-        conn: &mut conn,
+        conn,
     };
     m.match_jobs(&input)?;
     m.flush()?;

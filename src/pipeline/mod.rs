@@ -200,6 +200,8 @@ pub fn worker(
     outcomes: Sender<PassOutcome>,
     launches: Sender<launch::LaunchTask>,
 ) {
+    // The connection this thread's passes run on, kept between them (see `db::Kept`).
+    let mut kept = db::Kept::default();
     for cluster in work.iter() {
         if shared.stop.load(Ordering::Acquire) {
             let _ = outcomes.send(PassOutcome {
@@ -214,9 +216,11 @@ pub fn worker(
         // A panic in one pass must not take the thread (or the cluster) with it: it is
         // logged, counted, and the cluster sleeps as after an error.
         let (result, wants_more) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            matcher::pass_reporting(&shared, &cluster, &launches)
+            matcher::pass_reporting(&shared, &cluster, &launches, &mut kept)
         }))
         .unwrap_or_else(|_| {
+            // Whatever the pass left on its connection goes back to the pool with it.
+            kept = db::Kept::default();
             metrics::WORKER_PANICS.inc();
             log::error!("booking pass of cluster {} panicked", cluster.key);
             (PassResult::Error, false)
