@@ -114,6 +114,9 @@ pub struct Config {
     pub service: ServiceConfig,
 }
 
+/// Pooled connections kept besides the booking threads': the feed's and the host refresher's.
+const KEPT_BESIDE_WORKERS: usize = 2;
+
 impl Config {
     /// Reads, parses and validates a file; `STAGEHAND_DATABASE_URL` replaces the URL.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -149,7 +152,26 @@ impl Config {
         self.licenses.validate()?;
         self.rqd.validate()?;
         self.cluster.validate()?;
-        self.http.validate()
+        self.http.validate()?;
+        self.validate_pool()
+    }
+
+    /// Each booking thread, the cluster feed and the host refresher keep a pooled
+    /// connection between their reads (`db::Kept`); at least one more serves the rest (the
+    /// launchers' acknowledgements, full host reads, a split batch's parts, `/explain`).
+    fn validate_pool(&self) -> Result<(), ConfigError> {
+        let least = self.scheduler.worker_threads + KEPT_BESIDE_WORKERS + 1;
+        if (self.database.pool_size as usize) < least {
+            return Err(check::invalid(
+                "database.pool_size",
+                self.database.pool_size,
+                &format!(
+                    "must be at least scheduler.worker_threads + {} ({least}): each booking thread, the feed and the host refresher keep a connection",
+                    KEPT_BESIDE_WORKERS + 1
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Every duration key with its value, so that validation bounds each one.

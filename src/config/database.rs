@@ -17,7 +17,8 @@ pub struct DatabaseConfig {
     /// libpq-style connection string or `postgresql://` URL. Cold.
     /// `STAGEHAND_DATABASE_URL` wins over this value.
     pub url: String,
-    /// Connections in the pool. Cold.
+    /// Connections in the pool. Each booking thread, the cluster feed and the host refresher
+    /// keep one, so at least `scheduler.worker_threads` + 3. Cold.
     pub pool_size: u32,
     /// How long to wait for a connection (pool checkout and TCP connect). Cold.
     #[serde(with = "duration")]

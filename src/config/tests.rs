@@ -333,3 +333,17 @@ fn the_first_broken_rule_is_reported() {
         "{err}"
     );
 }
+
+#[test]
+fn a_pool_smaller_than_the_kept_connections_is_refused() {
+    let text = "[database]\npool_size = 6\n[scheduler]\nworker_threads = 4\n";
+    let err = Config::parse(text, "f.toml")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("database.pool_size"), "{err}");
+    assert!(err.contains("worker_threads + 3 (7)"), "{err}");
+    let enough = "[database]\npool_size = 7\n[scheduler]\nworker_threads = 4\n";
+    Config::parse(enough, "f.toml").unwrap().validate().unwrap();
+}
