@@ -199,7 +199,8 @@ impl WorkProbe {
     }
 }
 
-/// The new-work probe's statement; `{shows}` restricts it (or not) to some shows.
+/// The new-work probe's statement over every managed show ([`work_probe`] appends the
+/// filter on the shows held when there is one).
 const WORK_PROBE: &str = "SELECT count(*)::bigint, coalesce(sum(js.int_waiting_count), 0)::bigint,
                 coalesce(extract(epoch FROM max(j.ts_started)), 0)::float8
            FROM job j
