@@ -94,6 +94,8 @@ pub enum DbError {
     CommitUnknown {
         /// The batch's outcome, valid if it committed.
         outcome: Box<booking::BatchOutcome>,
+        /// The transaction's id, for [`booking::committed`] to ask about.
+        xid: i64,
         /// The error the COMMIT returned.
         source: postgres::Error,
     },

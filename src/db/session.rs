@@ -243,20 +243,38 @@ impl r2d2::ManageConnection for Manager {
 pub struct Tx<'c> {
     tx: Transaction<'c>,
     prepared: &'c mut Prepared,
+    xid: i64,
 }
 
 impl<'c> Tx<'c> {
     /// Begins a transaction on `client` that plans without sequential scans, on generic
-    /// plans from the first call (see the module doc).
+    /// plans from the first call (see the module doc), and learns its transaction id in the
+    /// same round trip (see [`Tx::xid`]).
     pub fn begin(
         client: &'c mut Client,
         prepared: &'c mut Prepared,
     ) -> Result<Tx<'c>, postgres::Error> {
         let mut tx = client.transaction()?;
-        tx.batch_execute(
-            "SET LOCAL enable_seqscan = off; SET LOCAL plan_cache_mode = force_generic_plan",
+        let replies = tx.simple_query(
+            "SET LOCAL enable_seqscan = off; SET LOCAL plan_cache_mode = force_generic_plan;
+             SELECT txid_current()",
         )?;
-        Ok(Tx { tx, prepared })
+        // The id is assigned now rather than at the first row lock a moment later: every
+        // booking locks rows, so it costs no transaction id that was not spent anyway.
+        let xid = replies
+            .iter()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => r.get(0)?.parse().ok(),
+                _ => None,
+            })
+            .unwrap_or(-1);
+        Ok(Tx { tx, prepared, xid })
+    }
+
+    /// The transaction's id (`txid_current()`, with its epoch; -1 if the server's answer
+    /// could not be read): what `txid_status` is asked when the answer to COMMIT is lost.
+    pub fn xid(&self) -> i64 {
+        self.xid
     }
 
     /// [`Transaction::query`], prepared.
@@ -277,6 +295,7 @@ impl<'c> Tx<'c> {
         Ok(Tx {
             tx: self.tx.savepoint(name)?,
             prepared: &mut *self.prepared,
+            xid: self.xid,
         })
     }
 

@@ -184,18 +184,20 @@ impl Committer<'_> {
         let started = Instant::now();
         let outcome = match self.book(conn, &placements) {
             Ok(o) => o,
-            Err(db::DbError::CommitUnknown { outcome, source }) => {
-                match super::resolve::commit(self.shared, &placements, &outcome) {
-                    Some(true) => *outcome,
-                    resolved => {
-                        metrics::BATCHES.with_label_values(&["error"]).inc();
-                        if resolved.is_none() {
-                            keep_all(batch);
-                        }
-                        return Err(db::DbError::Postgres(source));
+            Err(db::DbError::CommitUnknown {
+                outcome,
+                xid,
+                source,
+            }) => match super::resolve::commit(self.shared, &placements, &outcome, xid) {
+                Some(true) => *outcome,
+                resolved => {
+                    metrics::BATCHES.with_label_values(&["error"]).inc();
+                    if resolved.is_none() {
+                        keep_all(batch);
                     }
+                    return Err(db::DbError::Postgres(source));
                 }
-            }
+            },
             Err(e) => {
                 metrics::BATCHES.with_label_values(&["error"]).inc();
                 return Err(e); // `batch` drops here: every earmark and charge is released.

@@ -4,9 +4,10 @@
 //! the batch may have committed: frames RUNNING with procs and host cores taken. Treating
 //! that as a rollback would leave them never launched and the counters short; treating it as
 //! a commit when it rolled back would launch frames the database does not have. So the
-//! booking thread asks the database, on a new connection, whether the batch's procs exist —
-//! a batch is one transaction, so they all exist or none do — retrying while the database
-//! is unreachable.
+//! booking thread asks the database, on a new connection, for the status of the batch's
+//! transaction (`txid_status`, see [`db::booking::committed`]) — asking again while it is
+//! still in progress (the old session may not have read the COMMIT yet) and while the
+//! database is unreachable. The batch's charges are kept all the while.
 
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ pub(crate) fn commit(
     shared: &Shared,
     placements: &[Placement],
     outcome: &BatchOutcome,
+    xid: i64,
 ) -> Option<bool> {
     let procs: Vec<&str> = placements
         .iter()
@@ -43,9 +45,13 @@ pub(crate) fn commit(
             .pool
             .get()
             .map_err(db::DbError::from)
-            .and_then(|mut conn| db::booking::committed(&mut conn, &procs));
+            .and_then(|mut conn| db::booking::committed(&mut conn, xid, &procs));
         match answer {
-            Ok(committed) => {
+            Ok(None) if !shared.past_grace() => {
+                // Still in progress: the old session has not committed or ended yet.
+                std::thread::sleep(IN_PROGRESS_POLL);
+            }
+            Ok(Some(committed)) => {
                 let label = if committed {
                     "committed"
                 } else {
@@ -58,21 +64,29 @@ pub(crate) fn commit(
                 );
                 return Some(committed);
             }
-            Err(e) if shared.past_grace() => {
-                metrics::COMMITS_UNKNOWN
-                    .with_label_values(&["unresolved"])
-                    .inc();
-                log::error!(
-                    "could not learn whether a booking of {} frames committed ({e}); \
-                     keeping its charges, its frames are not launched",
-                    procs.len()
-                );
-                return None;
-            }
+            Ok(None) => return unresolved(procs.len(), "its transaction is still in progress"),
+            Err(e) if shared.past_grace() => return unresolved(procs.len(), &e.to_string()),
             Err(_) => {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(2));
             }
         }
     }
+}
+
+/// How often a transaction still in progress is asked about again.
+const IN_PROGRESS_POLL: Duration = Duration::from_millis(50);
+
+/// Shutdown's grace ran out before the outcome was known: the charges stay (the batch may
+/// hold its cores) and the frames are not launched; the pending-launch rows let the next
+/// holder of the shows resolve them.
+fn unresolved(frames: usize, why: &str) -> Option<bool> {
+    metrics::COMMITS_UNKNOWN
+        .with_label_values(&["unresolved"])
+        .inc();
+    log::error!(
+        "could not learn whether a booking of {frames} frames committed ({why}); \
+         keeping its charges, its frames are not launched"
+    );
+    None
 }

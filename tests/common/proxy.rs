@@ -1,6 +1,9 @@
 //! A TCP proxy in front of the test PostgreSQL that can make one COMMIT lose its answer: it
 //! forwards the COMMIT, lets the server commit, and closes the client's connection without
 //! passing the reply on — what a network cut or a killed backend does at the worst moment.
+//! Armed late, it closes the client's connection first and forwards the COMMIT only later:
+//! a network that delays the COMMIT, or a server slow to finish it, past the client's
+//! giving up.
 
 use std::{
     io::{Read, Write},
@@ -20,6 +23,7 @@ const COMMIT: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
 pub struct CommitCutter {
     port: u16,
     armed: Arc<AtomicBool>,
+    late_ms: Arc<AtomicU64>,
     cuts: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
@@ -32,16 +36,23 @@ impl CommitCutter {
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let armed = Arc::new(AtomicBool::new(false));
+        let late_ms = Arc::new(AtomicU64::new(0));
         let cuts = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (a, c, s) = (Arc::clone(&armed), Arc::clone(&cuts), Arc::clone(&stop));
+        let l = Arc::clone(&late_ms);
         let accept = std::thread::spawn(move || {
             while !s.load(Ordering::Acquire) {
                 match listener.accept() {
                     Ok((client, _)) => {
                         let _ = client.set_nonblocking(false);
                         if let Ok(server) = TcpStream::connect(&upstream) {
-                            pump(client, server, Arc::clone(&a), Arc::clone(&c));
+                            let cut = Cut {
+                                armed: Arc::clone(&a),
+                                late_ms: Arc::clone(&l),
+                                cuts: Arc::clone(&c),
+                            };
+                            pump(client, server, cut);
                         }
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -51,6 +62,7 @@ impl CommitCutter {
         CommitCutter {
             port,
             armed,
+            late_ms,
             cuts,
             stop,
             accept: Some(accept),
@@ -59,6 +71,15 @@ impl CommitCutter {
 
     /// The next COMMIT through the proxy loses its answer.
     pub fn arm(&self) {
+        self.late_ms.store(0, Ordering::Release);
+        self.armed.store(true, Ordering::Release);
+    }
+
+    /// The next COMMIT through the proxy loses its answer, and reaches the server only
+    /// `delay` after the client's connection was closed.
+    pub fn arm_late(&self, delay: Duration) {
+        self.late_ms
+            .store(delay.as_millis() as u64, Ordering::Release);
         self.armed.store(true, Ordering::Release);
     }
 
@@ -91,9 +112,16 @@ impl Drop for CommitCutter {
     }
 }
 
+/// The proxy's switches, shared by every connection.
+struct Cut {
+    armed: Arc<AtomicBool>,
+    late_ms: Arc<AtomicU64>,
+    cuts: Arc<AtomicU64>,
+}
+
 /// Copies both ways; a COMMIT seen while armed is forwarded, its reply swallowed, and the
-/// client's connection closed.
-fn pump(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cuts: Arc<AtomicU64>) {
+/// client's connection closed (armed late: closed first, the COMMIT forwarded later).
+fn pump(client: TcpStream, server: TcpStream, switches: Cut) {
     let cut = Arc::new(AtomicBool::new(false));
     let (mut from_server, mut to_client) =
         (server.try_clone().unwrap(), client.try_clone().unwrap());
@@ -118,9 +146,14 @@ fn pump(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cuts: Arc<
                 break;
             }
             let is_commit = buf[..n].windows(COMMIT.len()).any(|w| w == COMMIT);
-            if is_commit && armed.swap(false, Ordering::AcqRel) {
+            if is_commit && switches.armed.swap(false, Ordering::AcqRel) {
                 cut.store(true, Ordering::Release);
-                cuts.fetch_add(1, Ordering::AcqRel);
+                switches.cuts.fetch_add(1, Ordering::AcqRel);
+                let late = switches.late_ms.load(Ordering::Acquire);
+                if late > 0 {
+                    let _ = from_client.shutdown(Shutdown::Both);
+                    std::thread::sleep(Duration::from_millis(late));
+                }
                 let _ = to_server.write_all(&buf[..n]);
                 // Let the server commit before the client's side goes away.
                 std::thread::sleep(Duration::from_millis(300));

@@ -343,6 +343,21 @@ fn a_pass_books_nothing_for_a_show_not_yet_bookable_under_its_lease() {
 /// rollback they stayed RUNNING, never launched, and the counters forgot their cores.
 #[test]
 fn a_commit_whose_answer_is_lost_is_resolved_and_launched() {
+    lost_commit_is_resolved_and_launched(|cutter| cutter.arm());
+}
+
+/// The client gives up on its COMMIT before the server has it (a network that delays it, a
+/// server slow to commit): a look at the procs right then finds none, yet the COMMIT lands
+/// later. Judged a rollback, its frames stayed RUNNING, never launched, their cores no
+/// longer charged — room another batch could take past a burst. The transaction's own
+/// status, asked until it is no longer in progress, says it committed.
+#[test]
+fn a_commit_that_lands_after_its_answer_was_lost_is_launched_not_stranded() {
+    lost_commit_is_resolved_and_launched(|cutter| cutter.arm_late(Duration::from_millis(700)));
+}
+
+/// One pass through a proxy armed by `arm`, then the booking must be launched and charged.
+fn lost_commit_is_resolved_and_launched(arm: impl Fn(&crate::common::proxy::CommitCutter)) {
     let rqd = FakeRqd::start(FleetOptions {
         database_url: None,
         failure_per_mille: 0,
@@ -371,9 +386,11 @@ fn a_commit_whose_answer_is_lost_is_resolved_and_launched() {
         c.rqd.endpoint = "127.0.0.1:{port}".into();
         c.rqd.port = port;
     });
-    cutter.arm();
+    arm(&cutter);
     farm.pass_all();
     assert_eq!(cutter.cuts(), 1, "the booking's COMMIT was cut");
+    // Past the late COMMIT's landing, so a booking judged a rollback shows as stranded.
+    std::thread::sleep(Duration::from_secs(1));
     let farm = farm.settle_launches();
     assert_eq!(farm.frames_in("RUNNING"), 2, "the commit went through");
     assert_eq!(rqd.launches().len(), 2, "and its frames were launched");
