@@ -11,6 +11,8 @@
 //! caller passes what this instance has charged and not yet committed under each
 //! ([`InFlight`], read before the count), and the guard leaves room for the other batches'
 //! share of it. With the show fenced to one instance, nothing else books under these caps.
+//! The folder is the one the job is in now: a placement planned under a folder its job has
+//! since left is refused, not checked against a cap that no longer binds it.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -57,10 +59,19 @@ pub(super) fn refused(
     live: &[usize],
     inflight: &InFlight,
 ) -> Result<BTreeSet<usize>, DbError> {
-    let mut refused = BTreeSet::new();
+    if live.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let mut refused = moved(tx, placements, live)?;
+    let live: Vec<usize> = live
+        .iter()
+        .copied()
+        .filter(|i| !refused.contains(i))
+        .collect();
     if live.is_empty() {
         return Ok(refused);
     }
+    let live = &live[..];
     let keys = Keys::of(placements, live);
     lock(tx, &keys)?;
     let mut rooms = read_rooms(tx, &keys)?;
@@ -91,6 +102,37 @@ pub(super) fn refused(
         }
     }
     Ok(refused)
+}
+
+/// The placements of `live` whose job is no longer in the folder the pass planned it under
+/// (an operator moved it since): the folder cap that binds them is one this batch was not
+/// going to lock or count, so they wait for a pass that reads the move. A move that commits
+/// after this read is ordered after the booking, as if made a moment later.
+fn moved(
+    tx: &mut Tx<'_>,
+    placements: &[Placement],
+    live: &[usize],
+) -> Result<BTreeSet<usize>, DbError> {
+    let jobs: BTreeSet<&str> = live.iter().map(|&i| placements[i].job.as_str()).collect();
+    let jobs: Vec<&str> = jobs.into_iter().collect();
+    let folders: HashMap<String, String> = tx
+        .query(
+            "SELECT pk_job, pk_folder FROM job WHERE pk_job = ANY($1)",
+            &[&jobs],
+        )?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(live
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let p = &placements[i];
+            folders
+                .get(p.job.as_str())
+                .is_some_and(|f| f != p.folder.as_str())
+        })
+        .collect())
 }
 
 /// The cap keys of a batch, each list sorted.

@@ -191,7 +191,6 @@ mod tests {
                 gpus: 0,
                 gpu_mem_kb: 0,
             },
-            limits: Vec::new(),
             est_secs: est,
             holds_reservation: false,
         }

@@ -145,7 +145,6 @@ fn orphan_of(r: &postgres::Row) -> Orphan {
         alloc: r.get::<_, Option<String>>(9).unwrap_or_default().into(),
         proc: r.get(0),
         amount: resources_at(r, 10),
-        limits: Vec::new(),
         est_secs: None,
         holds_reservation: false,
     });

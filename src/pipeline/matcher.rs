@@ -588,7 +588,6 @@ impl Matcher<'_> {
             alloc: earmark.alloc().clone(),
             proc,
             amount,
-            limits: layer.limits.clone(),
             est_secs: layer.est_secs,
             holds_reservation: self.holds.holds_frame(&frame.id),
         };

@@ -332,13 +332,12 @@ struct HostKeys {
     alloc: String,
 }
 
-/// A placement of one core and 1 GB for `frame` on `host`, charged to `show`, under
-/// `limits`, with a new proc key: what the tests that call `book_batch` directly book.
+/// A placement of one core and 1 GB for `frame` on `host`, charged to `show`, with a new
+/// proc key: what the tests that call `book_batch` directly book.
 fn one_core_placement(
     frame: FrameKeys,
     show: &str,
     host: HostKeys,
-    limits: Vec<String>,
 ) -> stagehand::db::booking::Placement {
     stagehand::db::booking::Placement {
         frame: frame.frame.into(),
@@ -357,7 +356,6 @@ fn one_core_placement(
             gpus: 0,
             gpu_mem_kb: 0,
         },
-        limits: limits.into_iter().map(Into::into).collect(),
         est_secs: None,
         holds_reservation: false,
     }
@@ -396,13 +394,13 @@ pub fn placements_for_all_frames(
                 host_name: host.get(1),
                 alloc: host.get(2),
             };
-            one_core_placement(frame, show, host, Vec::new())
+            one_core_placement(frame, show, host)
         })
         .collect()
 }
 
 /// One placement per WAITING frame of job `job` (name order) on host `host`, each one core
-/// and 1 GB, charged to `show`, with the layer's limits: for tests that race `book_batch`.
+/// and 1 GB, charged to `show`: for tests that race `book_batch`.
 pub fn placements_of_job(
     client: &mut postgres::Client,
     show: &str,
@@ -419,8 +417,6 @@ pub fn placements_of_job(
     client
         .query(
             "SELECT f.pk_frame, f.pk_layer, coalesce(f.int_version, 0),
-                    coalesce((SELECT array_agg(ll.pk_limit_record) FROM layer_limit ll
-                               WHERE ll.pk_layer = f.pk_layer), '{}'),
                     (SELECT j.pk_folder FROM job j WHERE j.pk_job = f.pk_job)
                FROM frame f WHERE f.pk_job = $1 AND f.str_state = 'WAITING' ORDER BY f.str_name",
             &[&job],
@@ -433,14 +429,14 @@ pub fn placements_of_job(
                 version: r.get(2),
                 layer: r.get(1),
                 job: job.to_owned(),
-                folder: r.get(4),
+                folder: r.get(3),
             };
             let host = HostKeys {
                 host: host.to_owned(),
                 host_name: host_name.clone(),
                 alloc: alloc.clone(),
             };
-            one_core_placement(frame, show, host, r.get(3))
+            one_core_placement(frame, show, host)
         })
         .collect()
 }

@@ -475,6 +475,72 @@ fn a_lowered_burst_or_job_cap_binds_from_its_commit() {
     }
 }
 
+/// An operator moves a job into a folder at its maximum after a pass planned the job's
+/// frames: the batch must answer to the new folder. Planned under the old one, it locked and
+/// counted that one and filled the new folder past its maximum.
+#[test]
+fn a_job_moved_into_a_full_folder_after_the_pass_books_nothing_there() {
+    let farm = one_job_farm(6);
+    let booked = book_planned_before(
+        &farm,
+        "INSERT INTO folder (pk_folder, pk_show, str_name, pk_dept)
+             SELECT 'moved-to', pk_show, 'moved-to', pk_dept FROM folder;
+         UPDATE folder_resource SET int_max_cores = 200 WHERE pk_folder = 'moved-to';
+         UPDATE job SET pk_folder = 'moved-to'",
+    );
+    let cores = count(
+        &farm,
+        "SELECT coalesce(sum(p.int_cores_reserved), 0)::bigint FROM proc p
+           JOIN job j ON j.pk_job = p.pk_job WHERE j.pk_folder = 'moved-to'",
+    );
+    assert!(
+        cores <= 200,
+        "{cores} centicores in a folder of at most 200"
+    );
+    assert_eq!(booked, 0, "planned under a folder the job left");
+    farm.assert_clean_audit();
+}
+
+/// An operator puts a limit on a layer after a pass planned its frames: the batch must
+/// count against it. With the layer's limits taken from the pass, the guard never locked
+/// or counted the new limit and booked all ten frames under a limit of two.
+#[test]
+fn a_limit_put_on_a_layer_after_the_pass_binds_its_batch() {
+    let mut spec = small_farm(
+        1,
+        16,
+        64,
+        &[],
+        vec![job("j", vec![LayerSpec::simple("l", "1-10", "general")])],
+    );
+    spec.limits = vec![("lic".into(), 2)];
+    let farm = Farm::new(&spec, |_| {});
+    let booked = book_planned_before(
+        &farm,
+        "INSERT INTO layer_limit (pk_layer_limit, pk_layer, pk_limit_record)
+             SELECT 'added', l.pk_layer, r.pk_limit_record FROM layer l, limit_record r",
+    );
+    assert_eq!(booked, 2, "the new limit's maximum");
+    assert_eq!(farm.frames_in("RUNNING"), 2);
+}
+
+/// Plans a placement for every frame, lets an operator run `change`, then books the plan in
+/// one batch: how many frames it booked.
+fn book_planned_before(farm: &Farm, change: &str) -> usize {
+    let mut client = farm.client();
+    let placements = placements_for_all_frames(&mut client, &farm.seeded.shows[0]);
+    client.batch_execute(change).unwrap();
+    book_batch(
+        &mut client,
+        &placements,
+        &options(),
+        None,
+        &Default::default(),
+    )
+    .unwrap()
+    .booked()
+}
+
 /// A frame Cuebot requeued under one of its `dispatcher.layer_delay.rules` statuses books
 /// again without spending a retry once that status is configured.
 #[test]

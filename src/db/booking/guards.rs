@@ -8,13 +8,10 @@ use std::collections::{BTreeSet, HashMap};
 use crate::db::session::Tx;
 
 use super::{Batch, Fence, GuardLoss, Placement};
-use crate::{
-    db::{
-        DbError,
-        caps::InFlight,
-        licenses::{self, LicenseRules},
-    },
-    ids::LimitId,
+use crate::db::{
+    DbError,
+    caps::InFlight,
+    licenses::{self, LicenseRules},
 };
 
 /// Step 0a, managed: a show handed back to Cuebot is Cuebot's from that commit on. Its row
@@ -59,44 +56,61 @@ pub(super) fn lock_batch_stats(tx: &mut Tx<'_>, batch: &Batch<'_>) -> Result<(),
 }
 
 /// Step 2, layer limits: every limit of a frame must have room against the live running
-/// counts, or a limit shared with other layers (a license count) is exceeded. The limit rows
-/// are locked after the stats and counted after the lock ([`limit_room`]); rooms are consumed
-/// in batch order ([`take_limit_room`]).
+/// counts, or a limit shared with other layers (a license count) is exceeded. The layers'
+/// limits are read here, not taken from the pass: a limit an operator put on a layer after
+/// the pass read it binds this batch. The limit rows are locked after the stats and counted
+/// after the lock ([`limit_room`]); rooms are consumed in batch order ([`take_limit_room`]).
 pub(super) fn guard_limits(tx: &mut Tx<'_>, batch: &mut Batch<'_>) -> Result<(), DbError> {
-    let idx = batch.live();
-    let placements = batch.placements;
-    let ids: BTreeSet<&str> = idx
-        .iter()
-        .flat_map(|&i| placements[i].limits.iter().map(LimitId::as_str))
-        .collect();
+    let layers = batch.live_keys(|p| &p.layer);
+    if layers.is_empty() {
+        return Ok(());
+    }
+    let limits = layer_limits(tx, &layers)?;
+    let ids: BTreeSet<&str> = limits.values().flatten().map(String::as_str).collect();
     if ids.is_empty() {
         return Ok(());
     }
     let ids: Vec<&str> = ids.into_iter().collect();
     let mut room = limit_room(tx, &ids)?;
-    for i in take_limit_room(&mut room, placements, &idx) {
+    let idx = batch.live();
+    for i in take_limit_room(&mut room, batch.placements, &idx, &limits) {
         batch.drop_out(i, GuardLoss::Limit);
     }
     Ok(())
 }
 
+/// The limit records of each of `layers` that has any (`layer_limit`).
+fn layer_limits(tx: &mut Tx<'_>, layers: &[&str]) -> Result<HashMap<String, Vec<String>>, DbError> {
+    let rows = tx.query(
+        "SELECT pk_layer, pk_limit_record FROM layer_limit WHERE pk_layer = ANY($1)",
+        &[&layers],
+    )?;
+    let mut limits: HashMap<String, Vec<String>> = HashMap::new();
+    for r in &rows {
+        limits.entry(r.get(0)).or_default().push(r.get(1));
+    }
+    Ok(limits)
+}
+
 /// The placements of `idx` (in order) that do not fit the limit rooms left by those before
-/// them; each that fits takes one from every room of its limits. A limit without a row has
-/// no room entry and never refuses (Cuebot books such frames too).
+/// them; each that fits takes one from every room of its layer's `limits`. A limit without
+/// a row has no room entry and never refuses (Cuebot books such frames too).
 pub(super) fn take_limit_room(
     room: &mut HashMap<String, i64>,
     placements: &[Placement],
     idx: &[usize],
+    limits: &HashMap<String, Vec<String>>,
 ) -> Vec<usize> {
     let mut refused = Vec::new();
     for &i in idx {
-        let p = &placements[i];
-        let fits = p
-            .limits
+        let Some(of_layer) = limits.get(placements[i].layer.as_str()) else {
+            continue;
+        };
+        let fits = of_layer
             .iter()
             .all(|l| room.get(l.as_str()).copied().unwrap_or(1) > 0);
         if fits {
-            for l in &p.limits {
+            for l in of_layer {
                 if let Some(r) = room.get_mut(l.as_str()) {
                     *r -= 1;
                 }

@@ -10,11 +10,12 @@
 //!   proc, no depends left and its layer's start-after time passed, and with at least the
 //!   memory its layer asks unless the layer may be sized from history;
 //! - `proc.pk_frame` is unique;
-//! - every layer limit of a frame must have room against live running counts;
+//! - every layer limit of a frame (the layer's limits as they are now, not as the pass read
+//!   them) must have room against live running counts;
 //! - every license a frame's layer names (`CUE_LICENSES`) must have a fresh sample with a
 //!   free seat, net of the farm's starts since the sample ([`super::licenses`]);
 //! - the subscription burst and the job and folder maxima must have room against what
-//!   committed procs hold ([`super::caps`]);
+//!   committed procs hold, the folder being the job's folder now ([`super::caps`]);
 //! - the show's lease epoch (multi-instance fencing) must still be ours;
 //! - a host reserved for a wide frame takes other frames only if they leave the reserved room
 //!   idle or are expected to end before its shadow time ([`crate::backfill`]).
@@ -42,7 +43,7 @@ use super::{
 mod guards;
 
 use crate::{
-    ids::{AllocId, FolderId, FrameId, HostId, JobId, LayerId, LimitId, ProcId, ShowId},
+    ids::{AllocId, FolderId, FrameId, HostId, JobId, LayerId, ProcId, ShowId},
     model::Resources,
 };
 pub(crate) use guards::lock_stat_rows;
@@ -80,8 +81,6 @@ pub struct Placement {
     pub proc: ProcId,
     /// What the frame reserves on the host.
     pub amount: Resources,
-    /// The layer's limit records.
-    pub limits: Vec<LimitId>,
     /// Expected run time in seconds (`None`: unknown), for the reservation rule.
     pub est_secs: Option<f64>,
     /// The frame holds a host reservation: booking it fulfils (and drops) that reservation.
@@ -636,7 +635,7 @@ mod tests {
         *,
     };
 
-    fn placement(frame: &str, show: &str, host: &str, limits: &[&str]) -> Placement {
+    fn placement(frame: &str, show: &str, host: &str) -> Placement {
         Placement {
             frame: frame.into(),
             version: 0,
@@ -649,7 +648,6 @@ mod tests {
             alloc: "a".into(),
             proc: format!("p-{frame}").into(),
             amount: Resources::ZERO,
-            limits: limits.iter().map(|l| (*l).into()).collect(),
             est_secs: None,
             holds_reservation: false,
         }
@@ -657,27 +655,34 @@ mod tests {
 
     #[test]
     fn limit_rooms_are_consumed_in_batch_order() {
-        let ps = [
-            placement("f1", "s", "h", &["lic"]),
-            placement("f2", "s", "h", &["lic", "other"]),
-            placement("f3", "s", "h", &["lic"]),
-            placement("f4", "s", "h", &["unknown"]),
-            placement("f5", "s", "h", &[]),
-        ];
+        let ps = ["f1", "f2", "f3", "f4", "f5"].map(|f| placement(f, "s", "h"));
+        // Keyed by layer (`l-<frame>`); f5's layer has no limit.
+        let limits: HashMap<String, Vec<String>> = [
+            ("l-f1", &["lic"][..]),
+            ("l-f2", &["lic", "other"]),
+            ("l-f3", &["lic"]),
+            ("l-f4", &["unknown"]),
+        ]
+        .into_iter()
+        .map(|(l, ids)| (l.to_owned(), ids.iter().map(|s| (*s).to_owned()).collect()))
+        .collect();
         let mut room = HashMap::from([("lic".to_owned(), 2), ("other".to_owned(), 0)]);
         // f2 is refused by `other` and so takes nothing of `lic`: f3 still fits.
-        assert_eq!(take_limit_room(&mut room, &ps, &[0, 1, 2, 3, 4]), [1]);
+        assert_eq!(
+            take_limit_room(&mut room, &ps, &[0, 1, 2, 3, 4], &limits),
+            [1]
+        );
         assert_eq!(room["lic"], 0);
-        assert_eq!(take_limit_room(&mut room, &ps, &[2]), [2]);
+        assert_eq!(take_limit_room(&mut room, &ps, &[2], &limits), [2]);
     }
 
     #[test]
     fn the_first_loss_is_the_one_reported() {
         let ps = [
-            placement("f1", "gone", "h1", &[]),
-            placement("f2", "s", "h1", &[]),
-            placement("f3", "s", "h2", &[]),
-            placement("f4", "s", "h3", &[]),
+            placement("f1", "gone", "h1"),
+            placement("f2", "s", "h1"),
+            placement("f3", "s", "h2"),
+            placement("f4", "s", "h3"),
         ];
         let mut batch = Batch::new(&ps);
         batch.mark(|p| p.show == "gone", GuardLoss::Unmanaged);
@@ -701,9 +706,9 @@ mod tests {
     #[test]
     fn shows_are_distinct_and_sorted() {
         let ps = [
-            placement("f1", "b", "h", &[]),
-            placement("f2", "a", "h", &[]),
-            placement("f3", "b", "h", &[]),
+            placement("f1", "b", "h"),
+            placement("f2", "a", "h"),
+            placement("f3", "b", "h"),
         ];
         assert_eq!(batch_shows(&ps), ["a", "b"]);
     }
