@@ -337,23 +337,28 @@ fn claim_queued(shared: &Shared, pool: &Launchers, rx: &Receiver<LaunchTask>, fi
     }
 }
 
-/// Launches a claimed task, renewing its claim first when it is older than
+/// Launches a claimed task, renewing its claim first while it is older than
 /// `CLAIM_BUDGET` (dropped if a sweeper took it meanwhile); past the shutdown grace the
-/// booking is undone instead.
+/// booking is undone instead. A renewal is judged by when it was sent, like any claim: its
+/// answer can come late (a freeze, a slow network), and a claim that aged past the budget
+/// on the way may already be a sweeper's.
 fn launch_claimed(shared: &Shared, pool: &Launchers, claimed: Claimed) {
-    if shared.past_grace() {
-        undo(shared, &claimed.task);
-        return;
-    }
-    let task = if claimed.at.elapsed() > CLAIM_BUDGET {
-        let (mut renewed, _) = claim(shared, vec![claimed.task]);
+    let mut claimed = claimed;
+    loop {
+        if shared.past_grace() {
+            undo(shared, &claimed.task);
+            return;
+        }
+        if claimed.at.elapsed() <= CLAIM_BUDGET {
+            break;
+        }
+        let (mut renewed, at) = claim(shared, vec![claimed.task]);
         match renewed.pop() {
-            Some(task) => task,
+            Some(task) => claimed = Claimed { task, at },
             None => return,
         }
-    } else {
-        claimed.task
-    };
+    }
+    let task = claimed.task;
     let proc = task.placement.proc.clone();
     if launch_one(shared, task, &pool.unconfirmed) {
         let full = {
