@@ -22,7 +22,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::AtomicBool,
     },
     time::Instant,
 };
@@ -82,7 +82,10 @@ pub struct Leases {
     board: Arc<LeaseBoard>,
     held: Mutex<HashMap<String, Held>>,
     peers: Mutex<Vec<Peer>>,
-    released: AtomicBool,
+    /// Set by [`Leases::release_all`]; a round holds it throughout, so a round either ends
+    /// before the release or does not start (a round after it re-registered the instance
+    /// and claimed every show back).
+    released: Mutex<bool>,
     /// When this instance last shed or claimed a show: shedding waits a few rounds after
     /// either, so shares settle instead of churning (each move costs a counter re-sync).
     last_move: Mutex<Instant>,
@@ -117,7 +120,7 @@ impl Leases {
             board,
             held: Mutex::new(HashMap::new()),
             peers: Mutex::new(Vec::new()),
-            released: AtomicBool::new(false),
+            released: Mutex::new(false),
             last_move: Mutex::new(Instant::now()),
         })
     }
@@ -205,8 +208,12 @@ impl Leases {
     }
 
     /// One lease round: heartbeat, survey, claim, shed, then publish the holdings and the
-    /// fence the booking transactions check.
+    /// fence the booking transactions check. None once the leases were released.
     fn round(&self, conn: &mut postgres::Client, cfg: &Config) -> Result<(), db::DbError> {
+        let released = self.released.lock();
+        if *released {
+            return Ok(());
+        }
         let lease_secs = cfg.cluster.lease_duration.as_secs_f64();
         let renew_secs = cfg.cluster.lease_renew_interval.as_secs_f64();
         self.heartbeat(conn)?;
@@ -423,9 +430,7 @@ impl Leases {
         };
         *held = next;
         drop(held);
-        if !self.released.load(Ordering::Acquire) {
-            self.board.publish_fence(fence);
-        }
+        self.board.publish_fence(fence);
     }
 
     fn peers_from(&self, conn: &mut postgres::Client, lease_secs: f64) -> Result<(), db::DbError> {
@@ -460,9 +465,11 @@ impl Leases {
         Ok(())
     }
 
-    /// Hands every show over at once (shutdown) and leaves the registry.
+    /// Hands every show over at once (shutdown) and leaves the registry. Waits for a round
+    /// in progress; no round runs after it.
     pub(crate) fn release_all(&self) {
-        self.released.store(true, Ordering::Release);
+        let mut released = self.released.lock();
+        *released = true;
         let cfg = self.config.load();
         match db::connect(&cfg.database) {
             Ok(mut conn) => {

@@ -319,3 +319,39 @@ fn a_frozen_transaction_loses_its_lease_locks_after_the_idle_timeout() {
     assert!(start.elapsed() < Duration::from_secs(5));
     assert!(tx.commit().is_err(), "the frozen session was terminated");
 }
+
+/// Shutdown hands every show over at once and leaves the registry. A lease round running
+/// while the leases were released re-registered the instance and claimed the shows back, so
+/// the next instance waited out a whole lease for them. Rounds every 10 ms, the shutdown at
+/// varying moments of them.
+#[test]
+fn shutdown_leaves_no_lease_and_no_registration_behind() {
+    let spec = small_farm(1, 8, 32, &[], vec![]);
+    let farm = Farm::new(&spec, |_| {});
+    let mut config = farm.db.config();
+    config.cluster.lease_renew_interval = Duration::from_millis(10);
+    let mut admin = farm.client();
+    let count = |admin: &mut postgres::Client, sql: &str| -> i64 {
+        admin.query_one(sql, &[]).unwrap().get(0)
+    };
+    for cycle in 0..20u64 {
+        let service = stagehand::service::Service::start(config.clone()).unwrap();
+        let held = crate::service::wait(Duration::from_secs(10), || {
+            count(
+                &mut admin,
+                "SELECT count(*) FROM stagehand.show_lease WHERE pk_instance IS NOT NULL",
+            ) > 0
+        });
+        assert!(held, "cycle {cycle}: the show was never claimed");
+        std::thread::sleep(Duration::from_millis(cycle % 7 * 3));
+        service.shutdown(Duration::from_secs(5));
+        let left = (
+            count(
+                &mut admin,
+                "SELECT count(*) FROM stagehand.show_lease WHERE pk_instance IS NOT NULL",
+            ),
+            count(&mut admin, "SELECT count(*) FROM stagehand.instance"),
+        );
+        assert_eq!(left, (0, 0), "cycle {cycle}: leases held, instances registered");
+    }
+}
