@@ -333,8 +333,11 @@ impl Service {
 
     /// Stops in order; returns true when everything finished within `grace`.
     pub fn shutdown(mut self, grace: Duration) -> bool {
-        let deadline = Instant::now() + grace;
-        *self.shared.grace_deadline.lock() = Some(deadline);
+        let started = Instant::now();
+        let deadline = started + grace;
+        // Launching stops before the end: the launchers then undo what is still queued, and
+        // need time to (stopping at the deadline itself left that undone, RUNNING with procs).
+        *self.shared.grace_deadline.lock() = Some(started + grace.mul_f64(LAUNCH_SHARE));
         self.health.stopping.store(true, Ordering::Release);
         // 1. Stop intake: the feed stops handing out clusters and closes the work channel.
         self.feed_stop.store(true, Ordering::Release);
@@ -356,6 +359,9 @@ impl Service {
         clean
     }
 }
+
+/// The share of the shutdown grace spent launching; the rest undoes what was not launched.
+const LAUNCH_SHARE: f64 = 0.75;
 
 fn join_all(handles: Vec<JoinHandle<()>>, deadline: Instant) -> bool {
     let mut clean = true;

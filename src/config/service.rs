@@ -13,7 +13,8 @@ use super::duration;
 pub struct ServiceConfig {
     /// Log level (`error`, `warn`, `info`, `debug`, `trace`); `RUST_LOG` overrides it.
     pub log_level: LevelFilter,
-    /// How long shutdown may take to drain in-flight bookings and launches.
+    /// How long shutdown may take to drain in-flight bookings and launches (launching
+    /// stops at three quarters of it; what is still queued is undone in the rest).
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
     /// Period of the info log line with frames booked, frames/s and rejections.

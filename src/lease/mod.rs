@@ -20,10 +20,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        Arc,
-        atomic::AtomicBool,
-    },
+    sync::{Arc, atomic::AtomicBool},
     time::Instant,
 };
 

@@ -97,7 +97,8 @@ pub struct Shared {
     pub stats: stats::DispatchStats,
     /// Set when shutdown begins: no new passes start.
     pub stop: Arc<AtomicBool>,
-    /// When shutdown must be finished (set when it begins).
+    /// When shutdown stops launching (set when it begins, before the end of its grace):
+    /// past it, what is still queued is undone instead, in the time left.
     pub grace_deadline: Mutex<Option<Instant>>,
     /// Asks the host refresher to run now (after a host lost its guard); the refresher
     /// owns the inbox, this handle can only ask.

@@ -352,6 +352,10 @@ fn shutdown_leaves_no_lease_and_no_registration_behind() {
             ),
             count(&mut admin, "SELECT count(*) FROM stagehand.instance"),
         );
-        assert_eq!(left, (0, 0), "cycle {cycle}: leases held, instances registered");
+        assert_eq!(
+            left,
+            (0, 0),
+            "cycle {cycle}: leases held, instances registered"
+        );
     }
 }

@@ -565,3 +565,59 @@ fn unpaused_job_books_at_once(terminate_sessions: bool) {
     assert!(service.shutdown(Duration::from_secs(5)));
     drop(cluster);
 }
+
+/// Shutdown with launches queued behind a slow RQD: launching stops before the grace ends
+/// and what is still queued is undone in the time left, so nothing committed is left
+/// RUNNING with a proc and no process. Launching until the very end of the grace left the
+/// queue for the process's exit to drop.
+#[test]
+fn shutdown_undoes_what_it_had_no_time_to_launch() {
+    use stagehand::sim::fake_rqd::{Behaviour, FakeRqd, FleetOptions};
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    // The first launch answers after three quarters of the grace (4 s): launching has
+    // stopped by then, and the queued four are undone in the last second.
+    rqd.set_behaviour(Behaviour::Stall(Duration::from_millis(3400)));
+    let spec = small_farm(
+        1,
+        8,
+        32,
+        &[],
+        vec![job("j", vec![LayerSpec::simple("l", "1-5", "general")])],
+    );
+    let farm = crate::common::Farm::new(&spec, |_| {});
+    let mut config = fast(farm.db.config());
+    config.rqd.dry_run = false;
+    config.rqd.endpoint = format!("127.0.0.1:{}", rqd.port());
+    config.rqd.port = rqd.port();
+    config.rqd.timeout = Duration::from_secs(5);
+    config.rqd.launch_threads = 1;
+    let service = Service::start(config).unwrap();
+    assert!(wait(Duration::from_secs(20), || rqd.launch_count() >= 1));
+    service.shutdown(Duration::from_secs(4));
+    let mut client = farm.client();
+    let count = |client: &mut postgres::Client, sql: &str| -> i64 {
+        client.query_one(sql, &[]).unwrap().get(0)
+    };
+    let procs = count(&mut client, "SELECT count(*) FROM proc");
+    assert_eq!(
+        procs as usize,
+        rqd.launch_count(),
+        "every proc left is a frame RQD was given"
+    );
+    assert_eq!(
+        count(&mut client, "SELECT count(*) FROM stagehand.pending_launch"),
+        0
+    );
+    assert_eq!(
+        count(
+            &mut client,
+            "SELECT count(*) FROM frame WHERE str_state = 'WAITING'"
+        ),
+        5 - procs
+    );
+    rqd.stop();
+}
