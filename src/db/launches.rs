@@ -79,9 +79,11 @@ pub struct SweepRule {
 
 /// Takes over the pending launches of `shows` whose instance is dead (no heartbeat within
 /// the lease, or none at all) and that no launcher may be sending right now, plus the rows
-/// this instance took before and has not resolved yet. The take is one UPDATE whose
-/// conditions PostgreSQL re-checks after a lock wait, so it and a launcher's [`claim`] never
-/// both win.
+/// this instance took before and has not resolved yet (whatever shows it holds now: a show
+/// it handed on is not its successor's to resolve while it lives), plus a dead instance's
+/// rows of shows handed back to Cuebot (no instance holds those). The take is one UPDATE
+/// whose conditions PostgreSQL re-checks after a lock wait, so it and a launcher's [`claim`]
+/// never both win.
 pub fn sweep(
     conn: &mut impl GenericClient,
     shows: &[ShowId],
@@ -107,12 +109,14 @@ pub fn sweep(
 /// recently, so a claim committed in between wins.
 const SWEEP: &str = "WITH cand AS (
             SELECT pl.pk_proc FROM stagehand.pending_launch pl
-             WHERE pl.pk_show = ANY($1)
-               AND ((pl.b_swept AND pl.pk_instance IS NOT DISTINCT FROM $2)
-                    OR (pl.ts_booked < now() - make_interval(secs => $3)
-                        AND NOT EXISTS (SELECT 1 FROM stagehand.instance i
-                                         WHERE i.pk_instance = pl.pk_instance
-                                           AND i.ts_heartbeat > now() - make_interval(secs => $5))))
+             WHERE (pl.b_swept AND pl.pk_instance IS NOT DISTINCT FROM $2)
+                OR ((pl.pk_show = ANY($1)
+                     OR NOT EXISTS (SELECT 1 FROM show s
+                                     WHERE s.pk_show = pl.pk_show AND s.b_scheduler_managed))
+                    AND pl.ts_booked < now() - make_interval(secs => $3)
+                    AND NOT EXISTS (SELECT 1 FROM stagehand.instance i
+                                     WHERE i.pk_instance = pl.pk_instance
+                                       AND i.ts_heartbeat > now() - make_interval(secs => $5)))
              ORDER BY pl.b_swept, pl.ts_booked LIMIT $6
          ), taken AS (
             UPDATE stagehand.pending_launch pl SET b_swept = true, pk_instance = $2

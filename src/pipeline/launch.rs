@@ -494,18 +494,18 @@ fn sweep_due(pool: &Launchers) -> bool {
     }
 }
 
-/// Resolves the bookings of the shows this instance holds that a dead instance committed and
-/// never launched or undone: RQD is told to kill the frame and, once it answers, the booking
+/// Resolves the bookings a dead instance committed and never launched or undone, of the
+/// shows this instance holds or of shows handed back to Cuebot (see
+/// [`db::launches::sweep`]): RQD is told to kill the frame and, once it answers, the booking
 /// is undone; a row whose proc is already gone is just dropped.
 fn sweep(shared: &Shared) {
     let fence = shared.lease.fence();
     let Some(fence) = fence.as_ref() else {
         return;
     };
+    // Even holding no show: this instance's own unresolved rows, and a dead instance's rows
+    // of shows handed back to Cuebot, are still to resolve.
     let shows: Vec<ShowId> = fence.epochs.keys().cloned().collect();
-    if shows.is_empty() {
-        return;
-    }
     let cfg = shared.config.load();
     let rule = db::launches::SweepRule {
         me: Some(fence.instance),

@@ -721,6 +721,49 @@ fn a_frozen_instance_does_not_launch_what_a_sweeper_took_over() {
     assert!(launches::claim(&mut client, &keys).unwrap().is_empty());
 }
 
+/// A row this instance swept and could not resolve yet (RQD did not confirm the kill) stays
+/// its own to resolve after it handed the show on: its successor leaves a live instance's
+/// rows alone, and the sweep used to look only at the shows held.
+#[test]
+fn a_row_an_instance_swept_stays_its_to_resolve_after_the_show_moved_on() {
+    use stagehand::db::launches;
+    let farm = one_job_farm(2);
+    let (frozen, me) = instances(&farm);
+    let _procs = book_pending(&farm, frozen);
+    let show = farm.seeded.shows[0].clone();
+    let mut client = farm.client();
+    let taken = launches::sweep(&mut client, &[show.as_str().into()], &rule(me)).unwrap();
+    assert_eq!(taken.len(), 2);
+    // The kills went unconfirmed; the show moved to another instance.
+    let again = launches::sweep(&mut client, &[], &rule(me)).unwrap();
+    assert_eq!(again.len(), 2, "still this instance's to resolve");
+}
+
+/// A dead instance's bookings of a show handed back to Cuebot: no instance holds the show
+/// any more, so any instance resolves them (they used to stay RUNNING with procs).
+#[test]
+fn a_dead_instances_rows_of_a_show_handed_back_to_cuebot_are_swept() {
+    use stagehand::db::launches;
+    let farm = one_job_farm(2);
+    let (frozen, me) = instances(&farm);
+    let _procs = book_pending(&farm, frozen);
+    let mut client = farm.client();
+    assert!(
+        launches::sweep(&mut client, &[], &rule(me))
+            .unwrap()
+            .is_empty()
+    );
+    client
+        .batch_execute("UPDATE show SET b_scheduler_managed = false")
+        .unwrap();
+    let taken = launches::sweep(&mut client, &[], &rule(me)).unwrap();
+    assert_eq!(
+        taken.len(),
+        2,
+        "no instance holds the show: any may resolve them"
+    );
+}
+
 /// A booking writes its pending row already claimed, so its launcher needs no claim statement
 /// while the claim is young — and a sweeper that takes its instance for dead (a heartbeat
 /// missed for a lease, an instance frozen right after the commit) still leaves the row until
