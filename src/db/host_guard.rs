@@ -52,17 +52,22 @@ pub(super) struct HostColumns<'a> {
 }
 
 impl<'a> HostColumns<'a> {
-    /// Sums `placements` per host.
+    /// Sums `placements` per host. Placements that disagree on a host's allocation (the
+    /// index saw the host move mid-pass) leave it none the guard can match: each was
+    /// charged to its own subscription, and the host can be in only one of them.
     pub(super) fn of(placements: impl Iterator<Item = &'a Placement>) -> HostColumns<'a> {
         type Sum<'a> = (Resources, Option<f64>, Option<&'a str>, &'a str);
         let mut per_host: BTreeMap<&'a str, Sum<'a>> = BTreeMap::new();
         for p in placements {
-            let (sum, est, exempt, _) = per_host.entry(p.host.as_str()).or_insert((
+            let (sum, est, exempt, alloc) = per_host.entry(p.host.as_str()).or_insert((
                 Resources::ZERO,
                 Some(0.0),
                 None,
                 p.alloc.as_str(),
             ));
+            if *alloc != p.alloc.as_str() {
+                *alloc = "";
+            }
             *sum = sum.saturating_add(&p.amount);
             *est = match (*est, p.est_secs) {
                 (Some(a), Some(b)) => Some(a.max(b)),
@@ -212,6 +217,14 @@ mod tests {
         assert_eq!(c.amounts.1, [20, 10]);
         assert_eq!(c.est, [Some(20.0), Some(10.0)]);
         assert_eq!(c.exempt, [Some("f3"), None]);
+    }
+
+    #[test]
+    fn placements_that_disagree_on_a_hosts_allocation_leave_it_none() {
+        let mut moved = placement("f2", "h1", 100, None);
+        moved.alloc = "elsewhere".into();
+        let ps = [placement("f1", "h1", 100, None), moved];
+        assert_eq!(HostColumns::of(ps.iter()).allocs, [""]);
     }
 
     #[test]
