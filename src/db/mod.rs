@@ -114,13 +114,15 @@ impl DbError {
                     // 40xxx transaction rollback (serialization, deadlock), 08xxx connection,
                     // 57Pxx operator intervention (admin shutdown, cannot connect now),
                     // 53xxx insufficient resources, 57014 query canceled (statement timeout), 25P03 the
-                    // idle-in-transaction timeout ended a frozen session (an undo must be retried).
+                    // idle-in-transaction timeout ended a frozen session (an undo must be retried),
+                    // 55P03 a lock not had within the lock timeout (the booking yielded).
                     c.starts_with("40")
                         || c.starts_with("08")
                         || c.starts_with("57P")
                         || c.starts_with("53")
                         || c == "57014"
                         || c == "25P03"
+                        || c == "55P03"
                 }
             },
             DbError::Config(_) | DbError::Schema(_) => false,

@@ -541,6 +541,76 @@ fn book_planned_before(farm: &Farm, change: &str) -> usize {
     .booked()
 }
 
+/// Cuebot releases a finished proc by updating its host, then the show's subscription
+/// (`ProcDaoJdbc.procDestroyed`), in one transaction; a booking holds the subscription row
+/// shared from its cap guard on and takes its hosts last. When Cuebot starts waiting for the
+/// subscription before the booking reaches the host Cuebot holds, Cuebot's wait is the older
+/// one and the deadlock detector aborted Cuebot's release (its proc then stays, leaked,
+/// until Cuebot's orphan check). The booking gives up on any lock wait well before the
+/// detector runs, so the victim is the booking, which the next pass retries.
+#[test]
+fn cuebots_proc_release_is_not_the_victim_of_a_deadlock_with_a_booking() {
+    let farm = one_job_farm(2);
+    let mut client = farm.client();
+    let placements = placements_for_all_frames(&mut client, &farm.seeded.shows[0]);
+    let p = &placements[0];
+    let (host, show, alloc, frame) = (
+        p.host.to_string(),
+        p.show.to_string(),
+        p.alloc.to_string(),
+        p.frame.to_string(),
+    );
+    // A frame of the batch is held: the booking will wait there, past its cap guard.
+    let mut holder = farm.client();
+    let mut hold = holder.transaction().unwrap();
+    hold.execute(
+        "SELECT 1 FROM frame WHERE pk_frame = $1 FOR UPDATE",
+        &[&frame],
+    )
+    .unwrap();
+    // Cuebot's release begins: its host first.
+    let mut cuebot = farm.client();
+    cuebot.batch_execute("BEGIN").unwrap();
+    cuebot
+        .execute(
+            "UPDATE host SET int_cores_idle = int_cores_idle WHERE pk_host = $1",
+            &[&host],
+        )
+        .unwrap();
+    std::thread::scope(|s| {
+        let url = farm.db.url().to_owned();
+        let booking = s.spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            book_batch(&mut c, &placements, &options(), None, &Default::default())
+        });
+        assert!(
+            wait_for_lock_waiters(&mut client, 1),
+            "the booking waits on the frame"
+        );
+        // Cuebot goes on to the subscription: it waits on the booking's share lock.
+        let release = s.spawn(move || {
+            cuebot.execute(
+                "UPDATE subscription SET int_cores = int_cores WHERE pk_show = $1 AND pk_alloc = $2",
+                &[&show, &alloc],
+            )?;
+            cuebot.batch_execute("COMMIT")
+        });
+        assert!(
+            wait_for_lock_waiters(&mut client, 2),
+            "Cuebot waits on the booking"
+        );
+        // The frame is let go: the booking reaches the host Cuebot holds.
+        hold.rollback().unwrap();
+        let released = release.join().unwrap();
+        assert!(
+            released.is_ok(),
+            "Cuebot's release was aborted: {released:?}"
+        );
+        let _ = booking.join().unwrap();
+    });
+    farm.assert_clean_audit();
+}
+
 /// A frame Cuebot requeued under one of its `dispatcher.layer_delay.rules` statuses books
 /// again without spending a retry once that status is configured.
 #[test]

@@ -26,6 +26,9 @@
 //! sorted by key — so concurrent batches (ours or another instance's) cannot deadlock among
 //! themselves, and stats-before-host is also the order of Cuebot's own booking and completion
 //! paths. Host rows, the most contended, are held only from the host update to the commit.
+//! Cuebot takes some rows in the other order (a proc's release: host, then subscription; a
+//! change of a waiting frame: frame, then stats), so the frame and host steps wait at most
+//! half a second for a row: in such a deadlock the booking yields, not Cuebot.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -405,6 +408,16 @@ enum Attempt<'p> {
     HostsLost(BTreeSet<&'p str>),
 }
 
+/// How long step 3 waits for one frame or host row before the batch gives up (a retryable
+/// error; the next pass books again). Cuebot takes these rows in the other order — a proc's
+/// release updates its host and then the show's subscription, which the cap guard holds
+/// shared; a change of a waiting frame updates the frame and then its layer's and job's stat
+/// rows, which step 1 holds — and when Cuebot's wait is the older one, PostgreSQL's deadlock
+/// detector aborts Cuebot's transaction. Below `deadlock_timeout` (1 s by default), the
+/// booking yields first. The steps before keep no such bound: batches of this scheduler
+/// queue there on purpose (a limit's or a license's rows).
+const START_LOCK_TIMEOUT_MS: u32 = 500;
+
 /// One attempt of step 3 under a savepoint: starts the frames of `idx`, then takes the hosts
 /// of those that started. Kept only if every such host had room, so a frame never stays
 /// RUNNING on a host that was not charged.
@@ -415,6 +428,8 @@ fn try_start<'p>(
     options: &BookOptions,
 ) -> Result<Attempt<'p>, DbError> {
     let mut sp = tx.savepoint("frames")?;
+    sp.inner()
+        .batch_execute(&format!("SET LOCAL lock_timeout = {START_LOCK_TIMEOUT_MS}"))?;
     let started = start_frames(&mut sp, placements, idx, options)?;
     let winners = idx
         .iter()
