@@ -3,13 +3,16 @@
 //! passing the reply on — what a network cut or a killed backend does at the worst moment.
 //! Armed late, it closes the client's connection first and forwards the COMMIT only later:
 //! a network that delays the COMMIT, or a server slow to finish it, past the client's
-//! giving up.
+//! giving up. It can also hold back the server's answer to a chosen statement for a while
+//! (the statement runs and commits at once, its answer arrives late): a freeze or a slow
+//! network between a statement and its reply.
 
 use std::{
+    collections::VecDeque,
     io::{Read, Write},
     net::{Shutdown, TcpListener, TcpStream},
     sync::{
-        Arc,
+        Arc, Mutex,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     thread::JoinHandle,
@@ -25,8 +28,29 @@ pub struct CommitCutter {
     armed: Arc<AtomicBool>,
     late_ms: Arc<AtomicU64>,
     cuts: Arc<AtomicU64>,
+    holds: Arc<Holds>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
+}
+
+/// Answers to hold back: the statements whose text contains `pattern`, one delay each, in
+/// order; and how many were held so far.
+#[derive(Default)]
+struct Holds {
+    pattern: Mutex<Vec<u8>>,
+    delays: Mutex<VecDeque<Duration>>,
+    held: AtomicU64,
+}
+
+impl Holds {
+    /// The delay for a client message, if it carries the pattern and a delay is left.
+    fn take(&self, message: &[u8]) -> Option<Duration> {
+        let pattern = self.pattern.lock().unwrap();
+        if pattern.is_empty() || !message.windows(pattern.len()).any(|w| w == &pattern[..]) {
+            return None;
+        }
+        self.delays.lock().unwrap().pop_front()
+    }
 }
 
 impl CommitCutter {
@@ -38,6 +62,8 @@ impl CommitCutter {
         let armed = Arc::new(AtomicBool::new(false));
         let late_ms = Arc::new(AtomicU64::new(0));
         let cuts = Arc::new(AtomicU64::new(0));
+        let holds = Arc::new(Holds::default());
+        let h = Arc::clone(&holds);
         let stop = Arc::new(AtomicBool::new(false));
         let (a, c, s) = (Arc::clone(&armed), Arc::clone(&cuts), Arc::clone(&stop));
         let l = Arc::clone(&late_ms);
@@ -51,6 +77,7 @@ impl CommitCutter {
                                 armed: Arc::clone(&a),
                                 late_ms: Arc::clone(&l),
                                 cuts: Arc::clone(&c),
+                                holds: Arc::clone(&h),
                             };
                             pump(client, server, cut);
                         }
@@ -64,6 +91,7 @@ impl CommitCutter {
             armed,
             late_ms,
             cuts,
+            holds,
             stop,
             accept: Some(accept),
         }
@@ -81,6 +109,22 @@ impl CommitCutter {
         self.late_ms
             .store(delay.as_millis() as u64, Ordering::Release);
         self.armed.store(true, Ordering::Release);
+    }
+
+    /// The next statements whose text contains `pattern` run at once, but their answers
+    /// reach the client only after the next delay of `delays` each (one per statement).
+    /// The text travels in the Parse message; the answer held is that of the client's next
+    /// message (Bind and Execute: rust-postgres prepares a statement given as text, waits,
+    /// then runs it).
+    pub fn hold_answers(&self, pattern: &[u8], delays: &[Duration]) {
+        *self.holds.pattern.lock().unwrap() = pattern.to_vec();
+        *self.holds.delays.lock().unwrap() = delays.iter().copied().collect();
+    }
+
+    /// Answers held back so far (counted when the held answer reached the proxy: its
+    /// statement has run).
+    pub fn held(&self) -> u64 {
+        self.holds.held.load(Ordering::Acquire)
     }
 
     /// COMMITs cut so far.
@@ -117,18 +161,27 @@ struct Cut {
     armed: Arc<AtomicBool>,
     late_ms: Arc<AtomicU64>,
     cuts: Arc<AtomicU64>,
+    holds: Arc<Holds>,
 }
 
 /// Copies both ways; a COMMIT seen while armed is forwarded, its reply swallowed, and the
-/// client's connection closed (armed late: closed first, the COMMIT forwarded later).
+/// client's connection closed (armed late: closed first, the COMMIT forwarded later); the
+/// answer to the message after a held statement's text waits its delay.
 fn pump(client: TcpStream, server: TcpStream, switches: Cut) {
     let cut = Arc::new(AtomicBool::new(false));
+    let hold_ms = Arc::new(AtomicU64::new(0));
     let (mut from_server, mut to_client) =
         (server.try_clone().unwrap(), client.try_clone().unwrap());
     let cut_reply = Arc::clone(&cut);
+    let (hold_reply, holds) = (Arc::clone(&hold_ms), Arc::clone(&switches.holds));
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         while let Ok(n) = from_server.read(&mut buf) {
+            let hold = hold_reply.swap(0, Ordering::AcqRel);
+            if hold > 0 {
+                holds.held.fetch_add(1, Ordering::AcqRel);
+                std::thread::sleep(Duration::from_millis(hold));
+            }
             if n == 0
                 || cut_reply.load(Ordering::Acquire)
                 || to_client.write_all(&buf[..n]).is_err()
@@ -141,9 +194,16 @@ fn pump(client: TcpStream, server: TcpStream, switches: Cut) {
     let (mut from_client, mut to_server) = (client, server);
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
+        let mut next_hold: Option<Duration> = None;
         while let Ok(n) = from_client.read(&mut buf) {
             if n == 0 {
                 break;
+            }
+            // Set before forwarding, so the answer finds it.
+            if let Some(d) = next_hold.take() {
+                hold_ms.store(d.as_millis() as u64, Ordering::Release);
+            } else {
+                next_hold = switches.holds.take(&buf[..n]);
             }
             let is_commit = buf[..n].windows(COMMIT.len()).any(|w| w == COMMIT);
             if is_commit && switches.armed.swap(false, Ordering::AcqRel) {

@@ -338,75 +338,6 @@ fn a_pass_books_nothing_for_a_show_not_yet_bookable_under_its_lease() {
     assert_eq!(farm.pass_all(), 2);
 }
 
-/// The connection breaks while COMMIT is in flight, after the server committed: the frames
-/// are RUNNING with procs. The pass must find that out and launch them — treated as a
-/// rollback they stayed RUNNING, never launched, and the counters forgot their cores.
-#[test]
-fn a_commit_whose_answer_is_lost_is_resolved_and_launched() {
-    lost_commit_is_resolved_and_launched(|cutter| cutter.arm());
-}
-
-/// The client gives up on its COMMIT before the server has it (a network that delays it, a
-/// server slow to commit): a look at the procs right then finds none, yet the COMMIT lands
-/// later. Judged a rollback, its frames stayed RUNNING, never launched, their cores no
-/// longer charged — room another batch could take past a burst. The transaction's own
-/// status, asked until it is no longer in progress, says it committed.
-#[test]
-fn a_commit_that_lands_after_its_answer_was_lost_is_launched_not_stranded() {
-    lost_commit_is_resolved_and_launched(|cutter| cutter.arm_late(Duration::from_millis(700)));
-}
-
-/// One pass through a proxy armed by `arm`, then the booking must be launched and charged.
-fn lost_commit_is_resolved_and_launched(arm: impl Fn(&crate::common::proxy::CommitCutter)) {
-    let rqd = FakeRqd::start(FleetOptions {
-        database_url: None,
-        failure_per_mille: 0,
-    })
-    .unwrap();
-    let spec = small_farm(
-        1,
-        8,
-        32,
-        &[],
-        vec![job("j", vec![LayerSpec::simple("l", "1-2", "general")])],
-    );
-    let db = crate::common::TestDb::new();
-    let upstream = db
-        .url()
-        .split_whitespace()
-        .find_map(|kv| kv.strip_prefix("port="))
-        .map(|p| format!("127.0.0.1:{p}"))
-        .unwrap();
-    drop(db);
-    let cutter = crate::common::proxy::CommitCutter::start(upstream);
-    let port = rqd.port();
-    let farm = Farm::new(&spec, |c| {
-        c.database.url = cutter.url(&c.database.url);
-        c.rqd.dry_run = false;
-        c.rqd.endpoint = "127.0.0.1:{port}".into();
-        c.rqd.port = port;
-    });
-    arm(&cutter);
-    farm.pass_all();
-    assert_eq!(cutter.cuts(), 1, "the booking's COMMIT was cut");
-    // Past the late COMMIT's landing, so a booking judged a rollback shows as stranded.
-    std::thread::sleep(Duration::from_secs(1));
-    let farm = farm.settle_launches();
-    assert_eq!(farm.frames_in("RUNNING"), 2, "the commit went through");
-    assert_eq!(rqd.launches().len(), 2, "and its frames were launched");
-    let alloc = &farm.seeded.allocs[0];
-    assert_eq!(
-        farm.shared.ledger.sub_booked(
-            &farm.seeded.shows[0].as_str().into(),
-            &alloc.as_str().into()
-        ),
-        200,
-        "the counters kept the committed cores"
-    );
-    farm.assert_clean_audit();
-    rqd.stop();
-}
-
 /// A wide-frame reservation whose job is paused, or whose job cap leaves no room for the
 /// frame, is dropped at the next refresh instead of idling its host until `max_hold`.
 #[test]
@@ -728,7 +659,7 @@ fn book_pending(farm: &Farm, owner: uuid::Uuid) -> Vec<String> {
     placements.into_iter().map(|p| p.proc.to_string()).collect()
 }
 
-fn instances(farm: &Farm) -> (uuid::Uuid, uuid::Uuid) {
+pub(crate) fn instances(farm: &Farm) -> (uuid::Uuid, uuid::Uuid) {
     let (frozen, me) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     farm.client()
         .execute(
@@ -740,7 +671,7 @@ fn instances(farm: &Farm) -> (uuid::Uuid, uuid::Uuid) {
     (frozen, me)
 }
 
-fn rule(me: uuid::Uuid) -> stagehand::db::launches::SweepRule {
+pub(crate) fn rule(me: uuid::Uuid) -> stagehand::db::launches::SweepRule {
     stagehand::db::launches::SweepRule {
         me: Some(me),
         min_age_secs: 1.0,

@@ -6,6 +6,7 @@ mod common;
 
 mod accounting;
 mod adversity;
+mod answers;
 mod battery;
 mod chaos;
 mod explain;

@@ -1,0 +1,192 @@
+//! Answers from PostgreSQL that are lost or late: a COMMIT whose answer never comes, a
+//! COMMIT that lands after the client gave up, a launch claim answered after its budget.
+//! Each runs the pipeline's connections through the proxy of `common::proxy`, which does to
+//! one statement what a network cut, a slow network or a freeze does.
+
+use std::time::{Duration, Instant};
+
+use stagehand::{
+    config::Config,
+    db::launches::SweepRule,
+    sim::{
+        fake_rqd::{Behaviour, FakeRqd, FleetOptions},
+        seed::{FarmSpec, LayerSpec},
+    },
+};
+
+use crate::{
+    adversity::{instances, rule},
+    common::{Farm, TestDb, job, proxy::CommitCutter, small_farm},
+};
+
+/// A farm whose pipeline reaches its database through a proxy and launches on `rqd`; `tweak`
+/// adjusts the configuration after that.
+fn behind_proxy(
+    spec: &FarmSpec,
+    rqd: &FakeRqd,
+    tweak: impl FnOnce(&mut Config),
+) -> (CommitCutter, Farm) {
+    let db = TestDb::new();
+    let upstream = db
+        .url()
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port="))
+        .map(|p| format!("127.0.0.1:{p}"))
+        .unwrap();
+    drop(db);
+    let cutter = CommitCutter::start(upstream);
+    let port = rqd.port();
+    let farm = Farm::new(spec, |c| {
+        c.database.url = cutter.url(&c.database.url);
+        c.rqd.dry_run = false;
+        c.rqd.endpoint = "127.0.0.1:{port}".into();
+        c.rqd.port = port;
+        tweak(c);
+    });
+    (cutter, farm)
+}
+
+fn fake_rqd() -> FakeRqd {
+    FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap()
+}
+
+/// The connection breaks while COMMIT is in flight, after the server committed: the frames
+/// are RUNNING with procs. The pass must find that out and launch them — treated as a
+/// rollback they stayed RUNNING, never launched, and the counters forgot their cores.
+#[test]
+fn a_commit_whose_answer_is_lost_is_resolved_and_launched() {
+    lost_commit_is_resolved_and_launched(|cutter| cutter.arm());
+}
+
+/// The client gives up on its COMMIT before the server has it (a network that delays it, a
+/// server slow to commit): a look at the procs right then finds none, yet the COMMIT lands
+/// later. Judged a rollback, its frames stayed RUNNING, never launched, their cores no
+/// longer charged — room another batch could take past a burst. The transaction's own
+/// status, asked until it is no longer in progress, says it committed.
+#[test]
+fn a_commit_that_lands_after_its_answer_was_lost_is_launched_not_stranded() {
+    lost_commit_is_resolved_and_launched(|cutter| cutter.arm_late(Duration::from_millis(700)));
+}
+
+/// One pass through a proxy armed by `arm`, then the booking must be launched and charged.
+fn lost_commit_is_resolved_and_launched(arm: impl Fn(&CommitCutter)) {
+    let rqd = fake_rqd();
+    let spec = small_farm(
+        1,
+        8,
+        32,
+        &[],
+        vec![job("j", vec![LayerSpec::simple("l", "1-2", "general")])],
+    );
+    let (cutter, farm) = behind_proxy(&spec, &rqd, |_| {});
+    arm(&cutter);
+    farm.pass_all();
+    assert_eq!(cutter.cuts(), 1, "the booking's COMMIT was cut");
+    // Past the late COMMIT's landing, so a booking judged a rollback shows as stranded.
+    std::thread::sleep(Duration::from_secs(1));
+    let farm = farm.settle_launches();
+    assert_eq!(farm.frames_in("RUNNING"), 2, "the commit went through");
+    assert_eq!(rqd.launches().len(), 2, "and its frames were launched");
+    let alloc = &farm.seeded.allocs[0];
+    assert_eq!(
+        farm.shared.ledger.sub_booked(
+            &farm.seeded.shows[0].as_str().into(),
+            &alloc.as_str().into()
+        ),
+        200,
+        "the counters kept the committed cores"
+    );
+    farm.assert_clean_audit();
+    rqd.stop();
+}
+
+/// The text of a launcher's claim statement (`db::launches::claim`).
+const CLAIM: &[u8] = b"SET ts_launch = now()";
+
+/// A launcher renews a claim that waited past its budget; the renewal runs at once, but its
+/// answer comes late (a freeze, a slow network), and meanwhile a sweeper, seeing the claim
+/// old and the instance silent, takes the row over to kill and undo it. Launching on that
+/// late answer would run a frame the sweeper is undoing. The renewal must be judged by when
+/// it was sent, and renewed again: then the sweeper's mark is seen and nothing is launched.
+#[test]
+fn a_launch_claim_answered_after_its_budget_is_renewed_before_launching() {
+    let rqd = fake_rqd();
+    let spec = small_farm(
+        1,
+        8,
+        32,
+        &[],
+        vec![
+            job("a", vec![LayerSpec::simple("l", "1", "general")]),
+            job("b", vec![LayerSpec::simple("l", "1", "general")]),
+        ],
+    );
+    let (proxy, farm) = behind_proxy(&spec, &rqd, |c| {
+        c.rqd.launch_threads = 1;
+        c.rqd.timeout = Duration::from_secs(4);
+    });
+    let (_, me) = instances(&farm);
+    let job_b = farm.seeded.jobs[1].clone();
+    let mut client = farm.client();
+    let pause = "UPDATE job SET b_paused = $2 WHERE pk_job = $1";
+    client.execute(pause, &[&job_b, &true]).unwrap();
+    // RQD takes its time over the first launch, so the second waits in the one launcher's
+    // queue past the claim budget (2 s) and is claimed again before it goes out.
+    rqd.set_behaviour(Behaviour::Stall(Duration::from_millis(2600)));
+    assert_eq!(farm.pass_all(), 1);
+    let first = wait_for(|| rqd.launches().first().map(|f| f.resource_id.clone()));
+    rqd.set_behaviour(Behaviour::Accept);
+    client.execute(pause, &[&job_b, &false]).unwrap();
+    // That claim is answered after the budget too, and so is its renewal.
+    proxy.hold_answers(
+        CLAIM,
+        &[Duration::from_millis(2300), Duration::from_millis(2500)],
+    );
+    assert_eq!(farm.pass_all(), 1);
+    wait_for(|| (proxy.held() == 2).then_some(()));
+    // The renewal ran; while its answer is on the way, the claim looks old to a sweeper.
+    client
+        .execute(
+            "UPDATE stagehand.pending_launch SET ts_launch = ts_launch - interval '1 minute'
+              WHERE pk_proc <> $1",
+            &[&first],
+        )
+        .unwrap();
+    let show = farm.seeded.shows[0].clone();
+    // (A claim age past the first launch's, whose row waits for its launcher's next flush.)
+    let rule = SweepRule {
+        claim_age_secs: 30.0,
+        ..rule(me)
+    };
+    let taken = stagehand::db::launches::sweep(&mut client, &[show.as_str().into()], &rule);
+    assert_eq!(
+        taken.unwrap().len(),
+        1,
+        "the sweeper took the second booking over"
+    );
+    let farm = farm.settle_launches();
+    let launched: Vec<String> = rqd.launches().into_iter().map(|f| f.resource_id).collect();
+    assert_eq!(
+        launched,
+        vec![first],
+        "a frame the sweeper took is not launched on a late answer"
+    );
+    drop(farm);
+    rqd.stop();
+}
+
+/// Polls `f` every 20 ms until it gives a value (at most 20 s).
+fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
