@@ -9,8 +9,12 @@
 //! deleted, host idle restored, frame back to WAITING with exit status 299, version-guarded)
 //! and its cap charge and host reservation given back. While RQD does not answer, the proc
 //! stays (its cores stay taken, the frame RUNNING) and the kill is tried again with back-off,
-//! as Cuebot's own lost-proc handling does. Shutdown drains the queue: every committed frame
-//! is launched, or compensated once the grace period is over, before the process exits.
+//! as Cuebot's own lost-proc handling does. RQD also answers "OK" to a kill of a frame it
+//! does not know yet, and a launch that timed out may still sit in its request queue and
+//! start after such a kill: unless RQD refused the launch outright, the kill is sent again
+//! one RQD timeout past the launch's deadline before the booking is undone. Shutdown drains
+//! the queue: every committed frame is launched, or compensated once the grace period is
+//! over, before the process exits.
 //!
 //! Every booking is also recorded as pending in the database (`stagehand.pending_launch`, in
 //! the booking's own transaction) until RQD accepts it or it is undone, so a booking whose
@@ -134,11 +138,17 @@ pub struct LaunchTask {
     pub committed: Instant,
 }
 
-/// A failed launch whose kill RQD has not confirmed yet: retried at `due`.
+/// A failed launch whose kill RQD has not confirmed yet, or confirmed too early: killed
+/// (again) at `due`.
 struct Unsure {
     task: LaunchTask,
     due: Instant,
+    /// The wait after the next unconfirmed kill.
     backoff: Duration,
+    /// Before this a launch that timed out may still sit in RQD's own request queue and
+    /// start: RQD answers "OK" to a kill of a frame it does not know yet, so a kill confirmed
+    /// earlier proves nothing and is sent again at this moment before the booking is undone.
+    quiet: Instant,
 }
 
 /// Failed launches waiting for RQD to confirm their kill, shared by the launcher threads.
@@ -188,12 +198,8 @@ const CLAIM_BATCH: usize = 32;
 const CLAIM_BUDGET: Duration = Duration::from_secs(2);
 
 impl Unconfirmed {
-    fn push(&self, task: LaunchTask, backoff: Duration) {
-        self.0.lock().push(Unsure {
-            task,
-            due: Instant::now() + backoff,
-            backoff,
-        });
+    fn push(&self, unsure: Unsure) {
+        self.0.lock().push(unsure);
         metrics::LAUNCHES_UNCONFIRMED.set(self.0.lock().len() as i64);
     }
 
@@ -281,10 +287,11 @@ fn launcher(shared: &Shared, rx: &Receiver<LaunchTask>, pool: &Launchers, sweepe
         }
     }
     flush_acked(shared, pool);
-    // Shutdown: one last kill for each unconfirmed launch; what RQD still does not confirm
-    // keeps its proc (safe: its cores stay taken) for Cuebot's host-report checks.
+    // Shutdown: one last kill for each unconfirmed launch, once it can no longer start late;
+    // what RQD still does not confirm keeps its proc (safe: its cores stay taken) and its
+    // pending row, for the show's next holder to sweep.
     for u in unconfirmed.take_due(true) {
-        if confirm_kill(shared, &u.task.placement) {
+        if quiet_by_grace(shared, &u) && confirm_kill(shared, &u.task.placement) {
             undo(shared, &u.task);
         } else {
             log::error!(
@@ -294,6 +301,17 @@ fn launcher(shared: &Shared, rx: &Receiver<LaunchTask>, pool: &Launchers, sweepe
             );
         }
     }
+}
+
+/// Waits until `u`'s launch can no longer start late, but not past the shutdown grace's
+/// launching share; true when that moment was reached.
+fn quiet_by_grace(shared: &Shared, u: &Unsure) -> bool {
+    let until = match *shared.grace_deadline.lock() {
+        Some(grace) => u.quiet.min(grace),
+        None => u.quiet,
+    };
+    std::thread::sleep(until.saturating_duration_since(Instant::now()));
+    Instant::now() >= u.quiet
 }
 
 fn now_ms() -> i64 {
@@ -455,11 +473,19 @@ fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) -> b
         task.placement.frame,
         task.placement.host_name
     );
-    if confirm_kill(shared, &task.placement) {
-        undo(shared, &task);
-    } else {
-        unconfirmed.push(task, Duration::from_secs(1));
-    }
+    // A refusal was RQD's answer to the request itself; anything else may have left the
+    // request in RQD's queue, to start after a kill that found nothing: one more timeout.
+    let quiet = match error {
+        rqd::RqdError::Rejected { .. } => started,
+        _ => started + config.rqd.timeout * 2,
+    };
+    let unsure = Unsure {
+        task,
+        due: Instant::now(),
+        backoff: Duration::from_secs(1),
+        quiet,
+    };
+    kill_then_undo(shared, unsure, unconfirmed);
     false
 }
 
@@ -565,7 +591,7 @@ fn resolve_orphan(shared: &Shared, orphan: db::launches::Orphan) {
         .inc();
 }
 
-/// Another kill of an unconfirmed launch; undone once RQD confirms, else tried again later.
+/// Another kill of an unconfirmed launch (see [`kill_then_undo`]).
 fn retry_kill(shared: &Shared, u: Unsure, unconfirmed: &Unconfirmed) {
     if !proc_exists(shared, &u.task.placement.proc) {
         // Cuebot (or a completion) released the proc: nothing of ours is left to undo.
@@ -574,11 +600,23 @@ fn retry_kill(shared: &Shared, u: Unsure, unconfirmed: &Unconfirmed) {
             .inc();
         return;
     }
-    if confirm_kill(shared, &u.task.placement) {
-        undo(shared, &u.task);
+    kill_then_undo(shared, u, unconfirmed);
+}
+
+/// Kills a failed launch's frame and undoes its booking once RQD confirmed a kill sent at or
+/// after the launch's quiet moment; a kill sent earlier is sent again then, one RQD does not
+/// confirm is tried again with back-off. Meanwhile the proc keeps its cores.
+fn kill_then_undo(shared: &Shared, mut u: Unsure, unconfirmed: &Unconfirmed) {
+    let sent = Instant::now();
+    if !confirm_kill(shared, &u.task.placement) {
+        u.due = Instant::now() + u.backoff;
+        u.backoff = (u.backoff * 2).min(Duration::from_secs(30));
+        unconfirmed.push(u);
+    } else if sent < u.quiet {
+        u.due = u.quiet;
+        unconfirmed.push(u);
     } else {
-        let backoff = (u.backoff * 2).min(Duration::from_secs(30));
-        unconfirmed.push(u.task, backoff);
+        undo(shared, &u.task);
     }
 }
 

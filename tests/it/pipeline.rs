@@ -660,6 +660,33 @@ fn rqd_timing_out_is_compensated() {
     rqd.stop();
 }
 
+/// A launch that times out while it waits in RQD's own request queue: the kill sent after
+/// the timeout finds no frame and RQD answers "OK", then the frame starts. Undone on that
+/// answer, the booking left a frame running on RQD with no proc (free to be booked again:
+/// twice at once). The second kill, a timeout later, finds it running.
+#[test]
+fn a_launch_that_starts_after_its_kill_was_answered_is_killed_again() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    // The client's deadline is 300 ms (`launching_farm`): the kill answers at about that.
+    rqd.set_behaviour(Behaviour::StartLate(Duration::from_millis(450)));
+    let farm = launching_farm(LayerSpec::simple("l", "1", "general"), &rqd);
+    assert_eq!(farm.pass_all(), 1);
+    let farm = farm.settle_launches();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        rqd.running().is_empty(),
+        "nothing runs on RQD once the booking is undone: {:?}",
+        rqd.running()
+    );
+    assert_eq!(rqd.kills().len(), 2, "killed again a timeout later");
+    assert_compensated(&farm);
+    rqd.stop();
+}
+
 #[test]
 fn dry_run_books_without_calling_rqd() {
     let rqd = FakeRqd::start(FleetOptions {

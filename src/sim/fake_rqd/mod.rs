@@ -81,6 +81,10 @@ pub enum Behaviour {
         /// How late they answer.
         delay: Duration,
     },
+    /// Every launch waits this long in RQD's own request queue, then starts and is
+    /// answered: past the client's deadline, a kill sent after the timeout finds no frame
+    /// (RQD answers "OK" to a kill of a frame it does not know) and the frame starts later.
+    StartLate(Duration),
 }
 
 #[derive(Default)]
@@ -237,6 +241,17 @@ impl RqdInterface for Service {
                     });
                     return;
                 }
+            }
+            Behaviour::StartLate(delay) => {
+                let service = self.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(delay);
+                    service.run(frame);
+                    let _ = futures_executor::block_on(
+                        sink.success(RqdStaticLaunchFrameResponse::new()),
+                    );
+                });
+                return;
             }
             Behaviour::Accept => {}
         }
