@@ -1,5 +1,6 @@
 //! The faults and their seeded schedule: RQD refusing, timing out after it started the frame
-//! (with and without refusing kills), refusing kills, answering slowly; stagehand's database
+//! (with and without refusing kills), starting launches only after the client's deadline
+//! (they waited in its queue), refusing kills, answering slowly; stagehand's database
 //! connections terminated (at random, and in the middle of a COMMIT); PostgreSQL restarted;
 //! an instance killed with SIGKILL (and replaced), frozen with SIGSTOP (then SIGCONT),
 //! sent SIGHUP with a broken and with a valid configuration file.
@@ -38,6 +39,9 @@ pub enum Fault {
     RqdTimeout,
     /// The same, while RQD also refuses kills (the compensation's kill fails).
     RqdTimeoutKillsRefused,
+    /// RQD holds every launch in its queue past the client's deadline, then starts it: the
+    /// kill after the timeout finds nothing (and answers OK) before the frame starts.
+    RqdQueued,
     /// RQD refuses kills.
     KillsRefused,
     /// RQD answers every launch late, within the deadline.
@@ -60,10 +64,11 @@ pub enum Fault {
 
 impl Fault {
     /// Every kind.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 13] = [
         Fault::RqdRefuse,
         Fault::RqdTimeout,
         Fault::RqdTimeoutKillsRefused,
+        Fault::RqdQueued,
         Fault::KillsRefused,
         Fault::RqdSlow,
         Fault::TerminateBackend,
@@ -81,6 +86,7 @@ impl Fault {
             Fault::RqdRefuse => "rqd refuses launches",
             Fault::RqdTimeout => "rqd times out after starting",
             Fault::RqdTimeoutKillsRefused => "rqd times out after starting, kills refused",
+            Fault::RqdQueued => "rqd starts launches after the deadline",
             Fault::KillsRefused => "rqd refuses kills",
             Fault::RqdSlow => "rqd slow",
             Fault::TerminateBackend => "pg_terminate_backend",
@@ -215,6 +221,11 @@ impl<'a> Injector<'a> {
                     delay: timeout * 3,
                 };
                 self.behave(slow, fault == Fault::RqdTimeoutKillsRefused, lasting);
+            }
+            Fault::RqdQueued => {
+                // Past the first kill (at the deadline), before the second (a timeout later).
+                let late = Behaviour::StartLate(timeout + timeout / 2);
+                self.behave(late, false, lasting);
             }
             Fault::KillsRefused => self.behave(Behaviour::Accept, true, lasting),
             Fault::RqdSlow => {
