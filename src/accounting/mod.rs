@@ -90,12 +90,14 @@ impl Charge {
 }
 
 /// One vertex's state. `booked` = what the counter believes is booked (snapshot + carried);
-/// `inflight` = charged and not yet committed; `settled[e % 2]` = committed during epoch e.
+/// `inflight` = charged and not yet committed; `settled[e % 2]` = committed during epoch e;
+/// `releasing` = committed and being undone (still booked until the undo committed).
 #[derive(Debug, Default)]
 struct Tally {
     booked: CoresGpus,
     inflight: CoresGpus,
     settled: [CoresGpus; 2],
+    releasing: CoresGpus,
     limits: Option<Limits>,
 }
 
@@ -234,6 +236,43 @@ impl Drop for Ticket {
             let mut t = v.lock();
             t.booked -= self.amount;
             t.inflight -= self.amount;
+        }
+    }
+}
+
+/// A committed charge being given back (the undo of a failed launch). Until [`done`] it
+/// stays booked and is also counted as releasing, which a re-sync carries over its snapshot
+/// the way it carries charges in flight: a snapshot read after the undo committed but
+/// applied before `done` would otherwise drop the charge and `done` drop it again, leaving
+/// the counter low (too permissive) until the next re-sync. Every interleaving now errs
+/// high, never low. Dropped without `done` (the booking was not undone, or someone else
+/// released its proc), the charge stays booked until a re-sync finds it gone.
+///
+/// [`done`]: Releasing::done
+#[must_use = "dropping it keeps the charge booked"]
+pub struct Releasing {
+    ledger: Arc<Ledger>,
+    vertices: Vec<Vertex>,
+    amount: CoresGpus,
+}
+
+impl Releasing {
+    /// The undo committed: the charge is no longer booked.
+    pub fn done(self) {
+        for v in &self.vertices {
+            let mut t = v.lock();
+            t.booked = t.booked.sub_floor(self.amount);
+        }
+        // The drop takes it out of `releasing`.
+        self.ledger.generation.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for Releasing {
+    fn drop(&mut self) {
+        for v in &self.vertices {
+            let mut t = v.lock();
+            t.releasing = t.releasing.sub_floor(self.amount);
         }
     }
 }
@@ -414,10 +453,12 @@ impl Ledger {
         r
     }
 
-    /// Gives back a committed charge (our own compensation of a failed launch).
-    pub fn release(&self, charge: &Charge) {
-        let slot = (self.epoch.load(Ordering::Acquire) % 2) as usize;
-        let keys = [
+    /// Starts giving back a committed charge (our own compensation of a failed launch), before
+    /// the undo's transaction begins; see [`Releasing`]. The commit's own share of the
+    /// epoch's settled bucket is left alone: the bucket does not say which epoch the commit
+    /// fell in, and taking it from the wrong one could hide a recent commit from a re-sync.
+    pub fn begin_release(self: &Arc<Self>, charge: &Charge) -> Releasing {
+        let vertices: Vec<Vertex> = [
             self.subs
                 .get(&charge.sub_key())
                 .map(|v| Arc::clone(v.value())),
@@ -425,13 +466,18 @@ impl Ledger {
                 .get(&charge.folder)
                 .map(|v| Arc::clone(v.value())),
             self.jobs.get(&charge.job).map(|v| Arc::clone(v.value())),
-        ];
-        for v in keys.into_iter().flatten() {
-            let mut t = v.lock();
-            t.booked = t.booked.sub_floor(charge.amount);
-            t.settled[slot] = t.settled[slot].sub_floor(charge.amount);
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for v in &vertices {
+            v.lock().releasing += charge.amount;
         }
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        Releasing {
+            ledger: Arc::clone(self),
+            vertices,
+            amount: charge.amount,
+        }
     }
 
     /// Starts a re-sync: commits from now on land in the new epoch's bucket, which the
@@ -448,7 +494,7 @@ impl Ledger {
         let clear = 1 - keep;
         let mut drift = 0;
         let mut apply = |t: &mut Tally, base: CoresGpus| {
-            let booked = base + t.inflight + t.settled[keep];
+            let booked = base + t.inflight + t.releasing + t.settled[keep];
             drift += (booked.cores - t.booked.cores).abs();
             t.booked = booked;
             t.settled[clear] = CoresGpus::ZERO;

@@ -126,6 +126,56 @@ fn resync_carries_inflight_and_recent_commits_forward() {
     assert_eq!(l.booked().subs[&(show("s"), alloc("a"))].cores, 800);
 }
 
+/// A re-sync with the subscription's procs summing to `cores`.
+fn resync_to(l: &Ledger, cores: i64) {
+    let epoch = l.begin_resync();
+    let mut snap = Snapshot::default();
+    snap.subs
+        .insert(("s".into(), "a".into()), CoresGpus::new(cores, 0));
+    l.resync(epoch, &snap);
+}
+
+fn sub_booked(l: &Ledger) -> i64 {
+    l.booked().subs[&(show("s"), alloc("a"))].cores
+}
+
+/// 400 booked, 100 of it being undone (truth after the undo: 300), and a re-sync in every
+/// order against the undo. Given back after a re-sync whose snapshot already missed the
+/// undone proc, the charge was taken off twice: 200. The counter may read high for a
+/// while, never low.
+#[test]
+fn a_release_overlapping_a_resync_never_leaves_the_counter_low() {
+    let start = || {
+        let l = ledger(10_000);
+        l.charge(&charge(400)).unwrap().commit();
+        resync_to(&l, 400);
+        resync_to(&l, 400);
+        l
+    };
+    // Snapshot read after the undo committed, applied before the release is done.
+    let l = start();
+    let r = l.begin_release(&charge(100));
+    resync_to(&l, 300);
+    assert_eq!(sub_booked(&l), 400, "still counted while releasing");
+    r.done();
+    assert_eq!(sub_booked(&l), 300);
+    // Snapshot read before the undo committed (it still has the proc).
+    let l = start();
+    let r = l.begin_release(&charge(100));
+    resync_to(&l, 400);
+    r.done();
+    assert_eq!(sub_booked(&l), 400, "high until the next re-sync");
+    resync_to(&l, 300);
+    assert_eq!(sub_booked(&l), 300);
+    // No re-sync in between; and an undo that did not happen keeps the charge.
+    let l = start();
+    l.begin_release(&charge(100)).done();
+    assert_eq!(sub_booked(&l), 300);
+    drop(l.begin_release(&charge(100)));
+    resync_to(&l, 300);
+    assert_eq!(sub_booked(&l), 300);
+}
+
 #[test]
 fn a_show_above_its_size_yields_to_a_hungry_show_below_its_own() {
     let feed = hungry::HungryBoard::new();

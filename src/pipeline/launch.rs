@@ -393,7 +393,8 @@ fn launch_claimed(shared: &Shared, pool: &Launchers, claimed: Claimed) {
 /// Claims the pending-launch rows of `tasks` right before launching them (V004) and returns
 /// the tasks claimed. A task whose row a sweeper took (this instance looked dead to it: a
 /// freeze longer than the lease) is not launched — the sweeper kills and undoes it — and
-/// its charge is given back. While the database does not answer nothing is launched (an
+/// its charge stays counted until a re-sync sees the sweeper's undo (given back at once, it
+/// left the counters low while the proc still stood). While the database does not answer nothing is launched (an
 /// unclaimed launch could run a frame a sweeper already undid); past the grace the tasks
 /// are undone. Also returns when the claim was made, by this process's clock, taken before
 /// the statement went out: the claim can only be younger than that, so a freeze after the
@@ -424,7 +425,6 @@ fn claim(shared: &Shared, tasks: Vec<LaunchTask>) -> (Vec<LaunchTask>, Instant) 
                         task.placement.frame,
                         task.placement.host_name
                     );
-                    shared.ledger.release(&task.charge);
                 }
                 return (mine, at);
             }
@@ -662,6 +662,7 @@ pub(crate) fn undo(shared: &Shared, task: &LaunchTask) {
 /// [`undo`] for a booking that has no launch task (the launch queue refused it).
 pub(crate) fn undo_booking(shared: &Shared, placement: &Placement, version: i32, charge: &Charge) {
     let mut delay = Duration::from_millis(250);
+    let releasing = shared.ledger.begin_release(charge);
     loop {
         let result = shared
             .pool
@@ -677,7 +678,7 @@ pub(crate) fn undo_booking(shared: &Shared, placement: &Placement, version: i32,
                 };
                 metrics::COMPENSATIONS.with_label_values(&[label]).inc();
                 if let Compensation::Undone(held) = outcome {
-                    shared.ledger.release(charge);
+                    releasing.done();
                     // The index bumps its capacity generation: saturated clusters wake.
                     shared.index.credit(&placement.host, held);
                 }
