@@ -178,8 +178,15 @@ impl Feed {
             let config = self.ctx.config.load_full();
             let now = Instant::now();
             if now >= self.next_reload {
-                self.reload(&config);
-                self.next_reload = Instant::now() + config.scheduler.cluster_reload_interval;
+                let s = &config.scheduler;
+                // A failed reload is tried again after `error_sleep`: at start, with the
+                // database back, nothing books until the clusters are loaded.
+                let next = if self.reload(&config) {
+                    s.cluster_reload_interval
+                } else {
+                    s.error_sleep.min(s.cluster_reload_interval)
+                };
+                self.next_reload = Instant::now() + next;
             }
             self.probe(&config, now);
             if now >= self.next_scan {
@@ -210,19 +217,20 @@ impl Feed {
         self.publish_status(true);
     }
 
-    /// Re-reads the cluster set; on failure the current set is kept.
-    fn reload(&mut self, config: &Config) {
+    /// Re-reads the cluster set; on failure the current set is kept. True when it was read.
+    fn reload(&mut self, config: &Config) -> bool {
         let clusters = match self.load(config) {
             Ok(c) => c,
             Err(e) => {
                 metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
                 log::warn!("cluster reload failed, keeping the current set: {e}");
-                return;
+                return false;
             }
         };
         self.ctx.loaded.store(true, Ordering::Release);
         self.replace(clusters);
         self.count_clusters();
+        true
     }
 
     /// Reads the tags and subscriptions of the configured facility (every facility when

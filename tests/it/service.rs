@@ -166,6 +166,30 @@ fn started_without_a_database_it_runs_and_is_not_ready() {
     assert!(service.shutdown(Duration::from_secs(5)));
 }
 
+/// Started while PostgreSQL is down, then the database comes up: the first cluster load
+/// failed, and its retry waited a whole `cluster_reload_interval` (a minute by default) with
+/// nothing booked. It is retried after `error_sleep` now.
+#[test]
+fn started_before_its_database_it_books_soon_after_the_database_comes_up() {
+    let (mut cluster, url) = private_farm();
+    cluster.stop().unwrap();
+    let mut config = fast(Config::default());
+    config.database.url = url;
+    config.scheduler.error_sleep = Duration::from_millis(500);
+    let service = Service::start(config).unwrap();
+    let addr = service.http_address();
+    std::thread::sleep(Duration::from_millis(1500));
+    cluster.restart().unwrap();
+    assert!(
+        wait(Duration::from_secs(20), || http_get(&addr, "/readyz")
+            .map(|(c, _)| c == 200)
+            .unwrap_or(false)),
+        "ready well within the reload interval: {:?}",
+        http_get(&addr, "/readyz")
+    );
+    assert!(service.shutdown(Duration::from_secs(10)));
+}
+
 fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_stagehand"))
 }
