@@ -5,7 +5,7 @@
 //! skipped and only the columns stagehand relies on are checked; stagehand's own tables live
 //! in the `stagehand` schema and are tracked in `stagehand.schema_migrations`.
 
-use postgres::Client;
+use postgres::{Client, GenericClient, Transaction};
 
 use super::DbError;
 
@@ -75,25 +75,63 @@ pub struct MigrationReport {
 /// stagehand's own migrations that are missing. Running it again changes nothing.
 pub fn migrate(client: &mut Client) -> Result<MigrationReport, DbError> {
     let mut report = MigrationReport::default();
-    if has_table(client, "public", "frame")? {
-        check_cuebot_schema(client)?;
+    // The look and the files in one transaction under the lock: two migrators starting
+    // together do not both apply them, and a crash between two files cannot leave a
+    // `public.frame` that makes every later run take the database for Cuebot's.
+    let mut tx = locked(client)?;
+    if has_table(&mut tx, "public", "frame")? {
+        check_cuebot_schema(&mut tx)?;
     } else {
-        apply_compat_schema(client)?;
+        apply_compat_files(&mut tx)?;
         report.created_compat_schema = true;
     }
+    tx.commit()?;
     report.applied = apply_own_migrations(client)?;
     Ok(report)
 }
 
-/// Applies every compatibility file. Each is idempotent, so this may run on a database that
-/// already has them; never run it on a Cuebot database (it would replace Cuebot's functions).
+/// A transaction holding the migration lock (transaction-scoped: released at commit, so a
+/// crashed migrator never holds it).
+fn locked(client: &mut Client) -> Result<Transaction<'_>, DbError> {
+    let mut tx = client.transaction()?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('stagehand.migrate'))",
+        &[],
+    )?;
+    Ok(tx)
+}
+
+/// Applies every compatibility file, in one transaction under the migration lock. Each is
+/// idempotent, so this may run on a database that already has them; never run it on a Cuebot
+/// database (it would replace Cuebot's functions).
 pub(crate) fn apply_compat_schema(client: &mut Client) -> Result<(), DbError> {
+    let mut tx = locked(client)?;
+    apply_compat_files(&mut tx)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn apply_compat_files(tx: &mut Transaction<'_>) -> Result<(), DbError> {
     for (name, sql) in COMPAT_SCHEMA {
-        client
-            .batch_execute(sql)
+        tx.batch_execute(sql)
             .map_err(|e| DbError::Schema(format!("sql/{name}: {}", describe(&e))))?;
     }
     Ok(())
+}
+
+/// What `run` does before it books: checks that the database holds a Cuebot schema that
+/// stagehand can use (one clear error, not one on every statement after), then applies
+/// stagehand's own migrations that are missing.
+pub(crate) fn prepare_for_run(client: &mut Client) -> Result<Vec<i32>, DbError> {
+    if !has_table(client, "public", "frame")? {
+        return Err(DbError::Schema(
+            "no OpenCue schema here (public.frame is missing): point [database] url at \
+             Cuebot's database, or run `stagehand migrate` on a test database"
+                .into(),
+        ));
+    }
+    check_cuebot_schema(client)?;
+    apply_own_migrations(client)
 }
 
 /// Applies the compatibility schema and stagehand's migrations unconditionally (tests).
@@ -107,12 +145,7 @@ pub fn apply_all(client: &mut Client) -> Result<(), DbError> {
 /// advisory lock so instances starting together do not race.
 pub(crate) fn apply_own_migrations(client: &mut Client) -> Result<Vec<i32>, DbError> {
     let mut applied = Vec::new();
-    let mut tx = client.transaction()?;
-    // Transaction-scoped: released at commit, so a crashed migrator never holds it.
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtext('stagehand.migrate'))",
-        &[],
-    )?;
+    let mut tx = locked(client)?;
     tx.batch_execute(
         "CREATE SCHEMA IF NOT EXISTS stagehand;
          CREATE TABLE IF NOT EXISTS stagehand.schema_migrations (
@@ -140,7 +173,7 @@ pub(crate) fn apply_own_migrations(client: &mut Client) -> Result<Vec<i32>, DbEr
 }
 
 /// Fails with a clear message when a Cuebot database predates a column stagehand needs.
-pub(crate) fn check_cuebot_schema(client: &mut Client) -> Result<(), DbError> {
+pub(crate) fn check_cuebot_schema(client: &mut impl GenericClient) -> Result<(), DbError> {
     for (table, column, migration) in REQUIRED_COLUMNS {
         let found = client.query_opt(
             "SELECT 1 FROM information_schema.columns
@@ -156,7 +189,7 @@ pub(crate) fn check_cuebot_schema(client: &mut Client) -> Result<(), DbError> {
     Ok(())
 }
 
-fn has_table(client: &mut Client, schema: &str, table: &str) -> Result<bool, DbError> {
+fn has_table(client: &mut impl GenericClient, schema: &str, table: &str) -> Result<bool, DbError> {
     let row = client.query_opt(
         "SELECT 1 FROM information_schema.tables WHERE table_schema = $1 AND table_name = $2",
         &[&schema, &table],

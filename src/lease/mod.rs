@@ -195,8 +195,11 @@ impl Leases {
             return Err(e.into());
         }
         if !*schema_ready {
-            if let Err(e) = db::migrate::apply_own_migrations(conn) {
-                log::error!("leases: cannot create stagehand's schema: {e}");
+            // Counted and logged, and tried again next round; not a failed round, which
+            // would drop the connection.
+            if let Err(e) = db::migrate::prepare_for_run(conn) {
+                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                log::error!("leases: the database is not ready for stagehand: {e}");
                 return Ok(());
             }
             *schema_ready = true;

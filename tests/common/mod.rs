@@ -84,6 +84,15 @@ pub struct TestDb {
 impl TestDb {
     /// Creates the database from the migrated template.
     pub fn new() -> TestDb {
+        TestDb::from_template(TEMPLATE)
+    }
+
+    /// Creates a database with no schema at all (PostgreSQL's `template0`).
+    pub fn empty() -> TestDb {
+        TestDb::from_template("template0")
+    }
+
+    fn from_template(template: &str) -> TestDb {
         let base = server();
         let name = format!(
             "t_{}_{}",
@@ -93,7 +102,7 @@ impl TestDb {
         let mut admin =
             postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls).unwrap();
         admin
-            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {TEMPLATE}"))
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
             .unwrap();
         TestDb {
             url: format!("{base} dbname={name}"),

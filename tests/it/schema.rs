@@ -993,3 +993,37 @@ fn verify_job_resources_refuses_cores_over_max_cores() {
         )
         .expect("restoring the max below the cores is allowed");
 }
+
+/// Two migrators on an empty database at once (a test farm, the demo, two instances of a
+/// bench): each looked for `public.frame`, found none and applied the files side by side, and
+/// one failed on a catalog row the other had just created. They take turns now, and the
+/// second finds the schema the first made.
+#[test]
+fn two_migrations_at_once_on_an_empty_database_both_succeed() {
+    let db = common::TestDb::empty();
+    let url = db.url().to_owned();
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut client = Client::connect(&url, postgres::NoTls).unwrap();
+                stagehand::db::migrate::migrate(&mut client)
+            })
+        })
+        .collect();
+    let reports: Vec<_> = runs
+        .into_iter()
+        .map(|r| r.join().unwrap().expect("both migrations succeed"))
+        .collect();
+    let created = reports.iter().filter(|r| r.created_compat_schema).count();
+    assert_eq!(created, 1, "one applied the files, the other found them");
+    let triggers: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_trigger WHERE tgrelid = 'public.frame'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(triggers > 0, "Cuebot's frame triggers are there");
+}
