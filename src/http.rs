@@ -4,8 +4,11 @@
 //! (the status page, rendered by [`crate::page`]).
 //!
 //! GET (and HEAD) only: other methods get 405, unknown paths 404. Responses are small and
-//! built from in-memory state, except `/explain`, which reads the database (a few statements
-//! bounded by one job); the `http` thread answers requests one at a time.
+//! built from in-memory state, answered one at a time by the `http` thread, except
+//! `/explain`, which reads the database (a few statements bounded by one job, but a stalled
+//! database holds one for up to a statement timeout): those go to the `http-explain` thread,
+//! so a liveness probe or a scrape never waits behind one (more than `SLOW_QUEUE` waiting:
+//! 503 at once).
 //!
 //! tiny_http accepts on a thread of its own and hands each connection to a pool thread (a new
 //! one whenever all are busy) that blocks reading requests, and it never times a read out. So
@@ -40,6 +43,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crossbeam_channel::{Sender, TrySendError};
 use serde_json::{Value, json};
 use tiny_http::{Header, Request, Response, Server};
 
@@ -61,6 +65,15 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_RETIRED: usize = 8;
 /// Longest wait for a request, i.e. how soon a stop request is noticed.
 const TICK: Duration = Duration::from_millis(200);
+/// Requests that read the database (`/explain`) waiting for the `http-explain` thread; the
+/// next one is answered 503 at once.
+const SLOW_QUEUE: usize = 4;
+/// How long stopping waits for an explanation still reading the database before it leaves
+/// the `http-explain` thread to finish on its own.
+const SLOW_JOIN: Duration = Duration::from_secs(2);
+
+/// What answers a request: `(method, path, query)` to a reply, shared by both threads.
+type Router = Arc<dyn Fn(&str, &str, &str) -> Reply + Send + Sync>;
 
 /// The socket timeouts, and how often to nudge `accept` (`None`: never, for tests).
 #[derive(Clone, Copy, Debug)]
@@ -80,6 +93,7 @@ const TIMEOUTS: Timeouts = Timeouts {
 pub struct HttpServer {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    slow_thread: Option<JoinHandle<()>>,
     address: String,
     /// Times tiny_http was started again after its accept thread ended (read by tests).
     #[cfg_attr(not(test), allow(dead_code))]
@@ -98,8 +112,9 @@ impl HttpServer {
     fn with_router(
         listen: &str,
         timeouts: Timeouts,
-        router: impl Fn(&str, &str, &str) -> Reply + Send + 'static,
+        router: impl Fn(&str, &str, &str) -> Reply + Send + Sync + 'static,
     ) -> std::io::Result<HttpServer> {
+        let router: Router = Arc::new(router);
         let listener = TcpListener::bind(listen)?;
         // Before anything is accepted: a connection takes the listener's options when the
         // kernel creates it (handshake done), so only one in the moment since `bind` could
@@ -109,15 +124,24 @@ impl HttpServer {
         let server = tiny_server(&listener)?;
         let stop = Arc::new(AtomicBool::new(false));
         let restarts = Arc::new(AtomicUsize::new(0));
+        let (slow, slow_rx) = crossbeam_channel::bounded::<Request>(SLOW_QUEUE);
+        let slow_thread = {
+            let router = Arc::clone(&router);
+            std::thread::Builder::new()
+                .name("http-explain".into())
+                .spawn(move || slow_rx.iter().for_each(|r| answer(r, &*router)))?
+        };
         let thread = {
             let (stop, restarts) = (Arc::clone(&stop), Arc::clone(&restarts));
+            let route = Route { router, slow };
             std::thread::Builder::new()
                 .name("http".into())
-                .spawn(move || serve(&listener, server, &stop, &restarts, timeouts, &router))?
+                .spawn(move || serve(&listener, server, &stop, &restarts, timeouts, &route))?
         };
         Ok(HttpServer {
             stop,
             thread: Some(thread),
+            slow_thread: Some(slow_thread),
             address,
             restarts,
         })
@@ -139,7 +163,43 @@ impl Drop for HttpServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
+            // Its end drops the queue's sender: `http-explain` ends after what it holds.
             let _ = t.join();
+        }
+        if let Some(t) = self.slow_thread.take() {
+            let deadline = Instant::now() + SLOW_JOIN;
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                log::warn!("http: an explanation is still reading the database; not waiting");
+            }
+        }
+    }
+}
+
+/// The `http` thread's way to a reply: in-memory answers on the spot, database reads handed
+/// to the `http-explain` thread.
+struct Route {
+    router: Router,
+    slow: Sender<Request>,
+}
+
+impl Route {
+    /// Answers `request`, or queues it for `http-explain` when it reads the database.
+    fn dispatch(&self, request: Request) {
+        if !request.url().starts_with("/explain") {
+            return answer(request, &*self.router);
+        }
+        match self.slow.try_send(request) {
+            Ok(()) => {}
+            Err(TrySendError::Full(request)) => respond(
+                request,
+                Reply::text(503, "busy: other explanations are waiting for the database"),
+            ),
+            Err(TrySendError::Disconnected(request)) => answer(request, &*self.router),
         }
     }
 }
@@ -197,7 +257,7 @@ fn serve(
     stop: &AtomicBool,
     restarts: &AtomicUsize,
     timeouts: Timeouts,
-    router: &dyn Fn(&str, &str, &str) -> Reply,
+    route: &Route,
 ) {
     let own = own_address(listener);
     let mut nudged = Instant::now();
@@ -215,7 +275,7 @@ fn serve(
             }
         }
         match server.recv_timeout(TICK) {
-            Ok(Some(request)) => answer(request, router),
+            Ok(Some(request)) => route.dispatch(request),
             Ok(None) => {}
             Err(e) => {
                 // The only error tiny_http reports: its accept thread ended on this one.
@@ -227,7 +287,7 @@ fn serve(
         }
         for old in &retired {
             while let Ok(Some(request)) = old.try_recv() {
-                answer(request, router);
+                route.dispatch(request);
             }
         }
         if accept_ended && restarted.is_none_or(|t| t.elapsed() >= RESTART_BACKOFF) {
@@ -279,6 +339,11 @@ fn answer(request: Request, router: &dyn Fn(&str, &str, &str) -> Reply) {
         let (path, query) = request.url().split_once('?').unwrap_or((request.url(), ""));
         router(request.method().as_str(), path, query)
     };
+    respond(request, reply);
+}
+
+/// Sends `reply` (only its headers to HEAD).
+fn respond(request: Request, reply: Reply) {
     let mut response = Response::from_string(reply.body)
         .with_status_code(reply.code)
         .with_header(header("Content-Type", reply.content_type));
@@ -561,6 +626,39 @@ mod tests {
         let reply = request(&addr, b"GET /next HTTP/1.0\r\n\r\n");
         assert!(reply.ends_with("\r\n\r\n/next\n"), "{reply}");
         drop(deaf);
+        server.stop();
+    }
+
+    /// An explanation stuck on the database (here: until the test lets it go) must not hold
+    /// up a liveness probe: before `http-explain`, `/healthz` waited behind it.
+    #[test]
+    fn a_slow_explanation_does_not_hold_up_health() {
+        let (release, held) = crossbeam_channel::bounded::<()>(0);
+        let server = HttpServer::with_router("127.0.0.1:0", SHORT, move |_, path, _| {
+            if path == "/explain" {
+                let _ = held.recv_timeout(Duration::from_secs(20));
+            }
+            Reply::text(200, path)
+        })
+        .unwrap();
+        let addr = server.address();
+        let slow = {
+            let addr = addr.clone();
+            std::thread::spawn(move || request(&addr, b"GET /explain?job=j HTTP/1.0\r\n\r\n"))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let mut probe = TcpStream::connect(&addr).unwrap();
+        probe
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        probe.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        probe
+            .read_to_string(&mut answer)
+            .expect("answered while the explanation waits");
+        assert!(answer.ends_with("/healthz\n"), "{answer}");
+        release.send(()).unwrap();
+        assert!(slow.join().unwrap().ends_with("/explain\n"));
         server.stop();
     }
 
