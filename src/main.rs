@@ -36,6 +36,17 @@ enum Command {
         #[arg(long, short, default_value = "/etc/stagehand/stagehand.toml")]
         config: PathBuf,
     },
+    /// Recount Cuebot's usage counters of shows (subscriptions, jobs, folders, layers,
+    /// departments) from their procs. A running instance does it for each show handed back
+    /// to Cuebot; run this after handing shows back while no instance runs.
+    Recount {
+        /// The configuration file (for the database).
+        #[arg(long, short, default_value = "/etc/stagehand/stagehand.toml")]
+        config: PathBuf,
+        /// Show names.
+        #[arg(required = true)]
+        shows: Vec<String>,
+    },
     /// Explain why the frames of a job, a layer or a frame are waiting.
     Explain {
         /// The configuration file (for the database and the rules to check against).
@@ -75,6 +86,7 @@ fn main() -> ExitCode {
         Command::Run { config } => run(&config),
         Command::CheckConfig { config } => check_config(&config),
         Command::Migrate { config } => migrate(&config),
+        Command::Recount { config, shows } => recount(&config, &shows),
         Command::Explain {
             config,
             json,
@@ -122,6 +134,16 @@ fn migrate(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     } else {
         log::info!("applied stagehand migrations {:?}", report.applied);
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn recount(path: &std::path::Path, names: &[String]) -> anyhow::Result<ExitCode> {
+    service::init_logging(log::LevelFilter::Info);
+    let config = Config::load(path)?;
+    let mut client = db::connect(&config.database).context("connecting to the database")?;
+    let shows = db::recompute::show_ids(&mut client, names)?;
+    let written = db::recompute::recount_handed_back(&mut client, &shows)?;
+    log::info!("recounted {names:?}: rows written {written:?}");
     Ok(ExitCode::SUCCESS)
 }
 

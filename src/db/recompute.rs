@@ -59,11 +59,43 @@ pub struct Written {
 /// Layer and point rows are never locked by a booking and are rewritten by one statement
 /// each; folder, job and subscription rows go through `rewrite_shared`.
 pub fn recompute_tables(client: &mut Client, shows: Option<&[ShowId]>) -> Result<Written, DbError> {
-    let layer_resource = client.execute(LAYER_RESOURCE_SQL.as_str(), &[&shows])?;
-    let folder_resource = rewrite_shared(client, &FOLDER, shows)?;
-    let point = client.execute(POINT_SQL.as_str(), &[&shows])?;
-    let job_resource = rewrite_shared(client, &JOB, shows)?;
-    let subscription = rewrite_shared(client, &SUBSCRIPTION, shows)?;
+    recompute(client, shows, false)
+}
+
+/// [`recompute_tables`] for shows just handed back to Cuebot, managed or not. Stagehand's
+/// bookings never add to these counters (only the recompute writes them for managed shows),
+/// and Cuebot takes each of its releases off them: at the hand-back they read low by what
+/// stagehand booked since the last round, and Cuebot's dispatch and verify triggers, which
+/// trust them, would book that much past a burst or a job's or folder's maximum. This recount
+/// under the same locks makes them exact.
+pub fn recount_handed_back(client: &mut Client, shows: &[ShowId]) -> Result<Written, DbError> {
+    recompute(client, Some(shows), true)
+}
+
+/// The keys of the shows `names`; an error names those that do not exist.
+pub fn show_ids(client: &mut Client, names: &[String]) -> Result<Vec<ShowId>, DbError> {
+    let rows = client.query(
+        "SELECT str_name, pk_show FROM show WHERE str_name = ANY($1)",
+        &[&names],
+    )?;
+    let found: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    let missing: Vec<&String> = names.iter().filter(|n| !found.contains(n)).collect();
+    if !missing.is_empty() {
+        return Err(DbError::Config(format!("no show named {missing:?}")));
+    }
+    Ok(rows
+        .iter()
+        .map(|r| r.get::<_, String>(1).as_str().into())
+        .collect())
+}
+
+/// The recompute of `shows`; `any` also takes the shows no longer managed (`$2`).
+fn recompute(client: &mut Client, shows: Option<&[ShowId]>, any: bool) -> Result<Written, DbError> {
+    let layer_resource = client.execute(LAYER_RESOURCE_SQL.as_str(), &[&shows, &any])?;
+    let folder_resource = rewrite_shared(client, &FOLDER, shows, any)?;
+    let point = client.execute(POINT_SQL.as_str(), &[&shows, &any])?;
+    let job_resource = rewrite_shared(client, &JOB, shows, any)?;
+    let subscription = rewrite_shared(client, &SUBSCRIPTION, shows, any)?;
     Ok(Written {
         layer_resource,
         job_resource,
@@ -104,9 +136,10 @@ fn rewrite_shared(
     client: &mut Client,
     t: &SharedTable,
     shows: Option<&[ShowId]>,
+    any: bool,
 ) -> Result<u64, DbError> {
     let mut pending: Vec<String> = client
-        .query(t.stale.as_str(), &[&shows])?
+        .query(t.stale.as_str(), &[&shows, &any])?
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -204,11 +237,12 @@ fn lock_and_rewrite(
     Ok((locked, rows.len() as u64))
 }
 
-/// The procs of jobs of the managed shows a recompute covers (`$1`, see [`HELD`]), as a
-/// `FROM … WHERE` fragment a caller may extend with `AND …`.
+/// The procs of jobs of the managed shows a recompute covers (`$1`, see [`HELD`]; `$2`: the
+/// shows of `$1` whether managed or not), as a `FROM … WHERE` fragment a caller may extend
+/// with `AND …`.
 const MANAGED_PROCS: &str =
     "proc p JOIN job j ON j.pk_job = p.pk_job JOIN show s ON s.pk_show = j.pk_show
-                             WHERE s.b_scheduler_managed AND ($1::text[] IS NULL OR s.pk_show = ANY($1))";
+                             WHERE (s.b_scheduler_managed OR $2) AND ($1::text[] IS NULL OR s.pk_show = ANY($1))";
 
 /// The shows a recompute covers (`$1`, NULL for all managed shows): with several instances
 /// each rewrites only the rows of the shows it holds, so two never race on the same rows.
@@ -226,7 +260,7 @@ static LAYER_RESOURCE_SQL: LazyLock<String> = LazyLock::new(|| {
                                JOIN job j ON j.pk_job = lr.pk_job
                                JOIN show s ON s.pk_show = j.pk_show
                                LEFT JOIN live ON live.pk_layer = lr.pk_layer
-                              WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED' AND {HELD}
+                              WHERE (s.b_scheduler_managed OR $2) AND j.str_state <> 'FINISHED' AND {HELD}
                                 AND (lr.int_cores <> coalesce(live.cores, 0) OR lr.int_gpus <> coalesce(live.gpus, 0)))
              UPDATE layer_resource lr SET int_cores = t.cores, int_gpus = t.gpus
                FROM target t WHERE lr.pk_layer_resource = t.pk"
@@ -243,7 +277,7 @@ static POINT_SQL: LazyLock<String> = LazyLock::new(|| {
                                FROM point pt
                                JOIN show s ON s.pk_show = pt.pk_show
                                LEFT JOIN live ON live.pk_dept = pt.pk_dept AND live.pk_show = pt.pk_show
-                              WHERE s.b_scheduler_managed AND {HELD}
+                              WHERE (s.b_scheduler_managed OR $2) AND {HELD}
                                 AND (pt.int_cores <> coalesce(live.cores, 0) OR pt.int_gpus <> coalesce(live.gpus, 0)))
              UPDATE point pt SET int_cores = t.cores, int_gpus = t.gpus
                FROM target t WHERE pt.pk_point = t.pk"
@@ -263,7 +297,7 @@ static FOLDER: SharedTable = SharedTable {
                JOIN folder f ON f.pk_folder = fr.pk_folder
                JOIN show s ON s.pk_show = f.pk_show
                LEFT JOIN live ON live.pk_folder = fr.pk_folder
-              WHERE s.b_scheduler_managed AND {HELD}
+              WHERE (s.b_scheduler_managed OR $2) AND {HELD}
                 AND (fr.int_cores <> coalesce(live.cores, 0) OR fr.int_gpus <> coalesce(live.gpus, 0))"
         )
     }),
@@ -295,7 +329,7 @@ static JOB: SharedTable = SharedTable {
                JOIN job j ON j.pk_job = jr.pk_job
                JOIN show s ON s.pk_show = j.pk_show
                LEFT JOIN live ON live.pk_job = jr.pk_job
-              WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED' AND {HELD}
+              WHERE (s.b_scheduler_managed OR $2) AND j.str_state <> 'FINISHED' AND {HELD}
                 AND (jr.int_cores <> coalesce(live.cores, 0) OR jr.int_gpus <> coalesce(live.gpus, 0))"
         )
     }),
@@ -344,12 +378,12 @@ static SUBSCRIPTION: SharedTable = SharedTable {
                                   sum(p.int_gpus_reserved)::bigint AS gpus
                              FROM proc p JOIN host h ON h.pk_host = p.pk_host JOIN job j ON j.pk_job = p.pk_job
                              JOIN show s ON s.pk_show = j.pk_show
-                            WHERE s.b_scheduler_managed AND NOT p.b_local AND {HELD}
+                            WHERE (s.b_scheduler_managed OR $2) AND NOT p.b_local AND {HELD}
                             GROUP BY j.pk_show, h.pk_alloc)
              SELECT sub.pk_subscription FROM subscription sub
                JOIN show s ON s.pk_show = sub.pk_show
                LEFT JOIN live ON live.pk_show = sub.pk_show AND live.pk_alloc = sub.pk_alloc
-              WHERE s.b_scheduler_managed AND {HELD}
+              WHERE (s.b_scheduler_managed OR $2) AND {HELD}
                 AND (sub.int_cores <> coalesce(live.cores, 0) OR sub.int_gpus <> coalesce(live.gpus, 0))"
         )
     }),

@@ -86,6 +86,9 @@ pub struct Leases {
     /// When this instance last shed or claimed a show: shedding waits a few rounds after
     /// either, so shares settle instead of churning (each move costs a counter re-sync).
     last_move: Mutex<Instant>,
+    /// Shows this instance let go of because they were handed back to Cuebot, whose usage
+    /// counters are still to be recounted (kept across rounds until that succeeds).
+    handed_back: Mutex<Vec<String>>,
 }
 
 impl Leases {
@@ -119,6 +122,7 @@ impl Leases {
             peers: Mutex::new(Vec::new()),
             released: Mutex::new(false),
             last_move: Mutex::new(Instant::now()),
+            handed_back: Mutex::default(),
         })
     }
 
@@ -236,7 +240,35 @@ impl Leases {
         }
         self.peers_from(conn, lease_secs)?;
         self.publish(survey, claimed, shed.as_deref(), lease_secs);
+        self.recount_handed_back(conn);
         Ok(())
+    }
+
+    /// Recounts Cuebot's usage counters of the shows handed back to it (see
+    /// [`db::recompute::recount_handed_back`]: they read low by what stagehand booked since the
+    /// last recompute); what fails is tried again next round.
+    fn recount_handed_back(&self, conn: &mut postgres::Client) {
+        let shows: Vec<ShowId> = self
+            .handed_back
+            .lock()
+            .iter()
+            .map(|s| s.as_str().into())
+            .collect();
+        if shows.is_empty() {
+            return;
+        }
+        match db::recompute::recount_handed_back(conn, &shows) {
+            Ok(written) => {
+                self.handed_back
+                    .lock()
+                    .retain(|s| !shows.iter().any(|h| h.as_str() == s));
+                log::info!("recounted the usage of shows handed back to Cuebot: {written:?}");
+            }
+            Err(e) => {
+                metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+                log::warn!("recount of shows handed back to Cuebot failed, next round: {e}");
+            }
+        }
     }
 
     /// Registers this instance or renews its heartbeat, which renews every lease it holds.
@@ -329,6 +361,7 @@ impl Leases {
               WHERE pk_instance = $1 AND pk_show = ANY($2)",
             &[&self.instance, &unmanaged],
         )?;
+        self.handed_back.lock().extend(unmanaged.iter().cloned());
         for show in &unmanaged {
             survey.renewed.remove(show);
             log::info!("show {show} is no longer managed by stagehand; lease released");

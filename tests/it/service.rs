@@ -190,6 +190,54 @@ fn started_before_its_database_it_books_soon_after_the_database_comes_up() {
     assert!(service.shutdown(Duration::from_secs(10)));
 }
 
+/// Stagehand's bookings are not added to Cuebot's usage counters (`subscription`,
+/// `job_resource`, `folder_resource`): the recompute writes them for managed shows, every
+/// `recompute_interval`. A show handed back to Cuebot kept them as the last round left them,
+/// low by every frame booked since, and Cuebot, which trusts them, would book that much past
+/// a burst or a maximum. The instance that held the show recounts them when it lets go.
+#[test]
+fn a_show_handed_back_to_cuebot_gets_its_usage_counters_recounted() {
+    let (_cluster, url) = private_farm();
+    let mut config = fast(Config::default());
+    config.database.url = url.clone();
+    config.accounting.recompute_interval = Duration::from_secs(3600);
+    let service = Service::start(config).unwrap();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let procs = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT coalesce(sum(int_cores_reserved), 0)::bigint FROM proc",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert!(
+        wait(Duration::from_secs(20), || procs(&mut client) == 400),
+        "the four frames booked"
+    );
+    let counters = |c: &mut postgres::Client| -> (i64, i64, i64) {
+        let r = c
+            .query_one(
+                "SELECT (SELECT sum(int_cores) FROM subscription)::bigint,
+                        (SELECT sum(int_cores) FROM job_resource)::bigint,
+                        (SELECT sum(int_cores) FROM folder_resource)::bigint",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    client
+        .execute("UPDATE show SET b_scheduler_managed = false", &[])
+        .unwrap();
+    assert!(
+        wait(Duration::from_secs(20), || counters(&mut client)
+            == (400, 400, 400)),
+        "subscription, job and folder counters as the procs: {:?}",
+        counters(&mut client)
+    );
+    assert!(service.shutdown(Duration::from_secs(10)));
+}
+
 fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_stagehand"))
 }
