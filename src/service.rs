@@ -349,7 +349,7 @@ impl Service {
         clean &= join_all(std::mem::take(&mut self.launchers), deadline);
         // 4. Hand shows over at once (not left to expire), then stop the timers.
         if let Some(leases) = self.lease.take() {
-            leases.release_all();
+            leases.release_all(deadline);
         }
         self.timers_stop.store(true, Ordering::Release);
         clean &= join_all(std::mem::take(&mut self.background), deadline);

@@ -21,7 +21,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, atomic::AtomicBool},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwap;
@@ -41,6 +41,10 @@ mod board;
 mod policy;
 
 pub use board::{LeaseBoard, LeaseView};
+
+/// The least time shutdown gives [`Leases::release_all`], even past its grace: releasing
+/// hands the shows on at once instead of after a lease period.
+const RELEASE_FLOOR: Duration = Duration::from_secs(1);
 
 /// A show this instance holds.
 #[derive(Clone, Debug, Serialize)]
@@ -498,30 +502,59 @@ impl Leases {
         Ok(())
     }
 
-    /// Hands every show over at once (shutdown) and leaves the registry. Waits for a round
-    /// in progress; no round runs after it.
-    pub(crate) fn release_all(&self) {
-        let mut released = self.released.lock();
+    /// Hands every show over at once (shutdown) and leaves the registry, by `deadline` (at
+    /// least a second past now): a stalled database or network, or a round still running
+    /// past it, leaves the leases to expire instead. Waits for a round in progress; no round
+    /// runs after it.
+    pub(crate) fn release_all(&self, deadline: Instant) {
+        let deadline = deadline.max(Instant::now() + RELEASE_FLOOR);
+        let Some(mut released) = self.released.try_lock_until(deadline) else {
+            log::warn!("a lease round outlived the shutdown grace; the leases will expire");
+            return;
+        };
         *released = true;
-        let cfg = self.config.load();
-        match db::connect(&cfg.database) {
-            Ok(mut conn) => {
-                let result = conn.execute(
-                    "UPDATE stagehand.show_lease SET pk_instance = NULL WHERE pk_instance = $1",
-                    &[&self.instance],
-                );
-                let _ = conn.execute(
-                    "DELETE FROM stagehand.instance WHERE pk_instance = $1",
-                    &[&self.instance],
-                );
-                match result {
-                    Ok(n) => log::info!("released {n} show leases"),
-                    Err(e) => log::warn!("could not release show leases (they will expire): {e}"),
-                }
+        drop(released);
+        // On a thread of its own: no client-side timeout bounds a statement whose answer
+        // the network holds, and shutdown must not wait past its deadline.
+        let (done, wait) = crossbeam_channel::bounded(1);
+        let (database, instance) = (self.config.load().database.clone(), self.instance);
+        let spawned = std::thread::Builder::new()
+            .name("lease-release".into())
+            .spawn(move || {
+                let _ = done.send(release_in_db(&database, instance));
+            });
+        let outcome = spawned.ok().and_then(|thread| {
+            let outcome = wait.recv_deadline(deadline).ok();
+            if outcome.is_some() {
+                let _ = thread.join();
             }
-            Err(e) => log::warn!("could not release show leases (they will expire): {e}"),
+            outcome
+        });
+        match outcome {
+            Some(Ok(n)) => log::info!("released {n} show leases"),
+            Some(Err(e)) => log::warn!("could not release show leases (they will expire): {e}"),
+            None => log::warn!(
+                "releasing the show leases outlived the shutdown grace; they will expire"
+            ),
         }
         self.held.lock().clear();
         metrics::LEASES_HELD.set(0);
     }
+}
+
+/// Frees `instance`'s leases and removes its registration; returns the leases freed.
+fn release_in_db(
+    database: &crate::config::DatabaseConfig,
+    instance: Uuid,
+) -> Result<u64, db::DbError> {
+    let mut conn = db::connect(database)?;
+    let n = conn.execute(
+        "UPDATE stagehand.show_lease SET pk_instance = NULL WHERE pk_instance = $1",
+        &[&instance],
+    )?;
+    conn.execute(
+        "DELETE FROM stagehand.instance WHERE pk_instance = $1",
+        &[&instance],
+    )?;
+    Ok(n)
 }

@@ -19,13 +19,8 @@ use crate::{
     common::{Farm, TestDb, job, proxy::CommitCutter, small_farm},
 };
 
-/// A farm whose pipeline reaches its database through a proxy and launches on `rqd`; `tweak`
-/// adjusts the configuration after that.
-fn behind_proxy(
-    spec: &FarmSpec,
-    rqd: &FakeRqd,
-    tweak: impl FnOnce(&mut Config),
-) -> (CommitCutter, Farm) {
+/// A proxy in front of the test server.
+fn proxy() -> CommitCutter {
     let db = TestDb::new();
     let upstream = db
         .url()
@@ -33,8 +28,17 @@ fn behind_proxy(
         .find_map(|kv| kv.strip_prefix("port="))
         .map(|p| format!("127.0.0.1:{p}"))
         .unwrap();
-    drop(db);
-    let cutter = CommitCutter::start(upstream);
+    CommitCutter::start(upstream)
+}
+
+/// A farm whose pipeline reaches its database through a proxy and launches on `rqd`; `tweak`
+/// adjusts the configuration after that.
+fn behind_proxy(
+    spec: &FarmSpec,
+    rqd: &FakeRqd,
+    tweak: impl FnOnce(&mut Config),
+) -> (CommitCutter, Farm) {
+    let cutter = proxy();
     let port = rqd.port();
     let farm = Farm::new(spec, |c| {
         c.database.url = cutter.url(&c.database.url);
@@ -177,6 +181,44 @@ fn a_launch_claim_answered_after_its_budget_is_renewed_before_launching() {
     );
     drop(farm);
     rqd.stop();
+}
+
+/// Shutdown hands the shows on by releasing their leases. The release's answer held by the
+/// network (the statement ran, its reply never came) kept shutdown waiting past its grace,
+/// as long as the network held it: no client-side timeout bounds a statement. It is waited
+/// for until the grace's end now, and the rest is left to the leases' expiry.
+#[test]
+fn shutdown_does_not_wait_past_its_grace_for_the_release_of_its_leases() {
+    let cutter = proxy();
+    let db = TestDb::new();
+    let spec = small_farm(1, 8, 32, &[], vec![]);
+    stagehand::sim::seed::seed(&mut db.client(), &spec).unwrap();
+    let mut config = db.config();
+    config.database.url = cutter.url(&config.database.url);
+    config.cluster.lease_renew_interval = Duration::from_millis(100);
+    let service = stagehand::service::Service::start(config).unwrap();
+    let mut client = db.client();
+    wait_for(|| {
+        let held: i64 = client
+            .query_one(
+                "SELECT count(*) FROM stagehand.show_lease WHERE pk_instance IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (held > 0).then_some(())
+    });
+    cutter.hold_answers(
+        b"SET pk_instance = NULL WHERE pk_instance = $1",
+        &[Duration::from_secs(60)],
+    );
+    let started = Instant::now();
+    service.shutdown(Duration::from_secs(2));
+    let took = started.elapsed();
+    assert_eq!(cutter.held(), 1, "the release's answer was held");
+    // The grace, a floor of a second for the release, and room for a busy machine; the
+    // answer is held for a minute.
+    assert!(took < Duration::from_secs(20), "shutdown took {took:?}");
 }
 
 /// Polls `f` every 20 ms until it gives a value (at most 20 s).
