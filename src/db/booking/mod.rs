@@ -56,6 +56,7 @@ use guards::{
 };
 use outcome::commit;
 pub use outcome::committed;
+#[cfg(feature = "sim")]
 pub(crate) use outcome::outcome_unknown;
 
 /// Exit statuses that do not count as a retry when a frame is booked again (Cuebot's list:
