@@ -16,6 +16,9 @@
 //! still held after a few rounds is waited for one row at a time under a short lock timeout,
 //! holding nothing else (the statement's own timeout, not only the lock's: bookings that
 //! overlap keep a row share-locked without a gap), and otherwise left for the next recompute.
+//! `layer_resource` and `point` take the same path: no booking locks them, but Cuebot adds to
+//! and takes from them in its proc transactions, and only a count taken after the lock
+//! includes what such a transaction committed.
 //!
 //! Cuebot's verify triggers on `job_resource` and `subscription` fire only when the cap column
 //! is unchanged and the usage grows, and raise when the usage is then over the cap; a
@@ -56,8 +59,10 @@ pub struct Written {
 /// Rebuilds `int_cores`/`int_gpus` of the five resource tables from `proc`, for `shows`
 /// (`None`: every managed show).
 ///
-/// Layer and point rows are never locked by a booking and are rewritten by one statement
-/// each; folder, job and subscription rows go through `rewrite_shared`.
+/// Every table goes through `rewrite_shared`: lock first, count in a new statement. Layer and
+/// point rows are never locked by a booking, but Cuebot changes them by relative updates in
+/// its proc transactions; counted in the statement that waited for such a transaction, the
+/// count came from the snapshot before it and undid its change.
 pub fn recompute_tables(client: &mut Client, shows: Option<&[ShowId]>) -> Result<Written, DbError> {
     recompute(client, shows, false)
 }
@@ -91,9 +96,9 @@ pub fn show_ids(client: &mut Client, names: &[String]) -> Result<Vec<ShowId>, Db
 
 /// The recompute of `shows`; `any` also takes the shows no longer managed (`$2`).
 fn recompute(client: &mut Client, shows: Option<&[ShowId]>, any: bool) -> Result<Written, DbError> {
-    let layer_resource = client.execute(LAYER_RESOURCE_SQL.as_str(), &[&shows, &any])?;
+    let layer_resource = rewrite_shared(client, &LAYER, shows, any)?;
     let folder_resource = rewrite_shared(client, &FOLDER, shows, any)?;
-    let point = client.execute(POINT_SQL.as_str(), &[&shows, &any])?;
+    let point = rewrite_shared(client, &POINT, shows, any)?;
     let job_resource = rewrite_shared(client, &JOB, shows, any)?;
     let subscription = rewrite_shared(client, &SUBSCRIPTION, shows, any)?;
     Ok(Written {
@@ -105,7 +110,7 @@ fn recompute(client: &mut Client, shows: Option<&[ShowId]>, any: bool) -> Result
     })
 }
 
-/// A resource table whose rows bookings hold FOR SHARE (see the module doc).
+/// A resource table rewritten lock first, count after (see the module doc).
 struct SharedTable {
     /// The key column.
     key: &'static str,
@@ -249,40 +254,65 @@ const MANAGED_PROCS: &str =
 const HELD: &str = "($1::text[] IS NULL OR s.pk_show = ANY($1))";
 
 /// `layer_resource` of unfinished jobs.
-static LAYER_RESOURCE_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH live AS (SELECT p.pk_layer, sum(p.int_cores_reserved)::bigint AS cores,
+static LAYER: SharedTable = SharedTable {
+    key: "pk_layer_resource",
+    table: "layer_resource",
+    stale: LazyLock::new(|| {
+        format!(
+            "WITH live AS (SELECT p.pk_layer, sum(p.int_cores_reserved)::bigint AS cores,
                                   sum(p.int_gpus_reserved)::bigint AS gpus
-                             FROM {MANAGED_PROCS} GROUP BY p.pk_layer),
-                  target AS (SELECT lr.pk_layer_resource AS pk, coalesce(live.cores, 0) AS cores,
-                                    coalesce(live.gpus, 0) AS gpus
-                               FROM layer_resource lr
-                               JOIN job j ON j.pk_job = lr.pk_job
-                               JOIN show s ON s.pk_show = j.pk_show
-                               LEFT JOIN live ON live.pk_layer = lr.pk_layer
-                              WHERE (s.b_scheduler_managed OR $2) AND j.str_state <> 'FINISHED' AND {HELD}
-                                AND (lr.int_cores <> coalesce(live.cores, 0) OR lr.int_gpus <> coalesce(live.gpus, 0)))
-             UPDATE layer_resource lr SET int_cores = t.cores, int_gpus = t.gpus
-               FROM target t WHERE lr.pk_layer_resource = t.pk"
-    )
-});
+                             FROM {MANAGED_PROCS} GROUP BY p.pk_layer)
+             SELECT lr.pk_layer_resource FROM layer_resource lr
+               JOIN job j ON j.pk_job = lr.pk_job
+               JOIN show s ON s.pk_show = j.pk_show
+               LEFT JOIN live ON live.pk_layer = lr.pk_layer
+              WHERE (s.b_scheduler_managed OR $2) AND j.str_state <> 'FINISHED' AND {HELD}
+                AND (lr.int_cores <> coalesce(live.cores, 0) OR lr.int_gpus <> coalesce(live.gpus, 0))"
+        )
+    }),
+    update: "WITH live AS (SELECT lr.pk_layer_resource AS pk,
+                                  coalesce(sum(p.int_cores_reserved), 0)::bigint AS cores,
+                                  coalesce(sum(p.int_gpus_reserved), 0)::bigint AS gpus
+                             FROM layer_resource lr LEFT JOIN proc p ON p.pk_layer = lr.pk_layer
+                            WHERE lr.pk_layer_resource = ANY($1) GROUP BY lr.pk_layer_resource)
+             UPDATE layer_resource lr SET int_cores = l.cores, int_gpus = l.gpus
+               FROM live l WHERE lr.pk_layer_resource = l.pk
+                AND (lr.int_cores <> l.cores OR lr.int_gpus <> l.gpus)
+           RETURNING lr.pk_layer_resource, false",
+    restore: None,
+    hash_join: false,
+};
 
 /// `point` (department per show).
-static POINT_SQL: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH live AS (SELECT j.pk_dept, j.pk_show, sum(p.int_cores_reserved)::bigint AS cores,
+static POINT: SharedTable = SharedTable {
+    key: "pk_point",
+    table: "point",
+    stale: LazyLock::new(|| {
+        format!(
+            "WITH live AS (SELECT j.pk_dept, j.pk_show, sum(p.int_cores_reserved)::bigint AS cores,
                                   sum(p.int_gpus_reserved)::bigint AS gpus
-                             FROM {MANAGED_PROCS} GROUP BY j.pk_dept, j.pk_show),
-                  target AS (SELECT pt.pk_point AS pk, coalesce(live.cores, 0) AS cores, coalesce(live.gpus, 0) AS gpus
-                               FROM point pt
-                               JOIN show s ON s.pk_show = pt.pk_show
-                               LEFT JOIN live ON live.pk_dept = pt.pk_dept AND live.pk_show = pt.pk_show
-                              WHERE (s.b_scheduler_managed OR $2) AND {HELD}
-                                AND (pt.int_cores <> coalesce(live.cores, 0) OR pt.int_gpus <> coalesce(live.gpus, 0)))
-             UPDATE point pt SET int_cores = t.cores, int_gpus = t.gpus
-               FROM target t WHERE pt.pk_point = t.pk"
-    )
-});
+                             FROM {MANAGED_PROCS} GROUP BY j.pk_dept, j.pk_show)
+             SELECT pt.pk_point FROM point pt
+               JOIN show s ON s.pk_show = pt.pk_show
+               LEFT JOIN live ON live.pk_dept = pt.pk_dept AND live.pk_show = pt.pk_show
+              WHERE (s.b_scheduler_managed OR $2) AND {HELD}
+                AND (pt.int_cores <> coalesce(live.cores, 0) OR pt.int_gpus <> coalesce(live.gpus, 0))"
+        )
+    }),
+    update: "WITH live AS (SELECT pt.pk_point AS pk,
+                                  coalesce(sum(p.int_cores_reserved), 0)::bigint AS cores,
+                                  coalesce(sum(p.int_gpus_reserved), 0)::bigint AS gpus
+                             FROM point pt
+                             LEFT JOIN (proc p JOIN job j ON j.pk_job = p.pk_job)
+                               ON j.pk_dept = pt.pk_dept AND j.pk_show = pt.pk_show
+                            WHERE pt.pk_point = ANY($1) GROUP BY pt.pk_point)
+             UPDATE point pt SET int_cores = l.cores, int_gpus = l.gpus
+               FROM live l WHERE pt.pk_point = l.pk
+                AND (pt.int_cores <> l.cores OR pt.int_gpus <> l.gpus)
+           RETURNING pt.pk_point, false",
+    restore: None,
+    hash_join: false,
+};
 
 /// `folder_resource`, counting only procs of unfinished jobs.
 static FOLDER: SharedTable = SharedTable {

@@ -241,6 +241,53 @@ fn recompute_after_releases_frees_the_counters_and_writes_only_changed_rows() {
     farm.assert_clean_audit();
 }
 
+/// Cuebot releases a proc and takes it off `layer_resource` in one transaction; the recompute
+/// reaches the row while that transaction holds it. Counted in the statement that waited for
+/// it (the statement's snapshot still had the proc), the recompute wrote the proc back: the
+/// counter read 100 with no proc left. Locked first and counted after, it is exact (or, when
+/// its wait runs out, left as Cuebot wrote it for the next round).
+#[test]
+fn a_recompute_does_not_undo_cuebots_release_committed_under_it() {
+    let spec = small_farm(
+        1,
+        8,
+        32,
+        &[],
+        vec![job("j", vec![LayerSpec::simple("l", "1", "general")])],
+    );
+    let farm = Farm::new(&spec, |_| {});
+    assert_eq!(farm.drain(), 1);
+    let mut client = farm.client();
+    client
+        .batch_execute("UPDATE layer_resource SET int_cores = 999")
+        .unwrap();
+    let mut cuebot = farm.client();
+    let mut release = cuebot.transaction().unwrap();
+    release
+        .batch_execute(
+            "UPDATE layer_resource lr SET int_cores = lr.int_cores - p.int_cores_reserved
+               FROM proc p WHERE p.pk_layer = lr.pk_layer;
+             DELETE FROM proc",
+        )
+        .unwrap();
+    let mut recompute_client = farm.client();
+    let recompute =
+        std::thread::spawn(move || recompute_tables(&mut recompute_client, None).unwrap());
+    // The recompute queues behind the release (the old statement waited for it to the end;
+    // the lock-first path waits a bounded while, and may have given up already).
+    crate::common::wait_for_lock_waiters(&mut client, 1);
+    release.commit().unwrap();
+    recompute.join().unwrap();
+    let cores: i64 = client
+        .query_one("SELECT int_cores::bigint FROM layer_resource", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        cores == 0 || cores == 899,
+        "exact (0), or Cuebot's value left for the next round (899); not the proc written back: {cores}"
+    );
+}
+
 #[test]
 fn verify_triggers_keep_their_caps_through_a_recompute() {
     let farm = Farm::new(
