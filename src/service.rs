@@ -236,13 +236,15 @@ impl Service {
     /// ends held here are dropped on return, so on failure the threads see them close.
     fn start_pipeline(&mut self) -> Result<(), ServiceError> {
         let (shared, cfg) = (&self.shared, self.shared.config.load_full());
-        let (launch_tx, launchers) =
-            pipeline::launch::start(Arc::clone(shared), cfg.rqd.launch_threads).map_err(
-                |source| ServiceError::Io {
-                    what: "spawning launcher threads".into(),
-                    source,
-                },
-            )?;
+        let (launch_tx, launchers) = pipeline::launch::start_watched(
+            Arc::clone(shared),
+            cfg.rqd.launch_threads,
+            &self.health,
+        )
+        .map_err(|source| ServiceError::Io {
+            what: "spawning launcher threads".into(),
+            source,
+        })?;
         self.launchers = launchers;
         let feed_ctx = FeedContext {
             config: Arc::clone(&shared.config),
@@ -435,7 +437,7 @@ fn signal_events() -> Result<(Receiver<Event>, signal_hook::iterator::Handle), S
 pub fn run(path: PathBuf, config: Config) -> Result<RunOutcome, ServiceError> {
     // Signal handlers go in before any other thread starts.
     let (events, signals) = signal_events()?;
-    let heartbeat_every = config.service.heartbeat_interval;
+    let mut heartbeat_every = config.service.heartbeat_interval;
     let service = Service::start(config)?;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     let watchdog = if let Some(period) = sd_notify::watchdog_enabled().filter(|d| !d.is_zero()) {
@@ -443,14 +445,20 @@ pub fn run(path: PathBuf, config: Config) -> Result<RunOutcome, ServiceError> {
     } else {
         crossbeam_channel::never()
     };
-    let heartbeat = tick(heartbeat_every);
+    let mut heartbeat = tick(heartbeat_every);
     let mut last_totals = (0, 0, 0);
     let mut last_beat = Instant::now();
     let mut debug = false;
     loop {
         select! {
             recv(events) -> event => match event.unwrap_or(Event::Shutdown) {
-                Event::Reload => reload_from(&path, &service),
+                Event::Reload => {
+                    reload_from(&path, &service);
+                    // SIGUSR1's debug logging outlives a reload of the configured level.
+                    if debug {
+                        log::set_max_level(LevelFilter::Debug);
+                    }
+                }
                 Event::ToggleDebug => {
                     debug = !debug;
                     let level = if debug { LevelFilter::Debug } else { service.shared.config.load().service.log_level };
@@ -476,6 +484,12 @@ pub fn run(path: PathBuf, config: Config) -> Result<RunOutcome, ServiceError> {
                 last_totals = totals;
                 last_beat = Instant::now();
             },
+        }
+        // A reload may change the period: the ticker follows.
+        let every = service.shared.config.load().service.heartbeat_interval;
+        if every != heartbeat_every {
+            heartbeat_every = every;
+            heartbeat = tick(every);
         }
     }
     let grace = service.shared.config.load().service.shutdown_grace;

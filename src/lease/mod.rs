@@ -275,10 +275,14 @@ impl Leases {
         }
     }
 
-    /// Registers this instance or renews its heartbeat, which renews every lease it holds.
+    /// Registers this instance or renews its heartbeat, which renews every lease it holds,
+    /// and forgets instances silent for a day (killed ones never delete their row; every
+    /// reader already takes a missing instance for a dead one).
     fn heartbeat(&self, conn: &mut postgres::Client) -> Result<(), db::DbError> {
         conn.execute(
-            "INSERT INTO stagehand.instance (pk_instance, str_name, str_host, int_pid)
+            "WITH gone AS (DELETE FROM stagehand.instance
+                            WHERE ts_heartbeat < now() - interval '1 day' AND pk_instance <> $1)
+             INSERT INTO stagehand.instance (pk_instance, str_name, str_host, int_pid)
              VALUES ($1, $2, $3, $4)
              ON CONFLICT (pk_instance) DO UPDATE SET ts_heartbeat = now()",
             &[

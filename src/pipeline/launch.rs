@@ -52,6 +52,7 @@ use crate::{
         jobs::{FrameWork, LayerWork, PendingJob},
     },
     frameset::FrameSet,
+    health::Health,
     ids::{ProcId, ShowId},
     metrics,
     model::{CoresGpus, Resources},
@@ -220,6 +221,24 @@ pub fn start(
     shared: Arc<Shared>,
     threads: usize,
 ) -> std::io::Result<(Sender<LaunchTask>, Vec<JoinHandle<()>>)> {
+    start_with(shared, threads, None)
+}
+
+/// [`start`] with every launcher thread registered for `/healthz`: a launcher that panicked
+/// (the first one also sweeps for dead instances' bookings) shows, and stops the watchdog.
+pub(crate) fn start_watched(
+    shared: Arc<Shared>,
+    threads: usize,
+    health: &Health,
+) -> std::io::Result<(Sender<LaunchTask>, Vec<JoinHandle<()>>)> {
+    start_with(shared, threads, Some(health))
+}
+
+fn start_with(
+    shared: Arc<Shared>,
+    threads: usize,
+    health: Option<&Health>,
+) -> std::io::Result<(Sender<LaunchTask>, Vec<JoinHandle<()>>)> {
     let (tx, rx) = crossbeam_channel::bounded::<LaunchTask>(100_000);
     let pool = Arc::new(Launchers {
         claimed: crossbeam_channel::unbounded(),
@@ -231,11 +250,12 @@ pub fn start(
     for i in 0..threads.max(1) {
         let rx: Receiver<LaunchTask> = rx.clone();
         let (shared, pool) = (Arc::clone(&shared), Arc::clone(&pool));
-        handles.push(
-            std::thread::Builder::new()
-                .name(format!("rqd-launch-{i}"))
-                .spawn(move || launcher(&shared, &rx, &pool, i == 0))?,
-        );
+        let name = format!("rqd-launch-{i}");
+        let alive = health.map(|h| h.register(&name));
+        handles.push(std::thread::Builder::new().name(name).spawn(move || {
+            let _alive = alive;
+            launcher(&shared, &rx, &pool, i == 0);
+        })?);
     }
     Ok((tx, handles))
 }

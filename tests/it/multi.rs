@@ -359,3 +359,37 @@ fn shutdown_leaves_no_lease_and_no_registration_behind() {
         );
     }
 }
+
+/// A killed instance never deletes its registration; the live ones forget it after a day of
+/// silence (every reader already takes a missing instance for a dead one).
+#[test]
+fn an_instance_silent_for_a_day_is_forgotten() {
+    let spec = small_farm(1, 8, 32, &[], vec![]);
+    let farm = Farm::new(&spec, |_| {});
+    let mut admin = farm.client();
+    admin
+        .execute(
+            "INSERT INTO stagehand.instance (pk_instance, str_name, str_host, int_pid, ts_heartbeat)
+             VALUES (gen_random_uuid(), 'killed', 'h', 1, now() - interval '2 days'),
+                    (gen_random_uuid(), 'recent', 'h', 2, now() - interval '1 hour')",
+            &[],
+        )
+        .unwrap();
+    let service = stagehand::service::Service::start(farm.db.config()).unwrap();
+    let names = |admin: &mut postgres::Client| -> Vec<String> {
+        admin
+            .query(
+                "SELECT str_name FROM stagehand.instance ORDER BY ts_heartbeat",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let forgotten = crate::service::wait(Duration::from_secs(10), || {
+        names(&mut admin).len() == 2 && !names(&mut admin).contains(&"killed".to_owned())
+    });
+    assert!(forgotten, "{:?}", names(&mut admin));
+    assert!(service.shutdown(Duration::from_secs(5)));
+}
