@@ -370,13 +370,10 @@ fn a_reservation_of_a_paused_or_capped_job_is_dropped() {
 #[test]
 fn a_failed_table_recompute_still_resyncs_the_counters() {
     let farm = one_job_farm(1);
-    // A stale row, so the recompute has a row to lock (and waits for the table).
-    farm.client()
-        .batch_execute("UPDATE layer_resource SET int_cores = 100")
-        .unwrap();
     let mut locker = farm.client();
     let mut lock = locker.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE layer_resource IN EXCLUSIVE MODE")
+    // Even its read of stale rows waits (a lock on rows only makes it give up on them).
+    lock.batch_execute("LOCK TABLE layer_resource IN ACCESS EXCLUSIVE MODE")
         .unwrap();
     let mut client = farm.client();
     client.batch_execute("SET statement_timeout = 300").unwrap();
