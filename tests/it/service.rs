@@ -360,6 +360,55 @@ fn check_config_names_the_bad_key() {
     }
 }
 
+/// `stagehand recount` rewrites a show's usage counters from its procs (for shows handed
+/// back while no instance runs) and names a show that does not exist.
+#[test]
+fn recount_rewrites_a_shows_counters_and_names_an_unknown_show() {
+    let (_cluster, url) = private_farm();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "UPDATE subscription SET int_cores = 700; UPDATE folder_resource SET int_cores = 300",
+        )
+        .unwrap();
+    let show: String = client
+        .query_one("SELECT str_name FROM show", &[])
+        .unwrap()
+        .get(0);
+    let file = std::env::temp_dir().join(format!("stagehand-recount-{}.toml", std::process::id()));
+    std::fs::write(&file, format!("[database]\nurl = \"{url}\"\n")).unwrap();
+    let recount = |show: &str| {
+        Command::new(binary())
+            .args(["recount", "--config"])
+            .arg(&file)
+            .arg(show)
+            .env_remove("STAGEHAND_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let out = recount(&show);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sums: (i64, i64) = {
+        let r = client
+            .query_one(
+                "SELECT (SELECT sum(int_cores) FROM subscription)::bigint,
+                        (SELECT sum(int_cores) FROM folder_resource)::bigint",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(sums, (0, 0), "no procs: nothing in use");
+    let out = recount("no-such-show");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-show"));
+    let _ = std::fs::remove_file(file);
+}
+
 #[test]
 fn the_systemd_unit_verifies() {
     let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
