@@ -21,8 +21,8 @@ pub struct RqdConfig {
     pub endpoint: String,
     /// Book in the database but do not call RQD.
     pub dry_run: bool,
-    /// Deadline of one RQD call. A launch that timed out is killed again this long after
-    /// its deadline before its booking is undone (it may have waited in RQD's queue).
+    /// Deadline of one RQD call. A launch that timed out is killed again twice this long
+    /// after its deadline before its booking is undone (it may have waited in RQD's queue).
     #[serde(with = "duration")]
     pub timeout: Duration,
     /// Threads launching frames in parallel across hosts, one blocking call each. Enough

@@ -12,7 +12,7 @@
 //! as Cuebot's own lost-proc handling does. RQD also answers "OK" to a kill of a frame it
 //! does not know yet, and a launch that timed out may still sit in its request queue and
 //! start after such a kill: unless RQD refused the launch outright, the kill is sent again
-//! one RQD timeout past the launch's deadline before the booking is undone. Shutdown drains
+//! two RQD timeouts past the launch's deadline before the booking is undone. Shutdown drains
 //! the queue: every committed frame is launched, or compensated once the grace period is
 //! over, before the process exits.
 //!
@@ -494,10 +494,11 @@ fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) -> b
         task.placement.host_name
     );
     // A refusal was RQD's answer to the request itself; anything else may have left the
-    // request in RQD's queue, to start after a kill that found nothing: one more timeout.
+    // request in RQD's queue, to start after a kill that found nothing. Two more timeouts:
+    // with one, a soak saw a launch that RQD received late (a loaded box) start after it.
     let quiet = match error {
         rqd::RqdError::Rejected { .. } => started,
-        _ => started + config.rqd.timeout * 2,
+        _ => started + config.rqd.timeout * 3,
     };
     let unsure = Unsure {
         task,

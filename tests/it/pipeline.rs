@@ -663,7 +663,7 @@ fn rqd_timing_out_is_compensated() {
 /// A launch that times out while it waits in RQD's own request queue: the kill sent after
 /// the timeout finds no frame and RQD answers "OK", then the frame starts. Undone on that
 /// answer, the booking left a frame running on RQD with no proc (free to be booked again:
-/// twice at once). The second kill, a timeout later, finds it running.
+/// twice at once). The second kill, two timeouts later, finds it running.
 #[test]
 fn a_launch_that_starts_after_its_kill_was_answered_is_killed_again() {
     let rqd = FakeRqd::start(FleetOptions {
@@ -682,7 +682,7 @@ fn a_launch_that_starts_after_its_kill_was_answered_is_killed_again() {
         "nothing runs on RQD once the booking is undone: {:?}",
         rqd.running()
     );
-    assert_eq!(rqd.kills().len(), 2, "killed again a timeout later");
+    assert_eq!(rqd.kills().len(), 2, "killed again two timeouts later");
     assert_compensated(&farm);
     rqd.stop();
 }

@@ -223,7 +223,7 @@ impl<'a> Injector<'a> {
                 self.behave(slow, fault == Fault::RqdTimeoutKillsRefused, lasting);
             }
             Fault::RqdQueued => {
-                // Past the first kill (at the deadline), before the second (a timeout later).
+                // Past the first kill (at the deadline), before the second (two timeouts later).
                 let late = Behaviour::StartLate(timeout + timeout / 2);
                 self.behave(late, false, lasting);
             }
