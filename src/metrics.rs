@@ -187,6 +187,12 @@ metrics! {
         "Booking commits whose answer was lost, by resolved outcome",
         &["outcome"],
     );
+    /// Launches RQD accepted for frames that had moved on since their booking committed
+    /// (Cuebot stopped them, or they ended): killed on RQD before their pending rows go.
+    LAUNCHES_MOVED: IntCounter = counter(
+        "stagehand_launches_of_moved_frames_total",
+        "Launches RQD accepted for frames stopped since their booking (killed on RQD)",
+    );
     /// Bookings of instances that died before launching them, resolved by the show's new
     /// holder: `undone` (RQD confirmed the kill), `gone` (Cuebot had released the proc),
     /// `unconfirmed` (RQD did not answer; tried again later).

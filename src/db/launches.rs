@@ -38,6 +38,32 @@ pub(crate) fn forget(conn: &mut impl GenericClient, procs: &[&str]) -> Result<u6
     )?)
 }
 
+/// Forgets the pending launches of `procs`, which RQD accepted, whose frames are still the
+/// bookings' (the version each booking produced); returns the procs whose frames moved on
+/// meanwhile, rows kept. Such a frame was stopped — by its own end, or by Cuebot (a retry,
+/// an eat, a job kill) whose kill may have reached RQD before this launch did and found
+/// nothing — so the launch may run a frame the database no longer gives it: the caller kills
+/// it on RQD and forgets the row only then, and until then the frame is not booked again
+/// (V006). A row already gone (a lost answer to an earlier try) is neither.
+pub(crate) fn forget_acked(
+    conn: &mut impl GenericClient,
+    procs: &[&str],
+) -> Result<Vec<ProcId>, DbError> {
+    let rows = conn.query(
+        "WITH ours AS (
+            DELETE FROM stagehand.pending_launch pl
+             WHERE pl.pk_proc = ANY($1)
+               AND EXISTS (SELECT 1 FROM frame f WHERE f.pk_frame = pl.pk_frame
+                              AND coalesce(f.int_version, 0) = pl.int_version)
+            RETURNING pl.pk_proc)
+         SELECT pl.pk_proc FROM stagehand.pending_launch pl
+          WHERE pl.pk_proc = ANY($1) AND NOT pl.b_swept
+            AND NOT EXISTS (SELECT 1 FROM ours WHERE ours.pk_proc = pl.pk_proc)",
+        &[&procs],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// A booking whose instance died before launching or undoing it.
 #[derive(Clone, Debug)]
 pub struct Orphan {

@@ -52,6 +52,11 @@ pub(crate) const OWN_MIGRATIONS: &[(i32, &str, &str)] = &[
         "license",
         include_str!("../../sql/stagehand/V005__license.sql"),
     ),
+    (
+        6,
+        "pending_launch_frame",
+        include_str!("../../sql/stagehand/V006__pending_launch_frame.sql"),
+    ),
 ];
 
 /// Columns that must exist in a Cuebot database, by the migration that added them.

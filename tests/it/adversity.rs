@@ -167,6 +167,111 @@ fn a_launch_that_timed_out_after_rqd_started_it_never_runs_twice() {
     rqd.stop();
 }
 
+/// What Cuebot's release of a proc does to the database (`lostProc`, or a retry that found
+/// nothing to kill): the host gets the proc's room back, the proc goes, and the frame goes
+/// back to WAITING at a new version.
+fn cuebot_stops_the_running_frames(farm: &Farm) {
+    farm.client()
+        .batch_execute(
+            "UPDATE host h SET int_cores_idle = h.int_cores_idle + p.int_cores_reserved,
+                    int_mem_idle = h.int_mem_idle + p.int_mem_reserved
+               FROM proc p WHERE p.pk_host = h.pk_host;
+             DELETE FROM proc;
+             UPDATE frame SET str_state = 'WAITING', int_exit_status = 500,
+                    int_version = int_version + 1
+              WHERE str_state = 'RUNNING';",
+        )
+        .unwrap();
+}
+
+/// Cuebot stops a frame (an operator's retry) after its booking committed but before RQD
+/// started it: Cuebot's kill finds nothing on RQD, and the launch lands afterwards. The frame
+/// must not be booked again until that launch is killed, or it runs twice. Before V006 the
+/// next pass booked it again while the first launch was still on its way to RQD.
+#[test]
+fn a_frame_cuebot_stops_before_its_launch_lands_is_not_booked_again_until_that_launch_is_killed() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    rqd.set_behaviour(Behaviour::StartLate(Duration::from_millis(1500)));
+    let port = rqd.port();
+    let spec = small_farm(
+        1,
+        8,
+        32,
+        &[],
+        vec![job("j", vec![LayerSpec::simple("l", "1", "general")])],
+    );
+    let farm = Farm::new(&spec, move |c| {
+        c.rqd.dry_run = false;
+        c.rqd.endpoint = "127.0.0.1:{port}".into();
+        c.rqd.port = port;
+        // The late start is answered within the deadline: RQD accepted the launch.
+        c.rqd.timeout = Duration::from_secs(5);
+    });
+    assert_eq!(farm.pass_all(), 1);
+    cuebot_stops_the_running_frames(&farm);
+    rqd.set_behaviour(Behaviour::Accept);
+    farm.refresh();
+    assert_eq!(
+        farm.pass_all(),
+        0,
+        "a frame whose launch is unresolved is not booked again"
+    );
+    assert!(
+        wait_until(|| !rqd.kills().is_empty()),
+        "the launch that landed after Cuebot stopped its frame is killed"
+    );
+    assert!(
+        wait_until(|| count(&farm, "SELECT count(*) FROM stagehand.pending_launch") == 0),
+        "its row goes once the kill is confirmed"
+    );
+    assert!(rqd.running().is_empty(), "{:?}", rqd.running());
+    farm.refresh();
+    assert_eq!(farm.pass_all(), 1, "then the frame books again");
+    let farm = farm.settle_launches();
+    assert_eq!(rqd.double_runs(), Vec::new(), "no frame ran twice");
+    assert_eq!(rqd.running().len(), 1);
+    farm.assert_clean_audit();
+    rqd.stop();
+}
+
+/// A launch timed out and RQD does not confirm its kill; then Cuebot gives up on the host
+/// and releases the proc. Nothing of the booking is left to undo, and its pending row must
+/// go too: it keeps the frame from being booked again (V006). The kill's retries used to
+/// stop without deleting it.
+#[test]
+fn a_pending_row_goes_when_cuebot_releases_the_proc_of_an_unconfirmed_launch() {
+    let rqd = FakeRqd::start(FleetOptions {
+        database_url: None,
+        failure_per_mille: 0,
+    })
+    .unwrap();
+    rqd.set_behaviour(Behaviour::Stall(Duration::from_secs(2)));
+    rqd.set_refuse_kills(true);
+    let farm = launching(1, &rqd);
+    assert_eq!(farm.pass_all(), 1);
+    assert!(
+        wait_until(|| !rqd.kills().is_empty()),
+        "the launch is killed"
+    );
+    cuebot_stops_the_running_frames(&farm);
+    assert!(
+        wait_until(|| count(&farm, "SELECT count(*) FROM stagehand.pending_launch") == 0),
+        "the row goes with the proc"
+    );
+    rqd.set_refuse_kills(false);
+    rqd.set_behaviour(Behaviour::Accept);
+    farm.refresh();
+    assert_eq!(farm.pass_all(), 1, "the frame books again");
+    let farm = farm.settle_launches();
+    assert_eq!(rqd.double_runs(), Vec::new());
+    farm.assert_clean_audit();
+    rqd.stop();
+}
+
 fn booked_one(farm: &Farm) -> (Placement, i32) {
     let placements = placements_for_all_frames(&mut farm.client(), &farm.seeded.shows[0]);
     let outcome = book_batch(

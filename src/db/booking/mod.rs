@@ -551,6 +551,11 @@ fn fulfil_reservations(tx: &mut Tx<'_>, batch: &Batch<'_>) -> Result<(), DbError
 /// by their keys only. Otherwise a plan made while statistics say few frames wait (a farm
 /// just drained) walks the state index over every WAITING frame, and a prepared statement
 /// keeps that plan until the table is analysed again.
+///
+/// A frame whose earlier launch is unresolved (a `stagehand.pending_launch` row, V006) does
+/// not move: Cuebot may have stopped it after that booking committed, with a kill that
+/// reached RQD before the launch did, and the launch may still start it (see
+/// `pipeline::launch`).
 fn start_frames(
     tx: &mut Tx<'_>,
     placements: &[Placement],
@@ -580,6 +585,7 @@ fn start_frames(
           WHERE f.pk_frame = b.pk_frame AND (f.str_state = 'WAITING') IS TRUE
             AND coalesce(f.int_version, 0) = b.version
             AND NOT EXISTS (SELECT 1 FROM proc p WHERE p.pk_frame = f.pk_frame)
+            AND NOT EXISTS (SELECT 1 FROM stagehand.pending_launch pl WHERE pl.pk_frame = f.pk_frame)
             AND f.int_depend_count = 0
             AND EXISTS (SELECT 1 FROM layer l WHERE l.pk_layer = f.pk_layer
                          AND (l.ts_start_after IS NULL OR l.ts_start_after <= now())

@@ -61,7 +61,9 @@ use crate::{
     model::{CoresGpus, Resources},
     rqd::{self, FrameLaunch},
 };
-use undo::{Unconfirmed, Unsure, confirm_kill, kill_then_undo, quiet_by_grace, retry_kill};
+use undo::{
+    Unconfirmed, Unsure, confirm_kill, forget_pending, kill_then_undo, quiet_by_grace, retry_kill,
+};
 pub(crate) use undo::{undo, undo_booking};
 
 /// What a layer's frames share in the `RunFrame` RQD receives.
@@ -155,8 +157,9 @@ struct Launchers {
     /// Launches claimed together by one thread, for any thread to launch.
     claimed: (Sender<Claimed>, Receiver<Claimed>),
     unconfirmed: Unconfirmed,
-    /// Procs RQD accepted, whose pending-launch rows are deleted in bulk.
-    acked: Mutex<Vec<ProcId>>,
+    /// Launches RQD accepted, whose pending-launch rows are deleted in bulk (kept whole: one
+    /// whose frame moved on meanwhile is killed, see [`flush_acked`]).
+    acked: Mutex<Vec<LaunchTask>>,
     /// When the next sweep for dead instances' bookings is due.
     next_sweep: Mutex<Option<Instant>>,
 }
@@ -355,12 +358,10 @@ fn launch_claimed(shared: &Shared, pool: &Launchers, claimed: Claimed) {
             None => return,
         }
     }
-    let task = claimed.task;
-    let proc = task.placement.proc.clone();
-    if launch_one(shared, task, &pool.unconfirmed) {
+    if let Some(task) = launch_one(shared, claimed.task, &pool.unconfirmed) {
         let full = {
             let mut acked = pool.acked.lock();
-            acked.push(proc);
+            acked.push(task);
             acked.len() >= ACK_BATCH
         };
         if full {
@@ -422,8 +423,8 @@ fn claim(shared: &Shared, tasks: Vec<LaunchTask>) -> (Vec<LaunchTask>, Instant) 
     }
 }
 
-/// Launches one booking; true when RQD accepted it.
-fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) -> bool {
+/// Launches one booking; gives it back when RQD accepted it.
+fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) -> Option<LaunchTask> {
     let config = shared.config.load();
     let endpoint = config.rqd_endpoint(&task.placement.host_name);
     let frame = rqd::run_frame(
@@ -439,7 +440,7 @@ fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) -> b
         Ok(()) => {
             metrics::RQD_LAUNCHES.with_label_values(&["ok"]).inc();
             metrics::BOOKING_TO_LAUNCH_SECONDS.observe(task.committed.elapsed().as_secs_f64());
-            return true;
+            return Some(task);
         }
         Err(e) => e,
     };
@@ -466,25 +467,56 @@ fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) -> b
         quiet,
     };
     kill_then_undo(shared, unsure, unconfirmed);
-    false
+    None
 }
 
 /// Forgets the pending-launch rows of the launches RQD accepted (kept for the next try if
-/// the database is away: a leftover row only costs a needless kill after a crash).
+/// the database is away: a leftover row only costs a needless kill after a crash), except
+/// those whose frame moved on since the booking ([`db::launches::forget_acked`]): Cuebot may
+/// have stopped it with a kill that reached RQD before the launch and found nothing, so the
+/// frame may now run without the database giving it to this proc. Such a launch is killed on
+/// RQD and its booking's remains resolved the way a failed launch's are (the compensation
+/// finds the frame moved and leaves it to its new owner); its row stays, so the frame is
+/// not booked again, until RQD confirms the kill.
 fn flush_acked(shared: &Shared, pool: &Launchers) {
-    let procs = std::mem::take(&mut *pool.acked.lock());
-    if procs.is_empty() {
+    let tasks = std::mem::take(&mut *pool.acked.lock());
+    if tasks.is_empty() {
         return;
     }
-    let keys: Vec<&str> = procs.iter().map(ProcId::as_str).collect();
-    let done = shared
+    let keys: Vec<&str> = tasks.iter().map(|t| t.placement.proc.as_str()).collect();
+    let moved = shared
         .pool
         .get()
         .map_err(db::DbError::from)
-        .and_then(|mut c| db::launches::forget(c.client(), &keys));
-    if let Err(e) = done {
-        metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
-        pool.acked.lock().extend(procs);
+        .and_then(|mut c| db::launches::forget_acked(c.client(), &keys));
+    let moved: std::collections::HashSet<ProcId> = match moved {
+        Ok(moved) => moved.into_iter().collect(),
+        Err(e) => {
+            metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+            pool.acked.lock().extend(tasks);
+            return;
+        }
+    };
+    for task in tasks {
+        if !moved.contains(&task.placement.proc) {
+            continue;
+        }
+        metrics::LAUNCHES_MOVED.inc();
+        log::warn!(
+            "frame {} was stopped after its booking on {} committed, and RQD accepted the \
+             launch since; killing it there",
+            task.placement.frame,
+            task.placement.host_name
+        );
+        let now = Instant::now();
+        let unsure = Unsure {
+            task,
+            due: now,
+            backoff: Duration::from_secs(1),
+            // RQD had started it when it answered: a kill now finds it.
+            quiet: now,
+        };
+        kill_then_undo(shared, unsure, &pool.unconfirmed);
     }
 }
 
@@ -535,12 +567,7 @@ fn sweep(shared: &Shared) {
 /// on RQD and undone once RQD answers (left for the next sweep while it does not).
 fn resolve_orphan(shared: &Shared, orphan: db::launches::Orphan) {
     let Some(placement) = orphan.placement else {
-        let forgot = shared
-            .pool
-            .get()
-            .map_err(db::DbError::from)
-            .and_then(|mut c| db::launches::forget(c.client(), &[orphan.proc.as_str()]));
-        if forgot.is_ok() {
+        if forget_pending(shared, &orphan.proc) {
             metrics::ORPHANED_LAUNCHES
                 .with_label_values(&["gone"])
                 .inc();

@@ -30,6 +30,15 @@ pub(super) struct Unsure {
     pub(super) quiet: Instant,
 }
 
+impl Unsure {
+    /// Queues it again after its back-off, which doubles (up to 30 s).
+    fn due_again(mut self, unconfirmed: &Unconfirmed) {
+        self.due = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+        unconfirmed.push(self);
+    }
+}
+
 /// Failed launches waiting for RQD to confirm their kill, shared by the launcher threads.
 #[derive(Default)]
 pub(super) struct Unconfirmed(Mutex<Vec<Unsure>>);
@@ -64,15 +73,38 @@ pub(super) fn quiet_by_grace(shared: &Shared, u: &Unsure) -> bool {
 }
 
 /// Another kill of an unconfirmed launch (see [`kill_then_undo`]).
+///
+/// A proc Cuebot (or a completion) released leaves nothing of ours to undo, and its
+/// pending row goes with it: the row keeps its frame from being booked again (V006), and
+/// no kill will ever be confirmed for a host Cuebot gave up on. Should that host's RQD still
+/// start the queued launch, Cuebot kills it at the host's next report (the proc no longer
+/// holds the frame).
 pub(super) fn retry_kill(shared: &Shared, u: Unsure, unconfirmed: &Unconfirmed) {
     if !proc_exists(shared, &u.task.placement.proc) {
-        // Cuebot (or a completion) released the proc: nothing of ours is left to undo.
-        metrics::COMPENSATIONS
-            .with_label_values(&["already_released"])
-            .inc();
+        if forget_pending(shared, &u.task.placement.proc) {
+            metrics::COMPENSATIONS
+                .with_label_values(&["already_released"])
+                .inc();
+        } else {
+            // Tried again at the next due time.
+            u.due_again(unconfirmed);
+        }
         return;
     }
     kill_then_undo(shared, u, unconfirmed);
+}
+
+/// Deletes the pending-launch row of `proc`; false when the database did not answer.
+pub(super) fn forget_pending(shared: &Shared, proc: &str) -> bool {
+    let forgot = shared
+        .pool
+        .get()
+        .map_err(db::DbError::from)
+        .and_then(|mut c| db::launches::forget(c.client(), &[proc]));
+    if let Err(e) = &forgot {
+        metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
+    }
+    forgot.is_ok()
 }
 
 /// Kills a failed launch's frame and undoes its booking once RQD confirmed a kill sent at or
@@ -81,9 +113,7 @@ pub(super) fn retry_kill(shared: &Shared, u: Unsure, unconfirmed: &Unconfirmed) 
 pub(super) fn kill_then_undo(shared: &Shared, mut u: Unsure, unconfirmed: &Unconfirmed) {
     let sent = Instant::now();
     if !confirm_kill(shared, &u.task.placement) {
-        u.due = Instant::now() + u.backoff;
-        u.backoff = (u.backoff * 2).min(Duration::from_secs(30));
-        unconfirmed.push(u);
+        u.due_again(unconfirmed);
     } else if sent < u.quiet {
         u.due = u.quiet;
         unconfirmed.push(u);

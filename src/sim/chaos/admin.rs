@@ -98,10 +98,12 @@ impl StandIn<'_> {
             (r.get(0), r.get(1), r.get(2), r.get(3));
         let own = self.watch.standin_procs.lock().contains(&proc);
         if !own {
+            // A frame stagehand booked whose launch has not reached RQD yet is killed all the
+            // same, as Cuebot's `killAndConfirmDead` does: RQD answers OK to a kill of a frame
+            // it does not know, and the launch may land afterwards.
             let running = self.rqd.running();
             if !running.get(&frame).is_some_and(|p| p.contains(&proc)) {
-                self.did("kill: not running on RQD (yet)");
-                return Ok(());
+                self.did("kill: before RQD started it");
             }
             if !self.rqd.kill_frame(&frame, "Cuebot stand-in: kill") {
                 self.did("kill: refused by RQD");
