@@ -190,6 +190,34 @@ pub struct Ledger {
     hungry: HungryView,
 }
 
+/// Jobs and folders whose cores cap leaves less than a core (see [`Ledger::full`]).
+#[derive(Debug, Default)]
+pub(crate) struct Full {
+    /// Jobs at their maximum cores.
+    pub(crate) jobs: Vec<JobId>,
+    /// Folders at their maximum cores.
+    pub(crate) folders: Vec<FolderId>,
+}
+
+/// The keys of `map` whose cores cap leaves less than a core. The vertices are cloned out of
+/// the map before any is locked: no shard guard is held under a vertex's lock.
+fn full_of<K: Eq + Hash + Clone>(map: &DashMap<K, Vertex>) -> Vec<K> {
+    let vertices: Vec<(K, Vertex)> = map
+        .iter()
+        .map(|e| (e.key().clone(), Arc::clone(e.value())))
+        .collect();
+    vertices
+        .into_iter()
+        .filter(|(_, v)| {
+            let t = v.lock();
+            t.limits
+                .and_then(|l| l.cores)
+                .is_some_and(|max| max - t.booked.cores < i64::from(crate::model::CORE))
+        })
+        .map(|(k, _)| k)
+        .collect()
+}
+
 /// The vertex of `key` in `map`, created empty if it is new.
 fn vertex<K: Eq + Hash + Clone>(map: &DashMap<K, Vertex>, key: &K) -> Vertex {
     // Keys are ids (reference-counted text): the clone below is a count increment.
@@ -410,6 +438,19 @@ impl Ledger {
             .get(alloc)
             .map(|shows| shows.iter().any(|t| t != show && share_after(t) < mine))
             .unwrap_or(false)
+    }
+
+    /// The jobs and folders at their maximum cores, by the counters: a pass's job query
+    /// leaves them out, or a page of capped jobs at the head of a show's order would hold
+    /// back every job behind it while hosts stand idle. Only cores count: a job at its GPU
+    /// maximum may still run its CPU layers. Worked out anew for each pass (a walk over the
+    /// capped jobs' vertices, some microseconds per thousand), so a job that just filled is
+    /// left out of the very next pass.
+    pub(crate) fn full(&self) -> Full {
+        Full {
+            jobs: full_of(&self.jobs),
+            folders: full_of(&self.folders),
+        }
     }
 
     /// Centicores a job can still take (`None` = unlimited).

@@ -320,6 +320,35 @@ pub(crate) fn layers_with_frames(
     Ok(layers)
 }
 
+/// Room left under each limit of `$1` (`limit_record`): its maximum less the running frames
+/// of every layer under it. Read unlocked by a pass ([`limit_rooms`], a hint that stops a
+/// layer whose limit is full before it takes hosts in the pass) and after the limit rows'
+/// lock by the booking guard, which decides.
+pub(crate) const LIMIT_ROOMS: &str =
+    "SELECT lr.pk_limit_record::text, coalesce(lr.int_max_value, 0)::bigint,
+                coalesce((SELECT sum(ls.int_running_count) FROM layer_limit ll
+                           JOIN layer_stat ls ON ls.pk_layer = ll.pk_layer
+                          WHERE ll.pk_limit_record = lr.pk_limit_record), 0)::bigint
+           FROM limit_record lr WHERE lr.pk_limit_record = ANY($1)";
+
+/// The rooms of [`LIMIT_ROOMS`] rows, by limit.
+pub(crate) fn rooms_of(rows: &[postgres::Row]) -> HashMap<String, i64> {
+    rows.iter()
+        .map(|r| (r.get(0), r.get::<_, i64>(1) - r.get::<_, i64>(2)))
+        .collect()
+}
+
+/// The room left under each of `limits` now, unlocked: a pass's hint (see [`LIMIT_ROOMS`]).
+pub(crate) fn limit_rooms(
+    conn: &mut Session,
+    limits: &[&str],
+) -> Result<HashMap<String, i64>, DbError> {
+    if limits.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(rooms_of(&conn.cached().query(LIMIT_ROOMS, &[&limits])?))
+}
+
 /// The statement of [`layers_with_frames`]: a layer's columns (0–14, 20–25) repeated on
 /// each of its frames' rows (15–19). `$1` jobs, `$2` tags, `$3` frames per layer, `$4` the
 /// minimum history for an estimate. A frame with depends left (`int_depend_count`) is never

@@ -98,11 +98,12 @@ fn run_on(
     conn: &mut db::Conn,
 ) -> Result<(PassResult, bool), db::DbError> {
     let config = shared.config.load_full();
-    let input = match read_pass(shared, conn, cluster, &config)? {
+    let mut input = match read_pass(shared, conn, cluster, &config)? {
         Ok(input) => input,
         Err(result) => return Ok((result, false)),
     };
     let full_page = input.full_page;
+    let limit_rooms = std::mem::take(&mut input.limit_rooms);
     let mut m = Matcher {
         shared,
         config: &config,
@@ -114,6 +115,7 @@ fn run_on(
         batch: Vec::new(),
         booked: 0,
         seats: shared.licenses.pass(),
+        limit_rooms,
         committer: Committer {
             shared,
             config: &config,
@@ -212,6 +214,9 @@ struct Matcher<'a> {
     booked: usize,
     /// License seats this pass may still plan on (a hint; the batch re-checks).
     seats: crate::licenses::PassSeats<'a>,
+    /// Room under each layer limit of the pass's layers, less what the pass planned (a hint;
+    /// the batch re-checks under the limit rows' lock).
+    limit_rooms: HashMap<String, i64>,
     committer: Committer<'a>,
     conn: &'a mut db::Conn,
 }
@@ -425,6 +430,25 @@ impl Matcher<'_> {
         }
     }
 
+    /// Whether every limit of `layer` has room left in this pass; a limit without a row
+    /// never refuses (as the batch's guard).
+    fn limit_room_left(&self, layer: &LayerWork) -> bool {
+        layer.limits.iter().all(|l| {
+            self.limit_rooms
+                .get(l.as_str())
+                .is_none_or(|&room| room > 0)
+        })
+    }
+
+    /// Takes one from the room of every limit of `layer`.
+    fn take_limit_room(&mut self, layer: &LayerWork) {
+        for l in &layer.limits {
+            if let Some(room) = self.limit_rooms.get_mut(l.as_str()) {
+                *room -= 1;
+            }
+        }
+    }
+
     /// Places, charges and batches one frame, leaving to the layers `ahead` (stopped for
     /// room earlier in the pass) every host one of them fits; `Some` when its layer (or job)
     /// stops here.
@@ -440,6 +464,11 @@ impl Matcher<'_> {
         let headroom = self.shared.ledger.job_headroom(&plan.job.id);
         if headroom.is_some_and(|c| c < i64::from(crate::model::CORE)) {
             return Ok(Some(Stop::JobCapped));
+        }
+        // A layer whose limit is full would only take hosts the rest of the pass could use
+        // and lose them at the batch's limit guard, pass after pass.
+        if !self.limit_room_left(plan.layer) {
+            return Ok(Some(Stop::NoHost(Reason::Limit)));
         }
         let no_license = Ok(Some(Stop::NoHost(Reason::NoLicense)));
         if !plan.licenses.is_empty() && !self.seats.may_admit(plan.licenses) {
@@ -463,6 +492,7 @@ impl Matcher<'_> {
         metrics::CHECKOUT_OUTCOME
             .with_label_values(&["booked"])
             .inc();
+        self.take_limit_room(plan.layer);
         // A frame we cannot describe to RQD is not booked; it stays WAITING.
         if self.plan_frame(plan, frame, earmark, ticket, charge)
             && self.batch.len() >= self.config.scheduler.batch_size

@@ -227,12 +227,70 @@ fn a_job_behind_many_without_work_for_the_cluster_is_found() {
     jobs.push(late);
     let farm = Farm::new(&small_farm(1, 8, 32, &[], jobs), |_| {});
     assert_eq!(farm.pass_all(), 2);
-    let booked: i64 = farm
-        .client()
-        .query_one("SELECT count(*) FROM proc p JOIN job j ON j.pk_job = p.pk_job WHERE j.str_name = 'late'", &[])
-        .unwrap()
-        .get(0);
-    assert_eq!(booked, 2);
+    assert_eq!(procs_of(&farm, "late"), 2);
+}
+
+/// The show's first job in order is at its maximum cores and books nothing more; the pass
+/// must not spend its page on it while a later job waits with the host free. The pass took
+/// the capped job again and again (its page here is one job; 20 by default, and 20 capped
+/// jobs at the head of a show held back every job behind them).
+#[test]
+fn a_job_at_its_maximum_does_not_hold_back_the_jobs_behind_it() {
+    let mut capped = job("capped", vec![LayerSpec::simple("l", "1-5", "general")]);
+    capped.priority = 500;
+    capped.max_cores = 1;
+    let late = job("late", vec![LayerSpec::simple("l", "1", "general")]);
+    let farm = Farm::new(&small_farm(1, 8, 32, &[], vec![capped, late]), |c| {
+        c.scheduler.max_jobs_per_pass = 1;
+    });
+    assert_eq!(farm.drain(), 2);
+    let booked = |name: &str| procs_of(&farm, name);
+    assert_eq!((booked("capped"), booked("late")), (1, 1));
+    farm.assert_clean_audit();
+}
+
+/// A layer whose limit is full must not take the host in the pass: its frames lose at the
+/// batch's limit guard, and a lower job that could have used the room got none, pass after
+/// pass. Before the pass counted the limits' room, the low job stayed WAITING.
+#[test]
+fn a_layer_at_its_limit_leaves_the_room_to_the_jobs_after_it() {
+    let mut limited = LayerSpec::simple("l", "1-10", "general");
+    limited.limits = vec![0];
+    let mut high = job("high", vec![limited]);
+    high.priority = 500;
+    let low = job("low", vec![LayerSpec::simple("l", "1", "general")]);
+    let mut spec = small_farm(1, 4, 32, &[], vec![high, low]);
+    spec.limits = vec![("lic".into(), 1)];
+    let farm = Farm::new(&spec, |_| {});
+    assert_eq!(farm.drain(), 2);
+    let booked = |name: &str| procs_of(&farm, name);
+    assert_eq!((booked("high"), booked("low")), (1, 1));
+    farm.assert_clean_audit();
+}
+
+/// Every job of the show is in a folder at its maximum: the pass leaves them out and says
+/// `Saturated` (room under the cap frees as frames end, and a saturated cluster wakes for
+/// that), not `NoJobs`, which sleeps until new work is counted.
+#[test]
+fn a_pass_whose_jobs_are_all_at_their_folders_maximum_is_saturated() {
+    let jobs = vec![
+        job("a", vec![LayerSpec::simple("l", "1-3", "general")]),
+        job("b", vec![LayerSpec::simple("l", "1-3", "general")]),
+    ];
+    let mut spec = small_farm(1, 8, 32, &[], jobs);
+    spec.shows[0].folder_max_cores = 2;
+    let farm = Farm::new(&spec, |_| {});
+    assert_eq!(farm.drain(), 2);
+    let cluster = farm
+        .clusters()
+        .into_iter()
+        .find(|c| c.tags.iter().any(|t| t == "general"))
+        .unwrap();
+    assert_eq!(
+        farm.pass(&cluster),
+        stagehand::cluster::feed::PassResult::Saturated
+    );
+    farm.assert_clean_audit();
 }
 
 /// Late in a drain the show's first jobs have no work left and the pass reads from the
@@ -254,12 +312,7 @@ fn passes_after_a_layer_side_read_take_the_next_jobs_in_order() {
         .into_iter()
         .find(|c| c.tags.iter().any(|t| t == "general"))
         .unwrap();
-    let booked = |name: &str| -> i64 {
-        farm.client()
-            .query_one("SELECT count(*) FROM proc p JOIN job j ON j.pk_job = p.pk_job WHERE j.str_name = $1", &[&name])
-            .unwrap()
-            .get(0)
-    };
+    let booked = |name: &str| procs_of(&farm, name);
     for (pass, name) in ["late_a", "late_b", "late_c"].into_iter().enumerate() {
         assert_eq!(
             farm.pass(&cluster),
@@ -1004,4 +1057,15 @@ fn complete_two(client: &mut postgres::Client) {
         .unwrap();
     }
     tx.commit().unwrap();
+}
+
+/// The procs of the job named `name`.
+fn procs_of(farm: &Farm, name: &str) -> i64 {
+    farm.client()
+        .query_one(
+            "SELECT count(*) FROM proc p JOIN job j ON j.pk_job = p.pk_job WHERE j.str_name = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0)
 }

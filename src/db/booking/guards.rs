@@ -182,18 +182,8 @@ pub(super) fn limit_room(tx: &mut Tx<'_>, ids: &[&str]) -> Result<HashMap<String
           ORDER BY pk_limit_record FOR UPDATE",
         &[&ids],
     )?;
-    let rows = tx.query(
-        "SELECT lr.pk_limit_record::text, coalesce(lr.int_max_value, 0)::bigint,
-                coalesce((SELECT sum(ls.int_running_count) FROM layer_limit ll
-                           JOIN layer_stat ls ON ls.pk_layer = ll.pk_layer
-                          WHERE ll.pk_limit_record = lr.pk_limit_record), 0)::bigint
-           FROM limit_record lr WHERE lr.pk_limit_record = ANY($1)",
-        &[&ids],
-    )?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get(0), r.get::<_, i64>(1) - r.get::<_, i64>(2)))
-        .collect())
+    let rows = tx.query(crate::db::jobs::LIMIT_ROOMS, &[&ids])?;
+    Ok(crate::db::jobs::rooms_of(&rows))
 }
 
 /// Locks the `layer_stat` and `job_stat` rows Cuebot's frame trigger will update, in key

@@ -20,11 +20,14 @@ const JOB_COLUMNS: &str =
                 jr.int_max_gpus::bigint, jr.int_min_cores::bigint,
                 extract(epoch FROM (now() - j.ts_started))::float8, {keys}";
 
-/// The show's pending jobs (`$1` show, `$2` facility).
+/// The show's pending jobs (`$1` show, `$2` facility) but those at their maximum cores or in
+/// a folder at its maximum (`$5`, `$6`: by the counters, see [`JobQuery`]).
 const PENDING_OF_SHOW: &str = "FROM job j JOIN job_resource jr ON jr.pk_job = j.pk_job
-          WHERE j.pk_show = $1 AND j.pk_facility = $2 AND j.str_state = 'PENDING' AND NOT j.b_paused";
+          WHERE j.pk_show = $1 AND j.pk_facility = $2 AND j.str_state = 'PENDING' AND NOT j.b_paused
+            AND NOT (j.pk_job = ANY($5)) AND NOT (j.pk_folder = ANY($6))";
 
-/// Whether the job `c` has a waiting layer the cluster's tags (`$3`) allow. `OFFSET 0` keeps
+/// Whether the job `c` has a waiting layer the cluster's tags (`$3`) allow and whose start
+/// time has come (a layer held by `ts_start_after` is no work yet). `OFFSET 0` keeps
 /// it a per-job test (the job's layers by `pk_job`, stopping at the first match): without it
 /// PostgreSQL may instead hash every waiting layer of the farm, splitting each one's tags,
 /// once per call — the walk and the hint test took twice the time that way at K = 10 (issue
@@ -33,6 +36,7 @@ const HAS_WORK: &str = "EXISTS (
                 SELECT 1 FROM layer l JOIN layer_stat ls ON ls.pk_layer = l.pk_layer
                  WHERE l.pk_job = c.pk_job AND ls.int_waiting_count > 0
                    AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[]
+                   AND (l.ts_start_after IS NULL OR l.ts_start_after <= now())
                  OFFSET 0)";
 
 /// Step 1 of the pass's job query: the show's first `$4` pending jobs in order, each with
@@ -51,7 +55,8 @@ const PENDING_WALK: &str = "SELECT c.*, {has_work}
 const PENDING_BY_LAYERS: &str = "WITH w AS MATERIALIZED (
                 SELECT DISTINCT l.pk_job FROM layer_stat ls JOIN layer l ON l.pk_layer = ls.pk_layer
                  WHERE ls.int_waiting_count > 0
-                   AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[])
+                   AND string_to_array(replace(l.str_tags, ' ', ''), '|') && $3::text[]
+                   AND (l.ts_start_after IS NULL OR l.ts_start_after <= now()))
          SELECT {columns} {pending} AND j.pk_job IN (SELECT pk_job FROM w)
           ORDER BY o1 {d1}, o2 {d2}, o3 LIMIT $4";
 
@@ -182,6 +187,8 @@ pub(crate) struct Pending {
     pub(crate) jobs: Vec<PendingJob>,
     /// Jobs with work for the cluster that were skipped as held by another thread.
     pub(crate) held_elsewhere: usize,
+    /// Nothing was found, and the show has pending jobs left out as full.
+    pub(crate) only_full: bool,
 }
 
 /// What a pass's job query is about: the show in a facility, the cluster's tags, the order.
@@ -194,6 +201,11 @@ pub(crate) struct JobQuery<'a> {
     pub(crate) tags: &'a [String],
     /// The pass's job order.
     pub(crate) order: crate::config::JobOrder,
+    /// Jobs left out: at their maximum cores by the counters. A page of such jobs at the
+    /// head of the order would book nothing and hold back every job behind it.
+    pub(crate) full_jobs: &'a [JobId],
+    /// Folders whose jobs are left out: at their maximum cores by the counters.
+    pub(crate) full_folders: &'a [FolderId],
 }
 
 impl JobQuery<'_> {
@@ -211,8 +223,36 @@ impl JobQuery<'_> {
         // layer-side read at 10× the drain farm (issue 14).
         Ok(conn.query(
             sql.as_str(),
-            &[&self.show, &self.facility, &self.tags, fourth],
+            &[
+                &self.show,
+                &self.facility,
+                &self.tags,
+                fourth,
+                &self.full_jobs,
+                &self.full_folders,
+            ],
         )?)
+    }
+
+    /// True when the show has a pending job the query left out as full: a pass that found
+    /// nothing else is saturated (room under a cap frees as frames end), not out of work.
+    pub(crate) fn any_full(&self, conn: &mut impl GenericClient) -> Result<bool, DbError> {
+        if self.full_jobs.is_empty() && self.full_folders.is_empty() {
+            return Ok(false);
+        }
+        let row = conn.query_one(
+            "SELECT EXISTS (SELECT 1 FROM job j
+                             WHERE j.pk_show = $1 AND j.pk_facility = $2 AND j.str_state = 'PENDING'
+                               AND NOT j.b_paused
+                               AND (j.pk_job = ANY($3) OR j.pk_folder = ANY($4)))",
+            &[
+                &self.show,
+                &self.facility,
+                &self.full_jobs,
+                &self.full_folders,
+            ],
+        )?;
+        Ok(row.get(0))
     }
 }
 
@@ -265,9 +305,12 @@ pub(crate) fn pending_jobs(
         };
         rows = split_held(found.into_iter(), row_job, held, cap);
     }
+    let jobs: Vec<PendingJob> = rows.free.iter().map(pending_job).collect();
+    let only_full = jobs.is_empty() && rows.held == 0 && q.any_full(conn)?;
     Ok(Pending {
-        jobs: rows.free.iter().map(pending_job).collect(),
+        jobs,
         held_elsewhere: rows.held,
+        only_full,
     })
 }
 

@@ -28,6 +28,8 @@ pub(super) struct PassInput<'s> {
     _claims: Vec<JobClaim<'s>>,
     _cap_pins: Vec<CapPin>,
     pub(super) layers: Vec<LayerWork>,
+    /// Room under each limit of the layers, read unlocked with them (a hint).
+    pub(super) limit_rooms: HashMap<String, i64>,
     pub(super) job_env: HashMap<JobId, Vec<(String, String)>>,
     pub(super) layer_env: HashMap<LayerId, Vec<(String, String)>>,
 }
@@ -52,6 +54,10 @@ pub(super) fn read_pass<'s>(
         let busy = pending.held_elsewhere > 0 || found > 0;
         return Ok(Err(if busy {
             PassResult::Busy
+        } else if pending.only_full {
+            // Its jobs wait for room under their caps: that frees as their frames end, which
+            // a saturated cluster wakes for (see `cluster::feed`).
+            PassResult::Saturated
         } else {
             PassResult::NoJobs
         }));
@@ -65,6 +71,12 @@ pub(super) fn read_pass<'s>(
         i64::from(s.frames_per_layer),
         i64::from(config.reservations.min_history),
     )?;
+    let limits: std::collections::BTreeSet<&str> = layers
+        .iter()
+        .flat_map(|l| l.limits.iter().map(|id| id.as_str()))
+        .collect();
+    let limits: Vec<&str> = limits.into_iter().collect();
+    let limit_rooms = db::jobs::limit_rooms(conn, &limits)?;
     let (job_env, layer_env) = if config.rqd.dry_run {
         Default::default()
     } else {
@@ -76,6 +88,7 @@ pub(super) fn read_pass<'s>(
         _claims: claims,
         _cap_pins: cap_pins,
         layers,
+        limit_rooms,
         job_env,
         layer_env,
     }))
@@ -121,11 +134,14 @@ fn query_jobs(
         .remove(&cluster.key)
         .map(|(_, h)| h)
         .unwrap_or_default();
+    let full = shared.ledger.full();
     let query = db::jobs::JobQuery {
         show: &cluster.show,
         facility: &cluster.facility,
         tags: &cluster.tags,
         order: s.job_order,
+        full_jobs: &full.jobs,
+        full_folders: &full.folders,
     };
     let limit = i64::from(s.max_jobs_per_pass);
     let pending = db::jobs::pending_jobs(conn.client(), &query, limit, &held, &mut hint)?;
