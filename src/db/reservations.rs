@@ -41,21 +41,46 @@ pub(crate) const HOLD_BLOCKS: &str = "EXISTS (SELECT 1 FROM stagehand.host_reser
                OR h.int_gpus_idle - b.gpus < r.int_gpus OR h.int_gpu_mem_idle - b.gpu_mem < r.int_gpu_mem)
           AND (b.est IS NULL OR now() + make_interval(secs => b.est) > r.ts_shadow))";
 
-/// Drops reservations that lapsed or whose frame is no longer WAITING, then reads the rest.
-/// Returns `(reservations, dropped)`.
+/// How long past its shadow time a reservation may keep a host that has the room it
+/// reserved idle: its frame had that long to book there (passes come every few seconds), so
+/// something else keeps it from booking.
+const SHADOW_GRACE_SECS: f64 = 30.0;
+
+/// Drops reservations that lapsed, whose frame is no longer WAITING or cannot take the host
+/// when it drains, or whose frame left the room idle past the shadow time; then reads the
+/// rest. Returns `(reservations, dropped)`.
 pub fn load(conn: &mut impl GenericClient) -> Result<(Vec<Hold>, u64), DbError> {
     let dropped = conn.execute(
         "DELETE FROM stagehand.host_reservation r
           WHERE r.ts_expires <= now()
              OR NOT EXISTS (SELECT 1 FROM frame f WHERE f.pk_frame = r.pk_frame AND f.str_state = 'WAITING')
-             -- A paused job, or one whose cap leaves no room for the frame, cannot take the
-             -- host when it drains: holding it would only idle the host until max_hold.
+             -- A paused job, or one whose cap, folder, subscription or layer limit leaves no
+             -- room for the frame, cannot take the host when it drains: holding it would only
+             -- idle the host until max_hold.
              OR EXISTS (SELECT 1 FROM frame f JOIN job j ON j.pk_job = f.pk_job
                           JOIN job_resource jr ON jr.pk_job = j.pk_job
+                          JOIN folder_resource fr ON fr.pk_folder = j.pk_folder
                          WHERE f.pk_frame = r.pk_frame
                            AND (j.b_paused OR j.str_state <> 'PENDING'
-                                OR (jr.int_max_cores > 0 AND jr.int_cores + r.int_cores > jr.int_max_cores)))",
-        &[],
+                                OR (jr.int_max_cores > 0 AND jr.int_cores + r.int_cores > jr.int_max_cores)
+                                OR (fr.int_max_cores > 0 AND fr.int_cores + r.int_cores > fr.int_max_cores)
+                                OR EXISTS (SELECT 1 FROM subscription s JOIN host h ON h.pk_alloc = s.pk_alloc
+                                            WHERE h.pk_host = r.pk_host AND s.pk_show = j.pk_show
+                                              AND s.int_cores + r.int_cores > s.int_burst)
+                                OR EXISTS (SELECT 1 FROM layer_limit ll
+                                             JOIN limit_record lr ON lr.pk_limit_record = ll.pk_limit_record
+                                            WHERE ll.pk_layer = f.pk_layer
+                                              AND coalesce(lr.int_max_value, 0) <= coalesce(
+                                                  (SELECT sum(ls.int_running_count) FROM layer_limit l2
+                                                     JOIN layer_stat ls ON ls.pk_layer = l2.pk_layer
+                                                    WHERE l2.pk_limit_record = lr.pk_limit_record), 0))))
+             -- Whatever else keeps it (fair share, a license, its job out of the passes'
+             -- pages): the host has had the reserved room idle for its frame and it did not book.
+             OR (r.ts_shadow < now() - make_interval(secs => $1)
+                 AND EXISTS (SELECT 1 FROM host h WHERE h.pk_host = r.pk_host
+                               AND h.int_cores_idle >= r.int_cores AND h.int_mem_idle >= r.int_mem
+                               AND h.int_gpus_idle >= r.int_gpus AND h.int_gpu_mem_idle >= r.int_gpu_mem))",
+        &[&SHADOW_GRACE_SECS],
     )?;
     let rows = conn.query(
         "SELECT r.pk_host, h.str_name, r.pk_frame, r.pk_layer, r.pk_show, r.int_cores, r.int_mem,

@@ -443,13 +443,21 @@ fn a_pass_books_nothing_for_a_show_not_yet_bookable_under_its_lease() {
     assert_eq!(farm.pass_all(), 2);
 }
 
-/// A wide-frame reservation whose job is paused, or whose job cap leaves no room for the
-/// frame, is dropped at the next refresh instead of idling its host until `max_hold`.
+/// A wide-frame reservation whose job is paused, or whose job cap, folder, subscription or
+/// layer limit leaves no room for the frame, or whose frame left the room idle well past the
+/// shadow time, is dropped at the next refresh instead of idling its host until `max_hold`.
+/// The last four were kept (one of the liveness review's findings, 2026-12-08).
 #[test]
 fn a_reservation_of_a_paused_or_capped_job_is_dropped() {
     for sql in [
         "UPDATE job SET b_paused = true",
         "UPDATE job_resource SET int_max_cores = 400, int_cores = 400",
+        "UPDATE folder_resource SET int_max_cores = 400",
+        "UPDATE subscription SET int_burst = 400",
+        "INSERT INTO limit_record (pk_limit_record, str_name, int_max_value) VALUES ('lim', 'lim', 0);
+         INSERT INTO layer_limit (pk_layer_limit, pk_layer, pk_limit_record)
+              SELECT 'll', pk_layer, 'lim' FROM layer",
+        "UPDATE stagehand.host_reservation SET ts_shadow = now() - interval '1 minute'",
     ] {
         let farm = one_job_farm(1);
         let mut client = farm.client();
