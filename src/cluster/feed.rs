@@ -73,10 +73,26 @@ pub struct PassOutcome {
     pub result: PassResult,
     /// The [`room_generation`] when the pass started.
     pub capacity_gen: u64,
-    /// The pass booked every frame of a full page of jobs, saw more jobs with work beyond it,
-    /// and no layer stopped for want of room: a pass beside the next one would find work and
+    /// What its end says beyond its result.
+    pub ending: Ending,
+}
+
+/// How a pass ended, beyond its [`PassResult`]: what the feed needs for side passes and for
+/// fair share.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Ending {
+    /// Nothing more to say (it stopped for room, or failed, or was cut short).
+    #[default]
+    Plain,
+    /// It booked every frame of a full page of jobs, saw more jobs with work beyond it, and
+    /// no layer stopped for want of room: a pass beside the next one would find work and
     /// room too.
-    pub wants_more: bool,
+    MoreWork,
+    /// It found work and booked none, and none of it waited for room: every layer was held
+    /// back by its own job's or folder's maximum, a layer limit, a start time or a license,
+    /// or the show is at its burst on every allocation of the cluster. Such a show is not
+    /// hungry for fair share: room another show gave way to would stay idle.
+    HeldBack,
 }
 
 /// What `/status` shows of a cluster.
@@ -405,14 +421,14 @@ impl Feed {
         metrics::CLUSTERS_ACTIVE.set(awake);
     }
 
-    /// Tells the ledger which shows have waiting work on each allocation (fair share yields
-    /// only to a show that is hungry there).
+    /// Tells the ledger which shows have waiting work on each allocation that their last
+    /// pass did not find held back (fair share yields only to a show that is hungry there).
     fn publish_hungry(&self) {
         let Some(board) = &self.ctx.hungry else {
             return;
         };
         let mut hungry: HungryShows = HashMap::new();
-        for turn in self.turns.values().filter(|t| t.waiting > 0) {
+        for turn in self.turns.values().filter(|t| t.waiting > 0 && !t.held) {
             for alloc in &turn.cluster.allocs {
                 let shows = hungry.entry(alloc.clone()).or_default();
                 if !shows.contains(&turn.cluster.show) {
@@ -584,7 +600,8 @@ impl Feed {
 mod tests {
     use super::*;
     use crate::{
-        accounting::Ledger, cluster::ClusterTagRow, db::jobs::SubscriptionRow, index::HostIndex,
+        accounting::Ledger, cluster::ClusterTagRow, db::jobs::SubscriptionRow, ids::AllocId,
+        index::HostIndex,
     };
 
     /// A feed on a pool that never connects (nothing here reads the database), with
@@ -669,5 +686,51 @@ mod tests {
         feed.dispatch();
         assert_eq!(feed.work.len(), 0);
         assert!(feed.next_event() > Instant::now() + Duration::from_secs(30));
+    }
+
+    /// A cluster whose last pass found all its work held back by its own caps, limits,
+    /// start times or licenses does not make its show hungry on its allocation: a show past
+    /// its size would give way there for room the held show cannot use. Its other
+    /// allocation's cluster, whose pass stopped for room, still does.
+    #[test]
+    fn a_show_whose_work_is_held_back_is_not_hungry_there() {
+        let board = crate::accounting::hungry::HungryBoard::new();
+        let (mut feed, _work) = feed(4, None);
+        feed.ctx.hungry = Some(Arc::clone(&board));
+        for turn in feed.turns.values_mut() {
+            turn.waiting = 5;
+        }
+        let a1: AllocId = "a1".into();
+        for (key, ending) in feed
+            .turns
+            .iter()
+            .map(|(k, t)| {
+                let held = t.cluster.allocs.contains(&a1);
+                (
+                    k.clone(),
+                    if held {
+                        Ending::HeldBack
+                    } else {
+                        Ending::Plain
+                    },
+                )
+            })
+            .collect::<Vec<_>>()
+        {
+            let outcome = PassOutcome {
+                key,
+                result: PassResult::Saturated,
+                capacity_gen: 0,
+                ending,
+            };
+            feed.settle(outcome, &Config::default());
+        }
+        feed.publish_hungry();
+        let hungry = board.view().load();
+        assert!(hungry.get(&a1).is_none_or(|shows| shows.is_empty()));
+        assert_eq!(
+            hungry.get(&AllocId::from("a2")),
+            Some(&vec![ShowId::from("s")])
+        );
     }
 }

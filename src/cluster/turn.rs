@@ -19,7 +19,7 @@ use std::{
 
 use super::{
     Cluster,
-    feed::{BUSY_RETRY, PassOutcome, PassResult},
+    feed::{BUSY_RETRY, Ending, PassOutcome, PassResult},
 };
 use crate::config::SchedulerConfig;
 
@@ -54,6 +54,9 @@ pub(super) struct Turn {
     inflight: u32,
     /// Its last pass ended on work, not on room: another pass may run beside the next.
     wants_more: bool,
+    /// Its last round booked nothing and found all its work held back by its own caps,
+    /// limits, start times or licenses ([`Ending::HeldBack`]): not hungry for fair share.
+    pub(super) held: bool,
     /// A pass booked since it was last dispatched with no pass out.
     round_booked: bool,
     /// Waiting frames in its tags at the last scan (-1 unknown), and when last dispatched.
@@ -77,6 +80,7 @@ impl Turn {
             ready_at: now,
             inflight: 0,
             wants_more: false,
+            held: false,
             round_booked: false,
             waiting: -1,
             waiting_at_pass: -1,
@@ -127,13 +131,14 @@ impl Turn {
     ) -> Option<Sleep> {
         self.inflight = self.inflight.saturating_sub(1);
         self.capacity_gen = outcome.capacity_gen;
-        self.wants_more = outcome.wants_more;
+        self.wants_more = outcome.ending == Ending::MoreWork;
         if matches!(outcome.result, PassResult::Booked(_)) {
             self.round_booked = true;
         }
         if self.inflight > 0 {
             return None;
         }
+        self.held = !self.round_booked && outcome.ending == Ending::HeldBack;
         let result = if self.round_booked {
             PassResult::Booked(0)
         } else {
@@ -192,7 +197,11 @@ mod tests {
             key: "c".into(),
             result,
             capacity_gen: 1,
-            wants_more,
+            ending: if wants_more {
+                Ending::MoreWork
+            } else {
+                Ending::Plain
+            },
         }
     }
 

@@ -33,7 +33,10 @@ use super::{
 use crate::{
     accounting::{Cap, Charge, Ticket},
     backfill::{self, HoldMap},
-    cluster::{Cluster, feed::PassResult},
+    cluster::{
+        Cluster,
+        feed::{Ending, PassResult},
+    },
     config::{Config, JobOrder},
     db::{
         self,
@@ -53,24 +56,25 @@ pub fn pass(shared: &Shared, cluster: &Cluster, launches: &Sender<LaunchTask>) -
     pass_reporting(shared, cluster, launches, &mut db::Kept::default()).0
 }
 
-/// Runs one pass over `cluster`; also true when it ended on work, not on room: it booked
-/// and took a full page of jobs, and no layer of it stopped for room ([`Reason::is_room`]).
-/// Then the cluster has more jobs than a pass takes and room for them, and the feed may run
+/// Runs one pass over `cluster`, and says how it ended: [`Ending::MoreWork`] when it booked
+/// and took a full page of jobs and no layer of it stopped for room ([`Reason::is_room`]):
+/// then the cluster has more jobs than a pass takes and room for them, and the feed may run
 /// a second pass of it beside the next one (issue 14: the last half of a drain was one
-/// cluster's passes, one at a time, with PostgreSQL a quarter idle between them).
+/// cluster's passes, one at a time, with PostgreSQL a quarter idle between them);
+/// [`Ending::HeldBack`] when it booked nothing and none of its work waited for room.
 /// The pass runs on `kept`, the booking thread's connection between its passes.
 pub(crate) fn pass_reporting(
     shared: &Shared,
     cluster: &Cluster,
     launches: &Sender<LaunchTask>,
     kept: &mut db::Kept,
-) -> (PassResult, bool) {
+) -> (PassResult, Ending) {
     match run(shared, cluster, launches, kept) {
         Ok(report) => report,
         Err(e) => {
             metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
             log::warn!("pass over cluster {} failed: {e}", cluster.key);
-            (PassResult::Error, false)
+            (PassResult::Error, Ending::Plain)
         }
     }
 }
@@ -80,9 +84,10 @@ fn run(
     cluster: &Cluster,
     launches: &Sender<LaunchTask>,
     kept: &mut db::Kept,
-) -> Result<(PassResult, bool), db::DbError> {
-    let Some(fence) = pass_fence(shared, cluster) else {
-        return Ok((PassResult::Saturated, false));
+) -> Result<(PassResult, Ending), db::DbError> {
+    let fence = match pass_fence(shared, cluster) {
+        Ok(fence) => fence,
+        Err(ending) => return Ok((PassResult::Saturated, ending)),
     };
     kept.run(&shared.pool, |conn| {
         run_on(shared, cluster, launches, fence, conn)
@@ -96,11 +101,13 @@ fn run_on(
     launches: &Sender<LaunchTask>,
     fence: Option<Fence>,
     conn: &mut db::Conn,
-) -> Result<(PassResult, bool), db::DbError> {
+) -> Result<(PassResult, Ending), db::DbError> {
     let config = shared.config.load_full();
     let mut input = match read_pass(shared, conn, cluster, &config)? {
         Ok(input) => input,
-        Err(result) => return Ok((result, false)),
+        // Saturated before matching: every job with work was at its maximum.
+        Err(PassResult::Saturated) => return Ok((PassResult::Saturated, Ending::HeldBack)),
+        Err(result) => return Ok((result, Ending::Plain)),
     };
     let full_page = input.full_page;
     let limit_rooms = std::mem::take(&mut input.limit_rooms);
@@ -131,25 +138,38 @@ fn run_on(
     m.record_tallies();
     // A pass that had jobs of its own and booked none is saturated even when other jobs were
     // held elsewhere: retrying it every `BUSY_RETRY` would spin on a full farm.
+    let for_room = m
+        .tallies
+        .values()
+        .any(|t| t.reason.is_some_and(Reason::is_room));
     if m.booked == 0 {
-        return Ok((PassResult::Saturated, false));
+        let ending = if for_room {
+            Ending::Plain
+        } else {
+            Ending::HeldBack
+        };
+        return Ok((PassResult::Saturated, ending));
     }
-    let more = full_page
-        && !m
-            .tallies
-            .values()
-            .any(|t| t.reason.is_some_and(Reason::is_room));
-    Ok((PassResult::Booked(m.booked), more))
+    let ending = if full_page && !for_room {
+        Ending::MoreWork
+    } else {
+        Ending::Plain
+    };
+    Ok((PassResult::Booked(m.booked), ending))
 }
 
 /// The fence this pass books under, captured now with the may-book check, so every batch
-/// commits only under the lease epoch its counters were planned under. `None` when the pass
-/// must not run: the show is not bookable yet, or every allocation of the cluster is at its
-/// burst; `Some(None)` books unfenced (a single instance).
-fn pass_fence(shared: &Shared, cluster: &Cluster) -> Option<Option<Fence>> {
+/// commits only under the lease epoch its counters were planned under. `Err` when the pass
+/// must not run: the show is not bookable yet ([`Ending::Plain`]), or every allocation of the
+/// cluster is at its burst ([`Ending::HeldBack`]); `Ok(None)` books unfenced (a single
+/// instance).
+fn pass_fence(shared: &Shared, cluster: &Cluster) -> Result<Option<Fence>, Ending> {
     let fence = match shared.lease.fence().as_ref() {
         None => None,
-        Some(f) => Some(f.for_pass(&cluster.show, shared.ledger.resyncs())?),
+        Some(f) => Some(
+            f.for_pass(&cluster.show, shared.ledger.resyncs())
+                .ok_or(Ending::Plain)?,
+        ),
     };
     if cluster
         .allocs
@@ -160,9 +180,9 @@ fn pass_fence(shared: &Shared, cluster: &Cluster) -> Option<Option<Fence>> {
             .with_label_values(&[Cap::Subscription.label()])
             .inc();
         shared.ask_counters();
-        return None;
+        return Err(Ending::HeldBack);
     }
-    Some(fence)
+    Ok(fence)
 }
 
 /// Why a layer stops being matched in this pass.

@@ -28,7 +28,7 @@ use crate::{
     accounting::{Ledger, hungry::HungryView},
     cluster::{
         Cluster,
-        feed::{PassOutcome, PassResult, room_generation},
+        feed::{Ending, PassOutcome, PassResult, room_generation},
     },
     config::Config,
     db,
@@ -209,14 +209,14 @@ pub fn worker(
                 key: cluster.key.clone(),
                 result: PassResult::Stopped,
                 capacity_gen: 0,
-                wants_more: false,
+                ending: Ending::Plain,
             });
             break;
         }
         let capacity_gen = room_generation(&shared.index.capacity(), &shared.ledger.caps_view());
         // A panic in one pass must not take the thread (or the cluster) with it: it is
         // logged, counted, and the cluster sleeps as after an error.
-        let (result, wants_more) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let (result, ending) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             matcher::pass_reporting(&shared, &cluster, &launches, &mut kept)
         }))
         .unwrap_or_else(|_| {
@@ -224,7 +224,7 @@ pub fn worker(
             kept = db::Kept::default();
             metrics::WORKER_PANICS.inc();
             log::error!("booking pass of cluster {} panicked", cluster.key);
-            (PassResult::Error, false)
+            (PassResult::Error, Ending::Plain)
         });
         let reason = match result {
             PassResult::Booked(_) => "booked",
@@ -240,7 +240,7 @@ pub fn worker(
                 key: cluster.key.clone(),
                 result,
                 capacity_gen,
-                wants_more,
+                ending,
             })
             .is_err()
         {
