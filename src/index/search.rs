@@ -80,8 +80,6 @@ impl HostIndex {
                 next_batch(view, search.strategy, floor_cores, search.mem_floor, cursor);
             let last = last?;
             cursor = Some(last);
-            // Keys dropped by the memory filter count as examined too.
-            examined += BATCH - batch.len();
             for (_, _, salted) in batch {
                 examined += 1;
                 let prefer = search.request.prefer;
@@ -402,8 +400,14 @@ impl<'r, 'a> Search<'r, 'a> {
 }
 
 /// The next keys at or past `cursor` in the strategy's order, restricted to hosts with at
-/// least `min_cores` free and `mem_floor` GB, and the last key scanned (the next cursor).
+/// least `min_cores` free and `mem_floor` GB, and the last key taken (the next cursor).
 /// The view's read lock is held only for the copy.
+///
+/// Hosts below the memory floor are stepped over, not read: within one free-cores value the
+/// keys are in memory order, so the walk seeks past that value's low-memory keys. Read and
+/// dropped, they counted against [`MAX_SCAN`], and on a busy farm of thousands of hosts with
+/// a core or two and little memory free a frame asking for memory gave up before it reached
+/// the hosts that had it.
 fn next_batch(
     view: &TagView,
     strategy: &Strategy,
@@ -413,26 +417,51 @@ fn next_batch(
 ) -> (Vec<Key>, Option<Key>) {
     use std::ops::Bound::{Excluded, Included, Unbounded};
     let set = view.set.read();
-    let scanned: Vec<Key> = if strategy.cores_ascending() {
-        let start = match cursor {
+    let mut out: Vec<Key> = Vec::with_capacity(BATCH);
+    if strategy.cores_ascending() {
+        let mut start = match cursor {
             Some(c) => Excluded(c),
             None => Included((min_cores, 0, Uuid::nil())),
         };
-        set.range((start, Unbounded)).take(BATCH).copied().collect()
+        'seek: loop {
+            for k in set.range((start, Unbounded)) {
+                if k.1 < mem_floor {
+                    // The first key of this cores value with the memory asked for.
+                    start = Included((k.0, mem_floor, Uuid::nil()));
+                    continue 'seek;
+                }
+                out.push(*k);
+                if out.len() >= BATCH {
+                    break;
+                }
+            }
+            break;
+        }
     } else {
-        let end = match cursor {
+        let mut end = match cursor {
             Some(c) => Excluded(c),
             None => Unbounded,
         };
-        set.range((Included((min_cores, 0, Uuid::nil())), end))
-            .rev()
-            .take(BATCH)
-            .copied()
-            .collect()
-    };
+        'seek: loop {
+            for k in set
+                .range((Included((min_cores, 0, Uuid::nil())), end))
+                .rev()
+            {
+                if k.1 < mem_floor {
+                    // The rest of this cores value has less memory still: on to the next.
+                    end = Excluded((k.0, 0, Uuid::nil()));
+                    continue 'seek;
+                }
+                out.push(*k);
+                if out.len() >= BATCH {
+                    break;
+                }
+            }
+            break;
+        }
+    }
     drop(set);
-    let last = scanned.last().copied();
-    let mut out: Vec<Key> = scanned.into_iter().filter(|k| k.1 >= mem_floor).collect();
+    let last = out.last().copied();
     // Cores order comes from the view; the memory axis reorders hosts with equal cores.
     let (cores_up, mem_up) = (strategy.cores_ascending(), strategy.memory_ascending());
     out.sort_by(|a, b| {

@@ -615,3 +615,38 @@ fn a_fallback_lost_to_another_thread_is_not_a_lost_frame() {
     assert_eq!(stolen.len(), 1);
     assert_eq!(r.host_id(), &hid(2));
 }
+
+/// More than [`MAX_SCAN`] hosts of one tag with cores but little memory free, ahead in the
+/// search's cores order of one host with room: a frame asking for memory is placed there,
+/// under either order. The hosts below its memory floor used to count against the search's
+/// limit, and it gave up with a host to spare.
+#[test]
+fn hosts_below_the_memory_floor_do_not_use_up_the_search() {
+    let worst_fit = Strategy::Saturation {
+        core_saturation: false,
+        memory_saturation: false,
+    };
+    // Best fit walks from few free cores up; worst fit from many down.
+    for (strategy, small_cores, big_cores) in [(Strategy::default(), 1, 8), (worst_fit, 8, 2)] {
+        let index = HostIndex::with_salt(0);
+        let mut hosts: Vec<HostRecord> = (0..MAX_SCAN as u128 + 100)
+            .map(|n| rec(n, small_cores, 1, 0, &["t"]))
+            .collect();
+        hosts.push(rec(1_000_000, big_cores, 32, 0, &["t"]));
+        load(&index, hosts);
+        let t = tags(&["t"]);
+        let mut req = request(&t, 1);
+        req.floor.mem_kb = 16 * GB;
+        let big = |_: &HostView<'_>| {
+            Some(Resources {
+                cores: CORE,
+                mem_kb: 16 * GB,
+                ..Resources::ZERO
+            })
+        };
+        let placed = index
+            .place(&req, &strategy, big)
+            .expect("the host with room");
+        assert_eq!(placed.host_id(), &hid(1_000_000), "{strategy:?}");
+    }
+}
