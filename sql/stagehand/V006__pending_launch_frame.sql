@@ -10,6 +10,10 @@
 -- pending_launch row, and the launcher forgets a row only once it knows the
 -- frame is still the booking's (its version unchanged) or RQD confirmed a kill
 -- of the stale start. This index serves that test, once per booked frame.
+--
+-- A row also keeps its host: once Cuebot released the proc, the kill that
+-- must come before the row goes has nothing else to find the host by.
 -- =============================================================================
 
 CREATE INDEX IF NOT EXISTS i_pending_launch_frame ON stagehand.pending_launch (pk_frame);
+ALTER TABLE stagehand.pending_launch ADD COLUMN IF NOT EXISTS pk_host VARCHAR(36) NULL;

@@ -14,20 +14,28 @@ use crate::ids::{FrameId, ProcId, ShowId};
 /// needs no claim statement of its own (see `pipeline::launch`).
 pub(super) fn record(
     tx: &mut super::session::Tx<'_>,
-    procs: &[&str],
-    frames: &[&str],
-    shows: &[&str],
+    c: &super::booking::ProcColumns<'_>,
     versions: &[i32],
     owner: Option<Uuid>,
 ) -> Result<(), DbError> {
     tx.execute(
-        "INSERT INTO stagehand.pending_launch (pk_proc, pk_frame, pk_show, int_version, pk_instance, ts_launch)
-         SELECT b.p, b.f, b.s, b.v, $5, now() FROM unnest($1::text[], $2::text[], $3::text[], $4::int[])
-             AS b(p, f, s, v)
+        "INSERT INTO stagehand.pending_launch (pk_proc, pk_frame, pk_show, int_version, pk_instance, ts_launch, pk_host)
+         SELECT b.p, b.f, b.s, b.v, $5, now(), b.h
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $6::text[]) AS b(p, f, s, v, h)
          ON CONFLICT (pk_proc) DO NOTHING",
-        &[&procs, &frames, &shows, &versions, &owner],
+        &[&c.procs, &c.frames, &c.shows, &versions, &owner, &c.hosts],
     )?;
     Ok(())
+}
+
+/// Whether host `host` is there and UP by Cuebot's last report.
+pub(crate) fn host_is_up(conn: &mut impl GenericClient, host: &str) -> Result<bool, DbError> {
+    Ok(conn
+        .query_opt(
+            "SELECT 1 FROM host_stat WHERE pk_host = $1 AND str_state = 'UP'",
+            &[&host],
+        )?
+        .is_some())
 }
 
 /// Forgets the pending launches of `procs` (launched, or undone).
@@ -73,6 +81,11 @@ pub struct Orphan {
     pub proc: ProcId,
     /// The frame version the booking produced.
     pub version: i32,
+    /// The booked frame.
+    pub frame: FrameId,
+    /// The name of the host it was booked on, while that host is indexed by Cuebot as UP
+    /// (`None`: gone or down, or a row older than V006): where a launch could still run.
+    pub live_host: Option<String>,
 }
 
 /// Claims the pending-launch rows of `procs` for launching, right before RQD is called:
@@ -150,11 +163,14 @@ const SWEEP: &str = "WITH cand AS (
              WHERE pl.pk_proc = cand.pk_proc
                AND ((pl.b_swept AND pl.pk_instance IS NOT DISTINCT FROM $2)
                     OR pl.ts_launch IS NULL OR pl.ts_launch < now() - make_interval(secs => $4))
-            RETURNING pl.pk_proc, pl.int_version
+            RETURNING pl.pk_proc, pl.int_version, pl.pk_frame, pl.pk_host
          )
          SELECT t.pk_proc, t.int_version, p.pk_frame, p.pk_layer, p.pk_job, p.pk_show, j.pk_folder,
                 p.pk_host, h.str_name, h.pk_alloc, p.int_cores_reserved::bigint,
-                p.int_mem_reserved::bigint, p.int_gpus_reserved::bigint, p.int_gpu_mem_reserved::bigint
+                p.int_mem_reserved::bigint, p.int_gpus_reserved::bigint, p.int_gpu_mem_reserved::bigint,
+                t.pk_frame,
+                (SELECT bh.str_name FROM host bh JOIN host_stat bs ON bs.pk_host = bh.pk_host
+                  WHERE bh.pk_host = t.pk_host AND bs.str_state = 'UP')
            FROM taken t
            LEFT JOIN proc p ON p.pk_proc = t.pk_proc
            LEFT JOIN host h ON h.pk_host = p.pk_host
@@ -182,5 +198,7 @@ fn orphan_of(r: &postgres::Row) -> Orphan {
         placement,
         proc: r.get(0),
         version: r.get(1),
+        frame: r.get(14),
+        live_host: r.get(15),
     }
 }

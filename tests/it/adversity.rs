@@ -184,12 +184,9 @@ fn cuebot_stops_the_running_frames(farm: &Farm) {
         .unwrap();
 }
 
-/// Cuebot stops a frame (an operator's retry) after its booking committed but before RQD
-/// started it: Cuebot's kill finds nothing on RQD, and the launch lands afterwards. The frame
-/// must not be booked again until that launch is killed, or it runs twice. Before V006 the
-/// next pass booked it again while the first launch was still on its way to RQD.
-#[test]
-fn a_frame_cuebot_stops_before_its_launch_lands_is_not_booked_again_until_that_launch_is_killed() {
+/// A one-frame farm launching on a fake RQD that starts every launch 1.5 s late and answers
+/// within the deadline (5 s), its frame booked: the launch is on its way.
+fn one_frame_started_late() -> (FakeRqd, Farm) {
     let rqd = FakeRqd::start(FleetOptions {
         database_url: None,
         failure_per_mille: 0,
@@ -208,10 +205,19 @@ fn a_frame_cuebot_stops_before_its_launch_lands_is_not_booked_again_until_that_l
         c.rqd.dry_run = false;
         c.rqd.endpoint = "127.0.0.1:{port}".into();
         c.rqd.port = port;
-        // The late start is answered within the deadline: RQD accepted the launch.
         c.rqd.timeout = Duration::from_secs(5);
     });
     assert_eq!(farm.pass_all(), 1);
+    (rqd, farm)
+}
+
+/// Cuebot stops a frame (an operator's retry) after its booking committed but before RQD
+/// started it: Cuebot's kill finds nothing on RQD, and the launch lands afterwards. The frame
+/// must not be booked again until that launch is killed, or it runs twice. Before V006 the
+/// next pass booked it again while the first launch was still on its way to RQD.
+#[test]
+fn a_frame_cuebot_stops_before_its_launch_lands_is_not_booked_again_until_that_launch_is_killed() {
+    let (rqd, farm) = one_frame_started_late();
     cuebot_stops_the_running_frames(&farm);
     rqd.set_behaviour(Behaviour::Accept);
     farm.refresh();
@@ -238,12 +244,47 @@ fn a_frame_cuebot_stops_before_its_launch_lands_is_not_booked_again_until_that_l
     rqd.stop();
 }
 
-/// A launch timed out and RQD does not confirm its kill; then Cuebot gives up on the host
-/// and releases the proc. Nothing of the booking is left to undo, and its pending row must
-/// go too: it keeps the frame from being booked again (V006). The kill's retries used to
-/// stop without deleting it.
+/// As above, but RQD does not answer the kill of the launch that landed late, while Cuebot
+/// has released the proc: the launch still runs there, so the frame must not be booked
+/// again until a kill is confirmed. The row used to go as soon as the proc was gone, and the
+/// next pass booked the frame beside the run still going.
 #[test]
-fn a_pending_row_goes_when_cuebot_releases_the_proc_of_an_unconfirmed_launch() {
+fn a_late_launch_whose_proc_cuebot_released_keeps_its_frame_until_rqd_confirms_the_kill() {
+    let (rqd, farm) = one_frame_started_late();
+    cuebot_stops_the_running_frames(&farm);
+    rqd.set_refuse_kills(true);
+    rqd.set_behaviour(Behaviour::Accept);
+    assert!(
+        wait_until(|| rqd.kills().len() >= 2),
+        "the late launch is killed, and again after the kill went unanswered"
+    );
+    assert_eq!(rqd.running().len(), 1, "the late launch runs");
+    farm.refresh();
+    assert_eq!(
+        farm.pass_all(),
+        0,
+        "not booked again while the late launch may run"
+    );
+    rqd.set_refuse_kills(false);
+    assert!(
+        wait_until(|| count(&farm, "SELECT count(*) FROM stagehand.pending_launch") == 0),
+        "the row goes once RQD confirms a kill"
+    );
+    assert!(rqd.running().is_empty());
+    farm.refresh();
+    assert_eq!(farm.pass_all(), 1);
+    let farm = farm.settle_launches();
+    assert_eq!(rqd.double_runs(), Vec::new(), "no frame ran twice");
+    farm.assert_clean_audit();
+    rqd.stop();
+}
+
+/// A launch timed out and RQD does not confirm its kill; then Cuebot gives up on the host
+/// (DOWN) and releases the proc. Nothing of the booking is left to undo, and no kill will be
+/// confirmed there: its pending row must go, or the frame is never booked again (V006). The
+/// kill's retries used to stop without deleting it.
+#[test]
+fn a_pending_row_goes_when_cuebot_gives_up_on_the_host_of_an_unconfirmed_launch() {
     let rqd = FakeRqd::start(FleetOptions {
         database_url: None,
         failure_per_mille: 0,
@@ -258,12 +299,18 @@ fn a_pending_row_goes_when_cuebot_releases_the_proc_of_an_unconfirmed_launch() {
         "the launch is killed"
     );
     cuebot_stops_the_running_frames(&farm);
+    farm.client()
+        .batch_execute("UPDATE host_stat SET str_state = 'DOWN'")
+        .unwrap();
     assert!(
         wait_until(|| count(&farm, "SELECT count(*) FROM stagehand.pending_launch") == 0),
         "the row goes with the proc"
     );
     rqd.set_refuse_kills(false);
     rqd.set_behaviour(Behaviour::Accept);
+    farm.client()
+        .batch_execute("UPDATE host_stat SET str_state = 'UP'")
+        .unwrap();
     farm.refresh();
     assert_eq!(farm.pass_all(), 1, "the frame books again");
     let farm = farm.settle_launches();

@@ -494,17 +494,17 @@ fn record_launches(
     };
     let c = ProcColumns::of(batch.placements, idx);
     let versions: Vec<i32> = c.frames.iter().map(|f| batch.started[*f]).collect();
-    super::launches::record(tx, &c.procs, &c.frames, &c.shows, &versions, *owner)
+    super::launches::record(tx, &c, &versions, *owner)
 }
 
 /// The columns of the proc rows of placements `idx`.
-struct ProcColumns<'p> {
-    procs: Vec<&'p str>,
-    hosts: Vec<&'p str>,
-    shows: Vec<&'p str>,
+pub(super) struct ProcColumns<'p> {
+    pub(super) procs: Vec<&'p str>,
+    pub(super) hosts: Vec<&'p str>,
+    pub(super) shows: Vec<&'p str>,
     layers: Vec<&'p str>,
     jobs: Vec<&'p str>,
-    frames: Vec<&'p str>,
+    pub(super) frames: Vec<&'p str>,
     amounts: host_guard::Columns,
 }
 

@@ -62,7 +62,8 @@ use crate::{
     rqd::{self, FrameLaunch},
 };
 use undo::{
-    Unconfirmed, Unsure, confirm_kill, forget_pending, kill_then_undo, quiet_by_grace, retry_kill,
+    Unconfirmed, Unsure, confirm_kill, forget_pending, kill_on, kill_then_undo, quiet_by_grace,
+    retry_kill,
 };
 pub(crate) use undo::{undo, undo_booking};
 
@@ -563,10 +564,21 @@ fn sweep(shared: &Shared) {
     }
 }
 
-/// One booking taken over from a dead instance: dropped when its proc is gone, else killed
-/// on RQD and undone once RQD answers (left for the next sweep while it does not).
+/// One booking taken over from a dead instance: killed on RQD and undone once RQD answers
+/// (left for the next sweep while it does not). When Cuebot released its proc there is
+/// nothing to undo, but the launch may run all the same: the row, which keeps the frame from
+/// being booked again, goes once RQD confirmed the kill, or at once when the host is no
+/// longer UP (see `undo::retry_kill`).
 fn resolve_orphan(shared: &Shared, orphan: db::launches::Orphan) {
     let Some(placement) = orphan.placement else {
+        if let Some(host) = &orphan.live_host
+            && !kill_on(shared, host, &orphan.frame)
+        {
+            metrics::ORPHANED_LAUNCHES
+                .with_label_values(&["unconfirmed"])
+                .inc();
+            return;
+        }
         if forget_pending(shared, &orphan.proc) {
             metrics::ORPHANED_LAUNCHES
                 .with_label_values(&["gone"])

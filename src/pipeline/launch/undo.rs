@@ -14,6 +14,7 @@ use crate::{
         self,
         booking::{Compensation, Placement},
     },
+    ids::FrameId,
     metrics,
 };
 
@@ -74,14 +75,18 @@ pub(super) fn quiet_by_grace(shared: &Shared, u: &Unsure) -> bool {
 
 /// Another kill of an unconfirmed launch (see [`kill_then_undo`]).
 ///
-/// A proc Cuebot (or a completion) released leaves nothing of ours to undo, and its
-/// pending row goes with it: the row keeps its frame from being booked again (V006), and
-/// no kill will ever be confirmed for a host Cuebot gave up on. Should that host's RQD still
-/// start the queued launch, Cuebot kills it at the host's next report (the proc no longer
-/// holds the frame).
+/// A proc Cuebot (or a completion) released leaves nothing of ours to undo, but the launch
+/// may still run or start on its host (Cuebot's own kill may have come before it), so the
+/// kill goes on until RQD confirms it; the pending row, which keeps the frame from being
+/// booked again (V006), goes only then. Only once Cuebot no longer has the host UP (it gave
+/// up on it: that is when it releases procs without a kill) does the row go without one: no
+/// kill would ever be confirmed there, and a launch that host's RQD still starts is killed
+/// by Cuebot at the host's next report (the proc no longer holds the frame).
 pub(super) fn retry_kill(shared: &Shared, u: Unsure, unconfirmed: &Unconfirmed) {
     if !proc_exists(shared, &u.task.placement.proc) {
-        if forget_pending(shared, &u.task.placement.proc) {
+        if host_up(shared, &u.task.placement.host) {
+            kill_then_undo(shared, u, unconfirmed);
+        } else if forget_pending(shared, &u.task.placement.proc) {
             metrics::COMPENSATIONS
                 .with_label_values(&["already_released"])
                 .inc();
@@ -124,11 +129,16 @@ pub(super) fn kill_then_undo(shared: &Shared, mut u: Unsure, unconfirmed: &Uncon
 
 /// Asks RQD to kill the frame; true when RQD answered (it killed it, or did not run it).
 pub(super) fn confirm_kill(shared: &Shared, placement: &Placement) -> bool {
+    kill_on(shared, &placement.host_name, &placement.frame)
+}
+
+/// Asks the RQD of `host_name` to kill `frame`; true when RQD answered.
+pub(super) fn kill_on(shared: &Shared, host_name: &str, frame: &FrameId) -> bool {
     let config = shared.config.load();
-    let endpoint = config.rqd_endpoint(&placement.host_name);
+    let endpoint = config.rqd_endpoint(host_name);
     match shared.rqd.kill(
         &endpoint,
-        &placement.frame,
+        frame,
         "Compensation: RQD launch failed after DB commit",
         config.rqd.timeout,
     ) {
@@ -136,13 +146,22 @@ pub(super) fn confirm_kill(shared: &Shared, placement: &Placement) -> bool {
         Err(e) => {
             metrics::RQD_KILLS_UNCONFIRMED.inc();
             log::warn!(
-                "kill of frame {} on {} unconfirmed ({e}); its proc stays until RQD answers",
-                placement.frame,
-                placement.host_name
+                "kill of frame {frame} on {host_name} unconfirmed ({e}); tried again until RQD answers"
             );
             false
         }
     }
+}
+
+/// True unless the database says Cuebot no longer has `host` UP (an error counts as UP:
+/// the caller keeps trying to kill rather than forget).
+fn host_up(shared: &Shared, host: &str) -> bool {
+    let up = shared
+        .pool
+        .get()
+        .map_err(db::DbError::from)
+        .and_then(|mut c| db::launches::host_is_up(c.client(), host));
+    !matches!(up, Ok(false))
 }
 
 /// True unless the database says the proc is gone (an error counts as "still there").
