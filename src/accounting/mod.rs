@@ -600,7 +600,8 @@ impl Ledger {
     }
 
     /// Asks the next recompute round to re-read the caps (and to run soon): a booking found
-    /// the database's cap lower than the one the counters check.
+    /// the database's cap lower than the one the counters check, or a pass left every job
+    /// with work out as full (a raised cap would not be read otherwise).
     pub(crate) fn request_caps(&self) {
         self.caps_wanted.store(true, Ordering::Release);
         self.request_resync();

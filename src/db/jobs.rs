@@ -131,7 +131,10 @@ pub fn subscriptions(conn: &mut impl GenericClient) -> Result<Vec<SubscriptionRo
 }
 
 /// Waiting frames per (show, facility, tag) of managed shows: the awake gate. A superset of
-/// what the per-cluster job query can return, so no cluster with work is ever left asleep.
+/// what the per-cluster job query can return, so no cluster with work is ever left asleep;
+/// and, like that query, without layers whose start time has not come: counted, they made
+/// their show hungry for fair share for hours with nothing it could book, and when their
+/// time comes the count rises and wakes the cluster.
 pub(crate) fn active_tags(
     conn: &mut Session,
 ) -> Result<HashMap<(ShowId, FacilityId, String), TagWork>, DbError> {
@@ -148,6 +151,7 @@ pub(crate) fn active_tags(
                JOIN show sh ON sh.pk_show = j.pk_show
               WHERE ls.int_waiting_count > 0 AND j.str_state = 'PENDING' AND NOT j.b_paused
                 AND sh.b_active AND sh.b_scheduler_managed
+                AND (l.ts_start_after IS NULL OR l.ts_start_after <= now())
               GROUP BY 1, 2, 3)
          SELECT w.pk_show, w.pk_facility, t.tag, sum(w.waiting)::bigint,
                 extract(epoch FROM max(w.newest))::float8
@@ -352,7 +356,8 @@ pub(crate) fn limit_rooms(
 /// The statement of [`layers_with_frames`]: a layer's columns (0–14, 20–25) repeated on
 /// each of its frames' rows (15–19). `$1` jobs, `$2` tags, `$3` frames per layer, `$4` the
 /// minimum history for an estimate. A frame with depends left (`int_depend_count`) is never
-/// read, whatever its state says (Cuebot's triggers keep such a frame DEPEND).
+/// read, whatever its state says (Cuebot's triggers keep such a frame DEPEND), nor one
+/// whose earlier launch is unresolved (the booking would refuse it, V006).
 ///
 /// The layer's `layer_stat`, `layer_usage` and `layer_mem` rows are looked up by key, one
 /// layer at a time (`OFFSET 0` keeps each a subquery of its own). Joined plainly, a pass of
@@ -392,6 +397,8 @@ const LAYERS_WITH_FRAMES: &str = concat!(
                        f.int_dispatch_order, f.int_layer_order
                   FROM frame f
                  WHERE f.pk_layer = l.pk_layer AND f.str_state = 'WAITING' AND f.int_depend_count = 0
+                   AND NOT EXISTS (SELECT 1 FROM stagehand.pending_launch pl
+                                    WHERE pl.pk_frame = f.pk_frame)
                  ORDER BY f.int_dispatch_order, f.int_layer_order
                  LIMIT $3) f
           WHERE l.pk_job = ANY($1)

@@ -56,24 +56,37 @@ pub fn load(conn: &mut impl GenericClient) -> Result<(Vec<Hold>, u64), DbError> 
              OR NOT EXISTS (SELECT 1 FROM frame f WHERE f.pk_frame = r.pk_frame AND f.str_state = 'WAITING')
              -- A paused job, or one whose cap, folder, subscription or layer limit leaves no
              -- room for the frame, cannot take the host when it drains: holding it would only
-             -- idle the host until max_hold.
+             -- idle the host until max_hold. What runs on the host itself is left out of the
+             -- usage (`freed`): it ends as the host drains, and that is the room the frame waits
+             -- for (a show at its burst keeps a reservation on a host its own frames hold).
              OR EXISTS (SELECT 1 FROM frame f JOIN job j ON j.pk_job = f.pk_job
                           JOIN job_resource jr ON jr.pk_job = j.pk_job
-                          JOIN folder_resource fr ON fr.pk_folder = j.pk_folder
+                          LEFT JOIN folder_resource fr ON fr.pk_folder = j.pk_folder
+                         CROSS JOIN LATERAL (
+                               SELECT coalesce(sum(p.int_cores_reserved) FILTER (WHERE p.pk_job = j.pk_job), 0) AS job,
+                                      coalesce(sum(p.int_cores_reserved) FILTER (WHERE pj.pk_folder = j.pk_folder), 0) AS folder,
+                                      coalesce(sum(p.int_cores_reserved) FILTER (WHERE p.pk_show = j.pk_show), 0) AS show
+                                 FROM proc p JOIN job pj ON pj.pk_job = p.pk_job
+                                WHERE p.pk_host = r.pk_host) freed
                          WHERE f.pk_frame = r.pk_frame
                            AND (j.b_paused OR j.str_state <> 'PENDING'
-                                OR (jr.int_max_cores > 0 AND jr.int_cores + r.int_cores > jr.int_max_cores)
-                                OR (fr.int_max_cores > 0 AND fr.int_cores + r.int_cores > fr.int_max_cores)
+                                OR (jr.int_max_cores > 0
+                                    AND jr.int_cores - freed.job + r.int_cores > jr.int_max_cores)
+                                OR (fr.int_max_cores > 0
+                                    AND fr.int_cores - freed.folder + r.int_cores > fr.int_max_cores)
                                 OR EXISTS (SELECT 1 FROM subscription s JOIN host h ON h.pk_alloc = s.pk_alloc
                                             WHERE h.pk_host = r.pk_host AND s.pk_show = j.pk_show
-                                              AND s.int_cores + r.int_cores > s.int_burst)
+                                              AND s.int_cores - freed.show + r.int_cores > s.int_burst)
                                 OR EXISTS (SELECT 1 FROM layer_limit ll
                                              JOIN limit_record lr ON lr.pk_limit_record = ll.pk_limit_record
                                             WHERE ll.pk_layer = f.pk_layer
                                               AND coalesce(lr.int_max_value, 0) <= coalesce(
                                                   (SELECT sum(ls.int_running_count) FROM layer_limit l2
                                                      JOIN layer_stat ls ON ls.pk_layer = l2.pk_layer
-                                                    WHERE l2.pk_limit_record = lr.pk_limit_record), 0))))
+                                                    WHERE l2.pk_limit_record = lr.pk_limit_record), 0)
+                                                - (SELECT count(*) FROM proc p JOIN layer_limit l3 ON l3.pk_layer = p.pk_layer
+                                                    WHERE p.pk_host = r.pk_host
+                                                      AND l3.pk_limit_record = lr.pk_limit_record))))
              -- Whatever else keeps it (fair share, a license, its job out of the passes'
              -- pages): the host has had the reserved room idle for its frame and it did not book.
              OR (r.ts_shadow < now() - make_interval(secs => $1)

@@ -56,7 +56,10 @@ pub(super) fn read_pass<'s>(
             PassResult::Busy
         } else if pending.only_full {
             // Its jobs wait for room under their caps: that frees as their frames end, which
-            // a saturated cluster wakes for (see `cluster::feed`).
+            // a saturated cluster wakes for (see `cluster::feed`), or as an operator raises a
+            // cap — which no pass reads while the job is left out, so the next recompute
+            // round re-reads the caps.
+            shared.ledger.request_caps();
             PassResult::Saturated
         } else {
             PassResult::NoJobs
