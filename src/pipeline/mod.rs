@@ -128,6 +128,17 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Runs `f` on a pooled connection: the pool's failure to hand one out and `f`'s own
+    /// error come back as one `DbError`, which the launch and resolution paths count and
+    /// retry alike.
+    pub(crate) fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut db::Conn) -> Result<T, db::DbError>,
+    ) -> Result<T, db::DbError> {
+        let mut conn = self.pool.get().map_err(db::DbError::from)?;
+        f(&mut conn)
+    }
+
     /// Builds the shared state around an existing pool and configuration, reading what the
     /// threads beside the pipeline publish through `beside`.
     pub fn new(config: Arc<ArcSwap<Config>>, pool: db::Pool, beside: Beside) -> Shared {

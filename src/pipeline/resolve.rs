@@ -41,11 +41,7 @@ pub(crate) fn commit(
     }
     let mut delay = Duration::from_millis(100);
     loop {
-        let answer = shared
-            .pool
-            .get()
-            .map_err(db::DbError::from)
-            .and_then(|mut conn| db::booking::committed(&mut conn, xid, &procs));
+        let answer = shared.with_conn(|conn| db::booking::committed(conn, xid, &procs));
         match answer {
             Ok(None) if !shared.past_grace() => {
                 // Still in progress: the old session has not committed or ended yet.

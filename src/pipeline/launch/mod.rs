@@ -385,11 +385,7 @@ fn claim(shared: &Shared, tasks: Vec<LaunchTask>) -> (Vec<LaunchTask>, Instant) 
     loop {
         let at = Instant::now();
         let keys: Vec<&str> = tasks.iter().map(|t| t.placement.proc.as_str()).collect();
-        let found = shared
-            .pool
-            .get()
-            .map_err(db::DbError::from)
-            .and_then(|mut c| db::launches::claim(c.client(), &keys));
+        let found = shared.with_conn(|c| db::launches::claim(c.client(), &keys));
         match found {
             Ok(claimed) => {
                 let claimed: std::collections::HashSet<ProcId> = claimed.into_iter().collect();
@@ -485,11 +481,7 @@ fn flush_acked(shared: &Shared, pool: &Launchers) {
         return;
     }
     let keys: Vec<&str> = tasks.iter().map(|t| t.placement.proc.as_str()).collect();
-    let moved = shared
-        .pool
-        .get()
-        .map_err(db::DbError::from)
-        .and_then(|mut c| db::launches::forget_acked(c.client(), &keys));
+    let moved = shared.with_conn(|c| db::launches::forget_acked(c.client(), &keys));
     let moved: std::collections::HashSet<ProcId> = match moved {
         Ok(moved) => moved.into_iter().collect(),
         Err(e) => {
@@ -553,11 +545,7 @@ fn sweep(shared: &Shared) {
         lease_secs: cfg.cluster.lease_duration.as_secs_f64(),
         limit: 200,
     };
-    let found = shared
-        .pool
-        .get()
-        .map_err(db::DbError::from)
-        .and_then(|mut c| db::launches::sweep(c.client(), &shows, &rule));
+    let found = shared.with_conn(|c| db::launches::sweep(c.client(), &shows, &rule));
     match found {
         Ok(orphans) => orphans.into_iter().for_each(|o| resolve_orphan(shared, o)),
         Err(e) => metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc(),

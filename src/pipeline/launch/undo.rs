@@ -101,11 +101,7 @@ pub(super) fn retry_kill(shared: &Shared, u: Unsure, unconfirmed: &Unconfirmed) 
 
 /// Deletes the pending-launch row of `proc`; false when the database did not answer.
 pub(super) fn forget_pending(shared: &Shared, proc: &str) -> bool {
-    let forgot = shared
-        .pool
-        .get()
-        .map_err(db::DbError::from)
-        .and_then(|mut c| db::launches::forget(c.client(), &[proc]));
+    let forgot = shared.with_conn(|c| db::launches::forget(c.client(), &[proc]));
     if let Err(e) = &forgot {
         metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
     }
@@ -156,21 +152,14 @@ pub(super) fn kill_on(shared: &Shared, host_name: &str, frame: &FrameId) -> bool
 /// True unless the database says Cuebot no longer has `host` UP (an error counts as UP:
 /// the caller keeps trying to kill rather than forget).
 fn host_up(shared: &Shared, host: &str) -> bool {
-    let up = shared
-        .pool
-        .get()
-        .map_err(db::DbError::from)
-        .and_then(|mut c| db::launches::host_is_up(c.client(), host));
+    let up = shared.with_conn(|c| db::launches::host_is_up(c.client(), host));
     !matches!(up, Ok(false))
 }
 
 /// True unless the database says the proc is gone (an error counts as "still there").
 fn proc_exists(shared: &Shared, proc: &str) -> bool {
-    let found = shared
-        .pool
-        .get()
-        .map_err(db::DbError::from)
-        .and_then(|mut c| Ok(c.query_opt("SELECT 1 FROM proc WHERE pk_proc = $1", &[&proc])?));
+    let found =
+        shared.with_conn(|c| Ok(c.query_opt("SELECT 1 FROM proc WHERE pk_proc = $1", &[&proc])?));
     !matches!(found, Ok(None))
 }
 
@@ -185,11 +174,7 @@ pub(crate) fn undo_booking(shared: &Shared, placement: &Placement, version: i32,
     let mut delay = Duration::from_millis(250);
     let releasing = shared.ledger.begin_release(charge);
     loop {
-        let result = shared
-            .pool
-            .get()
-            .map_err(db::DbError::from)
-            .and_then(|mut conn| db::booking::compensate(&mut conn, placement, version));
+        let result = shared.with_conn(|conn| db::booking::compensate(conn, placement, version));
         match result {
             Ok(outcome) => {
                 let label = match outcome {
