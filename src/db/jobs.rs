@@ -135,7 +135,7 @@ pub fn subscriptions(conn: &mut impl GenericClient) -> Result<Vec<SubscriptionRo
 /// and, like that query, without layers whose start time has not come: counted, they made
 /// their show hungry for fair share for hours with nothing it could book, and when their
 /// time comes the count rises and wakes the cluster.
-pub(crate) fn active_tags(
+pub fn active_tags(
     conn: &mut Session,
 ) -> Result<HashMap<(ShowId, FacilityId, String), TagWork>, DbError> {
     // Summed per tag string first and split after: layers share a handful of tag strings,
@@ -174,12 +174,12 @@ pub(crate) fn active_tags(
 
 /// The waiting work of one (show, facility, tag) as the active-work scan reads it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct TagWork {
+pub struct TagWork {
     /// WAITING frames of layers asking for the tag.
-    pub(crate) waiting: i64,
+    pub waiting: i64,
     /// The newest `job.ts_started` among those layers' jobs (seconds since the epoch): a
     /// job submitted since a cluster's pass shows as a newer start.
-    pub(crate) newest: f64,
+    pub newest: f64,
 }
 
 /// A cheap fingerprint of the managed shows' bookable work: pending unpaused jobs, their

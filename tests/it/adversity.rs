@@ -497,32 +497,95 @@ fn a_pass_books_nothing_for_a_show_not_yet_bookable_under_its_lease() {
 #[test]
 fn a_reservation_of_a_paused_or_capped_job_is_dropped() {
     for sql in [
-        "UPDATE job SET b_paused = true",
-        "UPDATE job_resource SET int_max_cores = 400, int_cores = 400",
-        "UPDATE folder_resource SET int_max_cores = 400",
-        "UPDATE subscription SET int_burst = 400",
-        "INSERT INTO limit_record (pk_limit_record, str_name, int_max_value) VALUES ('lim', 'lim', 0);
-         INSERT INTO layer_limit (pk_layer_limit, pk_layer, pk_limit_record)
-              SELECT 'll', pk_layer, 'lim' FROM layer",
-        "UPDATE stagehand.host_reservation SET ts_shadow = now() - interval '1 minute'",
+        "UPDATE job SET b_paused = true".to_owned(),
+        "UPDATE job_resource SET int_max_cores = 400, int_cores = 400".into(),
+        "UPDATE folder_resource SET int_max_cores = 400".into(),
+        "UPDATE subscription SET int_burst = 400".into(),
+        limit_on_every_layer(0),
+        "UPDATE stagehand.host_reservation SET ts_shadow = now() - interval '1 minute'".into(),
     ] {
         let farm = one_job_farm(1);
         let mut client = farm.client();
-        client
-            .batch_execute(
-                "INSERT INTO stagehand.host_reservation (pk_host, pk_frame, pk_layer, pk_show,
-                        int_cores, int_mem, ts_shadow, ts_expires)
-                 SELECT h.pk_host, f.pk_frame, f.pk_layer, j.pk_show, 800, 1048576,
-                        now() + interval '1 minute', now() + interval '1 hour'
-                   FROM host h, frame f JOIN job j ON j.pk_job = f.pk_job",
-            )
-            .unwrap();
+        reserve_for_waiting_frames(&mut client, 800);
         let (_, dropped) = stagehand::db::reservations::load(&mut client).unwrap();
         assert_eq!(dropped, 0, "a live reservation stays");
-        client.batch_execute(sql).unwrap();
+        client.batch_execute(&sql).unwrap();
         let (holds, dropped) = stagehand::db::reservations::load(&mut client).unwrap();
         assert_eq!((holds.len(), dropped), (0, 1), "{sql}");
     }
+}
+
+/// A reservation waits for the room its host frees as it drains, and what runs there counts
+/// for the caps too: a job, show or limit that is full only with the host's own frames keeps
+/// its reservation (the frame gets that room back), and one that stays full without them
+/// loses it. Counted with the host's frames, each case below was dropped and the host went
+/// back to the pool while the wide frame waited.
+#[test]
+fn a_reservation_keeps_the_room_its_own_host_frees() {
+    // Two 4-core frames run on the only (8-core) host; the third waits for one of them.
+    for (full, over) in [
+        (
+            "UPDATE job_resource SET int_cores = 800, int_max_cores = 800",
+            "UPDATE job_resource SET int_max_cores = 300",
+        ),
+        (
+            "UPDATE subscription SET int_cores = 800, int_burst = 800",
+            "UPDATE subscription SET int_burst = 300",
+        ),
+        (
+            limit_on_every_layer(2).as_str(),
+            "UPDATE limit_record SET int_max_value = 0",
+        ),
+    ] {
+        let mut layer = LayerSpec::simple("l", "1-3", "general");
+        layer.cores_min = 400;
+        let farm = Farm::new(
+            &small_farm(1, 8, 32, &[], vec![job("j", vec![layer])]),
+            |_| {},
+        );
+        assert_eq!(farm.pass_all(), 2);
+        let mut client = farm.client();
+        reserve_for_waiting_frames(&mut client, 400);
+        client.batch_execute(full).unwrap();
+        let (holds, dropped) = stagehand::db::reservations::load(&mut client).unwrap();
+        assert_eq!(
+            (holds.len(), dropped),
+            (1, 0),
+            "full only with the host's own frames: {full}"
+        );
+        client.batch_execute(over).unwrap();
+        let (holds, dropped) = stagehand::db::reservations::load(&mut client).unwrap();
+        assert_eq!(
+            (holds.len(), dropped),
+            (0, 1),
+            "full even once the host drains: {over}"
+        );
+    }
+}
+
+/// SQL putting one limit of `max` on every layer.
+fn limit_on_every_layer(max: i32) -> String {
+    format!(
+        "INSERT INTO limit_record (pk_limit_record, str_name, int_max_value) VALUES ('lim', 'lim', {max});
+         INSERT INTO layer_limit (pk_layer_limit, pk_layer, pk_limit_record)
+              SELECT 'll', pk_layer, 'lim' FROM layer"
+    )
+}
+
+/// Reserves every host for every WAITING frame: `cores` centicores and 1 GB, the shadow a
+/// minute ahead, for an hour.
+fn reserve_for_waiting_frames(client: &mut postgres::Client, cores: i64) {
+    client
+        .execute(
+            "INSERT INTO stagehand.host_reservation (pk_host, pk_frame, pk_layer, pk_show,
+                    int_cores, int_mem, ts_shadow, ts_expires)
+             SELECT h.pk_host, f.pk_frame, f.pk_layer, j.pk_show, $1, 1048576,
+                    now() + interval '1 minute', now() + interval '1 hour'
+               FROM host h, frame f JOIN job j ON j.pk_job = f.pk_job
+              WHERE f.str_state = 'WAITING'",
+            &[&cores],
+        )
+        .unwrap();
 }
 
 /// A table recompute that fails (here: Cuebot holds a lock past the statement timeout)

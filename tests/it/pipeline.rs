@@ -162,15 +162,30 @@ fn thread_modes() {
     assert_eq!(cores, 400);
 }
 
+/// A layer whose start time has not come is no work: not for the passes, and not for the
+/// active-work scan either, whose count keeps clusters awake and makes shows hungry for fair
+/// share (a delayed layer counted there kept its show hungry for hours with nothing to book).
 #[test]
 fn start_after_holds_a_layer_back() {
     let farm = one_host(8, "1-2");
+    let pool = farm.db.pool();
+    let general_waiting = || -> i64 {
+        let mut session = pool.get().unwrap();
+        stagehand::db::jobs::active_tags(&mut session)
+            .unwrap()
+            .into_iter()
+            .filter(|((_, _, tag), _)| tag == "general")
+            .map(|(_, work)| work.waiting)
+            .sum()
+    };
+    assert_eq!(general_waiting(), 2);
     farm.client()
         .execute(
             "UPDATE layer SET ts_start_after = now() + interval '1 hour'",
             &[],
         )
         .unwrap();
+    assert_eq!(general_waiting(), 0, "a delayed layer is no active work");
     assert_eq!(farm.drain(), 0);
     farm.client()
         .execute(
@@ -178,6 +193,7 @@ fn start_after_holds_a_layer_back() {
             &[],
         )
         .unwrap();
+    assert_eq!(general_waiting(), 2, "its time came");
     assert_eq!(farm.drain(), 2);
 }
 

@@ -15,7 +15,7 @@ use stagehand::{
         farm::SimFarm,
         instances::{Instance, http_get, metric_sum},
         pg::{PgCluster, PgOptions},
-        seed::LayerSpec,
+        seed::{FarmSpec, LayerSpec},
         workload,
     },
 };
@@ -62,6 +62,11 @@ fn private_farm() -> (PgCluster, String) {
 
 /// [`private_farm`] with one four-frame job per name.
 fn private_farm_of(jobs: &[&str]) -> (PgCluster, String) {
+    private_farm_with(jobs, |_| {})
+}
+
+/// [`private_farm_of`], the farm's spec changed by `tweak` before it is seeded.
+fn private_farm_with(jobs: &[&str], tweak: impl FnOnce(&mut FarmSpec)) -> (PgCluster, String) {
     let cluster = PgCluster::start(&PgOptions::default()).unwrap();
     let url = cluster.create_database("svc", None).unwrap();
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
@@ -70,7 +75,9 @@ fn private_farm_of(jobs: &[&str]) -> (PgCluster, String) {
         .iter()
         .map(|name| job(name, vec![LayerSpec::simple("l", "1-4", "general")]))
         .collect();
-    stagehand::sim::seed::seed(&mut client, &small_farm(2, 8, 32, &[], jobs)).unwrap();
+    let mut spec = small_farm(2, 8, 32, &[], jobs);
+    tweak(&mut spec);
+    stagehand::sim::seed::seed(&mut client, &spec).unwrap();
     (cluster, url)
 }
 
@@ -682,6 +689,44 @@ fn unpaused_job_books_at_once(terminate_sessions: bool) {
         wait(Duration::from_secs(20), || running(&mut client, "late")
             == 4),
         "the unpaused job books long before the next scan"
+    );
+    assert!(service.shutdown(Duration::from_secs(5)));
+    drop(cluster);
+}
+
+/// A folder maximum raised while every job of its show is left out of the passes as full
+/// (the ledger's caps say so) is seen at once, not at the next caps read (an hour here): a
+/// pass that found only full jobs asks for the caps again.
+#[test]
+fn a_folder_maximum_raised_while_every_job_was_left_out_as_full_is_seen_at_once() {
+    let (cluster, url) = private_farm_with(&["a", "b"], |spec| spec.shows[0].folder_max_cores = 2);
+    let mut config = fast(Config::default());
+    config.database.url = url.clone();
+    config.accounting.caps_interval = Duration::from_secs(3600);
+    config.scheduler.saturated_sleep = Duration::from_millis(300);
+    let service = Service::start(config).unwrap();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let running = |c: &mut postgres::Client| -> i64 {
+        c.query_one(
+            "SELECT count(*) FROM frame WHERE str_state = 'RUNNING'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert!(
+        wait(Duration::from_secs(20), || running(&mut client) == 2),
+        "the folder's two cores booked"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(running(&mut client), 2, "and no more");
+    client
+        .execute("UPDATE folder_resource SET int_max_cores = -1", &[])
+        .unwrap();
+    assert!(
+        wait(Duration::from_secs(10), || running(&mut client) == 8),
+        "the rest booked long before the next caps read: {} running",
+        running(&mut client)
     );
     assert!(service.shutdown(Duration::from_secs(5)));
     drop(cluster);
