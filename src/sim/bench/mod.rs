@@ -105,7 +105,9 @@ pub struct BenchArgs {
     pub instance_counts: Vec<usize>,
     /// With `--scales` or `--instance-counts`: run the whole sweep this many times, in turn,
     /// and end with each figure's ratio to its own round's first run as a median and range
-    /// over the rounds (a noisy machine moves one round's ratio by a quarter).
+    /// over the rounds (a noisy machine moves one round's ratio by a quarter). With
+    /// `--with-ceiling`: run the workload this many times between ceilings and end with the
+    /// median and range of its ratios to them.
     #[arg(long, default_value_t = 1)]
     pub rounds: usize,
     /// `--workload newjob`: jobs submitted.
@@ -641,14 +643,22 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode, SimError> {
     if !args.with_ceiling {
         return Ok(exit_code(&measure(args)?.violations));
     }
-    // The ceiling right before and right after the run: the ratio is to their mean.
-    let before = ceiling_of(args, " before")?;
-    let report = measure(args)?;
-    let after = ceiling_of(args, " after")?;
-    print_ceiling_ratios(args, &report, &before, &after);
-    let mut violations = report.violations;
-    violations.extend(before.violations());
-    violations.extend(after.violations());
+    // The ceiling right before and right after each run: the ratio is to their mean. With
+    // `--rounds`, one run's ceiling after is the next one's before.
+    let mut before = ceiling_of(args, " before")?;
+    let mut violations = before.violations();
+    let mut rounds = Vec::new();
+    for _ in 0..args.rounds.max(1) {
+        let report = measure(args)?;
+        let after = ceiling_of(args, " after")?;
+        rounds.push(print_ceiling_ratios(args, &report, &before, &after));
+        violations.extend(report.violations);
+        violations.extend(after.violations());
+        before = after;
+    }
+    if rounds.len() > 1 {
+        print::print_ceiling_rounds(&rounds);
+    }
     Ok(exit_code(&violations))
 }
 

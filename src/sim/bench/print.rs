@@ -345,16 +345,17 @@ pub(super) fn print_ceiling_ratios(
     report: &BenchReport,
     before: &CeilingReport,
     after: &CeilingReport,
-) {
+) -> CeilingRatios {
     let ratio = |label: &str,
                  value: Option<f64>,
                  best: [Option<(f64, usize)>; 2],
                  unit: &str,
                  prec: usize| {
         let (Some(d), [Some(b), Some(a)]) = (value, best) else {
-            return;
+            return None;
         };
         let mean = (b.0 + a.0) / 2.0;
+        let ratio = if mean > 0.0 { d / mean } else { 0.0 };
         println!(
             "{} / ceiling : {label}: {d:.prec$} / {mean:.prec$}{unit} (ceiling before {:.prec$}, {} conn; after {:.prec$}, {} conn) = {:.2}",
             farm_name(args),
@@ -362,22 +363,23 @@ pub(super) fn print_ceiling_ratios(
             b.1,
             a.0,
             a.1,
-            if mean > 0.0 { d / mean } else { 0.0 }
+            ratio
         );
+        Some(ratio)
     };
     let rate_of = |c: &CeilingReport, rate: fn(&Rates) -> f64| {
         c.best(rate).map(|r| (rate(&r.rates), r.connections))
     };
     let first99 = |r: &Rates| r.first99_per_sec;
     let stress = |r: &Rates| r.per_sec;
-    ratio(
+    let first99_ratio = ratio(
         "frames/s, first 99 %",
         (report.first99_per_sec > 0.0).then_some(report.first99_per_sec),
         [rate_of(before, first99), rate_of(after, first99)],
         "",
         0,
     );
-    ratio(
+    let stress_ratio = ratio(
         "frames/s, (n-1)/(last-first)",
         Some(report.frames_per_sec),
         [rate_of(before, stress), rate_of(after, stress)],
@@ -389,11 +391,34 @@ pub(super) fn print_ceiling_ratios(
         c.best(first99)
             .and_then(|r| Some((r.pg_cpu_ms_per_frame?, r.connections)))
     };
-    ratio(
+    let cpu_ratio = ratio(
         "PostgreSQL CPU per booked frame",
         report.pg_cpu_ms_per_frame,
         [cpu_of(before), cpu_of(after)],
         " ms",
         3,
     );
+    [first99_ratio, stress_ratio, cpu_ratio]
+}
+
+/// One run's ratios to the ceilings around it: frames/s over the first 99 %, frames/s by the
+/// stress formula, PostgreSQL CPU per booked frame (`None` where a figure is missing).
+pub(super) type CeilingRatios = [Option<f64>; 3];
+
+/// The ratios of several runs, each to the ceilings measured around it, as the median and
+/// range over the runs.
+pub(super) fn print_ceiling_rounds(rounds: &[CeilingRatios]) {
+    println!(
+        "rounds          : {} runs, each against the ceilings right before and after it; median [lowest - highest]",
+        rounds.len()
+    );
+    let labels = [
+        "frames/s, first 99 %",
+        "frames/s, (n-1)/(last-first)",
+        "PostgreSQL CPU per booked frame",
+    ];
+    for (i, label) in labels.iter().enumerate() {
+        let values = rounds.iter().filter_map(|r| r[i]).collect();
+        println!("  {label:<32} {}", super::sweep::spread(values));
+    }
 }

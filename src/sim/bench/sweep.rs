@@ -196,7 +196,7 @@ fn print_rounds(axis: Axis, runs: &[BenchArgs], rounds: &[Vec<BenchReport>]) {
 }
 
 /// `values` as "median [lowest - highest]" ("-" when empty).
-fn spread(mut values: Vec<f64>) -> String {
+pub(super) fn spread(mut values: Vec<f64>) -> String {
     if values.is_empty() {
         return "-".into();
     }
