@@ -57,6 +57,11 @@ pub(crate) const OWN_MIGRATIONS: &[(i32, &str, &str)] = &[
         "pending_launch_frame",
         include_str!("../../sql/stagehand/V006__pending_launch_frame.sql"),
     ),
+    (
+        7,
+        "show_lease_recount",
+        include_str!("../../sql/stagehand/V007__show_lease_recount.sql"),
+    ),
 ];
 
 /// Columns that must exist in a Cuebot database, by the migration that added them.

@@ -54,6 +54,9 @@ pub struct Written {
     pub point: u64,
     /// `subscription` rows.
     pub subscription: u64,
+    /// Stale rows of any table left as they were: still locked when the table's wait
+    /// budget ran out (the next recompute takes them).
+    pub left: u64,
 }
 
 /// Rebuilds `int_cores`/`int_gpus` of the five resource tables from `proc`, for `shows`
@@ -77,6 +80,56 @@ pub fn recount_handed_back(client: &mut Client, shows: &[ShowId]) -> Result<Writ
     recompute(client, Some(shows), true)
 }
 
+/// Pays the recounts owed to Cuebot (`show_lease.b_recount`, migration V007): the shows
+/// handed back (not managed, or deactivated) that no instance holds are recounted as
+/// [`recount_handed_back`] does, and their debt is cleared if nothing was left locked, none
+/// of their launches was unresolved before the recount began (an undo after it would take a
+/// proc the count included) and no claim came since (their epoch unchanged). A holder whose
+/// heartbeat is older than `lease_secs` lets go of such shows first: a dead instance never
+/// would, and nobody claims a show that is not managed. Returns the shows recounted and what
+/// was written (`None`: nothing owed).
+pub fn recount_owed(
+    client: &mut Client,
+    lease_secs: f64,
+) -> Result<Option<(Vec<ShowId>, Written)>, DbError> {
+    client.execute(
+        "UPDATE stagehand.show_lease l SET pk_instance = NULL
+           FROM show s
+          WHERE s.pk_show = l.pk_show AND NOT (s.b_scheduler_managed AND s.b_active)
+            AND l.pk_instance IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM stagehand.instance i
+                             WHERE i.pk_instance = l.pk_instance
+                               AND i.ts_heartbeat > now() - make_interval(secs => $1))",
+        &[&lease_secs],
+    )?;
+    let owed = client.query(
+        "SELECT l.pk_show, l.int_epoch,
+                NOT EXISTS (SELECT 1 FROM stagehand.pending_launch p WHERE p.pk_show = l.pk_show)
+           FROM stagehand.show_lease l JOIN show s ON s.pk_show = l.pk_show
+          WHERE l.b_recount AND l.pk_instance IS NULL AND NOT (s.b_scheduler_managed AND s.b_active)",
+        &[],
+    )?;
+    if owed.is_empty() {
+        return Ok(None);
+    }
+    let shows: Vec<ShowId> = owed.iter().map(|r| r.get(0)).collect();
+    let written = recount_handed_back(client, &shows)?;
+    if written.left == 0 {
+        let (settled, epochs): (Vec<String>, Vec<i64>) = owed
+            .iter()
+            .filter(|r| r.get::<_, bool>(2))
+            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+            .unzip();
+        client.execute(
+            "UPDATE stagehand.show_lease l SET b_recount = false
+               FROM unnest($1::text[], $2::bigint[]) AS d(show, epoch)
+              WHERE l.pk_show = d.show AND l.int_epoch = d.epoch AND l.pk_instance IS NULL",
+            &[&settled, &epochs],
+        )?;
+    }
+    Ok(Some((shows, written)))
+}
+
 /// The keys of the shows `names`; an error names those that do not exist.
 pub fn show_ids(client: &mut Client, names: &[String]) -> Result<Vec<ShowId>, DbError> {
     let rows = client.query(
@@ -96,17 +149,24 @@ pub fn show_ids(client: &mut Client, names: &[String]) -> Result<Vec<ShowId>, Db
 
 /// The recompute of `shows`; `any` also takes the shows no longer managed (`$2`).
 fn recompute(client: &mut Client, shows: Option<&[ShowId]>, any: bool) -> Result<Written, DbError> {
-    let layer_resource = rewrite_shared(client, &LAYER, shows, any)?;
-    let folder_resource = rewrite_shared(client, &FOLDER, shows, any)?;
-    let point = rewrite_shared(client, &POINT, shows, any)?;
-    let job_resource = rewrite_shared(client, &JOB, shows, any)?;
-    let subscription = rewrite_shared(client, &SUBSCRIPTION, shows, any)?;
+    let mut left = 0;
+    let mut table = |t: &SharedTable| -> Result<u64, DbError> {
+        let (written, not) = rewrite_shared(client, t, shows, any)?;
+        left += not;
+        Ok(written)
+    };
+    let layer_resource = table(&LAYER)?;
+    let folder_resource = table(&FOLDER)?;
+    let point = table(&POINT)?;
+    let job_resource = table(&JOB)?;
+    let subscription = table(&SUBSCRIPTION)?;
     Ok(Written {
         layer_resource,
         job_resource,
         folder_resource,
         point,
         subscription,
+        left,
     })
 }
 
@@ -136,13 +196,13 @@ const ROUND_PAUSE: Duration = Duration::from_millis(20);
 const WAIT_BUDGET: Duration = Duration::from_millis(250);
 
 /// Rewrites the stale rows of `t` without ever holding one row while waiting for another;
-/// returns the rows written.
+/// returns the rows written and the stale rows left (still locked when the budget ran out).
 fn rewrite_shared(
     client: &mut Client,
     t: &SharedTable,
     shows: Option<&[ShowId]>,
     any: bool,
-) -> Result<u64, DbError> {
+) -> Result<(u64, u64), DbError> {
     let mut pending: Vec<String> = client
         .query(t.stale.as_str(), &[&shows, &any])?
         .iter()
@@ -152,7 +212,7 @@ fn rewrite_shared(
     let skip_locked = lock_sql(t, "SKIP LOCKED");
     for round in 0..SKIP_ROUNDS {
         if pending.is_empty() {
-            return Ok(written);
+            return Ok((written, 0));
         }
         if round > 0 {
             thread::sleep(ROUND_PAUSE);
@@ -163,15 +223,19 @@ fn rewrite_shared(
     }
     let waiting = lock_sql(t, "");
     let deadline = Instant::now() + WAIT_BUDGET;
+    let mut left = 0;
     for key in pending {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
+        let time_left = deadline.saturating_duration_since(Instant::now());
+        if time_left.is_zero() {
+            left += 1;
+            continue;
         }
         let keys = [key];
-        written += lock_and_rewrite(client, t, &waiting, &keys, Some(left))?.1;
+        let (locked, n) = lock_and_rewrite(client, t, &waiting, &keys, Some(time_left))?;
+        written += n;
+        left += u64::from(locked.is_empty());
     }
-    Ok(written)
+    Ok((written, left))
 }
 
 /// The statement that locks the rows `$1` of `t` for the update, in key order.
@@ -314,7 +378,10 @@ static POINT: SharedTable = SharedTable {
     hash_join: false,
 };
 
-/// `folder_resource`, counting only procs of unfinished jobs.
+/// `folder_resource`, counting every proc of the folder's jobs, finished or not: Cuebot takes
+/// each proc it releases off the folder whatever its job's state, and the booking's folder
+/// guard counts them all. Left out, the procs of a job killed but not yet stopped on RQD were
+/// taken off twice once Cuebot released them (a show handed back read low for good).
 static FOLDER: SharedTable = SharedTable {
     key: "pk_folder_resource",
     table: "folder_resource",
@@ -322,7 +389,7 @@ static FOLDER: SharedTable = SharedTable {
         format!(
             "WITH live AS (SELECT j.pk_folder, sum(p.int_cores_reserved)::bigint AS cores,
                                   sum(p.int_gpus_reserved)::bigint AS gpus
-                             FROM {MANAGED_PROCS} AND j.str_state <> 'FINISHED' GROUP BY j.pk_folder)
+                             FROM {MANAGED_PROCS} GROUP BY j.pk_folder)
              SELECT fr.pk_folder_resource FROM folder_resource fr
                JOIN folder f ON f.pk_folder = fr.pk_folder
                JOIN show s ON s.pk_show = f.pk_show
@@ -335,7 +402,7 @@ static FOLDER: SharedTable = SharedTable {
                                   coalesce(sum(p.int_cores_reserved), 0)::bigint AS cores,
                                   coalesce(sum(p.int_gpus_reserved), 0)::bigint AS gpus
                              FROM folder_resource fr
-                             LEFT JOIN job j ON j.pk_folder = fr.pk_folder AND j.str_state <> 'FINISHED'
+                             LEFT JOIN job j ON j.pk_folder = fr.pk_folder
                              LEFT JOIN proc p ON p.pk_job = j.pk_job
                             WHERE fr.pk_folder_resource = ANY($1) GROUP BY fr.pk_folder_resource)
              UPDATE folder_resource fr SET int_cores = l.cores, int_gpus = l.gpus

@@ -90,9 +90,6 @@ pub struct Leases {
     /// When this instance last shed or claimed a show: shedding waits a few rounds after
     /// either, so shares settle instead of churning (each move costs a counter re-sync).
     last_move: Mutex<Instant>,
-    /// Shows this instance let go of because they were handed back to Cuebot, whose usage
-    /// counters are still to be recounted (kept across rounds until that succeeds).
-    handed_back: Mutex<Vec<String>>,
 }
 
 impl Leases {
@@ -126,7 +123,6 @@ impl Leases {
             peers: Mutex::new(Vec::new()),
             released: Mutex::new(false),
             last_move: Mutex::new(Instant::now()),
-            handed_back: Mutex::default(),
         })
     }
 
@@ -244,30 +240,28 @@ impl Leases {
         }
         self.peers_from(conn, lease_secs)?;
         self.publish(survey, claimed, shed.as_deref(), lease_secs);
-        self.recount_handed_back(conn);
+        self.recount_handed_back(conn, lease_secs);
         Ok(())
     }
 
-    /// Recounts Cuebot's usage counters of the shows handed back to it (see
-    /// [`db::recompute::recount_handed_back`]: they read low by what stagehand booked since the
-    /// last recompute); what fails is tried again next round.
-    fn recount_handed_back(&self, conn: &mut postgres::Client) {
-        let shows: Vec<ShowId> = self
-            .handed_back
-            .lock()
-            .iter()
-            .map(|s| s.as_str().into())
-            .collect();
-        if shows.is_empty() {
-            return;
-        }
-        match db::recompute::recount_handed_back(conn, &shows) {
-            Ok(written) => {
-                self.handed_back
-                    .lock()
-                    .retain(|s| !shows.iter().any(|h| h.as_str() == s));
-                log::info!("recounted the usage of shows handed back to Cuebot: {written:?}");
+    /// Pays the recounts owed to Cuebot for shows handed back to it, whoever held them (see
+    /// [`db::recompute::recount_owed`]: their usage counters read low by what stagehand booked
+    /// since the last recompute); what is still owed is tried again next round.
+    fn recount_handed_back(&self, conn: &mut postgres::Client, lease_secs: f64) {
+        match db::recompute::recount_owed(conn, lease_secs) {
+            Ok(Some((shows, written))) => {
+                // Owed shows are recounted every round until settled: say so when it wrote.
+                let level = if written == db::recompute::Written::default() {
+                    log::Level::Debug
+                } else {
+                    log::Level::Info
+                };
+                log::log!(
+                    level,
+                    "recounted the usage of shows handed back to Cuebot {shows:?}: {written:?}"
+                );
             }
+            Ok(None) => {}
             Err(e) => {
                 metrics::DB_ERRORS.with_label_values(&[e.kind()]).inc();
                 log::warn!("recount of shows handed back to Cuebot failed, next round: {e}");
@@ -369,7 +363,6 @@ impl Leases {
               WHERE pk_instance = $1 AND pk_show = ANY($2)",
             &[&self.instance, &unmanaged],
         )?;
-        self.handed_back.lock().extend(unmanaged.iter().cloned());
         for show in &unmanaged {
             survey.renewed.remove(show);
             log::info!("show {show} is no longer managed by stagehand; lease released");
@@ -397,7 +390,8 @@ impl Leases {
                 "INSERT INTO stagehand.show_lease (pk_show, pk_instance, int_epoch, ts_claimed)
                  SELECT s, $1, 1, now() FROM unnest($2::text[]) AS s
                  ON CONFLICT (pk_show) DO UPDATE
-                    SET pk_instance = $1, int_epoch = stagehand.show_lease.int_epoch + 1, ts_claimed = now()
+                    SET pk_instance = $1, int_epoch = stagehand.show_lease.int_epoch + 1, ts_claimed = now(),
+                        b_recount = true
                   WHERE stagehand.show_lease.pk_instance IS NULL
                      OR NOT EXISTS (SELECT 1 FROM stagehand.instance i
                                      WHERE i.pk_instance = stagehand.show_lease.pk_instance

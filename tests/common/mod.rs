@@ -526,3 +526,16 @@ pub fn book_options() -> stagehand::db::booking::BookOptions {
         licenses: None,
     }
 }
+
+/// The subscription, job and folder usage counters (centicores), each summed over the farm.
+pub fn usage_counters(c: &mut postgres::Client) -> (i64, i64, i64) {
+    let r = c
+        .query_one(
+            "SELECT (SELECT sum(int_cores) FROM subscription)::bigint,
+                    (SELECT sum(int_cores) FROM job_resource)::bigint,
+                    (SELECT sum(int_cores) FROM folder_resource)::bigint",
+            &[],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}

@@ -10,7 +10,21 @@ use stagehand::{
     sim::seed::{GB, LayerSpec, ShowSpec, SubSpec},
 };
 
-use crate::common::{Farm, job, small_farm};
+use crate::common::{Farm, job, small_farm, usage_counters};
+
+/// One 8-core host and one job of four one-core frames.
+fn four_frames_on_one_host() -> Farm {
+    Farm::new(
+        &small_farm(
+            1,
+            8,
+            32,
+            &[],
+            vec![job("j", vec![LayerSpec::simple("l", "1-4", "general")])],
+        ),
+        |_| {},
+    )
+}
 
 fn booked_cores(farm: &Farm, sql_where: &str) -> i64 {
     farm.client()
@@ -290,16 +304,7 @@ fn a_recompute_does_not_undo_cuebots_release_committed_under_it() {
 
 #[test]
 fn verify_triggers_keep_their_caps_through_a_recompute() {
-    let farm = Farm::new(
-        &small_farm(
-            1,
-            8,
-            32,
-            &[],
-            vec![job("j", vec![LayerSpec::simple("l", "1-4", "general")])],
-        ),
-        |_| {},
-    );
+    let farm = four_frames_on_one_host();
     assert_eq!(farm.drain(), 4);
     let mut client = farm.client();
     // An operator lowers the job's cap below what is booked, and the burst too.
@@ -328,16 +333,7 @@ fn verify_triggers_keep_their_caps_through_a_recompute() {
 
 #[test]
 fn the_audit_finds_a_planted_violation() {
-    let farm = Farm::new(
-        &small_farm(
-            1,
-            8,
-            32,
-            &[],
-            vec![job("j", vec![LayerSpec::simple("l", "1-4", "general")])],
-        ),
-        |_| {},
-    );
+    let farm = four_frames_on_one_host();
     farm.drain();
     farm.assert_clean_audit();
     let mut client = farm.client();
@@ -585,4 +581,63 @@ fn a_recompute_gives_up_on_a_row_a_relay_of_bookings_keeps_locked() {
         written.job_resource, 1,
         "the row is written once the relay ended"
     );
+}
+
+/// A show handed back to Cuebot with a launch still unresolved owes its recount until that
+/// launch is settled: an undo after the recount takes off a proc the recount counted, and
+/// Cuebot's counters would read high by it for good (a job at a small maximum never ran
+/// again). So the debt is paid only by a recount that began with no launch unresolved.
+#[test]
+fn a_recount_owed_at_a_hand_back_waits_for_the_shows_unresolved_launches() {
+    let farm = four_frames_on_one_host();
+    assert_eq!(farm.pass_all(), 4);
+    let mut client = farm.client();
+    client
+        .batch_execute(
+            "INSERT INTO stagehand.show_lease (pk_show) SELECT pk_show FROM show;
+             INSERT INTO stagehand.pending_launch (pk_proc, pk_frame, pk_show, int_version)
+                  SELECT pk_proc, pk_frame, pk_show, 1 FROM proc;
+             UPDATE show SET b_scheduler_managed = false",
+        )
+        .unwrap();
+    let owed = |c: &mut postgres::Client| -> bool {
+        c.query_one("SELECT b_recount FROM stagehand.show_lease", &[])
+            .unwrap()
+            .get(0)
+    };
+    let pay = |c: &mut postgres::Client| stagehand::db::recompute::recount_owed(c, 15.0).unwrap();
+    assert!(pay(&mut client).is_some());
+    assert_eq!(usage_counters(&mut client), (400, 400, 400));
+    assert!(owed(&mut client), "four launches unresolved: still owed");
+    // One launch failed and was undone; the others were confirmed.
+    client
+        .batch_execute(
+            "DELETE FROM proc WHERE pk_proc = (SELECT min(pk_proc) FROM proc);
+             DELETE FROM stagehand.pending_launch",
+        )
+        .unwrap();
+    assert!(pay(&mut client).is_some());
+    assert_eq!(usage_counters(&mut client), (300, 300, 300));
+    assert!(!owed(&mut client), "paid");
+    assert!(pay(&mut client).is_none(), "nothing owed");
+}
+
+/// A killed job's procs stay in its folder's usage until they are released, as Cuebot counts
+/// them (it takes each released proc off the folder whatever its job's state) and as the
+/// booking's folder guard does. Left out by the recompute, they were taken off twice once
+/// Cuebot released them, and a show handed back read low for good.
+#[test]
+fn the_folder_usage_counts_the_procs_of_a_finished_job_until_they_go() {
+    let farm = four_frames_on_one_host();
+    assert_eq!(farm.pass_all(), 4);
+    let mut client = farm.client();
+    client
+        .batch_execute("UPDATE job SET str_state = 'FINISHED'")
+        .unwrap();
+    recompute_tables(&mut client, None).unwrap();
+    let folder: i64 = client
+        .query_one("SELECT sum(int_cores)::bigint FROM folder_resource", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(folder, 400);
 }

@@ -20,7 +20,7 @@ use stagehand::{
     },
 };
 
-use crate::common::{job, small_farm};
+use crate::common::{job, small_farm, usage_counters};
 
 fn fast(mut c: Config) -> Config {
     c.http.listen = "127.0.0.1:0".into();
@@ -204,45 +204,119 @@ fn started_before_its_database_it_books_soon_after_the_database_comes_up() {
 /// a burst or a maximum. The instance that held the show recounts them when it lets go.
 #[test]
 fn a_show_handed_back_to_cuebot_gets_its_usage_counters_recounted() {
-    let (_cluster, url) = private_farm();
-    let mut config = fast(Config::default());
-    config.database.url = url.clone();
-    config.accounting.recompute_interval = Duration::from_secs(3600);
-    let service = Service::start(config).unwrap();
+    let (_cluster, url, service) = four_frames_booked();
     let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let procs = |c: &mut postgres::Client| -> i64 {
-        c.query_one(
-            "SELECT coalesce(sum(int_cores_reserved), 0)::bigint FROM proc",
-            &[],
-        )
-        .unwrap()
-        .get(0)
-    };
-    assert!(
-        wait(Duration::from_secs(20), || procs(&mut client) == 400),
-        "the four frames booked"
-    );
-    let counters = |c: &mut postgres::Client| -> (i64, i64, i64) {
-        let r = c
-            .query_one(
-                "SELECT (SELECT sum(int_cores) FROM subscription)::bigint,
-                        (SELECT sum(int_cores) FROM job_resource)::bigint,
-                        (SELECT sum(int_cores) FROM folder_resource)::bigint",
-                &[],
-            )
-            .unwrap();
-        (r.get(0), r.get(1), r.get(2))
-    };
     client
         .execute("UPDATE show SET b_scheduler_managed = false", &[])
         .unwrap();
     assert!(
-        wait(Duration::from_secs(20), || counters(&mut client)
+        wait(Duration::from_secs(20), || usage_counters(&mut client)
             == (400, 400, 400)),
         "subscription, job and folder counters as the procs: {:?}",
-        counters(&mut client)
+        usage_counters(&mut client)
     );
     assert!(service.shutdown(Duration::from_secs(10)));
+}
+
+/// The recount owed at a hand-back is the database's to keep, not the holder's: a show
+/// handed back while its holder is dead (here: killed, its heartbeat an hour old) and no
+/// other instance runs is recounted by the next instance to start. Kept in the holder's
+/// memory, it was never recounted, and Cuebot's counters stayed low by stagehand's frames.
+#[test]
+fn a_show_handed_back_while_its_holder_is_dead_is_recounted_by_the_next_instance() {
+    let (_cluster, url, service) = four_frames_booked();
+    assert!(service.shutdown(Duration::from_secs(10)));
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO stagehand.instance (pk_instance, str_name, str_host, int_pid, ts_heartbeat)
+             VALUES ('00000000-0000-0000-0000-00000000dead', 'killed', 'killed', 1,
+                     now() - interval '1 hour');
+             UPDATE stagehand.show_lease SET pk_instance = '00000000-0000-0000-0000-00000000dead';
+             UPDATE show SET b_scheduler_managed = false",
+        )
+        .unwrap();
+    assert_ne!(usage_counters(&mut client), (400, 400, 400), "counters low");
+    let service = Service::start(fast_on(&url)).unwrap();
+    assert!(
+        wait(Duration::from_secs(20), || usage_counters(&mut client)
+            == (400, 400, 400)
+            && !recount_owed(&mut client)),
+        "recounted, and the debt paid: {:?}",
+        usage_counters(&mut client)
+    );
+    assert!(service.shutdown(Duration::from_secs(10)));
+}
+
+/// A recount that finds a row locked past its wait (Cuebot dispatching the show it was just
+/// handed) leaves the debt in place and pays it once the row is free. It used to count the
+/// recount as done and never came back to that row.
+#[test]
+fn a_recount_owed_past_a_locked_row_is_paid_when_the_row_is_free() {
+    let (_cluster, url, service) = four_frames_booked();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut cuebot = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut lock = cuebot.transaction().unwrap();
+    lock.batch_execute("SELECT 1 FROM subscription FOR UPDATE")
+        .unwrap();
+    client
+        .execute("UPDATE show SET b_scheduler_managed = false", &[])
+        .unwrap();
+    assert!(
+        wait(Duration::from_secs(20), || usage_counters(&mut client).1
+            == 400),
+        "the free rows recounted: {:?}",
+        usage_counters(&mut client)
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(recount_owed(&mut client), "the locked row is still owed");
+    assert_ne!(usage_counters(&mut client).0, 400);
+    lock.rollback().unwrap();
+    assert!(
+        wait(Duration::from_secs(20), || usage_counters(&mut client)
+            == (400, 400, 400)
+            && !recount_owed(&mut client)),
+        "recounted once free: {:?}",
+        usage_counters(&mut client)
+    );
+    assert!(service.shutdown(Duration::from_secs(10)));
+}
+
+/// A private farm and a service on it that booked its four frames (one core each); the
+/// recompute is an hour away, so the usage counters read low by those frames.
+fn four_frames_booked() -> (PgCluster, String, Service) {
+    let (cluster, url) = private_farm();
+    let service = Service::start(fast_on(&url)).unwrap();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    assert!(
+        wait(Duration::from_secs(20), || {
+            let r = client.query_one(
+                "SELECT coalesce(sum(int_cores_reserved), 0)::bigint FROM proc",
+                &[],
+            );
+            r.unwrap().get::<_, i64>(0) == 400
+        }),
+        "the four frames booked"
+    );
+    (cluster, url, service)
+}
+
+/// [`fast`] on the database `url`, the recompute an hour apart.
+fn fast_on(url: &str) -> Config {
+    let mut config = fast(Config::default());
+    config.database.url = url.to_owned();
+    config.accounting.recompute_interval = Duration::from_secs(3600);
+    config
+}
+
+/// Whether a show still owes Cuebot a recount.
+fn recount_owed(c: &mut postgres::Client) -> bool {
+    c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM stagehand.show_lease WHERE b_recount)",
+        &[],
+    )
+    .unwrap()
+    .get(0)
 }
 
 fn binary() -> PathBuf {

@@ -1,0 +1,23 @@
+-- =============================================================================
+-- stagehand's own schema, migration V007: the recount owed to Cuebot when a
+-- show is handed back.
+--
+-- stagehand's bookings do not add to Cuebot's usage counters (subscription,
+-- job_resource, folder_resource, layer_resource, point): the recompute
+-- rewrites them from proc while the show is managed, and Cuebot takes each
+-- proc it releases off them. Once a show is handed back (b_scheduler_managed
+-- false, or the show deactivated) they must be recounted from proc once more,
+-- after stagehand's last booking and last undo of that show, or Cuebot checks
+-- its caps against counters low by what stagehand booked, for good.
+--
+-- b_recount marks that debt. Every claim of the show sets it; an instance
+-- clears it only after a complete recount of the show while no instance held
+-- it, it was not managed and none of its launches was unresolved, and only if
+-- the lease's epoch is still the one it read. Kept here rather than in the
+-- holder's memory so that neither a kill -9, nor a flip while no instance
+-- holds the show, nor rows Cuebot keeps locked through a recount can lose it:
+-- any live instance pays it. Existing rows start owing one (a recount of an
+-- unmanaged show only makes its counters exact).
+-- =============================================================================
+
+ALTER TABLE stagehand.show_lease ADD COLUMN IF NOT EXISTS b_recount BOOLEAN NOT NULL DEFAULT true;
