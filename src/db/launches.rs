@@ -145,7 +145,9 @@ pub fn sweep(
 /// The statement of [`sweep`]: `$1` shows, `$2` the sweeping instance, `$3` the minimum age,
 /// `$4` the claim age, `$5` the lease, `$6` the row limit. `cand` picks without locks; the
 /// UPDATE of `taken` re-checks, on the row version it locks, that no launcher claimed the row
-/// recently, so a claim committed in between wins.
+/// recently and that its owner is still a dead one, so a claim or another sweeper's take
+/// committed in between wins (a take leaves the claim's age as it was: checked alone, two
+/// sweepers queued on one row both took it).
 const SWEEP: &str = "WITH cand AS (
             SELECT pl.pk_proc FROM stagehand.pending_launch pl
              WHERE (pl.b_swept AND pl.pk_instance IS NOT DISTINCT FROM $2)
@@ -162,7 +164,10 @@ const SWEEP: &str = "WITH cand AS (
               FROM cand
              WHERE pl.pk_proc = cand.pk_proc
                AND ((pl.b_swept AND pl.pk_instance IS NOT DISTINCT FROM $2)
-                    OR pl.ts_launch IS NULL OR pl.ts_launch < now() - make_interval(secs => $4))
+                    OR ((pl.ts_launch IS NULL OR pl.ts_launch < now() - make_interval(secs => $4))
+                        AND NOT EXISTS (SELECT 1 FROM stagehand.instance i
+                                         WHERE i.pk_instance = pl.pk_instance
+                                           AND i.ts_heartbeat > now() - make_interval(secs => $5))))
             RETURNING pl.pk_proc, pl.int_version, pl.pk_frame, pl.pk_host
          )
          SELECT t.pk_proc, t.int_version, p.pk_frame, p.pk_layer, p.pk_job, p.pk_show, j.pk_folder,

@@ -1063,6 +1063,57 @@ fn a_sweep_queued_behind_a_launch_claim_leaves_the_row() {
     );
 }
 
+/// Two live instances sweep a dead one's row at once (every instance sweeps the rows of shows
+/// handed back to Cuebot): the one queued behind the other's take must find the row taken by
+/// a live instance and leave it. Its re-check looked only at the claim's age, which a take
+/// leaves unchanged, so both took the row, and both killed and undid the frame — the later
+/// one possibly killing a run Cuebot had started on that host since.
+#[test]
+fn two_sweepers_never_take_the_same_row() {
+    use stagehand::db::launches;
+    let farm = one_job_farm(1);
+    let (frozen, me) = instances(&farm);
+    let other = uuid::Uuid::new_v4();
+    farm.client()
+        .execute(
+            "INSERT INTO stagehand.instance (pk_instance, str_name, str_host, int_pid)
+             VALUES ($1, 'other', 'h', 3)",
+            &[&other],
+        )
+        .unwrap();
+    let _procs = book_pending(&farm, frozen);
+    let show = farm.seeded.shows[0].clone();
+    let mut locker = farm.client();
+    let mut lock = locker.transaction().unwrap();
+    lock.batch_execute("SELECT 1 FROM stagehand.pending_launch FOR UPDATE")
+        .unwrap();
+    let taken = std::thread::scope(|s| {
+        let sweepers: Vec<_> = [me, other]
+            .into_iter()
+            .map(|who| {
+                let show = &show;
+                let farm = &farm;
+                s.spawn(move || {
+                    let mut c = farm.client();
+                    launches::sweep(&mut c, &[show.as_str().into()], &rule(who))
+                        .unwrap()
+                        .len()
+                })
+            })
+            .collect();
+        assert!(
+            wait_for_lock_waiters(&mut farm.client(), 2),
+            "both sweeps wait"
+        );
+        lock.rollback().unwrap();
+        sweepers
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .sum::<usize>()
+    });
+    assert_eq!(taken, 1, "one sweeper took the row");
+}
+
 /// The burst check first bounds a subscription's usage by what is busy on its allocation's
 /// hosts, whichever show it belongs to; where that bound leaves too little room it counts
 /// the show's own procs. Here another writer keeps one host busy: the bound (8 cores) says
