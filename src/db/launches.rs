@@ -89,16 +89,23 @@ pub struct Orphan {
 }
 
 /// Claims the pending-launch rows of `procs` for launching, right before RQD is called:
-/// returns the procs claimed. A proc missing from the answer was taken by a sweeper (its
-/// instance looked dead): it must not be launched, the sweeper kills and undoes it.
-pub fn claim(conn: &mut impl GenericClient, procs: &[&str]) -> Result<Vec<ProcId>, DbError> {
+/// returns the procs claimed, each with whether its frame is still the booking's (its
+/// version unchanged). A proc missing from the answer was taken by a sweeper (its instance
+/// looked dead): it must not be launched, the sweeper kills and undoes it. A claimed proc
+/// whose frame moved (Cuebot stopped it while the launch waited: a freeze, a long queue)
+/// must not be launched either: of a show handed back, Cuebot may run that frame already.
+pub fn claim(
+    conn: &mut impl GenericClient,
+    procs: &[&str],
+) -> Result<Vec<(ProcId, bool)>, DbError> {
     let rows = conn.query(
-        "UPDATE stagehand.pending_launch SET ts_launch = now()
+        "UPDATE stagehand.pending_launch pl SET ts_launch = now()
           WHERE pk_proc = ANY($1) AND NOT b_swept
-         RETURNING pk_proc",
+         RETURNING pk_proc, EXISTS (SELECT 1 FROM frame f
+                                     WHERE f.pk_frame = pl.pk_frame AND f.int_version = pl.int_version)",
         &[&procs],
     )?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// How [`sweep`] picks the rows it takes.

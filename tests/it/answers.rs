@@ -111,14 +111,11 @@ fn lost_commit_is_resolved_and_launched(arm: impl Fn(&CommitCutter)) {
 /// The text of a launcher's claim statement (`db::launches::claim`).
 const CLAIM: &[u8] = b"SET ts_launch = now()";
 
-/// A launcher renews a claim that waited past its budget; the renewal runs at once, but its
-/// answer comes late (a freeze, a slow network), and meanwhile a sweeper, seeing the claim
-/// old and the instance silent, takes the row over to kill and undo it. Launching on that
-/// late answer would run a frame the sweeper is undoing. The renewal must be judged by when
-/// it was sent, and renewed again: then the sweeper's mark is seen and nothing is launched.
-#[test]
-fn a_launch_claim_answered_after_its_budget_is_renewed_before_launching() {
-    let rqd = fake_rqd();
+/// Two one-frame jobs, `a` and `b`, on one host behind the proxy, launched on `rqd` by one
+/// launcher thread: `a` is booked and its launch stalls in RQD for 2.6 s, so a launch booked
+/// next waits in the queue past the claim budget (2 s) and is claimed again before it goes
+/// out. Returns the proxy, the farm, `a`'s proc and `b`'s job key; `b` is bookable.
+fn first_launch_stalled(rqd: &FakeRqd) -> (CommitCutter, Farm, String, String) {
     let spec = small_farm(
         1,
         8,
@@ -129,22 +126,33 @@ fn a_launch_claim_answered_after_its_budget_is_renewed_before_launching() {
             job("b", vec![LayerSpec::simple("l", "1", "general")]),
         ],
     );
-    let (proxy, farm) = behind_proxy(&spec, &rqd, |c| {
+    let (proxy, farm) = behind_proxy(&spec, rqd, |c| {
         c.rqd.launch_threads = 1;
         c.rqd.timeout = Duration::from_secs(4);
     });
-    let (_, me) = instances(&farm);
     let job_b = farm.seeded.jobs[1].clone();
     let mut client = farm.client();
     let pause = "UPDATE job SET b_paused = $2 WHERE pk_job = $1";
     client.execute(pause, &[&job_b, &true]).unwrap();
-    // RQD takes its time over the first launch, so the second waits in the one launcher's
-    // queue past the claim budget (2 s) and is claimed again before it goes out.
     rqd.set_behaviour(Behaviour::Stall(Duration::from_millis(2600)));
     assert_eq!(farm.pass_all(), 1);
     let first = wait_for(|| rqd.launches().first().map(|f| f.resource_id.clone()));
     rqd.set_behaviour(Behaviour::Accept);
     client.execute(pause, &[&job_b, &false]).unwrap();
+    (proxy, farm, first, job_b)
+}
+
+/// A launcher renews a claim that waited past its budget; the renewal runs at once, but its
+/// answer comes late (a freeze, a slow network), and meanwhile a sweeper, seeing the claim
+/// old and the instance silent, takes the row over to kill and undo it. Launching on that
+/// late answer would run a frame the sweeper is undoing. The renewal must be judged by when
+/// it was sent, and renewed again: then the sweeper's mark is seen and nothing is launched.
+#[test]
+fn a_launch_claim_answered_after_its_budget_is_renewed_before_launching() {
+    let rqd = fake_rqd();
+    let (proxy, farm, first, _) = first_launch_stalled(&rqd);
+    let (_, me) = instances(&farm);
+    let mut client = farm.client();
     // That claim is answered after the budget too, and so is its renewal.
     proxy.hold_answers(
         CLAIM,
@@ -179,6 +187,36 @@ fn a_launch_claim_answered_after_its_budget_is_renewed_before_launching() {
         vec![first],
         "a frame the sweeper took is not launched on a late answer"
     );
+    drop(farm);
+    rqd.stop();
+}
+
+/// A launch that waited past its claim budget behind a slow RQD is claimed again right before
+/// it goes out; a frame Cuebot stopped meanwhile is not launched then, and its booking is
+/// undone (the undo finds the frame moved and forgets the pending row). It used to go out,
+/// and of a show handed back Cuebot could be running that frame already.
+#[test]
+fn a_frame_stopped_while_its_launch_waited_is_not_launched() {
+    let rqd = fake_rqd();
+    let (_proxy, farm, first, job_b) = first_launch_stalled(&rqd);
+    let mut client = farm.client();
+    assert_eq!(farm.pass_all(), 1);
+    // Cuebot stops b's frame (an operator's retry) while its launch waits.
+    client
+        .execute(
+            "UPDATE frame SET str_state = 'WAITING', int_version = int_version + 1 WHERE pk_job = $1",
+            &[&job_b],
+        )
+        .unwrap();
+    let farm = farm.settle_launches();
+    let launched: Vec<String> = rqd.launches().into_iter().map(|f| f.resource_id).collect();
+    assert_eq!(launched, vec![first], "the stopped frame is not launched");
+    let pending: i64 = farm
+        .client()
+        .query_one("SELECT count(*) FROM stagehand.pending_launch", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 0, "nothing left pending");
     drop(farm);
     rqd.stop();
 }

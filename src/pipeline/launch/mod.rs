@@ -35,6 +35,7 @@
 //! scheduler can close that window entirely.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -388,10 +389,22 @@ fn claim(shared: &Shared, tasks: Vec<LaunchTask>) -> (Vec<LaunchTask>, Instant) 
         let found = shared.with_conn(|c| db::launches::claim(c.client(), &keys));
         match found {
             Ok(claimed) => {
-                let claimed: std::collections::HashSet<ProcId> = claimed.into_iter().collect();
+                let claimed: HashMap<ProcId, bool> = claimed.into_iter().collect();
                 let (mine, swept): (Vec<_>, Vec<_>) = tasks
                     .into_iter()
-                    .partition(|t| claimed.contains(&t.placement.proc));
+                    .partition(|t| claimed.contains_key(&t.placement.proc));
+                let (mine, moved): (Vec<_>, Vec<_>) =
+                    mine.into_iter().partition(|t| claimed[&t.placement.proc]);
+                for task in moved {
+                    log::warn!(
+                        "frame {} on {} was stopped before its launch; not launching it",
+                        task.placement.frame,
+                        task.placement.host_name
+                    );
+                    // The undo finds the frame moved and only forgets the pending row
+                    // (counted as `stagehand_compensations_total{result="frame_moved"}`).
+                    undo(shared, &task);
+                }
                 for task in swept {
                     metrics::ORPHANED_LAUNCHES
                         .with_label_values(&["swept_before_launch"])
