@@ -19,6 +19,28 @@ use crate::{
     },
 };
 
+/// Requests a launch sends at most: a transient failure (a broken channel) is retried once.
+pub const LAUNCH_ATTEMPTS: u32 = 2;
+
+/// A launch that failed: the last request's error, and how many requests went out. A request
+/// that failed in transit may still have reached RQD, so only a refusal of the one request
+/// sent is sure to have started nothing.
+#[derive(Debug)]
+pub struct LaunchFailed {
+    /// The last request's error.
+    pub error: RqdError,
+    /// Requests sent (1 or [`LAUNCH_ATTEMPTS`]).
+    pub attempts: u32,
+}
+
+/// How long after the first request of a failed launch RQD may still start the frame: the
+/// last request went out at most a timeout after the one before it, and RQD may take a
+/// request it received late (a loaded box) up to three timeouts after it was sent (a soak saw
+/// a launch start after two). A kill confirmed after this found whatever it could start.
+pub fn quiet_after(timeout: Duration, attempts: u32) -> Duration {
+    timeout * (2 + attempts.max(1))
+}
+
 /// A failed RQD call.
 #[derive(Debug, thiserror::Error)]
 pub enum RqdError {
@@ -152,18 +174,19 @@ impl RqdClients {
         self.clients.remove(endpoint);
     }
 
-    /// Launches a frame, retrying once on a transient failure with a fresh channel.
+    /// Launches a frame, retrying once ([`LAUNCH_ATTEMPTS`]) on a transient failure with a
+    /// fresh channel.
     pub fn launch(
         &self,
         endpoint: &str,
         frame: RunFrame,
         timeout: Duration,
-    ) -> Result<(), RqdError> {
+    ) -> Result<(), LaunchFailed> {
         let mut request = RqdStaticLaunchFrameRequest::new();
         request.run_frame = Some(frame).into();
-        let mut attempt = 0;
+        let mut attempts = 0;
         loop {
-            attempt += 1;
+            attempts += 1;
             let result = self
                 .client(endpoint)
                 .launch_frame_opt(&request, CallOption::default().timeout(timeout));
@@ -175,8 +198,8 @@ impl RqdClients {
                     // A timed-out launch may have started the frame: sending it again can
                     // only run it twice or fail, so its outcome goes to the kill-then-undo path.
                     let timed_out = matches!(error, RqdError::Timeout { .. });
-                    if attempt >= 2 || timed_out || !error.retryable() {
-                        return Err(error);
+                    if attempts >= LAUNCH_ATTEMPTS || timed_out || !error.retryable() {
+                        return Err(LaunchFailed { error, attempts });
                     }
                 }
             }

@@ -50,6 +50,7 @@ mod undo;
 
 use crate::{
     accounting::Charge,
+    config::Config,
     db::{
         self,
         booking::Placement,
@@ -446,7 +447,7 @@ fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) -> O
     let started = Instant::now();
     let result = shared.rqd.launch(&endpoint, frame, config.rqd.timeout);
     metrics::RQD_LAUNCH_SECONDS.observe(started.elapsed().as_secs_f64());
-    let error = match result {
+    let rqd::LaunchFailed { error, attempts } = match result {
         Ok(()) => {
             metrics::RQD_LAUNCHES.with_label_values(&["ok"]).inc();
             metrics::BOOKING_TO_LAUNCH_SECONDS.observe(task.committed.elapsed().as_secs_f64());
@@ -463,12 +464,12 @@ fn launch_one(shared: &Shared, task: LaunchTask, unconfirmed: &Unconfirmed) -> O
         task.placement.frame,
         task.placement.host_name
     );
-    // A refusal was RQD's answer to the request itself; anything else may have left the
-    // request in RQD's queue, to start after a kill that found nothing. Two more timeouts:
-    // with one, a soak saw a launch that RQD received late (a loaded box) start after it.
+    // A refusal of the only request sent was RQD's answer to it; anything else, or a
+    // refusal of a retry, may have left a request in RQD's queue, to start after a kill
+    // that found nothing (see `rqd::quiet_after`).
     let quiet = match error {
-        rqd::RqdError::Rejected { .. } => started,
-        _ => started + config.rqd.timeout * 3,
+        rqd::RqdError::Rejected { .. } if attempts == 1 => started,
+        _ => started + rqd::quiet_after(config.rqd.timeout, attempts),
     };
     let unsure = Unsure {
         task,
@@ -526,6 +527,22 @@ fn flush_acked(shared: &Shared, pool: &Launchers) {
     }
 }
 
+/// How `me` sweeps. A row is taken only once its claim is older than any launch sent under
+/// it could still start in RQD: a launcher sends within [`CLAIM_BUDGET`] of its claim, and
+/// RQD may start that launch up to [`rqd::quiet_after`] later. Taken sooner (the claim
+/// budget and one timeout), a launch a frozen instance had sent to a loaded RQD could start
+/// after the sweeper's kill found nothing and its undo freed the frame to run elsewhere.
+fn sweep_rule(cfg: &Config, me: uuid::Uuid) -> db::launches::SweepRule {
+    let quiet = rqd::quiet_after(cfg.rqd.timeout, rqd::LAUNCH_ATTEMPTS);
+    db::launches::SweepRule {
+        me: Some(me),
+        min_age_secs: cfg.rqd.timeout.as_secs_f64() * 2.0 + 1.0,
+        claim_age_secs: (CLAIM_BUDGET + quiet).as_secs_f64() + 2.0,
+        lease_secs: cfg.cluster.lease_duration.as_secs_f64(),
+        limit: 200,
+    }
+}
+
 fn sweep_due(pool: &Launchers) -> bool {
     let mut next = pool.next_sweep.lock();
     let now = Instant::now();
@@ -550,14 +567,7 @@ fn sweep(shared: &Shared) {
     // Even holding no show: this instance's own unresolved rows, and a dead instance's rows
     // of shows handed back to Cuebot, are still to resolve.
     let shows: Vec<ShowId> = fence.epochs.keys().cloned().collect();
-    let cfg = shared.config.load();
-    let rule = db::launches::SweepRule {
-        me: Some(fence.instance),
-        min_age_secs: cfg.rqd.timeout.as_secs_f64() * 2.0 + 1.0,
-        claim_age_secs: (CLAIM_BUDGET + cfg.rqd.timeout).as_secs_f64() + 2.0,
-        lease_secs: cfg.cluster.lease_duration.as_secs_f64(),
-        limit: 200,
-    };
+    let rule = sweep_rule(&shared.config.load(), fence.instance);
     let found = shared.with_conn(|c| db::launches::sweep(c.client(), &shows, &rule));
     match found {
         Ok(orphans) => orphans.into_iter().for_each(|o| resolve_orphan(shared, o)),
@@ -609,4 +619,22 @@ fn resolve_orphan(shared: &Shared, orphan: db::launches::Orphan) {
     metrics::ORPHANED_LAUNCHES
         .with_label_values(&["undone"])
         .inc();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sweeper takes a dead instance's row only once any launch sent under its claim is
+    /// past starting: taken at the claim budget plus one timeout, a launch a loaded RQD
+    /// queued could start after the sweeper's kill found nothing and its undo let the frame
+    /// be booked elsewhere.
+    #[test]
+    fn a_sweep_waits_out_every_launch_sent_under_a_claim() {
+        let cfg = Config::default();
+        let rule = sweep_rule(&cfg, uuid::Uuid::nil());
+        let latest_start = CLAIM_BUDGET + rqd::quiet_after(cfg.rqd.timeout, rqd::LAUNCH_ATTEMPTS);
+        assert!(rule.claim_age_secs > latest_start.as_secs_f64());
+        assert!(latest_start >= CLAIM_BUDGET + cfg.rqd.timeout * 4);
+    }
 }
