@@ -76,8 +76,8 @@ fn burst_stops_exactly_at_the_limit_and_drop_releases() {
 #[test]
 fn job_and_folder_caps() {
     let l = ledger(10_000);
-    let _pin = l.set_job_limits(&job("j"), Limits::from_db(200, 1));
-    l.set_folder_limits(&"f".into(), Limits::from_db(-1, 0));
+    let _pin = l.set_job_limits(&job("j"), Limits::job(200, 1));
+    l.set_folder_limits(&"f".into(), Limits::folder(-1, -1));
     let _a = l.charge(&charge(200)).unwrap();
     assert_eq!(l.charge(&charge(100)).err().map(|r| r.cap), Some(Cap::Job));
     let g = with_gpus(
@@ -87,8 +87,28 @@ fn job_and_folder_caps() {
             ..charge(100)
         },
     );
-    let _pin2 = l.set_job_limits(&job("j2"), Limits::from_db(0, 1));
+    let _pin2 = l.set_job_limits(&job("j2"), Limits::job(10_000, 1));
     assert_eq!(l.charge(&g).err().map(|r| r.cap), Some(Cap::JobGpus));
+}
+
+/// Cuebot's dispatch reads a job's maxima as caps whatever their value (0 holds the job) and
+/// a folder's as caps unless -1: a job at maximum 0 takes nothing, a folder at -1 anything,
+/// a folder at 0 nothing. Taken as unlimited (≤ 0, the convention of OpenCue's old Rust
+/// scheduler), a job an operator held at maximum 0 was booked without limit.
+#[test]
+fn a_job_or_folder_at_maximum_zero_takes_nothing() {
+    let l = ledger(10_000);
+    let _held = l.set_job_limits(&job("j"), Limits::job(0, 0));
+    assert_eq!(l.charge(&charge(100)).err().map(|r| r.cap), Some(Cap::Job));
+    let other = || Charge {
+        job: "j2".into(),
+        ..charge(100)
+    };
+    let _pin = l.set_job_limits(&job("j2"), Limits::job(10_000, 0));
+    l.set_folder_limits(&"f".into(), Limits::folder(-1, -1));
+    let _fits = l.charge(&other()).unwrap();
+    l.set_folder_limits(&"f".into(), Limits::folder(0, -1));
+    assert_eq!(l.charge(&other()).err().map(|r| r.cap), Some(Cap::Folder));
 }
 
 /// A pass sets a job's cap, then a re-sync runs before the job's first frame is charged: the
@@ -97,7 +117,7 @@ fn job_and_folder_caps() {
 #[test]
 fn a_job_cap_set_for_a_pass_survives_a_resync_before_its_first_charge() {
     let l = ledger(10_000);
-    let _pin = l.set_job_limits(&job("j"), Limits::from_db(400, 0));
+    let _pin = l.set_job_limits(&job("j"), Limits::job(400, 0));
     let epoch = l.begin_resync();
     l.resync(epoch, &Snapshot::default());
     assert_eq!(l.job_headroom(&job("j")), Some(400));

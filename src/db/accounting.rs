@@ -25,14 +25,30 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// Cuebot's convention: a value ≤ 0 means unlimited.
-    pub(crate) fn from_db(cores: i64, gpus: i64) -> Limits {
+    /// A job's maxima (`job_resource.int_max_cores`, `int_max_gpus`) as Cuebot's dispatch
+    /// reads them: always a cap, so 0 or less leaves no room (an operator holds a job by
+    /// setting its maximum cores to 0; Cuebot's own default is 100 cores and 100 GPUs).
+    pub fn job(cores: i64, gpus: i64) -> Limits {
         Limits {
-            cores: (cores > 0).then_some(cores),
-            gpus: (gpus > 0).then_some(gpus),
+            cores: Some(cores.max(0)),
+            gpus: Some(gpus.max(0)),
+        }
+    }
+
+    /// A folder's maxima (`folder_resource.int_max_cores`, `int_max_gpus`) as Cuebot's
+    /// dispatch reads them: -1 (the column's default) is unlimited, anything else a cap, so 0
+    /// leaves no room.
+    pub fn folder(cores: i64, gpus: i64) -> Limits {
+        let cap = |v: i64| (v != FOLDER_UNLIMITED).then_some(v.max(0));
+        Limits {
+            cores: cap(cores),
+            gpus: cap(gpus),
         }
     }
 }
+
+/// `folder_resource.int_max_cores` / `int_max_gpus` of a folder without a cap.
+pub const FOLDER_UNLIMITED: i64 = -1;
 
 /// Booked cores and GPUs per vertex.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -103,7 +119,7 @@ pub fn caps(client: &mut Client) -> Result<Caps, DbError> {
           WHERE s.b_scheduler_managed",
         &[],
     )? {
-        caps.folders.insert(r.get(0), Limits::from_db(r.get(1), r.get(2)));
+        caps.folders.insert(r.get(0), Limits::folder(r.get(1), r.get(2)));
     }
     for r in client.query(
         "SELECT jr.pk_job, jr.int_max_cores::bigint, jr.int_max_gpus::bigint FROM job_resource jr
@@ -111,8 +127,7 @@ pub fn caps(client: &mut Client) -> Result<Caps, DbError> {
           WHERE s.b_scheduler_managed AND j.str_state <> 'FINISHED'",
         &[],
     )? {
-        caps.jobs
-            .insert(r.get(0), Limits::from_db(r.get(1), r.get(2)));
+        caps.jobs.insert(r.get(0), Limits::job(r.get(1), r.get(2)));
     }
     Ok(caps)
 }
@@ -128,6 +143,6 @@ pub(crate) fn folder_limits(
             &[&folders],
         )?
         .iter()
-        .map(|r| (r.get(0), Limits::from_db(r.get(1), r.get(2))))
+        .map(|r| (r.get(0), Limits::folder(r.get(1), r.get(2))))
         .collect())
 }

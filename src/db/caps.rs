@@ -18,7 +18,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::db::session::Tx;
 
-use super::{DbError, booking::Placement};
+use super::{DbError, accounting::Limits, booking::Placement};
 use crate::{
     ids::{AllocId, FolderId, ShowId},
     model::CoresGpus,
@@ -42,8 +42,10 @@ struct Room {
 }
 
 impl Room {
+    /// Whether `cores` and `gpus` fit; GPUs are checked only for a frame that takes some, as
+    /// Cuebot's dispatch does (a job at its GPU maximum still runs its CPU layers).
     fn fits(&self, cores: i64, gpus: i64) -> bool {
-        self.cores.is_none_or(|c| cores <= c) && self.gpus.is_none_or(|g| gpus <= g)
+        self.cores.is_none_or(|c| cores <= c) && (gpus == 0 || self.gpus.is_none_or(|g| gpus <= g))
     }
 
     fn take(&mut self, cores: i64, gpus: i64) {
@@ -183,7 +185,7 @@ fn lock(tx: &mut Tx<'_>, k: &Keys<'_>) -> Result<(), DbError> {
 }
 
 /// Room under every cap of the batch after what committed procs hold (a new statement, so a
-/// fresh snapshot after the locks). Unlimited dimensions (Cuebot: ≤ 0) have no room entry;
+/// fresh snapshot after the locks). Unlimited dimensions (a folder's -1) have no room entry;
 /// a subscription that does not exist has room 0.
 fn read_rooms(tx: &mut Tx<'_>, k: &Keys<'_>) -> Result<HashMap<String, Room>, DbError> {
     let rows = tx.query(
@@ -208,7 +210,6 @@ fn read_rooms(tx: &mut Tx<'_>, k: &Keys<'_>) -> Result<HashMap<String, Room>, Db
            JOIN job_resource jr ON jr.pk_job = k.job
            LEFT JOIN LATERAL (SELECT sum(p.int_cores_reserved) AS cores, sum(p.int_gpus_reserved) AS gpus
                                 FROM proc p WHERE p.pk_job = jr.pk_job) ju ON true
-          WHERE jr.int_max_cores > 0 OR jr.int_max_gpus > 0
          UNION ALL
          SELECT 'f/' || fr.pk_folder, fr.int_max_cores::bigint, fr.int_max_gpus::bigint,
                 coalesce(fu.cores, 0)::bigint, coalesce(fu.gpus, 0)::bigint
@@ -217,7 +218,7 @@ fn read_rooms(tx: &mut Tx<'_>, k: &Keys<'_>) -> Result<HashMap<String, Room>, Db
            LEFT JOIN LATERAL (SELECT sum(p.int_cores_reserved) AS cores, sum(p.int_gpus_reserved) AS gpus
                                 FROM proc p JOIN job j ON j.pk_job = p.pk_job
                                WHERE j.pk_folder = fr.pk_folder) fu ON true
-          WHERE fr.int_max_cores > 0 OR fr.int_max_gpus > 0",
+          WHERE fr.int_max_cores <> -1 OR fr.int_max_gpus <> -1",
         &[&k.sub_shows, &k.sub_allocs, &k.jobs, &k.folders],
     )?;
     Ok(rows
@@ -226,11 +227,18 @@ fn read_rooms(tx: &mut Tx<'_>, k: &Keys<'_>) -> Result<HashMap<String, Room>, Db
             let key: String = r.get(0);
             let (max_cores, max_gpus): (i64, i64) = (r.get(1), r.get(2));
             let (cores, gpus): (i64, i64) = (r.get(3), r.get(4));
-            let subscription = key.starts_with("s/");
+            // A burst of 0 means no room; jobs' and folders' maxima as `Limits` reads them.
+            let limits = match key.as_bytes().first() {
+                Some(b's') => Limits {
+                    cores: Some(max_cores),
+                    gpus: None,
+                },
+                Some(b'j') => Limits::job(max_cores, max_gpus),
+                _ => Limits::folder(max_cores, max_gpus),
+            };
             let room = Room {
-                // A burst of 0 means no room; for jobs and folders ≤ 0 is unlimited.
-                cores: (subscription || max_cores > 0).then(|| max_cores - cores),
-                gpus: (max_gpus > 0).then(|| max_gpus - gpus),
+                cores: limits.cores.map(|max| max - cores),
+                gpus: limits.gpus.map(|max| max - gpus),
             };
             (key, room)
         })

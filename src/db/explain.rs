@@ -39,7 +39,7 @@ pub(crate) struct JobRow {
     pub show_active: bool,
     /// `folder.str_name`.
     pub folder_name: String,
-    /// `job_resource.int_max_cores`, `int_max_gpus` (≤ 0 unlimited).
+    /// `job_resource.int_max_cores`, `int_max_gpus` (≤ 0: no room, see `Limits::job`).
     pub max_cores: i64,
     /// See `max_cores`.
     pub max_gpus: i64,
@@ -47,7 +47,7 @@ pub(crate) struct JobRow {
     pub cores: i64,
     /// See `cores`.
     pub gpus: i64,
-    /// `folder_resource.int_max_cores`, `int_max_gpus` (≤ 0 unlimited).
+    /// `folder_resource.int_max_cores`, `int_max_gpus` (-1 unlimited, see `Limits::folder`).
     pub folder_max_cores: i64,
     /// See `folder_max_cores`.
     pub folder_max_gpus: i64,

@@ -70,10 +70,9 @@ pub fn load(conn: &mut impl GenericClient) -> Result<(Vec<Hold>, u64), DbError> 
                                 WHERE p.pk_host = r.pk_host) freed
                          WHERE f.pk_frame = r.pk_frame
                            AND (j.b_paused OR j.str_state <> 'PENDING'
-                                OR (jr.int_max_cores > 0
-                                    AND jr.int_cores - freed.job + r.int_cores > jr.int_max_cores)
-                                OR (fr.int_max_cores > 0
-                                    AND fr.int_cores - freed.folder + r.int_cores > fr.int_max_cores)
+                                OR jr.int_cores - freed.job + r.int_cores > greatest(jr.int_max_cores, 0)
+                                OR (fr.int_max_cores <> -1
+                                    AND fr.int_cores - freed.folder + r.int_cores > greatest(fr.int_max_cores, 0))
                                 OR EXISTS (SELECT 1 FROM subscription s JOIN host h ON h.pk_alloc = s.pk_alloc
                                             WHERE h.pk_host = r.pk_host AND s.pk_show = j.pk_show
                                               AND s.int_cores - freed.show + r.int_cores > s.int_burst)

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::{Ctx, LeaseFacts, ShowFacts, SubFacts, Why, cores};
 use crate::{
     config::Config,
+    db::accounting::Limits,
     db::explain::{DependRow, JobRow, LayerRow, LeaseRow, LimitRow, ReservationRow, SubRow},
     db::licenses::{self, Room},
     model::Resources,
@@ -235,27 +236,23 @@ fn start_after(layer: &LayerRow) -> Option<Why> {
 /// The job and folder caps a frame needing `need` would pass. The folder is checked as the
 /// ledger does, on the cores and GPUs the folder's jobs hold now.
 fn caps(job: &JobRow, need: &Resources) -> Vec<Why> {
+    let jobs = Limits::job(job.max_cores, job.max_gpus);
+    let folders = Limits::folder(job.folder_max_cores, job.folder_max_gpus);
     let checks = [
-        (
-            "job",
-            "cores",
-            job.cores,
-            job.max_cores,
-            i64::from(need.cores),
-        ),
-        ("job", "GPUs", job.gpus, job.max_gpus, i64::from(need.gpus)),
+        ("job", "cores", job.cores, jobs.cores, i64::from(need.cores)),
+        ("job", "GPUs", job.gpus, jobs.gpus, i64::from(need.gpus)),
         (
             "folder",
             "cores",
             job.folder_cores,
-            job.folder_max_cores,
+            folders.cores,
             i64::from(need.cores),
         ),
         (
             "folder",
             "GPUs",
             job.folder_gpus,
-            job.folder_max_gpus,
+            folders.gpus,
             i64::from(need.gpus),
         ),
     ];
@@ -265,7 +262,8 @@ fn caps(job: &JobRow, need: &Resources) -> Vec<Why> {
     };
     checks
         .into_iter()
-        .filter(|&(_, _, held, max, add)| max > 0 && add > 0 && held + add > max)
+        .filter_map(|(cap, what, held, max, add)| Some((cap, what, held, max?, add)))
+        .filter(|&(_, _, held, max, add)| add > 0 && held + add > max)
         .map(|(cap, what, held, max, add)| {
             let (held_s, max_s, add_s) = if what == "cores" {
                 (

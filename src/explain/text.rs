@@ -11,17 +11,13 @@ pub(super) fn render(e: &Explanation) -> String {
     let job = &e.job;
     let _ = writeln!(
         out,
-        "job {} ({}{}), folder {}, {:.2} cores booked{}",
+        "job {} ({}{}), folder {}, {:.2} cores booked of max {:.2}",
         job.name,
         job.state,
         if job.paused { ", paused" } else { "" },
         job.folder,
         job.cores,
-        if job.max_cores > 0.0 {
-            format!(" of max {:.2}", job.max_cores)
-        } else {
-            String::new()
-        }
+        job.max_cores.max(0.0)
     );
     let _ = writeln!(out, "show {}", show_line(&e.show));
     for s in &e.show.subscriptions {

@@ -83,6 +83,51 @@ fn folder_and_job_caps_stop_bookings_exactly() {
     farm.assert_clean_audit();
 }
 
+/// Maxima of 0 hold, as Cuebot's dispatch reads them: a job at maximum cores 0 (how an
+/// operator holds one) and a folder at 0 get nothing, while a folder at -1 (the column's
+/// default) is unlimited and a job at maximum GPUs 0 still runs its CPU layers. Both zeros
+/// used to mean "unlimited", and such a job was booked across the farm.
+#[test]
+fn a_maximum_of_zero_holds_a_job_or_folder() {
+    let two_jobs = || {
+        vec![
+            job("held", vec![LayerSpec::simple("l", "1-4", "general")]),
+            job("free", vec![LayerSpec::simple("l", "1-4", "general")]),
+        ]
+    };
+    let farm = Farm::new(&small_farm(1, 8, 32, &[], two_jobs()), |_| {});
+    farm.client()
+        .batch_execute(
+            "UPDATE job_resource jr SET int_max_cores = 0 FROM job j
+              WHERE j.pk_job = jr.pk_job AND j.str_name LIKE '%held';
+             UPDATE job_resource SET int_max_gpus = 0",
+        )
+        .unwrap();
+    farm.drain();
+    let booked =
+        |farm: &Farm, name: &str| booked_cores(farm, &format!("WHERE j.str_name LIKE '%{name}'"));
+    assert_eq!(booked(&farm, "held"), 0, "job at maximum 0");
+    assert_eq!(
+        booked(&farm, "free"),
+        4 * i64::from(CORE),
+        "job at GPU maximum 0"
+    );
+    farm.assert_clean_audit();
+
+    let farm = Farm::new(&small_farm(1, 8, 32, &[], two_jobs()), |_| {});
+    farm.client()
+        .batch_execute("UPDATE folder_resource SET int_max_cores = 0")
+        .unwrap();
+    farm.drain();
+    assert_eq!(booked_cores(&farm, ""), 0, "folder at maximum 0");
+    farm.client()
+        .batch_execute("UPDATE folder_resource SET int_max_cores = -1")
+        .unwrap();
+    farm.refresh();
+    farm.drain();
+    assert_eq!(booked_cores(&farm, ""), 8 * i64::from(CORE), "folder at -1");
+}
+
 #[test]
 fn job_gpu_cap_stops_bookings_exactly() {
     let mut layer = LayerSpec::simple("g", "1-10", "general");

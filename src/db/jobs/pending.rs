@@ -170,9 +170,9 @@ pub struct PendingJob {
     pub log_dir: String,
     /// `job.str_loki_url`.
     pub loki_url: String,
-    /// `job_resource.int_max_cores` (centicores, ≤ 0 unlimited).
+    /// `job_resource.int_max_cores` (centicores; ≤ 0: no room, see `Limits::job`).
     pub max_cores: i64,
-    /// `job_resource.int_max_gpus` (≤ 0 unlimited).
+    /// `job_resource.int_max_gpus` (≤ 0: no GPU room).
     pub max_gpus: i64,
     /// `job_resource.int_min_cores` (centicores).
     pub min_cores: i64,

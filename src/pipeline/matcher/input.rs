@@ -168,7 +168,7 @@ fn pin_caps(
         .map(|job| {
             shared
                 .ledger
-                .set_job_limits(&job.id, Limits::from_db(job.max_cores, job.max_gpus))
+                .set_job_limits(&job.id, Limits::job(job.max_cores, job.max_gpus))
         })
         .collect();
     let folders: Vec<FolderId> = {

@@ -368,18 +368,16 @@ fn job_caps(tx: &mut Transaction<'_>, out: &mut Vec<CapSample>) -> Result<(), po
                 coalesce(sum(p.int_cores_reserved), 0)::bigint, coalesce(sum(p.int_gpus_reserved), 0)::bigint
            FROM job j JOIN show sh ON sh.pk_show = j.pk_show JOIN job_resource jr ON jr.pk_job = j.pk_job
            LEFT JOIN proc p ON p.pk_job = j.pk_job
-          WHERE sh.b_scheduler_managed AND (jr.int_max_cores > 0 OR jr.int_max_gpus > 0)
+          WHERE sh.b_scheduler_managed
           GROUP BY j.pk_job, j.str_name, jr.int_max_cores, jr.int_max_gpus",
         &[],
     )? {
+        // Every job maximum is a cap, 0 or less a cap of 0 (see `db::accounting::Limits`).
         let (id, name): (String, String) = (r.get(0), r.get(1));
-        if r.get::<_, i64>(2) > 0 {
-            let what = format!("job {name} cores x100");
-            out.push((Cap::JobCores(id.clone()), r.get(2), r.get(4), what));
-        }
-        if r.get::<_, i64>(3) > 0 {
-            out.push((Cap::JobGpus(id), r.get(3), r.get(5), format!("job {name} GPUs")));
-        }
+        let (cores, gpus) = (r.get::<_, i64>(2).max(0), r.get::<_, i64>(3).max(0));
+        let what = format!("job {name} cores x100");
+        out.push((Cap::JobCores(id.clone()), cores, r.get(4), what));
+        out.push((Cap::JobGpus(id), gpus, r.get(5), format!("job {name} GPUs")));
     }
     Ok(())
 }
@@ -391,18 +389,20 @@ fn folder_caps(tx: &mut Transaction<'_>, out: &mut Vec<CapSample>) -> Result<(),
                 coalesce(sum(p.int_cores_reserved), 0)::bigint, coalesce(sum(p.int_gpus_reserved), 0)::bigint
            FROM folder f JOIN show sh ON sh.pk_show = f.pk_show JOIN folder_resource fr ON fr.pk_folder = f.pk_folder
            LEFT JOIN job j ON j.pk_folder = f.pk_folder LEFT JOIN proc p ON p.pk_job = j.pk_job
-          WHERE sh.b_scheduler_managed AND (fr.int_max_cores > 0 OR fr.int_max_gpus > 0)
+          WHERE sh.b_scheduler_managed AND (fr.int_max_cores <> -1 OR fr.int_max_gpus <> -1)
           GROUP BY f.pk_folder, f.str_name, fr.int_max_cores, fr.int_max_gpus",
         &[],
     )? {
+        // -1 is no cap, anything else a cap, below 0 one of 0 (see `db::accounting::Limits`).
         let (id, name): (String, String) = (r.get(0), r.get(1));
-        if r.get::<_, i64>(2) > 0 {
+        let (cores, gpus): (i64, i64) = (r.get(2), r.get(3));
+        if cores != -1 {
             let what = format!("folder {name} cores x100");
-            out.push((Cap::FolderCores(id.clone()), r.get(2), r.get(4), what));
+            out.push((Cap::FolderCores(id.clone()), cores.max(0), r.get(4), what));
         }
-        if r.get::<_, i64>(3) > 0 {
+        if gpus != -1 {
             let what = format!("folder {name} GPUs");
-            out.push((Cap::FolderGpus(id), r.get(3), r.get(5), what));
+            out.push((Cap::FolderGpus(id), gpus.max(0), r.get(5), what));
         }
     }
     Ok(())

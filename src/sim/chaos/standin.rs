@@ -360,7 +360,7 @@ fn limits_have_room(
     Ok(true)
 }
 
-/// Burst, job and folder maxima with this frame added (≤ 0 = unlimited).
+/// Burst, job and folder maxima with this frame added (a folder's -1 = unlimited).
 fn within_caps(
     tx: &mut postgres::Transaction<'_>,
     n: &Need,
@@ -384,10 +384,12 @@ fn within_caps(
     )?;
     let v = |i: usize| r.get::<_, Option<i64>>(i).unwrap_or(0);
     let (cores, gpus) = (n.amount[0], n.amount[2]);
-    let fits = |max: i64, used: i64, add: i64| max <= 0 || used + add <= max;
+    // As Cuebot's dispatch: a job's maximum always binds, a folder's unless it is -1.
+    let fits = |max: i64, used: i64, add: i64| used + add <= max.max(0);
+    let fits_folder = |max: i64, used: i64, add: i64| max == -1 || fits(max, used, add);
     Ok(v(1) + cores <= v(0)
         && fits(v(2), v(4), cores)
         && (gpus == 0 || fits(v(3), v(5), gpus))
-        && fits(v(6), v(8), cores)
-        && (gpus == 0 || fits(v(7), v(9), gpus)))
+        && fits_folder(v(6), v(8), cores)
+        && (gpus == 0 || fits_folder(v(7), v(9), gpus)))
 }

@@ -339,9 +339,9 @@ fn insert_job(
         &[
             &id,
             &job.priority,
-            &(if job.max_cores > 0 { job.max_cores * CORE as i32 } else { -1 }),
+            &(if job.max_cores > 0 { job.max_cores * CORE as i32 } else { super::UNCAPPED_JOB_CORES }),
             &(job.min_cores * CORE as i32),
-            &(if job.max_gpus > 0 { job.max_gpus } else { -1 }),
+            &(if job.max_gpus > 0 { job.max_gpus } else { super::UNCAPPED_JOB_GPUS }),
         ],
     )?;
     for (k, v) in &job.env {

@@ -170,6 +170,14 @@ impl LayerSpec {
     }
 }
 
+/// `job_resource.int_max_cores` (centicores) of a seeded job given no maximum: 100,000 cores,
+/// more than any simulated farm has. Cuebot's dispatch reads every job maximum as a cap (0
+/// holds the job), so "no maximum" is a large one, as a pipeline that wants none sets it.
+pub const UNCAPPED_JOB_CORES: i32 = 10_000_000;
+
+/// `job_resource.int_max_gpus` of a seeded job given no maximum (see [`UNCAPPED_JOB_CORES`]).
+pub const UNCAPPED_JOB_GPUS: i32 = 10_000;
+
 /// A job.
 #[derive(Clone, Debug)]
 pub struct JobSpec {
@@ -179,11 +187,11 @@ pub struct JobSpec {
     pub name: String,
     /// `job_resource.int_priority`.
     pub priority: i32,
-    /// `job_resource.int_max_cores` in cores (≤ 0 unlimited).
+    /// `job_resource.int_max_cores` in cores (≤ 0: [`UNCAPPED_JOB_CORES`]).
     pub max_cores: i32,
     /// `job_resource.int_min_cores` in cores.
     pub min_cores: i32,
-    /// `job_resource.int_max_gpus` (≤ 0 unlimited).
+    /// `job_resource.int_max_gpus` (≤ 0: [`UNCAPPED_JOB_GPUS`]).
     pub max_gpus: i32,
     /// `job.str_os` (empty = any).
     pub os: String,
