@@ -202,7 +202,8 @@ CREATE TABLE IF NOT EXISTS public.folder_level (
 );
 
 -- One row per folder, written by the after_insert_folder trigger.
--- int_max_cores / int_max_gpus <= 0 mean "no limit" (default -1).
+-- int_max_cores / int_max_gpus of -1 (the default) mean "no limit"; Cuebot's
+-- dispatch reads any other value as a cap, 0 included.
 CREATE TABLE IF NOT EXISTS public.folder_resource (
     pk_folder_resource VARCHAR(36)   NOT NULL,
     pk_folder          VARCHAR(36)   NOT NULL,

@@ -29,11 +29,13 @@ const ABOVE_BURST: &str = "SELECT sub.pk_show || '/' || sub.pk_alloc || ' booked
           WHERE s.b_scheduler_managed
           GROUP BY sub.pk_show, sub.pk_alloc, sub.int_burst HAVING sum(p.int_cores_reserved) > sub.int_burst";
 
-/// A job whose procs hold more cores than its maximum (0 or less: none, as Cuebot's dispatch
-/// reads it).
+/// A job of a managed show whose procs hold more cores than its maximum (0 or less: none,
+/// as Cuebot's dispatch reads it).
 const ABOVE_JOB_MAX: &str =
     "SELECT jr.pk_job || ' booked ' || sum(p.int_cores_reserved) || ' > max ' || jr.int_max_cores
            FROM job_resource jr JOIN proc p ON p.pk_job = jr.pk_job
+           JOIN job j ON j.pk_job = jr.pk_job JOIN show s ON s.pk_show = j.pk_show
+          WHERE s.b_scheduler_managed
           GROUP BY jr.pk_job, jr.int_max_cores HAVING sum(p.int_cores_reserved) > greatest(jr.int_max_cores, 0)";
 
 /// A host whose idle cores or memory are not its totals less what its procs hold, or whose

@@ -150,24 +150,28 @@ pub fn sweep(
 }
 
 /// The statement of [`sweep`]: `$1` shows, `$2` the sweeping instance, `$3` the minimum age,
-/// `$4` the claim age, `$5` the lease, `$6` the row limit. `cand` picks without locks; the
-/// UPDATE of `taken` re-checks, on the row version it locks, that no launcher claimed the row
-/// recently and that its owner is still a dead one, so a claim or another sweeper's take
-/// committed in between wins (a take leaves the claim's age as it was: checked alone, two
-/// sweepers queued on one row both took it).
+/// `$4` the claim age, `$5` the lease, `$6` the row limit. A sweeper that looks dead itself
+/// (woken from a freeze before its heartbeat) takes nothing. `cand` picks without locks; the
+/// UPDATE of `taken` re-checks, on the row version it locks, that no launcher or sweeper
+/// claimed the row recently (a take stamps `ts_launch` like a claim) and that its owner is
+/// still a dead one, so a claim or another sweeper's take committed in between wins: a take
+/// that left the claim's age as it was let two sweepers queued on one row both take it. A
+/// show handed back or deactivated is no instance's: any live one sweeps its rows.
 const SWEEP: &str = "WITH cand AS (
             SELECT pl.pk_proc FROM stagehand.pending_launch pl
-             WHERE (pl.b_swept AND pl.pk_instance IS NOT DISTINCT FROM $2)
+             WHERE EXISTS (SELECT 1 FROM stagehand.instance me
+                            WHERE me.pk_instance = $2 AND me.ts_heartbeat > now() - make_interval(secs => $5))
+               AND ((pl.b_swept AND pl.pk_instance IS NOT DISTINCT FROM $2)
                 OR ((pl.pk_show = ANY($1)
                      OR NOT EXISTS (SELECT 1 FROM show s
-                                     WHERE s.pk_show = pl.pk_show AND s.b_scheduler_managed))
+                                     WHERE s.pk_show = pl.pk_show AND s.b_scheduler_managed AND s.b_active))
                     AND pl.ts_booked < now() - make_interval(secs => $3)
                     AND NOT EXISTS (SELECT 1 FROM stagehand.instance i
                                      WHERE i.pk_instance = pl.pk_instance
-                                       AND i.ts_heartbeat > now() - make_interval(secs => $5)))
+                                       AND i.ts_heartbeat > now() - make_interval(secs => $5))))
              ORDER BY pl.b_swept, pl.ts_booked LIMIT $6
          ), taken AS (
-            UPDATE stagehand.pending_launch pl SET b_swept = true, pk_instance = $2
+            UPDATE stagehand.pending_launch pl SET b_swept = true, pk_instance = $2, ts_launch = now()
               FROM cand
              WHERE pl.pk_proc = cand.pk_proc
                AND ((pl.b_swept AND pl.pk_instance IS NOT DISTINCT FROM $2)

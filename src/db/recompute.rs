@@ -92,6 +92,30 @@ pub fn recount_owed(
     client: &mut Client,
     lease_secs: f64,
 ) -> Result<Option<(Vec<ShowId>, Written)>, DbError> {
+    // One instance at a time pays (the others find the lock taken and skip their turn): they
+    // would only recount the same rows side by side. A session lock, so a process that dies
+    // lets go with its connection.
+    let mine: bool = client
+        .query_one("SELECT pg_try_advisory_lock($1)", &[&RECOUNT_LOCK])?
+        .get(0);
+    if !mine {
+        return Ok(None);
+    }
+    let paid = pay_owed(client, lease_secs);
+    let unlocked = client.execute("SELECT pg_advisory_unlock($1)", &[&RECOUNT_LOCK]);
+    let paid = paid?;
+    unlocked?;
+    Ok(paid)
+}
+
+/// The advisory lock key of [`recount_owed`] (an arbitrary constant of stagehand's own).
+const RECOUNT_LOCK: i64 = 0x5354_4147_4548_0001;
+
+/// The body of [`recount_owed`], under its lock.
+fn pay_owed(
+    client: &mut Client,
+    lease_secs: f64,
+) -> Result<Option<(Vec<ShowId>, Written)>, DbError> {
     client.execute(
         "UPDATE stagehand.show_lease l SET pk_instance = NULL
            FROM show s

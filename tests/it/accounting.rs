@@ -10,7 +10,9 @@ use stagehand::{
     sim::seed::{GB, LayerSpec, ShowSpec, SubSpec},
 };
 
-use crate::common::{Farm, job, small_farm, usage_counters};
+use crate::common::{
+    Farm, book_options, book_with, job, placements_for_all_frames, small_farm, usage_counters,
+};
 
 /// One 8-core host and one job of four one-core frames.
 fn four_frames_on_one_host() -> Farm {
@@ -126,6 +128,20 @@ fn a_maximum_of_zero_holds_a_job_or_folder() {
     farm.refresh();
     farm.drain();
     assert_eq!(booked_cores(&farm, ""), 8 * i64::from(CORE), "folder at -1");
+
+    // The booking transaction's own guard, past the counters: a batch planned before its
+    // job was held at maximum 0 books nothing.
+    let farm = Farm::new(&small_farm(1, 8, 32, &[], two_jobs()), |_| {});
+    let mut client = farm.client();
+    let placements = placements_for_all_frames(&mut client, &farm.seeded.shows[0]);
+    client
+        .batch_execute("UPDATE job_resource SET int_max_cores = 0")
+        .unwrap();
+    assert_eq!(
+        book_with(&mut client, &placements, &book_options()),
+        0,
+        "the guard holds it"
+    );
 }
 
 #[test]

@@ -1114,6 +1114,24 @@ fn two_sweepers_never_take_the_same_row() {
     assert_eq!(taken, 1, "one sweeper took the row");
 }
 
+/// A sweeper that looks dead itself (frozen past its lease, its launcher thread awake before
+/// its heartbeat) takes nothing: another sweeper queued behind its take would have taken it
+/// for dead too and taken the row a second time.
+#[test]
+fn a_sweeper_that_looks_dead_takes_nothing() {
+    use stagehand::db::launches;
+    let farm = one_job_farm(1);
+    let (frozen, me) = instances(&farm);
+    let _procs = book_pending(&farm, frozen);
+    let show = farm.seeded.shows[0].clone();
+    let mut client = farm.client();
+    let shows = [show.as_str().into()];
+    let taken = launches::sweep(&mut client, &shows, &rule(frozen)).unwrap();
+    assert!(taken.is_empty(), "a frozen sweeper takes nothing");
+    let taken = launches::sweep(&mut client, &shows, &rule(me)).unwrap();
+    assert_eq!(taken.len(), 1, "a live one takes the row");
+}
+
 /// The burst check first bounds a subscription's usage by what is busy on its allocation's
 /// hosts, whichever show it belongs to; where that bound leaves too little room it counts
 /// the show's own procs. Here another writer keeps one host busy: the bound (8 cores) says

@@ -112,10 +112,11 @@ fn lost_commit_is_resolved_and_launched(arm: impl Fn(&CommitCutter)) {
 const CLAIM: &[u8] = b"SET ts_launch = now()";
 
 /// Two one-frame jobs, `a` and `b`, on one host behind the proxy, launched on `rqd` by one
-/// launcher thread: `a` is booked and its launch stalls in RQD for 2.6 s, so a launch booked
+/// launcher thread: `a` is booked and its launch stalls in RQD for `stall`, so a launch booked
 /// next waits in the queue past the claim budget (2 s) and is claimed again before it goes
 /// out. Returns the proxy, the farm, `a`'s proc and `b`'s job key; `b` is bookable.
-fn first_launch_stalled(rqd: &FakeRqd) -> (CommitCutter, Farm, String, String) {
+/// (`stall` stays below the launch timeout, 4 s.)
+fn first_launch_stalled(rqd: &FakeRqd, stall: Duration) -> (CommitCutter, Farm, String, String) {
     let spec = small_farm(
         1,
         8,
@@ -134,7 +135,7 @@ fn first_launch_stalled(rqd: &FakeRqd) -> (CommitCutter, Farm, String, String) {
     let mut client = farm.client();
     let pause = "UPDATE job SET b_paused = $2 WHERE pk_job = $1";
     client.execute(pause, &[&job_b, &true]).unwrap();
-    rqd.set_behaviour(Behaviour::Stall(Duration::from_millis(2600)));
+    rqd.set_behaviour(Behaviour::Stall(stall));
     assert_eq!(farm.pass_all(), 1);
     let first = wait_for(|| rqd.launches().first().map(|f| f.resource_id.clone()));
     rqd.set_behaviour(Behaviour::Accept);
@@ -150,7 +151,7 @@ fn first_launch_stalled(rqd: &FakeRqd) -> (CommitCutter, Farm, String, String) {
 #[test]
 fn a_launch_claim_answered_after_its_budget_is_renewed_before_launching() {
     let rqd = fake_rqd();
-    let (proxy, farm, first, _) = first_launch_stalled(&rqd);
+    let (proxy, farm, first, _) = first_launch_stalled(&rqd, Duration::from_millis(2600));
     let (_, me) = instances(&farm);
     let mut client = farm.client();
     // That claim is answered after the budget too, and so is its renewal.
@@ -198,7 +199,9 @@ fn a_launch_claim_answered_after_its_budget_is_renewed_before_launching() {
 #[test]
 fn a_frame_stopped_while_its_launch_waited_is_not_launched() {
     let rqd = fake_rqd();
-    let (_proxy, farm, first, job_b) = first_launch_stalled(&rqd);
+    // 3.5 s: b, booked right after, must still wait past its claim budget (2 s) once a's
+    // launch returns, with room for a slow machine between the two.
+    let (_proxy, farm, first, job_b) = first_launch_stalled(&rqd, Duration::from_millis(3500));
     let mut client = farm.client();
     assert_eq!(farm.pass_all(), 1);
     // Cuebot stops b's frame (an operator's retry) while its launch waits.
