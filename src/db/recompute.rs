@@ -59,6 +59,18 @@ pub struct Written {
     pub left: u64,
 }
 
+impl Written {
+    /// Adds `other`'s counts to these.
+    fn add(&mut self, other: &Written) {
+        self.layer_resource += other.layer_resource;
+        self.job_resource += other.job_resource;
+        self.folder_resource += other.folder_resource;
+        self.point += other.point;
+        self.subscription += other.subscription;
+        self.left += other.left;
+    }
+}
+
 /// Rebuilds `int_cores`/`int_gpus` of the five resource tables from `proc`, for `shows`
 /// (`None`: every managed show).
 ///
@@ -81,13 +93,13 @@ pub fn recount_handed_back(client: &mut Client, shows: &[ShowId]) -> Result<Writ
 }
 
 /// Pays the recounts owed to Cuebot (`show_lease.b_recount`, migration V007): the shows
-/// handed back (not managed, or deactivated) that no instance holds are recounted as
-/// [`recount_handed_back`] does, and their debt is cleared if nothing was left locked, none
-/// of their launches was unresolved before the recount began (an undo after it would take a
-/// proc the count included) and no claim came since (their epoch unchanged). A holder whose
-/// heartbeat is older than `lease_secs` lets go of such shows first: a dead instance never
-/// would, and nobody claims a show that is not managed. Returns the shows recounted and what
-/// was written (`None`: nothing owed).
+/// handed back (not managed, or deactivated) that no instance holds are recounted one by one
+/// as [`recount_handed_back`] does, and a show's debt is cleared if none of its rows was left
+/// locked, none of its launches was unresolved before the recount began (an undo after it
+/// would take a proc the count included) and no claim came since (its epoch unchanged). A
+/// holder whose heartbeat is older than `lease_secs` lets go of such shows first: a dead
+/// instance never would, and nobody claims a show that is not managed. Returns the shows
+/// recounted and what was written (`None`: nothing owed).
 pub fn recount_owed(
     client: &mut Client,
     lease_secs: f64,
@@ -136,22 +148,23 @@ fn pay_owed(
     if owed.is_empty() {
         return Ok(None);
     }
-    let shows: Vec<ShowId> = owed.iter().map(|r| r.get(0)).collect();
-    let written = recount_handed_back(client, &shows)?;
-    if written.left == 0 {
-        let (settled, epochs): (Vec<String>, Vec<i64>) = owed
-            .iter()
-            .filter(|r| r.get::<_, bool>(2))
-            .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
-            .unzip();
-        client.execute(
-            "UPDATE stagehand.show_lease l SET b_recount = false
-               FROM unnest($1::text[], $2::bigint[]) AS d(show, epoch)
-              WHERE l.pk_show = d.show AND l.int_epoch = d.epoch AND l.pk_instance IS NULL",
-            &[&settled, &epochs],
-        )?;
+    // Show by show, so a row left locked keeps only its own show's debt.
+    let mut total = Written::default();
+    let mut shows = Vec::new();
+    for r in &owed {
+        let (show, epoch, settled): (ShowId, i64, bool) = (r.get(0), r.get(1), r.get(2));
+        let written = recount_handed_back(client, std::slice::from_ref(&show))?;
+        if written.left == 0 && settled {
+            client.execute(
+                "UPDATE stagehand.show_lease SET b_recount = false
+                  WHERE pk_show = $1 AND int_epoch = $2 AND pk_instance IS NULL",
+                &[&show, &epoch],
+            )?;
+        }
+        total.add(&written);
+        shows.push(show);
     }
-    Ok(Some((shows, written)))
+    Ok(Some((shows, total)))
 }
 
 /// The keys of the shows `names`; an error names those that do not exist.

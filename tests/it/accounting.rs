@@ -702,3 +702,56 @@ fn the_folder_usage_counts_the_procs_of_a_finished_job_until_they_go() {
         .get(0);
     assert_eq!(folder, 400);
 }
+
+/// A recount that finds one show's row locked keeps that show's debt only: the other show
+/// handed back with it is paid. Counted for all owed shows together, one locked row (Cuebot
+/// dispatching the show it was just handed) kept every show's debt and its recount running.
+#[test]
+fn a_locked_row_keeps_only_its_own_shows_recount_debt() {
+    let mut spec = small_farm(
+        2,
+        8,
+        32,
+        &[],
+        vec![job("a", vec![LayerSpec::simple("l", "1-2", "general")])],
+    );
+    let mut second = spec.shows[0].clone();
+    second.name = "other".into();
+    spec.shows.push(second);
+    let mut b = job("b", vec![LayerSpec::simple("l", "1-2", "general")]);
+    b.show = 1;
+    spec.jobs.push(b);
+    let farm = Farm::new(&spec, |_| {});
+    assert_eq!(farm.pass_all(), 4);
+    let mut client = farm.client();
+    client
+        .batch_execute(
+            "INSERT INTO stagehand.show_lease (pk_show) SELECT pk_show FROM show;
+             UPDATE show SET b_scheduler_managed = false",
+        )
+        .unwrap();
+    let mut cuebot = farm.client();
+    let mut lock = cuebot.transaction().unwrap();
+    lock.batch_execute(
+        "SELECT 1 FROM subscription s JOIN show sh ON sh.pk_show = s.pk_show
+          WHERE sh.str_name = 'other' FOR UPDATE",
+    )
+    .unwrap();
+    stagehand::db::recompute::recount_owed(&mut client, 15.0).unwrap();
+    let owed: Vec<String> = client
+        .query(
+            "SELECT sh.str_name FROM stagehand.show_lease l JOIN show sh ON sh.pk_show = l.pk_show
+              WHERE l.b_recount",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        owed,
+        vec!["other".to_owned()],
+        "only the locked show still owes"
+    );
+    lock.rollback().unwrap();
+}
