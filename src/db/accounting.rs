@@ -28,7 +28,7 @@ impl Limits {
     /// A job's maxima (`job_resource.int_max_cores`, `int_max_gpus`) as Cuebot's dispatch
     /// reads them: always a cap, so 0 or less leaves no room (an operator holds a job by
     /// setting its maximum cores to 0; Cuebot's own default is 100 cores and 100 GPUs).
-    pub fn job(cores: i64, gpus: i64) -> Limits {
+    pub(crate) fn job(cores: i64, gpus: i64) -> Limits {
         Limits {
             cores: Some(cores.max(0)),
             gpus: Some(gpus.max(0)),
@@ -38,7 +38,7 @@ impl Limits {
     /// A folder's maxima (`folder_resource.int_max_cores`, `int_max_gpus`) as Cuebot's
     /// dispatch reads them: -1 (the column's default) is unlimited, anything else a cap, so 0
     /// leaves no room.
-    pub fn folder(cores: i64, gpus: i64) -> Limits {
+    pub(crate) fn folder(cores: i64, gpus: i64) -> Limits {
         let cap = |v: i64| (v != FOLDER_UNLIMITED).then_some(v.max(0));
         Limits {
             cores: cap(cores),
@@ -48,7 +48,7 @@ impl Limits {
 }
 
 /// `folder_resource.int_max_cores` / `int_max_gpus` of a folder without a cap.
-pub const FOLDER_UNLIMITED: i64 = -1;
+const FOLDER_UNLIMITED: i64 = -1;
 
 /// Booked cores and GPUs per vertex.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
